@@ -1,0 +1,1 @@
+"""The ``mobileprune`` command line: ``export``, ``bench``, ``inspect``, ``demo``."""

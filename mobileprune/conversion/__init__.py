@@ -1,0 +1,1 @@
+"""Conversion to ``.tflite``: strip, quantize, convert, verify fidelity."""

@@ -1,0 +1,1 @@
+"""The end-to-end demo (``mobileprune demo``) and the small digits task it runs on."""

@@ -1,0 +1,1 @@
+"""Training-time magnitude pruning: schedules, patterns, masks and the Keras callback."""

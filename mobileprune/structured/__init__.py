@@ -1,0 +1,1 @@
+"""Structured pruning: channel dependency graph, importance and physical removal (``shrink``)."""
