@@ -1,0 +1,144 @@
+"""Shared helpers for the scripts in ``benchmarks/``: one table printer, one JSON writer.
+
+Kept free of TensorFlow so that it loads in every environment (including the
+TensorFlow-less runtime one). Package versions are read from installed metadata,
+never by importing the packages.
+
+Run benchmarks from the repository root as modules (``python -m
+benchmarks.mask_cost``) so that ``benchmarks._common`` is importable.
+
+Example:
+
+```python
+from benchmarks._common import print_table, write_results
+
+rows = [{"model": "digits", "ms": 1.25}]
+print_table("Latency", rows)
+write_results("latency", {"rows": rows})  # -> benchmarks/results/latency.json
+```
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+_VERSIONED_PACKAGES = (
+    "mobileprune",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "ai-edge-litert",
+    "tf-keras",
+    "tensorflow-model-optimization",
+)
+
+
+def machine_info() -> dict[str, Any]:
+    """Describe the machine and the run: CPUs, load, versions, command line, time.
+
+    Load average is recorded because timings on a shared machine are only
+    meaningful next to it.
+    """
+    try:
+        load = [round(value, 2) for value in os.getloadavg()]
+    except OSError:  # not available on every platform
+        load = None
+    versions = {}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "load_average": load,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def print_table(
+    title: str,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Iterable[str] | None = None,
+    float_digits: int = 3,
+) -> None:
+    """Print ``rows`` (dicts sharing keys) as a rich table.
+
+    Args:
+        title: caption printed above the table.
+        rows: one mapping per row; missing keys print as an empty cell.
+        columns: keys to show, in order; defaults to the keys of the first row.
+        float_digits: decimals shown for float cells.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = list(columns) if columns is not None else list(rows[0]) if rows else []
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(_format_cell(row.get(column), float_digits) for column in columns))
+    Console().print(table)
+
+
+def write_results(name: str, payload: Mapping[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
+    """Write ``payload`` plus :func:`machine_info` to ``results_dir/<name>.json`` atomically.
+
+    Args:
+        name: benchmark name, used as the file stem (e.g. ``"mask_cost"``).
+        payload: JSON-serialisable results; stored under ``"results"``.
+        results_dir: destination folder, created if missing.
+
+    Returns:
+        The path written.
+    """
+    if not name or "/" in name or name.endswith(".json"):
+        raise ValueError(f"write_results name must be a bare stem like 'mask_cost', got {name!r}")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    document = {"benchmark": name, "machine": machine_info(), "results": payload}
+    path = results_dir / f"{name}.json"
+    # Write to a sibling temp file and rename, so an interrupted run never
+    # leaves a truncated result behind.
+    handle, temp_name = tempfile.mkstemp(dir=results_dir, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(document, stream, indent=2, default=_to_json)
+            stream.write("\n")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _format_cell(value: Any, float_digits: int) -> str:
+    if value is None:
+        return ""
+    # NumPy floats are not Python floats; their dtype kind says so.
+    if isinstance(value, float) or getattr(getattr(value, "dtype", None), "kind", "") == "f":
+        return f"{float(value):.{float_digits}f}"
+    return str(value)
+
+
+def _to_json(value: Any) -> Any:
+    # NumPy scalars and arrays appear in results; convert without importing NumPy.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON; convert it to a number, str or list first")
