@@ -1,0 +1,248 @@
+"""The end-to-end demo: train, prune, shrink, export, verify and benchmark on digits.
+
+This is what ``mobileprune demo`` runs. It is written as a sequence of small
+steps so each can be read (and reused in the notebooks) on its own:
+
+1. train a dense baseline and, with the same budget, a ``PruneCallback`` model
+   (unstructured magnitude pruning) and a channel-pruned model that is then
+   physically shrunk (the one that gets faster);
+2. strip the pruning state, export each to float32 and int8 ``.tflite``;
+3. verify every file against its Keras model on the held-out digits;
+4. benchmark every file with the TFLite interpreter;
+5. print one comparison table, write ``report.json`` and ``report.png``.
+
+Example:
+
+```python
+from mobileprune.demo.pipeline import DemoConfig, run_demo
+report = run_demo(DemoConfig(output_dir="demo-out", epochs=5))
+print(report["rows"][0]["name"])
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class DemoConfig:
+    """Settings of the demo run.
+
+    Args:
+        output_dir: folder for the ``.tflite`` files, ``report.json`` and ``report.png``.
+        epochs: training epochs, the same for every model (the "same budget").
+        batch_size: training batch size.
+        target_sparsity: final sparsity of the unstructured pruning schedule.
+        channel_fraction: share of channels removed by structured pruning.
+        bench_runs: timed interpreter runs per model (after warm-up).
+        num_threads: interpreter threads for the latency measurement.
+        seed: seed for initialisation and data order.
+        android_assets: when set, also write the files the Android app reads there.
+    """
+
+    output_dir: str = "mobileprune-demo"
+    epochs: int = 20
+    batch_size: int = 32
+    target_sparsity: float = 0.9
+    channel_fraction: float = 0.5
+    bench_runs: int = 300
+    num_threads: int = 1
+    seed: int = 0
+    android_assets: str | None = None
+    quantize_modes: tuple = ("none", "int8")
+
+
+@dataclass
+class TrainedModel:
+    """A Keras model from the demo with what was done to it."""
+
+    name: str
+    model: Any
+    description: str
+    train_seconds: float
+    extras: dict = field(default_factory=dict)
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def train_models(config: DemoConfig, data, progress: Progress = _quiet) -> list[TrainedModel]:
+    """Train the dense baseline, the unstructured-pruned and the channel-pruned models."""
+    import mobileprune as mp
+    from mobileprune.demo.digits import build_digits_cnn
+
+    steps_per_epoch = int(np.ceil(len(data.x_train) / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    # Prune over the first 70% of training, fine-tune at the final sparsity after.
+    end_step = max(1, int(total_steps * 0.7))
+    frequency = max(1, min(100, end_step // 10))
+    fit_kwargs = dict(
+        epochs=config.epochs, batch_size=config.batch_size, verbose=0, shuffle=True,
+    )
+    models = []
+
+    progress("training the dense baseline")
+    dense = build_digits_cnn(seed=config.seed)
+    start = time.perf_counter()
+    dense.fit(data.x_train, data.y_train, **fit_kwargs)
+    models.append(TrainedModel("dense", dense, "dense baseline", time.perf_counter() - start))
+
+    progress(f"training with PruneCallback to {config.target_sparsity:.0%} sparsity")
+    pruned = build_digits_cnn(seed=config.seed)
+    schedule = mp.PolynomialDecay(0.0, config.target_sparsity, begin_step=0, end_step=end_step,
+                                  frequency=frequency)
+    start = time.perf_counter()
+    pruned.fit(data.x_train, data.y_train,
+               callbacks=[mp.PruneCallback(schedule, scope="global")], **fit_kwargs)
+    mp.strip_pruning(pruned)
+    models.append(TrainedModel(
+        "pruned", pruned, f"{config.target_sparsity:.0%} unstructured (global magnitude)",
+        time.perf_counter() - start,
+    ))
+
+    progress(f"training with channel pruning ({config.channel_fraction:.0%} of channels), then shrink")
+    channel = build_digits_cnn(seed=config.seed)
+    schedule = mp.PolynomialDecay(0.0, config.channel_fraction, begin_step=0, end_step=end_step,
+                                  frequency=frequency)
+    start = time.perf_counter()
+    channel.fit(data.x_train, data.y_train,
+                callbacks=[mp.PruneCallback(schedule, pattern="channels")], **fit_kwargs)
+    mp.strip_pruning(channel)
+    shrunk = mp.shrink(channel)
+    models.append(TrainedModel(
+        "channels", shrunk, f"{config.channel_fraction:.0%} of channels removed (shrink)",
+        time.perf_counter() - start,
+        extras={"params_before": int(channel.count_params()), "params_after": int(shrunk.count_params())},
+    ))
+    return models
+
+
+def export_models(config: DemoConfig, models: list[TrainedModel], data,
+                  progress: Progress = _quiet) -> list[dict]:
+    """Export each model to every quantize mode, verified on the test split."""
+    import mobileprune as mp
+
+    out = Path(config.output_dir)
+    rows = []
+    for trained in models:
+        for mode in config.quantize_modes:
+            quantize = None if mode == "none" else mode
+            label = "float32" if quantize is None else quantize
+            path = out / f"{trained.name}_{label}.tflite"
+            progress(f"exporting {path.name}")
+            result = mp.export_tflite(
+                trained.model, str(path), quantize=quantize,
+                representative_data=data.x_train[:256] if quantize == "int8" else None,
+                validation_data=(data.x_test, data.y_test),
+            )
+            fidelity = result.fidelity
+            rows.append({
+                "name": f"{trained.name}_{label}",
+                "model": trained.name,
+                "description": trained.description,
+                "quantize": label,
+                "path": str(path),
+                "keras_accuracy": fidelity.keras_accuracy,
+                "tflite_accuracy": fidelity.tflite_accuracy,
+                "agreement": fidelity.agreement,
+                "max_abs_diff": fidelity.max_abs_diff,
+                "file_bytes": result.file_bytes,
+                "gzip_bytes": result.gzip_bytes,
+                "encoding": result.encoding,
+                "sparsity": result.weight_sparsity,
+                "train_seconds": round(trained.train_seconds, 2),
+                **trained.extras,
+            })
+    return rows
+
+
+def benchmark_rows(config: DemoConfig, rows: list[dict], progress: Progress = _quiet) -> None:
+    """Measure interpreter latency of every exported file and add it to the rows."""
+    from mobileprune.runtime.benchmark import benchmark
+
+    for row in rows:
+        progress(f"benchmarking {row['name']}")
+        result = benchmark(row["path"], num_threads=config.num_threads, runs=config.bench_runs)
+        row["p50_ms"] = result.p50_ms
+        row["p90_ms"] = result.p90_ms
+        row["latency_note"] = result.note
+    baseline = {row["quantize"]: row["p50_ms"] for row in rows if row["model"] == "dense"}
+    for row in rows:
+        row["speedup"] = baseline[row["quantize"]] / row["p50_ms"] if row["p50_ms"] else None
+
+
+def write_report(config: DemoConfig, rows: list[dict]) -> dict:
+    """Write ``report.json`` and ``report.png`` (accuracy vs size and vs latency)."""
+    out = Path(config.output_dir)
+    report = {"config": asdict(config), "rows": rows}
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, default=float))
+    os.replace(tmp, out / "report.json")
+    _plot(rows, out / "report.png")
+    report["json_path"] = str(out / "report.json")
+    report["plot_path"] = str(out / "report.png")
+    return report
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for row in rows:
+        marker = "o" if row["quantize"] == "float32" else "s"
+        accuracy = 100 * row["tflite_accuracy"]
+        by_size.scatter(row["gzip_bytes"] / 1024, accuracy, marker=marker, s=60)
+        by_size.annotate(row["name"], (row["gzip_bytes"] / 1024, accuracy), fontsize=8,
+                         xytext=(4, 4), textcoords="offset points")
+        by_latency.scatter(row["p50_ms"] * 1000, accuracy, marker=marker, s=60)
+        by_latency.annotate(row["name"], (row["p50_ms"] * 1000, accuracy), fontsize=8,
+                            xytext=(4, 4), textcoords="offset points")
+    by_size.set_xscale("log")
+    by_size.set_xlabel("download size (gzip -9), KiB, log scale")
+    by_latency.set_xlabel("interpreter latency p50, microseconds")
+    for axis in (by_size, by_latency):
+        axis.set_ylabel("test accuracy of the .tflite file, %")
+        axis.grid(alpha=0.3)
+    by_size.set_title("Accuracy vs size")
+    by_latency.set_title("Accuracy vs latency")
+    fig.suptitle("mobileprune demo on digits (circle: float32, square: int8)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_demo(config: DemoConfig, progress: Progress = _quiet) -> dict:
+    """Run the whole demo and return the report (also written to ``config.output_dir``)."""
+    from mobileprune.demo.digits import load_digits_split
+
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    data = load_digits_split()
+    models = train_models(config, data, progress)
+    rows = export_models(config, models, data, progress)
+    benchmark_rows(config, rows, progress)
+    report = write_report(config, rows)
+    if config.android_assets:
+        from mobileprune.conversion.android_assets import write_android_assets
+
+        progress(f"writing Android assets to {config.android_assets}")
+        write_android_assets(
+            {row["name"]: row["path"] for row in rows},
+            samples=(data.x_test, data.y_test),
+            out_dir=config.android_assets,
+        )
+    return report
