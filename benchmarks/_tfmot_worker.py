@@ -1,0 +1,295 @@
+"""The tensorflow-model-optimization (tfmot) side of the peer benchmarks, run in a subprocess.
+
+tfmot 0.8.1 only works on legacy tf-keras, and importing it switches the whole
+process to ``TF_USE_LEGACY_KERAS=1``. So the benchmarks never import it: they
+call :func:`run_tfmot`, which starts this module in a fresh interpreter with the
+legacy flag set *before* TensorFlow loads, hands it a JSON spec and reads a
+JSON result back.
+
+The worker rebuilds the same architecture in tf-keras and loads the initial
+weights the Keras 3 side saved (``set_weights`` checks every shape), so both
+libraries start from identical weights and prune the same layers.
+
+Tasks (``spec["task"]``):
+
+- ``"train"``: fit a dense and a tfmot-pruned copy of the model *interleaved*,
+  one epoch each in turn, and return the epoch times of both plus the final
+  test accuracy of both.
+
+Example (from the repository root):
+
+```python
+from benchmarks._tfmot_worker import run_tfmot
+result = run_tfmot({"task": "train", "model": "digits_cnn", ...})
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cifar_cnn(keras_module: Any, num_classes: int = 10):
+    """Build the CIFAR-shaped CNN (32x32x3 -> 10 logits, 667,882 parameters).
+
+    Shared by the Keras 3 side and the tf-keras worker: both pass their own
+    ``keras`` module, and the layer API used here is identical in the two.
+
+    Args:
+        keras_module: ``keras`` (Keras 3) or ``tf_keras`` (legacy).
+        num_classes: size of the logits layer.
+    """
+    layers = keras_module.layers
+    return keras_module.Sequential(
+        [
+            keras_module.Input((32, 32, 3)),
+            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(name="pool1"),
+            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv3"),
+            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv4"),
+            layers.MaxPooling2D(name="pool2"),
+            layers.Conv2D(128, 3, padding="same", activation="relu", name="conv5"),
+            layers.MaxPooling2D(name="pool3"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(256, activation="relu", name="dense1"),
+            layers.Dense(num_classes, name="logits"),
+        ],
+        name="cifar_cnn",
+    )
+
+
+def digits_cnn(keras_module: Any):
+    """Build ``mobileprune.demo.digits.build_digits_cnn``'s architecture with ``keras_module``.
+
+    The demo builder imports Keras 3 itself; the worker needs the same network
+    in tf-keras. Loading the Keras 3 weights into it proves the shapes match.
+
+    Args:
+        keras_module: ``keras`` (Keras 3) or ``tf_keras`` (legacy).
+    """
+    layers = keras_module.layers
+    return keras_module.Sequential(
+        [
+            keras_module.Input((8, 8, 1)),
+            layers.Conv2D(32, 3, activation="relu", name="conv1"),
+            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(128, activation="relu", name="dense1"),
+            layers.Dense(10, name="logits"),
+        ],
+        name="digits_cnn",
+    )
+
+
+MODEL_BUILDERS = {"cifar_cnn": cifar_cnn, "digits_cnn": digits_cnn}
+
+
+def run_tfmot(spec: dict[str, Any], arrays: dict[str, Any], timeout: float = 7200.0) -> dict[str, Any]:
+    """Run one tfmot task in a legacy tf-keras subprocess and return its JSON result.
+
+    Args:
+        spec: task description (see :func:`_train`); must be JSON-serialisable.
+        arrays: NumPy arrays the task needs, saved to an ``.npz`` for the child:
+            ``x_train``, ``y_train``, ``x_test``, ``y_test`` and the initial
+            weights as ``weight_0``, ``weight_1``, ... in ``get_weights()`` order.
+        timeout: seconds before the child is killed.
+
+    Returns:
+        The dict the child wrote.
+    """
+    import numpy as np
+
+    if spec.get("model") not in MODEL_BUILDERS:
+        raise ValueError(f"spec['model'] must be one of {sorted(MODEL_BUILDERS)}, got {spec.get('model')!r}")
+    with tempfile.TemporaryDirectory(prefix="mobileprune-tfmot-") as workdir:
+        spec_path = Path(workdir) / "spec.json"
+        arrays_path = Path(workdir) / "arrays.npz"
+        result_path = Path(workdir) / "result.json"
+        np.savez(arrays_path, **arrays)
+        spec_path.write_text(json.dumps({**spec, "arrays": str(arrays_path)}))
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        completed = subprocess.run(
+            [sys.executable, "-m", "benchmarks._tfmot_worker", str(spec_path), str(result_path)],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if completed.returncode != 0 or not result_path.exists():
+            tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"tfmot worker failed (exit {completed.returncode}):\n{tail}")
+        return json.loads(result_path.read_text())
+
+
+# ---------------------------------------------------------------------------
+# Child side: everything below runs only inside the legacy subprocess.
+
+
+def _train(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fit dense and tfmot-pruned copies interleaved; return epoch times and accuracies.
+
+    Spec keys: ``model``, ``epochs``, ``batch_size``, ``final_sparsity``,
+    ``begin_step``, ``end_step``, ``frequency``, ``power``, ``seed``,
+    ``learning_rate``, ``prune_layers`` (layer names to wrap; all others stay dense),
+    ``warmup_epochs`` (epochs fit before timing starts, discarded).
+    """
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+    import tensorflow_model_optimization as tfmot
+
+    arrays = np.load(spec["arrays"])
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    x_test, y_test = arrays["x_test"], arrays["y_test"]
+    initial_weights = [arrays[f"weight_{i}"] for i in range(len([k for k in arrays.files if k.startswith("weight_")]))]
+
+    def fresh_model():
+        tf_keras.utils.set_random_seed(spec["seed"])
+        model = MODEL_BUILDERS[spec["model"]](tf_keras)
+        model.set_weights(initial_weights)
+        return model
+
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0,
+        final_sparsity=spec["final_sparsity"],
+        begin_step=spec["begin_step"],
+        end_step=spec["end_step"],
+        power=spec.get("power", 3),
+        frequency=spec["frequency"],
+    )
+    prune_names = set(spec["prune_layers"])
+
+    def wrap(layer):
+        if layer.name in prune_names:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    dense = fresh_model()
+    # tfmot wraps the very layer objects it is given, so the pruned model gets
+    # its own fresh copy; otherwise it would share kernels with ``dense``.
+    pruned = tf_keras.models.clone_model(fresh_model(), clone_function=wrap)
+    wrapped = [layer.layer.name for layer in pruned.layers if hasattr(layer, "pruning_vars")]
+    if set(wrapped) != prune_names:
+        raise RuntimeError(f"tfmot wrapped {sorted(wrapped)}, expected {sorted(prune_names)}")
+    _check_same_start(dense, pruned)
+
+    for model in (dense, pruned):
+        model.compile(
+            optimizer=tf_keras.optimizers.Adam(spec.get("learning_rate", 1e-3)),
+            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+
+    timer = _EpochTimer(tf_keras)
+    step_callback = tfmot.sparsity.keras.UpdatePruningStep()
+    times = {"dense": [], "pruned": []}
+    total_epochs = spec["warmup_epochs"] + spec["epochs"]
+    tf.random.set_seed(spec["seed"])
+    for epoch in range(total_epochs):
+        for name, model, callbacks in (("dense", dense, [timer]), ("pruned", pruned, [timer, step_callback])):
+            model.fit(
+                x_train,
+                y_train,
+                batch_size=spec["batch_size"],
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                callbacks=callbacks,
+                verbose=0,
+            )
+            if epoch >= spec["warmup_epochs"]:
+                times[name].append(timer.seconds)
+
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    return {
+        "epoch_seconds": times,
+        "dense_accuracy": _accuracy(dense, x_test, y_test),
+        "pruned_accuracy": _accuracy(pruned, x_test, y_test),
+        "pruned_layers": sorted(wrapped),
+        "layer_sparsity": _kernel_sparsity(stripped, prune_names),
+        "tfmot_version": _version("tensorflow-model-optimization"),
+        "tf_keras_version": _version("tf-keras"),
+    }
+
+
+def _check_same_start(dense, pruned) -> None:
+    """Fail unless every kernel/bias of the pruned model equals the dense model's."""
+    import numpy as np
+
+    dense_values = {v.name.split("/")[0] + "/" + v.name.split("/")[-1]: v.numpy() for v in dense.weights}
+    for layer in pruned.layers:
+        inner = getattr(layer, "layer", layer)
+        for variable in inner.weights:
+            key = inner.name + "/" + variable.name.split("/")[-1]
+            if not np.array_equal(variable.numpy(), dense_values[key]):
+                raise RuntimeError(f"pruned model starts from different weights at {key}")
+
+
+class _EpochTimer:
+    """Factory for a tf-keras callback timing one epoch (created lazily: tf_keras is child-only)."""
+
+    def __new__(cls, tf_keras):
+        class EpochTimer(tf_keras.callbacks.Callback):
+            seconds = float("nan")
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds = time.perf_counter() - self._start
+
+        return EpochTimer()
+
+
+def _accuracy(model, x, y) -> float:
+    import numpy as np
+
+    logits = model.predict(x, batch_size=256, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def _kernel_sparsity(model, names: set[str]) -> dict[str, float]:
+    import numpy as np
+
+    return {
+        layer.name: float(np.mean(layer.kernel.numpy() == 0))
+        for layer in model.layers
+        if layer.name in names
+    }
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+_TASKS = {"train": _train}
+
+
+def _main(argv: list[str]) -> int:
+    if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        print("run through run_tfmot(): TF_USE_LEGACY_KERAS=1 must be set before TensorFlow loads", file=sys.stderr)
+        return 2
+    spec_path, result_path = argv
+    spec = json.loads(Path(spec_path).read_text())
+    result = _TASKS[spec["task"]](spec)
+    Path(result_path).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
