@@ -96,6 +96,14 @@ def print_table(
     Console().print(table)
 
 
+def results_dir(quick: bool) -> Path:
+    """Where a run writes its JSON: ``benchmarks/results``, or a temp folder for ``--quick``.
+
+    Smoke runs must not overwrite the committed full-run results.
+    """
+    return Path(tempfile.mkdtemp(prefix="mobileprune-bench-")) if quick else RESULTS_DIR
+
+
 def write_results(name: str, payload: Mapping[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
     """Write ``payload`` plus :func:`machine_info` to ``results_dir/<name>.json`` atomically.
 
