@@ -124,9 +124,7 @@ def print_table(
 
     table = Table(title=title, caption=caption)
     for index, column in enumerate(columns):
-        numeric = bool(rows) and all(
-            isinstance(row[index], (int, float)) or row[index] is None for row in rows
-        )
+        numeric = bool(rows) and all(_is_number(row[index]) for row in rows)
         table.add_column(column, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*(format_cell(cell, digits) for cell in row))
@@ -178,6 +176,12 @@ def progress(enabled: bool, stream: TextIO | None = None) -> Iterator[ProgressSt
 
     with bars:
         yield step
+
+
+def _is_number(value: Any) -> bool:
+    if value is None or isinstance(value, (int, float)):
+        return not isinstance(value, bool)
+    return getattr(getattr(value, "dtype", None), "kind", "") in ("i", "u", "f")
 
 
 def _ignore_progress(label: str, fraction: float) -> None:
