@@ -1,0 +1,195 @@
+"""Channel importance criteria and the choice of channels to keep.
+
+A channel group's importance per unit combines its members: each producing
+weight (Conv/Dense kernel columns, depthwise filters) gives a per-unit norm,
+each norm vector is divided by its mean so that big and small layers weigh the
+same, and the normalised vectors are summed.
+
+Criteria:
+
+- ``"l2"`` (default): L2 norm of each unit's weights.
+- ``"l1"``: L1 norm.
+- ``"bn"``: ``|gamma|`` of the group's BatchNormalization layers (the
+  "network slimming" criterion); groups without BatchNormalization fall back
+  to ``"l2"``.
+
+Example:
+
+```python
+import numpy as np
+from mobileprune.structured.importance import select_channels
+keep = select_channels(np.array([0.1, 3.0, 0.2, 2.0]), fraction=0.5)
+assert keep.tolist() == [False, True, False, True]
+```
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mobileprune.structured.graph import ChannelGraph, ChannelGroup, Member
+from mobileprune.structured.layer_rules import WeightAxes
+
+CRITERIA = ("l2", "l1", "bn")
+_SCORED_KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+@dataclass(frozen=True)
+class GroupWeight:
+    """One variable of a channel group, with the axis its units index.
+
+    Args:
+        member: the group member (layer, role, positions).
+        axes: the layer rule's description of this weight.
+        variable: the ``keras.Variable``.
+        axis: the axis of ``variable`` that ``member.positions`` index.
+    """
+
+    member: Member
+    axes: WeightAxes
+    variable: object
+    axis: int
+
+    @property
+    def masked(self) -> bool:
+        """Is this weight zeroed when its unit is pruned?"""
+        return self.member.role == "out" and self.axes.masked
+
+
+def check_criterion(criterion: str) -> str:
+    """Return ``criterion`` if it is known, else raise a one-line ValueError."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown importance criterion {criterion!r}; use one of {CRITERIA}")
+    return criterion
+
+
+def group_weights(graph: ChannelGraph, group: ChannelGroup, roles=("out",)) -> list[GroupWeight]:
+    """List the variables ``group`` touches through members with one of ``roles``.
+
+    Args:
+        graph: the model's ``ChannelGraph``.
+        group: one of ``graph.groups``.
+        roles: ``("out",)`` for the weights masking zeroes, add ``"in"`` for
+            the input rows of the layers reading the group.
+    """
+    weights = []
+    for member in group.members:
+        if member.role not in roles:
+            continue
+        layer = graph.model.get_layer(member.layer)
+        for axes in graph.rules[member.layer].weights:
+            axis = axes.out_axis if member.role == "out" else axes.in_axis
+            variable = getattr(layer, axes.attribute, None)
+            if axis is None or variable is None:
+                continue
+            weights.append(GroupWeight(member, axes, variable, axis))
+    return weights
+
+
+def unit_norms(value: np.ndarray, axis: int, positions: np.ndarray, order: int = 2) -> np.ndarray:
+    """Norm of each unit's slice of ``value`` along ``axis``.
+
+    Args:
+        value: the weight's values.
+        axis: the channel axis of ``value``.
+        positions: ``(units, k)`` indices along ``axis`` per unit.
+        order: 1 or 2.
+    """
+    moved = np.moveaxis(np.asarray(value, dtype=np.float64), axis, 0)
+    flat = moved.reshape(moved.shape[0], -1)
+    per_position = np.abs(flat).sum(axis=1) if order == 1 else np.square(flat).sum(axis=1)
+    per_unit = per_position[positions].sum(axis=1)
+    return per_unit if order == 1 else np.sqrt(per_unit)
+
+
+def group_scores(weights: list[GroupWeight], values: list[np.ndarray], criterion: str = "l2") -> np.ndarray:
+    """Importance per unit of one group, from the current ``values`` of ``weights``.
+
+    Args:
+        weights: the group's weights (``group_weights``).
+        values: numpy values of ``weights``, same order.
+        criterion: ``"l2"``, ``"l1"`` or ``"bn"``.
+    """
+    check_criterion(criterion)
+    if criterion == "bn":
+        chosen = [(w, v) for w, v in zip(weights, values) if w.axes.attribute == "gamma"]
+        if chosen:
+            return _sum_normalised(chosen, order=1)
+        criterion = "l2"
+    chosen = [(w, v) for w, v in zip(weights, values) if w.axes.attribute in _SCORED_KERNELS]
+    return _sum_normalised(chosen, order=1 if criterion == "l1" else 2)
+
+
+def _sum_normalised(chosen, order: int) -> np.ndarray:
+    total = None
+    for weight, value in chosen:
+        norms = unit_norms(value, weight.axis, weight.member.positions, order)
+        scale = norms.mean()
+        # A member that is all zero carries no ranking information.
+        part = norms / scale if scale > 0 else norms
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("a channel group has no weights to score; this is a mobileprune bug")
+    return total
+
+
+def kept_count(size: int, fraction: float, round_to: int | None = None) -> int:
+    """How many of ``size`` units survive pruning ``fraction`` of them.
+
+    At least one unit always survives; with ``round_to`` the count is rounded
+    up to a multiple of it (capped at ``size``) so kernels stay SIMD-friendly.
+
+    Args:
+        size: units in the group.
+        fraction: share to remove, in ``[0, 1]``.
+        round_to: optional multiple for the kept count, e.g. 8.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}; e.g. 0.5 removes half the channels")
+    if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"round_to must be a positive int (e.g. 8) or None, got {round_to!r}")
+    kept = max(1, size - int(math.floor(fraction * size + 0.5)))
+    if round_to:
+        kept = min(size, -(-kept // round_to) * round_to)
+    return kept
+
+
+def select_channels(scores: np.ndarray, fraction: float, round_to: int | None = None) -> np.ndarray:
+    """Bool keep-mask over ``scores`` that drops the lowest-scoring units.
+
+    Ties are broken by position (the lower index goes first), so equal
+    weights always give the same choice.
+
+    Args:
+        scores: 1-D importance per unit.
+        fraction: share of units to remove.
+        round_to: keep a multiple of this many units (see ``kept_count``).
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    kept = kept_count(scores.size, fraction, round_to)
+    order = np.lexsort((np.arange(scores.size), scores))  # ascending score, then index
+    keep = np.ones(scores.size, dtype=bool)
+    keep[order[: scores.size - kept]] = False
+    return keep
+
+
+def channel_masks(weights: list[GroupWeight], keep: np.ndarray) -> list[np.ndarray]:
+    """Bool mask per weight that zeroes the slices of the units not kept.
+
+    Args:
+        weights: the group's weights.
+        keep: bool per unit.
+    """
+    masks = []
+    for weight in weights:
+        shape = tuple(weight.variable.shape)
+        axis = weight.axis % len(shape)
+        along = np.ones(shape[axis], dtype=bool)
+        along[weight.member.positions[~keep].ravel()] = False
+        view = [1] * len(shape)
+        view[axis] = shape[axis]
+        masks.append(np.broadcast_to(along.reshape(view), shape).copy())
+    return masks

@@ -1,0 +1,69 @@
+"""Zero whole channels in place, without training (for tests and benchmarks).
+
+``mask_channels(model, 0.5)`` zeroes the lowest-importance half of every
+prunable channel group: the producing kernel columns and biases, the
+depthwise filters, and BatchNormalization ``gamma`` *and* ``beta``, so the
+channel is exactly 0 after normalisation and activations. ``shrink`` then
+removes exactly these channels. Coupled channels (residual adds,
+squeeze-and-excitation) are zeroed together because they form one group.
+
+Example:
+
+```python
+import mobileprune as mp
+from mobileprune.demo.digits import build_digits_cnn
+from mobileprune.structured.masking import mask_channels
+model = build_digits_cnn(compile=False)
+zeroed = mask_channels(model, 0.5)
+assert zeroed == {"conv1": 16, "conv2": 32, "dense1": 64}
+smaller = mp.shrink(model)
+```
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mobileprune.structured.graph import build_graph
+from mobileprune.structured.importance import (
+    channel_masks,
+    check_criterion,
+    group_scores,
+    group_weights,
+    select_channels,
+)
+
+
+def mask_channels(
+    model,
+    fraction: float,
+    criterion: str = "l2",
+    round_to: int | None = None,
+    warn: bool = True,
+) -> dict[str, int]:
+    """Zero the lowest-importance ``fraction`` of each prunable channel group.
+
+    Args:
+        model: a functional model or a Sequential built with ``keras.Input``;
+            modified in place.
+        fraction: share of each group's channels to zero, in ``[0, 1]``.
+            Every group keeps at least one channel.
+        criterion: ``"l2"`` (default), ``"l1"`` or ``"bn"`` (see
+            ``mobileprune.structured.importance``).
+        round_to: keep a multiple of this many channels per group, e.g. 8.
+        warn: warn about barrier layers.
+
+    Returns:
+        Group name -> number of channels zeroed.
+    """
+    check_criterion(criterion)
+    graph = build_graph(model, warn=warn)
+    zeroed = {}
+    for group in graph.groups:
+        weights = [w for w in group_weights(graph, group) if w.masked]
+        values = [np.asarray(w.variable.numpy()) for w in weights]
+        keep = select_channels(group_scores(weights, values, criterion), fraction, round_to)
+        for weight, value, mask in zip(weights, values, channel_masks(weights, keep)):
+            weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
+        zeroed[group.name] = int((~keep).sum())
+    return zeroed
