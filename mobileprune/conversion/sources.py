@@ -1,0 +1,218 @@
+"""Everything ``export_tflite`` and ``verify`` accept as a model, behind one interface.
+
+A :class:`ModelSource` knows how to make a fresh ``tf.lite.TFLiteConverter``
+for the model and how to run the original model on a batch (the reference
+for fidelity checks). Accepted inputs:
+
+* a Keras 3 model; pruning state is stripped on the fly and the caller's
+  model is left as it was;
+* a path to a ``.keras`` (or ``.h5``) file, loaded with ``safe_mode=True``;
+* a SavedModel directory (converted with its ``serving_default`` signature);
+* a tf-keras (Keras 2) model, e.g. one pruned with tfmot; its
+  ``PruneLowMagnitude`` wrappers are stripped with tfmot's own
+  ``strip_pruning``. tfmot is only imported when the model contains its
+  wrappers, because importing it switches the process to legacy Keras.
+
+Example:
+
+```python
+from mobileprune.conversion.sources import load_source
+source = load_source("model.keras")
+tflite_bytes = source.converter().convert()
+logits = source.predict(x_test[:32])
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+_TFMOT_MODULE = "tensorflow_model_optimization"
+
+
+@dataclass
+class ModelSource:
+    """A model ready to convert and to run as the fidelity reference.
+
+    Attributes:
+        kind: ``"keras"``, ``"keras_file"``, ``"saved_model"`` or ``"tf_keras"``.
+        description: human-readable origin, e.g. the file path.
+        model: the Keras / tf-keras model, or the loaded SavedModel object.
+        input_count: number of model inputs.
+    """
+
+    kind: str
+    description: str
+    model: Any
+    input_count: int
+    _make_converter: Callable[[], Any]
+    _predict: Callable[[np.ndarray, int], np.ndarray]
+
+    def converter(self):
+        """Return a fresh ``tf.lite.TFLiteConverter`` for this model."""
+        return self._make_converter()
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Run the original model on ``x`` and return its (first) output as float32.
+
+        Args:
+            x: inputs, batch on axis 0.
+            batch_size: samples per call.
+        """
+        return np.asarray(self._predict(np.asarray(x), batch_size), dtype=np.float32)
+
+
+def load_source(model: Any) -> ModelSource:
+    """Wrap a Keras 3 model, tf-keras model, ``.keras`` file or SavedModel directory.
+
+    Args:
+        model: the model object or a path to it.
+
+    Raises:
+        ValueError: a path that does not exist or is not a model.
+        TypeError: an object that is not a Keras model or a path.
+    """
+    if isinstance(model, ModelSource):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return _from_path(Path(model))
+    if _is_tf_keras_model(model):
+        return _from_tf_keras(model)
+    if _is_keras3_model(model):
+        return _from_keras3(model, kind="keras", description=f"Keras model {model.name!r}")
+    raise TypeError(
+        f"cannot export a {type(model).__name__}; pass a Keras model, a .keras file path "
+        "or a SavedModel directory"
+    )
+
+
+def _from_path(path: Path) -> ModelSource:
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ValueError(f"{path} is a directory without saved_model.pb; pass a .keras file or a SavedModel directory")
+        return _from_saved_model(path)
+    if not path.is_file():
+        raise ValueError(f"model file {path} does not exist; check the path")
+    if path.suffix.lower() not in (".keras", ".h5"):
+        raise ValueError(f"{path} is not a model file; pass a .keras file or a SavedModel directory")
+    import keras
+
+    try:
+        loaded = keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # Keras raises many types for a bad file
+        raise ValueError(f"cannot load {path}: {' '.join(str(error).split())[:300]}") from error
+    return _from_keras3(loaded, kind="keras_file", description=str(path))
+
+
+def _from_keras3(model, kind: str, description: str) -> ModelSource:
+    import tensorflow as tf
+
+    def make_converter():
+        with _pruning_stripped(model) as plain:
+            return tf.lite.TFLiteConverter.from_keras_model(plain)
+
+    def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
+        return _first_output(model.predict(x, batch_size=batch_size, verbose=0))
+
+    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict)
+
+
+def _from_tf_keras(model) -> ModelSource:
+    import tensorflow as tf
+
+    if _has_tfmot_wrappers(model):
+        import tensorflow_model_optimization as tfmot  # already loaded: the model uses it
+
+        model = tfmot.sparsity.keras.strip_pruning(model)  # returns a copy
+
+    def make_converter():
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+
+    def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
+        return _first_output(model.predict(x, batch_size=batch_size, verbose=0))
+
+    return ModelSource("tf_keras", f"tf-keras model {model.name!r}", model, len(model.inputs), make_converter, predict)
+
+
+def _from_saved_model(path: Path) -> ModelSource:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures.get("serving_default") if hasattr(loaded, "signatures") else None
+    if signature is None:
+        raise ValueError(f"SavedModel {path} has no 'serving_default' signature; export it with one")
+    input_specs = signature.structured_input_signature[1]
+    input_name = sorted(input_specs)[0]
+    output_name = sorted(signature.structured_outputs)[0]
+
+    def make_converter():
+        return tf.lite.TFLiteConverter.from_saved_model(str(path))
+
+    def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
+        dtype = input_specs[input_name].dtype
+        parts = [
+            signature(**{input_name: tf.constant(x[start : start + batch_size], dtype=dtype)})[output_name].numpy()
+            for start in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(parts)
+
+    return ModelSource("saved_model", str(path), loaded, len(input_specs), make_converter, predict)
+
+
+@contextlib.contextmanager
+def _pruning_stripped(model) -> Iterator[Any]:
+    """Yield ``model`` without pruning state, restoring the caller's model afterwards."""
+    try:
+        from mobileprune.pruning.strip import strip_pruning
+    except ImportError:  # pruning package absent: nothing can be attached
+        yield model
+        return
+    # strip_pruning may detach constraints in place; remember and restore them
+    # so the caller can keep training with its masks after exporting.
+    saved = [(variable, getattr(variable, "constraint", None)) for variable in model.variables]
+    try:
+        stripped = strip_pruning(model)
+        yield model if stripped is None else stripped
+    finally:
+        for variable, constraint in saved:
+            if getattr(variable, "constraint", None) is not constraint:
+                variable.constraint = constraint
+
+
+def _is_keras3_model(obj: Any) -> bool:
+    module = type(obj).__module__
+    if not (module.startswith("keras") or hasattr(obj, "inputs")):
+        return False
+    import keras
+
+    return isinstance(obj, keras.Model)
+
+
+def _is_tf_keras_model(obj: Any) -> bool:
+    # Decided from class modules only: importing tf_keras or tfmot here would
+    # switch the whole process to legacy Keras.
+    return any(klass.__module__.startswith(("tf_keras.", _TFMOT_MODULE)) for klass in type(obj).__mro__)
+
+
+def _has_tfmot_wrappers(model) -> bool:
+    return any(type(layer).__module__.startswith(_TFMOT_MODULE) for layer in _all_layers(model))
+
+
+def _all_layers(model) -> Iterator[Any]:
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+def _first_output(outputs: Any) -> np.ndarray:
+    if isinstance(outputs, dict):
+        outputs = outputs[sorted(outputs)[0]]
+    if isinstance(outputs, (list, tuple)):
+        outputs = outputs[0]
+    return np.asarray(outputs)

@@ -1,0 +1,200 @@
+"""Fidelity of a ``.tflite`` file: does it still compute what the Keras model computes?
+
+:func:`verify` runs the original model and the file on the same inputs and
+reports top-1 agreement, the largest and mean absolute output difference, and
+the accuracy of each when labels are given. A file with integer input/output
+is fed and read with its own scale and zero point, so its outputs are
+compared in the model's real units.
+
+Example:
+
+```python
+import mobileprune as mp
+report = mp.verify(model, "model.tflite", x_test, y_test)
+print(report.agreement, report.max_abs_diff, report.tflite_accuracy)
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """How closely a ``.tflite`` file follows its source model.
+
+    Attributes:
+        samples: number of inputs compared.
+        agreement: share of inputs where both models pick the same top-1
+            class (``None`` when the output has a single unit).
+        max_abs_diff: largest absolute difference of any output value.
+        mean_abs_diff: mean absolute difference of the output values.
+        keras_accuracy: top-1 accuracy of the source model (``None`` without labels).
+        tflite_accuracy: top-1 accuracy of the file (``None`` without labels).
+    """
+
+    samples: int
+    agreement: float | None
+    max_abs_diff: float
+    mean_abs_diff: float
+    keras_accuracy: float | None = None
+    tflite_accuracy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+
+def verify(keras_model: Any, tflite_path: str, x: Any, y: Any = None, batch_size: int = 256) -> FidelityReport:
+    """Run ``keras_model`` and the ``.tflite`` file on ``x`` and compare their outputs.
+
+    Args:
+        keras_model: the source model (anything ``export_tflite`` accepts:
+            Keras model, ``.keras`` path, SavedModel directory, tf-keras model).
+        tflite_path: the converted file.
+        x: inputs as an array, or a ``tf.data.Dataset`` of ``(x, y)`` pairs or of ``x``.
+        y: integer (or one-hot) labels; ignored when ``x`` is a dataset of pairs.
+        batch_size: samples per call to either model.
+
+    Raises:
+        ValueError: empty inputs, or labels whose count differs from the inputs'.
+    """
+    from mobileprune.conversion.sources import load_source
+
+    interpreter = _load_interpreter(tflite_path)
+    input_rank = len(interpreter.get_input_details()[0]["shape"])
+    inputs, labels = _collect(x, y, input_rank)
+    if len(inputs) == 0:
+        raise ValueError("verify needs at least one input sample; x is empty")
+    if labels is not None and len(labels) != len(inputs):
+        raise ValueError(f"got {len(inputs)} inputs but {len(labels)} labels; pass one label per input")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    reference = load_source(keras_model).predict(inputs, batch_size)
+    converted = run_interpreter(interpreter, inputs, batch_size)
+    return compare_outputs(reference, converted, labels)
+
+
+def compare_outputs(reference: np.ndarray, converted: np.ndarray, labels: np.ndarray | None = None) -> FidelityReport:
+    """Build a :class:`FidelityReport` from two output arrays of the same shape.
+
+    Args:
+        reference: outputs of the source model, batch on axis 0.
+        converted: outputs of the converted model.
+        labels: optional integer or one-hot labels.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    converted = np.asarray(converted, dtype=np.float64).reshape(reference.shape)
+    difference = np.abs(reference - converted)
+    classes = reference.shape[-1] if reference.ndim >= 2 else 1
+    agreement = keras_accuracy = tflite_accuracy = None
+    if classes > 1:
+        reference_top1 = reference.argmax(axis=-1)
+        converted_top1 = converted.argmax(axis=-1)
+        agreement = float(np.mean(reference_top1 == converted_top1))
+        if labels is not None:
+            truth = _label_indices(labels, classes)
+            keras_accuracy = float(np.mean(reference_top1 == truth))
+            tflite_accuracy = float(np.mean(converted_top1 == truth))
+    return FidelityReport(
+        samples=int(reference.shape[0]),
+        agreement=agreement,
+        max_abs_diff=float(difference.max()),
+        mean_abs_diff=float(difference.mean()),
+        keras_accuracy=keras_accuracy,
+        tflite_accuracy=tflite_accuracy,
+    )
+
+
+def run_tflite(tflite_path: str, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Run a single-input ``.tflite`` file on ``x``; return its first output in real units.
+
+    Integer inputs are quantized and integer outputs dequantized with the
+    file's own scale and zero point.
+
+    Args:
+        tflite_path: the file to run.
+        x: float inputs, batch on axis 0.
+        batch_size: samples per invocation (the input is resized to it).
+    """
+    return run_interpreter(_load_interpreter(tflite_path), np.asarray(x), batch_size)
+
+
+def run_interpreter(interpreter, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Run a loaded interpreter on ``x`` (see :func:`run_tflite`).
+
+    Args:
+        interpreter: a LiteRT ``Interpreter`` of a single-input model.
+        x: float inputs, batch on axis 0.
+        batch_size: samples per invocation.
+    """
+    input_detail = interpreter.get_input_details()[0]
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        batch = np.asarray(x[start : start + batch_size])
+        interpreter.resize_tensor_input(input_detail["index"], [len(batch), *batch.shape[1:]])
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], _to_input(batch, detail))
+        interpreter.invoke()
+        output_detail = interpreter.get_output_details()[0]
+        outputs.append(_from_output(interpreter.get_tensor(output_detail["index"]), output_detail))
+    return np.concatenate(outputs)
+
+
+def _load_interpreter(tflite_path: str):
+    try:
+        from mobileprune.runtime.interpreter import load_interpreter
+    except ImportError:  # runtime package not available: use LiteRT directly
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter(model_path=str(tflite_path))
+    return load_interpreter(str(tflite_path))
+
+
+def _to_input(batch: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind not in "iu":
+        return batch.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return batch.astype(dtype)
+    info = np.iinfo(dtype)
+    quantized = np.round(batch.astype(np.float64) / scale + zero_point)
+    return np.clip(quantized, info.min, info.max).astype(dtype)
+
+
+def _from_output(values: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]).kind in "iu" and scale:
+        return (values.astype(np.float64) - zero_point) * scale
+    return values.astype(np.float64)
+
+
+def _label_indices(labels: np.ndarray, classes: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim >= 2 and labels.shape[-1] == classes:
+        return labels.argmax(axis=-1)
+    return labels.reshape(-1).astype(np.int64)
+
+
+def _collect(x: Any, y: Any, input_rank: int) -> tuple[np.ndarray, np.ndarray | None]:
+    if not (type(x).__module__.startswith("tensorflow") and hasattr(x, "as_numpy_iterator")):
+        return np.asarray(x), (None if y is None else np.asarray(y))
+    inputs, labels = [], []
+    for element in x.as_numpy_iterator():
+        if isinstance(element, tuple):
+            inputs.append(np.asarray(element[0]))
+            labels.append(np.asarray(element[1]))
+        else:
+            inputs.append(np.asarray(element))
+    if not inputs:
+        return np.zeros((0,)), None
+    # Elements with the model's full input rank are batches; one less, single samples.
+    batched = inputs[0].ndim == input_rank
+    join = np.concatenate if batched else np.stack
+    return join(inputs), (join(labels) if labels else None)
