@@ -38,6 +38,7 @@ _LAZY = {
     # structured surgery
     "shrink": "mobileprune.structured.shrink",
     "channel_groups": "mobileprune.structured.graph",
+    "ChannelPattern": "mobileprune.structured.channel_pattern",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",
