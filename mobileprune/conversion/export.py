@@ -28,18 +28,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mobileprune.conversion.atomic import atomic_write_bytes, atomic_write_text
 from mobileprune.conversion.convert import convert
 from mobileprune.conversion.quantize import CalibrationProgress, normalize_integer_io, normalize_quantize
 from mobileprune.conversion.sources import load_source
-from mobileprune.conversion.sparse import ConstantTensor, operator_names, read_constant_tensors, uses_sparse_encoding
-from mobileprune.conversion.verify import FidelityReport, run_interpreter, verify
+from mobileprune.conversion.sparse import (
+    choose_encoding,
+    probe_inputs,
+    uses_sparse_encoding,
+    weight_tensors,
+    worth_sparse_conversion,
+)
+from mobileprune.conversion.verify import FidelityReport, verify
+from mobileprune.runtime.inspect import inspect_tflite
 
-# The converter leaves tensors below about this zero fraction dense, so a
-# second conversion cannot pay off when no weight reaches it.
-_MIN_SPARSITY_FOR_ENCODING = 0.3
 
 
 @dataclass
@@ -72,7 +74,7 @@ class ExportResult:
     encoding_reason: str
     candidate_bytes: dict[str, int]
     weight_sparsity: dict[str, float]
-    weight_tensors: list[ConstantTensor] = field(repr=False)
+    weight_tensors: list[Any] = field(repr=False)
     ops: list[str]
     source: str
     fidelity: FidelityReport | None = None
@@ -81,8 +83,8 @@ class ExportResult:
     @property
     def overall_sparsity(self) -> float:
         """Zero fraction over all weight tensors together."""
-        size = sum(tensor.size for tensor in self.weight_tensors)
-        return sum(tensor.zeros for tensor in self.weight_tensors) / size if size else 0.0
+        size = sum(tensor.elements for tensor in self.weight_tensors)
+        return sum(tensor.zeros or 0 for tensor in self.weight_tensors) / size if size else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the result."""
@@ -155,34 +157,30 @@ def export_tflite(
             allow_select_tf_ops, calibration_samples, progress,
         )
 
-    candidates = {"dense": convert_with(False)} if sparse is not True else {}
-    reason = "sparse encoding not requested (sparse=False)"
-    if sparse is not False:
-        worth_trying = sparse is True or _max_weight_sparsity(candidates["dense"]) >= _MIN_SPARSITY_FOR_ENCODING
-        if worth_trying:
-            candidates["sparse"] = convert_with(True)
-        else:
-            reason = f"no weight tensor is at least {_MIN_SPARSITY_FOR_ENCODING:.0%} zeros"
-    probe = _probe_inputs(representative_data, validation_data)
-    chosen, reason = _choose_encoding(candidates, sparse, reason, probe)
+    candidates = {} if sparse is True else {"dense": convert_with(False)}
+    if sparse is True or (sparse == "auto" and worth_sparse_conversion(inspect_tflite(candidates["dense"]))):
+        candidates["sparse"] = convert_with(True)
+    chosen, reason = choose_encoding(candidates, sparse, probe_inputs(representative_data, validation_data))
     atomic_write_bytes(target, candidates[chosen])
 
+    # Everything below is read back from the written file, not from the model.
     written = target.read_bytes()
-    weights = [tensor for tensor in read_constant_tensors(written) if tensor.is_weight]
+    report = inspect_tflite(target)
+    weights = weight_tensors(report)
     result = ExportResult(
         path=str(target),
         quantize=quantize,
         int8_io=io_type,
         file_bytes=len(written),
         gzip_bytes=len(gzip.compress(written, compresslevel=9)),
-        encoding="sparse" if uses_sparse_encoding(written) else "dense",
+        encoding="sparse" if uses_sparse_encoding(report) else "dense",
         encoding_reason=reason,
         candidate_bytes={name: len(data) for name, data in candidates.items()},
-        weight_sparsity={tensor.name: tensor.sparsity for tensor in weights},
+        weight_sparsity=_sparsity_by_short_name(weights),
         weight_tensors=weights,
-        ops=operator_names(written),
+        ops=list(dict.fromkeys(op.op for op in report.ops)),
         source=source.description,
-        macs=_estimated_macs(target),
+        macs=report.macs,
     )
     if validation_data is not None:
         x, y = _split_validation(validation_data)
@@ -199,85 +197,18 @@ def _normalize_sparse(sparse: bool | str) -> bool | str:
     raise ValueError(f"sparse={sparse!r} is not valid; use 'auto', True or False")
 
 
-def _choose_encoding(candidates: dict[str, bytes], sparse: bool | str, reason: str, probe: Any) -> tuple[str, str]:
-    if "sparse" not in candidates:
-        return "dense", reason
-    sparse_bytes = candidates["sparse"]
-    if not uses_sparse_encoding(sparse_bytes):
-        return ("sparse" if sparse is True else "dense"), "the converter found no weight sparse enough to encode"
-    dense_bytes = candidates.get("dense")
-    if sparse is not True and len(sparse_bytes) >= len(dense_bytes):
-        return "dense", f"sparse encoding is not smaller ({len(sparse_bytes)} >= {len(dense_bytes)} bytes)"
-    problem = _sparse_problem(sparse_bytes, dense_bytes, probe)
-    if sparse is True:
-        return "sparse", "sparse=True" + (f"; warning: {problem}" if problem else "")
-    smaller = f"sparse encoding is smaller ({len(sparse_bytes)} < {len(dense_bytes)} bytes)"
-    if problem:
-        return "dense", f"{smaller} but {problem}; pass sparse=True to keep it anyway"
-    return "sparse", smaller
-
-
-def _sparse_problem(sparse_bytes: bytes, dense_bytes: bytes | None, probe: Any) -> str | None:
-    """Why the sparse file cannot replace the dense one on the default runtime, or ``None``."""
-    sparse_outputs = _probe_outputs(sparse_bytes, probe)
-    if sparse_outputs is None:
-        return "it fails to run on LiteRT's default (XNNPACK) interpreter"
-    if dense_bytes is None:
-        return None
-    dense_outputs = _probe_outputs(dense_bytes, probe)
-    if dense_outputs is None or dense_outputs.size == 0:
-        return None
-    # Same weights, same calibration: only float rounding may differ.
-    difference = float(np.max(np.abs(sparse_outputs - dense_outputs)))
-    tolerance = 1e-3 + 1e-2 * float(np.max(np.abs(dense_outputs)))
-    if difference > tolerance:
-        return f"its outputs differ from the dense file's by up to {difference:.3g} on probe inputs"
-    return None
-
-
-def _probe_outputs(tflite_bytes: bytes, probe: Any) -> np.ndarray | None:
-    """Outputs of the model on ``probe`` (empty if it cannot be fed), ``None`` if it fails to run."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    try:
-        interpreter = Interpreter(model_content=tflite_bytes)
-        details = interpreter.get_input_details()
-        if probe is None or len(details) != 1:
-            interpreter.allocate_tensors()
-            for detail in details:
-                interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-            interpreter.invoke()
-            return np.zeros(0)
-        return run_interpreter(interpreter, probe, batch_size=1)
-    except (RuntimeError, ValueError):
-        return None
-
-
-def _probe_inputs(*datasets: Any, count: int = 8) -> np.ndarray | None:
-    """A few real inputs to compare encodings on (arrays only; datasets are not consumed)."""
-    for data in datasets:
-        if isinstance(data, (tuple, list)) and len(data) == 2:
-            data = data[0]
-        if isinstance(data, np.ndarray) and data.ndim >= 2 and len(data):
-            return data[:count].astype(np.float32)
-    return None
-
-
-def _max_weight_sparsity(tflite_bytes: bytes) -> float:
-    return max((tensor.sparsity for tensor in read_constant_tensors(tflite_bytes) if tensor.is_weight), default=0.0)
-
-
-def _estimated_macs(path: Path) -> int | None:
-    try:
-        from mobileprune.runtime.inspect import inspect_tflite
-    except ImportError:  # runtime inspection not available
-        return None
-    try:
-        report = inspect_tflite(str(path))
-    except Exception:  # the estimate is optional; never fail an export for it
-        return None
-    macs = getattr(report, "macs", None)
-    return None if macs is None else int(macs)
+def _sparsity_by_short_name(weights: list[Any]) -> dict[str, float]:
+    # Converter names are fused ("a/MatMul;a/BiasAdd;..."); the first part is
+    # readable, and a counter keeps repeated parts apart.
+    sparsity: dict[str, float] = {}
+    for tensor in weights:
+        name = tensor.name.split(";")[0]
+        key, count = name, 1
+        while key in sparsity:
+            count += 1
+            key = f"{name}#{count}"
+        sparsity[key] = float(tensor.sparsity or 0.0)
+    return sparsity
 
 
 def _split_validation(validation_data: Any) -> tuple[Any, Any]:

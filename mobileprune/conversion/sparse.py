@@ -1,193 +1,149 @@
-"""Read the weights back from a written ``.tflite`` file: zeros, encoding, ops.
+"""Choosing between the dense and TFLite's sparse weight encoding of one model.
 
-Pruning only pays off if the zeros reach the phone. This module reads the
-constant tensors straight from the flatbuffer (no interpreter, no
-TensorFlow) and counts exact zeros per weight tensor, for plain (dense)
-buffers as well as for tensors stored in TFLite's sparse format (where only
-the non-zero values are stored and the positions live in the tensor's
-``sparsity`` table). A quantized value counts as zero when it equals its zero
-point, i.e. when it dequantizes to exactly 0.0.
+TFLite can store a pruned weight tensor in its sparse format (only the
+non-zero values plus their positions, expanded back by a ``DENSIFY`` op when
+the model loads). That shrinks the file, but not every runtime path accepts
+it: on LiteRT 2.3 the XNNPACK delegate (the default on phones) refuses sparse
+int8 and dynamic-range weights, and sparse int16x8 files compute wrong
+results. So a sparse file is only kept when it is smaller, loads and runs on
+the default interpreter, and gives the dense file's outputs on probe inputs.
+
+Weight tensors and their zeros are read from the file with
+:func:`mobileprune.runtime.inspect.inspect_tflite`.
 
 Example:
 
 ```python
-from pathlib import Path
-from mobileprune.conversion.sparse import weight_sparsity
-for tensor in weight_sparsity(Path("model.tflite").read_bytes()):
-    print(tensor.name, tensor.sparsity)
+from mobileprune.conversion.sparse import choose_encoding
+encoding, reason = choose_encoding({"dense": dense_bytes, "sparse": sparse_bytes}, "auto", probe=x[:8])
 ```
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-# TFLite TensorType code -> NumPy dtype, for the types weights are stored in.
-_NUMPY_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
-_WEIGHT_TYPES = {0, 1, 3, 7, 9}
-_CUSTOM_OP_CODE = 32
+#: Stored element types of weight matrices and kernels.
+WEIGHT_DTYPES = ("float32", "float16", "int8", "uint8", "int16")
+# The converter leaves tensors below about this zero fraction dense, so a
+# sparse conversion cannot pay off when no weight reaches it.
+MIN_SPARSITY_FOR_ENCODING = 0.3
 
 
-@dataclass(frozen=True)
-class ConstantTensor:
-    """One constant tensor of a ``.tflite`` file as it is stored.
+def weight_tensors(report: Any) -> list[Any]:
+    """The weight matrices and kernels of an inspected file (rank >= 2 numeric constants).
 
-    Attributes:
-        name: tensor name (the first part of a fused name).
-        shape: logical (dense) shape.
-        dtype: stored element type, e.g. ``"int8"``.
-        bits: stored width of one element.
-        size: number of logical elements (``prod(shape)``).
-        zeros: exact number of elements equal to zero (after dequantization).
-        stored_bytes: bytes of the value buffer (non-zeros only when sparse-encoded).
-        sparse_encoded: stored in TFLite's sparse format (read through ``DENSIFY``).
-        is_weight: a weight matrix or kernel (rank >= 2, numeric), as opposed to
-            biases, shapes and other small constants.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    bits: int
-    size: int
-    zeros: int
-    stored_bytes: int
-    sparse_encoded: bool
-    is_weight: bool
-
-    @property
-    def sparsity(self) -> float:
-        """Fraction of elements that are exactly zero."""
-        return self.zeros / self.size if self.size else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, with the sparsity included."""
-        return {**asdict(self), "shape": list(self.shape), "sparsity": self.sparsity}
-
-
-def read_constant_tensors(tflite_bytes: bytes) -> list[ConstantTensor]:
-    """List every constant tensor of the main subgraph with its exact zero count.
+    Biases, shape constants and lookup tables are left out: they are not pruned.
 
     Args:
-        tflite_bytes: the content of a ``.tflite`` file.
+        report: a :class:`mobileprune.runtime.inspect.TfliteReport`.
     """
-    model = _parse(tflite_bytes)
-    subgraph = model.Subgraphs(0)
-    tensors = []
-    seen_names: dict[str, int] = {}
-    for index in range(subgraph.TensorsLength()):
-        tensor = subgraph.Tensors(index)
-        values = _buffer_values(model, tflite_bytes, tensor)
-        if values is None:
-            continue
-        shape = tuple(int(dim) for dim in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-        size = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        sparse_encoded = tensor.Sparsity() is not None
-        stored_nonzero = int(np.count_nonzero(values != _zero_points(tensor, values, sparse_encoded)))
-        name = _unique(tensor.Name().decode("utf-8", "replace").split(";")[0], seen_names)
-        tensors.append(
-            ConstantTensor(
-                name=name,
-                shape=shape,
-                dtype=np.dtype(values.dtype).name,
-                bits=np.dtype(values.dtype).itemsize * 8,
-                size=size,
-                zeros=size - stored_nonzero,
-                stored_bytes=int(values.nbytes),
-                sparse_encoded=sparse_encoded,
-                is_weight=len(shape) >= 2 and tensor.Type() in _WEIGHT_TYPES,
-            )
-        )
-    return tensors
+    return [
+        tensor
+        for tensor in report.tensors
+        if tensor.is_constant and len(tensor.shape) >= 2 and tensor.dtype in WEIGHT_DTYPES
+    ]
 
 
-def weight_sparsity(tflite_bytes: bytes) -> list[ConstantTensor]:
-    """The weight tensors (kernels and matrices) of a ``.tflite`` file, with zero counts.
+def uses_sparse_encoding(report: Any) -> bool:
+    """Whether any tensor of an inspected file is stored in TFLite's sparse format.
 
     Args:
-        tflite_bytes: the content of a ``.tflite`` file.
+        report: a :class:`mobileprune.runtime.inspect.TfliteReport`.
     """
-    return [tensor for tensor in read_constant_tensors(tflite_bytes) if tensor.is_weight]
+    return any(tensor.encoding == "sparse" for tensor in report.tensors)
 
 
-def uses_sparse_encoding(tflite_bytes: bytes) -> bool:
-    """Whether any tensor of the file is stored in TFLite's sparse format.
+def worth_sparse_conversion(dense_report: Any) -> bool:
+    """Whether any weight of the dense file is sparse enough for the converter to encode.
 
     Args:
-        tflite_bytes: the content of a ``.tflite`` file.
+        dense_report: the inspected dense conversion.
     """
-    return any(tensor.sparse_encoded for tensor in read_constant_tensors(tflite_bytes))
+    return any((tensor.sparsity or 0.0) >= MIN_SPARSITY_FOR_ENCODING for tensor in weight_tensors(dense_report))
 
 
-def operator_names(tflite_bytes: bytes) -> list[str]:
-    """Distinct operator names of the file in first-use order (custom ops by their code).
+def choose_encoding(candidates: dict[str, bytes], sparse: bool | str, probe: np.ndarray | None = None) -> tuple[str, str]:
+    """Pick ``"dense"`` or ``"sparse"`` among converted files and say why.
 
     Args:
-        tflite_bytes: the content of a ``.tflite`` file.
+        candidates: ``{"dense": bytes, "sparse": bytes}``; either may be absent.
+        sparse: ``"auto"`` (keep sparse only if smaller, runnable and faithful),
+            ``True`` (sparse whatever happens; problems become a warning) or ``False``.
+        probe: a few real inputs on which both files must agree.
     """
-    from tflite.BuiltinOperator import BuiltinOperator
+    from mobileprune.runtime.inspect import inspect_tflite
 
-    names_by_code = {code: name for name, code in vars(BuiltinOperator).items() if not name.startswith("_")}
-    model = _parse(tflite_bytes)
-    names: list[str] = []
-    for graph_index in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(graph_index)
-        for op_index in range(subgraph.OperatorsLength()):
-            code = model.OperatorCodes(subgraph.Operators(op_index).OpcodeIndex())
-            # Codes above 127 only live in BuiltinCode; older files only fill the deprecated byte.
-            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-            if builtin == _CUSTOM_OP_CODE and code.CustomCode():
-                name = code.CustomCode().decode("utf-8", "replace")
-            else:
-                name = names_by_code.get(builtin, f"BUILTIN_{builtin}")
-            if name not in names:
-                names.append(name)
-    return names
-
-
-def _parse(tflite_bytes: bytes):
-    import tflite
-
-    if len(tflite_bytes) < 8 or tflite_bytes[4:8] != b"TFL3":
-        raise ValueError("not a .tflite file (missing the TFL3 identifier); pass a file written by the TFLite converter")
-    return tflite.Model.GetRootAsModel(tflite_bytes, 0)
+    if "sparse" not in candidates:
+        if sparse is False:
+            return "dense", "sparse encoding not requested (sparse=False)"
+        return "dense", f"no weight tensor is at least {MIN_SPARSITY_FOR_ENCODING:.0%} zeros"
+    sparse_bytes, dense_bytes = candidates["sparse"], candidates.get("dense")
+    if not uses_sparse_encoding(inspect_tflite(sparse_bytes)):
+        return ("sparse" if dense_bytes is None else "dense"), "the converter found no weight sparse enough to encode"
+    if dense_bytes is not None and len(sparse_bytes) >= len(dense_bytes):
+        return "dense", f"sparse encoding is not smaller ({len(sparse_bytes)} >= {len(dense_bytes)} bytes)"
+    problem = sparse_problem(sparse_bytes, dense_bytes, probe)
+    if sparse is True:
+        return "sparse", "sparse=True" + (f"; warning: {problem}" if problem else "")
+    smaller = f"sparse encoding is smaller ({len(sparse_bytes)} < {len(dense_bytes)} bytes)"
+    if problem:
+        return "dense", f"{smaller} but {problem}; pass sparse=True to keep it anyway"
+    return "sparse", smaller
 
 
-def _buffer_values(model, tflite_bytes: bytes, tensor) -> np.ndarray | None:
-    dtype = _NUMPY_TYPES.get(tensor.Type())
-    buffer = model.Buffers(tensor.Buffer())
-    if dtype is None or buffer is None:
+def sparse_problem(sparse_bytes: bytes, dense_bytes: bytes | None, probe: np.ndarray | None) -> str | None:
+    """Why the sparse file cannot stand in for the dense one on the default runtime, or ``None``.
+
+    Args:
+        sparse_bytes: the sparse-encoded file.
+        dense_bytes: the dense file of the same model, if converted.
+        probe: a few real inputs (single-input models); ``None`` only checks it runs.
+    """
+    sparse_outputs = _probe_outputs(sparse_bytes, probe)
+    if sparse_outputs is None:
+        return "it fails to run on LiteRT's default (XNNPACK) interpreter"
+    if dense_bytes is None:
         return None
-    if buffer.Offset() > 1:
-        # Files over 2 GiB keep buffers after the flatbuffer, addressed by offset.
-        raw = tflite_bytes[buffer.Offset() : buffer.Offset() + buffer.Size()]
-    elif buffer.DataLength():
-        raw = buffer.DataAsNumpy().tobytes()
-    else:
+    dense_outputs = _probe_outputs(dense_bytes, probe)
+    if dense_outputs is None or dense_outputs.size == 0:
         return None
-    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+    # Same weights and calibration: only float rounding may differ.
+    difference = float(np.max(np.abs(sparse_outputs - dense_outputs)))
+    tolerance = 1e-3 + 1e-2 * float(np.max(np.abs(dense_outputs)))
+    if difference > tolerance:
+        return f"its outputs differ from the dense file's by up to {difference:.3g} on probe inputs"
+    return None
 
 
-def _zero_points(tensor, values: np.ndarray, sparse_encoded: bool) -> np.ndarray | int:
-    quantization = tensor.Quantization()
-    if quantization is None or quantization.ZeroPointLength() == 0:
-        return 0
-    zero_points = quantization.ZeroPointAsNumpy().astype(np.int64)
-    if np.all(zero_points == zero_points[0]) or sparse_encoded:
-        # Weights are quantized symmetrically (zero point 0 on every channel),
-        # which is the only case the sparse format is produced for.
-        return int(zero_points[0])
-    shape = [int(dim) for dim in tensor.ShapeAsNumpy()]
-    axis = quantization.QuantizedDimension()
-    broadcast = [1] * len(shape)
-    broadcast[axis] = shape[axis]
-    return np.broadcast_to(zero_points.reshape(broadcast), shape).reshape(-1)
+def probe_inputs(*candidates: Any, count: int = 8) -> np.ndarray | None:
+    """The first ``count`` samples of the first array-like among ``candidates``.
+
+    Args:
+        *candidates: arrays, ``(x, y)`` pairs or anything else (skipped).
+        count: samples to keep.
+    """
+    for data in candidates:
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            data = data[0]
+        if isinstance(data, np.ndarray) and data.ndim >= 2 and len(data):
+            return data[:count].astype(np.float32)
+    return None
 
 
-def _unique(name: str, seen: dict[str, int]) -> str:
-    count = seen.get(name, 0)
-    seen[name] = count + 1
-    return name if count == 0 else f"{name}#{count}"
+def _probe_outputs(tflite_bytes: bytes, probe: np.ndarray | None) -> np.ndarray | None:
+    """Outputs on ``probe`` (empty when it cannot be fed), ``None`` when the model fails to run."""
+    from mobileprune.conversion.verify import run_interpreter
+    from mobileprune.runtime.errors import ModelFileError
+    from mobileprune.runtime.interpreter import load_interpreter
+
+    try:
+        # Loaded in a child process first, so a file that crashes the runtime is only a "no".
+        interpreter = load_interpreter(tflite_bytes)
+        if probe is None or len(interpreter.get_input_details()) != 1:
+            return np.zeros(0)
+        return run_interpreter(interpreter, probe, batch_size=1)
+    except (ModelFileError, RuntimeError, ValueError):
+        return None

@@ -147,12 +147,8 @@ def run_interpreter(interpreter, x: np.ndarray, batch_size: int = 256) -> np.nda
 
 
 def _load_interpreter(tflite_path: str):
-    try:
-        from mobileprune.runtime.interpreter import load_interpreter
-    except ImportError:  # runtime package not available: use LiteRT directly
-        from ai_edge_litert.interpreter import Interpreter
+    from mobileprune.runtime.interpreter import load_interpreter
 
-        return Interpreter(model_path=str(tflite_path))
     return load_interpreter(str(tflite_path))
 
 
