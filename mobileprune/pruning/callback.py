@@ -1,0 +1,309 @@
+"""`PruneCallback`: magnitude pruning during `model.fit`, for Keras 3.
+
+The callback only orchestrates: `selection` picks the weights, `patterns`
+groups them, `masks` ranks them, `constraint` keeps the pruned ones at zero
+inside the compiled train step. Python runs only when a schedule asks for a
+mask update; between updates a batch costs one integer comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from mobileprune.pruning.constraint import MaskConstraint, attach_mask
+from mobileprune.pruning.patterns import MaskGroup, Pattern, resolve_pattern
+from mobileprune.pruning.schedules import PruningSchedule
+from mobileprune.pruning.selection import (
+    PruneTarget,
+    Selector,
+    check_names_exist,
+    select_targets,
+    validate_selectors,
+)
+
+_SCOPES = ("layer", "global")
+
+
+def _pruned_count(variable) -> int:
+    mask = variable.constraint.mask.numpy()
+    return int(mask.size - np.count_nonzero(mask))
+
+
+@dataclass
+class _Bucket:
+    """Mask groups ranked together under one schedule."""
+
+    schedule: PruningSchedule
+    groups: list[MaskGroup] = field(default_factory=list)
+
+
+class PruneCallback(keras.callbacks.Callback):
+    """Prune the smallest-magnitude weights of a model while it trains.
+
+    At each update step of the schedule, every selected weight gets a mask that
+    drops exactly `round(sparsity * size)` of its lowest-magnitude entries (per
+    unit of the pattern); the mask is then enforced after every optimizer step
+    inside the compiled train step, so pruned weights stay exactly zero.
+
+    Place it *before* `CSVLogger` / `TensorBoard` in `callbacks=[...]`: Keras
+    passes one logs dict down the list in order, and this callback adds
+    `logs["sparsity"]` (overall fraction of zeros over the selected weights) at
+    every batch end and epoch end, plus `logs["sparsity/<layer>"]` with
+    `log_per_layer=True`.
+
+    Resuming: save the model mid-schedule (`model.save`, `ModelCheckpoint`),
+    load it with plain `keras.models.load_model` and call
+    `fit(..., initial_epoch=k, callbacks=[PruneCallback(same schedule)])`. The
+    schedule continues from `optimizer.iterations` and the masks are rebuilt at
+    the last update step's sparsity; weights that are already zero rank lowest,
+    so sparsity never goes down.
+
+    After training the weights contain their zeros and the mask constraints
+    stay attached (further `fit` calls keep them); call
+    `mobileprune.strip_pruning(model)` before export.
+
+    Args:
+        schedule: a `PruningSchedule` such as `PolynomialDecay` or `ConstantSparsity`.
+        layers: `None` (every prunable weight) or a list mixing layer names,
+            layer classes and predicates `layer -> bool`; a name also selects
+            the weights of layers nested inside that layer.
+        exclude: selectors in the same forms, left dense.
+        overrides: `{layer_name: PruningSchedule}` giving some layers their own
+            schedule.
+        scope: `"layer"` (every weight reaches the target on its own) or
+            `"global"` (one magnitude ranking over all weights sharing a
+            schedule, so small, sensitive layers can keep more weights).
+        pattern: `"unstructured"`; a block `(rows, cols)` in TFLite's
+            fully-connected `(out, in)` layout, e.g. `(1, 4)` = 4 consecutive
+            input features of one output (axis 0 of a Keras Dense kernel),
+            edge blocks padded; `"n:m"` such as `"2:4"` (keep the n largest of
+            every m consecutive input weights, reached at `begin_step` and
+            held; the input axis must be a multiple of m); `"channels"`
+            (whole output channels, see `mobileprune.structured`); or a
+            `mobileprune.pruning.patterns.Pattern`.
+        prune_depthwise: also prune depthwise kernels (DepthwiseConv, SeparableConv).
+        log_per_layer: add `sparsity/<layer>` to the logs.
+        verbose: 1 prints the selection at train begin and every mask update.
+
+    Example:
+
+    ```python
+    import mobileprune as mp
+    schedule = mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=500, frequency=50)
+    model.fit(x, y, epochs=5, callbacks=[mp.PruneCallback(schedule, exclude=["logits"])])
+    mp.strip_pruning(model)
+    ```
+    """
+
+    def __init__(
+        self,
+        schedule: PruningSchedule,
+        *,
+        layers: Sequence[Selector] | Selector | None = None,
+        exclude: Sequence[Selector] | Selector | None = None,
+        overrides: dict[str, PruningSchedule] | None = None,
+        scope: str = "layer",
+        pattern: Any = "unstructured",
+        prune_depthwise: bool = False,
+        log_per_layer: bool = False,
+        verbose: int = 0,
+    ):
+        super().__init__()
+        if not isinstance(schedule, PruningSchedule):
+            raise TypeError(
+                f"schedule must be a PruningSchedule, got {type(schedule).__name__}; "
+                "e.g. mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)."
+            )
+        if scope not in _SCOPES:
+            raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
+        overrides = dict(overrides or {})
+        for name, override in overrides.items():
+            if not isinstance(name, str) or not isinstance(override, PruningSchedule):
+                raise TypeError(
+                    f"overrides maps layer names to PruningSchedule objects; got {name!r}: {override!r}."
+                )
+        self.schedule = schedule
+        self.layers = None if layers is None else validate_selectors(layers, "layers")
+        self.exclude = validate_selectors(exclude, "exclude")
+        self.overrides = overrides
+        self.scope = scope
+        self.pattern: Pattern = resolve_pattern(pattern)
+        self.prune_depthwise = bool(prune_depthwise)
+        self.log_per_layer = bool(log_per_layer)
+        self.verbose = verbose
+        self._prepared_for = None
+        self._step = 0
+        self._batch_begin = 0
+        self._next_update: int | None = None
+        self._log_values: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    @property
+    def targets(self) -> list[PruneTarget]:
+        """The selected weights (available once the callback has a built model)."""
+        self._prepare()
+        return list(self._targets)
+
+    def _prepare(self) -> bool:
+        """Select weights, build mask groups and attach masks; return whether a mask is new."""
+        model = self.model
+        if model is None:
+            raise ValueError("PruneCallback has no model; pass it to model.fit(callbacks=[...]) or call set_model(model).")
+        if self._prepared_for is model:
+            return False
+        if not model.built:
+            raise ValueError(
+                f"Model {model.name!r} is not built; call model.build(input_shape) or run it on a batch first."
+            )
+        targets = select_targets(model, self.layers, self.exclude, self.prune_depthwise)
+        schedule_of = self._schedules_for(model, targets)
+        groups = self.pattern.groups(model, targets)
+        by_variable = {id(target.variable): target for target in targets}
+        newly_attached = False
+        with model.distribute_strategy.scope():
+            for group in groups:
+                for variable in group.variables:
+                    newly_attached |= not isinstance(variable.constraint, MaskConstraint)
+                    attach_mask(variable)
+        self._targets = targets
+        self._pruned = {id(t.variable): _pruned_count(t.variable) for t in targets}
+        self._buckets = self._bucket(groups, by_variable, schedule_of)
+        self._prepared_for = model
+        self._refresh_logs()
+        if self.verbose:
+            size = sum(int(np.prod(t.variable.shape)) for t in targets)
+            print(f"PruneCallback: {len(targets)} weights ({size:,} values), pattern {self.pattern!r}, scope {self.scope!r}")
+        return newly_attached
+
+    def _schedules_for(self, model, targets: list[PruneTarget]) -> dict[int, PruningSchedule]:
+        check_names_exist(model, list(self.overrides), "overrides")
+        used = set()
+        schedule_of = {}
+        for target in targets:
+            schedule = self.schedule
+            for layer in target.chain:  # innermost override wins
+                if layer.name in self.overrides:
+                    schedule = self.overrides[layer.name]
+                    used.add(layer.name)
+            schedule_of[id(target.variable)] = schedule
+        unused = sorted(set(self.overrides) - used)
+        if unused:
+            raise ValueError(f"overrides: layer {unused[0]!r} has no selected prunable weight; remove it from overrides.")
+        return schedule_of
+
+    def _bucket(self, groups, by_variable, schedule_of) -> list[_Bucket]:
+        buckets: list[_Bucket] = []
+        shared: dict[PruningSchedule, _Bucket] = {}
+        for group in groups:
+            owner = next((v for v in group.variables if id(v) in by_variable), group.variables[0])
+            schedule = schedule_of.get(id(owner), self.schedule)
+            if self.scope == "global" and schedule in shared:
+                shared[schedule].groups.append(group)
+                continue
+            bucket = _Bucket(schedule, [group])
+            shared.setdefault(schedule, bucket)
+            buckets.append(bucket)
+        return buckets
+
+    # ------------------------------------------------------------ mask update
+
+    def update_masks(self, step: int) -> float:
+        """Bring every mask to the state its schedule prescribes at `step`; return overall sparsity.
+
+        Useful in custom training loops (the constraints still act inside
+        `optimizer.apply`) and to time one update. Each schedule is applied at
+        its last update step `<= step`.
+
+        Args:
+            step: the training step (optimizer iterations).
+        """
+        self._prepare()
+        self._update_range(0, step)
+        return self._log_values["sparsity"]
+
+    def _update_range(self, first: int, last: int) -> None:
+        """Apply each bucket's latest update step in `[first, last]`, if any."""
+        changed = False
+        for bucket in self._buckets:
+            step = bucket.schedule.last_update_step(last)
+            if step is not None and step >= first:
+                self._apply(bucket, bucket.schedule.sparsity_at(step))
+                changed = True
+                if self.verbose:
+                    print(f"PruneCallback: step {step}: masks at sparsity {bucket.schedule.sparsity_at(step):.4f}")
+        if changed:
+            self._refresh_logs()
+
+    def _apply(self, bucket: _Bucket, sparsity: float) -> None:
+        values = [[np.asarray(v.numpy()) for v in group.variables] for group in bucket.groups]
+        scores = [group.scores(vals) for group, vals in zip(bucket.groups, values)]
+        if len(scores) == 1:
+            keeps = [self.pattern.select(scores[0], sparsity)]
+        else:
+            keep = self.pattern.select(np.concatenate(scores), sparsity)
+            keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1])
+        for group, keep in zip(bucket.groups, keeps):
+            for variable, mask in zip(group.variables, group.expand(keep)):
+                mask_variable = variable.constraint.mask
+                mask_variable.assign(mask)
+                # Zero the weights with one TF op rather than a NumPy round trip.
+                variable.assign(keras.ops.where(mask_variable, variable, keras.ops.zeros_like(variable)))
+                self._pruned[id(variable)] = int(mask.size - np.count_nonzero(mask))
+
+    def _next_update_after(self, step: int) -> int | None:
+        upcoming = [b.schedule.next_update_step(step) for b in self._buckets]
+        upcoming = [s for s in upcoming if s is not None]
+        return min(upcoming) if upcoming else None
+
+    # ----------------------------------------------------------------- logging
+
+    def _refresh_logs(self) -> None:
+        pruned_by_layer: dict[str, list[int]] = {}
+        for target in self._targets:
+            counts = pruned_by_layer.setdefault(target.layer.name, [0, 0])
+            counts[0] += self._pruned.get(id(target.variable), 0)
+            counts[1] += int(np.prod(target.variable.shape))
+        pruned = sum(c[0] for c in pruned_by_layer.values())
+        total = sum(c[1] for c in pruned_by_layer.values())
+        self._log_values = {"sparsity": pruned / total}
+        if self.log_per_layer:
+            for name, (zeros, size) in pruned_by_layer.items():
+                self._log_values[f"sparsity/{name}"] = zeros / size
+
+    # ------------------------------------------------------- Keras callbacks
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError(f"Model {model.name!r} is not compiled; call model.compile(optimizer=...) before fit.")
+        if self._prepare():
+            # The train step may already be traced without the new constraints.
+            model.make_train_function(force=True)
+        # Read the step counter once; count batches from here on.
+        self._step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        if self._step > 0:
+            self._update_range(0, self._step - 1)
+        self._next_update = self._next_update_after(self._step)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_begin = batch
+        if self._next_update is None:
+            return
+        last = self._step + self.model.steps_per_execution - 1
+        if last >= self._next_update:
+            self._update_range(self._step, last)
+            self._next_update = self._next_update_after(last + 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += batch - self._batch_begin + 1
+        if logs is not None:
+            logs.update(self._log_values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self._log_values)

@@ -1,0 +1,88 @@
+"""The mask constraint: keeps pruned weights at exactly zero inside the train step.
+
+Keras 3 optimizers call `variable.constraint(variable)` right after every
+update (SGD momentum, Adam, AdamW weight decay included), inside the compiled
+train step. `MaskConstraint` zeroes the pruned entries there, reading a
+non-trainable bool mask variable (1 byte per weight), so no Python runs
+per batch.
+
+It is set on the *variable* (`variable.constraint`), never on the layer's
+`kernel_constraint` attribute: the layer config, and so the `.keras` file,
+stays free of mobileprune objects and loads with plain Keras. A user's
+existing constraint keeps working: it runs first, then the mask.
+
+Example:
+
+```python
+from mobileprune.pruning.constraint import attach_mask, detach_mask
+constraint = attach_mask(layer.kernel)   # all-True mask to start
+constraint.mask.assign(keep)             # bool array shaped like the kernel
+detach_mask(layer.kernel)                # back to the user's constraint
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+
+class MaskConstraint(keras.constraints.Constraint):
+    """Multiply a weight by a bool mask after a user's own constraint.
+
+    Args:
+        mask: non-trainable bool `keras.Variable` shaped like the weight.
+        inner: the constraint the variable had before pruning, or `None`.
+    """
+
+    def __init__(self, mask: keras.Variable, inner: Callable | None = None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, weight: Any) -> Any:
+        if self.inner is not None:
+            weight = self.inner(weight)
+        return ops.where(self.mask, weight, ops.zeros_like(weight))
+
+    def get_config(self) -> dict[str, Any]:
+        # Never serialized: the constraint lives on the variable, not in the layer config.
+        return {}
+
+
+def attach_mask(variable: keras.Variable) -> MaskConstraint:
+    """Give `variable` a mask constraint (reusing one already attached) and return it.
+
+    The mask variable is created under the variable's distribution strategy
+    scope by the caller (see `PruneCallback`), starts all-True, and is not
+    tracked by any layer, so it is never saved with the model.
+    """
+    existing = variable.constraint
+    if isinstance(existing, MaskConstraint) and tuple(existing.mask.shape) == tuple(variable.shape):
+        return existing
+    mask = keras.Variable(
+        np.ones(tuple(variable.shape), dtype=bool),
+        dtype="bool",
+        trainable=False,
+        name=f"{variable.name}_prune_mask",
+    )
+    constraint = MaskConstraint(mask, inner=existing)
+    variable.constraint = constraint
+    return constraint
+
+
+def detach_mask(variable: keras.Variable) -> bool:
+    """Restore the variable's original constraint; return whether a mask was attached."""
+    existing = variable.constraint
+    if not isinstance(existing, MaskConstraint):
+        return False
+    variable.constraint = existing.inner
+    return True
+
+
+def mask_of(variable: keras.Variable) -> np.ndarray | None:
+    """Return the variable's current bool mask, or `None` if it is not pruned."""
+    existing = variable.constraint
+    return np.asarray(existing.mask.numpy(), dtype=bool) if isinstance(existing, MaskConstraint) else None

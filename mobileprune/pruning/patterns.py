@@ -1,0 +1,293 @@
+"""Sparsity patterns: which weights are ranked and removed together.
+
+A pattern turns the selected weights into *mask groups*. A group scores its
+*units* (one weight, one block, one channel...), the pattern picks which units
+to keep, and the group expands that choice into one bool mask per variable.
+
+The protocol (stable; `mobileprune.structured.channel_pattern.ChannelPattern`
+implements it):
+
+```python
+class MaskGroup:
+    name: str                        # for reports and logs
+    variables: list                  # keras.Variable objects that get masked
+    def scores(self, values: list[np.ndarray]) -> np.ndarray: ...  # 1-D, one per unit
+    def expand(self, keep: np.ndarray) -> list[np.ndarray]: ...     # bool per unit -> bool mask per variable
+    def unit_sizes(self) -> np.ndarray | int: ...                   # weights per unit
+
+class Pattern:
+    def groups(self, model, targets: list[PruneTarget]) -> list[MaskGroup]: ...
+    def select(self, scores: np.ndarray, sparsity: float) -> np.ndarray: ...  # bool keep per unit
+```
+
+`values` holds the current numpy values of `variables`, in order. With
+`scope="global"` the callback concatenates the scores of all groups that share
+a schedule and calls `select` once, so `select` must not assume the scores
+come from a single group. `Pattern.select` defaults to the exact bottom-k of
+`mobileprune.pruning.masks.keep_mask`.
+
+Layouts. Every weight is seen as a matrix `(fan_in, fan_out)`: the last axis
+is the output axis and all others are flattened into the input axis (a Keras
+Dense kernel `(in, out)` as is; a Conv2D kernel `(kh, kw, in, out)` as
+`(kh * kw * in, out)`).
+
+- `(r, c)` blocks are given in TFLite's fully-connected `(out, in)` layout:
+  `(1, 4)` is one output by 4 consecutive input features, i.e. 4 consecutive
+  entries along axis 0 of a Keras Dense kernel. A block scores the mean
+  magnitude of its weights. Shapes that are not a multiple of the block are
+  padded: the edge blocks are smaller and score the mean of their real weights.
+- `"n:m"` keeps the `n` largest of every `m` consecutive weights along the
+  input axis, for each output. The input axis must be a multiple of `m`
+  (no padding: hardware N:M kernels need whole groups); exclude other layers.
+
+Example:
+
+```python
+from mobileprune.pruning.patterns import resolve_pattern
+resolve_pattern("2:4"), resolve_pattern((1, 4)), resolve_pattern("unstructured")
+```
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, num_to_prune
+
+if TYPE_CHECKING:
+    from mobileprune.pruning.selection import PruneTarget
+
+
+def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Return `(fan_in, fan_out)`: all axes but the last flattened, then the last."""
+    if len(shape) < 2:
+        return (int(shape[0]) if shape else 1, 1)
+    return (math.prod(shape[:-1]), int(shape[-1]))
+
+
+class MaskGroup:
+    """Weights whose masks follow from one score vector.
+
+    Args:
+        name: readable name (`"<layer>/<weight>"`) for reports and errors.
+        variables: the `keras.Variable` objects the group masks.
+    """
+
+    def __init__(self, name: str, variables: list):
+        self.name = name
+        self.variables = list(variables)
+
+    def scores(self, values: list[np.ndarray]) -> np.ndarray:
+        """Return a 1-D importance per unit from the variables' current values."""
+        raise NotImplementedError
+
+    def expand(self, keep: np.ndarray) -> list[np.ndarray]:
+        """Turn a bool keep-per-unit vector into one bool mask per variable."""
+        raise NotImplementedError
+
+    def unit_sizes(self) -> np.ndarray | int:
+        """Return the number of weights each unit covers (an int when all are equal)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class WeightGroup(MaskGroup):
+    """One variable, one unit per weight (unstructured magnitude pruning)."""
+
+    def __init__(self, name: str, variable):
+        super().__init__(name, [variable])
+        self.shape = tuple(variable.shape)
+
+    def scores(self, values: list[np.ndarray]) -> np.ndarray:
+        return np.abs(values[0]).ravel()
+
+    def expand(self, keep: np.ndarray) -> list[np.ndarray]:
+        return [keep.reshape(self.shape)]
+
+    def unit_sizes(self) -> int:
+        return 1
+
+
+class BlockGroup(MaskGroup):
+    """One variable cut into `rows x cols` blocks of its `(fan_in, fan_out)` matrix."""
+
+    def __init__(self, name: str, variable, rows: int, cols: int):
+        super().__init__(name, [variable])
+        self.shape = tuple(variable.shape)
+        self.matrix = as_matrix_shape(self.shape)
+        self.block = (rows, cols)
+        self.grid = (-(-self.matrix[0] // rows), -(-self.matrix[1] // cols))
+        self._sizes = self._block_sums(np.ones(self.matrix, dtype=np.float32))
+
+    def _block_sums(self, matrix: np.ndarray) -> np.ndarray:
+        rows, cols = self.block
+        pad = (self.grid[0] * rows - matrix.shape[0], self.grid[1] * cols - matrix.shape[1])
+        if any(pad):
+            matrix = np.pad(matrix, ((0, pad[0]), (0, pad[1])))
+        blocks = matrix.reshape(self.grid[0], rows, self.grid[1], cols)
+        return blocks.sum(axis=(1, 3)).ravel()
+
+    def scores(self, values: list[np.ndarray]) -> np.ndarray:
+        magnitude = np.abs(values[0]).reshape(self.matrix)
+        return self._block_sums(magnitude) / self._sizes
+
+    def expand(self, keep: np.ndarray) -> list[np.ndarray]:
+        rows, cols = self.block
+        grid = keep.reshape(self.grid)
+        full = np.repeat(np.repeat(grid, rows, axis=0), cols, axis=1)
+        return [full[: self.matrix[0], : self.matrix[1]].reshape(self.shape)]
+
+    def unit_sizes(self) -> np.ndarray | int:
+        sizes = self._sizes.astype(np.int64)
+        return int(sizes[0]) if np.all(sizes == sizes[0]) else sizes
+
+
+class NMGroup(MaskGroup):
+    """One variable whose scores are ordered so each run of `m` is one N:M group."""
+
+    def __init__(self, name: str, variable, m: int):
+        super().__init__(name, [variable])
+        self.shape = tuple(variable.shape)
+        self.matrix = as_matrix_shape(self.shape)
+        if self.matrix[0] % m:
+            raise ValueError(
+                f"{name}: its input axis has {self.matrix[0]} weights, not a multiple of m={m}; "
+                f"exclude this layer (exclude=[...]) or choose another pattern."
+            )
+
+    def scores(self, values: list[np.ndarray]) -> np.ndarray:
+        # Transposed so that consecutive scores walk the input axis of one output.
+        return np.abs(values[0]).reshape(self.matrix).T.ravel()
+
+    def expand(self, keep: np.ndarray) -> list[np.ndarray]:
+        return [keep.reshape(self.matrix[1], self.matrix[0]).T.reshape(self.shape)]
+
+    def unit_sizes(self) -> int:
+        return 1
+
+
+class Pattern:
+    """Base pattern: builds mask groups and selects the units to keep.
+
+    Example:
+
+    ```python
+    class Rows(Pattern):  # prune whole input rows of each matrix
+        def groups(self, model, targets): ...
+    ```
+    """
+
+    def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
+        """Return the mask groups for the selected `targets` of `model`."""
+        raise NotImplementedError
+
+    def select(self, scores: np.ndarray, sparsity: float) -> np.ndarray:
+        """Return a bool keep mask that drops exactly `round(sparsity * len(scores))` units."""
+        return keep_mask(scores, num_to_prune(sparsity, scores.size))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class UnstructuredPattern(Pattern):
+    """Every weight is ranked on its own (the default)."""
+
+    def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
+        return [WeightGroup(target.name, target.variable) for target in targets]
+
+
+class BlockPattern(Pattern):
+    """Blocks of `(out, in)` shape in TFLite's fully-connected layout.
+
+    Args:
+        block: `(rows, cols)` = outputs x consecutive input features, e.g. `(1, 4)`.
+    """
+
+    def __init__(self, block: tuple[int, int]):
+        self.block = (int(block[0]), int(block[1]))
+
+    def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
+        out_rows, in_cols = self.block
+        # (out, in) block -> (in, out) Keras matrix: `in_cols` along axis 0.
+        return [BlockGroup(target.name, target.variable, in_cols, out_rows) for target in targets]
+
+    def __repr__(self) -> str:
+        return f"BlockPattern({self.block})"
+
+
+class NMPattern(Pattern):
+    """N:M sparsity: keep `n` of every `m` consecutive input weights, for each output.
+
+    The sparsity is `1 - n / m` whatever the schedule says; the schedule only
+    decides when the masks are (re)computed.
+
+    Args:
+        n: weights kept per group.
+        m: group length.
+    """
+
+    def __init__(self, n: int, m: int):
+        self.n, self.m = n, m
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.n / self.m
+
+    def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
+        return [NMGroup(target.name, target.variable, self.m) for target in targets]
+
+    def select(self, scores: np.ndarray, sparsity: float) -> np.ndarray:
+        return keep_top_n_per_group(scores, self.n, self.m)
+
+    def __repr__(self) -> str:
+        return f"NMPattern({self.n}, {self.m})"
+
+
+_NM_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def resolve_pattern(pattern: Any) -> Pattern:
+    """Turn the `pattern=` argument of `PruneCallback` into a `Pattern`.
+
+    Args:
+        pattern: `"unstructured"`, a block tuple like `(1, 4)`, an `"n:m"`
+            string like `"2:4"`, `"channels"`, or a `Pattern` instance.
+    """
+    if isinstance(pattern, Pattern):
+        return pattern
+    if isinstance(pattern, str):
+        if pattern == "unstructured":
+            return UnstructuredPattern()
+        if pattern == "channels":
+            from mobileprune.structured.channel_pattern import ChannelPattern
+
+            return ChannelPattern()
+        match = _NM_RE.match(pattern)
+        if match is None:
+            raise ValueError(
+                f"Unknown pattern {pattern!r}; use 'unstructured', 'channels', an 'n:m' string "
+                "like '2:4', or a block tuple like (1, 4)."
+            )
+        n, m = int(match.group(1)), int(match.group(2))
+        if not 0 < n < m:
+            raise ValueError(f"Pattern {pattern!r} needs 0 < n < m (e.g. '2:4'): n weights kept of every m.")
+        return NMPattern(n, m)
+    if isinstance(pattern, tuple):
+        valid = len(pattern) == 2 and all(
+            isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in pattern
+        )
+        if not valid:
+            raise ValueError(
+                f"Block pattern {pattern!r} must be two positive ints (out, in), e.g. (1, 4) or (1, 16)."
+            )
+        return BlockPattern(pattern)
+    raise TypeError(
+        f"pattern must be a str, a (rows, cols) tuple or a Pattern, got {type(pattern).__name__}; "
+        "e.g. pattern='2:4' or pattern=(1, 4)."
+    )
