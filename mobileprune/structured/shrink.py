@@ -170,6 +170,17 @@ def _copy_weights(graph: ChannelGraph, new_model, keep_masks: dict[str, tuple]) 
             new.assign(value)
 
 
+def _same_named_inputs(model):
+    """Fresh inputs named like the original's, so input names (and signatures) survive."""
+    import keras.tree as tree
+
+    def fresh(tensor):
+        name = tensor._keras_history.operation.name
+        return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=name)
+
+    return tree.map_structure(fresh, model.input)
+
+
 def shrink(model, warn: bool = True) -> keras.Model:
     """Return a new, smaller model without the channels zeroed in ``model``.
 
@@ -199,6 +210,12 @@ def shrink(model, warn: bool = True) -> keras.Model:
     """
     graph = build_graph(model, warn=warn)
     keep_masks = _keep_masks(graph, removable_units(graph))
-    new_model = keras.models.clone_model(model, clone_function=_clone_function(graph, keep_masks))
+    clone_function = _clone_function(graph, keep_masks)
+    if isinstance(model, keras.Sequential):
+        new_model = keras.models.clone_model(model, clone_function=clone_function)
+    else:
+        new_model = keras.models.clone_model(
+            model, input_tensors=_same_named_inputs(model), clone_function=clone_function
+        )
     _copy_weights(graph, new_model, keep_masks)
     return new_model

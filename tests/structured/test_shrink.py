@@ -1,0 +1,176 @@
+"""shrink: the smaller model computes what the masked model computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.needs_tf
+
+keras = pytest.importorskip("keras")
+
+import mobileprune as mp  # noqa: E402
+from mobileprune.structured import count_macs, mask_channels, shrink_report  # noqa: E402
+from tests.structured._models import (  # noqa: E402
+    concat_model,
+    max_abs_diff,
+    randomize_batch_norm,
+    residual_model,
+    se_model,
+)
+
+APPLICATIONS = {
+    "MobileNetV2": lambda: keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    ),
+    "ResNet50": lambda: keras.applications.ResNet50(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    ),
+    "EfficientNetB0": lambda: keras.applications.EfficientNetB0(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    ),
+    "DenseNet121": lambda: keras.applications.DenseNet121(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    ),
+}
+
+
+def _random_images(shape, seed=0, scale=1.0):
+    return (np.random.default_rng(seed).random(shape) * scale).astype("float32")
+
+
+@pytest.mark.parametrize("name", sorted(APPLICATIONS))
+def test_keras_applications_shrink_exactly(name):
+    model = APPLICATIONS[name]()
+    randomize_batch_norm(model)
+    mask_channels(model, 0.5, warn=False)
+    smaller = mp.shrink(model, warn=False)
+    x = _random_images((2, 32, 32, 3), scale=255.0)
+    reference = np.asarray(model(x, training=False))
+    assert np.abs(reference).max() > 1e-3  # the comparison is not between two zero outputs
+    assert max_abs_diff(model, smaller, x) <= 1e-4
+    report = shrink_report(model, smaller)
+    # Half the channels of (nearly) every layer: roughly a quarter of the MACs remain.
+    assert 0.2 < report.mac_ratio < 0.4
+    assert report.params_after < 0.5 * report.params_before
+
+
+@pytest.mark.parametrize("builder", [residual_model, concat_model, se_model])
+def test_hand_built_models_shrink_exactly(builder):
+    model = builder()
+    randomize_batch_norm(model)
+    mask_channels(model, 0.5)
+    smaller = mp.shrink(model)
+    assert max_abs_diff(model, smaller, _random_images((3, 8, 8, 3))) <= 1e-4
+    assert smaller.count_params() < model.count_params()
+
+
+def test_residual_add_inputs_lose_the_same_channels():
+    model = residual_model()
+    randomize_batch_norm(model)
+    mask_channels(model, 0.5)
+    zero_stem = np.flatnonzero(~model.get_layer("stem").kernel.numpy().any(axis=(0, 1, 2)))
+    zero_b = np.flatnonzero(~model.get_layer("b").kernel.numpy().any(axis=(0, 1, 2)))
+    np.testing.assert_array_equal(zero_stem, zero_b)
+    assert zero_stem.size == 4
+    smaller = mp.shrink(model)
+    assert smaller.get_layer("stem").filters == 4
+    assert smaller.get_layer("b").filters == 4
+    assert smaller.get_layer("a").filters == 3
+    np.testing.assert_array_equal(
+        smaller.get_layer("stem_bn").moving_mean.numpy(),
+        np.delete(model.get_layer("stem_bn").moving_mean.numpy(), zero_stem),
+    )
+
+
+def test_partially_zero_group_is_not_removed():
+    model = residual_model()
+    stem = model.get_layer("stem")
+    stem.kernel.assign(np.zeros(stem.kernel.shape, "float32"))
+    stem.bias.assign(np.zeros(stem.bias.shape, "float32"))
+    bn = model.get_layer("stem_bn")
+    bn.gamma.assign(np.zeros(8, "float32"))
+    bn.beta.assign(np.zeros(8, "float32"))
+    # b's half of the tied channels is still alive: nothing may go.
+    assert mp.shrink(model).get_layer("stem").filters == 8
+
+
+def test_nothing_to_remove_gives_an_equivalent_copy():
+    model = se_model()
+    randomize_batch_norm(model)
+    copy = mp.shrink(model)
+    assert copy is not model
+    assert copy.count_params() == model.count_params()
+    assert [l.name for l in copy.layers] == [l.name for l in model.layers]
+    assert max_abs_diff(model, copy, _random_images((2, 8, 8, 3))) == 0.0
+
+
+def test_all_zero_group_keeps_one_channel():
+    model = concat_model()
+    left = model.get_layer("left")
+    left.kernel.assign(np.zeros(left.kernel.shape, "float32"))
+    left.bias.assign(np.zeros(left.bias.shape, "float32"))
+    smaller = mp.shrink(model)
+    assert smaller.get_layer("left").filters == 1
+    assert max_abs_diff(model, smaller, _random_images((2, 8, 8, 3))) <= 1e-5
+
+
+def test_sequential_model_and_compile_config_carry_over():
+    from mobileprune.demo.digits import build_digits_cnn
+
+    model = build_digits_cnn()
+    mask_channels(model, 0.25)
+    smaller = mp.shrink(model)
+    assert isinstance(smaller, keras.Sequential)
+    assert smaller.compiled and smaller.loss is not None
+    assert [smaller.get_layer(n).filters for n in ("conv1", "conv2")] == [24, 48]
+    assert smaller.get_layer("dense1").units == 96
+    assert max_abs_diff(model, smaller, _random_images((4, 8, 8, 1))) <= 1e-4
+
+
+def test_barrier_channels_stay_and_the_rest_shrinks():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="before")(inputs)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="after")(x)
+    outputs = keras.layers.Conv2D(2, 1, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    with pytest.warns(UserWarning, match="double"):
+        mask_channels(model, 0.5)
+    with pytest.warns(UserWarning, match="double"):
+        smaller = mp.shrink(model)
+    assert smaller.get_layer("before").filters == 4
+    assert smaller.get_layer("after").filters == 3
+    assert max_abs_diff(model, smaller, _random_images((2, 8, 8, 3))) <= 1e-5
+
+
+def test_count_macs_of_the_digits_cnn():
+    from mobileprune.demo.digits import build_digits_cnn
+
+    # conv1 6x6x(3*3*1)x32, conv2 6x6x(3*3*32)x64, dense1 2304x128, logits 128x10
+    expected = 36 * 9 * 32 + 36 * 9 * 32 * 64 + 2304 * 128 + 128 * 10
+    assert count_macs(build_digits_cnn(compile=False)) == expected
+
+
+@pytest.mark.parametrize("quantize", ["float32", "int8"])
+def test_shrunk_model_converts_to_tflite(tmp_path, quantize):
+    import tensorflow as tf
+
+    model = se_model()
+    randomize_batch_norm(model)
+    mask_channels(model, 0.5)
+    smaller = mp.shrink(model)
+    x = _random_images((4, 8, 8, 3))
+    converter = tf.lite.TFLiteConverter.from_keras_model(smaller)
+    if quantize == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x[i : i + 1]] for i in range(4))
+    flatbuffer = converter.convert()
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:1])
+    interpreter.invoke()
+    result = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    expected = np.asarray(model(x[:1], training=False))
+    tolerance = 1e-4 if quantize == "float32" else 0.1 * np.abs(expected).max() + 0.05
+    assert np.abs(result - expected).max() <= tolerance
