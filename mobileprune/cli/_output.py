@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
+_PIPE_WIDTH = 200
+
 #: Signature of the callback yielded by :func:`progress`: ``step(label, fraction)``.
 ProgressStep = Callable[[str, float], None]
 
@@ -85,7 +87,7 @@ def print_json(data: Any, stream: TextIO | None = None) -> None:
 
 
 def format_cell(value: Any, digits: int = 3) -> str:
-    """Format one table cell: floats with ``digits`` decimals, ``None`` as ``-``.
+    """Format one table cell: floats with ``digits`` decimals (significant digits below 1), ``None`` as ``-``.
 
     Args:
         value: the cell value.
@@ -97,7 +99,10 @@ def format_cell(value: Any, digits: int = 3) -> str:
         return "yes" if value else "no"
     if isinstance(value, float) or getattr(getattr(value, "dtype", None), "kind", "") == "f":
         number = float(value)
-        return f"{number:.{digits}f}" if math.isfinite(number) else "-"
+        if not math.isfinite(number):
+            return "-"
+        # Sub-unit values (e.g. microsecond latencies in ms) keep significant digits.
+        return f"{number:.{digits}g}" if 0 < abs(number) < 1 else f"{number:.{digits}f}"
     return str(value)
 
 
@@ -125,10 +130,13 @@ def print_table(
     table = Table(title=title, caption=caption)
     for index, column in enumerate(columns):
         numeric = bool(rows) and all(_is_number(row[index]) for row in rows)
-        table.add_column(column, justify="right" if numeric else "left")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=index == 0)
     for row in rows:
         table.add_row(*(format_cell(cell, digits) for cell in row))
-    Console(file=stream or sys.stdout, soft_wrap=False).print(table)
+    out = stream or sys.stdout
+    # rich assumes 80 columns when not on a terminal; logs and pipes can take wide tables.
+    width = None if getattr(out, "isatty", lambda: False)() else _PIPE_WIDTH
+    Console(file=out, width=width, soft_wrap=False).print(table)
 
 
 def wants_progress(json_output: bool, stream: TextIO | None = None) -> bool:

@@ -260,7 +260,7 @@ def budget_violations(
         raise ValueError(f"budget model {only!r} is not one of: {', '.join(results)}")
     checked = {only: results[only]} if only is not None else results
     return [
-        f"{name}: {metric.removesuffix('_ms')} {_metric(result, metric):.3f} ms is over the "
+        f"{name}: {metric.removesuffix('_ms')} {_metric(result, metric):.4g} ms is over the "
         f"{budget_ms:g} ms budget"
         for name, result in checked.items()
         if result.over_budget(budget_ms, metric)

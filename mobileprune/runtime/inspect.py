@@ -167,15 +167,16 @@ class TfliteReport:
         return self.weight_zeros / self.weight_elements if self.weight_elements else 0.0
 
     def tensor(self, name_part: str) -> TensorInfo:
-        """Return the one tensor whose name contains ``name_part``.
+        """Return the tensor named ``name_part``, else the one whose name contains it.
 
         Args:
-            name_part: a substring of the tensor name.
+            name_part: the tensor name or a substring of it.
 
         Raises:
             KeyError: no tensor, or several tensors, match.
         """
-        matches = [t for t in self.tensors if name_part in t.name]
+        matches = [t for t in self.tensors if t.name == name_part]
+        matches = matches or [t for t in self.tensors if name_part in t.name]
         if len(matches) != 1:
             names = ", ".join(t.name for t in matches[:5]) or "none"
             raise KeyError(f"{len(matches)} tensors match {name_part!r} ({names}); use a longer part")

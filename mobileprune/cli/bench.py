@@ -1,0 +1,158 @@
+"""``mobileprune bench``: latency of one or more ``.tflite`` files, side by side.
+
+Runs each model with the installed TFLite runtime (ai-edge-litert,
+tflite-runtime or tf.lite; no TensorFlow needed), reports benchmark_model's
+statistics and the speedup of each model over the baseline (p50 / p50), and
+optionally fails when a model's p90 latency is over a budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mobileprune.cli import _output
+from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR
+
+_COMMAND = "bench"
+_SPEEDUP_METRIC = "p50_ms"
+_BUDGET_METRIC = "p90_ms"
+
+_EPILOG = """examples:
+  mobileprune bench model.tflite
+  mobileprune bench dense.tflite pruned.tflite --threads 4 --runs 500
+  mobileprune bench dense.tflite small.tflite --baseline small.tflite
+  mobileprune bench model.tflite --budget-ms 5          # exit 1 if p90 > 5 ms
+  mobileprune bench a.tflite b.tflite --budget-ms 5 --budget-model b.tflite --json
+
+exit codes: 0 ok, 1 over the latency budget, 2 bad input (missing or malformed
+model, bad option), 3 runtime error (no TFLite runtime, interpreter failure).
+"""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``bench`` subcommand."""
+    parser = subparsers.add_parser(
+        _COMMAND,
+        help="measure .tflite latency (p50/p90/p99, speedups, latency budget)",
+        description=__doc__.split("\n\n")[1],
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=".tflite files to benchmark")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=100, help="minimum timed runs per model (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=10, help="warm-up runs per model (default: %(default)s)")
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="keep running each model at least this long (default: %(default)s)")
+    parser.add_argument("--max-seconds", type=float, default=150.0,
+                        help="stop a model after this long (default: %(default)s)")
+    parser.add_argument("--baseline", metavar="NAME", default=None,
+                        help="model the speedups are relative to (default: the first)")
+    parser.add_argument("--budget-ms", type=float, default=None,
+                        help="fail (exit 1) when a model's p90 latency is over this")
+    parser.add_argument("--budget-model", metavar="NAME", default=None,
+                        help="check the budget on this model only (default: every model)")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="skip the crash-safe check of each file in a child process")
+    parser.add_argument("--json", action="store_true", help="print results as JSON on stdout")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Benchmark the models, print the table or JSON, and check the budget."""
+    from mobileprune.runtime.benchmark import budget_violations, compare_latency, display_names
+    from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
+
+    try:
+        names = display_names(args.models)
+        _check_options(args, names)
+        with _output.progress(_output.wants_progress(args.json)) as step:
+            rows = compare_latency(
+                names, baseline=args.baseline, metric=_SPEEDUP_METRIC, progress=step,
+                num_threads=args.threads, warmup_runs=args.warmup, runs=args.runs,
+                min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                isolate=not args.no_isolate,
+            )
+    except (FileNotFoundError, ModelFileError, ValueError) as error:
+        _output.error(_COMMAND, str(error))
+        return EXIT_BAD_INPUT
+    except (RuntimeNotFoundError, RuntimeError, OSError) as error:
+        _output.error(_COMMAND, f"{type(error).__name__}: {error}")
+        return EXIT_RUNTIME_ERROR
+
+    results = {row.name: row.result for row in rows}
+    violations = (
+        budget_violations(results, args.budget_ms, _BUDGET_METRIC, only=args.budget_model)
+        if args.budget_ms is not None else []
+    )
+    if args.json:
+        _output.print_json(_json_report(args, rows, violations))
+    else:
+        _print_table(rows)
+    for line in violations:
+        _output.error(_COMMAND, line)
+    return EXIT_CHECK_FAILED if violations else EXIT_OK
+
+
+def _check_options(args: argparse.Namespace, names: dict[str, str]) -> None:
+    # Fail before any model runs: a typo should not cost a full benchmark.
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.budget_ms is not None and not args.budget_ms > 0:
+        raise ValueError(f"--budget-ms must be a positive number of ms, got {args.budget_ms:g}")
+    for option, value in (("--baseline", args.baseline), ("--budget-model", args.budget_model)):
+        if value is not None and value not in names:
+            raise ValueError(f"{option} {value!r} is not one of the models: {', '.join(names)}")
+    if args.budget_model is not None and args.budget_ms is None:
+        raise ValueError("--budget-model needs --budget-ms")
+    missing = [path for path in names.values() if not _is_file(path)]
+    if missing:
+        raise FileNotFoundError(f"no such model file: {', '.join(missing)}; check the path")
+
+
+def _is_file(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).is_file()
+
+
+def _json_report(args: argparse.Namespace, rows: list, violations: list[str]) -> dict:
+    return {
+        "runtime": rows[0].result.runtime,
+        "num_threads": args.threads,
+        "speedup_metric": _SPEEDUP_METRIC,
+        "baseline": next(row.name for row in rows if row.is_baseline),
+        "budget": None if args.budget_ms is None else {
+            "budget_ms": args.budget_ms,
+            "metric": _BUDGET_METRIC,
+            "model": args.budget_model,
+            "ok": not violations,
+            "violations": violations,
+        },
+        "models": [row.to_dict() for row in rows],
+    }
+
+
+def _print_table(rows: list) -> None:
+    columns = ["model", "KiB", "init ms", "first ms", "runs", "mean ms", "std ms",
+               "p50 ms", "p90 ms", "p99 ms", "max ms", "peak MiB", "speedup"]
+    table_rows = [
+        [
+            row.name + (" (baseline)" if row.is_baseline else ""),
+            row.result.model_bytes / 1024,
+            row.result.init_ms, row.result.first_inference_ms, row.result.count, row.result.mean_ms,
+            row.result.std_ms, row.result.p50_ms, row.result.p90_ms, row.result.p99_ms,
+            row.result.max_ms, row.result.peak_rss_mib,
+            f"{row.speedup:.2f}x",
+        ]
+        for row in rows
+    ]
+    first = rows[0].result
+    threads = "default" if first.num_threads is None else first.num_threads
+    caption = f"runtime {first.runtime}, {threads} thread(s); speedup = baseline p50 / model p50"
+    _output.print_table("mobileprune bench", columns, table_rows, caption=caption)
+    for row in rows:
+        if row.result.note:
+            print(f"note: {row.name}: {row.result.note}", file=sys.stdout)
