@@ -30,7 +30,7 @@ def make_tiny_models(folder, data):
     from mobileprune.demo.digits import build_digits_cnn
 
     model = build_digits_cnn(width=0.125, seed=0)
-    model.fit(data.x_train, data.y_train, epochs=3, batch_size=64, verbose=0)
+    model.fit(data.x_train, data.y_train, epochs=8, batch_size=32, verbose=0)
     float_path, int8_path = folder / "tiny_float32.tflite", folder / "tiny_int8.tflite"
     float_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
 

@@ -14,6 +14,10 @@ public class QuantizationTest {
         assertEquals(2 + 3, Quantization.quantize(0.75f, SCALE, 3, DType.INT8));   // 1.5 -> 2
         assertEquals(-2 + 3, Quantization.quantize(-0.75f, SCALE, 3, DType.INT8)); // -1.5 -> -2
         assertEquals(1 + 3, Quantization.quantize(0.7f, SCALE, 3, DType.INT8));    // 1.4 -> 1
+        // Ties go away from zero, not to even (2.5 -> 3, 0.5 -> 1).
+        assertEquals(3 + 3, Quantization.quantize(1.25f, SCALE, 3, DType.INT8));
+        assertEquals(-3 + 3, Quantization.quantize(-1.25f, SCALE, 3, DType.INT8));
+        assertEquals(1 + 3, Quantization.quantize(0.25f, SCALE, 3, DType.INT8));
         assertEquals(3, Quantization.quantize(0f, SCALE, 3, DType.INT8));
     }
 
