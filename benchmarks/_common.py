@@ -93,7 +93,11 @@ def print_table(
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*(_format_cell(row.get(column), float_digits) for column in columns))
-    Console().print(table)
+    console = Console()
+    # Piped output defaults to 80 columns, which wraps wide benchmark tables.
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
 
 
 def results_dir(quick: bool) -> Path:

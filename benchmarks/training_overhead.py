@@ -1,0 +1,249 @@
+"""Training overhead of pruning: epoch time with PruneCallback vs without, and tfmot's the same way.
+
+A CIFAR-shaped CNN (32x32x3 -> 10, 666,538 parameters) is trained on generated
+data. Two copies with identical initial weights, one plain and one with
+``PruneCallback`` (polynomial decay to 90% sparsity, mask update every 100
+steps), are fit one epoch at a time *interleaved* (dense, pruned, dense, ...)
+so that machine load hits both alike. The first (compile) epochs are discarded.
+The ratio of median epoch times is the overhead. tfmot 0.8.1 runs the same
+net, data, weights and schedule on tf-keras in a subprocess.
+
+Run from the repository root:
+
+```
+python -m benchmarks.training_overhead            # full run, writes results/training_overhead.json
+python -m benchmarks.training_overhead --quick    # smoke run
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from benchmarks._common import print_table, results_dir, write_results
+from benchmarks._tfmot_worker import cifar_cnn, run_tfmot
+
+OVERHEAD_TARGET = 1.05
+
+
+def generated_images(samples: int, seed: int, shape=(32, 32, 3), num_classes: int = 10):
+    """Learnable generated data: each class is a fixed random image plus noise.
+
+    Args:
+        samples: number of images.
+        seed: seed of the prototypes, the labels and the noise.
+        shape: image shape.
+        num_classes: number of classes (and prototypes).
+
+    Returns:
+        ``(x, y)``: float32 images in roughly [-1, 1] and int32 labels.
+    """
+    rng = np.random.default_rng(seed)
+    prototypes = rng.uniform(-0.5, 0.5, size=(num_classes, *shape)).astype("float32")
+    labels = rng.integers(0, num_classes, size=samples).astype("int32")
+    noise = rng.normal(0.0, 0.5, size=(samples, *shape)).astype("float32")
+    return prototypes[labels] + noise, labels
+
+
+def make_prune_callback(
+    final_sparsity: float,
+    end_step: int,
+    frequency: int,
+    scope: str = "layer",
+    layers: Sequence[str] | None = None,
+    begin_step: int = 0,
+):
+    """Our PruneCallback with tfmot's default schedule shape (cubic decay from 0).
+
+    Args:
+        final_sparsity: sparsity reached at ``end_step``.
+        end_step: optimizer step at which the final sparsity is reached.
+        frequency: steps between mask updates.
+        scope: ``"layer"`` (each layer to the target) or ``"global"`` (one threshold).
+        layers: names of the layers to prune; ``None`` uses the callback's default.
+        begin_step: step of the first mask update.
+    """
+    import mobileprune as mp
+
+    schedule = mp.PolynomialDecay(
+        0.0, final_sparsity, begin_step=begin_step, end_step=end_step, power=3, frequency=frequency
+    )
+    return mp.PruneCallback(schedule, layers=layers, scope=scope)
+
+
+class EpochTimer:
+    """Build a Keras 3 callback that records the wall time of the last epoch."""
+
+    def __new__(cls):
+        import keras
+
+        class _EpochTimer(keras.callbacks.Callback):
+            seconds = float("nan")
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds = time.perf_counter() - self._start
+
+        return _EpochTimer()
+
+
+def compile_classifier(model, learning_rate: float = 1e-3):
+    """Compile with the settings both libraries use: Adam, logits cross-entropy, accuracy."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def fit_interleaved(
+    runs: dict[str, tuple[Any, list]],
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    epochs: int,
+    warmup_epochs: int,
+) -> dict[str, list[float]]:
+    """Fit several models one epoch at a time in turn; return each one's timed epoch seconds.
+
+    Args:
+        runs: name -> (compiled model, callbacks); fit in this order on even
+            epochs and in reverse order on odd ones.
+        x: training inputs.
+        y: training labels.
+        batch_size: batch size.
+        epochs: timed epochs per model.
+        warmup_epochs: epochs fit first and not timed (tracing, compilation).
+    """
+    timer = EpochTimer()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for epoch in range(warmup_epochs + epochs):
+        # Alternate the order (A B, B A, ...) so neither model always runs
+        # right after the other's caches and thread pools warmed up.
+        for name in order if epoch % 2 == 0 else order[::-1]:
+            model, callbacks = runs[name]
+            model.fit(
+                x,
+                y,
+                batch_size=batch_size,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                callbacks=[timer, *callbacks],
+                verbose=0,
+            )
+            if epoch >= warmup_epochs:
+                times[name].append(timer.seconds)
+    return times
+
+
+def overhead_ratio(times: dict[str, list[float]], pruned: str, dense: str = "dense") -> float:
+    """Median epoch time of ``pruned`` over that of ``dense``."""
+    return statistics.median(times[pruned]) / statistics.median(times[dense])
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    parser.add_argument("--epochs", type=int, default=10, help="timed epochs per model (after warm-up)")
+    parser.add_argument("--warmup-epochs", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--frequency", type=int, default=100, help="steps between mask updates")
+    parser.add_argument("--final-sparsity", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-tfmot", action="store_true", help="do not run the tfmot subprocess")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.samples = 2, 256
+    if args.epochs < 1 or args.samples < args.batch_size:
+        parser.error("need --epochs >= 1 and --samples >= --batch-size")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    x, y = generated_images(args.samples, args.seed)
+    steps_per_epoch = -(-args.samples // args.batch_size)
+    # Keep the masks changing for the whole run, so every timed epoch pays for updates.
+    end_step = steps_per_epoch * (args.warmup_epochs + args.epochs)
+
+    keras.utils.set_random_seed(args.seed)
+    dense = compile_classifier(cifar_cnn(keras))
+    initial_weights = dense.get_weights()
+    pruned = cifar_cnn(keras)
+    pruned.set_weights(initial_weights)
+    compile_classifier(pruned)
+    prunable = [layer.name for layer in dense.layers if layer.name.startswith(("conv", "dense", "logits"))]
+    callback = make_prune_callback(args.final_sparsity, end_step, args.frequency, layers=prunable)
+
+    times = fit_interleaved(
+        {"dense": (dense, []), "mobileprune": (pruned, [callback])},
+        x,
+        y,
+        args.batch_size,
+        args.epochs,
+        args.warmup_epochs,
+    )
+    rows = [_row("mobileprune (Keras 3)", times["dense"], times["mobileprune"])]
+    payload: dict[str, Any] = {
+        "settings": {**vars(args), "steps_per_epoch": steps_per_epoch, "end_step": end_step,
+                     "params": int(dense.count_params()), "pruned_layers": prunable},
+        "mobileprune": {"epoch_seconds": times, "ratio": overhead_ratio(times, "mobileprune")},
+    }
+
+    if not args.skip_tfmot:
+        arrays = {"x_train": x, "y_train": y, "x_test": x[:256], "y_test": y[:256]}
+        arrays.update({f"weight_{i}": w for i, w in enumerate(initial_weights)})
+        spec = {
+            "task": "train", "model": "cifar_cnn", "epochs": args.epochs,
+            "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size,
+            "final_sparsity": args.final_sparsity, "begin_step": 0, "end_step": end_step,
+            "frequency": args.frequency, "power": 3, "seed": args.seed, "prune_layers": prunable,
+        }
+        tfmot = run_tfmot(spec, arrays)
+        tfmot_times = {"dense": tfmot["epoch_seconds"]["dense"], "tfmot": tfmot["epoch_seconds"]["pruned"]}
+        rows.append(_row("tfmot 0.8.1 (tf-keras)", tfmot_times["dense"], tfmot_times["tfmot"]))
+        payload["tfmot"] = {"epoch_seconds": tfmot_times, "ratio": overhead_ratio(tfmot_times, "tfmot"),
+                            "layer_sparsity": tfmot["layer_sparsity"]}
+
+    payload["rows"] = rows
+    print_table(
+        f"Training overhead: CIFAR-shaped CNN, {dense.count_params():,} params, "
+        f"{args.samples} samples, batch {args.batch_size}, frequency {args.frequency}, "
+        f"median of {args.epochs} interleaved epochs (load {os.getloadavg()[0]:.2f})",
+        rows,
+    )
+    print(f"wrote {write_results('training_overhead', payload, results_dir(args.quick))}")
+    return 0
+
+
+def _row(library: str, dense_times: list[float], pruned_times: list[float]) -> dict[str, Any]:
+    dense_median = statistics.median(dense_times)
+    pruned_median = statistics.median(pruned_times)
+    ratio = pruned_median / dense_median
+    return {
+        "library": library,
+        "dense epoch s": dense_median,
+        "pruned epoch s": pruned_median,
+        "ratio": ratio,
+        "target <= 1.05": "yes" if ratio <= OVERHEAD_TARGET else "no",
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
