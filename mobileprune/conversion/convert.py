@@ -70,18 +70,24 @@ def convert(
             ``allow_select_tf_ops`` is false.
         ConversionError: any other converter failure.
     """
-    converter = source.converter()
-    configure_converter(
-        converter,
-        quantize,
-        representative_data=representative_data,
-        int8_io=int8_io,
-        sparse=sparse,
-        allow_select_tf_ops=allow_select_tf_ops,
-        input_count=source.input_count,
-        calibration_samples=calibration_samples,
-        progress=progress,
-    )
+    with source.stripped():
+        converter = source.converter()
+        configure_converter(
+            converter,
+            quantize,
+            representative_data=representative_data,
+            int8_io=int8_io,
+            sparse=sparse,
+            allow_select_tf_ops=allow_select_tf_ops,
+            input_count=source.input_count,
+            calibration_samples=calibration_samples,
+            progress=progress,
+        )
+        return _run_converter(converter, source.description, allow_select_tf_ops)
+
+
+def _run_converter(converter: Any, description: str, allow_select_tf_ops: bool) -> bytes:
+    """Convert, turning the converter's error dump into one actionable line."""
     try:
         return bytes(converter.convert())
     except Exception as error:
@@ -96,7 +102,7 @@ def convert(
         if type(error).__name__ != "ConverterError":
             raise
         summary = " ".join(str(error).split())[:400]
-        raise ConversionError(f"TFLite conversion of {source.description} failed: {summary}") from error
+        raise ConversionError(f"TFLite conversion of {description} failed: {summary}") from error
 
 
 def _unsupported_ops(error: Exception) -> tuple[list[str], list[str]]:

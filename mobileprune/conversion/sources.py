@@ -53,10 +53,18 @@ class ModelSource:
     input_count: int
     _make_converter: Callable[[], Any]
     _predict: Callable[[np.ndarray, int], np.ndarray]
+    _strip: Callable[[], Any] = contextlib.nullcontext
 
     def converter(self):
-        """Return a fresh ``tf.lite.TFLiteConverter`` for this model."""
+        """Return a fresh ``tf.lite.TFLiteConverter`` for this model.
+
+        Call it, and convert, inside :meth:`stripped`.
+        """
         return self._make_converter()
+
+    def stripped(self) -> contextlib.AbstractContextManager:
+        """Context in which the model carries no pruning state (restored on exit)."""
+        return self._strip()
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Run the original model on ``x`` and return its (first) output as float32.
@@ -114,13 +122,15 @@ def _from_keras3(model, kind: str, description: str) -> ModelSource:
     import tensorflow as tf
 
     def make_converter():
-        with _pruning_stripped(model) as plain:
-            return tf.lite.TFLiteConverter.from_keras_model(plain)
+        return tf.lite.TFLiteConverter.from_keras_model(model)
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
         return _first_output(model.predict(x, batch_size=batch_size, verbose=0))
 
-    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict)
+    def stripped():
+        return _pruning_stripped(model)
+
+    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict, stripped)
 
 
 def _from_tf_keras(model) -> ModelSource:
@@ -166,23 +176,24 @@ def _from_saved_model(path: Path) -> ModelSource:
 
 
 @contextlib.contextmanager
-def _pruning_stripped(model) -> Iterator[Any]:
-    """Yield ``model`` without pruning state, restoring the caller's model afterwards."""
+def _pruning_stripped(model) -> Iterator[None]:
+    """Strip ``model``'s pruning masks for the duration, then give them back."""
     try:
         from mobileprune.pruning.strip import strip_pruning
     except ImportError:  # pruning package absent: nothing can be attached
-        yield model
+        yield
         return
-    # strip_pruning may detach constraints in place; remember and restore them
-    # so the caller can keep training with its masks after exporting.
-    saved = [(variable, getattr(variable, "constraint", None)) for variable in model.variables]
+    # strip_pruning works in place; remember the constraints and the compiled
+    # train step so the caller can keep training with its masks afterwards.
+    constraints = [(variable, getattr(variable, "constraint", None)) for variable in model.variables]
+    train_function = getattr(model, "train_function", None)
     try:
-        stripped = strip_pruning(model)
-        yield model if stripped is None else stripped
+        strip_pruning(model)
+        yield
     finally:
-        for variable, constraint in saved:
-            if getattr(variable, "constraint", None) is not constraint:
-                variable.constraint = constraint
+        for variable, constraint in constraints:
+            variable.constraint = constraint
+        model.train_function = train_function
 
 
 def _is_keras3_model(obj: Any) -> bool:
