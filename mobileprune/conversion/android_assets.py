@@ -228,16 +228,11 @@ def read_tensor_specs(tflite_path: PathLike) -> tuple[TensorSpec, TensorSpec]:
 
 
 def _interpreter(path: str):
-    # ai-edge-litert is the supported runtime; tf.lite is the deprecated fallback.
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - depends on the installation
-        from tensorflow.lite import Interpreter
-    try:
-        return Interpreter(model_path=path)
-    except ValueError as error:
-        raise ValueError(f"{path} is not a valid .tflite model ({error}); "
-                         "export it again with mobileprune export") from error
+    # The shared loader picks the installed runtime and turns a malformed file
+    # into a ModelFileError (a ValueError) naming the file, instead of a crash.
+    from mobileprune.runtime.interpreter import load_interpreter
+
+    return load_interpreter(path, allocate=False)
 
 
 def _tensor_spec(path: PathLike, detail: dict) -> TensorSpec:

@@ -159,7 +159,7 @@ def test_files_are_readable_project_files(tiny_models, digits, tmp_path):
         ({"m": "FLOAT"}, None, {"baseline": "x"}, ValueError, "baseline 'x' is not one of the models"),
         ({"a b": "FLOAT", "a_b": "INT8"}, None, {}, ValueError, "map to the same asset file"),
         ({"samples": "FLOAT"}, None, {}, ValueError, "cannot be used as an asset file name"),
-        ({"m": "NOT_TFLITE"}, None, {}, ValueError, "is not a valid .tflite model"),
+        ({"m": "NOT_TFLITE"}, None, {}, ValueError, "not a TFLite flatbuffer"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(
