@@ -147,12 +147,13 @@ def benchmark(
         ValueError: bad argument values or inputs.
     """
     _check_counts(warmup_runs=warmup_runs, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds)
-    from mobileprune.runtime.interpreter import load_interpreter, read_model, runtime_name
+    from mobileprune.runtime.interpreter import find_runtime, load_interpreter, read_model, runtime_name
 
     name = Path(model_path).name
     report = progress or _no_progress
     report(name, 0.0)
     _, content = read_model(model_path)
+    find_runtime()  # no runtime at all is the caller's problem, not the model's: say so first
     if isolate:
         from mobileprune.runtime.isolation import probe_model
 

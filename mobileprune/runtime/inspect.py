@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -216,11 +215,11 @@ class TfliteReport:
         return "\n".join(lines)
 
 
-def inspect_tflite(path: str | os.PathLike) -> TfliteReport:
+def inspect_tflite(path: str | os.PathLike | bytes) -> TfliteReport:
     """Parse ``path`` and report its tensors, sparsity, op counts and MACs.
 
     Args:
-        path: a ``.tflite`` file.
+        path: a ``.tflite`` file, or its bytes (reported as ``"<bytes>"``).
 
     Raises:
         FileNotFoundError: the file does not exist.

@@ -60,3 +60,25 @@ def tflite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def manifest(tflite_dir: Path) -> dict:
     """Facts about the fixture models, computed from their Keras weights."""
     return json.loads((tflite_dir / "manifest.json").read_text())
+
+
+def run_mobileprune(*args: str, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``python -m mobileprune ARGS`` in a child; ``blocked`` modules fail to import there.
+
+    Blocking ``tensorflow`` simulates a phone-side install; blocking every
+    runtime simulates a machine with none.
+    """
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": python_path}
+    if not blocked:
+        return subprocess.run([sys.executable, "-m", "mobileprune", *args], cwd=REPO_ROOT,
+                              capture_output=True, text=True, env=env)
+    # A None entry in sys.modules makes `import name` raise ImportError.
+    code = (
+        "import sys\n"
+        f"sys.modules.update(dict.fromkeys({list(blocked)!r}))\n"
+        "from mobileprune.cli.main import main\n"
+        f"code = main({list(args)!r})\n"
+        "sys.exit(code)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
