@@ -21,6 +21,8 @@ def test_a_good_model_passes_the_probe_with_the_parents_runtime(tflite_dir):
 
 
 def test_a_truncated_model_fails_in_the_child_with_its_name(tflite_dir):
+    # ai-edge-litert rejects it with a Python error; tflite-runtime 2.14 segfaults
+    # on it (loaded from bytes): both must end as this one-line error.
     content = (tflite_dir / "truncated.tflite").read_bytes()
     with pytest.raises(ModelFileError, match=r"^truncated\.tflite could not be loaded: "):
         probe_model(content, name="truncated.tflite")
