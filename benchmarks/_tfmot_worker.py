@@ -15,6 +15,8 @@ Tasks (``spec["task"]``):
 - ``"train"``: fit a dense and a tfmot-pruned copy of the model *interleaved*,
   one epoch each in turn, and return the epoch times of both plus the final
   test accuracy of both.
+- ``"mask_cost"``: time one full tfmot mask update of named models and
+  measure the bytes of mask state per masked weight.
 
 Example (from the repository root):
 
@@ -94,7 +96,7 @@ def digits_cnn(keras_module: Any):
 MODEL_BUILDERS = {"cifar_cnn": cifar_cnn, "digits_cnn": digits_cnn}
 
 
-def run_tfmot(spec: dict[str, Any], arrays: dict[str, Any], timeout: float = 7200.0) -> dict[str, Any]:
+def run_tfmot(spec: dict[str, Any], arrays: dict[str, Any] | None = None, timeout: float = 7200.0) -> dict[str, Any]:
     """Run one tfmot task in a legacy tf-keras subprocess and return its JSON result.
 
     Args:
@@ -109,13 +111,13 @@ def run_tfmot(spec: dict[str, Any], arrays: dict[str, Any], timeout: float = 720
     """
     import numpy as np
 
-    if spec.get("model") not in MODEL_BUILDERS:
+    if spec.get("task") == "train" and spec.get("model") not in MODEL_BUILDERS:
         raise ValueError(f"spec['model'] must be one of {sorted(MODEL_BUILDERS)}, got {spec.get('model')!r}")
     with tempfile.TemporaryDirectory(prefix="mobileprune-tfmot-") as workdir:
         spec_path = Path(workdir) / "spec.json"
         arrays_path = Path(workdir) / "arrays.npz"
         result_path = Path(workdir) / "result.json"
-        np.savez(arrays_path, **arrays)
+        np.savez(arrays_path, **(arrays or {}))
         spec_path.write_text(json.dumps({**spec, "arrays": str(arrays_path)}))
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         completed = subprocess.run(
@@ -279,7 +281,65 @@ def _version(package: str) -> str | None:
         return None
 
 
-_TASKS = {"train": _train}
+def _mask_cost(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time tfmot's own mask update (all wrapped layers, in a tf.function) and size its mask state.
+
+    Spec keys: ``models`` (names accepted by :func:`legacy_model`), ``repeats``,
+    ``sparsity``. The update body is the one tfmot runs inside the train step
+    when the schedule fires: per weight, ``_maybe_update_block_mask`` (a full
+    ``top_k`` sort) and two assigns.
+    """
+    import statistics
+
+    import tensorflow as tf
+    import tf_keras
+    import tensorflow_model_optimization as tfmot
+
+    results = {}
+    for name in spec["models"]:
+        tf_keras.backend.clear_session()
+        tf_keras.utils.set_random_seed(0)
+        schedule = tfmot.sparsity.keras.ConstantSparsity(spec["sparsity"], begin_step=0, frequency=1)
+        base = legacy_model(tf_keras, name)
+        model = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
+        wrappers = [layer for layer in model.layers if hasattr(layer, "pruning_obj")]
+        triples = [(w, triple) for w in wrappers for triple in w.pruning_vars]
+
+        @tf.function
+        def update_all():
+            for wrapper, (weight, mask, threshold) in triples:
+                new_threshold, new_mask = wrapper.pruning_obj._maybe_update_block_mask(weight)
+                threshold.assign(new_threshold)
+                mask.assign(new_mask)
+
+        update_all()  # trace once, as training does
+        seconds = []
+        for _ in range(spec["repeats"]):
+            start = time.perf_counter()
+            update_all()
+            seconds.append(time.perf_counter() - start)
+        weights = sum(int(weight.shape.num_elements()) for _, (weight, _, _) in triples)
+        mask_bytes = sum(int(mask.shape.num_elements()) * mask.dtype.size for _, (_, mask, _) in triples)
+        threshold_bytes = sum(threshold.dtype.size for _, (_, _, threshold) in triples)
+        results[name] = {
+            "params": int(base.count_params()),
+            "masked_weights": weights,
+            "update_s": statistics.median(seconds),
+            "update_all_s": seconds,
+            "mask_bytes_per_weight": (mask_bytes + threshold_bytes) / weights,
+        }
+    return results
+
+
+def legacy_model(tf_keras: Any, name: str):
+    """Build a named model in tf-keras: the two benchmark CNNs or a ``tf_keras.applications`` net."""
+    if name in MODEL_BUILDERS:
+        return MODEL_BUILDERS[name](tf_keras)
+    applications = {"mobilenet_v2": "MobileNetV2", "densenet121": "DenseNet121", "resnet50": "ResNet50"}
+    return getattr(tf_keras.applications, applications[name])(weights=None)
+
+
+_TASKS = {"train": _train, "mask_cost": _mask_cost}
 
 
 def _main(argv: list[str]) -> int:
