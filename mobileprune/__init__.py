@@ -44,6 +44,7 @@ _LAZY = {
     "ExportResult": "mobileprune.conversion.export",
     "verify": "mobileprune.conversion.verify",
     "FidelityReport": "mobileprune.conversion.verify",
+    "write_android_assets": "mobileprune.conversion.android_assets",
     # runtime (no TensorFlow)
     "benchmark": "mobileprune.runtime.benchmark",
     "compare_latency": "mobileprune.runtime.benchmark",

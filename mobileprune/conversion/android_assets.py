@@ -164,7 +164,7 @@ def write_android_assets(
         _atomic_copy(plan.source, out / f"{plan.stem}.tflite")
         manifest = _manifest(plan, order, plan.name == baseline, class_names)
         path = out / f"{plan.stem}.json"
-        _atomic_write(path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+        _atomic_write(path, _manifest_text(manifest).encode("utf-8"))
         manifests[plan.name] = path
     _remove_stale_manifests(out, keep={plan.stem for plan in plans})
     return AndroidAssets(samples=out / SAMPLES_FILE, manifests=manifests)
@@ -348,6 +348,12 @@ def _manifest(plan: _ModelPlan, order: int, is_baseline: bool, labels: list[str]
         "output": plan.output.to_json(),
         "labels": labels,
     }
+
+
+def _manifest_text(manifest: dict) -> str:
+    # One key per line, each value compact: diffs and eyeballing stay easy.
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in manifest.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def _remove_stale_manifests(out: Path, keep: set[str]) -> None:
