@@ -17,8 +17,8 @@ to the `MultiHeadAttention`.
 
 Selectors (`layers=` and `exclude=`) are layer names (`str`), layer classes
 (`type`) or predicates (`callable(layer) -> bool`). A selector matches a weight
-when it matches its layer *or any layer containing it*, so the name of a nested
-model selects everything inside it.
+when it matches its layer *or any layer containing it* (other than the model
+itself), so the name of a nested model selects everything inside it.
 
 Example:
 
@@ -186,15 +186,17 @@ def selector_matches(selector: Selector, layer) -> bool:
 
 
 def _matches(selector: Selector, target: PruneTarget) -> bool:
-    return any(selector_matches(selector, layer) for layer in target.chain)
+    # The model itself (first parent) never matches: a predicate true for the
+    # model would otherwise select everything.
+    return any(selector_matches(selector, layer) for layer in target.chain[1:])
 
 
 def check_names_exist(model, names: Sequence[str], argument: str) -> None:
     """Raise a one-line ValueError if a name in `names` is not a layer of `model`."""
-    known = {layer.name for layer, _ in walk_layers(model)}
+    known = {layer.name for layer, parents in walk_layers(model) if parents}
     for name in names:
         if name not in known:
-            preview = ", ".join(sorted(known - {model.name})[:12])
+            preview = ", ".join(sorted(known)[:12])
             raise ValueError(f"{argument}: no layer named {name!r} in model {model.name!r}; known layers: {preview}.")
 
 

@@ -1,0 +1,42 @@
+"""Tiny models and data shared by the pruning tests (fast to build and train)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def tiny_mlp(optimizer="adam", name="mlp", seed=0, compile=True):
+    """Dense 16 -> 32 -> 24 -> 4 classifier; kernel sizes 512, 768, 96."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(32, activation="relu", name="hidden"),
+            keras.layers.Dense(24, activation="relu", name="middle"),
+            keras.layers.Dense(4, name="logits"),
+        ],
+        name=name,
+    )
+    if compile:
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    return model
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """64 samples, 16 features, 4 classes, deterministic."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 16)).astype("float32")
+    y = (x[:, :4].argmax(axis=1)).astype("int32")
+    return x, y
+
+
+def kernel_zeros(model, name):
+    layer = model.get_layer(name)
+    return int(np.count_nonzero(layer.kernel.numpy() == 0))

@@ -1,0 +1,79 @@
+"""Exact bottom-k masks with deterministic ties, and N:M selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mobileprune.pruning import masks
+from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, num_to_prune
+
+
+def reference_keep(scores, num_prune):
+    """Full stable sort: the lowest scores, smaller index first among ties."""
+    keep = np.ones(scores.size, dtype=bool)
+    keep[np.argsort(scores, kind="stable")[:num_prune]] = False
+    return keep
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.8, 0.97])
+def test_keep_mask_matches_full_sort(sparsity):
+    scores = np.abs(np.random.default_rng(1).standard_normal(5000)).astype(np.float32)
+    k = num_to_prune(sparsity, scores.size)
+    keep = keep_mask(scores, k)
+    assert keep.sum() == scores.size - k
+    np.testing.assert_array_equal(keep, reference_keep(scores, k))
+
+
+def test_ties_prune_smaller_index_first():
+    scores = np.array([0.5, 0.1, 0.1, 0.1, 0.0, 0.1, 2.0])
+    np.testing.assert_array_equal(keep_mask(scores, 3), [True, False, False, True, False, True, True])
+
+
+def test_all_equal_scores():
+    keep = keep_mask(np.zeros(10), 4)
+    np.testing.assert_array_equal(keep, [False] * 4 + [True] * 6)
+
+
+def test_none_and_all():
+    scores = np.arange(6.0)
+    assert keep_mask(scores, 0).all()
+    assert not keep_mask(scores, 6).any()
+    with pytest.raises(ValueError, match="num_prune must be in \\[0, 6\\]"):
+        keep_mask(scores, 7)
+
+
+@pytest.mark.parametrize("zero_fraction", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("sparsity", [0.3, 0.6, 0.95])
+def test_large_arrays_use_the_bracket_and_stay_exact(zero_fraction, sparsity):
+    size = masks._BRACKET_MIN_SIZE + 12345
+    rng = np.random.default_rng(7)
+    scores = np.abs(rng.standard_normal(size)).astype(np.float32)
+    scores[rng.permutation(size)[: int(zero_fraction * size)]] = 0.0
+    k = num_to_prune(sparsity, size)
+    np.testing.assert_array_equal(keep_mask(scores, k), reference_keep(scores, k))
+
+
+def test_bracket_miss_falls_back_to_partition():
+    # Heavy-tailed scores with one huge cluster; any k must still be exact.
+    rng = np.random.default_rng(3)
+    size = masks._BRACKET_MIN_SIZE
+    scores = np.where(rng.random(size) < 0.5, 1.0, rng.random(size) ** 8).astype(np.float64)
+    for k in (1, size // 2, size - 1):
+        expected = np.partition(scores, k)[k]
+        assert masks._kth_smallest(scores, k) == expected
+
+
+def test_num_to_prune_rounds_half_up():
+    assert num_to_prune(0.5, 5) == 3
+    assert num_to_prune(0.8, 288) == 230
+    assert num_to_prune(0.0, 10) == 0
+
+
+def test_keep_top_n_per_group():
+    scores = np.array([0.1, 0.9, 0.5, 0.2, 3.0, 3.0, 3.0, 3.0])
+    np.testing.assert_array_equal(
+        keep_top_n_per_group(scores, 2, 4), [False, True, True, False, False, False, True, True]
+    )
+    with pytest.raises(ValueError, match="multiple of m=4"):
+        keep_top_n_per_group(np.ones(6), 2, 4)

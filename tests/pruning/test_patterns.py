@@ -1,0 +1,137 @@
+"""Patterns: unstructured, block and N:M groups, resolution of the pattern argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.needs_tf
+
+import keras  # noqa: E402
+
+from mobileprune.pruning.masks import num_to_prune  # noqa: E402
+from mobileprune.pruning.patterns import (  # noqa: E402
+    BlockGroup,
+    BlockPattern,
+    NMGroup,
+    NMPattern,
+    Pattern,
+    UnstructuredPattern,
+    WeightGroup,
+    as_matrix_shape,
+    resolve_pattern,
+)
+
+
+def variable(values):
+    return keras.Variable(np.asarray(values, dtype=np.float32))
+
+
+def test_matrix_view_flattens_all_but_the_output_axis():
+    assert as_matrix_shape((3, 3, 32, 64)) == (288, 64)
+    assert as_matrix_shape((16, 8)) == (16, 8)
+    assert as_matrix_shape((8, 4, 2)) == (32, 2)
+
+
+def test_weight_group_round_trip():
+    values = np.arange(12, dtype=np.float32).reshape(3, 4) - 6
+    group = WeightGroup("w", variable(values))
+    np.testing.assert_array_equal(group.scores([values]), np.abs(values).ravel())
+    keep = np.arange(12) % 2 == 0
+    np.testing.assert_array_equal(group.expand(keep)[0], keep.reshape(3, 4))
+    assert group.unit_sizes() == 1
+
+
+def test_block_1x4_runs_along_the_input_axis_of_a_dense_kernel():
+    # Keras Dense kernel (in=8, out=2); TFLite (1, 4) = 4 consecutive inputs of one output.
+    values = np.ones((8, 2), dtype=np.float32)
+    values[0:4, 0] = 0.1  # the weakest block: inputs 0-3 of output 0
+    (group,) = BlockPattern((1, 4)).groups(None, [_Target("dense/kernel", variable(values))])
+    assert group.block == (4, 1) and group.grid == (2, 2)
+    scores = group.scores([values])
+    np.testing.assert_allclose(scores, [0.1, 1.0, 1.0, 1.0])
+    keep = BlockPattern((1, 4)).select(scores, 0.25)
+    mask = group.expand(keep)[0]
+    expected = np.ones((8, 2), dtype=bool)
+    expected[0:4, 0] = False
+    np.testing.assert_array_equal(mask, expected)
+    assert group.unit_sizes() == 4
+
+
+def test_block_pads_edge_blocks_and_scores_their_mean():
+    values = np.arange(1, 7, dtype=np.float32).reshape(6, 1)  # in=6, block of 4 inputs
+    group = BlockGroup("w", variable(values), 4, 1)
+    assert group.grid == (2, 1)
+    np.testing.assert_allclose(group.scores([values]), [2.5, 5.5])
+    np.testing.assert_array_equal(group.unit_sizes(), [4, 2])
+    np.testing.assert_array_equal(group.expand(np.array([False, True]))[0].ravel(), [0, 0, 0, 0, 1, 1])
+
+
+def test_block_exact_zero_count_on_a_conv_kernel():
+    values = np.random.default_rng(0).standard_normal((3, 3, 8, 4)).astype(np.float32)
+    pattern = BlockPattern((1, 8))
+    (group,) = pattern.groups(None, [_Target("conv/kernel", variable(values))])
+    keep = pattern.select(group.scores([values]), 0.5)
+    mask = group.expand(keep)[0]
+    blocks = group.grid[0] * group.grid[1]  # 72 inputs / 8 = 9 blocks per output, 4 outputs
+    assert blocks == 36
+    assert mask.size - mask.sum() == num_to_prune(0.5, blocks) * 8
+
+
+def test_nm_group_keeps_n_of_every_m_inputs_per_output():
+    values = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    pattern = NMPattern(2, 4)
+    (group,) = pattern.groups(None, [_Target("dense/kernel", variable(values))])
+    mask = group.expand(pattern.select(group.scores([values]), 0.3))[0]
+    for out in range(3):
+        for start in (0, 4):
+            column = mask[start : start + 4, out]
+            assert column.sum() == 2
+            strongest = np.argsort(-np.abs(values[start : start + 4, out]), kind="stable")[:2]
+            assert set(np.flatnonzero(column)) == set(strongest)
+    assert pattern.sparsity == 0.5
+
+
+def test_nm_group_rejects_input_axis_not_multiple_of_m():
+    with pytest.raises(ValueError, match="conv1/kernel: its input axis has 9 weights, not a multiple of m=4"):
+        NMGroup("conv1/kernel", variable(np.ones((3, 3, 1, 2))), 4)
+
+
+@pytest.mark.parametrize(
+    "argument, kind",
+    [("unstructured", UnstructuredPattern), ("2:4", NMPattern), (" 1 : 8 ", NMPattern), ((1, 4), BlockPattern)],
+)
+def test_resolve_pattern(argument, kind):
+    assert isinstance(resolve_pattern(argument), kind)
+
+
+def test_resolve_pattern_passes_instances_through():
+    custom = UnstructuredPattern()
+    assert resolve_pattern(custom) is custom
+
+
+def test_channels_resolves_lazily_to_the_structured_plugin():
+    pattern = resolve_pattern("channels")
+    assert isinstance(pattern, Pattern) and type(pattern).__name__ == "ChannelPattern"
+
+
+@pytest.mark.parametrize(
+    "argument, error, message",
+    [
+        ("sparse", ValueError, "Unknown pattern 'sparse'"),
+        ("4:4", ValueError, "needs 0 < n < m"),
+        ("5:4", ValueError, "needs 0 < n < m"),
+        ("0:4", ValueError, "needs 0 < n < m"),
+        ((1, 0), ValueError, "must be two positive ints"),
+        ((1, 4, 1), ValueError, "must be two positive ints"),
+        ([1, 4], TypeError, "pattern must be a str"),
+    ],
+)
+def test_bad_patterns(argument, error, message):
+    with pytest.raises(error, match=message):
+        resolve_pattern(argument)
+
+
+class _Target:
+    def __init__(self, name, variable):
+        self.name, self.variable = name, variable

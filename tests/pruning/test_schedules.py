@@ -1,0 +1,115 @@
+"""Schedules: values against the tfmot formula, the update grid, config and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.needs_tf
+
+from mobileprune.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule  # noqa: E402
+
+
+def polynomial(step, initial, final, begin, end, power):
+    progress = min(max((step - begin) / (end - begin), 0.0), 1.0)
+    return final + (initial - final) * (1 - progress) ** power
+
+
+@pytest.mark.parametrize("step", [0, 100, 150, 175, 600, 1100, 5000])
+def test_polynomial_decay_follows_formula(step):
+    schedule = PolynomialDecay(0.1, 0.9, begin_step=100, end_step=1100, power=3, frequency=50)
+    assert schedule.sparsity_at(step) == pytest.approx(polynomial(step, 0.1, 0.9, 100, 1100, 3), abs=1e-12)
+
+
+def test_polynomial_decay_endpoints_and_midpoint():
+    schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000, power=3)
+    assert schedule.sparsity_at(0) == 0.0
+    assert schedule.sparsity_at(500) == pytest.approx(0.8 - 0.8 * 0.125)
+    assert schedule.sparsity_at(1000) == pytest.approx(0.8)
+    assert schedule.sparsity_at(10_000) == pytest.approx(0.8)
+
+
+def test_should_update_grid():
+    schedule = PolynomialDecay(0.0, 0.5, begin_step=10, end_step=45, frequency=10)
+    updates = [step for step in range(0, 100) if schedule.should_update(step)]
+    assert updates == [10, 20, 30, 40]
+
+
+def test_constant_sparsity_without_end_updates_forever():
+    schedule = ConstantSparsity(0.6, begin_step=5, frequency=7)
+    assert [s for s in range(40) if schedule.should_update(s)] == [5, 12, 19, 26, 33]
+    assert schedule.sparsity_at(4) == 0.0
+    assert schedule.sparsity_at(5) == 0.6
+    assert schedule.sparsity_at(10**9) == 0.6
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    [(0, None), (9, None), (10, 10), (19, 10), (20, 20), (44, 40), (45, 40), (1000, 40)],
+)
+def test_last_update_step(step, expected):
+    schedule = PolynomialDecay(0.0, 0.5, begin_step=10, end_step=45, frequency=10)
+    assert schedule.last_update_step(step) == expected
+
+
+@pytest.mark.parametrize("step, expected", [(0, 10), (10, 10), (11, 20), (40, 40), (41, None)])
+def test_next_update_step(step, expected):
+    schedule = PolynomialDecay(0.0, 0.5, begin_step=10, end_step=45, frequency=10)
+    assert schedule.next_update_step(step) == expected
+
+
+def test_last_and_next_agree_with_should_update_on_a_grid():
+    schedule = ConstantSparsity(0.5, begin_step=3, end_step=50, frequency=4)
+    updates = [s for s in range(80) if schedule.should_update(s)]
+    for step in range(80):
+        before = [u for u in updates if u <= step]
+        after = [u for u in updates if u >= step]
+        assert schedule.last_update_step(step) == (before[-1] if before else None)
+        assert schedule.next_update_step(step) == (after[0] if after else None)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        PolynomialDecay(0.2, 0.85, begin_step=3, end_step=99, power=2, frequency=7),
+        ConstantSparsity(0.4, begin_step=2, end_step=-1, frequency=9),
+    ],
+)
+def test_config_round_trip_and_keras_serialization(schedule):
+    import keras
+
+    clone = type(schedule).from_config(schedule.get_config())
+    assert clone == schedule and clone.get_config() == schedule.get_config()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert type(restored) is type(schedule) and restored == schedule
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: PolynomialDecay(0.0, 1.0, 0, 10), "final_sparsity must be in \\[0, 1\\)"),
+        (lambda: PolynomialDecay(-0.1, 0.5, 0, 10), "initial_sparsity must be in \\[0, 1\\)"),
+        (lambda: ConstantSparsity(80), "target_sparsity must be in \\[0, 1\\)"),
+        (lambda: PolynomialDecay(0.0, 0.5, 10, 10), "end_step \\(10\\) must be greater than begin_step"),
+        (lambda: ConstantSparsity(0.5, begin_step=5, end_step=3), "end_step \\(3\\) must be greater"),
+        (lambda: ConstantSparsity(0.5, frequency=0), "frequency must be > 0"),
+        (lambda: ConstantSparsity(0.5, begin_step=-1), "begin_step must be >= 0"),
+        (lambda: PolynomialDecay(0.0, 0.5, 0, -1), "PolynomialDecay needs an end_step"),
+        (lambda: PolynomialDecay(0.6, 0.5, 0, 10), "final_sparsity .* must be >= initial_sparsity"),
+        (lambda: PolynomialDecay(0.0, 0.5, 0, 10, power=0), "power must be a positive number"),
+    ],
+)
+def test_validation_errors(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_type_errors():
+    with pytest.raises(TypeError, match="begin_step must be an int"):
+        ConstantSparsity(0.5, begin_step=1.5)
+    with pytest.raises(TypeError, match="target_sparsity must be a number"):
+        ConstantSparsity("0.5")
+
+
+def test_base_class_needs_sparsity_at():
+    with pytest.raises(NotImplementedError):
+        PruningSchedule(0, 10, 1).sparsity_at(3)
