@@ -10,7 +10,7 @@ pytestmark = pytest.mark.needs_tf
 keras = pytest.importorskip("keras")
 
 import mobileprune as mp  # noqa: E402
-from mobileprune.structured import count_macs, mask_channels, shrink_report  # noqa: E402
+from mobileprune.structured import mask_channels, shrink_report  # noqa: E402
 from tests.structured._models import (  # noqa: E402
     concat_model,
     max_abs_diff,
@@ -144,33 +144,19 @@ def test_barrier_channels_stay_and_the_rest_shrinks():
     assert max_abs_diff(model, smaller, _random_images((2, 8, 8, 3))) <= 1e-5
 
 
-def test_count_macs_of_the_digits_cnn():
-    from mobileprune.demo.digits import build_digits_cnn
-
-    # conv1 6x6x(3*3*1)x32, conv2 6x6x(3*3*32)x64, dense1 2304x128, logits 128x10
-    expected = 36 * 9 * 32 + 36 * 9 * 32 * 64 + 2304 * 128 + 128 * 10
-    assert count_macs(build_digits_cnn(compile=False)) == expected
-
-
-@pytest.mark.parametrize("quantize", ["float32", "int8"])
-def test_shrunk_model_converts_to_tflite(tmp_path, quantize):
-    import tensorflow as tf
-
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_shrunk_model_exports_to_tflite(tmp_path, quantize):
     model = se_model()
     randomize_batch_norm(model)
     mask_channels(model, 0.5)
     smaller = mp.shrink(model)
-    x = _random_images((4, 8, 8, 3))
-    converter = tf.lite.TFLiteConverter.from_keras_model(smaller)
-    if quantize == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([x[i : i + 1]] for i in range(4))
-    flatbuffer = converter.convert()
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    interpreter.allocate_tensors()
+    x = _random_images((8, 8, 8, 3))
+    result = mp.export_tflite(smaller, tmp_path / "se.tflite", quantize=quantize, representative_data=x)
+    interpreter = mp.load_interpreter(result.path, num_threads=1, isolate=False)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:1])
     interpreter.invoke()
-    result = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     expected = np.asarray(model(x[:1], training=False))
-    tolerance = 1e-4 if quantize == "float32" else 0.1 * np.abs(expected).max() + 0.05
-    assert np.abs(result - expected).max() <= tolerance
+    # float32 matches to rounding; int8 to within a few quantization steps of the output range.
+    tolerance = 1e-4 if quantize is None else 0.05 * np.ptp(np.asarray(model(x, training=False))) + 1e-3
+    assert np.abs(output - expected).max() <= tolerance
