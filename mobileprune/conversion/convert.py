@@ -16,6 +16,8 @@ tflite_bytes = convert(load_source(model), quantize="dynamic")
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from typing import Any
 
@@ -89,7 +91,10 @@ def convert(
 def _run_converter(converter: Any, description: str, allow_select_tf_ops: bool) -> bytes:
     """Convert, turning the converter's error dump into one actionable line."""
     try:
-        return bytes(converter.convert())
+        # Keras prints "Saved artifact at ..." while exporting for the
+        # converter; keep stdout clean for `mobileprune export --json`.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return bytes(converter.convert())
     except Exception as error:
         flex_ops, custom_ops = _unsupported_ops(error)
         if flex_ops and not allow_select_tf_ops:
