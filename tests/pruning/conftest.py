@@ -40,3 +40,20 @@ def blobs():
 def kernel_zeros(model, name):
     layer = model.get_layer(name)
     return int(np.count_nonzero(layer.kernel.numpy() == 0))
+
+
+def run_python(code: str, *args: str, timeout: int = 240) -> dict:
+    """Run `code` in a fresh interpreter from the repository root; return the JSON it prints last."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

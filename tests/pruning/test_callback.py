@@ -258,3 +258,98 @@ def test_uncompiled_and_unbuilt_models_are_rejected():
         callback.update_masks(0)
     with pytest.raises(ValueError, match="PruneCallback has no model"):
         mp.PruneCallback(mp.ConstantSparsity(0.5)).update_masks(0)
+
+
+_RESUME_PHASE_ONE = """
+import json, sys
+import numpy as np
+import mobileprune as mp
+from tests.pruning.conftest import tiny_mlp
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 16)).astype("float32"); y = x[:, :4].argmax(axis=1)
+model = tiny_mlp()
+schedule = mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=16, frequency=2)
+history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[mp.PruneCallback(schedule)])
+model.save(sys.argv[1])
+np.save(sys.argv[2], model.get_layer("middle").kernel.numpy() == 0)
+print(json.dumps({"sparsity": history.history["sparsity"][-1], "steps": int(model.optimizer.iterations)}))
+"""
+
+_RESUME_PHASE_TWO = """
+import json, sys
+import numpy as np
+import keras
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 16)).astype("float32"); y = x[:, :4].argmax(axis=1)
+model = keras.models.load_model(sys.argv[1])  # plain Keras: mobileprune is not imported yet
+assert "mobileprune" not in sys.modules
+import mobileprune as mp
+steps = int(model.optimizer.iterations)
+batches = []
+record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(logs["sparsity"]))
+schedule = mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=16, frequency=2)
+model.fit(x, y, initial_epoch=2, epochs=5, batch_size=16, verbose=0,
+          callbacks=[mp.PruneCallback(schedule), record])
+old_zeros = np.load(sys.argv[2])
+kernel = model.get_layer("middle").kernel.numpy()
+print(json.dumps({"steps_at_load": steps, "batches": batches, "kept_old_zeros": bool(np.all(kernel[old_zeros] == 0)),
+                  "zeros": int((kernel == 0).sum())}))
+"""
+
+
+def test_resume_in_a_fresh_process_never_lowers_sparsity(tmp_path):
+    from tests.pruning.conftest import run_python
+
+    model_path, zeros_path = str(tmp_path / "mid.keras"), str(tmp_path / "zeros.npy")
+    first = run_python(_RESUME_PHASE_ONE, model_path, zeros_path)
+    second = run_python(_RESUME_PHASE_TWO, model_path, zeros_path)
+    schedule = mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=16, frequency=2)
+    assert first["steps"] == second["steps_at_load"] == 8
+    assert first["sparsity"] == pytest.approx(
+        sum(num_to_prune(schedule.sparsity_at(6), s) for s in SIZES.values()) / 1376
+    )
+    sparsities = [first["sparsity"], *second["batches"]]
+    assert all(later >= earlier for earlier, later in zip(sparsities, sparsities[1:]))
+    assert second["batches"][0] > first["sparsity"]  # step 8 is an update step
+    assert second["kept_old_zeros"]
+    assert second["zeros"] == num_to_prune(0.8, 768)
+
+
+_MIRRORED = """
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+import keras
+import mobileprune as mp
+from mobileprune.pruning.constraint import mask_of
+from tests.pruning.conftest import tiny_mlp
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = tiny_mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 16)).astype("float32"); y = x[:, :4].argmax(axis=1)
+callback = mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, end_step=1, frequency=1))
+model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[callback])
+kernel = model.get_layer("middle").kernel
+replicas = strategy.experimental_local_results(kernel.value)
+mask = mask_of(kernel)
+print(json.dumps({
+    "replicas": len(replicas),
+    "zeros_per_replica": [int((r.numpy() == 0).sum()) for r in replicas],
+    "pruned_zero_everywhere": all(bool(np.all(r.numpy()[~mask] == 0)) for r in replicas),
+    "mask_replicas": len(strategy.experimental_local_results(kernel.constraint.mask.value)),
+    "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+}))
+"""
+
+
+def test_mirrored_strategy_two_logical_cpus():
+    from tests.pruning.conftest import run_python
+
+    result = run_python(_MIRRORED)
+    assert result["replicas"] == 2 and result["mask_replicas"] == 2
+    assert result["zeros_per_replica"] == [384, 384]
+    assert result["pruned_zero_everywhere"]
+    assert result["steps"] == 12
