@@ -1,0 +1,177 @@
+"""``mobileprune export``: convert a Keras model to ``.tflite`` and show what is in the file.
+
+Converts a ``.keras`` file or a SavedModel directory with the chosen
+quantization, keeps TFLite's sparse weight encoding when it is smaller and
+runs on the default interpreter, writes the file atomically and reports its
+size, gzip size, per-weight-tensor sparsity read back from the file, ops and,
+with ``--validation``, agreement with the Keras model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from mobileprune.cli import _output
+from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
+
+_COMMAND = "export"
+_QUANTIZE_CHOICES = ("none", "dynamic", "float16", "int8", "int16x8")
+_SPARSE_CHOICES = {"auto": "auto", "on": True, "off": False}
+
+_EPILOG = """examples:
+  mobileprune export model.keras -o model.tflite
+  mobileprune export model.keras -o model_int8.tflite --quantize int8 --calibration calib.npz
+  mobileprune export model.keras -o m.tflite --quantize int8 --int8-io uint8 \\
+      --calibration calib.npz --validation test.npz --json
+  mobileprune export saved_model_dir/ -o m.tflite --quantize float16 --sparse off
+
+--calibration / --validation take .npz files with an array "x" (inputs, batch
+first) and, for validation, optionally "y" (integer or one-hot labels), e.g.
+numpy.savez("test.npz", x=x_test, y=y_test).
+
+exit codes: 0 ok, 2 bad input (missing or malformed model or data, bad
+option, model needs Select TF ops), 3 conversion or runtime error.
+"""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``export`` subcommand."""
+    parser = subparsers.add_parser(
+        _COMMAND,
+        help="convert a .keras / SavedModel to .tflite (quantize, sparse encoding, verify)",
+        description=__doc__.split("\n\n")[1],
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help=".keras file or SavedModel directory")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.tflite", help="file to write")
+    parser.add_argument("--quantize", choices=_QUANTIZE_CHOICES, default="none",
+                        help="quantization mode (default: %(default)s)")
+    parser.add_argument("--int8-io", choices=("int8", "uint8"), default=None,
+                        help="integer model input/output (needs --quantize int8)")
+    parser.add_argument("--calibration", metavar="FILE.npz", default=None,
+                        help="calibration inputs (array x); required for int8 and int16x8")
+    parser.add_argument("--calibration-samples", type=int, default=500,
+                        help="calibration samples used (default: %(default)s)")
+    parser.add_argument("--validation", metavar="FILE.npz", default=None,
+                        help="inputs x and optional labels y to verify the file against the model")
+    parser.add_argument("--sparse", choices=tuple(_SPARSE_CHOICES), default="auto",
+                        help="TFLite sparse weight encoding: auto keeps it when smaller and runnable "
+                             "(default: %(default)s)")
+    parser.add_argument("--allow-select-tf-ops", action="store_true",
+                        help="allow TensorFlow (Flex) ops; the device then needs the Flex runtime")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the inputs (before loading TensorFlow), export, and print the result."""
+    try:
+        calibration, validation = _check_inputs(args)
+    except ValueError as error:
+        _output.error(_COMMAND, str(error))
+        return EXIT_BAD_INPUT
+    try:
+        from mobileprune.conversion.export import export_tflite
+
+        with _output.progress(_output.wants_progress(args.json)) as step:
+            result = export_tflite(
+                args.model,
+                args.output,
+                quantize=None if args.quantize == "none" else args.quantize,
+                representative_data=None if calibration is None else calibration["x"],
+                validation_data=validation,
+                sparse=_SPARSE_CHOICES[args.sparse],
+                allow_select_tf_ops=args.allow_select_tf_ops,
+                int8_io=args.int8_io or False,
+                calibration_samples=args.calibration_samples,
+                progress=lambda fraction: step("calibrating", fraction),
+            )
+    except (ValueError, TypeError) as error:
+        _output.error(_COMMAND, str(error))
+        return EXIT_BAD_INPUT
+    except Exception as error:  # conversion, interpreter or I/O failure
+        _output.error(_COMMAND, f"{type(error).__name__}: {error}")
+        return EXIT_RUNTIME_ERROR
+    if args.json:
+        _output.print_json(result.to_dict())
+    else:
+        _print_result(result)
+    return EXIT_OK
+
+
+def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
+    """Validate paths, options and .npz files; return (calibration, validation data)."""
+    model = Path(args.model)
+    if not model.exists():
+        raise ValueError(f"model {model} does not exist; pass a .keras file or a SavedModel directory")
+    if model.is_file() and model.suffix == ".keras" and not zipfile.is_zipfile(model):
+        raise ValueError(f"{model} is not a .keras archive (not a zip file); save the model with model.save('model.keras')")
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise ValueError(f"output directory {output.parent} does not exist; create it first")
+    if args.int8_io and args.quantize != "int8":
+        raise ValueError(f"--int8-io {args.int8_io} needs --quantize int8")
+    if args.quantize in ("int8", "int16x8") and args.calibration is None:
+        raise ValueError(f"--quantize {args.quantize} needs --calibration FILE.npz with typical inputs x")
+    if args.calibration_samples < 1:
+        raise ValueError("--calibration-samples must be at least 1")
+    calibration = None if args.calibration is None else _load_npz(args.calibration, "--calibration")
+    validation = None
+    if args.validation is not None:
+        arrays = _load_npz(args.validation, "--validation")
+        validation = (arrays["x"], arrays.get("y"))
+    return calibration, validation
+
+
+def _load_npz(path: str, option: str) -> dict[str, Any]:
+    import numpy as np
+
+    if not Path(path).is_file():
+        raise ValueError(f"{option} file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{option} file {path} is not a readable .npz ({error})") from error
+    if "x" not in arrays:
+        raise ValueError(f"{option} file {path} has no array 'x' (found: {', '.join(arrays) or 'none'}); "
+                         "save it with numpy.savez(path, x=inputs)")
+    if len(arrays["x"]) == 0:
+        raise ValueError(f"{option} file {path} has an empty array 'x'")
+    if "y" in arrays and len(arrays["y"]) != len(arrays["x"]):
+        raise ValueError(f"{option} file {path}: x has {len(arrays['x'])} samples but y has {len(arrays['y'])}")
+    return arrays
+
+
+def _print_result(result) -> None:
+    quantize = result.quantize or "float32"
+    summary = [
+        ["file", result.path],
+        ["quantize", quantize + (f" ({result.int8_io} input/output)" if result.int8_io else "")],
+        ["size", f"{result.file_bytes:,} bytes"],
+        ["gzip -9", f"{result.gzip_bytes:,} bytes"],
+        ["encoding", f"{result.encoding}: {result.encoding_reason}"],
+        ["weight sparsity", f"{100 * result.overall_sparsity:.1f}%"],
+        ["MACs", f"{result.macs:,}" if result.macs else "-"],
+        ["ops", ", ".join(result.ops)],
+    ]
+    fidelity = result.fidelity
+    if fidelity is not None:
+        summary.append(["agreement (top-1)", "-" if fidelity.agreement is None else f"{100 * fidelity.agreement:.2f}%"])
+        summary.append(["max / mean |diff|", f"{fidelity.max_abs_diff:.4g} / {fidelity.mean_abs_diff:.4g}"])
+        if fidelity.keras_accuracy is not None:
+            summary.append(["accuracy keras / tflite",
+                            f"{100 * fidelity.keras_accuracy:.2f}% / {100 * fidelity.tflite_accuracy:.2f}%"])
+    _output.print_table("mobileprune export", ["", "value"], summary)
+    rows = [
+        [name, "x".join(str(dim) for dim in tensor.shape), tensor.dtype, tensor.encoding, tensor.elements,
+         tensor.zeros, 100 * (tensor.sparsity or 0.0)]
+        for name, tensor in zip(result.weight_sparsity, result.weight_tensors)
+    ]
+    _output.print_table("weights (read back from the file)",
+                        ["tensor", "shape", "dtype", "stored", "elements", "zeros", "sparsity %"], rows, digits=1)

@@ -1,0 +1,87 @@
+"""``mobileprune export`` through a real subprocess: exit codes, JSON, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+
+def _run(*arguments: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "mobileprune", "export", *arguments],
+                          capture_output=True, text=True, env=environment, timeout=300)
+
+
+def test_help_lists_examples_and_exit_codes():
+    completed = _run("--help")
+    assert completed.returncode == 0
+    assert "mobileprune export model.keras -o model_int8.tflite --quantize int8" in completed.stdout
+    assert "exit codes: 0 ok, 2 bad input" in completed.stdout
+
+
+@pytest.mark.needs_tf
+def test_int8_export_with_validation_prints_json(digits, tmp_path):
+    from mobileprune.demo.digits import build_digits_cnn
+
+    model = build_digits_cnn(width=0.25, seed=0)
+    model.fit(digits.x_train, digits.y_train, epochs=3, verbose=0)
+    kernel_zeros = {}
+    for layer in model.layers[:2] + model.layers[3:]:  # conv1, conv2, dense1, logits
+        kernel = layer.kernel.numpy()
+        kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.5)] = 0.0
+        layer.kernel.assign(kernel)
+        kernel_zeros[kernel.size] = int(np.count_nonzero(kernel == 0))
+    model_path = tmp_path / "pruned.keras"
+    model.save(model_path)
+    np.savez(tmp_path / "calibration.npz", x=digits.x_train[:64])
+    np.savez(tmp_path / "validation.npz", x=digits.x_test, y=digits.y_test)
+    output = tmp_path / "out.tflite"
+    completed = _run(str(model_path), "-o", str(output), "--quantize", "int8", "--int8-io", "uint8",
+                     "--calibration", str(tmp_path / "calibration.npz"),
+                     "--validation", str(tmp_path / "validation.npz"), "--json")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout)  # nothing but JSON on stdout
+    assert result["file_bytes"] == output.stat().st_size
+    assert result["quantize"] == "int8" and result["int8_io"] == "uint8"
+    assert {tensor["elements"]: tensor["zeros"] for tensor in result["weight_tensors"]} == kernel_zeros
+    assert result["fidelity"]["samples"] == 450 and result["fidelity"]["agreement"] >= 0.97
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["missing.keras", "-o", "out.tflite"], "model missing.keras does not exist"),
+        (["model.keras", "-o", "out.tflite", "--quantize", "int8"], "--quantize int8 needs --calibration"),
+        (["model.keras", "-o", "out.tflite", "--int8-io", "int8"], "--int8-io int8 needs --quantize int8"),
+        (["model.keras", "-o", "out.tflite", "--validation", "labels.npz"], "has no array 'x' (found: y)"),
+        (["model.keras", "-o", "nowhere/out.tflite"], "output directory nowhere does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, monkeypatch, arguments, message):
+    with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:  # only its zip header is checked
+        archive.writestr("config.json", "{}")
+    np.savez(tmp_path / "labels.npz", y=np.arange(3))
+    monkeypatch.chdir(tmp_path)
+    completed = _run(*arguments)
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mobileprune export: error: ") and message in lines[0]
+
+
+def test_unloadable_model_exits_2(tmp_path):
+    (tmp_path / "broken.keras").write_bytes(b"not a zip archive")
+    completed = _run(str(tmp_path / "broken.keras"), "-o", str(tmp_path / "out.tflite"))
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == (
+        f"mobileprune export: error: {tmp_path / 'broken.keras'} is not a .keras archive (not a zip file); "
+        "save the model with model.save('model.keras')"
+    )
+    assert not (tmp_path / "out.tflite").exists()
+
