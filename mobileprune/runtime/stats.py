@@ -92,7 +92,4 @@ def spread_note(
         reasons.append(f"p99/p50 = {stats.p99_ms / stats.p50_ms:.2f} > {max_tail_ratio:g}")
     if not reasons:
         return None
-    return (
-        "noisy timings (" + "; ".join(reasons) + "): other load on the machine? "
-        "compare p50, or re-run with more --runs on an idle machine"
-    )
+    return "noisy timings (" + "; ".join(reasons) + "): compare p50s, or re-run on an idle machine"
