@@ -124,9 +124,9 @@ def write_android_assets(
 ) -> AndroidAssets:
     """Copy ``.tflite`` models, a sample set and one manifest per model into ``out_dir``.
 
-    Everything is checked before anything is written, and every file is
-    written to a temporary name and then renamed, so a failure leaves
-    ``out_dir`` as it was. Manifests of this format left by an earlier run for
+    Bad input is refused before anything is written, and every file is
+    written to a temporary name and then renamed, so no file in ``out_dir`` is
+    ever left half-written. Manifests of this format left by an earlier run for
     models not in ``models`` are removed (with their ``.tflite``) so the app
     does not show stale rows.
 
@@ -152,6 +152,7 @@ def write_android_assets(
     ```
     """
     plans = [_plan_model(name, entry) for name, entry in _checked_models(models).items()]
+    _check_unique_stems(plans)
     baseline = _checked_baseline(baseline, plans)
     images, targets = _checked_samples(samples, plans)
     class_names = _checked_labels(labels, plans, targets)
@@ -288,12 +289,15 @@ def _stem(name: str) -> str:
     return stem
 
 
-def _checked_baseline(baseline: str | None, plans: list[_ModelPlan]) -> str:
+def _check_unique_stems(plans: list[_ModelPlan]) -> None:
     stems = [plan.stem for plan in plans]
     duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
     if duplicates:
         raise ValueError(f"model names map to the same asset file(s) {duplicates}; "
                          "make the display names differ in letters or digits")
+
+
+def _checked_baseline(baseline: str | None, plans: list[_ModelPlan]) -> str:
     names = [plan.name for plan in plans]
     if baseline is None:
         return names[0]
