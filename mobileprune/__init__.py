@@ -50,7 +50,10 @@ _LAZY = {
     "compare_latency": "mobileprune.runtime.benchmark",
     "BenchmarkResult": "mobileprune.runtime.benchmark",
     "inspect_tflite": "mobileprune.runtime.inspect",
+    "TfliteReport": "mobileprune.runtime.inspect",
     "load_interpreter": "mobileprune.runtime.interpreter",
+    "runtime_name": "mobileprune.runtime.interpreter",
+    "ModelFileError": "mobileprune.runtime.errors",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

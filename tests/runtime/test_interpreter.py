@@ -10,7 +10,7 @@ import pytest
 from mobileprune.runtime import interpreter as interpreter_module
 from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
 from mobileprune.runtime.interpreter import find_runtime, load_interpreter, read_model, runtime_name
-from tests.runtime.fixtures import manifest, tflite_dir  # noqa: F401  (pytest fixtures)
+from tests.runtime.fixtures import tflite_dir  # noqa: F401  (pytest fixture)
 
 
 class _FakeInterpreter:
