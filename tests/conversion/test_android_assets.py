@@ -189,3 +189,29 @@ def test_bad_input_is_refused_before_anything_is_written(
     with pytest.raises(error, match=message):
         write_android_assets(models, samples, out, **kwargs)
     assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize(
+    "detail, message",
+    [
+        ({"dtype": np.int32, "quantization_parameters": {}}, "is int32; the Android app supports float32, int8, uint8"),
+        ({"dtype": np.int8, "quantization_parameters": {"scales": [0.1, 0.2], "zero_points": [0, 0]}},
+         "quantized per channel"),
+        ({"dtype": np.uint8, "quantization_parameters": {"scales": [], "zero_points": []}},
+         "uint8 without a quantization scale"),
+    ],
+)
+def test_tensors_the_app_cannot_feed_are_refused(detail, message):
+    from mobileprune.conversion.android_assets import _tensor_spec
+
+    with pytest.raises(ValueError, match=message):
+        _tensor_spec("m.tflite", {"name": "x", "shape": np.array([1, 4]), **detail})
+
+
+def test_uint8_tensor_spec_keeps_scale_and_zero_point():
+    from mobileprune.conversion.android_assets import TensorSpec, _tensor_spec
+
+    detail = {"name": "x", "shape": np.array([1, 4]), "dtype": np.uint8,
+              "quantization_parameters": {"scales": np.array([0.25], "float32"),
+                                          "zero_points": np.array([3])}}
+    assert _tensor_spec("m.tflite", detail) == TensorSpec((1, 4), "uint8", 0.25, 3)
