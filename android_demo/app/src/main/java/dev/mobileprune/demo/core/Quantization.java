@@ -23,7 +23,8 @@ public final class Quantization {
         if (Float.isNaN(scaled)) {
             throw new IllegalArgumentException("cannot quantize NaN");
         }
-        // In double, |x| + 0.5 is exact for every float, so this is std::round, not a near miss.
+        // In double, |x| + 0.5 is exact for every float that can round up (|x| >= 0.5), so this
+        // is std::round; float arithmetic would turn 0.49999997f + 0.5f into 1.
         long rounded = (long) Math.floor(Math.abs((double) scaled) + 0.5);
         long q = (scaled < 0 ? -rounded : rounded) + zeroPoint;
         return (int) Math.max(dtype.min, Math.min(dtype.max, q));
