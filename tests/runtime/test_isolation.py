@@ -24,8 +24,10 @@ def test_a_truncated_model_fails_in_the_child_with_its_name(tflite_dir):
     # ai-edge-litert rejects it with a Python error; tflite-runtime 2.14 segfaults
     # on it (loaded from bytes): both must end as this one-line error.
     content = (tflite_dir / "truncated.tflite").read_bytes()
-    with pytest.raises(ModelFileError, match=r"^truncated\.tflite could not be loaded: "):
+    with pytest.raises(ModelFileError, match=r"^truncated\.tflite could not be loaded: ") as caught:
         probe_model(content, name="truncated.tflite")
+    if runtime_name() == "tflite-runtime":
+        assert "the TFLite runtime crashed (SIGSEGV)" in str(caught.value)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSEGV") or sys.platform == "win32", reason="POSIX signals")
