@@ -25,8 +25,9 @@ public final class Quantization {
         }
         // In double, |x| + 0.5 is exact for every float that can round up (|x| >= 0.5), so this
         // is std::round; float arithmetic would turn 0.49999997f + 0.5f into 1.
-        long rounded = (long) Math.floor(Math.abs((double) scaled) + 0.5);
-        long q = (scaled < 0 ? -rounded : rounded) + zeroPoint;
+        double rounded = Math.floor(Math.abs((double) scaled) + 0.5);
+        // Clamp in double: huge or infinite inputs must saturate, not overflow a long.
+        double q = (scaled < 0 ? -rounded : rounded) + zeroPoint;
         return (int) Math.max(dtype.min, Math.min(dtype.max, q));
     }
 

@@ -33,6 +33,8 @@ public class QuantizationTest {
         assertEquals(-128, Quantization.quantize(-1000f, SCALE, 0, DType.INT8));
         assertEquals(255, Quantization.quantize(1000f, SCALE, 0, DType.UINT8));
         assertEquals(0, Quantization.quantize(-1000f, SCALE, 10, DType.UINT8));
+        assertEquals(127, Quantization.quantize(3e38f, 1e-3f, 3, DType.INT8));
+        assertEquals(-128, Quantization.quantize(Float.NEGATIVE_INFINITY, SCALE, 3, DType.INT8));
     }
 
     @Test
