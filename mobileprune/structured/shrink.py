@@ -18,11 +18,11 @@ Example:
 ```python
 import mobileprune as mp
 from mobileprune.demo.digits import build_digits_cnn
-from mobileprune.structured.masking import mask_channels
+from mobileprune.structured import mask_channels, shrink_report
 model = build_digits_cnn(compile=False)
 mask_channels(model, 0.5)
 smaller = mp.shrink(model)
-print(mp.structured.shrink.shrink_report(model, smaller))
+print(shrink_report(model, smaller))  # MACs 970,112 -> 245,440 (25.3%), params 315,146 -> 79,242
 ```
 """
 
