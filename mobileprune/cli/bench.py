@@ -40,16 +40,16 @@ def register(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help=".tflite files to benchmark")
-    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=100, help="minimum timed runs per model (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=10, help="warm-up runs per model (default: %(default)s)")
-    parser.add_argument("--min-seconds", type=float, default=1.0,
+    parser.add_argument("--threads", type=int, metavar="N", default=1, help="interpreter threads (default: %(default)s)")
+    parser.add_argument("--runs", type=int, metavar="N", default=100, help="minimum timed runs per model (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, metavar="N", default=10, help="warm-up runs per model (default: %(default)s)")
+    parser.add_argument("--min-seconds", type=float, metavar="S", default=1.0,
                         help="keep running each model at least this long (default: %(default)s)")
-    parser.add_argument("--max-seconds", type=float, default=150.0,
+    parser.add_argument("--max-seconds", type=float, metavar="S", default=150.0,
                         help="stop a model after this long (default: %(default)s)")
     parser.add_argument("--baseline", metavar="NAME", default=None,
                         help="model the speedups are relative to (default: the first)")
-    parser.add_argument("--budget-ms", type=float, default=None,
+    parser.add_argument("--budget-ms", type=float, metavar="MS", default=None,
                         help="fail (exit 1) when a model's p90 latency is over this")
     parser.add_argument("--budget-model", metavar="NAME", default=None,
                         help="check the budget on this model only (default: every model)")
