@@ -161,7 +161,8 @@ def export_models(config: DemoConfig, models: list[TrainedModel], data,
                 "file_bytes": result.file_bytes,
                 "gzip_bytes": result.gzip_bytes,
                 "encoding": result.encoding,
-                "sparsity": result.weight_sparsity,
+                "sparsity": result.overall_sparsity,
+                "macs": result.macs,
                 "train_seconds": round(trained.train_seconds, 2),
                 **trained.extras,
             })
@@ -241,7 +242,7 @@ def run_demo(config: DemoConfig, progress: Progress = _quiet) -> dict:
 
         progress(f"writing Android assets to {config.android_assets}")
         write_android_assets(
-            {row["name"]: row["path"] for row in rows},
+            {row["name"]: (row["path"], f"{row['description']}, {row['quantize']}") for row in rows},
             samples=(data.x_test, data.y_test),
             out_dir=config.android_assets,
         )
