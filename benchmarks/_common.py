@@ -66,6 +66,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git": _GIT_AT_START,
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -138,6 +139,24 @@ def write_results(name: str, payload: Mapping[str, Any], results_dir: Path = RES
     return path
 
 
+def _git_state() -> str | None:
+    """Commit of the code measured, with ``+dirty`` when tracked files differ from it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "mobileprune"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def _format_cell(value: Any, float_digits: int) -> str:
     if value is None:
         return ""
@@ -154,3 +173,7 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON; convert it to a number, str or list first")
+
+
+# Read once at import: the code a run measures is the code it started with.
+_GIT_AT_START = _git_state()
