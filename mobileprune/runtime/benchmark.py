@@ -147,32 +147,22 @@ def benchmark(
         ValueError: bad argument values or inputs.
     """
     _check_counts(warmup_runs=warmup_runs, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds)
-    from mobileprune.runtime.interpreter import find_runtime, load_interpreter, read_model, runtime_name
+    from mobileprune.runtime.interpreter import runtime_name
 
     name = Path(model_path).name
     report = progress or _no_progress
     report(name, 0.0)
-    _, content = read_model(model_path)
-    find_runtime()  # no runtime at all is the caller's problem, not the model's: say so first
-    if isolate:
-        from mobileprune.runtime.isolation import probe_model
-
-        probe_model(content, name=str(model_path), num_threads=num_threads)
+    content = _checked_content(model_path, num_threads, isolate)
     rss_before = _peak_rss_mib()
-
-    start = time.perf_counter_ns()
-    interpreter = load_interpreter(content, num_threads=num_threads, isolate=False)
-    init_ns = time.perf_counter_ns() - start
-
+    interpreter, init_ns = _timed_load(content, str(model_path), num_threads)
     details = interpreter.get_input_details()
-    arrays = random_inputs(details, seed) if inputs is None else match_inputs(details, inputs)
-    set_inputs(interpreter, arrays)
+    set_inputs(interpreter, random_inputs(details, seed) if inputs is None else match_inputs(details, inputs))
+
     invoke = interpreter.invoke
     start = time.perf_counter_ns()
     invoke()
     first_ns = time.perf_counter_ns() - start
     warmup = _time_calls(invoke, warmup_runs)
-
     chunk = _chunk_size(warmup, first_ns, runs)
     samples = _timed_runs(invoke, runs, min_seconds, max_seconds, chunk, lambda f: report(name, f))
     report(name, 1.0)
@@ -283,6 +273,29 @@ def display_names(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
             raise ValueError(f"{path} is given twice; benchmark each file once")
         names[name] = path
     return names
+
+
+def _checked_content(model_path: str | os.PathLike, num_threads: int | None, isolate: bool) -> bytes:
+    from mobileprune.runtime.interpreter import find_runtime, read_model
+    from mobileprune.runtime.isolation import probe_model
+
+    _, content = read_model(model_path)
+    find_runtime()  # a missing runtime is the machine's problem, not the model's: say so first
+    if isolate:
+        probe_model(content, name=str(model_path), num_threads=num_threads)
+    return content
+
+
+def _timed_load(content: bytes, name: str, num_threads: int | None) -> tuple[Any, int]:
+    from mobileprune.runtime.errors import ModelFileError
+    from mobileprune.runtime.interpreter import load_interpreter
+
+    start = time.perf_counter_ns()
+    try:
+        interpreter = load_interpreter(content, num_threads=num_threads, isolate=False)
+    except ModelFileError as error:
+        raise ModelFileError(name, error.reason, error.fix) from error
+    return interpreter, time.perf_counter_ns() - start
 
 
 def _timed_runs(
