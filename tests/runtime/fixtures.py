@@ -4,6 +4,8 @@ Taken from ``MOBILEPRUNE_FIXTURES`` when set (the runtime-only CI job, which has
 no TensorFlow), otherwise written once per session by ``make_fixtures`` in a
 child process (so TensorFlow never loads into the test process). Import it in
 a test module with ``from tests.runtime.fixtures import tflite_dir``.
+``run_mobileprune`` runs the command line in a child process, optionally with
+some modules made unimportable (TensorFlow, or every TFLite runtime).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 
 FIXTURES_ENV = "MOBILEPRUNE_FIXTURES"
 REPO_ROOT = Path(__file__).resolve().parents[2]
