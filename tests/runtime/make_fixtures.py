@@ -30,6 +30,8 @@ SPARSE_IN, SPARSE_HIDDEN, SPARSE_OUT = 128, 256, 10
 SPARSE_ZERO_FRACTION = 0.9
 CONV_INPUT = (8, 8, 1)
 CONV_FILTERS, CONV_KERNEL = 4, 3
+TRANSPOSE_INPUT, TRANSPOSE_FILTERS = (4, 4, 2), 3
+MATMUL_INPUT = (3, 5)  # (rows, features): the Gram matrix is 3x3, each entry a 5-long dot
 
 MALFORMED = ("empty.tflite", "random.tflite", "truncated.tflite", "wrong_schema.tflite", "text.tflite")
 
@@ -101,6 +103,20 @@ def _conv_model():
     )
 
 
+def _two_input_model():
+    # Transposed convolution and a batch matmul, with two inputs and two outputs.
+    import keras
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input(TRANSPOSE_INPUT, batch_size=1, name="image")
+    sequence = keras.Input(MATMUL_INPUT, batch_size=1, name="sequence")
+    upsampled = keras.layers.Conv2DTranspose(
+        TRANSPOSE_FILTERS, CONV_KERNEL, strides=2, padding="same", name="upsample"
+    )(image)
+    gram = keras.layers.Dot(axes=(2, 2), name="gram")([sequence, sequence])
+    return keras.Model([image, sequence], [upsampled, gram])
+
+
 def _convert(model, optimizations=(), representative=None, int8_io: bool = False) -> bytes:
     import tensorflow as tf
 
@@ -149,6 +165,7 @@ def write_fixtures(directory: str | os.PathLike) -> Path:
         "mlp_int8.tflite": _convert(mlp, [tf.lite.Optimize.DEFAULT], representative, int8_io=True),
         "sparse_mlp.tflite": _convert(sparse, [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]),
         "conv.tflite": _convert(conv),
+        "two_inputs.tflite": _convert(_two_input_model()),
     }
     for name, content in models.items():
         (out / name).write_bytes(content)
@@ -179,6 +196,11 @@ def write_fixtures(directory: str | os.PathLike) -> Path:
             "CONV_2D": conv_out * conv_out * CONV_FILTERS * CONV_KERNEL * CONV_KERNEL * CONV_INPUT[2],
             "DEPTHWISE_CONV_2D": conv_out * conv_out * CONV_FILTERS * CONV_KERNEL * CONV_KERNEL,
             "FULLY_CONNECTED": conv_out * conv_out * CONV_FILTERS * 10,
+        },
+        "two_inputs_macs": {
+            # every input pixel scatters into kernel x kernel x filters outputs
+            "TRANSPOSE_CONV": int(np.prod(TRANSPOSE_INPUT)) * CONV_KERNEL * CONV_KERNEL * TRANSPOSE_FILTERS,
+            "BATCH_MATMUL": MATMUL_INPUT[0] * MATMUL_INPUT[0] * MATMUL_INPUT[1],
         },
         "malformed": list(MALFORMED),
     }

@@ -74,6 +74,18 @@ def test_int8_model_gets_int8_random_inputs_and_accepts_given_ones(tflite_dir):
         benchmark(path, inputs=given.astype(np.float32), **QUICK)
 
 
+def test_two_input_model_takes_random_or_named_inputs(tflite_dir):
+    path = tflite_dir / "two_inputs.tflite"
+    assert benchmark(path, **QUICK).count >= 30
+    from mobileprune.runtime.interpreter import load_interpreter
+
+    details = load_interpreter(path, isolate=False).get_input_details()
+    named = {d["name"]: np.zeros(tuple(d["shape"]), np.float32) for d in details}
+    assert benchmark(path, inputs=named, **QUICK).count >= 30
+    with pytest.raises(ValueError, match="the model has 2 inputs, got 1 arrays"):
+        benchmark(path, inputs=[next(iter(named.values()))], **QUICK)
+
+
 def test_benchmark_of_a_malformed_file_is_a_model_file_error(tflite_dir):
     with pytest.raises(ModelFileError, match="truncated.tflite could not be loaded"):
         benchmark(tflite_dir / "truncated.tflite", **QUICK)

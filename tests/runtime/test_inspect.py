@@ -99,3 +99,11 @@ def test_tensor_lookup_by_name_part_needs_a_unique_match(tflite_dir):
     assert report.tensor("logits_1/MatMul").shape == (4, 8)
     with pytest.raises(KeyError, match="tensors match"):
         report.tensor("MatMul")
+
+
+def test_transpose_conv_and_batch_matmul_macs_are_exact(tflite_dir, manifest):
+    report = inspect_tflite(tflite_dir / "two_inputs.tflite")
+    macs = {op.op: op.macs for op in report.ops if op.macs is not None}
+    assert macs == manifest["two_inputs_macs"]
+    assert sorted(tuple(t.shape) for t in report.inputs) == [(1, 3, 5), (1, 4, 4, 2)]
+    assert sorted(tuple(t.shape) for t in report.outputs) == [(1, 3, 3), (1, 8, 8, 3)]
