@@ -4,9 +4,10 @@ The one call between a trained (pruned) Keras model and a file for the phone.
 It converts with the requested quantization, and with ``sparse="auto"``
 converts a second time storing pruned weights in TFLite's sparse format,
 keeping whichever file is smaller *and* still runs on the default LiteRT
-interpreter. The chosen file is written atomically, then read back: the
-per-weight-tensor sparsity in the result is counted in the written file,
-not assumed from the Keras weights.
+interpreter (the sparse file's indices are first laid out at their cheapest,
+see :mod:`mobileprune.conversion.sparse_layout`). The chosen file is written
+atomically, then read back: the per-weight-tensor sparsity in the result is
+counted in the written file, not assumed from the Keras weights.
 
 Example:
 
@@ -32,6 +33,7 @@ from mobileprune.conversion.atomic import atomic_write_bytes, atomic_write_text
 from mobileprune.conversion.convert import convert
 from mobileprune.conversion.quantize import CalibrationProgress, normalize_integer_io, normalize_quantize
 from mobileprune.conversion.sources import load_source
+from mobileprune.conversion.sparse_layout import compact_sparse_layout
 from mobileprune.conversion.sparse import (
     choose_encoding,
     probe_inputs,
@@ -57,6 +59,9 @@ class ExportResult:
         encoding: ``"dense"`` or ``"sparse"`` (TFLite sparse format in the file).
         encoding_reason: why that encoding was kept.
         candidate_bytes: file size of each encoding that was converted.
+        converter_sparse_bytes: size of the converter's own sparse file, before
+            :func:`~mobileprune.conversion.sparse_layout.compact_sparse_layout`
+            (``None`` when no sparse conversion ran).
         weight_sparsity: zero fraction of each weight tensor, read from the file.
         weight_tensors: per weight tensor details (shape, dtype, zeros, ...).
         ops: distinct operators of the file.
@@ -73,6 +78,7 @@ class ExportResult:
     encoding: str
     encoding_reason: str
     candidate_bytes: dict[str, int]
+    converter_sparse_bytes: int | None
     weight_sparsity: dict[str, float]
     weight_tensors: list[Any] = field(repr=False)
     ops: list[str]
@@ -158,8 +164,11 @@ def export_tflite(
         )
 
     candidates = {} if sparse is True else {"dense": convert_with(False)}
+    converter_sparse_bytes = None
     if sparse is True or (sparse == "auto" and worth_sparse_conversion(inspect_tflite(candidates["dense"]))):
-        candidates["sparse"] = convert_with(True)
+        converter_sparse = convert_with(True)
+        converter_sparse_bytes = len(converter_sparse)
+        candidates["sparse"] = compact_sparse_layout(converter_sparse)
     chosen, reason = choose_encoding(candidates, sparse, probe_inputs(representative_data, validation_data))
     atomic_write_bytes(target, candidates[chosen])
 
@@ -176,6 +185,7 @@ def export_tflite(
         encoding="sparse" if uses_sparse_encoding(report) else "dense",
         encoding_reason=reason,
         candidate_bytes={name: len(data) for name, data in candidates.items()},
+        converter_sparse_bytes=converter_sparse_bytes,
         weight_sparsity=_sparsity_by_short_name(weights),
         weight_tensors=weights,
         ops=list(dict.fromkeys(op.op for op in report.ops)),

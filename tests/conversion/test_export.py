@@ -43,6 +43,7 @@ def test_float_pruned_model_is_stored_sparse_when_smaller(exports):
     result = exports[None]
     assert result.encoding == "sparse"
     assert result.file_bytes == result.candidate_bytes["sparse"] < result.candidate_bytes["dense"]
+    assert result.file_bytes < result.converter_sparse_bytes  # compact index layout applied
     assert "DENSIFY" in result.ops
     assert all(tensor.encoding == "sparse" for tensor in result.weight_tensors)
 
