@@ -100,6 +100,31 @@ class ExportResult:
         data["overall_sparsity"] = self.overall_sparsity
         return data
 
+    @classmethod
+    def read(cls, path: str | os.PathLike, **fields: Any) -> "ExportResult":
+        """Describe the written file at ``path``: sizes, encoding, weights and ops come from the file.
+
+        Args:
+            path: the ``.tflite`` file just written.
+            **fields: the attributes the file cannot tell (``quantize``,
+                ``int8_io``, ``encoding_reason``, ``candidate_bytes``,
+                ``converter_sparse_bytes``, ``source``).
+        """
+        written = Path(path).read_bytes()
+        report = inspect_tflite(written)
+        weights = weight_tensors(report)
+        return cls(
+            path=str(path),
+            file_bytes=len(written),
+            gzip_bytes=len(gzip.compress(written, compresslevel=9)),
+            encoding="sparse" if uses_sparse_encoding(report) else "dense",
+            weight_sparsity=_sparsity_by_short_name(weights),
+            weight_tensors=weights,
+            ops=list(dict.fromkeys(op.op for op in report.ops)),
+            macs=report.macs,
+            **fields,
+        )
+
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as indented JSON (atomically) and return the path.
 
@@ -124,9 +149,10 @@ def export_tflite(
     """Convert a model to ``.tflite``, write it atomically and report what is in the file.
 
     Args:
-        model: a Keras 3 model (pruning state is stripped on a copy of the
-            export, the model itself is unchanged), a ``.keras`` path, a
-            SavedModel directory, or a tf-keras model pruned by tfmot.
+        model: a Keras 3 model (its pruning masks are detached while it is
+            converted and given back afterwards), a ``.keras`` path, a
+            SavedModel directory, or a tf-keras model pruned by tfmot (its
+            wrappers are stripped on a copy).
         path: destination ``.tflite`` file; an existing file is replaced only
             when the export succeeds.
         quantize: ``None`` (float32), ``"dynamic"``, ``"float16"``, ``"int8"``
@@ -163,39 +189,32 @@ def export_tflite(
             allow_select_tf_ops, calibration_samples, progress,
         )
 
-    candidates = {} if sparse is True else {"dense": convert_with(False)}
-    converter_sparse_bytes = None
-    if sparse is True or (sparse == "auto" and worth_sparse_conversion(inspect_tflite(candidates["dense"]))):
-        converter_sparse = convert_with(True)
-        converter_sparse_bytes = len(converter_sparse)
-        candidates["sparse"] = compact_sparse_layout(converter_sparse)
+    candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)
     chosen, reason = choose_encoding(candidates, sparse, probe_inputs(representative_data, validation_data))
     atomic_write_bytes(target, candidates[chosen])
-
-    # Everything below is read back from the written file, not from the model.
-    written = target.read_bytes()
-    report = inspect_tflite(target)
-    weights = weight_tensors(report)
-    result = ExportResult(
-        path=str(target),
+    result = ExportResult.read(
+        target,
         quantize=quantize,
         int8_io=io_type,
-        file_bytes=len(written),
-        gzip_bytes=len(gzip.compress(written, compresslevel=9)),
-        encoding="sparse" if uses_sparse_encoding(report) else "dense",
         encoding_reason=reason,
         candidate_bytes={name: len(data) for name, data in candidates.items()},
         converter_sparse_bytes=converter_sparse_bytes,
-        weight_sparsity=_sparsity_by_short_name(weights),
-        weight_tensors=weights,
-        ops=list(dict.fromkeys(op.op for op in report.ops)),
         source=source.description,
-        macs=report.macs,
     )
     if validation_data is not None:
         x, y = _split_validation(validation_data)
         result.fidelity = verify(source, str(target), x, y)
     return result
+
+
+def _convert_candidates(convert_with, sparse: bool | str) -> tuple[dict[str, bytes], int | None]:
+    """The dense and/or sparse files to choose from, and the converter's own sparse size."""
+    candidates = {} if sparse is True else {"dense": convert_with(False)}
+    if sparse is False or (sparse == "auto" and not worth_sparse_conversion(inspect_tflite(candidates["dense"]))):
+        return candidates, None
+    converter_sparse = convert_with(True)
+    candidates["sparse"] = compact_sparse_layout(converter_sparse)
+    return candidates, len(converter_sparse)
 
 
 def _normalize_sparse(sparse: bool | str) -> bool | str:
