@@ -234,7 +234,7 @@ class _GraphBuilder:
         self.tensors[id(tensor)] = _TensorChannels(units, zero_safe)
 
     def _fresh(self, tensor, zero_safe: bool, frozen: bool = False) -> np.ndarray:
-        count = _channels(tensor)
+        count = _channels(tensor) or 0  # a dynamic channel axis gets no units: nothing to prune
         units = self.uf.fresh(count, frozen=frozen)
         self._set(tensor, units, np.full(count, zero_safe))
         return units

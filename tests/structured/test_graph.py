@@ -150,3 +150,14 @@ def test_unbuilt_sequential_is_rejected_with_a_fix():
 def test_non_model_is_rejected():
     with pytest.raises(TypeError, match="keras.Model"):
         mp.channel_groups(keras.layers.Dense(3))
+
+
+def test_reshape_to_one_axis_expands_like_flatten():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.Conv2D(6, 3, name="mid")(x)
+    x = keras.layers.Reshape((-1,), name="to_vector")(x)
+    outputs = keras.layers.Dense(2, name="out")(x)
+    groups = mp.channel_groups(keras.Model(inputs, outputs))
+    # Reshape((-1,)) is a flatten with a static size: mid's channels reach the Dense rows.
+    assert [(g.name, g.size) for g in groups] == [("conv", 4), ("mid", 6)]
