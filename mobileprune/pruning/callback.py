@@ -4,6 +4,14 @@ The callback only orchestrates: `selection` picks the weights, `patterns`
 groups them, `masks` ranks them, `constraint` keeps the pruned ones at zero
 inside the compiled train step. Python runs only when a schedule asks for a
 mask update; between updates a batch costs one integer comparison.
+
+Example:
+
+```python
+import mobileprune as mp
+callback = mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=100), pattern=(1, 4))
+model.fit(x, y, epochs=3, callbacks=[callback])
+```
 """
 
 from __future__ import annotations
@@ -39,6 +47,14 @@ class _Bucket:
 
     schedule: PruningSchedule
     groups: list[MaskGroup] = field(default_factory=list)
+    # Reused across updates: a fresh array this large costs a page fault per 4 KiB.
+    score_buffer: np.ndarray | None = None
+
+    def concatenate(self, scores: list[np.ndarray]) -> np.ndarray:
+        size, dtype = sum(s.size for s in scores), np.result_type(*scores)
+        if self.score_buffer is None or self.score_buffer.size != size or self.score_buffer.dtype != dtype:
+            self.score_buffer = np.empty(size, dtype=dtype)
+        return np.concatenate(scores, out=self.score_buffer)
 
 
 class PruneCallback(keras.callbacks.Callback):
@@ -245,7 +261,7 @@ class PruneCallback(keras.callbacks.Callback):
         if len(scores) == 1:
             keeps = [self.pattern.select(scores[0], sparsity)]
         else:
-            keep = self.pattern.select(np.concatenate(scores), sparsity)
+            keep = self.pattern.select(bucket.concatenate(scores), sparsity)
             keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1])
         for group, keep in zip(bucket.groups, keeps):
             for variable, mask in zip(group.variables, group.expand(keep)):

@@ -26,6 +26,8 @@ import numpy as np
 _BRACKET_MIN_SIZE = 1 << 20
 # Large enough that the bracket (4 standard deviations wide) almost never misses.
 _SAMPLE_SIZE = 16384
+# Block length when locating the n-th tie, so no index list of all ties is built.
+_CHUNK = 1 << 16
 
 
 def num_to_prune(sparsity: float, size: int) -> int:
@@ -48,20 +50,31 @@ def keep_mask(scores: np.ndarray, num_prune: int) -> np.ndarray:
     size = scores.size
     if not 0 <= num_prune <= size:
         raise ValueError(f"num_prune must be in [0, {size}], got {num_prune}.")
-    keep = np.ones(size, dtype=bool)
     if num_prune == 0:
-        return keep
+        return np.ones(size, dtype=bool)
     if num_prune == size:
-        keep[:] = False
-        return keep
+        return np.zeros(size, dtype=bool)
     threshold = _kth_smallest(scores, num_prune - 1)
-    below = scores < threshold
-    keep[below] = False
-    remaining = num_prune - int(np.count_nonzero(below))
-    if remaining:
-        ties = np.flatnonzero(scores == threshold)[:remaining]
-        keep[ties] = False
+    keep = scores > threshold
+    ties = scores == threshold
+    tie_count = int(np.count_nonzero(ties))
+    ties_pruned = num_prune - (size - int(np.count_nonzero(keep)) - tie_count)
+    if ties_pruned < tie_count:
+        # Keep the ties after the `ties_pruned`-th one: smaller indices go first.
+        last_pruned = _nth_true_index(ties, ties_pruned - 1)
+        keep[last_pruned + 1 :] |= ties[last_pruned + 1 :]
     return keep
+
+
+def _nth_true_index(flags: np.ndarray, n: int) -> int:
+    """Return the index of the n-th (0-based) True in `flags` without listing them all."""
+    for start in range(0, flags.size, _CHUNK):
+        chunk = flags[start : start + _CHUNK]
+        count = int(np.count_nonzero(chunk))
+        if n < count:
+            return start + int(np.flatnonzero(chunk)[n])
+        n -= count
+    raise ValueError("flags has fewer True values than requested.")
 
 
 def _kth_smallest(scores: np.ndarray, k: int):
@@ -99,15 +112,15 @@ def _kth_by_bracket(scores: np.ndarray, k: int):
     low = sample[max(0, int(rank - margin))]
     high = sample[min(_SAMPLE_SIZE - 1, int(rank + margin))]
     below = int(np.count_nonzero(scores < low))
-    if low == high:
-        inside = int(np.count_nonzero(scores == low))
-        return low if below <= k < below + inside else None
+    at_low = int(np.count_nonzero(scores == low))
     if k < below:
         return None
-    bracket = scores[(scores >= low) & (scores <= high)]
-    if k >= below + bracket.size:
-        return None
-    return np.partition(bracket, k - below)[k - below]
+    if k < below + at_low:
+        return low
+    # Scores equal to `low` (often the zeros of pruned weights) stay out of the partition.
+    k -= below + at_low
+    bracket = scores[(scores > low) & (scores <= high)]
+    return np.partition(bracket, k)[k] if k < bracket.size else None
 
 
 def keep_top_n_per_group(scores: np.ndarray, n: int, m: int) -> np.ndarray:

@@ -94,7 +94,11 @@ class SparsityReport:
             for row in self.rows
         ]
         widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
-        render = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+        def render(cells: tuple) -> str:
+            # Text columns left-aligned, numbers right-aligned.
+            return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
         table = [render(header), render(tuple("-" * w for w in widths)), *map(render, lines)]
         table.append(f"overall sparsity of prunable weights: {self.overall:.2%} "
                      f"({self.prunable_zeros:,} / {self.prunable_size:,})")

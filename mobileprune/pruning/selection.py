@@ -157,7 +157,8 @@ def all_targets(model, prune_depthwise: bool = False) -> list[PruneTarget]:
     return targets
 
 
-def _as_selectors(value, argument: str) -> list:
+def validate_selectors(value, argument: str) -> list:
+    """Check the form of a `layers=` / `exclude=` argument; return it as a list."""
     if value is None:
         return []
     items = list(value) if isinstance(value, (list, tuple, set)) else [value]
@@ -169,11 +170,6 @@ def _as_selectors(value, argument: str) -> list:
                 f"got {item!r}."
             )
     return items
-
-
-def validate_selectors(value, argument: str) -> list:
-    """Check a `layers=`/`exclude=` argument's form; return it as a list."""
-    return _as_selectors(value, argument)
 
 
 def selector_matches(selector: Selector, layer) -> bool:
@@ -215,8 +211,8 @@ def select_targets(
         exclude: selectors whose weights are left dense.
         prune_depthwise: also prune depthwise kernels.
     """
-    include = _as_selectors(layers, "layers")
-    drop = _as_selectors(exclude, "exclude")
+    include = validate_selectors(layers, "layers")
+    drop = validate_selectors(exclude, "exclude")
     check_names_exist(model, [s for s in include if isinstance(s, str)], "layers")
     check_names_exist(model, [s for s in drop if isinstance(s, str)], "exclude")
     candidates = all_targets(model, prune_depthwise)

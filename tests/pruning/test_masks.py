@@ -77,3 +77,11 @@ def test_keep_top_n_per_group():
     )
     with pytest.raises(ValueError, match="multiple of m=4"):
         keep_top_n_per_group(np.ones(6), 2, 4)
+
+
+def test_many_ties_across_chunks():
+    size = 3 * masks._CHUNK + 17
+    scores = np.zeros(size, dtype=np.float32)
+    scores[::5] = 1.0
+    for k in (1, masks._CHUNK + 3, 2 * masks._CHUNK, size - size // 5 - 1):
+        np.testing.assert_array_equal(keep_mask(scores, k), reference_keep(scores, k))
