@@ -169,7 +169,9 @@ class PruneCallback(keras.callbacks.Callback):
         """Select weights, build mask groups and attach masks; return whether a mask is new."""
         model = self.model
         if model is None:
-            raise ValueError("PruneCallback has no model; pass it to model.fit(callbacks=[...]) or call set_model(model).")
+            raise ValueError(
+                "PruneCallback has no model; pass it to model.fit(callbacks=[...]) or call set_model(model)."
+            )
         if self._prepared_for is model:
             return False
         if not model.built:
@@ -193,7 +195,10 @@ class PruneCallback(keras.callbacks.Callback):
         self._refresh_logs()
         if self.verbose:
             size = sum(int(np.prod(t.variable.shape)) for t in targets)
-            print(f"PruneCallback: {len(targets)} weights ({size:,} values), pattern {self.pattern!r}, scope {self.scope!r}")
+            print(
+                f"PruneCallback: {len(targets)} weights ({size:,} values), "
+                f"pattern {self.pattern!r}, scope {self.scope!r}"
+            )
         return newly_attached
 
     def _schedules_for(self, model, targets: list[PruneTarget]) -> dict[int, PruningSchedule]:
@@ -209,7 +214,9 @@ class PruneCallback(keras.callbacks.Callback):
             schedule_of[id(target.variable)] = schedule
         unused = sorted(set(self.overrides) - used)
         if unused:
-            raise ValueError(f"overrides: layer {unused[0]!r} has no selected prunable weight; remove it from overrides.")
+            raise ValueError(
+                f"overrides: layer {unused[0]!r} has no selected prunable weight; remove it from overrides."
+            )
         return schedule_of
 
     def _bucket(self, groups, by_variable, schedule_of) -> list[_Bucket]:

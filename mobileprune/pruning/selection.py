@@ -107,7 +107,10 @@ def prunable_weights(layer, prune_depthwise: bool = False) -> list[tuple[str, An
             if getattr(layer, attribute, None) is not None
         ]
     elif isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, _RNN_CELLS):
-        pairs = [("kernel", _variable(layer.cell, "kernel")), ("recurrent_kernel", _variable(layer.cell, "recurrent_kernel"))]
+        pairs = [
+            ("kernel", _variable(layer.cell, "kernel")),
+            ("recurrent_kernel", _variable(layer.cell, "recurrent_kernel")),
+        ]
     elif isinstance(layer, _SEPARABLE):
         pairs = [("pointwise_kernel", _variable(layer, "pointwise_kernel"))]
         if prune_depthwise:

@@ -78,7 +78,8 @@ def test_nm_pattern_rejects_layers_whose_inputs_do_not_divide(blobs):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="odd")])
     model.compile("sgd", "mse")
     with pytest.raises(ValueError, match="odd/kernel: its input axis has 6 weights, not a multiple of m=4"):
-        model.fit(np.zeros((4, 6)), np.zeros((4, 4)), callbacks=[mp.PruneCallback(mp.ConstantSparsity(0.5), pattern="2:4")], verbose=0)
+        callback = mp.PruneCallback(mp.ConstantSparsity(0.5), pattern="2:4")
+        model.fit(np.zeros((4, 6)), np.zeros((4, 4)), callbacks=[callback], verbose=0)
 
 
 def test_global_scope_exact_total_and_uneven_layers(blobs):
