@@ -354,3 +354,24 @@ def test_mirrored_strategy_two_logical_cpus():
     assert result["zeros_per_replica"] == [384, 384]
     assert result["pruned_zero_everywhere"]
     assert result["steps"] == 12
+
+
+def test_recurrent_attention_embedding_and_separable_weights_are_pruned_exactly():
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(40, 8, name="embed")(tokens)
+    x = keras.layers.MultiHeadAttention(2, 4, name="mha")(x, x)
+    x = keras.layers.LSTM(8, return_sequences=True, name="lstm")(x)
+    x = keras.layers.Reshape((6, 8, 1))(x)
+    x = keras.layers.SeparableConv2D(4, 3, name="sep")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(tokens, keras.layers.Dense(3, name="out")(x))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, end_step=1, frequency=1), prune_depthwise=True)
+    rng = np.random.default_rng(0)
+    model.fit(rng.integers(0, 40, (32, 6)), rng.integers(0, 3, 32), epochs=2, batch_size=8, verbose=0,
+              callbacks=[callback])
+    assert len(callback.targets) == 10
+    for target in callback.targets:
+        values = target.variable.numpy()
+        assert int((values == 0).sum()) == num_to_prune(0.5, values.size), target.name
