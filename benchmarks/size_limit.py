@@ -104,6 +104,31 @@ def compressed_sizes(data: bytes) -> dict[str, int]:
     return sizes
 
 
+def file_breakdown(tflite_bytes: bytes) -> dict[str, int]:
+    """Where the bytes of a file go: weight values, sparse indices, quantization parameters, names, rest."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
+    parts = {"buffers": 0, "sparse_index_arrays": 0, "quantization_parameters": 0, "tensor_names": 0}
+    for buffer in model.buffers:
+        parts["buffers"] += 0 if buffer.data is None else len(buffer.data)
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            parts["tensor_names"] += len(tensor.name or b"")
+            quantization = tensor.quantization
+            if quantization is not None:
+                # Per-channel scale (float32) and zero point (int64) arrays, per tensor.
+                for field in ("scale", "zeroPoint", "min", "max"):
+                    values = getattr(quantization, field)
+                    parts["quantization_parameters"] += 0 if values is None else np.asarray(values).nbytes
+            if tensor.sparsity is not None:
+                for level in tensor.sparsity.dimMetadata:
+                    for vector in (level.arraySegments, level.arrayIndices):
+                        parts["sparse_index_arrays"] += 0 if vector is None else np.asarray(vector.values).nbytes
+    parts["graph_and_other"] = len(tflite_bytes) - sum(parts.values())
+    return parts
+
+
 def measure(name: str, model, calibration: np.ndarray, validation=None) -> dict[str, Any]:
     """Convert ``model`` (already pruned) three ways and compare every size with the limit."""
     import mobileprune as mp
@@ -149,6 +174,7 @@ def measure(name: str, model, calibration: np.ndarray, validation=None) -> dict[
         "on_device_bytes": on_device,
         "on_device_encoding": on_device_encoding,
         "on_device_over_limit": on_device / limit["total"],
+        "on_device_breakdown": file_breakdown(files[on_device_encoding]),
         "runnable_on_device_bytes": runnable_on_device,
         "sparse_int8_issue_on_default_runtime": sparse_issue,
         "download_bytes": download,
@@ -227,6 +253,10 @@ def main() -> None:
                  "on_device_over_limit", "download_bytes", "download_encoding", "download_over_limit",
                  "float32_over_download"],
         float_digits=3,
+    )
+    print_table(
+        "where the on-device bytes go",
+        [{"model": row["model"], "encoding": row["on_device_encoding"], **row["on_device_breakdown"]} for row in rows],
     )
     for row in rows:
         missed = [name for name, met in row["targets_met"].items() if not met]

@@ -1,10 +1,10 @@
-"""``mobileprune export``: convert a Keras model to ``.tflite`` and show what is in the file.
+"""mobileprune export: convert a Keras model to .tflite and show what is in the file.
 
-Converts a ``.keras`` file or a SavedModel directory with the chosen
+Converts a .keras file or a SavedModel directory with the chosen
 quantization, keeps TFLite's sparse weight encoding when it is smaller and
 runs on the default interpreter, writes the file atomically and reports its
 size, gzip size, per-weight-tensor sparsity read back from the file, ops and,
-with ``--validation``, agreement with the Keras model.
+with --validation, agreement with the Keras model.
 """
 
 from __future__ import annotations
