@@ -263,6 +263,8 @@ class PruneCallback(keras.callbacks.Callback):
             self._refresh_logs()
 
     def _apply(self, bucket: _Bucket, sparsity: float) -> None:
+        if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:
+            return  # bottom-k of nothing: masks stay as they are (all-True before the first prune)
         values = [[np.asarray(v.numpy()) for v in group.variables] for group in bucket.groups]
         scores = [group.scores(vals) for group, vals in zip(bucket.groups, values)]
         if len(scores) == 1:
