@@ -65,3 +65,19 @@ def randomize_batch_norm(model: keras.Model, seed: int = 0) -> None:
 def max_abs_diff(a: keras.Model, b: keras.Model, x: np.ndarray) -> float:
     """Largest output difference of two models on ``x`` (inference mode)."""
     return float(np.max(np.abs(np.asarray(a(x, training=False)) - np.asarray(b(x, training=False)))))
+
+
+def mixed_layers_model() -> keras.Model:
+    """SeparableConv, Conv2DTranspose, DepthwiseConv, pooling and a sequence Dense in one graph."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", activation="relu", name="separable")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2DTranspose(6, 2, strides=2, name="transpose")(x)
+    x = keras.layers.BatchNormalization(name="transpose_bn")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="depthwise")(x)
+    x = keras.layers.Reshape((64, 6), name="to_sequence")(x)
+    x = keras.layers.Dense(5, activation="gelu", name="per_position")(x)
+    x = keras.layers.Conv1D(4, 3, name="conv1d")(x)
+    x = keras.layers.GlobalMaxPooling1D(name="global_max")(x)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    return keras.Model(inputs, outputs, name="mixed")

@@ -14,6 +14,7 @@ from mobileprune.structured import mask_channels, shrink_report  # noqa: E402
 from tests.structured._models import (  # noqa: E402
     concat_model,
     max_abs_diff,
+    mixed_layers_model,
     randomize_batch_norm,
     residual_model,
     se_model,
@@ -55,7 +56,7 @@ def test_keras_applications_shrink_exactly(name):
     assert report.params_after < 0.5 * report.params_before
 
 
-@pytest.mark.parametrize("builder", [residual_model, concat_model, se_model])
+@pytest.mark.parametrize("builder", [residual_model, concat_model, se_model, mixed_layers_model])
 def test_hand_built_models_shrink_exactly(builder):
     model = builder()
     randomize_batch_norm(model)
@@ -63,6 +64,18 @@ def test_hand_built_models_shrink_exactly(builder):
     smaller = mp.shrink(model)
     assert max_abs_diff(model, smaller, _random_images((3, 8, 8, 3))) <= 1e-4
     assert smaller.count_params() < model.count_params()
+
+
+def test_mixed_layers_shrink_to_the_expected_sizes():
+    model = mixed_layers_model()
+    randomize_batch_norm(model)
+    mask_channels(model, 0.5)
+    smaller = mp.shrink(model)
+    sizes = {name: smaller.get_layer(name).get_config().get("filters") or smaller.get_layer(name).units
+             for name in ("separable", "transpose", "per_position", "conv1d")}
+    assert sizes == {"separable": 4, "transpose": 3, "per_position": 2, "conv1d": 2}
+    assert smaller.get_layer("transpose").kernel.shape == (2, 2, 3, 4)  # (kh, kw, out, in)
+    assert smaller.get_layer("to_sequence").target_shape == (64, 3)
 
 
 def test_residual_add_inputs_lose_the_same_channels():
