@@ -290,7 +290,9 @@ class _GraphBuilder:
         source = self._get(inputs[0])
         # Removing an input that is not exactly zero would change the result.
         self.uf.freeze(source.units[~source.zero_safe])
-        produced = self._fresh(outputs[0], zero_safe=rule.zero_preserving)
+        produced = self._fresh(
+            outputs[0], zero_safe=rule.zero_preserving, frozen=rule.extra.get("mixes_channels", False)
+        )
         self._record(operation.name, source.units, produced)
 
     def _visit_through(self, operation, rule, inputs, outputs) -> None:

@@ -87,12 +87,18 @@ def _barrier(reason: str) -> LayerRule:
     return LayerRule("barrier", reason=reason)
 
 
+# Activations computed across the channel axis: one channel's removal changes the others.
+CHANNEL_MIXING_ACTIVATIONS = frozenset({"softmax", "log_softmax", "glu"})
+
+
 def _producer(layer, weights: tuple[WeightAxes, ...], size_key: str) -> LayerRule:
+    name = activation_name(layer)
     return LayerRule(
         "producer",
         weights=weights,
-        zero_preserving=activation_name(layer) in ZERO_PRESERVING_ACTIVATIONS,
+        zero_preserving=name in ZERO_PRESERVING_ACTIVATIONS,
         size_key=size_key,
+        extra={"mixes_channels": name in CHANNEL_MIXING_ACTIVATIONS},
     )
 
 
@@ -208,7 +214,7 @@ def _batch_norm_rule(layer, input_shape) -> LayerRule:
 def _activation_rule(layer) -> LayerRule:
     if isinstance(layer, keras.layers.Activation):
         name = activation_name(layer)
-        if name in ("softmax", "log_softmax", "glu"):
+        if name in CHANNEL_MIXING_ACTIVATIONS:
             return _barrier(f"activation {name!r} mixes channels")
         return LayerRule("through", zero_preserving=name in ZERO_PRESERVING_ACTIVATIONS)
     return LayerRule("through")

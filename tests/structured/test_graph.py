@@ -161,3 +161,12 @@ def test_reshape_to_one_axis_expands_like_flatten():
     groups = mp.channel_groups(keras.Model(inputs, outputs))
     # Reshape((-1,)) is a flatten with a static size: mid's channels reach the Dense rows.
     assert [(g.name, g.size) for g in groups] == [("conv", 4), ("mid", 6)]
+
+
+def test_softmax_hidden_layer_keeps_its_neurons():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    x = keras.layers.Dense(5, activation="softmax", name="attention_like")(x)
+    outputs = keras.layers.Dense(2, name="out")(x)
+    # Removing one softmax neuron would renormalise the others.
+    assert [g.name for g in mp.channel_groups(keras.Model(inputs, outputs))] == ["hidden"]
