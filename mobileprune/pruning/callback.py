@@ -165,15 +165,15 @@ class PruneCallback(keras.callbacks.Callback):
         self._prepare()
         return list(self._targets)
 
-    def _prepare(self) -> bool:
-        """Select weights, build mask groups and attach masks; return whether a mask is new."""
+    def _prepare(self) -> None:
+        """Select weights, build mask groups and attach masks (once per model)."""
         model = self.model
         if model is None:
             raise ValueError(
                 "PruneCallback has no model; pass it to model.fit(callbacks=[...]) or call set_model(model)."
             )
         if self._prepared_for is model:
-            return False
+            return
         if not model.built:
             raise ValueError(
                 f"Model {model.name!r} is not built; call model.build(input_shape) or run it on a batch first."
@@ -192,6 +192,9 @@ class PruneCallback(keras.callbacks.Callback):
         self._pruned = {id(t.variable): _pruned_count(t.variable) for t in targets}
         self._buckets = self._bucket(groups, by_variable, schedule_of)
         self._prepared_for = model
+        if newly_attached and getattr(model, "train_function", None) is not None:
+            # The train step was traced without the new constraints: rebuild it.
+            model.make_train_function(force=True)
         self._refresh_logs()
         if self.verbose:
             size = sum(int(np.prod(t.variable.shape)) for t in targets)
@@ -199,7 +202,6 @@ class PruneCallback(keras.callbacks.Callback):
                 f"PruneCallback: {len(targets)} weights ({size:,} values), "
                 f"pattern {self.pattern!r}, scope {self.scope!r}"
             )
-        return newly_attached
 
     def _schedules_for(self, model, targets: list[PruneTarget]) -> dict[int, PruningSchedule]:
         check_names_exist(model, list(self.overrides), "overrides")
@@ -306,9 +308,7 @@ class PruneCallback(keras.callbacks.Callback):
         model = self.model
         if getattr(model, "optimizer", None) is None:
             raise ValueError(f"Model {model.name!r} is not compiled; call model.compile(optimizer=...) before fit.")
-        if self._prepare():
-            # The train step may already be traced without the new constraints.
-            model.make_train_function(force=True)
+        self._prepare()
         # Read the step counter once; count batches from here on.
         self._step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         if self._step > 0:

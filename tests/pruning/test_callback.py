@@ -131,9 +131,21 @@ def test_pruned_weights_stay_zero_after_every_step(blobs, optimizer):
             previous[name] = kernel
 
 
+def test_an_already_traced_train_step_does_not_bypass_the_masks(blobs):
+    x, y = blobs
+    model = tiny_mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.train_on_batch(x[:16], y[:16])  # traces a train step without constraints
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=100))
+    callback.set_model(model)
+    callback.update_masks(0)  # custom-loop use, no fit
+    for _ in range(3):
+        model.train_on_batch(x[:16], y[:16])
+    assert kernel_zeros(model, "hidden") == 256
+
+
 def test_a_previous_fit_does_not_bypass_the_masks(blobs):
     model = tiny_mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    model.fit(*blobs, epochs=1, verbose=0)  # traces a train step without constraints
+    model.fit(*blobs, epochs=1, verbose=0)
     fit(model, blobs, mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, end_step=1, frequency=1)), epochs=2)
     assert kernel_zeros(model, "hidden") == 256
 
