@@ -240,9 +240,11 @@ class PruneCallback(keras.callbacks.Callback):
     def update_masks(self, step: int) -> float:
         """Bring every mask to the state its schedule prescribes at `step`; return overall sparsity.
 
-        Useful in custom training loops (the constraints still act inside
-        `optimizer.apply`) and to time one update. Each schedule is applied at
-        its last update step `<= step`.
+        Useful in custom training loops (the constraints act inside
+        `optimizer.apply`; `model.train_on_batch` is retraced for you, but a
+        `tf.function` of your own traced before the first call must be
+        re-created) and to time one update. Each schedule is applied at its
+        last update step `<= step`.
 
         Args:
             step: the training step (optimizer iterations).
