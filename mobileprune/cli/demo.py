@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo and print the comparison table (or JSON)."""
     from rich.console import Console
 
-    from mobileprune.demo.pipeline import DemoConfig, run_demo
+    from mobileprune.demo.pipeline import DemoConfig, run_demo, silence_tensorflow
+
+    silence_tensorflow()
 
     config = DemoConfig(
         output_dir=args.out,
@@ -74,26 +76,30 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     with console.status("starting") as status:
         report = run_demo(config, progress=lambda message: status.update(message + " ..."))
-    Console().print(comparison_table(report["rows"]))
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=120)
+    out.print(comparison_table(report["rows"]))
     console.print(f"report: {report['json_path']}   plot: {report['plot_path']}")
     return EXIT_OK
 
 
 def comparison_table(rows: list[dict]):
-    """Render the demo rows as one rich table."""
+    """Render the demo rows as one rich table (sizes in KiB, latency in microseconds)."""
     from rich.table import Table
 
     table = Table(title="mobileprune demo: digits, same training budget for every model")
-    for column in ("model", "quantize", "accuracy", "agreement", "size", "gzip", "sparsity",
-                   "p50 ms", "p90 ms", "speedup"):
-        table.add_column(column, justify="left" if column in ("model", "quantize") else "right")
+    columns = ("model", "dtype", "acc %", "agree %", "KiB", "gzip KiB", "zeros %",
+               "p50 us", "p90 us", "speedup")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "dtype") else "right")
     for row in rows:
         table.add_row(
             row["model"], row["quantize"],
-            f"{100 * row['tflite_accuracy']:.1f}%", f"{100 * row['agreement']:.1f}%",
-            f"{row['file_bytes'] / 1024:.1f} KiB", f"{row['gzip_bytes'] / 1024:.1f} KiB",
-            f"{100 * row['sparsity']:.0f}%",
-            f"{row['p50_ms']:.3f}", f"{row['p90_ms']:.3f}",
+            f"{100 * row['tflite_accuracy']:.1f}", f"{100 * row['agreement']:.1f}",
+            f"{row['file_bytes'] / 1024:.1f}", f"{row['gzip_bytes'] / 1024:.1f}",
+            f"{100 * row['sparsity']:.0f}",
+            f"{1000 * row['p50_ms']:.1f}", f"{1000 * row['p90_ms']:.1f}",
             f"{row['speedup']:.2f}x" if row.get("speedup") else "-",
         )
     return table

@@ -78,6 +78,15 @@ def _quiet(message: str) -> None:
     pass
 
 
+def silence_tensorflow() -> None:
+    """Keep TensorFlow's retracing warnings and converter chatter out of the demo's table."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    tf.autograph.set_verbosity(0)
+
+
 def train_models(config: DemoConfig, data, progress: Progress = _quiet) -> list[TrainedModel]:
     """Train the dense baseline, the unstructured-pruned and the channel-pruned models."""
     import mobileprune as mp
@@ -204,15 +213,15 @@ def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = {}
     for row in rows:
+        color = colors.setdefault(row["model"], f"C{len(colors)}")
         marker = "o" if row["quantize"] == "float32" else "s"
         accuracy = 100 * row["tflite_accuracy"]
-        by_size.scatter(row["gzip_bytes"] / 1024, accuracy, marker=marker, s=60)
-        by_size.annotate(row["name"], (row["gzip_bytes"] / 1024, accuracy), fontsize=8,
-                         xytext=(4, 4), textcoords="offset points")
-        by_latency.scatter(row["p50_ms"] * 1000, accuracy, marker=marker, s=60)
-        by_latency.annotate(row["name"], (row["p50_ms"] * 1000, accuracy), fontsize=8,
-                            xytext=(4, 4), textcoords="offset points")
+        for axis, x in ((by_size, row["gzip_bytes"] / 1024), (by_latency, row["p50_ms"] * 1000)):
+            axis.scatter(x, accuracy, marker=marker, s=60, color=color)
+            axis.annotate(row["name"], (x, accuracy), fontsize=8,
+                          xytext=(4, 4), textcoords="offset points")
     by_size.set_xscale("log")
     by_size.set_xlabel("download size (gzip -9), KiB, log scale")
     by_latency.set_xlabel("interpreter latency p50, microseconds")
