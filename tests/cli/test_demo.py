@@ -1,0 +1,57 @@
+"""``mobileprune demo`` end to end, through a subprocess like a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.needs_tf
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    env = dict(os.environ, CI="true", TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run(
+        [sys.executable, "-m", "mobileprune", "demo", "--out", str(out), "--epochs", "3",
+         "--runs", "30"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    return completed, out
+
+
+def test_demo_exits_zero_and_prints_the_comparison_table(demo_run):
+    completed, _ = demo_run
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    for word in ("dense", "pruned", "channels", "speedup", "gzip KiB"):
+        assert word in completed.stdout
+
+
+def test_demo_report_holds_every_model_and_quantize_mode(demo_run):
+    _, out = demo_run
+    report = json.loads((out / "report.json").read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert names == ["dense_float32", "dense_int8", "pruned_float32", "pruned_int8",
+                     "channels_float32", "channels_int8"]
+    for row in report["rows"]:
+        assert os.path.getsize(row["path"]) == row["file_bytes"]
+        assert 0 < row["gzip_bytes"] < row["file_bytes"]
+        assert row["p50_ms"] > 0 and row["p90_ms"] >= row["p50_ms"]
+        assert row["agreement"] >= 0.95
+    assert (out / "report.png").stat().st_size > 10_000
+
+
+def test_demo_pruned_files_keep_the_target_sparsity_and_shrink_removes_parameters(demo_run):
+    _, out = demo_run
+    rows = {row["name"]: row for row in json.loads((out / "report.json").read_text())["rows"]}
+    # Unstructured zeros survive float32 and int8 conversion.
+    assert rows["pruned_float32"]["sparsity"] == pytest.approx(0.9, abs=0.01)
+    assert rows["pruned_int8"]["sparsity"] == pytest.approx(0.9, abs=0.01)
+    # Channel pruning removes about half the channels, hence roughly 3/4 of the parameters.
+    channels = rows["channels_float32"]
+    assert channels["params_after"] < 0.4 * channels["params_before"]
+    assert channels["file_bytes"] < 0.4 * rows["dense_float32"]["file_bytes"]
