@@ -148,6 +148,35 @@ def fit_interleaved(
     return times
 
 
+def ablation_runs(initial_weights: list, prunable: Sequence[str]) -> dict[str, tuple[Any, list]]:
+    """Two extra runs that split our overhead into its causes.
+
+    - ``batch hook only``: the dense model plus a callback whose
+      ``on_train_batch_end`` does nothing. Keras 3 turns off asynchronous
+      callback dispatch for any callback overriding it, so this isolates that cost.
+    - ``mask constraints only``: masks attached (all kept) with no callback in
+      ``fit``: the cost of the constraint inside the train step.
+    """
+    import keras
+    import mobileprune as mp
+
+    class BatchEndHook(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    hooked = cifar_cnn(keras)
+    hooked.set_weights(initial_weights)
+    constrained = cifar_cnn(keras)
+    constrained.set_weights(initial_weights)
+    attach = mp.PruneCallback(mp.ConstantSparsity(0.0), layers=list(prunable))
+    attach.set_model(constrained)
+    attach.update_masks(0)  # attaches the mask constraints; sparsity 0 keeps every weight
+    return {
+        "batch hook only": (compile_classifier(hooked), [BatchEndHook()]),
+        "mask constraints only": (compile_classifier(constrained), []),
+    }
+
+
 def overhead_ratio(times: dict[str, list[float]], pruned: str, dense: str = "dense") -> float:
     """Median epoch time of ``pruned`` over that of ``dense``."""
     return statistics.median(times[pruned]) / statistics.median(times[dense])
@@ -164,6 +193,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--final-sparsity", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-tfmot", action="store_true", help="do not run the tfmot subprocess")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also time dense + a no-op batch-end callback, and masks attached without the callback",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.samples = 2, 256
@@ -191,15 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prunable = [layer.name for layer in dense.layers if layer.name.startswith(("conv", "dense", "logits"))]
     callback = make_prune_callback(args.final_sparsity, end_step, args.frequency, layers=prunable)
 
-    times = fit_interleaved(
-        {"dense": (dense, []), "mobileprune": (pruned, [callback])},
-        x,
-        y,
-        args.batch_size,
-        args.epochs,
-        args.warmup_epochs,
-    )
+    runs = {"dense": (dense, []), "mobileprune": (pruned, [callback])}
+    if args.ablation:
+        runs.update(ablation_runs(initial_weights, prunable))
+    times = fit_interleaved(runs, x, y, args.batch_size, args.epochs, args.warmup_epochs)
     rows = [_row("mobileprune (Keras 3)", times["dense"], times["mobileprune"])]
+    rows += [_row(f"ablation: {name}", times["dense"], times[name]) for name in runs if name not in ("dense", "mobileprune")]
     payload: dict[str, Any] = {
         "settings": {**vars(args), "steps_per_epoch": steps_per_epoch, "end_step": end_step,
                      "params": int(dense.count_params()), "pruned_layers": prunable},
