@@ -65,7 +65,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": _command_line(),
         "git": _GIT_AT_START,
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -137,6 +137,13 @@ def write_results(name: str, payload: Mapping[str, Any], results_dir: Path = RES
         Path(temp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _command_line() -> str:
+    """The command as typed: ``python -m benchmarks.<name> ...`` for module runs."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"-m {main_spec.name}" if main_spec is not None else sys.argv[0]
+    return " ".join(["python", program, *sys.argv[1:]])
 
 
 def _git_state() -> str | None:
