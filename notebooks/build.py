@@ -31,9 +31,9 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent
 KERNEL_NAME = "python3"
 # A generous per-cell limit: the machine may be shared, and a hung cell must still fail.
 CELL_TIMEOUT_SECONDS = 600
-# TensorFlow's and LiteRT's native log lines (absl format, e.g. "I0000 00:00:1795566569.94 10186 port.cc:153] oneDNN ...") reach stderr
-# before TF_CPP_MIN_LOG_LEVEL is read, and the converter's quantizer prints its settings with printf: no setting
-# silences them and they say nothing about the tutorial.
+# Native log lines of TensorFlow and LiteRT (absl format, e.g. "I0000 00:00:1795566569.94 10186 port.cc:153] ...")
+# reach stderr before TF_CPP_MIN_LOG_LEVEL is read, and the converter's quantizer prints its settings with printf:
+# no setting silences them and they say nothing about the tutorial.
 _NATIVE_LOG_LINE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] .*"
