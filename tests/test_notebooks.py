@@ -105,7 +105,11 @@ def test_the_four_tutorials_are_present():
 @pytest.mark.parametrize("name", EXPECTED_NOTEBOOKS)
 def test_committed_execution_counts_are_one_clean_run(name):
     _require_notebook_tools()
-    cells = _code_cells(_committed(name))
+    import nbformat
+
+    notebook = _committed(name)
+    nbformat.validate(notebook)  # raises ValidationError on a hand-edited, malformed file
+    cells = _code_cells(notebook)
     assert cells, f"{name} has no code cells"
     counts = [cell.execution_count for cell in cells]
     assert counts == list(range(1, len(cells) + 1)), (
