@@ -88,51 +88,46 @@ def silence_tensorflow() -> None:
 
 
 def train_models(config: DemoConfig, data, progress: Progress = _quiet) -> list[TrainedModel]:
-    """Train the dense baseline, the unstructured-pruned and the channel-pruned models."""
+    """Train the dense baseline, the unstructured-pruned and the channel-pruned models.
+
+    All three start from the same initial weights and get the same epochs.
+    """
     import mobileprune as mp
     from mobileprune.demo.digits import build_digits_cnn
 
     steps_per_epoch = int(np.ceil(len(data.x_train) / config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
     # Prune over the first 70% of training, fine-tune at the final sparsity after.
-    end_step = max(1, int(total_steps * 0.7))
+    end_step = max(1, int(steps_per_epoch * config.epochs * 0.7))
     frequency = max(1, min(100, end_step // 10))
-    fit_kwargs = dict(
-        epochs=config.epochs, batch_size=config.batch_size, verbose=0, shuffle=True,
-    )
-    models = []
+
+    def fit(callbacks: list) -> tuple[Any, float]:
+        model = build_digits_cnn(seed=config.seed)
+        start = time.perf_counter()
+        model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
+                  verbose=0, shuffle=True, callbacks=callbacks)
+        return model, time.perf_counter() - start
+
+    def schedule(final_sparsity: float):
+        return mp.PolynomialDecay(0.0, final_sparsity, begin_step=0, end_step=end_step,
+                                  frequency=frequency)
 
     progress("training the dense baseline")
-    dense = build_digits_cnn(seed=config.seed)
-    start = time.perf_counter()
-    dense.fit(data.x_train, data.y_train, **fit_kwargs)
-    models.append(TrainedModel("dense", dense, "dense baseline", time.perf_counter() - start))
+    dense, seconds = fit([])
+    models = [TrainedModel("dense", dense, "dense baseline", seconds)]
 
     progress(f"training with PruneCallback to {config.target_sparsity:.0%} sparsity")
-    pruned = build_digits_cnn(seed=config.seed)
-    schedule = mp.PolynomialDecay(0.0, config.target_sparsity, begin_step=0, end_step=end_step,
-                                  frequency=frequency)
-    start = time.perf_counter()
-    pruned.fit(data.x_train, data.y_train,
-               callbacks=[mp.PruneCallback(schedule, scope="global")], **fit_kwargs)
-    mp.strip_pruning(pruned)
+    pruned, seconds = fit([mp.PruneCallback(schedule(config.target_sparsity), scope="global")])
     models.append(TrainedModel(
-        "pruned", pruned, f"{config.target_sparsity:.0%} unstructured (global magnitude)",
-        time.perf_counter() - start,
+        "pruned", mp.strip_pruning(pruned),
+        f"{config.target_sparsity:.0%} unstructured (global magnitude)", seconds,
     ))
 
     progress(f"training with channel pruning ({config.channel_fraction:.0%} of channels), then shrink")
-    channel = build_digits_cnn(seed=config.seed)
-    schedule = mp.PolynomialDecay(0.0, config.channel_fraction, begin_step=0, end_step=end_step,
-                                  frequency=frequency)
-    start = time.perf_counter()
-    channel.fit(data.x_train, data.y_train,
-                callbacks=[mp.PruneCallback(schedule, pattern="channels")], **fit_kwargs)
-    mp.strip_pruning(channel)
+    channel, seconds = fit([mp.PruneCallback(schedule(config.channel_fraction), pattern="channels")])
+    # shrink builds a fresh model without the masked channels: no pruning state to strip.
     shrunk = mp.shrink(channel)
     models.append(TrainedModel(
-        "channels", shrunk, f"{config.channel_fraction:.0%} of channels removed (shrink)",
-        time.perf_counter() - start,
+        "channels", shrunk, f"{config.channel_fraction:.0%} of channels removed (shrink)", seconds,
         extras={"params_before": int(channel.count_params()), "params_after": int(shrunk.count_params())},
     ))
     return models
