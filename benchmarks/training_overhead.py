@@ -30,6 +30,7 @@ from benchmarks._common import print_table, results_dir, write_results
 from benchmarks._tfmot_worker import cifar_cnn, run_tfmot
 
 OVERHEAD_TARGET = 1.05
+PRUNED_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "dense1", "logits")
 
 
 def generated_images(samples: int, seed: int, shape=(32, 32, 3), num_classes: int = 10):
@@ -215,52 +216,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps_per_epoch = -(-args.samples // args.batch_size)
     # Keep the masks changing for the whole run, so every timed epoch pays for updates.
     end_step = steps_per_epoch * (args.warmup_epochs + args.epochs)
-
     keras.utils.set_random_seed(args.seed)
-    dense = compile_classifier(cifar_cnn(keras))
-    initial_weights = dense.get_weights()
-    pruned = cifar_cnn(keras)
-    pruned.set_weights(initial_weights)
-    compile_classifier(pruned)
-    prunable = [layer.name for layer in dense.layers if layer.name.startswith(("conv", "dense", "logits"))]
-    callback = make_prune_callback(args.final_sparsity, end_step, args.frequency, layers=prunable)
+    initial_weights = cifar_cnn(keras).get_weights()
+    prunable = list(PRUNED_LAYERS)
 
-    runs = {"dense": (dense, []), "mobileprune": (pruned, [callback])}
-    if args.ablation:
-        runs.update(ablation_runs(initial_weights, prunable))
-    times = fit_interleaved(runs, x, y, args.batch_size, args.epochs, args.warmup_epochs)
+    times = time_mobileprune(args, x, y, initial_weights, prunable, end_step)
     rows = [_row("mobileprune (Keras 3)", times["dense"], times["mobileprune"])]
-    rows += [_row(f"ablation: {name}", times["dense"], times[name]) for name in runs if name not in ("dense", "mobileprune")]
+    rows += [_row(f"ablation: {name}", times["dense"], times[name]) for name in times if name not in ("dense", "mobileprune")]
     payload: dict[str, Any] = {
         "settings": {**vars(args), "steps_per_epoch": steps_per_epoch, "end_step": end_step,
-                     "params": int(dense.count_params()), "pruned_layers": prunable},
+                     "params": int(sum(w.size for w in initial_weights)), "pruned_layers": prunable},
         "mobileprune": {"epoch_seconds": times, "ratio": overhead_ratio(times, "mobileprune")},
     }
-
     if not args.skip_tfmot:
-        arrays = {"x_train": x, "y_train": y, "x_test": x[:256], "y_test": y[:256]}
-        arrays.update({f"weight_{i}": w for i, w in enumerate(initial_weights)})
-        spec = {
-            "task": "train", "model": "cifar_cnn", "epochs": args.epochs,
-            "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size,
-            "final_sparsity": args.final_sparsity, "begin_step": 0, "end_step": end_step,
-            "frequency": args.frequency, "power": 3, "seed": args.seed, "prune_layers": prunable,
-        }
-        tfmot = run_tfmot(spec, arrays)
-        tfmot_times = {"dense": tfmot["epoch_seconds"]["dense"], "tfmot": tfmot["epoch_seconds"]["pruned"]}
+        tfmot_times = time_tfmot(args, x, y, initial_weights, prunable, end_step)
         rows.append(_row("tfmot 0.8.1 (tf-keras)", tfmot_times["dense"], tfmot_times["tfmot"]))
-        payload["tfmot"] = {"epoch_seconds": tfmot_times, "ratio": overhead_ratio(tfmot_times, "tfmot"),
-                            "layer_sparsity": tfmot["layer_sparsity"]}
+        payload["tfmot"] = {"epoch_seconds": tfmot_times, "ratio": overhead_ratio(tfmot_times, "tfmot")}
 
     payload["rows"] = rows
     print_table(
-        f"Training overhead: CIFAR-shaped CNN, {dense.count_params():,} params, "
+        f"Training overhead: CIFAR-shaped CNN, {payload['settings']['params']:,} params, "
         f"{args.samples} samples, batch {args.batch_size}, frequency {args.frequency}, "
         f"median of {args.epochs} interleaved epochs (load {os.getloadavg()[0]:.2f})",
         rows,
     )
     print(f"wrote {write_results('training_overhead', payload, results_dir(args.quick))}")
     return 0
+
+
+def time_mobileprune(args, x, y, initial_weights: list, prunable: list[str], end_step: int) -> dict[str, list[float]]:
+    """Epoch times of the dense model, the PruneCallback model and (``--ablation``) the two ablations."""
+    import keras
+
+    runs = {}
+    for name in ("dense", "mobileprune"):
+        model = cifar_cnn(keras)
+        model.set_weights(initial_weights)
+        callbacks = [] if name == "dense" else [
+            make_prune_callback(args.final_sparsity, end_step, args.frequency, layers=prunable)
+        ]
+        runs[name] = (compile_classifier(model), callbacks)
+    if args.ablation:
+        runs.update(ablation_runs(initial_weights, prunable))
+    return fit_interleaved(runs, x, y, args.batch_size, args.epochs, args.warmup_epochs)
+
+
+def time_tfmot(args, x, y, initial_weights: list, prunable: list[str], end_step: int) -> dict[str, list[float]]:
+    """Epoch times of tf-keras dense and tfmot-pruned copies, from the legacy subprocess."""
+    arrays = {"x_train": x, "y_train": y, "x_test": x[:256], "y_test": y[:256]}
+    arrays.update({f"weight_{i}": w for i, w in enumerate(initial_weights)})
+    spec = {
+        "task": "train", "model": "cifar_cnn", "epochs": args.epochs,
+        "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size,
+        "final_sparsity": args.final_sparsity, "begin_step": 0, "end_step": end_step,
+        "frequency": args.frequency, "power": 3, "seed": args.seed, "prune_layers": prunable,
+    }
+    seconds = run_tfmot(spec, arrays)["epoch_seconds"]
+    return {"dense": seconds["dense"], "tfmot": seconds["pruned"]}
 
 
 def _row(library: str, dense_times: list[float], pruned_times: list[float]) -> dict[str, Any]:
