@@ -147,14 +147,29 @@ def _train(spec: dict[str, Any]) -> dict[str, Any]:
     ``warmup_epochs`` (epochs fit before timing starts, discarded).
     """
     import numpy as np
-    import tensorflow as tf
-    import tf_keras
     import tensorflow_model_optimization as tfmot
 
     arrays = np.load(spec["arrays"])
-    x_train, y_train = arrays["x_train"], arrays["y_train"]
-    x_test, y_test = arrays["x_test"], arrays["y_test"]
-    initial_weights = [arrays[f"weight_{i}"] for i in range(len([k for k in arrays.files if k.startswith("weight_")]))]
+    weight_count = sum(1 for key in arrays.files if key.startswith("weight_"))
+    initial_weights = [arrays[f"weight_{i}"] for i in range(weight_count)]
+    dense, pruned = _dense_and_pruned(spec, initial_weights)
+    times = _fit_interleaved(spec, dense, pruned, arrays["x_train"], arrays["y_train"])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    return {
+        "epoch_seconds": times,
+        "dense_accuracy": _accuracy(dense, arrays["x_test"], arrays["y_test"]),
+        "pruned_accuracy": _accuracy(pruned, arrays["x_test"], arrays["y_test"]),
+        "pruned_layers": sorted(spec["prune_layers"]),
+        "layer_sparsity": _kernel_sparsity(stripped, set(spec["prune_layers"])),
+        "tfmot_version": _version("tensorflow-model-optimization"),
+        "tf_keras_version": _version("tf-keras"),
+    }
+
+
+def _dense_and_pruned(spec: dict[str, Any], initial_weights: list):
+    """Build the compiled dense model and its tfmot-wrapped twin, both at ``initial_weights``."""
+    import tf_keras
+    import tensorflow_model_optimization as tfmot
 
     def fresh_model():
         tf_keras.utils.set_random_seed(spec["seed"])
@@ -181,25 +196,31 @@ def _train(spec: dict[str, Any]) -> dict[str, Any]:
     # tfmot wraps the very layer objects it is given, so the pruned model gets
     # its own fresh copy; otherwise it would share kernels with ``dense``.
     pruned = tf_keras.models.clone_model(fresh_model(), clone_function=wrap)
-    wrapped = [layer.layer.name for layer in pruned.layers if hasattr(layer, "pruning_vars")]
-    if set(wrapped) != prune_names:
+    wrapped = {layer.layer.name for layer in pruned.layers if hasattr(layer, "pruning_vars")}
+    if wrapped != prune_names:
         raise RuntimeError(f"tfmot wrapped {sorted(wrapped)}, expected {sorted(prune_names)}")
     _check_same_start(dense, pruned)
-
     for model in (dense, pruned):
         model.compile(
             optimizer=tf_keras.optimizers.Adam(spec.get("learning_rate", 1e-3)),
             loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
+    return dense, pruned
+
+
+def _fit_interleaved(spec: dict[str, Any], dense, pruned, x_train, y_train) -> dict[str, list[float]]:
+    """Fit one epoch of each model in turn (order alternating); return the timed epoch seconds."""
+    import tensorflow as tf
+    import tf_keras
+    import tensorflow_model_optimization as tfmot
 
     timer = _EpochTimer(tf_keras)
     step_callback = tfmot.sparsity.keras.UpdatePruningStep()
-    times = {"dense": [], "pruned": []}
-    total_epochs = spec["warmup_epochs"] + spec["epochs"]
+    times: dict[str, list[float]] = {"dense": [], "pruned": []}
     tf.random.set_seed(spec["seed"])
     runs = [("dense", dense, [timer]), ("pruned", pruned, [timer, step_callback])]
-    for epoch in range(total_epochs):
+    for epoch in range(spec["warmup_epochs"] + spec["epochs"]):
         # Alternate the order each epoch, as the Keras 3 side does.
         for name, model, callbacks in runs if epoch % 2 == 0 else runs[::-1]:
             model.fit(
@@ -213,17 +234,7 @@ def _train(spec: dict[str, Any]) -> dict[str, Any]:
             )
             if epoch >= spec["warmup_epochs"]:
                 times[name].append(timer.seconds)
-
-    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-    return {
-        "epoch_seconds": times,
-        "dense_accuracy": _accuracy(dense, x_test, y_test),
-        "pruned_accuracy": _accuracy(pruned, x_test, y_test),
-        "pruned_layers": sorted(wrapped),
-        "layer_sparsity": _kernel_sparsity(stripped, prune_names),
-        "tfmot_version": _version("tensorflow-model-optimization"),
-        "tf_keras_version": _version("tf-keras"),
-    }
+    return times
 
 
 def _check_same_start(dense, pruned) -> None:
