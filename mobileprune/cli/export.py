@@ -27,6 +27,8 @@ _EPILOG = """examples:
   mobileprune export model.keras -o m.tflite --quantize int8 --int8-io uint8 \\
       --calibration calib.npz --validation test.npz --json
   mobileprune export saved_model_dir/ -o m.tflite --quantize float16 --sparse off
+  mobileprune export model.keras -o pruned.tflite --validation test.npz \\
+      --android-assets android_demo/app/src/main/assets
 
 --calibration / --validation take .npz files with an array "x" (inputs, batch
 first) and, for validation, optionally "y" (integer or one-hot labels), e.g.
@@ -63,6 +65,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--allow-select-tf-ops", action="store_true",
                         help="allow TensorFlow (Flex) ops; the device then needs the Flex runtime")
+    parser.add_argument("--android-assets", metavar="DIR", default=None,
+                        help="also copy the file, a manifest and the --validation samples into DIR "
+                             "(e.g. android_demo/app/src/main/assets) for the Android app")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.set_defaults(func=run)
     return parser
@@ -97,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
     except Exception as error:  # conversion, interpreter or I/O failure
         _output.error(_COMMAND, f"{type(error).__name__}: {error}")
         return EXIT_RUNTIME_ERROR
+    if args.android_assets:
+        from mobileprune.conversion.android_assets import write_android_assets
+
+        write_android_assets(
+            {Path(args.output).stem: (args.output, args.quantize if args.quantize != "none" else "float32")},
+            samples=validation, out_dir=args.android_assets,
+        )
     if args.json:
         _output.print_json(result.to_dict())
     else:
@@ -120,11 +132,15 @@ def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
         raise ValueError(f"--quantize {args.quantize} needs --calibration FILE.npz with typical inputs x")
     if args.calibration_samples < 1:
         raise ValueError("--calibration-samples must be at least 1")
+    if args.android_assets and args.validation is None:
+        raise ValueError("--android-assets needs --validation FILE.npz with samples x and labels y for the app")
     calibration = None if args.calibration is None else _load_npz(args.calibration, "--calibration")
     validation = None
     if args.validation is not None:
         arrays = _load_npz(args.validation, "--validation")
         validation = (arrays["x"], arrays.get("y"))
+        if args.android_assets and validation[1] is None:
+            raise ValueError(f"--android-assets needs labels: save {args.validation} with numpy.savez(path, x=..., y=...)")
     return calibration, validation
 
 

@@ -44,13 +44,18 @@ def test_int8_export_with_validation_prints_json(digits, tmp_path):
     output = tmp_path / "out.tflite"
     completed = _run(str(model_path), "-o", str(output), "--quantize", "int8", "--int8-io", "uint8",
                      "--calibration", str(tmp_path / "calibration.npz"),
-                     "--validation", str(tmp_path / "validation.npz"), "--json")
+                     "--validation", str(tmp_path / "validation.npz"), "--json",
+                     "--android-assets", str(tmp_path / "assets"))
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout)  # nothing but JSON on stdout
     assert result["file_bytes"] == output.stat().st_size
     assert result["quantize"] == "int8" and result["int8_io"] == "uint8"
     assert {tensor["elements"]: tensor["zeros"] for tensor in result["weight_tensors"]} == kernel_zeros
     assert result["fidelity"]["samples"] == 450 and result["fidelity"]["agreement"] >= 0.97
+    manifest = json.loads((tmp_path / "assets" / "out.json").read_text())
+    assert manifest["file"] == "out.tflite" and manifest["input"]["dtype"] == "uint8"
+    assert (tmp_path / "assets" / "out.tflite").read_bytes() == output.read_bytes()
+    assert (tmp_path / "assets" / "samples.bin").stat().st_size > 450 * 64 * 4
 
 
 @pytest.mark.parametrize(
@@ -58,6 +63,8 @@ def test_int8_export_with_validation_prints_json(digits, tmp_path):
     [
         (["missing.keras", "-o", "out.tflite"], "model missing.keras does not exist"),
         (["model.keras", "-o", "out.tflite", "--quantize", "int8"], "--quantize int8 needs --calibration"),
+        (["model.keras", "-o", "out.tflite", "--android-assets", "assets"],
+         "--android-assets needs --validation"),
         (["model.keras", "-o", "out.tflite", "--int8-io", "int8"], "--int8-io int8 needs --quantize int8"),
         (["model.keras", "-o", "out.tflite", "--validation", "labels.npz"], "has no array 'x' (found: y)"),
         (["model.keras", "-o", "nowhere/out.tflite"], "output directory nowhere does not exist"),
