@@ -172,7 +172,7 @@ class PruneCallback(keras.callbacks.Callback):
             raise ValueError(
                 "PruneCallback has no model; pass it to model.fit(callbacks=[...]) or call set_model(model)."
             )
-        if self._prepared_for is model:
+        if self._prepared_for is model and self._masks_attached():
             return
         if not model.built:
             raise ValueError(
@@ -202,6 +202,15 @@ class PruneCallback(keras.callbacks.Callback):
                 f"PruneCallback: {len(targets)} weights ({size:,} values), "
                 f"pattern {self.pattern!r}, scope {self.scope!r}"
             )
+
+    def _masks_attached(self) -> bool:
+        # `strip_pruning` between two fits detaches the masks: they must be attached again.
+        return all(
+            isinstance(variable.constraint, MaskConstraint)
+            for bucket in self._buckets
+            for group in bucket.groups
+            for variable in group.variables
+        )
 
     def _schedules_for(self, model, targets: list[PruneTarget]) -> dict[int, PruningSchedule]:
         check_names_exist(model, list(self.overrides), "overrides")

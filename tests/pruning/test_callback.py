@@ -387,3 +387,13 @@ def test_recurrent_attention_embedding_and_separable_weights_are_pruned_exactly(
     for target in callback.targets:
         values = target.variable.numpy()
         assert int((values == 0).sum()) == num_to_prune(0.5, values.size), target.name
+
+
+def test_same_callback_after_strip_attaches_the_masks_again(blobs):
+    model = tiny_mlp()
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1))
+    fit(model, blobs, callback)
+    mp.strip_pruning(model)
+    fit(model, blobs, callback)
+    assert isinstance(model.get_layer("middle").kernel.constraint, MaskConstraint)
+    assert kernel_zeros(model, "middle") == num_to_prune(0.5, 768)
