@@ -41,6 +41,7 @@ from mobileprune.structured.importance import (
     GroupWeight,
     channel_masks,
     check_criterion,
+    check_round_to,
     group_scores,
     group_weights,
     select_channels,
@@ -106,9 +107,7 @@ class ChannelPattern(Pattern):
 
     def __init__(self, criterion: str = "l2", round_to: int | None = None):
         self.criterion = check_criterion(criterion)
-        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-            raise ValueError(f"round_to must be a positive int (e.g. 8) or None, got {round_to!r}")
-        self.round_to = round_to
+        self.round_to = check_round_to(round_to)
 
     def groups(self, model, targets) -> list[MaskGroup]:
         graph = build_graph(model)

@@ -136,6 +136,13 @@ def _sum_normalised(chosen, order: int) -> np.ndarray:
     return total
 
 
+def check_round_to(round_to: int | None) -> int | None:
+    """Return ``round_to`` if it is ``None`` or a positive int, else raise a one-line ValueError."""
+    if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"round_to must be a positive int (e.g. 8) or None, got {round_to!r}")
+    return round_to
+
+
 def kept_count(size: int, fraction: float, round_to: int | None = None) -> int:
     """How many of ``size`` units survive pruning ``fraction`` of them.
 
@@ -149,8 +156,7 @@ def kept_count(size: int, fraction: float, round_to: int | None = None) -> int:
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}; e.g. 0.5 removes half the channels")
-    if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-        raise ValueError(f"round_to must be a positive int (e.g. 8) or None, got {round_to!r}")
+    check_round_to(round_to)
     kept = max(1, size - int(math.floor(fraction * size + 0.5)))
     if round_to:
         kept = min(size, -(-kept // round_to) * round_to)
