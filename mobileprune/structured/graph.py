@@ -380,12 +380,12 @@ class _GraphBuilder:
             key = tuple(sorted({index for index, _ in places}))
             by_key.setdefault(key, []).append(root)
 
+        order = {name: index for index, name in enumerate(self.layer_calls)}
         groups = []
         for key, roots in by_key.items():
-            group = self._make_group(key, roots, appearances)
+            group = self._make_group(key, roots, appearances, order)
             if group is not None:
                 groups.append(group)
-        order = {name: index for index, name in enumerate(self.layer_calls)}
         groups.sort(key=lambda g: order[g.name])
         layer_units = {
             name: (None if a is None else self.uf.roots(a), None if b is None else self.uf.roots(b))
@@ -393,7 +393,7 @@ class _GraphBuilder:
         }
         return ChannelGraph(self.model, groups, layer_units, self.rules, self.barriers)
 
-    def _make_group(self, key, roots, appearances) -> ChannelGroup | None:
+    def _make_group(self, key, roots, appearances, order: dict[str, int]) -> ChannelGroup | None:
         first_out = next((i for i in key if self.members[i][1] == "out"), None)
         if first_out is None:
             return None
@@ -409,7 +409,7 @@ class _GraphBuilder:
             if len({len(p) for p in positions}) != 1:
                 return None  # a unit repeated unevenly: not worth the risk
             members.append(Member(name, role, np.array(positions, dtype=np.int64)))
-        members.sort(key=lambda m: (m.role != "out", list(self.layer_calls).index(m.layer)))
+        members.sort(key=lambda m: (m.role != "out", order[m.layer]))
         return ChannelGroup(self.members[first_out][0], len(roots), tuple(members), np.array(roots))
 
 

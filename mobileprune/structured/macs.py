@@ -21,11 +21,7 @@ import math
 import keras
 
 from mobileprune.structured.graph import ordered_nodes
-
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_CONV_TRANSPOSE = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+from mobileprune.structured.layer_rules import _CONV, _CONV_TRANSPOSE, _DEPTHWISE, _SEPARABLE
 
 
 def _positions(shape) -> int:
