@@ -105,10 +105,15 @@ def run(args: argparse.Namespace) -> int:
     if args.android_assets:
         from mobileprune.conversion.android_assets import write_android_assets
 
-        write_android_assets(
-            {Path(args.output).stem: (args.output, args.quantize if args.quantize != "none" else "float32")},
-            samples=validation, out_dir=args.android_assets,
-        )
+        try:
+            write_android_assets(
+                {Path(args.output).stem: (args.output, args.quantize if args.quantize != "none" else "float32")},
+                samples=validation, out_dir=args.android_assets,
+            )
+        except (ValueError, TypeError) as error:
+            # The .tflite is written and good; only the app's copy was refused.
+            _output.error(_COMMAND, f"{args.output} was written, but not the Android assets: {error}")
+            return EXIT_BAD_INPUT
     if args.json:
         _output.print_json(result.to_dict())
     else:
@@ -141,6 +146,9 @@ def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
         validation = (arrays["x"], arrays.get("y"))
         if args.android_assets and validation[1] is None:
             raise ValueError(f"--android-assets needs labels: save {args.validation} with numpy.savez(path, x=..., y=...)")
+        if args.android_assets and (validation[1].ndim != 1 or validation[1].dtype.kind not in "iu"):
+            raise ValueError(f"--android-assets needs integer class ids y of shape (N,) in {args.validation}, "
+                             f"got {validation[1].dtype} {validation[1].shape}; save y=labels.argmax(-1) for one-hot")
     return calibration, validation
 
 

@@ -92,3 +92,32 @@ def test_unloadable_model_exits_2(tmp_path):
     )
     assert not (tmp_path / "out.tflite").exists()
 
+
+
+def test_android_assets_refuse_one_hot_labels_before_converting(tmp_path):
+    with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:  # only its zip header is checked
+        archive.writestr("config.json", "{}")
+    np.savez(tmp_path / "onehot.npz", x=np.zeros((3, 8, 8, 1), "float32"), y=np.eye(10, dtype="float32")[:3])
+    completed = _run(str(tmp_path / "model.keras"), "-o", str(tmp_path / "out.tflite"),
+                     "--validation", str(tmp_path / "onehot.npz"), "--android-assets", str(tmp_path / "assets"))
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs integer class ids y of shape (N,)" in lines[0]
+    assert not (tmp_path / "out.tflite").exists() and not (tmp_path / "assets").exists()
+
+
+@pytest.mark.needs_tf
+def test_android_assets_failure_after_export_exits_2_with_one_line(digits, tmp_path):
+    from mobileprune.demo.digits import build_digits_cnn
+
+    build_digits_cnn(width=0.125, seed=0).save(tmp_path / "model.keras")
+    # Label 10 does not exist for a 10-class model: only the asset writer can tell.
+    np.savez(tmp_path / "validation.npz", x=digits.x_test[:4], y=np.array([0, 1, 2, 10]))
+    completed = _run(str(tmp_path / "model.keras"), "-o", str(tmp_path / "out.tflite"),
+                     "--validation", str(tmp_path / "validation.npz"), "--android-assets", str(tmp_path / "assets"))
+    assert completed.returncode == 2
+    lines = [line for line in completed.stderr.splitlines() if line.startswith("mobileprune export:")]
+    assert len(lines) == 1 and "was written, but not the Android assets" in lines[0]
+    assert "sample labels must lie in [0, 10)" in lines[0]
+    assert "Traceback" not in completed.stderr
+    assert (tmp_path / "out.tflite").stat().st_size > 0
