@@ -14,7 +14,8 @@ import json
 import os
 import sys
 
-from mobileprune.cli.main import EXIT_OK
+from mobileprune.cli import _output
+from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK
 
 _EPILOG = """examples:
   mobileprune demo                         # writes ./mobileprune-demo/
@@ -51,8 +52,23 @@ def _default_epochs() -> int:
     return 4 if os.environ.get("CI", "").lower() == "true" else 20
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    # Fail before training: a typo such as --sparsity 90 should not cost a model's training first.
+    for option, value in (("--epochs", args.epochs), ("--runs", args.runs), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}")
+    for option, value in (("--sparsity", args.sparsity), ("--channels", args.channels)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{option} must be a fraction in [0, 1), got {value:g}; pass a fraction such as 0.5, not 50")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print the comparison table (or JSON)."""
+    try:
+        _check_options(args)
+    except ValueError as error:
+        _output.error("demo", str(error))
+        return EXIT_BAD_INPUT
     from rich.console import Console
 
     from mobileprune.demo.pipeline import DemoConfig, run_demo, silence_tensorflow
@@ -61,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = DemoConfig(
         output_dir=args.out,
-        epochs=args.epochs or _default_epochs(),
+        epochs=_default_epochs() if args.epochs is None else args.epochs,
         target_sparsity=args.sparsity,
         channel_fraction=args.channels,
         bench_runs=args.runs,

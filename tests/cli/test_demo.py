@@ -55,3 +55,23 @@ def test_demo_pruned_files_keep_the_target_sparsity_and_shrink_removes_parameter
     channels = rows["channels_float32"]
     assert channels["params_after"] < 0.4 * channels["params_before"]
     assert channels["file_bytes"] < 0.4 * rows["dense_float32"]["file_bytes"]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--sparsity", "90"], "--sparsity must be a fraction in [0, 1), got 90"),
+        (["--channels", "1"], "--channels must be a fraction in [0, 1), got 1"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--runs", "0"], "--runs must be at least 1, got 0"),
+    ],
+)
+def test_bad_options_exit_2_before_training(tmp_path, arguments, message):
+    completed = subprocess.run(
+        [sys.executable, "-m", "mobileprune", "demo", "--out", str(tmp_path / "out"), *arguments],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mobileprune demo: error: ") and message in lines[0]
+    assert not (tmp_path / "out").exists()
