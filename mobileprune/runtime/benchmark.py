@@ -206,6 +206,7 @@ def compare_latency(
     Raises:
         ValueError: no models, or ``baseline`` is not one of their names.
     """
+    _check_metric(metric)  # before any model runs, not after all of them
     named = dict(models) if isinstance(models, Mapping) else display_names(models)
     if not named:
         raise ValueError("compare_latency needs at least one model path")
@@ -351,11 +352,15 @@ def _peak_rss_mib() -> float | None:
 
 
 def _metric(result: BenchmarkResult, metric: str) -> float:
-    if not metric.endswith("_ms") or not hasattr(result, metric):
+    _check_metric(metric)
+    return float(getattr(result, metric))
+
+
+def _check_metric(metric: str) -> None:
+    if not metric.endswith("_ms") or metric not in BenchmarkResult.__dataclass_fields__:
         raise ValueError(
             f"unknown latency metric {metric!r}; use one of mean_ms, min_ms, p50_ms, p90_ms, p99_ms, max_ms"
         )
-    return float(getattr(result, metric))
 
 
 def _check_counts(**values: float) -> None:

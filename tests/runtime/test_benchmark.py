@@ -110,6 +110,12 @@ def test_compare_latency_speedup_is_the_p50_ratio_to_the_baseline(tflite_dir):
         compare_latency(paths, baseline="nope", **QUICK)
 
 
+def test_compare_latency_rejects_an_unknown_metric_before_running_any_model():
+    # The file does not exist: reaching it would raise FileNotFoundError instead.
+    with pytest.raises(ValueError, match="unknown latency metric 'p95_ms'"):
+        compare_latency(["never-read.tflite"], metric="p95_ms", **QUICK)
+
+
 def _result(p90: float) -> BenchmarkResult:
     return BenchmarkResult("m", "m", "rt", 1, 1, 1.0, 1.0, 0, None, 1, p90, 0.0, p90, p90, p90, p90, p90,
                            None, None, None)
