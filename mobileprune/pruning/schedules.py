@@ -27,19 +27,21 @@ schedule.should_update(500)  # True
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import keras
 
 
 def _check_step(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    # numbers.Integral also admits NumPy integers, e.g. a step count from np.ceil(...).astype(int).
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}; pass a whole number of training steps.")
-    return value
+    return int(value)
 
 
 def _check_sparsity(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number in [0, 1), got {value!r}.")
     if not 0.0 <= value < 1.0:
         raise ValueError(

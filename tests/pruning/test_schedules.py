@@ -113,3 +113,11 @@ def test_type_errors():
 def test_base_class_needs_sparsity_at():
     with pytest.raises(NotImplementedError):
         PruningSchedule(0, 10, 1).sparsity_at(3)
+
+
+def test_numpy_numbers_are_accepted_as_python_numbers():
+    import numpy as np
+
+    schedule = PolynomialDecay(np.float32(0.0), np.float32(0.5), np.int64(0), np.int64(10), frequency=np.int32(5))
+    assert schedule == PolynomialDecay(0.0, 0.5, 0, 10, frequency=5)
+    assert all(type(value) in (int, float) for value in schedule.get_config().values())
