@@ -56,14 +56,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Tuple, Union
 
 import numpy as np
+
+from mobileprune.conversion.atomic import atomic_write_bytes
 
 MANIFEST_FORMAT = "mobileprune.android/1"
 SAMPLES_FILE = "samples.bin"
@@ -159,13 +159,13 @@ def write_android_assets(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / SAMPLES_FILE, encode_samples(images, targets))
+    atomic_write_bytes(out / SAMPLES_FILE, encode_samples(images, targets), mode=_FILE_MODE)
     manifests: dict[str, Path] = {}
     for order, plan in enumerate(plans):
-        _atomic_copy(plan.source, out / f"{plan.stem}.tflite")
+        atomic_write_bytes(out / f"{plan.stem}.tflite", plan.source.read_bytes(), mode=_FILE_MODE)
         manifest = _manifest(plan, order, plan.name == baseline, class_names)
         path = out / f"{plan.stem}.json"
-        _atomic_write(path, _manifest_text(manifest).encode("utf-8"))
+        atomic_write_bytes(path, _manifest_text(manifest).encode("utf-8"), mode=_FILE_MODE)
         manifests[plan.name] = path
     _remove_stale_manifests(out, keep={plan.stem for plan in plans})
     return AndroidAssets(samples=out / SAMPLES_FILE, manifests=manifests)
@@ -374,27 +374,3 @@ def _remove_stale_manifests(out: Path, keep: set[str]) -> None:
         model = out / str(manifest.get("file", ""))
         if model.suffix == ".tflite" and model.parent == out and model.stem not in keep:
             model.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream, open(source, "rb") as original:
-            shutil.copyfileobj(original, stream)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

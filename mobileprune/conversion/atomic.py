@@ -21,12 +21,14 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` atomically and return the path.
 
     Args:
         path: destination file; its directory must exist.
         data: the complete new content.
+        mode: permission bits of the file; default ``0o666`` less the umask,
+            as for any newly created file.
 
     Raises:
         ValueError: the destination directory does not exist or ``path`` is a
@@ -47,9 +49,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             stream.flush()
             os.fsync(stream.fileno())
         # mkstemp creates 0600 files; give the result the usual umask permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(temp_name, mode)
         os.replace(temp_name, target)
     except BaseException:
         with contextlib.suppress(OSError):

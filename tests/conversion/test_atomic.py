@@ -36,6 +36,15 @@ def test_permissions_follow_umask(tmp_path):
     assert path.read_text() == "{}"
 
 
+def test_explicit_mode_ignores_umask(tmp_path):
+    umask = os.umask(0o077)
+    try:
+        path = atomic_write_bytes(tmp_path / "a.bin", b"x", mode=0o644)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_missing_directory_and_directory_target(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         atomic_write_bytes(tmp_path / "nope" / "a.bin", b"x")
