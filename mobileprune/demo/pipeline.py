@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mobileprune.conversion.atomic import atomic_write_text
+
 
 @dataclass
 class DemoConfig:
@@ -46,6 +48,7 @@ class DemoConfig:
         num_threads: interpreter threads for the latency measurement.
         seed: seed for initialisation and data order.
         android_assets: when set, also write the files the Android app reads there.
+        quantize_modes: the export modes of every model (``"none"`` is float32).
     """
 
     output_dir: str = "mobileprune-demo"
@@ -192,9 +195,7 @@ def write_report(config: DemoConfig, rows: list[dict]) -> dict:
     """Write ``report.json`` and ``report.png`` (accuracy vs size and vs latency)."""
     out = Path(config.output_dir)
     report = {"config": asdict(config), "rows": rows}
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=float))
-    os.replace(tmp, out / "report.json")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float))
     _plot(rows, out / "report.png")
     report["json_path"] = str(out / "report.json")
     report["plot_path"] = str(out / "report.png")
