@@ -21,6 +21,10 @@ _MODULES = [
     "mobileprune.cli._output",
     "mobileprune.cli.bench",
     "mobileprune.cli.inspect",
+    # Every subcommand module: `mobileprune --help` builds all their parsers.
+    "mobileprune.cli.main",
+    "mobileprune.cli.export",
+    "mobileprune.cli.demo",
 ]
 
 
