@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import keras
 import numpy as np
 
 from mobileprune.pruning.constraint import MaskConstraint
@@ -112,7 +113,7 @@ def _zeros(variable) -> int:
     return int(value.size - np.count_nonzero(value))
 
 
-def sparsity(model, include_all: bool = False) -> SparsityReport:
+def sparsity(model: keras.Model, include_all: bool = False) -> SparsityReport:
     """Count zeros in `model`'s prunable weights (and, optionally, all others).
 
     Args:

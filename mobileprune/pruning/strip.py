@@ -18,10 +18,12 @@ model.save("pruned.keras")  # loads with plain keras.models.load_model
 
 from __future__ import annotations
 
+import keras
+
 from mobileprune.pruning.constraint import detach_mask
 
 
-def strip_pruning(model):
+def strip_pruning(model: keras.Model) -> keras.Model:
     """Detach every pruning mask from `model` in place and return the same model.
 
     The weights keep their zeros. Idempotent, and a no-op on a model that

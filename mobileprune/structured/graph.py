@@ -47,6 +47,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import keras
 import numpy as np
 
 from mobileprune.structured.layer_rules import LayerRule, rule_for
@@ -166,7 +167,7 @@ class ChannelGraph:
         raise KeyError(f"no channel group named {name!r}; groups: {[g.name for g in self.groups]}")
 
 
-def ordered_nodes(model) -> list:
+def ordered_nodes(model: keras.Model) -> list:
     """Return the nodes of ``model``'s call graph in topological order (inputs first)."""
     outputs = _model_outputs(model)
     seen: set[int] = set()
@@ -194,8 +195,6 @@ def _node_of(tensor):
 
 
 def _model_outputs(model) -> list:
-    import keras
-
     if not isinstance(model, keras.Model):
         raise TypeError(f"expected a keras.Model, got {type(model).__name__}; pass a built Keras model")
     try:
@@ -208,9 +207,7 @@ def _model_outputs(model) -> list:
             "keras.Input(...) as their first layer, or use a functional model (subclassed "
             "models cannot be analysed)"
         )
-    import keras.tree as tree
-
-    return list(tree.flatten(outputs))
+    return list(keras.tree.flatten(outputs))
 
 
 class _GraphBuilder:
@@ -420,7 +417,7 @@ def _channels(tensor) -> int | None:
     return shape[-1]
 
 
-def build_graph(model, warn: bool = True) -> ChannelGraph:
+def build_graph(model: keras.Model, warn: bool = True) -> ChannelGraph:
     """Analyse ``model`` and return its ``ChannelGraph``.
 
     Args:
@@ -431,7 +428,7 @@ def build_graph(model, warn: bool = True) -> ChannelGraph:
     return _GraphBuilder(model, warn).run()
 
 
-def channel_groups(model, warn: bool = True) -> list[ChannelGroup]:
+def channel_groups(model: keras.Model, warn: bool = True) -> list[ChannelGroup]:
     """Return the prunable channel groups of ``model``, in graph order.
 
     Args:

@@ -56,7 +56,7 @@ def node_macs(layer, input_shape, output_shape) -> int:
     return 0
 
 
-def count_macs(model) -> int:
+def count_macs(model: keras.Model) -> int:
     """Multiply-accumulates for one example through ``model`` (nested models included).
 
     Args:

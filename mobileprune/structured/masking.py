@@ -22,6 +22,7 @@ smaller = mp.shrink(model)
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from mobileprune.structured.graph import build_graph
@@ -35,7 +36,7 @@ from mobileprune.structured.importance import (
 
 
 def mask_channels(
-    model,
+    model: keras.Model,
     fraction: float,
     criterion: str = "l2",
     round_to: int | None = None,

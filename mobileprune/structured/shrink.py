@@ -66,7 +66,7 @@ class ShrinkReport:
         )
 
 
-def shrink_report(original, shrunk) -> ShrinkReport:
+def shrink_report(original: keras.Model, shrunk: keras.Model) -> ShrinkReport:
     """Compare MACs and parameters of ``original`` and its ``shrink`` result.
 
     Args:
@@ -172,16 +172,15 @@ def _copy_weights(graph: ChannelGraph, new_model, keep_masks: dict[str, tuple]) 
 
 def _same_named_inputs(model):
     """Fresh inputs named like the original's, so input names (and signatures) survive."""
-    import keras.tree as tree
 
     def fresh(tensor):
         name = tensor._keras_history.operation.name
         return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=name)
 
-    return tree.map_structure(fresh, model.input)
+    return keras.tree.map_structure(fresh, model.input)
 
 
-def shrink(model, warn: bool = True) -> keras.Model:
+def shrink(model: keras.Model, warn: bool = True) -> keras.Model:
     """Return a new, smaller model without the channels zeroed in ``model``.
 
     Nothing to remove gives an equivalent copy. The original is not modified.
