@@ -2,7 +2,8 @@
 
 The overall figure covers the prunable weights (see
 `mobileprune.pruning.selection`; depthwise kernels count once they carry a
-pruning mask), which is what a pruning target refers to. `include_all=True`
+pruning mask or, after `strip_pruning`, hold zeros), which is what a pruning
+target refers to. `include_all=True`
 adds rows for every other variable (biases, normalization...) without changing
 the overall figure.
 
@@ -131,12 +132,13 @@ def sparsity(model: keras.Model, include_all: bool = False) -> SparsityReport:
     rows, seen = [], set()
     for target in all_targets(model, prune_depthwise=True):
         variable = target.variable
-        is_depthwise = target.role == "depthwise_kernel"
-        if is_depthwise and not isinstance(variable.constraint, MaskConstraint):
+        zeros = _zeros(variable)
+        # A depthwise kernel counts once pruned: masked now, or holding its zeros after strip_pruning.
+        if target.role == "depthwise_kernel" and not zeros and not isinstance(variable.constraint, MaskConstraint):
             continue
         seen.add(id(variable))
         rows.append(SparsityRow(target.layer.name, target.role, tuple(variable.shape),
-                                int(np.prod(variable.shape)), _zeros(variable), True))
+                                int(np.prod(variable.shape)), zeros, True))
     if include_all:
         for variable in model.variables:
             if id(variable) in seen:

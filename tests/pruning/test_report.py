@@ -56,6 +56,17 @@ def test_depthwise_counts_only_once_masked():
     assert [(r.layer, r.weight, r.zeros) for r in rows] == [("dw", "depthwise_kernel", 9), ("out", "kernel", 32)]
 
 
+def test_stripped_depthwise_kernel_still_counts():
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.DepthwiseConv2D(3, name="dw"),
+                              keras.layers.Flatten(), keras.layers.Dense(2, name="out")])
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5), prune_depthwise=True)
+    callback.set_model(model)
+    callback.update_masks(0)
+    masked = mp.sparsity(model)
+    mp.strip_pruning(model)
+    assert mp.sparsity(model).rows == masked.rows
+
+
 def test_str_and_to_dict():
     report = mp.sparsity(with_zeros(tiny_mlp(), {"middle": 384}), include_all=True)
     text = str(report)
