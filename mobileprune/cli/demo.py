@@ -15,7 +15,7 @@ import os
 import sys
 
 from mobileprune.cli import _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK
+from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _EPILOG = """examples:
   mobileprune demo                         # writes ./mobileprune-demo/
@@ -60,6 +60,9 @@ def _check_options(args: argparse.Namespace) -> None:
     for option, value in (("--sparsity", args.sparsity), ("--channels", args.channels)):
         if not 0 <= value < 1:
             raise ValueError(f"{option} must be a fraction in [0, 1), got {value:g}; pass a fraction such as 0.5, not 50")
+    for option, folder in (("--out", args.out), ("--android-assets", args.android_assets)):
+        if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"{option} {folder} is a file; pass a folder path")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     from rich.console import Console
 
-    from mobileprune.demo.pipeline import DemoConfig, run_demo, silence_tensorflow
+    from mobileprune.demo.pipeline import DemoConfig, silence_tensorflow
 
     silence_tensorflow()
 
@@ -84,20 +87,32 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads,
         android_assets=args.android_assets,
     )
-    console = Console(stderr=True)
+    try:
+        report = _run_demo(config, show_status=not args.json)
+    except Exception as error:  # training, conversion, benchmark or I/O failure
+        _output.error("demo", f"{type(error).__name__}: {error}")
+        return EXIT_RUNTIME_ERROR
     if args.json:
-        report = run_demo(config)
         json.dump(report, sys.stdout, indent=2, default=float)
         print()
         return EXIT_OK
-    with console.status("starting") as status:
-        report = run_demo(config, progress=lambda message: status.update(message + " ..."))
     out = Console()
     if not out.is_terminal:
         out = Console(width=120)
     out.print(comparison_table(report["rows"]))
-    console.print(f"report: {report['json_path']}   plot: {report['plot_path']}")
+    Console(stderr=True).print(f"report: {report['json_path']}   plot: {report['plot_path']}")
     return EXIT_OK
+
+
+def _run_demo(config, show_status: bool) -> dict:
+    from rich.console import Console
+
+    from mobileprune.demo.pipeline import run_demo
+
+    if not show_status:
+        return run_demo(config)
+    with Console(stderr=True).status("starting") as status:
+        return run_demo(config, progress=lambda message: status.update(message + " ..."))
 
 
 def comparison_table(rows: list[dict]):

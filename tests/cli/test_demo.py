@@ -75,3 +75,29 @@ def test_bad_options_exit_2_before_training(tmp_path, arguments, message):
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mobileprune demo: error: ") and message in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_out_pointing_at_a_file_exits_2_before_training(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    completed = subprocess.run(
+        [sys.executable, "-m", "mobileprune", "demo", "--out", str(tmp_path / "taken")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == f"mobileprune demo: error: --out {tmp_path / 'taken'} is a file; pass a folder path"
+
+
+def test_a_failure_during_the_run_is_one_line_with_exit_3(monkeypatch, capsys):
+    from mobileprune.cli import demo as demo_command
+    from mobileprune.cli.main import build_parser
+    from mobileprune.demo import pipeline
+
+    def fail(config, progress=None):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(pipeline, "run_demo", fail)
+    args = build_parser().parse_args(["demo", "--json"])
+    assert demo_command.run(args) == 3
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == "mobileprune demo: error: RuntimeError: converter crashed"
