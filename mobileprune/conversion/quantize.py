@@ -181,7 +181,13 @@ def _as_input_arrays(data: Any, input_count: int) -> list[np.ndarray]:
             f"representative_data has {len(parts)} arrays but the model has {input_count} inputs; "
             "pass one array per input"
         )
-    arrays = [np.asarray(part, dtype=np.float32) for part in parts]
+    try:
+        arrays = [np.asarray(part, dtype=np.float32) for part in parts]
+    except ValueError:  # ragged, e.g. (x, y) given where x alone is expected
+        raise ValueError(
+            "representative_data is not an array of inputs; pass the inputs x only "
+            "(not (x, y)), or one array per input for a multi-input model"
+        ) from None
     if any(array.ndim == 0 for array in arrays) or len({len(array) for array in arrays}) != 1:
         raise ValueError("representative_data arrays must all have the same number of samples on axis 0")
     return arrays

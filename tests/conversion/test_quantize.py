@@ -49,6 +49,8 @@ def test_multi_input_arrays_and_mismatch():
         representative_dataset([first, np.ones((4, 3))], input_count=2)
     with pytest.raises(ValueError, match="is empty"):
         representative_dataset(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match=r"pass the inputs x only \(not \(x, y\)\)"):
+        representative_dataset((np.zeros((5, 8, 8, 1)), np.zeros(5)))
 
 
 @pytest.mark.needs_tf
