@@ -197,8 +197,10 @@ def decode_samples(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     version, count, rank = struct.unpack_from("<III", data, 4)
     if version != SAMPLES_VERSION:
         raise ValueError(f"sample file version {version} is not supported; expected {SAMPLES_VERSION}")
-    dims = struct.unpack_from(f"<{rank}I", data, 16)
     offset = 16 + 4 * rank
+    if len(data) < offset:
+        raise ValueError(f"sample file is {len(data)} bytes, too short for its {rank} dimensions")
+    dims = struct.unpack_from(f"<{rank}I", data, 16)
     values = count * int(np.prod(dims))
     expected = offset + 4 * values + 4 * count
     if len(data) != expected:

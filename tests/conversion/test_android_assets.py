@@ -129,6 +129,8 @@ def test_sample_file_layout_is_the_documented_one():
         decode_samples(data[:-1])
     with pytest.raises(ValueError, match="must start with b'MPSM'"):
         decode_samples(b"XXXX" + data[4:])
+    with pytest.raises(ValueError, match="too short for its 2 dimensions"):
+        decode_samples(data[:20])
 
 
 def test_a_second_run_replaces_stale_manifests_but_keeps_foreign_files(tiny_models, digits, tmp_path):
