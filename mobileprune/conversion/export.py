@@ -181,6 +181,8 @@ def export_tflite(
     target = Path(path)
     if not target.parent.is_dir():
         raise ValueError(f"output directory {target.parent} does not exist; create it or pass another path")
+    if target.is_dir():
+        raise ValueError(f"output path {target} is a directory; pass a file path such as {target / 'model.tflite'}")
     source = load_source(model)
 
     def convert_with(encoding_sparse: bool) -> bytes:

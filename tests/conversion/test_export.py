@@ -154,6 +154,15 @@ def test_missing_output_directory(pruned_model, tmp_path):
         mp.export_tflite(pruned_model, tmp_path / "missing" / "x.tflite")
 
 
+
+def test_directory_as_output_is_refused_before_converting(tmp_path):
+    import mobileprune as mp
+
+    # Not a model: reaching the conversion would raise TypeError instead.
+    with pytest.raises(ValueError, match="is a directory; pass a file path"):
+        mp.export_tflite(object(), tmp_path)
+
+
 def _flex_model():
     """A model whose cumulative product only exists as a TensorFlow (Flex) op."""
     import keras
