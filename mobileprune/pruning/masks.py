@@ -59,6 +59,11 @@ def keep_mask(scores: np.ndarray, num_prune: int) -> np.ndarray:
     ties = scores == threshold
     tie_count = int(np.count_nonzero(ties))
     ties_pruned = num_prune - (size - int(np.count_nonzero(keep)) - tie_count)
+    if ties_pruned < 1:
+        # NaN is neither above nor equal to the threshold, so it was counted as below it.
+        raise ValueError(
+            "Pruning scores contain NaN: the weights diverged; lower the learning rate or check the data for NaN."
+        )
     if ties_pruned < tie_count:
         # Keep the ties after the `ties_pruned`-th one: smaller indices go first.
         last_pruned = _nth_true_index(ties, ties_pruned - 1)

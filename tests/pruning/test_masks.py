@@ -93,3 +93,10 @@ def test_many_ties_across_chunks():
     scores[::5] = 1.0
     for k in (1, masks._CHUNK + 3, 2 * masks._CHUNK, size - size // 5 - 1):
         np.testing.assert_array_equal(keep_mask(scores, k), reference_keep(scores, k))
+
+
+@pytest.mark.parametrize("num_prune", [1, 2, 3, 4])
+def test_nan_scores_raise_instead_of_a_wrong_mask(num_prune):
+    scores = np.array([np.nan, np.nan, np.nan, 0.1, 0.2])
+    with pytest.raises(ValueError, match="Pruning scores contain NaN"):
+        keep_mask(scores, num_prune)
