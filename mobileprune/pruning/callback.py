@@ -268,10 +268,11 @@ class PruneCallback(keras.callbacks.Callback):
         for bucket in self._buckets:
             step = bucket.schedule.last_update_step(last)
             if step is not None and step >= first:
-                self._apply(bucket, bucket.schedule.sparsity_at(step))
+                sparsity = bucket.schedule.sparsity_at(step)
+                self._apply(bucket, sparsity)
                 changed = True
                 if self.verbose:
-                    print(f"PruneCallback: step {step}: masks at sparsity {bucket.schedule.sparsity_at(step):.4f}")
+                    print(f"PruneCallback: step {step}: masks at sparsity {sparsity:.4f}")
         if changed:
             self._refresh_logs()
 
