@@ -88,6 +88,7 @@ class TensorSpec:
     zero_point: int
 
     def to_json(self) -> dict[str, Any]:
+        """The manifest's ``input`` / ``output`` object."""
         return {"shape": list(self.shape), "dtype": self.dtype,
                 "scale": self.scale, "zero_point": self.zero_point}
 
@@ -191,7 +192,15 @@ def encode_samples(images: np.ndarray, labels: np.ndarray) -> bytes:
 
 
 def decode_samples(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a ``samples.bin`` payload back to ``(images, labels)``."""
+    """Decode a ``samples.bin`` payload back to ``(images, labels)``.
+
+    Args:
+        data: the file's bytes, as :func:`encode_samples` wrote them.
+
+    Raises:
+        ValueError: not a sample file, an unknown version, or a size that
+            does not match the header.
+    """
     if len(data) < 16 or data[:4] != SAMPLES_MAGIC:
         raise ValueError("not a mobileprune sample file: it must start with b'MPSM'")
     version, count, rank = struct.unpack_from("<III", data, 4)
