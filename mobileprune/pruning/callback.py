@@ -257,6 +257,17 @@ class PruneCallback(keras.callbacks.Callback):
 
         Args:
             step: the training step (optimizer iterations).
+
+        Returns:
+            The fraction of zeros over the selected weights.
+
+        Example:
+
+        ```python
+        callback = mp.PruneCallback(mp.ConstantSparsity(0.5))
+        callback.set_model(model)
+        callback.update_masks(0)  # about 0.5: half of every selected weight is now zero
+        ```
         """
         self._prepare()
         self._update_range(0, step)

@@ -124,6 +124,13 @@ def sparsity(model: keras.Model, include_all: bool = False) -> SparsityReport:
 
     Returns:
         A `SparsityReport`.
+
+    Example:
+
+    ```python
+    report = mp.sparsity(model, include_all=True)
+    print(f"{report.overall:.1%} of the prunable weights are zero")
+    ```
     """
     if not hasattr(model, "variables"):
         raise TypeError(f"sparsity expects a Keras model, got {type(model).__name__}.")

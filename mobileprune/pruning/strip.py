@@ -34,6 +34,13 @@ def strip_pruning(model: keras.Model) -> keras.Model:
 
     Returns:
         `model` itself, with no mask constraints and no mask variables referenced.
+
+    Example:
+
+    ```python
+    model.fit(x, y, callbacks=[mp.PruneCallback(mp.ConstantSparsity(0.5))])
+    mp.strip_pruning(model).save("pruned.keras")
+    ```
     """
     if not hasattr(model, "variables"):
         raise TypeError(f"strip_pruning expects a Keras model, got {type(model).__name__}.")
