@@ -136,6 +136,13 @@ def _sum_normalised(chosen, order: int) -> np.ndarray:
     return total
 
 
+def check_fraction(fraction: float) -> float:
+    """Return ``fraction`` if it is in ``[0, 1]``, else raise a one-line ValueError."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}; e.g. 0.5 removes half the channels")
+    return fraction
+
+
 def check_round_to(round_to: int | None) -> int | None:
     """Return ``round_to`` if it is ``None`` or a positive int, else raise a one-line ValueError."""
     if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
@@ -154,8 +161,7 @@ def kept_count(size: int, fraction: float, round_to: int | None = None) -> int:
         fraction: share to remove, in ``[0, 1]``.
         round_to: optional multiple for the kept count, e.g. 8.
     """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}; e.g. 0.5 removes half the channels")
+    check_fraction(fraction)
     check_round_to(round_to)
     kept = max(1, size - int(math.floor(fraction * size + 0.5)))
     if round_to:

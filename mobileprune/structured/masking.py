@@ -29,6 +29,8 @@ from mobileprune.structured.graph import build_graph
 from mobileprune.structured.importance import (
     channel_masks,
     check_criterion,
+    check_fraction,
+    check_round_to,
     group_scores,
     group_weights,
     select_channels,
@@ -57,7 +59,10 @@ def mask_channels(
     Returns:
         Group name -> number of channels zeroed.
     """
+    # Checked before the graph: a model without prunable groups would never reach them.
     check_criterion(criterion)
+    check_fraction(fraction)
+    check_round_to(round_to)
     graph = build_graph(model, warn=warn)
     zeroed = {}
     for group in graph.groups:

@@ -61,3 +61,12 @@ def test_round_to():
 def test_bad_fraction():
     with pytest.raises(ValueError, match="fraction must be in"):
         mask_channels(residual_model(), 2.0)
+
+
+def test_bad_arguments_are_rejected_even_without_prunable_groups():
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+    with pytest.raises(ValueError, match="fraction must be in"):
+        mask_channels(model, 2.0)
+    with pytest.raises(ValueError, match="round_to must be a positive int"):
+        mask_channels(model, 0.5, round_to=0)
