@@ -58,34 +58,27 @@ def _sparse_kernel() -> np.ndarray:
     return kernel
 
 
-def _mlp_model():
+def _two_dense_model(inputs: int, hidden: int, outputs: int, hidden_kernel):
     import keras
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
-            keras.Input((MLP_IN,), batch_size=1),
-            keras.layers.Dense(MLP_HIDDEN, activation="relu", name="hidden"),
-            keras.layers.Dense(MLP_OUT, name="logits"),
+            keras.Input((inputs,), batch_size=1),
+            keras.layers.Dense(hidden, activation="relu", name="hidden"),
+            keras.layers.Dense(outputs, name="logits"),
         ]
     )
-    model.get_layer("hidden").kernel.assign(_mlp_kernel())
+    model.get_layer("hidden").kernel.assign(hidden_kernel)
     return model
+
+
+def _mlp_model():
+    return _two_dense_model(MLP_IN, MLP_HIDDEN, MLP_OUT, _mlp_kernel())
 
 
 def _sparse_model():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((SPARSE_IN,), batch_size=1),
-            keras.layers.Dense(SPARSE_HIDDEN, activation="relu", name="hidden"),
-            keras.layers.Dense(SPARSE_OUT, name="logits"),
-        ]
-    )
-    model.get_layer("hidden").kernel.assign(_sparse_kernel())
-    return model
+    return _two_dense_model(SPARSE_IN, SPARSE_HIDDEN, SPARSE_OUT, _sparse_kernel())
 
 
 def _conv_model():
