@@ -20,11 +20,14 @@ randomised batch-norm statistics. Variants, all float32:
 - ``zeros-S``: the same weights exported with ``sparse=False``: the same
   zeros, stored dense, so XNNPACK is never asked for the sparse path.
 
-All files run in one ``mobileprune bench`` call per round under emulation
-(``benchmarks/arm64/python``, set up by ``benchmarks/arm64/setup.sh``), rounds
-repeated so load from other processes hits all files alike; each file reports
-the median over rounds of its p50. The same files are also timed natively on
-this x86 machine (where the sparse path is off) for contrast.
+Each file runs in its own ``mobileprune bench`` call under emulation
+(``benchmarks/arm64/python``, set up by ``benchmarks/arm64/setup.sh``), files
+interleaved and rounds repeated (order reversed every other round) so load
+from other processes hits all files alike; each file reports the median over
+rounds of its p50 wall time and of the call's CPU seconds (which include the
+emulated interpreter start and model load, but not other processes' load). The
+same files are also timed natively on this x86 machine (where the sparse path
+is off) for contrast.
 
 Run from the repository root (after ``bash benchmarks/arm64/setup.sh``):
 
@@ -39,8 +42,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -124,21 +129,28 @@ def model_rewrites(model) -> list[str]:
     return list(getattr(model, "xnnpack_sparse_rewrites", []))
 
 
-def bench(python: list[str], paths: list[str], runs: int, warmup: int) -> dict[str, float]:
-    """One ``mobileprune bench --json`` call over all files; p50 ms per file name."""
-    command = python + ["-m", "mobileprune", "bench", *paths, "--json", "--threads", "1",
+def bench(python: list[str], path: str, runs: int, warmup: int) -> dict[str, float]:
+    """One ``mobileprune bench --json`` call on one file: its p50 ms and the call's CPU seconds.
+
+    CPU seconds (user + system of the child) include the interpreter start
+    and model load; unlike wall time they do not grow with other processes' load.
+    """
+    command = python + ["-m", "mobileprune", "bench", path, "--json", "--threads", "1",
                         "--runs", str(runs), "--warmup", str(warmup), "--min-seconds", "0", "--no-isolate"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:4])} ... failed: {completed.stderr.strip()[-2000:]}")
-    document = json.loads(completed.stdout)
-    return {Path(row["name"]).stem: row["p50_ms"] for row in document["models"]}
+    (row,) = json.loads(completed.stdout)["models"]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"p50_ms": row["p50_ms"], "cpu_s": cpu}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="96x96 input, 1 round, temp result folder")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--runs", type=int, default=2, help="timed runs per file and round (emulation is slow)")
     args = parser.parse_args(argv)
     size, rounds = (96, 1) if args.quick else (224, args.rounds)
@@ -149,31 +161,37 @@ def main(argv: list[str] | None = None) -> None:
         files, extra = make_files(size, folder)
         names = list(files)
         paths = [files[name]["path"] for name in names]
-        emulated: dict[str, list[float]] = {name: [] for name in names}
-        native: dict[str, list[float]] = {name: [] for name in names}
-        for _ in range(rounds):
-            for name, p50 in bench(["nice", str(EMULATED_PYTHON)], paths, args.runs, 1).items():
-                emulated[name].append(p50)
-            for name, p50 in bench(["nice", "python"], paths, 50, 5).items():
-                native[name].append(p50)
+        emulated: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        native: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        for round_number in range(rounds):
+            # Alternate the order so a slow spell of the machine does not always hit the same file.
+            order = names if round_number % 2 == 0 else names[::-1]
+            for name in order:
+                emulated[name].append(bench(["nice", str(EMULATED_PYTHON)], files[name]["path"], args.runs, 1))
+                native[name].append(bench(["nice", sys.executable], files[name]["path"], 50, 5))
+    def median(samples, key):
+        return statistics.median(sample[key] for sample in samples)
+
     rows = []
-    base_emulated = statistics.median(emulated["dense"])
-    base_native = statistics.median(native["dense"])
+    base = {key: median(emulated["dense"], key) for key in ("p50_ms", "cpu_s")}
+    base_native = median(native["dense"], "p50_ms")
     for name in names:
         facts = files[name]
-        e, n = statistics.median(emulated[name]), statistics.median(native[name])
         partner = name.replace("sparse-", "zeros-") if name.startswith("sparse-") else None
+        p50, cpu = median(emulated[name], "p50_ms"), median(emulated[name], "cpu_s")
         rows.append({
             "file": name,
             "encoding": facts["encoding"],
             "1x1 zeros %": None if facts["pointwise_zero_fraction"] is None else 100 * facts["pointwise_zero_fraction"],
             "predicted sparse": facts["predicted_sparse_path"],
             "KiB": facts["file_bytes"] / 1024,
-            "arm64 emu p50 ms": e,
-            "emu speedup vs dense": base_emulated / e,
-            "emu speedup vs same zeros dense-encoded": (statistics.median(emulated[partner]) / e) if partner else None,
-            "x86 p50 ms": n,
-            "x86 speedup vs dense": base_native / n,
+            "emu p50 ms": p50,
+            "emu speedup vs dense": base["p50_ms"] / p50,
+            "emu speedup vs same zeros": (median(emulated[partner], "p50_ms") / p50) if partner else None,
+            "emu CPU s per call": cpu,
+            "emu CPU ratio vs dense": base["cpu_s"] / cpu,
+            "x86 p50 ms": median(native[name], "p50_ms"),
+            "x86 speedup vs dense": base_native / median(native[name], "p50_ms"),
         })
     print_table(
         f"XNNPACK sparse path, MobileNet {size}x{size} alpha 1.0, float32, 1 thread "
@@ -186,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         "emulated_runs_per_round": args.runs,
         "emulator": _qemu_version(),
         "files": files,
-        "emulated_p50_ms_per_round": emulated,
-        "x86_p50_ms_per_round": native,
+        "emulated_per_round": emulated,
+        "x86_per_round": native,
         "rows": rows,
         **extra,
     }, results_dir(args.quick))

@@ -353,8 +353,11 @@ class PruneCallback(keras.callbacks.Callback):
             self._target_policy.check_schedule(self._final_sparsity())
 
     def on_train_end(self, logs=None):
-        # Only once the schedule is done: a fit that stops half-way is not the final state.
-        if self._target_policy is not None and self._next_update is None:
+        # Only once every schedule has reached its final sparsity: a fit that stops half-way
+        # is not the final state.
+        if self._target_policy is not None and all(
+            self._step > max(b.schedule.begin_step, b.schedule.end_step) for b in self._buckets
+        ):
             self._target_policy.check_final(self._targets)
 
     def _final_sparsity(self) -> float | None:
