@@ -538,7 +538,10 @@ def build_report(nodes: list[Node], external: set, sparse_encoded: bool | None) 
         sparse_encoded: whether float weights are stored sparse (``None``: not known yet).
     """
     subgraphs = find_subgraphs(nodes, external)
-    is_float = all(node.is_float for node in nodes if node.op != "identity")
+    # Whether the network computes in float is a question about its convolutions and dense
+    # layers; integer shape arithmetic (SHAPE, PACK before a RESHAPE) does not make it int8.
+    compute = [node for node in nodes if node.op in ("conv2d", "depthwise_conv2d", "fully_connected")]
+    is_float = all(node.is_float for node in compute)
     problems = []
     if not is_float:
         problems.append(f"the model is quantized: {INT8_ADVICE}")
