@@ -502,16 +502,15 @@ def find_subgraphs(nodes: list[Node], external: set) -> list[Subgraph]:
         )
         found.sort()
         pointwise = [n for n in group if n.is_pointwise and roles[n.index]]
-        subgraphs.append(Subgraph(
+        subgraphs.append((min(n.index for n in group), Subgraph(
             nodes=tuple(n.label for n in group),
             exits=tuple(n.label for n in exits),
             pointwise=tuple(n.label for n in pointwise),
             weight_size=sum(n.weight_size for n in pointwise),
             weight_zeros=sum(n.weight_zeros for n in pointwise),
             violations=tuple(dict.fromkeys(message for _, message in found)),
-        ))
-    subgraphs.sort(key=lambda s: s.nodes[0])
-    return subgraphs
+        )))
+    return [subgraph for _, subgraph in sorted(subgraphs, key=lambda pair: pair[0])]
 
 
 def _upstream(group: list[Node], producer: dict, roles: dict[int, int]) -> set[int]:
