@@ -186,6 +186,9 @@ def test_logs_reach_history_and_csv_logger(blobs, tmp_path):
     assert "sparsity/hidden" in rows[0]
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="Keras's PyTorch trainer accepts only steps_per_execution=1"
+)
 def test_steps_per_execution_counts_steps(blobs):
     model = tiny_mlp()
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -358,6 +361,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.tensorflow_only
 def test_mirrored_strategy_two_logical_cpus():
     from tests.pruning.conftest import run_python
 
