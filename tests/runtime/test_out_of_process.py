@@ -37,6 +37,8 @@ def test_given_inputs_travel_to_the_child_and_bad_ones_stay_value_errors(tflite_
 
 
 def _fake_child(monkeypatch, code: str) -> None:
+    # The one-process-per-session path (no fork server), with a child that misbehaves on purpose.
+    monkeypatch.setenv("MOBILEPRUNE_NO_FORK_SERVER", "1")
     monkeypatch.setattr(out_of_process, "_child_command", lambda: [sys.executable, "-c", code])
 
 
@@ -69,3 +71,57 @@ def test_a_child_without_a_result_line_is_not_mistaken_for_success(tflite_dir, m
     _fake_child(monkeypatch, "import sys; sys.stdin.buffer.read(); print('MOBILEPRUNE_PROGRESS 0.5')")
     with pytest.raises(ModelFileError, match="exited with code 0 and no result"):
         benchmark(tflite_dir / "conv.tflite", **QUICK)
+
+
+# Sessions the fork server's children run instead of a measurement (imported by the server by name).
+def _segfault(request):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _hang(request):
+    import time
+
+    time.sleep(60)
+
+
+def _echo(request):
+    out_of_process._line("MOBILEPRUNE_PROGRESS 0.5")
+    out_of_process._line('MOBILEPRUNE_RESULT {"echo": %d}' % len(request["content"]))
+    return 0
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork server needs os.fork")
+def test_the_fork_server_outlives_children_that_crash_or_hang():
+    import pickle
+
+    request = pickle.dumps({"content": b"x" * 7})
+    crashing = out_of_process.ForkServer(session=f"{__name__}:_segfault")
+    hanging = out_of_process.ForkServer(session=f"{__name__}:_hang")
+    echoing = out_of_process.ForkServer(session=f"{__name__}:_echo")
+    try:
+        for _ in range(2):  # the same server, twice: a child's SIGSEGV does not end it
+            assert crashing.run(request, lambda f: None, timeout=60) == (-11, None, False)
+            assert crashing.alive
+        returncode, result, fired = hanging.run(request, lambda f: None, timeout=1.0)
+        assert (returncode, result, fired) == (-9, None, True) and hanging.alive  # the child was killed, not it
+        seen = []
+        assert echoing.run(request, seen.append, timeout=60) == (0, {"echo": 7}, False)
+        assert seen == [0.5]
+    finally:
+        for server in (crashing, hanging, echoing):
+            server.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork server needs os.fork")
+def test_benchmarks_share_one_server_and_a_dead_one_is_replaced(tflite_dir):
+    benchmark(tflite_dir / "conv.tflite", **QUICK)
+    first = out_of_process.shared_server()
+    benchmark(tflite_dir / "mlp_int8.tflite", **QUICK)
+    assert out_of_process.shared_server() is first and first.alive
+    first.process.kill()
+    first.process.wait()
+    assert benchmark(tflite_dir / "conv.tflite", **QUICK).count >= 5
+    assert out_of_process.shared_server() is not first
