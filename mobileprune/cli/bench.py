@@ -54,7 +54,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--budget-model", metavar="NAME", default=None,
                         help="check the budget on this model only (default: every model)")
     parser.add_argument("--no-isolate", action="store_true",
-                        help="skip the crash-safe check of each file in a child process")
+                        help="measure in this process instead of a child process (faster start, "
+                             "but a corrupt file that passes the flatbuffer check can crash it)")
     parser.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     parser.set_defaults(func=run)
     return parser

@@ -123,8 +123,18 @@ def benchmark(
     progress: ProgressCallback | None = None,
     isolate: bool = True,
     seed: int = 0,
+    timeout: float | None = None,
 ) -> BenchmarkResult:
     """Time ``invoke()`` of ``model_path`` and summarise the latencies.
+
+    The file is first checked as a flatbuffer
+    (:func:`~mobileprune.runtime.flatbuffer_verify.verify_tflite`); with
+    ``isolate=True`` (the default) the whole measurement then runs in a child
+    process (:mod:`mobileprune.runtime.out_of_process`), so a model that
+    crashes or hangs the native runtime raises :class:`ModelFileError` here
+    and never takes the caller down. The timed loop is the same either way;
+    the child costs one process start (Python, NumPy and the runtime) before the
+    measurement, and ``peak_rss_mib`` is then the child's, i.e. this model's.
 
     Args:
         model_path: the ``.tflite`` file.
@@ -136,25 +146,63 @@ def benchmark(
         inputs: input arrays (one array, a list in input order, or a dict by
             name); random data of the right dtype and shape when ``None``.
         progress: ``progress(label, fraction)`` called between chunks of runs.
-        isolate: load the model in a child process first so a corrupt file
-            raises instead of crashing (see :mod:`mobileprune.runtime.isolation`).
+        isolate: measure in a child process (crash-proof); ``False`` measures
+            in this process, for files already known to be good.
         seed: seed of the random inputs.
+        timeout: with ``isolate``, seconds before the child is killed and the
+            model reported as hanging (default: ``max_seconds`` + 120).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ModelFileError: the file is not a loadable TFLite model.
+        ModelFileError: the file is not a loadable TFLite model, or it crashed,
+            failed or hung in the runtime.
         RuntimeNotFoundError: no TFLite runtime is installed.
         ValueError: bad argument values or inputs.
     """
     _check_counts(warmup_runs=warmup_runs, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds)
-    from mobileprune.runtime.interpreter import runtime_name
+    from mobileprune.runtime.interpreter import find_runtime, read_model
 
     name = Path(model_path).name
     report = progress or _no_progress
     report(name, 0.0)
-    content = _checked_content(model_path, num_threads, isolate)
+    _, content = read_model(model_path)
+    find_runtime()  # a missing runtime is the machine's problem, not the model's: say so first
+    settings = dict(num_threads=num_threads, warmup_runs=warmup_runs, runs=runs,
+                    min_seconds=min_seconds, max_seconds=max_seconds, seed=seed)
+    if isolate:
+        from mobileprune.runtime.out_of_process import benchmark_in_child
+
+        limit = max_seconds + 120.0 if timeout is None else timeout
+        return benchmark_in_child(content, name, str(model_path), settings, inputs, report, limit)
+    return measure(content, name, str(model_path), inputs=inputs, progress=report, **settings)
+
+
+def measure(
+    content: bytes,
+    name: str,
+    path: str,
+    num_threads: int | None = 1,
+    warmup_runs: int = 10,
+    runs: int = 100,
+    min_seconds: float = 1.0,
+    max_seconds: float = 150.0,
+    inputs: Inputs | None = None,
+    progress: ProgressCallback | None = None,
+    seed: int = 0,
+) -> BenchmarkResult:
+    """Run the timed session on verified model bytes in this process (see :func:`benchmark`).
+
+    Args:
+        content: the ``.tflite`` bytes, already checked by ``read_model``.
+        name: display name; path: where they came from.
+        num_threads, warmup_runs, runs, min_seconds, max_seconds, inputs, seed: as in :func:`benchmark`.
+        progress: ``progress(label, fraction)``.
+    """
+    from mobileprune.runtime.interpreter import runtime_name
+
+    report = progress or _no_progress
     rss_before = _peak_rss_mib()
-    interpreter, init_ns = _timed_load(content, str(model_path), num_threads)
+    interpreter, init_ns = _timed_load(content, path, num_threads)
     details = interpreter.get_input_details()
     set_inputs(interpreter, random_inputs(details, seed) if inputs is None else match_inputs(details, inputs))
 
@@ -171,7 +219,7 @@ def benchmark(
     stats = latency_stats([ns / _NS_PER_MS for ns in samples])
     return BenchmarkResult(
         model=name,
-        path=str(model_path),
+        path=path,
         runtime=runtime_name(interpreter),
         num_threads=num_threads,
         model_bytes=len(content),
@@ -274,17 +322,6 @@ def display_names(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
             raise ValueError(f"{path} is given twice; benchmark each file once")
         names[name] = path
     return names
-
-
-def _checked_content(model_path: str | os.PathLike, num_threads: int | None, isolate: bool) -> bytes:
-    from mobileprune.runtime.interpreter import find_runtime, read_model
-    from mobileprune.runtime.isolation import probe_model
-
-    _, content = read_model(model_path)
-    find_runtime()  # a missing runtime is the machine's problem, not the model's: say so first
-    if isolate:
-        probe_model(content, name=str(model_path), num_threads=num_threads)
-    return content
 
 
 def _timed_load(content: bytes, name: str, num_threads: int | None) -> tuple[Any, int]:

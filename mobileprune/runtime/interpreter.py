@@ -79,14 +79,16 @@ def read_model(model: ModelSource) -> tuple[str, bytes]:
 
     Checks that cost nothing (the file exists, is not empty, carries the
     ``TFL3`` identifier) are done here so the common mistakes get a precise
-    message without starting a process.
+    message without starting a process; then the whole flatbuffer is checked
+    for consistency (:func:`~mobileprune.runtime.flatbuffer_verify.verify_tflite`)
+    before any native code reads it.
 
     Args:
         model: path to a ``.tflite`` file, or its bytes.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ModelFileError: the content is empty or not a TFLite flatbuffer.
+        ModelFileError: the content is empty, not a TFLite flatbuffer, or inconsistent.
         TypeError: ``model`` is neither a path nor bytes.
     """
     if isinstance(model, (bytes, bytearray, memoryview)):
@@ -101,6 +103,9 @@ def read_model(model: ModelSource) -> tuple[str, bytes]:
             f"model must be a path or the bytes of a .tflite file, got {type(model).__name__}"
         )
     check_identifier(name, content)
+    from mobileprune.runtime.flatbuffer_verify import verify_tflite
+
+    verify_tflite(content, name)
     return name, content
 
 
@@ -136,7 +141,12 @@ def load_interpreter(
         isolate: first load, allocate and run the model once in a child
             process, so that a file which crashes the native runtime raises
             :class:`ModelFileError` here instead; costs one process start.
-            Pass ``False`` in tight loops over files already checked.
+            Pass ``False`` in tight loops over files already checked. The
+            interpreter returned lives in this process, so the probe lowers
+            the risk but cannot remove it (a corrupt file may crash only
+            some of the time); to measure a file you do not trust, use
+            ``benchmark(..., isolate=True)``, which runs the whole session
+            in a child process.
         allocate: call ``allocate_tensors()`` before returning.
 
     Returns:

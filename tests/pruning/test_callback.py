@@ -401,3 +401,17 @@ def test_same_callback_after_strip_attaches_the_masks_again(blobs):
     fit(model, blobs, callback)
     assert isinstance(model.get_layer("middle").kernel.constraint, MaskConstraint)
     assert kernel_zeros(model, "middle") == num_to_prune(0.5, 768)
+
+
+def test_one_shot_schedule_prunes_at_begin_step_and_holds(blobs):
+    # tfmot's idiom: end_step == begin_step prunes once, fine-tuning then keeps the masks.
+    model = tiny_mlp()
+    callback = mp.PruneCallback(mp.PolynomialDecay(0.0, 0.6, begin_step=2, end_step=2, frequency=1))
+    history = fit(model, blobs, callback, epochs=2)  # 4 steps per epoch
+    masks = {name: mask_of(model.get_layer(name).kernel).copy() for name in SIZES}
+    for name, size in SIZES.items():
+        assert kernel_zeros(model, name) == num_to_prune(0.6, size)
+    fit(model, blobs, callback, epochs=1)
+    for name in SIZES:
+        np.testing.assert_array_equal(mask_of(model.get_layer(name).kernel), masks[name])
+    assert history.history["sparsity"][0] == pytest.approx(sum(num_to_prune(0.6, s) for s in SIZES.values()) / 1376)
