@@ -119,7 +119,7 @@ class ChannelPattern(Pattern):
             producers = [
                 w
                 for w in weights
-                if graph.rules[w.member.layer].kind == "producer" and w.axes.attribute in _PRODUCER_KERNELS
+                if w.member.kind in ("producer", "inner") and w.axes.attribute in _PRODUCER_KERNELS
             ]
             if not producers or not all(id(w.variable) in selected for w in producers):
                 continue

@@ -79,11 +79,9 @@ def group_weights(graph: ChannelGraph, group: ChannelGroup, roles=("out",)) -> l
     for member in group.members:
         if member.role not in roles:
             continue
-        layer = graph.model.get_layer(member.layer)
-        for axes in graph.rules[member.layer].weights:
+        for axes, variable in member.weights:
             axis = axes.out_axis if member.role == "out" else axes.in_axis
-            variable = getattr(layer, axes.attribute, None)
-            if axis is None or variable is None:
+            if axis is None:
                 continue
             weights.append(GroupWeight(member, axes, variable, axis))
     return weights
