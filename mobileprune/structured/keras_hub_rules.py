@@ -118,7 +118,13 @@ def vit_backbone_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
     """
     encoder = next(sub for sub in layer.layers if isinstance(sub, ViTEncoder))
     inner = vit_encoder_rule(encoder).inner
-    return composite_rule(inner, _resize_key("ffn", "mlp_dim"))
+    return composite_rule(inner, _resize_key("ffn", "mlp_dim"), macs=_backbone_macs)
+
+
+def _backbone_macs(layer, input_shapes, output_shapes) -> int:
+    from mobileprune.structured.macs import count_macs
+
+    return count_macs(layer)  # a ViTBackbone has static shapes inside
 
 
 def _patch_macs(layer, input_shapes, output_shapes) -> int:
