@@ -39,6 +39,7 @@ _LAZY = {
     "shrink": "mobileprune.structured.shrink",
     "channel_groups": "mobileprune.structured.graph",
     "ChannelPattern": "mobileprune.structured.channel_pattern",
+    "register_layer_rule": "mobileprune.structured.layer_rules",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",

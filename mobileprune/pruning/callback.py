@@ -278,17 +278,22 @@ class PruneCallback(keras.callbacks.Callback):
 
     def _update_range(self, first: int, last: int) -> None:
         """Apply each bucket's latest update step in `[first, last]`, if any."""
-        changed = False
+        targets: dict[int, float] = {}  # step -> target sparsity, for the one verbose line
         for bucket in self._buckets:
             step = bucket.schedule.last_update_step(last)
             if step is not None and step >= first:
                 sparsity = bucket.schedule.sparsity_at(step)
                 self._apply(bucket, sparsity)
-                changed = True
-                if self.verbose:
-                    print(f"PruneCallback: step {step}: masks at sparsity {sparsity:.4f}")
-        if changed:
+                targets[step] = max(targets.get(step, 0.0), sparsity)
+        if targets:
             self._refresh_logs()
+            if self.verbose:
+                # One line per update, with what was reached: a pattern may prune less than asked.
+                step = max(targets)
+                print(
+                    f"PruneCallback: step {step}: target sparsity {max(targets.values()):.4f}, "
+                    f"reached {self._log_values['sparsity']:.4f} over the selected weights"
+                )
 
     def _apply(self, bucket: _Bucket, sparsity: float) -> None:
         if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:

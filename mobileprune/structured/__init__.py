@@ -32,6 +32,11 @@ _LAZY = {
     "ShrinkReport": "mobileprune.structured.shrink",
     "shrink_report": "mobileprune.structured.shrink",
     "ChannelPattern": "mobileprune.structured.channel_pattern",
+    "register_layer_rule": "mobileprune.structured.layer_rules",
+    "LayerRule": "mobileprune.structured.layer_rules",
+    "composite_rule": "mobileprune.structured.layer_rules",
+    "feed_forward": "mobileprune.structured.layer_rules",
+    "attention_heads": "mobileprune.structured.layer_rules",
 }
 
 __all__ = sorted(_LAZY)
