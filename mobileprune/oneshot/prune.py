@@ -214,7 +214,7 @@ def _prune_by_magnitude(model, targets, pattern: Pattern, sparsity: float, scope
     entries = []
     for target in targets:
         view = view_for(target)
-        value = np.asarray(keras.ops.convert_to_numpy(target.variable))
+        value = np.asarray(target.variable.numpy())
         array = view.matrix(value) if view is not None else value
         group = methods.matrix_group(pattern, array.shape, target.name)
         entries.append((target, view, array, group, group.scores([np.abs(array)])))
@@ -320,7 +320,7 @@ class _CalibratedPruner:
 
     def _prune_one(self, target, view, stat: _InputStats):
         start = time.perf_counter()
-        kernel = np.asarray(keras.ops.convert_to_numpy(target.variable))
+        kernel = np.asarray(target.variable.numpy())
         matrix = view.matrix(kernel)
         if self.method == "wanda":
             if stat.rows == 0:
