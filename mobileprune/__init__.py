@@ -35,6 +35,7 @@ _LAZY = {
     "PruneCallback": "mobileprune.pruning.callback",
     "strip_pruning": "mobileprune.pruning.strip",
     "sparsity": "mobileprune.pruning.report",
+    "make_xnnpack_sparse_eligible": "mobileprune.pruning.xnnpack_sparse",
     "SparsityReport": "mobileprune.pruning.report",
     # one-shot pruning
     "prune_oneshot": "mobileprune.oneshot.prune",
@@ -56,6 +57,7 @@ _LAZY = {
     "BenchmarkResult": "mobileprune.runtime.benchmark",
     "inspect_tflite": "mobileprune.runtime.inspect",
     "TfliteReport": "mobileprune.runtime.inspect",
+    "analyze_xnnpack_sparse": "mobileprune.runtime.xnnpack_sparse",
     "load_interpreter": "mobileprune.runtime.interpreter",
     "runtime_name": "mobileprune.runtime.interpreter",
     "ModelFileError": "mobileprune.runtime.errors",

@@ -33,6 +33,7 @@ from mobileprune.pruning.selection import (
     select_targets,
     validate_selectors,
 )
+from mobileprune.pruning.xnnpack_sparse import resolve_target
 
 _SCOPES = ("layer", "global")
 
@@ -104,6 +105,12 @@ class PruneCallback(keras.callbacks.Callback):
             `mobileprune.pruning.patterns.Pattern`.
         prune_depthwise: also prune depthwise kernels (DepthwiseConv, SeparableConv).
         log_per_layer: add `sparsity/<layer>` to the logs.
+        target: `None`, or `"xnnpack-sparse"` to prune only the weights
+            XNNPACK's sparse inference path uses on ARM phones (the 1x1
+            convolutions and dense layers of eligible float subgraphs; see
+            `mobileprune.pruning.xnnpack_sparse`). The model's structure is
+            checked at train begin (one line per violation), and a warning
+            says when the final zeros of those weights are not above 2/3.
         verbose: 1 prints the selection at train begin and every mask update.
 
     Example:
@@ -127,6 +134,7 @@ class PruneCallback(keras.callbacks.Callback):
         pattern: Any = "unstructured",
         prune_depthwise: bool = False,
         log_per_layer: bool = False,
+        target: str | None = None,
         verbose: int = 0,
     ):
         super().__init__()
@@ -151,6 +159,8 @@ class PruneCallback(keras.callbacks.Callback):
         self.pattern: Pattern = resolve_pattern(pattern)
         self.prune_depthwise = bool(prune_depthwise)
         self.log_per_layer = bool(log_per_layer)
+        self.target = target
+        self._target_policy = resolve_target(target)
         self.verbose = verbose
         self._prepared_for = None
         self._step = 0
@@ -181,6 +191,8 @@ class PruneCallback(keras.callbacks.Callback):
                 f"Model {model.name!r} is not built; call model.build(input_shape) or run it on a batch first."
             )
         targets = select_targets(model, self.layers, self.exclude, self.prune_depthwise)
+        if self._target_policy is not None:
+            targets = self._target_policy.select(model, targets)
         schedule_of = self._schedules_for(model, targets)
         groups = self.pattern.groups(model, targets)
         by_variable = {id(target.variable): target for target in targets}
@@ -353,6 +365,21 @@ class PruneCallback(keras.callbacks.Callback):
         if self._step > 0:
             self._update_range(0, self._step - 1)
         self._next_update = self._next_update_after(self._step)
+        if self._target_policy is not None:
+            self._target_policy.check_schedule(self._final_sparsity())
+
+    def on_train_end(self, logs=None):
+        # Only once every schedule has reached its final sparsity: a fit that stops half-way
+        # is not the final state.
+        if self._target_policy is not None and all(
+            self._step > max(b.schedule.begin_step, b.schedule.end_step) for b in self._buckets
+        ):
+            self._target_policy.check_final(self._targets)
+
+    def _final_sparsity(self) -> float | None:
+        schedules = [bucket.schedule for bucket in self._buckets]
+        finals = [getattr(s, "final_sparsity", getattr(s, "target_sparsity", None)) for s in schedules]
+        return None if any(f is None for f in finals) else min(finals)
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch_begin = batch
