@@ -22,9 +22,10 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from mobileprune.pruning.constraint import MaskConstraint, attach_mask
+from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask
 from mobileprune.pruning.patterns import MaskGroup, Pattern, resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
+from mobileprune.pruning.threads import thread_map
 from mobileprune.pruning.selection import (
     PruneTarget,
     Selector,
@@ -275,35 +276,35 @@ class PruneCallback(keras.callbacks.Callback):
 
     def _update_range(self, first: int, last: int) -> None:
         """Apply each bucket's latest update step in `[first, last]`, if any."""
-        changed = False
+        due = []
         for bucket in self._buckets:
             step = bucket.schedule.last_update_step(last)
             if step is not None and step >= first:
-                sparsity = bucket.schedule.sparsity_at(step)
-                self._apply(bucket, sparsity)
-                changed = True
-                if self.verbose:
-                    print(f"PruneCallback: step {step}: masks at sparsity {sparsity:.4f}")
-        if changed:
+                due.append((bucket, step, bucket.schedule.sparsity_at(step)))
+        # Buckets are independent: update them side by side on the CPUs.
+        thread_map(lambda item: self._apply(item[0], item[2]), due)
+        if self.verbose:
+            for _, step, sparsity in due:
+                print(f"PruneCallback: step {step}: masks at sparsity {sparsity:.4f}")
+        if due:
             self._refresh_logs()
 
     def _apply(self, bucket: _Bucket, sparsity: float) -> None:
         if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:
             return  # bottom-k of nothing: masks stay as they are (all-True before the first prune)
-        values = [[np.asarray(v.numpy()) for v in group.variables] for group in bucket.groups]
-        scores = [group.scores(vals) for group, vals in zip(bucket.groups, values)]
+        values = thread_map(lambda group: [np.asarray(v.numpy()) for v in group.variables], bucket.groups)
+        scores = thread_map(lambda item: item[0].scores(item[1]), list(zip(bucket.groups, values)))
         if len(scores) == 1:
             keeps = [self.pattern.select(scores[0], sparsity)]
         else:
             keep = self.pattern.select(bucket.concatenate(scores), sparsity)
             keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1])
-        for group, keep in zip(bucket.groups, keeps):
-            for variable, mask in zip(group.variables, group.expand(keep)):
-                mask_variable = variable.constraint.mask
-                mask_variable.assign(mask)
-                # Zero the weights with one TF op rather than a NumPy round trip.
-                variable.assign(keras.ops.where(mask_variable, variable, keras.ops.zeros_like(variable)))
-                self._pruned[id(variable)] = int(mask.size - np.count_nonzero(mask))
+        thread_map(self._set_masks, list(zip(bucket.groups, values, keeps)))
+
+    def _set_masks(self, item: tuple) -> None:
+        group, values, keep = item
+        for variable, value, mask in zip(group.variables, values, group.expand(keep)):
+            self._pruned[id(variable)] = set_mask(variable, mask, value)
 
     def _next_update_after(self, step: int) -> int | None:
         upcoming = [b.schedule.next_update_step(step) for b in self._buckets]
