@@ -35,16 +35,20 @@ _LAZY = {
     "strip_pruning": "mobileprune.pruning.strip",
     "sparsity": "mobileprune.pruning.report",
     "SparsityReport": "mobileprune.pruning.report",
+    "Pattern": "mobileprune.pruning.patterns",
+    "MaskGroup": "mobileprune.pruning.patterns",
     # structured surgery
     "shrink": "mobileprune.structured.shrink",
     "channel_groups": "mobileprune.structured.graph",
-    "ChannelPattern": "mobileprune.structured.channel_pattern",
+    "ChannelPattern": "mobileprune.pruning.channel_pattern",
+    "mask_channels": "mobileprune.structured.masking",
+    "count_macs": "mobileprune.structured.macs",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",
     "verify": "mobileprune.conversion.verify",
     "FidelityReport": "mobileprune.conversion.verify",
-    "write_android_assets": "mobileprune.conversion.android_assets",
+    "write_android_assets": "mobileprune.android.assets",
     # runtime (no TensorFlow)
     "benchmark": "mobileprune.runtime.benchmark",
     "compare_latency": "mobileprune.runtime.benchmark",

@@ -23,7 +23,8 @@ import keras
 import numpy as np
 
 from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask
-from mobileprune.pruning.patterns import MaskGroup, Pattern, resolve_pattern
+from mobileprune.pruning.patterns import MaskGroup, Pattern
+from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
 from mobileprune.pruning.threads import thread_map
 from mobileprune.pruning.selection import (

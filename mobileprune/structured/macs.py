@@ -21,7 +21,10 @@ import math
 import keras
 
 from mobileprune.structured.graph import ordered_nodes
-from mobileprune.structured.layer_rules import _CONV, _CONV_TRANSPOSE, _DEPTHWISE, _SEPARABLE
+from mobileprune.layer_classes import CONV_TRANSPOSES as _CONV_TRANSPOSE
+from mobileprune.layer_classes import CONVOLUTIONS as _CONV
+from mobileprune.layer_classes import DEPTHWISE_CONVOLUTIONS as _DEPTHWISE
+from mobileprune.layer_classes import SEPARABLE_CONVOLUTIONS as _SEPARABLE
 
 
 def _positions(shape) -> int:
