@@ -37,6 +37,8 @@ _LAZY = {
     "SparsityReport": "mobileprune.pruning.report",
     "Pattern": "mobileprune.pruning.patterns",
     "MaskGroup": "mobileprune.pruning.patterns",
+    "PrunableLayer": "mobileprune.pruning.prunable",
+    "register_prunable": "mobileprune.pruning.prunable",
     # structured surgery
     "shrink": "mobileprune.structured.shrink",
     "channel_groups": "mobileprune.structured.graph",
