@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from mobileprune.cli import _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _COMMAND = "bench"
 _SPEEDUP_METRIC = "p50_ms"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mobileprune.cli import _native_logs, _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _COMMAND = "export"
 _QUANTIZE_CHOICES = ("none", "dynamic", "float16", "int8", "int16x8")
@@ -122,7 +122,7 @@ def _export(args: argparse.Namespace, calibration: dict | None, validation: tupl
     except Exception as error:  # conversion, interpreter or I/O failure
         return None, (EXIT_RUNTIME_ERROR, f"{type(error).__name__}: {error}")
     if args.android_assets:
-        from mobileprune.conversion.android_assets import write_android_assets
+        from mobileprune.android.assets import write_android_assets
 
         try:
             write_android_assets(

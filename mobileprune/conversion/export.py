@@ -155,8 +155,8 @@ def export_tflite(
     """Convert a model to ``.tflite``, write it atomically and report what is in the file.
 
     Args:
-        model: a Keras 3 model (its pruning masks are detached while it is
-            converted and given back afterwards), a ``.keras`` path, a
+        model: a Keras 3 model (pruning masks may stay attached: the
+            converter never sees them), a ``.keras`` path, a
             SavedModel directory, or a tf-keras model pruned by tfmot (its
             wrappers are stripped on a copy).
         path: destination ``.tflite`` file; an existing file is replaced only

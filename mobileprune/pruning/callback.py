@@ -23,9 +23,11 @@ import keras
 import numpy as np
 
 from mobileprune import backend
-from mobileprune.pruning.constraint import MaskConstraint, attach_mask
-from mobileprune.pruning.patterns import MaskGroup, Pattern, resolve_pattern
+from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask
+from mobileprune.pruning.patterns import MaskGroup, Pattern
+from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
+from mobileprune.pruning.threads import thread_map
 from mobileprune.pruning.selection import (
     PruneTarget,
     Selector,
@@ -290,46 +292,40 @@ class PruneCallback(keras.callbacks.Callback):
 
     def _update_range(self, first: int, last: int) -> None:
         """Apply each bucket's latest update step in `[first, last]`, if any."""
-        targets: dict[int, float] = {}  # step -> target sparsity, for the one verbose line
+        due = []
         for bucket in self._buckets:
             step = bucket.schedule.last_update_step(last)
             if step is not None and step >= first:
-                sparsity = bucket.schedule.sparsity_at(step)
-                self._apply(bucket, sparsity)
-                targets[step] = max(targets.get(step, 0.0), sparsity)
-        if targets:
+                due.append((bucket, step, bucket.schedule.sparsity_at(step)))
+        # Buckets are independent: update them side by side on the CPUs.
+        thread_map(lambda item: self._apply(item[0], item[2]), due)
+        if due:
             self._refresh_logs()
             if self.verbose:
                 # One line per update, with what was reached: a pattern may prune less than asked.
-                step = max(targets)
+                step = max(item[1] for item in due)
+                target = max(item[2] for item in due)
                 print(
-                    f"PruneCallback: step {step}: target sparsity {max(targets.values()):.4f}, "
+                    f"PruneCallback: step {step}: target sparsity {target:.4f}, "
                     f"reached {self._log_values['sparsity']:.4f} over the selected weights"
                 )
 
     def _apply(self, bucket: _Bucket, sparsity: float) -> None:
         if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:
             return  # bottom-k of nothing: masks stay as they are (all-True before the first prune)
-        values = [[np.asarray(v.numpy()) for v in group.variables] for group in bucket.groups]
-        scores = [group.scores(vals) for group, vals in zip(bucket.groups, values)]
+        values = thread_map(lambda group: [np.asarray(v.numpy()) for v in group.variables], bucket.groups)
+        scores = thread_map(lambda item: item[0].scores(item[1]), list(zip(bucket.groups, values)))
         if len(scores) == 1:
             keeps = [self.pattern.select(scores[0], sparsity)]
         else:
             keep = self.pattern.select(bucket.concatenate(scores), sparsity)
             keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1])
-        for group, keep in zip(bucket.groups, keeps):
-            for variable, mask in zip(group.variables, group.expand(keep)):
-                mask_variable = variable.constraint.mask
-                mask_variable.assign(mask)
-                # Zero the weights with one backend op rather than a NumPy round trip.
-                variable.assign(
-                    keras.ops.where(
-                        keras.ops.convert_to_tensor(mask_variable),
-                        keras.ops.convert_to_tensor(variable),
-                        keras.ops.zeros((), dtype=variable.dtype),
-                    )
-                )
-                self._pruned[id(variable)] = int(mask.size - np.count_nonzero(mask))
+        thread_map(self._set_masks, list(zip(bucket.groups, values, keeps)))
+
+    def _set_masks(self, item: tuple) -> None:
+        group, values, keep = item
+        for variable, value, mask in zip(group.variables, values, group.expand(keep)):
+            self._pruned[id(variable)] = set_mask(variable, mask, value)
 
     def _next_update_after(self, step: int) -> int | None:
         upcoming = [b.schedule.next_update_step(step) for b in self._buckets]
