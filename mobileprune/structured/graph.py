@@ -314,7 +314,9 @@ class _GraphBuilder:
         if operation.name not in [name for name, _ in self.barriers]:
             self.barriers.append((operation.name, rule.reason))
             # Silent when nothing prunable was lost (e.g. input scaling) or the loss is expected (norms).
-            if self.warn and blocked and not rule.silent:
+            # An unknown layer with weights may hide prunable units (heads, neurons): always say so.
+            hides_units = rule.extra.get("unknown", False) and bool(getattr(operation, "weights", ()))
+            if self.warn and (blocked or hides_units) and not rule.silent:
                 warnings.warn(
                     f"mobileprune: layer {operation.name!r} ({type(operation).__name__}) is a "
                     f"barrier ({rule.reason}); channels touching it are not pruned",

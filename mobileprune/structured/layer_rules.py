@@ -598,9 +598,11 @@ def rule_for(layer, input_shape=None, output_shape=None) -> LayerRule:
         return _nested_rule(layer)
     if not isinstance(layer, keras.layers.Layer):
         return _barrier("raw keras.ops operation in the functional graph")
-    return _barrier(
-        f"unknown layer type {type(layer).__name__}; teach mobileprune about it with "
-        "mobileprune.register_layer_rule"
+    return LayerRule(
+        "barrier",
+        reason=f"unknown layer type {type(layer).__name__}; teach mobileprune about it with "
+        "mobileprune.register_layer_rule",
+        extra={"unknown": True},
     )
 
 
