@@ -39,6 +39,7 @@ from mobileprune.oneshot.calibration import Calibration
 from mobileprune.oneshot.capture import call_order, run_stage, stages
 from mobileprune.oneshot.hold import hold_variables
 from mobileprune.oneshot.progress import Progress
+from mobileprune.oneshot.stats import InputStats
 from mobileprune.oneshot.views import view_for
 from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern, resolve_pattern
@@ -230,29 +231,6 @@ def _prune_by_magnitude(model, targets, pattern: Pattern, sparsity: float, scope
         bar.layer_done(target.name, "magnitude", 1.0 - np.count_nonzero(pruned) / pruned.size, None)
 
 
-class _InputStats:
-    """Running statistics of one layer input: squared norms, and `XᵀX` if asked."""
-
-    def __init__(self, d_in: int, hessian: bool):
-        self.d_in = d_in
-        self.rows = 0
-        self.sq_norms = np.zeros(d_in, dtype=np.float64)
-        self.hessian = np.zeros((d_in, d_in), dtype=np.float64) if hessian else None
-
-    def add(self, rows: np.ndarray) -> None:
-        self.rows += rows.shape[0]
-        if self.hessian is not None:
-            self.hessian += rows.T @ rows  # float32 product per chunk, float64 sum
-        else:
-            self.sq_norms += np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
-
-    def finish(self, name: str) -> None:
-        if self.hessian is not None:
-            self.sq_norms = np.diagonal(self.hessian).copy()
-        if not np.all(np.isfinite(self.sq_norms)):
-            raise ValueError(f"{name}: its calibration inputs contain NaN or inf; check the calibration data and the layers before it.")
-
-
 class _CalibratedPruner:
     """Runs the stages of Wanda / SparseGPT over the calibrated targets."""
 
@@ -296,7 +274,7 @@ class _CalibratedPruner:
         layer_key = {}
         for target, view in pairs:
             key = view.signature
-            stats.setdefault(key, _InputStats(view.d_in, need_hessian))
+            stats.setdefault(key, InputStats(view.d_in, need_hessian))
             layer_key.setdefault(id(view.hooked), []).append((key, view))
 
         def consume(layer, x):
@@ -318,7 +296,7 @@ class _CalibratedPruner:
             results.append(self._prune_one(target, view, stat))
         return results
 
-    def _prune_one(self, target, view, stat: _InputStats):
+    def _prune_one(self, target, view, stat: InputStats):
         start = time.perf_counter()
         kernel = np.asarray(target.variable.numpy())
         matrix = view.matrix(kernel)
