@@ -158,6 +158,11 @@ def prune_oneshot(
     return model
 
 
+def _path(target: PruneTarget) -> str:
+    """`outer/inner/role`: names inside blocks (e.g. keras-hub's) repeat, the path does not."""
+    return "/".join([layer.name for layer in target.chain[1:]] + [target.role])
+
+
 def _check_sparsity(sparsity) -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.integer, np.floating)):
         raise TypeError(f"sparsity must be a number in [0, 1], got {type(sparsity).__name__}.")
@@ -192,7 +197,7 @@ def _split(targets: list[PruneTarget], method: str) -> tuple[list, list]:
         if view is None:
             by_magnitude.append(target)
             if not isinstance(target.layer, keras.layers.Embedding):
-                unsupported.append(f"{target.name} ({type(target.layer).__name__})")
+                unsupported.append(f"{_path(target)} ({type(target.layer).__name__})")
         else:
             calibrated.append((target, view))
     if unsupported:
@@ -217,7 +222,7 @@ def _prune_by_magnitude(model, targets, pattern: Pattern, sparsity: float, scope
         view = view_for(target)
         value = np.asarray(target.variable.numpy())
         array = view.matrix(value) if view is not None else value
-        group = methods.matrix_group(pattern, array.shape, target.name)
+        group = methods.matrix_group(pattern, array.shape, _path(target))
         entries.append((target, view, array, group, group.scores([np.abs(array)])))
     scores = [entry[-1] for entry in entries]
     if scope == "global":
@@ -228,7 +233,7 @@ def _prune_by_magnitude(model, targets, pattern: Pattern, sparsity: float, scope
     for (target, view, array, group, _), keep in zip(entries, keeps):
         pruned = np.where(group.expand(keep)[0], array, 0).astype(array.dtype)
         target.variable.assign(view.kernel(pruned) if view is not None else pruned)
-        bar.layer_done(target.name, "magnitude", 1.0 - np.count_nonzero(pruned) / pruned.size, None)
+        bar.layer_done(_path(target), "magnitude", 1.0 - np.count_nonzero(pruned) / pruned.size, None)
 
 
 class _CalibratedPruner:
@@ -255,7 +260,7 @@ class _CalibratedPruner:
             if id(pairs[0][1].hooked) not in reached:
                 target = pairs[0][0]
                 raise ValueError(
-                    f"{target.name}: the layer got no calibration activations (the model never calls it on "
+                    f"{_path(target)}: the layer got no calibration activations (the model never calls it on "
                     "this data); exclude it (exclude=[...]) or check the model's call."
                 )
         pending = []
@@ -292,7 +297,7 @@ class _CalibratedPruner:
         results = []
         for target, view in pairs:
             stat = stats[view.signature]
-            stat.finish(target.name)
+            stat.finish(_path(target))
             results.append(self._prune_one(target, view, stat))
         return results
 
@@ -302,26 +307,26 @@ class _CalibratedPruner:
         matrix = view.matrix(kernel)
         if self.method == "wanda":
             if stat.rows == 0:
-                raise ValueError(f"{target.name}: the layer got no calibration activations; exclude it or pass data that reaches it.")
-            keep = methods.wanda(matrix, stat.sq_norms, self.pattern, self.sparsity, target.name)
+                raise ValueError(f"{_path(target)}: the layer got no calibration activations; exclude it or pass data that reaches it.")
+            keep = methods.wanda(matrix, stat.sq_norms, self.pattern, self.sparsity, _path(target))
             new = np.where(keep, matrix, 0).astype(matrix.dtype)
             error = None
         else:
             needed = -(-view.d_in // INPUTS_PER_ROW)
             if stat.rows < needed:
                 raise ValueError(
-                    f"{target.name}: {stat.rows} calibration rows for {view.d_in} inputs; SparseGPT's Hessian needs "
+                    f"{_path(target)}: {stat.rows} calibration rows for {view.d_in} inputs; SparseGPT's Hessian needs "
                     f"at least {needed} (one per {INPUTS_PER_ROW} inputs; rows = samples x positions): pass more "
                     "calibration samples or exclude this layer."
                 )
-            with self.bar.task(f"sparsegpt {target.name}", view.d_in) as advance:
+            with self.bar.task(f"sparsegpt {_path(target)}", view.d_in) as advance:
                 new = methods.sparsegpt(
                     matrix, stat.hessian, self.pattern, self.sparsity, self.block_size, self.dampening,
                     on_rows=lambda rows: advance(rows, absolute=True),
                 ).astype(matrix.dtype)
             error = methods.reconstruction_error(stat.hessian, matrix, new)
         sparsity = 1.0 - np.count_nonzero(new) / new.size
-        self.bar.layer_done(target.name, self.method, sparsity, error, time.perf_counter() - start)
+        self.bar.layer_done(_path(target), self.method, sparsity, error, time.perf_counter() - start)
         return target, view.kernel(new)
 
     def _assign(self, results: list) -> None:

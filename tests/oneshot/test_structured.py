@@ -41,8 +41,8 @@ def test_reconstruction_lowers_the_output_error(method, images):
     model = _convnet()
     before = [w.copy() for w in model.get_weights()]
     calibration, held_out = images[:300], images[300:]
-    plain = mp.prune_oneshot(model, 0.5, calibration, method=method, pattern="channels", reconstruct=False, progress=False)
-    refit = mp.prune_oneshot(model, 0.5, calibration, method=method, pattern="channels", progress=False)
+    plain = mp.prune_oneshot(model, 0.5, calibration, method=method, pattern="channels", reconstruct=False, batch_size=150, progress=False)
+    refit = mp.prune_oneshot(model, 0.5, calibration, method=method, pattern="channels", batch_size=150, progress=False)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the input model is untouched
     for smaller in (plain, refit):
         assert smaller.get_layer("conv1").filters == 8 and smaller.get_layer("conv2").filters == 8
