@@ -1,6 +1,7 @@
 """mobileprune: make Keras 3 models small and fast on phones.
 
-Training-time pruning (``mobileprune.pruning``), structured surgery
+Training-time pruning (``mobileprune.pruning``), one-shot pruning from
+calibration data (``mobileprune.oneshot``), structured surgery
 (``mobileprune.structured``), conversion to ``.tflite``
 (``mobileprune.conversion``), on-device latency measurement
 (``mobileprune.runtime``, which imports no TensorFlow) and the ``mobileprune``
@@ -35,6 +36,9 @@ _LAZY = {
     "strip_pruning": "mobileprune.pruning.strip",
     "sparsity": "mobileprune.pruning.report",
     "SparsityReport": "mobileprune.pruning.report",
+    # one-shot pruning
+    "prune_oneshot": "mobileprune.oneshot.prune",
+    "hold_masks": "mobileprune.oneshot.hold",
     # structured surgery
     "shrink": "mobileprune.structured.shrink",
     "channel_groups": "mobileprune.structured.graph",
