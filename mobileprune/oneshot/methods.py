@@ -60,10 +60,21 @@ def pattern_keep(pattern: Pattern, scores: np.ndarray, sparsity: float, name: st
         sparsity: share of units (weights or blocks) to prune; N:M ignores it.
         name: used in error messages.
     """
-    target = SimpleNamespace(name=name, variable=_MatrixShape(scores.shape))
-    (group,) = pattern.groups(None, [target])
+    group = matrix_group(pattern, scores.shape, name)
     keep = pattern.select(group.scores([scores]), sparsity)
     return group.expand(keep)[0]
+
+
+def matrix_group(pattern: Pattern, shape: tuple, name: str = "weight"):
+    """The pattern's `MaskGroup` for one array of `shape` (a `(d_in, d_out)` matrix view).
+
+    Args:
+        pattern: an unstructured, block or N:M `Pattern`.
+        shape: the array's shape.
+        name: used in error messages.
+    """
+    (group,) = pattern.groups(None, [SimpleNamespace(name=name, variable=_MatrixShape(shape))])
+    return group
 
 
 def magnitude(matrix: np.ndarray, pattern: Pattern, sparsity: float, name: str = "weight") -> np.ndarray:

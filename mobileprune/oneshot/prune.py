@@ -204,25 +204,30 @@ def _split(targets: list[PruneTarget], method: str) -> tuple[list, list]:
 
 
 def _prune_by_magnitude(model, targets, pattern: Pattern, sparsity: float, scope: str, bar) -> None:
-    """Magnitude masks exactly as `PruneCallback` computes them at one update."""
-    groups = pattern.groups(model, targets)
-    values = [[np.asarray(keras.ops.convert_to_numpy(v)) for v in g.variables] for g in groups]
-    scores = [g.scores(v) for g, v in zip(groups, values)]
+    """Magnitude masks, ranked as `PruneCallback` ranks them at one update.
+
+    A layer with a `LinearView` is ranked in that `(d_in, d_out)` layout, so
+    N:M groups and blocks run along its real inputs, as for Wanda and
+    SparseGPT (an attention query kernel `(dim, heads, head_dim)` groups
+    along `dim`).
+    """
+    entries = []
+    for target in targets:
+        view = view_for(target)
+        value = np.asarray(keras.ops.convert_to_numpy(target.variable))
+        array = view.matrix(value) if view is not None else value
+        group = methods.matrix_group(pattern, array.shape, target.name)
+        entries.append((target, view, array, group, group.scores([np.abs(array)])))
+    scores = [entry[-1] for entry in entries]
     if scope == "global":
         keep = pattern.select(np.concatenate(scores), sparsity)
         keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1])
     else:
         keeps = [pattern.select(s, sparsity) for s in scores]
-    for group, vals, keep in zip(groups, values, keeps):
-        for variable, value, mask in zip(group.variables, vals, group.expand(keep)):
-            variable.assign(np.where(mask, value, 0).astype(value.dtype))
-        bar.layer_done(group.name, "magnitude", _zeros(group.variables), None)
-
-
-def _zeros(variables) -> float:
-    total = sum(math.prod(v.shape) for v in variables)
-    zeros = sum(int(np.count_nonzero(np.asarray(keras.ops.convert_to_numpy(v)) == 0)) for v in variables)
-    return zeros / total if total else 0.0
+    for (target, view, array, group, _), keep in zip(entries, keeps):
+        pruned = np.where(group.expand(keep)[0], array, 0).astype(array.dtype)
+        target.variable.assign(view.kernel(pruned) if view is not None else pruned)
+        bar.layer_done(target.name, "magnitude", 1.0 - np.count_nonzero(pruned) / pruned.size, None)
 
 
 class _InputStats:
