@@ -97,6 +97,13 @@ class BenchmarkResult:
                 flat[key] = value
         return flat
 
+    @classmethod
+    def from_dict(cls, flat: Mapping[str, Any]) -> "BenchmarkResult":
+        """Rebuild a result from :meth:`to_dict`'s flat dict (e.g. one sent back by a child process)."""
+        latency_keys = LatencyStats.__dataclass_fields__
+        latency = LatencyStats(**{key: flat[key] for key in latency_keys})
+        return cls(**{key: value for key, value in flat.items() if key not in latency_keys}, latency=latency)
+
     def over_budget(self, budget_ms: float, metric: str = "p90_ms") -> bool:
         """Whether ``metric`` (default p90) exceeds ``budget_ms``.
 

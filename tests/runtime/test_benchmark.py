@@ -148,3 +148,4 @@ def test_result_holds_latency_stats_and_to_dict_stays_flat():
     assert list(flat)[:10] == ["model", "path", "runtime", "num_threads", "model_bytes", "init_ms",
                                "first_inference_ms", "warmup_runs", "warmup_mean_ms", "count"]
     assert list(flat)[-3:] == ["peak_rss_mib", "rss_delta_mib", "note"]
+    assert BenchmarkResult.from_dict(json.loads(json.dumps(flat))) == result
