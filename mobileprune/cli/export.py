@@ -68,6 +68,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--android-assets", metavar="DIR", default=None,
                         help="also copy the file, a manifest and the --validation samples into DIR "
                              "(e.g. android_demo/app/src/main/assets) for the Android app")
+    parser.add_argument("--batch-size", type=int, metavar="N", default=None,
+                        help="fix the batch dimension of the file's input (default: dynamic; "
+                             "1 for models with LSTM/GRU layers)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.set_defaults(func=run)
     return parser
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 int8_io=args.int8_io or False,
                 calibration_samples=args.calibration_samples,
                 progress=lambda fraction: step("calibrating", fraction),
+                batch_size=args.batch_size,
             )
     except (ValueError, TypeError) as error:
         _output.error(_COMMAND, str(error))
