@@ -68,6 +68,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--android-assets", metavar="DIR", default=None,
                         help="also copy the file, a manifest and the --validation samples into DIR "
                              "(e.g. android_demo/app/src/main/assets) for the Android app")
+    parser.add_argument("--batch-size", type=int, metavar="N", default=None,
+                        help="fix the batch dimension of the file's input (default: dynamic; "
+                             "1 for models with LSTM/GRU layers)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show TensorFlow's and the converter's own log lines (hidden by default)")
@@ -116,6 +119,7 @@ def _export(args: argparse.Namespace, calibration: dict | None, validation: tupl
                 int8_io=args.int8_io or False,
                 calibration_samples=args.calibration_samples,
                 progress=lambda fraction: step("calibrating", fraction),
+                batch_size=args.batch_size,
             )
     except (ValueError, TypeError) as error:
         return None, (EXIT_BAD_INPUT, str(error))

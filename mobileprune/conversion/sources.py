@@ -47,22 +47,29 @@ class ModelSource:
         description: human-readable origin, e.g. the file path.
         model: the Keras / tf-keras model, or the loaded SavedModel object.
         input_count: number of model inputs.
+        recurrent: the model has recurrent layers (LSTM, GRU, SimpleRNN, ...),
+            which convert to builtin ops only with a fixed batch size.
     """
 
     kind: str
     description: str
     model: Any
     input_count: int
-    _make_converter: Callable[[], Any]
+    _make_converter: Callable[[int | None], Any]
     _predict: Callable[[np.ndarray, int], np.ndarray]
     _strip: Callable[[], Any] = contextlib.nullcontext
+    recurrent: bool = False
 
-    def converter(self):
+    def converter(self, batch_size: int | None = None):
         """Return a fresh ``tf.lite.TFLiteConverter`` for this model.
 
         Call it, and convert, inside :meth:`stripped`.
+
+        Args:
+            batch_size: fix the batch dimension of the converted signature
+                (Keras 3 models only); ``None`` keeps it dynamic.
         """
-        return self._make_converter()
+        return self._make_converter(batch_size)
 
     def stripped(self) -> contextlib.AbstractContextManager:
         """Context in which the model carries no pruning state (restored on exit)."""
@@ -123,13 +130,49 @@ def _from_path(path: Path) -> ModelSource:
 def _from_keras3(model, kind: str, description: str) -> ModelSource:
     import tensorflow as tf
 
-    def make_converter():
-        return tf.lite.TFLiteConverter.from_keras_model(model)
+    def make_converter(batch_size: int | None):
+        if batch_size is None:
+            return tf.lite.TFLiteConverter.from_keras_model(model)
+        return _fixed_batch_converter(model, batch_size)
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
         return _first_output(model.predict(x, batch_size=batch_size, verbose=0))
 
-    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict)
+    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict,
+                       recurrent=_has_recurrent_layers(model))
+
+
+def _fixed_batch_converter(model, batch_size: int):
+    """A converter for ``model`` traced with batch dimension ``batch_size`` on every input.
+
+    The model is written as a SavedModel through Keras's own ``ExportArchive``
+    (the path ``model.export`` takes) with that signature. A static batch lets
+    the converter lower the TensorList loops of recurrent layers to builtin
+    ``WHILE`` ops instead of needing TensorFlow (Flex) ops.
+    """
+    import functools
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((batch_size, *tensor.shape[1:]), tensor.dtype) for tensor in model.inputs]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                         input_signature=[signature] if len(signature) > 1 else signature)
+    directory = tempfile.TemporaryDirectory(prefix="mobileprune-export-")
+    archive.write_out(directory.name, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(directory.name)
+    converter._mobileprune_saved_model = directory  # removed when the converter is dropped
+    return converter
+
+
+def _has_recurrent_layers(model) -> bool:
+    import keras
+
+    recurrent = (keras.layers.RNN, keras.layers.Bidirectional)
+    return any(isinstance(layer, recurrent) for layer in _all_layers(model))
 
 
 def _from_tf_keras(model) -> ModelSource:
@@ -140,7 +183,8 @@ def _from_tf_keras(model) -> ModelSource:
 
         model = tfmot.sparsity.keras.strip_pruning(model)  # returns a copy
 
-    def make_converter():
+    def make_converter(batch_size: int | None):
+        _no_fixed_batch(batch_size, "a tf-keras model")
         return tf.lite.TFLiteConverter.from_keras_model(model)
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -160,7 +204,8 @@ def _from_saved_model(path: Path) -> ModelSource:
     input_name = sorted(input_specs)[0]
     output_name = sorted(signature.structured_outputs)[0]
 
-    def make_converter():
+    def make_converter(batch_size: int | None):
+        _no_fixed_batch(batch_size, "a SavedModel")
         return tf.lite.TFLiteConverter.from_saved_model(str(path))
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -172,6 +217,14 @@ def _from_saved_model(path: Path) -> ModelSource:
         return np.concatenate(parts)
 
     return ModelSource("saved_model", str(path), loaded, len(input_specs), make_converter, predict)
+
+
+def _no_fixed_batch(batch_size: int | None, what: str) -> None:
+    if batch_size is not None:
+        raise ValueError(
+            f"batch_size={batch_size} is only available for Keras 3 models, not {what}; "
+            "export it with a fixed input signature instead"
+        )
 
 
 def _is_keras3_model(obj: Any) -> bool:

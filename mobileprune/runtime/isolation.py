@@ -3,7 +3,7 @@
 The native TFLite runtimes trust the flatbuffer they are given; a corrupt file
 can end in a segmentation fault that no ``try`` catches. :func:`probe_model`
 sends the bytes to ``python -m mobileprune.runtime.isolation`` on stdin; the
-child creates the interpreter, allocates tensors and runs one inference. A
+child creates the interpreter, allocates tensors and runs one inference on zeros. A
 Python error there, or the child dying from a signal, becomes a one-line
 :class:`~mobileprune.runtime.errors.ModelFileError` in the parent.
 
@@ -137,6 +137,11 @@ def _child_main(argv: list[str]) -> int:
     try:
         interpreter = interpreter_class(model_content=content, num_threads=num_threads)
         interpreter.allocate_tensors()
+        # Uninitialised inputs can be out-of-range indices (an Embedding's GATHER fails on them): use zeros.
+        import numpy as np
+
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interpreter.invoke()
     except Exception as error:  # any Python-level failure is a property of the model
         print(RESULT_MARKER + json.dumps({"error": error_line(error)}), flush=True)
