@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from benchmarks._common import print_table, results_dir, write_results
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 from benchmarks._tfmot_worker import cifar_cnn, run_tfmot
 
 MODELS = ("digits_cnn", "cifar_cnn", "mobilenet_v2", "densenet121", "resnet50")
@@ -143,6 +143,7 @@ def _sort_seconds(magnitudes: list[np.ndarray], scope: str) -> float:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_harness_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="small models only, one repeat")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--repeats", type=int, default=5)
@@ -188,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         float_digits=1,
     )
     payload = {"settings": vars(args), "sparsity": FINAL_SPARSITY, "rows": rows, "models": results}
-    print(f"wrote {write_results('mask_cost', payload, results_dir(args.quick))}")
+    print(f"wrote {write_results('mask_cost', payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
 

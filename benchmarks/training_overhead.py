@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks._common import print_table, results_dir, write_results
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 from benchmarks._tfmot_worker import cifar_cnn, run_tfmot
 
 OVERHEAD_TARGET = 1.05
@@ -185,6 +185,7 @@ def overhead_ratio(times: dict[str, list[float]], pruned: str, dense: str = "den
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_harness_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     parser.add_argument("--epochs", type=int, default=10, help="timed epochs per model (after warm-up)")
     parser.add_argument("--warmup-epochs", type=int, default=1)
@@ -240,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"median of {args.epochs} interleaved epochs (load {os.getloadavg()[0]:.2f})",
         rows,
     )
-    print(f"wrote {write_results('training_overhead', payload, results_dir(args.quick))}")
+    print(f"wrote {write_results('training_overhead', payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from mobileprune.cli import _native_logs, _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _COMMAND = "bench"
 _SPEEDUP_METRIC = "p50_ms"
@@ -54,7 +54,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--budget-model", metavar="NAME", default=None,
                         help="check the budget on this model only (default: every model)")
     parser.add_argument("--no-isolate", action="store_true",
-                        help="skip the crash-safe check of each file in a child process")
+                        help="measure in this process instead of a child process (faster start, "
+                             "but a corrupt file that passes the flatbuffer check can crash it)")
     parser.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show the runtime's own log lines (hidden by default)")

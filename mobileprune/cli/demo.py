@@ -15,7 +15,7 @@ import os
 import sys
 
 from mobileprune.cli import _native_logs, _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _EPILOG = """examples:
   mobileprune demo                         # writes ./mobileprune-demo/

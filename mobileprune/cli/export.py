@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mobileprune.cli import _native_logs, _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _COMMAND = "export"
 _QUANTIZE_CHOICES = ("none", "dynamic", "float16", "int8", "int16x8")
@@ -122,7 +122,7 @@ def _export(args: argparse.Namespace, calibration: dict | None, validation: tupl
     except Exception as error:  # conversion, interpreter or I/O failure
         return None, (EXIT_RUNTIME_ERROR, f"{type(error).__name__}: {error}")
     if args.android_assets:
-        from mobileprune.conversion.android_assets import write_android_assets
+        from mobileprune.android.assets import write_android_assets
 
         try:
             write_android_assets(
@@ -194,6 +194,7 @@ def _print_result(result) -> None:
         ["size", f"{result.file_bytes:,} bytes"],
         ["gzip -9", f"{result.gzip_bytes:,} bytes"],
         ["encoding", f"{result.encoding}: {result.encoding_reason}"],
+        ["XNNPACK sparse path (ARM)", _xnnpack_line(result.xnnpack_sparse)],
         ["weight sparsity", f"{100 * result.overall_sparsity:.1f}%"],
         ["MACs", f"{result.macs:,}" if result.macs else "-"],
         ["ops", ", ".join(result.ops)],
@@ -213,3 +214,14 @@ def _print_result(result) -> None:
     ]
     _output.print_table("weights (read back from the file)",
                         ["tensor", "shape", "dtype", "stored", "elements", "zeros", "sparsity %"], rows, digits=1)
+
+
+def _xnnpack_line(report) -> str:
+    if report is None:
+        return "unknown"
+    if report.eligible:
+        return "yes: " + ", ".join(
+            f"subgraph to {', '.join(s.exits)} ({100 * s.zero_fraction:.0f}% zero 1x1/dense weights)"
+            for s in report.subgraphs if s.eligible
+        )
+    return f"no: {report.first_rule_broken}"

@@ -268,7 +268,7 @@ def run_demo(config: DemoConfig, progress: Progress = _quiet) -> dict:
     benchmark_rows(config, rows, progress)
     report = write_report(config, rows)
     if config.android_assets:
-        from mobileprune.conversion.android_assets import write_android_assets
+        from mobileprune.android.assets import write_android_assets
 
         progress(f"writing Android assets to {config.android_assets}")
         write_android_assets(

@@ -91,3 +91,19 @@ def test_no_tflite_runtime_exits_3_naming_the_package(tflite_dir):
     assert completed.returncode == 3, completed.stderr
     assert "pip install ai-edge-litert" in completed.stderr
     assert completed.stderr.count("\n") == 1
+
+
+def test_a_file_the_flatbuffer_check_rejects_exits_2_with_one_line(tflite_dir, tmp_path):
+    import struct
+
+    import tflite
+
+    content = bytearray((tflite_dir / "mlp_float32.tflite").read_bytes())
+    op = tflite.Model.GetRootAs(bytes(content), 0).Subgraphs(0).Operators(0)
+    struct.pack_into("<i", content, op._tab.Vector(op._tab.Offset(6)), 4242)  # first input: no such tensor
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(bytes(content))
+    completed = run_mobileprune("bench", str(bad), *QUICK)
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+    assert "inconsistent TFLite flatbuffer" in completed.stderr and "input is 4242" in completed.stderr

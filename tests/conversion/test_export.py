@@ -187,3 +187,26 @@ def _flex_model():
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(4, name="dense")(inputs)
     return keras.Model(inputs, keras.ops.cumprod(hidden, axis=1))
+
+
+def test_masks_left_attached_change_nothing_in_the_file(pruned_model, digits, tmp_path):
+    # Conversion does not strip masks: the converter traces only the inference graph.
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    import mobileprune as mp
+
+    clone = keras.models.clone_model(pruned_model)
+    clone.set_weights(pruned_model.get_weights())  # same weights, no mask constraints
+    masked = mp.export_tflite(pruned_model, tmp_path / "masked.tflite", sparse=False)
+    plain = mp.export_tflite(clone, tmp_path / "plain.tflite", sparse=False)
+    assert masked.file_bytes == plain.file_bytes and masked.ops == plain.ops
+    outputs = []
+    for path in (masked.path, plain.path):
+        interpreter = Interpreter(model_path=path)
+        interpreter.allocate_tensors()
+        assert len(interpreter.get_tensor_details()) == len(Interpreter(model_path=plain.path).get_tensor_details())
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], digits.x_test[:1].astype(np.float32))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
