@@ -27,7 +27,7 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks._common import RESULTS_DIR, results_dir, write_results
+from benchmarks._common import RESULTS_DIR, add_harness_arguments, results_dir, write_results
 
 RESULT_NAME = "demo"
 
@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 epochs, 30 runs; results to a temp folder")
     parser.add_argument("--show", action="store_true", help="print the table stored in results/demo.json")
+    add_harness_arguments(parser)
     args = parser.parse_args(argv)
     if args.show:
         stored = json.loads((RESULTS_DIR / f"{RESULT_NAME}.json").read_text())
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     payload = run(args.quick)
     print_demo_table(payload["rows"])
-    path = write_results(RESULT_NAME, payload, results_dir(args.quick))
+    path = write_results(RESULT_NAME, payload, results_dir(args.quick, args.allow_dirty))
     print(f"wrote {path} ({payload['total_seconds']} s)")
     return 0
 
