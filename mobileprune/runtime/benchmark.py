@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -96,6 +96,17 @@ class BenchmarkResult:
             else:
                 flat[key] = value
         return flat
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BenchmarkResult":
+        """Rebuild a result from :meth:`to_dict`'s flat form (e.g. sent back by a child process).
+
+        Args:
+            data: the flat dict, latency fields inline.
+        """
+        latency_fields = {field.name for field in fields(LatencyStats)}
+        latency = LatencyStats(**{key: data[key] for key in latency_fields})
+        return cls(latency=latency, **{key: value for key, value in data.items() if key not in latency_fields})
 
     def over_budget(self, budget_ms: float, metric: str = "p90_ms") -> bool:
         """Whether ``metric`` (default p90) exceeds ``budget_ms``.

@@ -148,3 +148,17 @@ def test_result_holds_latency_stats_and_to_dict_stays_flat():
     assert list(flat)[:10] == ["model", "path", "runtime", "num_threads", "model_bytes", "init_ms",
                                "first_inference_ms", "warmup_runs", "warmup_mean_ms", "count"]
     assert list(flat)[-3:] == ["peak_rss_mib", "rss_delta_mib", "note"]
+
+
+def test_result_survives_the_flat_dict_a_child_process_sends_back():
+    result = _result(2.5)
+    flat = result.to_dict()
+    assert "latency" not in flat and flat["p90_ms"] == 2.5
+    assert BenchmarkResult.from_dict(flat) == result
+
+
+def test_isolated_benchmark_returns_a_full_result(tflite_dir):
+    # The default path: the timed session runs in a child and its result crosses as flat JSON.
+    result = benchmark(tflite_dir / "mlp_float32.tflite", **QUICK)
+    assert result.count >= 5 and result.p90_ms >= result.p50_ms > 0
+    assert result.latency.p50_ms == result.p50_ms
