@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if not out.is_terminal:
         out = Console(width=120)
     out.print(comparison_table(report["rows"]))
-    Console(stderr=True).print(f"report: {report['json_path']}   plot: {report['plot_path']}")
+    # Plain print: rich would wrap long paths at 80 columns off a terminal and read [..] as markup.
+    print(f"report: {report['json_path']}   plot: {report['plot_path']}", file=sys.stderr)
     return EXIT_OK
 
 

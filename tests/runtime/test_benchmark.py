@@ -149,3 +149,10 @@ def test_result_holds_latency_stats_and_to_dict_stays_flat():
                                "first_inference_ms", "warmup_runs", "warmup_mean_ms", "count"]
     assert list(flat)[-3:] == ["peak_rss_mib", "rss_delta_mib", "note"]
     assert BenchmarkResult.from_dict(json.loads(json.dumps(flat))) == result
+
+
+def test_isolated_benchmark_returns_a_full_result(tflite_dir):
+    # The default path: the timed session runs in a child and its result crosses as flat JSON.
+    result = benchmark(tflite_dir / "mlp_float32.tflite", **QUICK)
+    assert result.count >= 5 and result.p90_ms >= result.p50_ms > 0
+    assert result.latency.p50_ms == result.p50_ms
