@@ -159,3 +159,71 @@ def _own_variables(layer) -> list:
 
 def _layers_owning_variables(model: keras.Model) -> list:
     return [layer for layer in model._flatten_layers(include_self=True) if not isinstance(layer, _MaskHolder)]
+
+
+# ----------------------------------------------------------------- conversion
+
+# Run with KERAS_BACKEND=tensorflow: load the .keras file, write the inference
+# function (training=False, as TensorFlow's own converter does for Keras 3) as a SavedModel.
+_SAVED_MODEL_CHILD = """
+import functools, sys
+import keras, tensorflow as tf
+model = keras.models.load_model(sys.argv[1], compile=False, safe_mode=True)
+archive = keras.export.ExportArchive()
+archive.track(model)
+signature = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in model.inputs]
+archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                     signature if len(signature) == 1 else [signature])
+archive.write_out(sys.argv[2], verbose=False)
+"""
+
+
+def tflite_converter(model: keras.Model, workdir: str):
+    """Return a `tf.lite.TFLiteConverter` for a Keras 3 model built on the active backend.
+
+    TensorFlow and JAX convert in this process with TensorFlow's own
+    `from_keras_model` (on JAX, Keras exports the jitted function through
+    jax2tf: the very computation that was trained). PyTorch cannot be traced
+    by TensorFlow: the model is saved as a `.keras` file and a child process
+    on the TensorFlow backend writes its inference SavedModel into `workdir`,
+    which is converted here (quantization, calibration and sparsity options
+    apply unchanged).
+
+    Args:
+        model: the (stripped) model.
+        workdir: an existing directory that outlives the converter (PyTorch only).
+    """
+    tf = _import_tensorflow()
+    if name() != "torch":
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    saved_model = Path(workdir) / "saved_model"
+    if not (saved_model / "saved_model.pb").is_file():
+        keras_file = Path(workdir) / "model.keras"
+        model.save(keras_file)
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        child = subprocess.run(
+            [sys.executable, "-c", _SAVED_MODEL_CHILD, str(keras_file), str(saved_model)],
+            env=env, capture_output=True, text=True, timeout=1800,
+        )
+        if child.returncode != 0:
+            last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ValueError(
+                f"converting the PyTorch-backend model through TensorFlow failed: {last[:300]} "
+                "(custom layers must be importable and registered with keras.saving.register_keras_serializable)"
+            )
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+
+
+def _import_tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise ImportError(
+            "exporting to .tflite needs TensorFlow's converter on every Keras backend: pip install 'tensorflow>=2.21,<2.22'"
+        ) from None
+    return tf

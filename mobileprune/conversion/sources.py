@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -128,11 +129,14 @@ def _from_path(path: Path) -> ModelSource:
 
 
 def _from_keras3(model, kind: str, description: str) -> ModelSource:
-    import tensorflow as tf
+    from mobileprune import backend
+
+    workdir = tempfile.TemporaryDirectory(prefix="mobileprune-convert-")
 
     def make_converter(batch_size: int | None):
         if batch_size is None:
-            return tf.lite.TFLiteConverter.from_keras_model(model)
+            # The TemporaryDirectory lives as long as this closure (the source).
+            return backend.tflite_converter(model, workdir.name)
         return _fixed_batch_converter(model, batch_size)
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
