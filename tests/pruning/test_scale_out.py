@@ -106,10 +106,14 @@ with strategy.scope():
     model = tiny_mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
 rng = np.random.default_rng(0)
 x = rng.standard_normal((64, 16)).astype("float32"); y = x[:, :4].argmax(axis=1)
+# Keras 3 distributes a tf.data.Dataset over workers (NumPy input is not split across processes).
+options = tf.data.Options()
+options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)  # global batch 16
 schedule = mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=16, frequency=2)
 logged = []
 record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: logged.append(logs["sparsity"]))
-model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[mp.PruneCallback(schedule), record])
+model.fit(data, epochs=2, verbose=0, callbacks=[mp.PruneCallback(schedule), record])
 # Every worker must call save (a collective); the chief writes the real file.
 task = int(sys.argv[2])
 model.save(sys.argv[1] if task == 0 else sys.argv[1] + f".worker{task}.keras")
