@@ -3,7 +3,11 @@
 - JAX: `keras.distribution.DataParallel` over 2 host CPU devices
   (`XLA_FLAGS=--xla_force_host_platform_device_count=2`).
 - TensorFlow: `tf.distribute.MultiWorkerMirroredStrategy`, 2 worker processes
-  on 127.0.0.1 (`TF_CONFIG`); `MirroredStrategy` is in test_callback.py.
+  on 127.0.0.1 (`TF_CONFIG`), in a custom training loop: Keras 3's `fit` does
+  not run under this strategy at all (keras-team/keras#20585; it fails before
+  the first step, with or without mobileprune), so the workers call
+  `optimizer.apply` in `strategy.run` and `PruneCallback.update_masks` at the
+  schedule's update steps. `MirroredStrategy` with `fit` is in test_callback.py.
 - PyTorch: Keras 3 has no `keras.distribution` on this backend (its
   multi-GPU guide wraps the model in torch DDP inside a hand-written loop,
   outside `fit`, where no Keras callback runs); the test pins that down.
@@ -104,12 +108,34 @@ from tests.pruning.conftest import tiny_mlp
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 with strategy.scope():
     model = tiny_mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.optimizer.build(model.trainable_variables)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((64, 16)).astype("float32"); y = x[:, :4].argmax(axis=1)
+options = tf.data.Options()
+options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)  # global batch 16
+batches = strategy.experimental_distribute_dataset(data)
+loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
 schedule = mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=16, frequency=2)
+callback = mp.PruneCallback(schedule)
+callback.set_model(model)
+
+@tf.function
+def train_step(xb, yb):
+    def replica_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True)) / 16.0
+        grads = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply(grads, model.trainable_variables)  # masks act here, on every replica
+    strategy.run(replica_step, args=(xb, yb))
+
 logged = []
-record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: logged.append(logs["sparsity"]))
-model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[mp.PruneCallback(schedule), record])
+for epoch in range(2):  # 4 steps per epoch
+    for xb, yb in batches:
+        step = int(model.optimizer.iterations.numpy())
+        if schedule.last_update_step(step) == step:  # an update step: the masks change only here
+            logged.append(callback.update_masks(step))
+        train_step(xb, yb)
 # Every worker must call save (a collective); the chief writes the real file.
 task = int(sys.argv[2])
 model.save(sys.argv[1] if task == 0 else sys.argv[1] + f".worker{task}.keras")
