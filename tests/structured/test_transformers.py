@@ -334,3 +334,13 @@ def test_user_importance_function():
     assert [bool(np.any(value_kernel[:, h])) for h in range(4)] == [False, False, True, True]
     with pytest.raises(ValueError, match="returned 3 scores for a group of 4 units"):
         mask_channels(vit(), 0.5, criterion=lambda weights, values: np.ones(3))
+
+
+def test_fraction_per_group_prunes_heads_and_neurons_by_different_shares():
+    model = vit(layers=1)
+    zeroed = mask_channels(model, lambda group: 0.25 if group.key == "heads" else 0.5)
+    assert zeroed == {"mha_0/heads": 1, "mlp1_0": 32}
+    smaller = mp.shrink(model)
+    assert (smaller.get_layer("mha_0").num_heads, smaller.get_layer("mlp1_0").units) == (3, 32)
+    with pytest.raises(ValueError, match="fraction must be in"):
+        mask_channels(vit(layers=1), lambda group: 1.5)
