@@ -269,7 +269,9 @@ class TaylorSaliency:
         loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)
         if loss is None:
             raise ValueError("Taylor importance needs a loss: compile the model or pass loss=...")
-        return keras.losses.get(loss) if isinstance(loss, str) else loss
+        function = keras.losses.get(loss) if isinstance(loss, str) else loss
+        # A loss function by name ("mse") returns one value per sample; gradients need a scalar.
+        return lambda y_true, y_pred: keras.ops.mean(function(y_true, y_pred))
 
     def _next_batch(self):
         if isinstance(self.data, tuple) and len(self.data) == 2 and hasattr(self.data[0], "__len__"):

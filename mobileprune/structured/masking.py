@@ -40,8 +40,8 @@ from mobileprune.structured.importance import (
 
 def mask_channels(
     model: keras.Model,
-    fraction: float,
-    criterion: str = "l2",
+    fraction,
+    criterion="l2",
     round_to: int | None = None,
     warn: bool = True,
     data=None,
@@ -52,8 +52,10 @@ def mask_channels(
     Args:
         model: a functional model or a Sequential built with ``keras.Input``;
             modified in place.
-        fraction: share of each group's channels to zero, in ``[0, 1]``.
-            Every group keeps at least one channel.
+        fraction: share of each group's channels to zero, in ``[0, 1]``,
+            or a function ``group -> fraction`` (e.g. a third of the heads
+            and half the FFN neurons: ``lambda g: 1/3 if g.key == "heads"
+            else 0.5``). Every group keeps at least one channel.
         criterion: ``"l2"`` (default), ``"l1"``, ``"bn"``, ``"taylor"``
             (needs ``data``) or a function ``(weights, values) -> scores``
             (see ``mobileprune.structured.importance``).
@@ -67,7 +69,8 @@ def mask_channels(
     """
     # Checked before the graph: a model without prunable groups would never reach them.
     check_criterion(criterion)
-    check_fraction(fraction)
+    if not callable(fraction):
+        check_fraction(fraction)
     check_round_to(round_to)
     if criterion == "taylor" and data is None:
         raise ValueError("criterion 'taylor' needs data=(x, y) for its gradients")
@@ -82,7 +85,8 @@ def mask_channels(
     for group, weights in zip(graph.groups, per_group):
         values = [np.asarray(w.variable.numpy()) for w in weights]
         group_saliency = [saliency[id(w.variable)] for w in weights] if saliency else None
-        keep = select_channels(group_scores(weights, values, criterion, group_saliency), fraction, round_to)
+        share = check_fraction(fraction(group)) if callable(fraction) else fraction
+        keep = select_channels(group_scores(weights, values, criterion, group_saliency), share, round_to)
         for weight, value, mask in zip(weights, values, channel_masks(weights, keep)):
             weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
         zeroed[group.name] = int((~keep).sum())
