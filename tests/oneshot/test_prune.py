@@ -12,7 +12,7 @@ import mobileprune as mp
 from mobileprune.oneshot import methods
 from mobileprune.oneshot.views import view_for
 from mobileprune.pruning.masks import num_to_prune
-from mobileprune.pruning.patterns import resolve_pattern
+from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.selection import all_targets
 
 from tests.oneshot._models import correlated_inputs, mixed, mlp, token_model
