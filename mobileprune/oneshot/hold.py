@@ -21,6 +21,7 @@ mp.strip_pruning(model)
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import keras
@@ -58,9 +59,9 @@ def hold_variables(model: keras.Model, variables: list) -> int:
         variables: `keras.Variable` objects.
     """
     held = 0
-    with model.distribute_strategy.scope():
+    with _variable_scope(model):
         for variable in variables:
-            keep = np.asarray(keras.ops.convert_to_numpy(variable)) != 0
+            keep = np.asarray(variable.numpy()) != 0
             if keep.all():
                 continue
             attach_mask(variable).mask.assign(keep)
@@ -69,3 +70,9 @@ def hold_variables(model: keras.Model, variables: list) -> int:
         # The train step was traced without the constraints: retrace it on the next fit.
         model.train_function = None
     return held
+
+
+def _variable_scope(model):
+    """Where new variables of `model` belong: its tf.distribute strategy, if the backend has one."""
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow only
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()

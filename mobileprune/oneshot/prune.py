@@ -39,6 +39,7 @@ from mobileprune.oneshot.calibration import Calibration
 from mobileprune.oneshot.capture import call_order, run_stage, stages
 from mobileprune.oneshot.hold import hold_variables
 from mobileprune.oneshot.progress import Progress
+from mobileprune.oneshot.stats import InputStats
 from mobileprune.oneshot.views import view_for
 from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern, resolve_pattern
@@ -157,6 +158,11 @@ def prune_oneshot(
     return model
 
 
+def _path(target: PruneTarget) -> str:
+    """`outer/inner/role`: names inside blocks (e.g. keras-hub's) repeat, the path does not."""
+    return "/".join([layer.name for layer in target.chain[1:]] + [target.role])
+
+
 def _check_sparsity(sparsity) -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.integer, np.floating)):
         raise TypeError(f"sparsity must be a number in [0, 1], got {type(sparsity).__name__}.")
@@ -191,7 +197,7 @@ def _split(targets: list[PruneTarget], method: str) -> tuple[list, list]:
         if view is None:
             by_magnitude.append(target)
             if not isinstance(target.layer, keras.layers.Embedding):
-                unsupported.append(f"{target.name} ({type(target.layer).__name__})")
+                unsupported.append(f"{_path(target)} ({type(target.layer).__name__})")
         else:
             calibrated.append((target, view))
     if unsupported:
@@ -214,9 +220,9 @@ def _prune_by_magnitude(model, targets, pattern: Pattern, sparsity: float, scope
     entries = []
     for target in targets:
         view = view_for(target)
-        value = np.asarray(keras.ops.convert_to_numpy(target.variable))
+        value = np.asarray(target.variable.numpy())
         array = view.matrix(value) if view is not None else value
-        group = methods.matrix_group(pattern, array.shape, target.name)
+        group = methods.matrix_group(pattern, array.shape, _path(target))
         entries.append((target, view, array, group, group.scores([np.abs(array)])))
     scores = [entry[-1] for entry in entries]
     if scope == "global":
@@ -227,30 +233,7 @@ def _prune_by_magnitude(model, targets, pattern: Pattern, sparsity: float, scope
     for (target, view, array, group, _), keep in zip(entries, keeps):
         pruned = np.where(group.expand(keep)[0], array, 0).astype(array.dtype)
         target.variable.assign(view.kernel(pruned) if view is not None else pruned)
-        bar.layer_done(target.name, "magnitude", 1.0 - np.count_nonzero(pruned) / pruned.size, None)
-
-
-class _InputStats:
-    """Running statistics of one layer input: squared norms, and `XᵀX` if asked."""
-
-    def __init__(self, d_in: int, hessian: bool):
-        self.d_in = d_in
-        self.rows = 0
-        self.sq_norms = np.zeros(d_in, dtype=np.float64)
-        self.hessian = np.zeros((d_in, d_in), dtype=np.float64) if hessian else None
-
-    def add(self, rows: np.ndarray) -> None:
-        self.rows += rows.shape[0]
-        if self.hessian is not None:
-            self.hessian += rows.T @ rows  # float32 product per chunk, float64 sum
-        else:
-            self.sq_norms += np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
-
-    def finish(self, name: str) -> None:
-        if self.hessian is not None:
-            self.sq_norms = np.diagonal(self.hessian).copy()
-        if not np.all(np.isfinite(self.sq_norms)):
-            raise ValueError(f"{name}: its calibration inputs contain NaN or inf; check the calibration data and the layers before it.")
+        bar.layer_done(_path(target), "magnitude", 1.0 - np.count_nonzero(pruned) / pruned.size, None)
 
 
 class _CalibratedPruner:
@@ -277,7 +260,7 @@ class _CalibratedPruner:
             if id(pairs[0][1].hooked) not in reached:
                 target = pairs[0][0]
                 raise ValueError(
-                    f"{target.name}: the layer got no calibration activations (the model never calls it on "
+                    f"{_path(target)}: the layer got no calibration activations (the model never calls it on "
                     "this data); exclude it (exclude=[...]) or check the model's call."
                 )
         pending = []
@@ -296,7 +279,7 @@ class _CalibratedPruner:
         layer_key = {}
         for target, view in pairs:
             key = view.signature
-            stats.setdefault(key, _InputStats(view.d_in, need_hessian))
+            stats.setdefault(key, InputStats(view.d_in, need_hessian))
             layer_key.setdefault(id(view.hooked), []).append((key, view))
 
         def consume(layer, x):
@@ -314,36 +297,36 @@ class _CalibratedPruner:
         results = []
         for target, view in pairs:
             stat = stats[view.signature]
-            stat.finish(target.name)
+            stat.finish(_path(target))
             results.append(self._prune_one(target, view, stat))
         return results
 
-    def _prune_one(self, target, view, stat: _InputStats):
+    def _prune_one(self, target, view, stat: InputStats):
         start = time.perf_counter()
-        kernel = np.asarray(keras.ops.convert_to_numpy(target.variable))
+        kernel = np.asarray(target.variable.numpy())
         matrix = view.matrix(kernel)
         if self.method == "wanda":
             if stat.rows == 0:
-                raise ValueError(f"{target.name}: the layer got no calibration activations; exclude it or pass data that reaches it.")
-            keep = methods.wanda(matrix, stat.sq_norms, self.pattern, self.sparsity, target.name)
+                raise ValueError(f"{_path(target)}: the layer got no calibration activations; exclude it or pass data that reaches it.")
+            keep = methods.wanda(matrix, stat.sq_norms, self.pattern, self.sparsity, _path(target))
             new = np.where(keep, matrix, 0).astype(matrix.dtype)
             error = None
         else:
             needed = -(-view.d_in // INPUTS_PER_ROW)
             if stat.rows < needed:
                 raise ValueError(
-                    f"{target.name}: {stat.rows} calibration rows for {view.d_in} inputs; SparseGPT's Hessian needs "
+                    f"{_path(target)}: {stat.rows} calibration rows for {view.d_in} inputs; SparseGPT's Hessian needs "
                     f"at least {needed} (one per {INPUTS_PER_ROW} inputs; rows = samples x positions): pass more "
                     "calibration samples or exclude this layer."
                 )
-            with self.bar.task(f"sparsegpt {target.name}", view.d_in) as advance:
+            with self.bar.task(f"sparsegpt {_path(target)}", view.d_in) as advance:
                 new = methods.sparsegpt(
                     matrix, stat.hessian, self.pattern, self.sparsity, self.block_size, self.dampening,
                     on_rows=lambda rows: advance(rows, absolute=True),
                 ).astype(matrix.dtype)
             error = methods.reconstruction_error(stat.hessian, matrix, new)
         sparsity = 1.0 - np.count_nonzero(new) / new.size
-        self.bar.layer_done(target.name, self.method, sparsity, error, time.perf_counter() - start)
+        self.bar.layer_done(_path(target), self.method, sparsity, error, time.perf_counter() - start)
         return target, view.kernel(new)
 
     def _assign(self, results: list) -> None:

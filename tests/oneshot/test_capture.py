@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from mobileprune.oneshot.calibration import Calibration
@@ -35,10 +36,10 @@ def test_stage_sees_the_layer_input_and_stops_early():
     original = logits.call
     logits.call = lambda *a, **k: called.append(1) or original(*a, **k)
     try:
-        run_stage(model, calibration, second, lambda layer, inp: seen.append(np.asarray(inp)))
+        run_stage(model, calibration, second, lambda layer, inp: seen.append(keras.ops.convert_to_numpy(inp)))
         assert called == []  # stopped at the next stage's layer
         hidden = model.get_layer("hidden")
-        np.testing.assert_allclose(np.concatenate(seen), np.asarray(hidden(x)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.concatenate(seen), keras.ops.convert_to_numpy(hidden(x)), rtol=1e-5, atol=1e-6)
         run_stage(model, calibration, last, lambda layer, inp: None)
         assert len(called) == 3  # the last stage runs to the end, once per batch
     finally:

@@ -18,6 +18,13 @@ from mobileprune.pruning.selection import all_targets
 from tests.oneshot._models import correlated_inputs, mixed, mlp, token_model
 
 
+# Masks inside `fit` (pruning.constraint, PruneCallback) and TFLite export run on
+# the TensorFlow backend today; the backend module is where the others will be added.
+needs_tf_backend = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="mask constraints in fit / TFLite export: TensorFlow backend"
+)
+
+
 @pytest.fixture(scope="module")
 def sequences():
     return np.random.default_rng(0).standard_normal((48, 10, 16)).astype("float32")
@@ -50,15 +57,16 @@ def test_nm_groups_along_each_layers_inputs(method, sequences):
         assert np.all(kept == 2), name
 
 
-def test_output_error_order_on_a_trained_style_model(sequences):
+def test_sparsegpt_changes_the_model_output_least(sequences):
     reference = mixed()
-    dense_out = np.asarray(reference(sequences))
+    dense_out = keras.ops.convert_to_numpy(reference(sequences))
     errors = {}
     for method in methods.METHODS:
         model = mixed()
         mp.prune_oneshot(model, 0.5, sequences, method=method, progress=False)
-        errors[method] = float(np.mean((np.asarray(model(sequences)) - dense_out) ** 2))
-    assert errors["sparsegpt"] < errors["magnitude"] and errors["wanda"] < errors["magnitude"], errors
+        errors[method] = float(np.mean((keras.ops.convert_to_numpy(model(sequences)) - dense_out) ** 2))
+    # Wanda against magnitude depends on the weights (see test_methods for a known-input layer).
+    assert errors["sparsegpt"] < min(errors["wanda"], errors["magnitude"]), errors
 
 
 def test_sequential_fits_each_layer_to_the_pruned_inputs():
@@ -71,10 +79,10 @@ def test_sequential_fits_each_layer_to_the_pruned_inputs():
     # The first layer sees the model input either way.
     assert np.array_equal(hidden.kernel.numpy(), parallel.get_layer("hidden").kernel.numpy())
     # The second layer was fitted to the output of the *pruned* first layer.
-    seen = np.asarray(hidden(x), dtype=np.float32)
+    seen = keras.ops.convert_to_numpy(hidden(x))
     expected = methods.sparsegpt(original["middle"], seen.T @ seen, resolve_pattern("unstructured"), 0.5)
     np.testing.assert_allclose(sequential.get_layer("middle").kernel.numpy(), expected, rtol=1e-4, atol=1e-5)
-    dense_seen = np.asarray(mlp().get_layer("hidden")(x), dtype=np.float32)
+    dense_seen = keras.ops.convert_to_numpy(mlp().get_layer("hidden")(x))
     expected_parallel = methods.sparsegpt(original["middle"], dense_seen.T @ dense_seen, resolve_pattern("unstructured"), 0.5)
     np.testing.assert_allclose(parallel.get_layer("middle").kernel.numpy(), expected_parallel, rtol=1e-4, atol=1e-5)
     assert not np.allclose(sequential.get_layer("middle").kernel.numpy(), parallel.get_layer("middle").kernel.numpy())
@@ -93,6 +101,7 @@ def test_embedding_by_magnitude_and_unsupported_layers_warn():
         mp.prune_oneshot(rnn_model, 0.5, np.ones((8, 5, 3), "float32"), progress=False)
 
 
+@needs_tf_backend
 def test_masks_are_held_through_fit_and_match_prune_callback():
     x = correlated_inputs(128, 16)
     y = np.arange(128) % 8
@@ -114,6 +123,7 @@ def test_masks_are_held_through_fit_and_match_prune_callback():
         assert np.array_equal(~mask, was_zero), name
 
 
+@needs_tf_backend
 def test_strip_and_export(tmp_path):
     x = correlated_inputs(64, 16)
     model = mlp()
