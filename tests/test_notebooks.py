@@ -29,6 +29,7 @@ EXPECTED_NOTEBOOKS = [
     "02_structured_pruning_for_speed.ipynb",
     "03_quantize_and_convert.ipynb",
     "04_latency_on_device.ipynb",
+    "05_one_shot_pruning.ipynb",
 ]
 
 
@@ -204,7 +205,7 @@ def test_build_drops_only_tensorflow_native_log_lines():
     ]
 
 
-def test_the_four_tutorials_are_present():
+def test_every_tutorial_is_listed():
     assert [path.name for path in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))] == EXPECTED_NOTEBOOKS
 
 
