@@ -152,7 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="96x96 input, 1 round, temp result folder")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--runs", type=int, default=2, help="timed runs per file and round (emulation is slow)")
+    parser.add_argument("--predict-only", action="store_true",
+                        help="export the files and record mobileprune's prediction, no timing "
+                             "(writes results/xnnpack_sparse_prediction.json)")
     args = parser.parse_args(argv)
+    if args.predict_only:
+        predict_only(224 if not args.quick else 96, args.quick)
+        return
     size, rounds = (96, 1) if args.quick else (224, args.rounds)
     if not EMULATED_PYTHON.exists():
         raise SystemExit("benchmarks/arm64/python is missing")
@@ -209,6 +215,20 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         **extra,
     }, results_dir(args.quick))
+
+
+def predict_only(size: int, quick: bool) -> None:
+    """Export the benchmark's files and record what ``analyze_tflite`` predicts for each."""
+    from mobileprune.runtime.xnnpack_sparse import analyze_tflite
+
+    with tempfile.TemporaryDirectory(prefix="xnnpack-sparse-") as temp:
+        files, extra = make_files(size, Path(temp))
+        reports = {name: analyze_tflite(facts["path"]).to_dict() for name, facts in files.items()}
+    rows = [{"file": name, "encoding": facts["encoding"], "predicted sparse": facts["predicted_sparse_path"],
+             "reason": facts["encoding_reason"][:70]} for name, facts in files.items()]
+    print_table(f"XNNPACK sparse path predicted by mobileprune, MobileNet {size}x{size}", rows)
+    write_results("xnnpack_sparse_prediction", {"input_size": size, "files": files, "reports": reports, **extra},
+                  results_dir(quick))
 
 
 def _qemu_version() -> str | None:

@@ -43,6 +43,8 @@ if [ ! -x "$SYSROOT/usr/bin/python3.11" ]; then
     -o Dir::State::Lists="$APT_DIR/lists" -o Dir::Cache="$APT_DIR/cache"
     -o Dir::State::status="$APT_DIR/status"
   )
+  # apt's download sandbox user cannot write into a private folder under root's home.
+  if [ "$(id -u)" = 0 ]; then APT_OPTS+=(-o APT::Sandbox::User=root); fi
   log "reading Debian's arm64 package lists (private apt state in $APT_DIR)"
   apt-get "${APT_OPTS[@]}" update -q >&2
   # Runtime closure of the interpreter and its C extensions; tools (perl, dpkg, tar) are not needed.

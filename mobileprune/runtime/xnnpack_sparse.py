@@ -502,16 +502,15 @@ def find_subgraphs(nodes: list[Node], external: set) -> list[Subgraph]:
         )
         found.sort()
         pointwise = [n for n in group if n.is_pointwise and roles[n.index]]
-        subgraphs.append(Subgraph(
+        subgraphs.append((min(n.index for n in group), Subgraph(
             nodes=tuple(n.label for n in group),
             exits=tuple(n.label for n in exits),
             pointwise=tuple(n.label for n in pointwise),
             weight_size=sum(n.weight_size for n in pointwise),
             weight_zeros=sum(n.weight_zeros for n in pointwise),
             violations=tuple(dict.fromkeys(message for _, message in found)),
-        ))
-    subgraphs.sort(key=lambda s: s.nodes[0])
-    return subgraphs
+        )))
+    return [subgraph for _, subgraph in sorted(subgraphs, key=lambda pair: pair[0])]
 
 
 def _upstream(group: list[Node], producer: dict, roles: dict[int, int]) -> set[int]:
@@ -538,7 +537,10 @@ def build_report(nodes: list[Node], external: set, sparse_encoded: bool | None) 
         sparse_encoded: whether float weights are stored sparse (``None``: not known yet).
     """
     subgraphs = find_subgraphs(nodes, external)
-    is_float = all(node.is_float for node in nodes if node.op != "identity")
+    # Whether the network computes in float is a question about its convolutions and dense
+    # layers; integer shape arithmetic (SHAPE, PACK before a RESHAPE) does not make it int8.
+    compute = [node for node in nodes if node.op in ("conv2d", "depthwise_conv2d", "fully_connected")]
+    is_float = all(node.is_float for node in compute)
     problems = []
     if not is_float:
         problems.append(f"the model is quantized: {INT8_ADVICE}")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import warnings
 
-import keras
 import numpy as np
 import pytest
 
-import mobileprune as mp
-from mobileprune.pruning.xnnpack_sparse import analyze_keras, make_xnnpack_sparse_eligible, resolve_target
+pytestmark = pytest.mark.needs_tf
+
+import keras  # noqa: E402
+
+import mobileprune as mp  # noqa: E402
+from mobileprune.pruning.xnnpack_sparse import analyze_keras, make_xnnpack_sparse_eligible, resolve_target  # noqa: E402
 
 L = keras.layers
 

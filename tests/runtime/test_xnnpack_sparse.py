@@ -161,3 +161,11 @@ def test_quantized_model_gets_the_int8_advice():
              for n in mobilenet_like()]
     report = judge(nodes)
     assert not report.eligible and "structured pruning" in report.first_rule_broken
+
+
+def test_integer_shape_arithmetic_does_not_make_the_model_quantized():
+    # Keras's Reshape head converts to SHAPE / STRIDED_SLICE / PACK on int32 tensors.
+    shape_ops = [Node(20, "shape", "other", ("out",), ("sh",), input_rank=2, is_float=False, detail="SHAPE"),
+                 Node(21, "pack", "other", ("sh",), ("pk",), input_rank=1, is_float=False, detail="PACK")]
+    report = judge(mobilenet_like() + shape_ops)
+    assert report.is_float and report.eligible
