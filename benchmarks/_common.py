@@ -52,6 +52,9 @@ _VERSIONED_PACKAGES = (
     "ai-edge-litert",
     "tf-keras",
     "tensorflow-model-optimization",
+    "jax",
+    "jaxlib",
+    "torch",
 )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -121,10 +122,13 @@ def _from_path(path: Path) -> ModelSource:
 
 
 def _from_keras3(model, kind: str, description: str) -> ModelSource:
-    import tensorflow as tf
+    from mobileprune import backend
+
+    workdir = tempfile.TemporaryDirectory(prefix="mobileprune-convert-")
 
     def make_converter():
-        return tf.lite.TFLiteConverter.from_keras_model(model)
+        # The TemporaryDirectory lives as long as this closure (the source).
+        return backend.tflite_converter(model, workdir.name)
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
         return _first_output(model.predict(x, batch_size=batch_size, verbose=0))

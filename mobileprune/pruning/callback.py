@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from mobileprune import backend
 from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask
 from mobileprune.pruning.patterns import MaskGroup, Pattern
 from mobileprune.pruning.resolve import resolve_pattern
@@ -157,6 +158,7 @@ class PruneCallback(keras.callbacks.Callback):
         self._step = 0
         self._batch_begin = 0
         self._next_update: int | None = None
+        self._steps_per_execution = 1
         self._log_values: dict[str, float] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -185,11 +187,12 @@ class PruneCallback(keras.callbacks.Callback):
         groups = self.pattern.groups(model, targets)
         by_variable = {id(target.variable): target for target in targets}
         newly_attached = False
-        with model.distribute_strategy.scope():
+        with backend.variable_scope(model):
             for group in groups:
                 for variable in group.variables:
                     newly_attached |= not isinstance(variable.constraint, MaskConstraint)
                     attach_mask(variable)
+        backend.bind_masks(model, [(v, v.constraint.mask) for g in groups for v in g.variables])
         self._targets = targets
         self._pruned = {id(t.variable): _pruned_count(t.variable) for t in targets}
         self._buckets = self._bucket(groups, by_variable, schedule_of)
@@ -336,6 +339,8 @@ class PruneCallback(keras.callbacks.Callback):
         self._prepare()
         # Read the step counter once; count batches from here on.
         self._step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        # Read once: `self.model` per batch would sync the JAX trainer's state every batch.
+        self._steps_per_execution = int(model.steps_per_execution)
         if self._step > 0:
             self._update_range(0, self._step - 1)
         self._next_update = self._next_update_after(self._step)
@@ -344,8 +349,11 @@ class PruneCallback(keras.callbacks.Callback):
         self._batch_begin = batch
         if self._next_update is None:
             return
-        last = self._step + self.model.steps_per_execution - 1
+        last = self._step + self._steps_per_execution - 1
         if last >= self._next_update:
+            # Reading `self.model` (not `self._model`) makes the JAX trainer put its
+            # live state back into the variables first; other backends have it there.
+            self.model  # noqa: B018
             self._update_range(self._step, last)
             self._next_update = self._next_update_after(last + 1)
 

@@ -29,6 +29,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mobileprune import backend
+
 
 class MaskConstraint(keras.constraints.Constraint):
     """Multiply a weight by a bool mask after a user's own constraint.
@@ -45,7 +47,10 @@ class MaskConstraint(keras.constraints.Constraint):
     def __call__(self, weight: Any) -> Any:
         if self.inner is not None:
             weight = self.inner(weight)
-        return ops.where(self.mask, weight, ops.zeros_like(weight))
+        # On JAX the mask's value comes from the train step's state (see mobileprune.backend).
+        mask = ops.convert_to_tensor(backend.mask_value(self.mask))
+        weight = ops.convert_to_tensor(weight)
+        return ops.where(mask, weight, ops.zeros((), dtype=weight.dtype))
 
     def get_config(self) -> dict[str, Any]:
         # Never serialized: the constraint lives on the variable, not in the layer config.
