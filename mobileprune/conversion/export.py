@@ -68,6 +68,9 @@ class ExportResult:
         source: where the model came from.
         fidelity: the :class:`FidelityReport` when ``validation_data`` was given.
         macs: estimated multiply-accumulates per inference, when known.
+        xnnpack_sparse: whether XNNPACK would run the written file on its
+            sparse (faster) path on ARM phones, where, and if not, why
+            (:class:`mobileprune.runtime.xnnpack_sparse.SparseReport`).
         batch_size: the fixed batch dimension of the file's input signature,
             or ``None`` when it is dynamic.
     """
@@ -87,6 +90,7 @@ class ExportResult:
     source: str
     fidelity: FidelityReport | None = None
     macs: int | None = None
+    xnnpack_sparse: Any = field(default=None, repr=False)
     batch_size: int | None = None
 
     @property
@@ -101,6 +105,7 @@ class ExportResult:
         data["weight_tensors"] = [tensor.to_dict() for tensor in self.weight_tensors]
         data["fidelity"] = None if self.fidelity is None else self.fidelity.to_dict()
         data["overall_sparsity"] = self.overall_sparsity
+        data["xnnpack_sparse"] = None if self.xnnpack_sparse is None else self.xnnpack_sparse.to_dict()
         return data
 
     @classmethod
@@ -126,6 +131,7 @@ class ExportResult:
             weight_tensors=weights,
             ops=list(dict.fromkeys(op.op for op in report.ops)),
             macs=report.macs,
+            xnnpack_sparse=report.xnnpack_sparse,
             batch_size=_fixed_batch(written),
             **fields,
         )
@@ -155,8 +161,8 @@ def export_tflite(
     """Convert a model to ``.tflite``, write it atomically and report what is in the file.
 
     Args:
-        model: a Keras 3 model (its pruning masks are detached while it is
-            converted and given back afterwards), a ``.keras`` path, a
+        model: a Keras 3 model (pruning masks may stay attached: the
+            converter never sees them), a ``.keras`` path, a
             SavedModel directory, or a tf-keras model pruned by tfmot (its
             wrappers are stripped on a copy).
         path: destination ``.tflite`` file; an existing file is replaced only
@@ -168,7 +174,13 @@ def export_tflite(
         validation_data: ``(x, y)``, ``x``, or a ``tf.data.Dataset``; when given,
             :func:`~mobileprune.conversion.verify.verify` runs on the written file.
         sparse: ``"auto"`` keeps the sparse-format file if it is smaller and
-            runs on the default interpreter; ``True``/``False`` force it.
+            runs on the default interpreter, and always (if it runs) when the
+            model qualifies for XNNPACK's sparse inference path, because only
+            that encoding switches the path on (float32/float16 models whose
+            1x1 convolutions and dense layers are more than 2/3 zeros inside an
+            eligible subgraph; see ``result.xnnpack_sparse``). ``True``/``False``
+            force it. int8 models never take the sparse path: for speed use
+            structured pruning, or ``quantize="float16"`` with sparse weights.
         allow_select_tf_ops: allow TensorFlow (Flex) ops; off by default,
             the export then fails naming the ops.
         int8_io: for ``"int8"``: ``"int8"`` or ``"uint8"`` model input/output
@@ -212,7 +224,11 @@ def export_tflite(
         )
 
     candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)
-    chosen, reason = choose_encoding(candidates, sparse, probe_inputs(representative_data, validation_data))
+    xnnpack = inspect_tflite(candidates.get("dense") or candidates["sparse"]).xnnpack_sparse
+    needs_sparse = xnnpack is not None and xnnpack.structure_eligible
+    chosen, reason = choose_encoding(
+        candidates, sparse, probe_inputs(representative_data, validation_data), for_xnnpack=needs_sparse
+    )
     atomic_write_bytes(target, candidates[chosen])
     result = ExportResult.read(
         target,

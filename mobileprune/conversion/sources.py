@@ -4,8 +4,10 @@ A :class:`ModelSource` knows how to make a fresh ``tf.lite.TFLiteConverter``
 for the model and how to run the original model on a batch (the reference
 for fidelity checks). Accepted inputs:
 
-* a Keras 3 model; pruning state is stripped on the fly and the caller's
-  model is left as it was;
+* a Keras 3 model, pruning masks attached or not: a mask lives on
+  ``variable.constraint``, which only the optimizer reads, so the inference
+  graph the converter traces never sees it (the caller's model is untouched,
+  and conversion needs nothing from ``mobileprune.pruning``);
 * a path to a ``.keras`` (or ``.h5``) file, loaded with ``safe_mode=True``;
 * a SavedModel directory (converted with its ``serving_default`` signature);
 * a tf-keras (Keras 2) model, e.g. one pruned with tfmot; its
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -126,20 +129,20 @@ def _from_path(path: Path) -> ModelSource:
 
 
 def _from_keras3(model, kind: str, description: str) -> ModelSource:
-    import tensorflow as tf
+    from mobileprune import backend
+
+    workdir = tempfile.TemporaryDirectory(prefix="mobileprune-convert-")
 
     def make_converter(batch_size: int | None):
         if batch_size is None:
-            return tf.lite.TFLiteConverter.from_keras_model(model)
+            # The TemporaryDirectory lives as long as this closure (the source).
+            return backend.tflite_converter(model, workdir.name)
         return _fixed_batch_converter(model, batch_size)
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
         return _first_output(model.predict(x, batch_size=batch_size, verbose=0))
 
-    def stripped():
-        return _pruning_stripped(model)
-
-    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict, stripped,
+    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict,
                        recurrent=_has_recurrent_layers(model))
 
 
@@ -226,27 +229,6 @@ def _no_fixed_batch(batch_size: int | None, what: str) -> None:
             f"batch_size={batch_size} is only available for Keras 3 models, not {what}; "
             "export it with a fixed input signature instead"
         )
-
-
-@contextlib.contextmanager
-def _pruning_stripped(model) -> Iterator[None]:
-    """Strip ``model``'s pruning masks for the duration, then give them back."""
-    try:
-        from mobileprune.pruning.strip import strip_pruning
-    except ImportError:  # pruning package absent: nothing can be attached
-        yield
-        return
-    # strip_pruning works in place; remember the constraints and the compiled
-    # train step so the caller can keep training with its masks afterwards.
-    constraints = [(variable, getattr(variable, "constraint", None)) for variable in model.variables]
-    train_function = getattr(model, "train_function", None)
-    try:
-        strip_pruning(model)
-        yield
-    finally:
-        for variable, constraint in constraints:
-            variable.constraint = constraint
-        model.train_function = train_function
 
 
 def _is_keras3_model(obj: Any) -> bool:

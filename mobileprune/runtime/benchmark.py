@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mobileprune.runtime.inputs import Inputs, match_inputs, random_inputs, set_inputs
-from mobileprune.runtime.stats import latency_stats, spread_note
+from mobileprune.runtime.stats import LatencyStats, latency_stats, spread_note
 
 #: ``progress(label, fraction)``: called between chunks of timed runs, never inside one.
 ProgressCallback = Callable[[str, float], None]
@@ -55,7 +55,9 @@ class BenchmarkResult:
         first_inference_ms: the first ``invoke()`` (lazy initialisation happens there).
         warmup_runs: untimed-for-statistics runs after the first one.
         warmup_mean_ms: their mean.
-        count, mean_ms, std_ms, min_ms, p50_ms, p90_ms, p99_ms, max_ms: the timed runs.
+        latency: the timed runs (``LatencyStats``); its fields ``count``,
+            ``mean_ms``, ``std_ms``, ``min_ms``, ``p50_ms``, ``p90_ms``,
+            ``p99_ms`` and ``max_ms`` read through, e.g. ``result.p90_ms``.
         peak_rss_mib: the process's peak resident memory after the run (``None``
             where the ``resource`` module is missing).
         rss_delta_mib: how much that peak grew while loading and running this model.
@@ -71,21 +73,36 @@ class BenchmarkResult:
     first_inference_ms: float
     warmup_runs: int
     warmup_mean_ms: float | None
-    count: int
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
+    latency: LatencyStats
     peak_rss_mib: float | None
     rss_delta_mib: float | None
     note: str | None
 
+    count = property(lambda self: self.latency.count, doc="Number of timed runs.")
+    mean_ms = property(lambda self: self.latency.mean_ms, doc="Mean latency of the timed runs.")
+    std_ms = property(lambda self: self.latency.std_ms, doc="Standard deviation of the timed runs.")
+    min_ms = property(lambda self: self.latency.min_ms, doc="Fastest timed run.")
+    p50_ms = property(lambda self: self.latency.p50_ms, doc="Median latency.")
+    p90_ms = property(lambda self: self.latency.p90_ms, doc="90th percentile latency.")
+    p99_ms = property(lambda self: self.latency.p99_ms, doc="99th percentile latency.")
+    max_ms = property(lambda self: self.latency.max_ms, doc="Slowest timed run.")
+
     def to_dict(self) -> dict[str, Any]:
-        """Return every field in a JSON-ready dict."""
-        return asdict(self)
+        """Return every field in a flat JSON-ready dict (the latency fields inline, as before)."""
+        flat: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key == "latency":
+                flat.update(value)
+            else:
+                flat[key] = value
+        return flat
+
+    @classmethod
+    def from_dict(cls, flat: Mapping[str, Any]) -> "BenchmarkResult":
+        """Rebuild a result from :meth:`to_dict`'s flat dict (e.g. one sent back by a child process)."""
+        latency_keys = LatencyStats.__dataclass_fields__
+        latency = LatencyStats(**{key: flat[key] for key in latency_keys})
+        return cls(**{key: value for key, value in flat.items() if key not in latency_keys}, latency=latency)
 
     def over_budget(self, budget_ms: float, metric: str = "p90_ms") -> bool:
         """Whether ``metric`` (default p90) exceeds ``budget_ms``.
@@ -227,7 +244,7 @@ def measure(
         first_inference_ms=first_ns / _NS_PER_MS,
         warmup_runs=warmup_runs,
         warmup_mean_ms=(sum(warmup) / len(warmup) / _NS_PER_MS) if warmup else None,
-        **stats.to_dict(),
+        latency=stats,
         peak_rss_mib=rss_after,
         rss_delta_mib=None if rss_after is None or rss_before is None else rss_after - rss_before,
         note=spread_note(stats),
@@ -394,7 +411,7 @@ def _metric(result: BenchmarkResult, metric: str) -> float:
 
 
 def _check_metric(metric: str) -> None:
-    if not metric.endswith("_ms") or metric not in BenchmarkResult.__dataclass_fields__:
+    if not metric.endswith("_ms") or metric not in LatencyStats.__dataclass_fields__:
         raise ValueError(
             f"unknown latency metric {metric!r}; use one of mean_ms, min_ms, p50_ms, p90_ms, p99_ms, max_ms"
         )

@@ -20,44 +20,16 @@ print(runtime_name(interpreter))  # e.g. "ai-edge-litert"
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Union
 
-from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
+from mobileprune.runtime.errors import ModelFileError
+from mobileprune.runtime.runtimes import RUNTIMES, error_line, find_runtime
 
 ModelSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
-#: (pip package name, module holding ``Interpreter``) in order of preference.
-RUNTIMES: tuple[tuple[str, str], ...] = (
-    ("ai-edge-litert", "ai_edge_litert.interpreter"),
-    ("tflite-runtime", "tflite_runtime.interpreter"),
-    ("tensorflow", "tensorflow.lite"),
-)
-
-_INSTALL_HINT = (
-    "no TFLite runtime is installed; run `pip install ai-edge-litert` "
-    "(or `pip install tflite-runtime` with NumPy < 2, or `pip install tensorflow`)"
-)
-
-
-def find_runtime() -> tuple[str, Any]:
-    """Return ``(package name, Interpreter class)`` of the first importable runtime.
-
-    Raises:
-        RuntimeNotFoundError: none of :data:`RUNTIMES` can be imported.
-    """
-    for package, module_name in RUNTIMES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        interpreter_class = getattr(module, "Interpreter", None)
-        if interpreter_class is not None:
-            return package, interpreter_class
-    raise RuntimeNotFoundError(_INSTALL_HINT)
-
+__all__ = ["RUNTIMES", "ModelSource", "find_runtime", "load_interpreter", "read_model", "runtime_name"]
 
 def runtime_name(interpreter: Any | None = None) -> str:
     """Name the pip package behind ``interpreter``, or the one :func:`load_interpreter` would use.
@@ -170,10 +142,5 @@ def load_interpreter(
         if allocate:
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError, UnicodeDecodeError) as error:
-        raise ModelFileError(name, _first_line(error)) from error
+        raise ModelFileError(name, error_line(error)) from error
     return interpreter
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__

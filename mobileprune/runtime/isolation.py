@@ -125,7 +125,7 @@ def _child_env() -> dict[str, str]:
 
 def _child_main(argv: list[str]) -> int:
     from mobileprune.runtime.errors import RuntimeNotFoundError
-    from mobileprune.runtime.interpreter import _first_line, find_runtime
+    from mobileprune.runtime.runtimes import error_line, find_runtime
 
     num_threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else None
     content = sys.stdin.buffer.read()
@@ -144,7 +144,7 @@ def _child_main(argv: list[str]) -> int:
             interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interpreter.invoke()
     except Exception as error:  # any Python-level failure is a property of the model
-        print(RESULT_MARKER + json.dumps({"error": _first_line(error)}), flush=True)
+        print(RESULT_MARKER + json.dumps({"error": error_line(error)}), flush=True)
         return 1
     print(RESULT_MARKER + json.dumps({"runtime": runtime}), flush=True)
     return 0

@@ -95,7 +95,7 @@ def benchmark_in_child(
     else:
         returncode, result, fired = run_one_process(request, on_progress, timeout)
     if result is not None and returncode == 0 and "result" in result:
-        return BenchmarkResult(**result["result"])
+        return BenchmarkResult.from_dict(result["result"])
     raise session_error(path, returncode, result, fired, timeout)
 
 

@@ -36,6 +36,17 @@ def test_generous_budget_exits_0_and_prints_the_table(tflite_dir):
     assert re.search(r"p90 (ms|µs)", completed.stdout)
 
 
+def test_runtime_log_is_hidden_unless_verbose(tflite_dir):
+    model = str(tflite_dir / "mlp_float32.tflite")
+    quiet = run_mobileprune("bench", model, *QUICK)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # no "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    verbose = run_mobileprune("bench", model, *QUICK, "--verbose", "--json")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "XNNPACK" in verbose.stderr
+    assert json.loads(verbose.stdout)["models"][0]["name"] == "mlp_float32.tflite"
+
+
 def test_budget_on_one_named_model_ignores_the_others(tflite_dir):
     models = [str(tflite_dir / "mlp_float32.tflite"), str(tflite_dir / "conv.tflite")]
     completed = run_mobileprune("bench", *models, *QUICK, "--budget-ms", "1e-9",
