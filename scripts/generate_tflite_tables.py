@@ -106,10 +106,10 @@ def extract() -> tuple[dict, dict]:
 
 def render() -> str:
     """Return the source of ``_tflite_tables.py``."""
-    import tflite
-
     tables, unions = extract()
-    version = getattr(tflite, "__version__", "unknown")
+    from importlib import metadata
+
+    version = metadata.version("tflite")
     return (
         f'"""TFLite schema tables for the flatbuffer verifier (generated; do not edit).\n\n'
         f"Written by ``python scripts/generate_tflite_tables.py`` from the ``tflite``\n"
@@ -117,6 +117,7 @@ def render() -> str:
         f'``scalar`` (detail: bytes), ``string``, ``table`` (detail: table name), ``vector``\n'
         f"(detail: element bytes), ``vector_of_strings``, ``vector_of_tables`` (detail:\n"
         f'table name) or ``union`` (detail: union name).\n"""\n\n'
+        f"TFLITE_VERSION = {version!r}\n\n"
         f"TABLES = {pprint.pformat(tables, width=110, sort_dicts=True)}\n\n"
         f"UNIONS = {pprint.pformat(unions, width=110, sort_dicts=True)}\n"
     )

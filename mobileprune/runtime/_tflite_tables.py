@@ -7,6 +7,8 @@ package 2.18.0. Each table lists ``(slot, kind, detail, field name)``; kind is
 table name) or ``union`` (detail: union name).
 """
 
+TFLITE_VERSION = '2.18.0'
+
 TABLES = {'ATan2Options': (),
  'AbsOptions': (),
  'AddNOptions': (),

@@ -147,7 +147,7 @@ def benchmark(
     The file is first checked as a flatbuffer
     (:func:`~mobileprune.runtime.flatbuffer_verify.verify_tflite`); with
     ``isolate=True`` (the default) the whole measurement then runs in a child
-    process (:mod:`mobileprune.runtime.out_of_process`), so a model that
+    process (:mod:`mobileprune.runtime.out_of_process`, session :func:`run_session`), so a model that
     crashes or hangs the native runtime raises :class:`ModelFileError` here
     and never takes the caller down. The timed loop is the same either way;
     the child costs one process start (Python, NumPy and the runtime) before the
@@ -187,11 +187,53 @@ def benchmark(
     settings = dict(num_threads=num_threads, warmup_runs=warmup_runs, runs=runs,
                     min_seconds=min_seconds, max_seconds=max_seconds, seed=seed)
     if isolate:
-        from mobileprune.runtime.out_of_process import benchmark_in_child
+        from mobileprune.runtime.out_of_process import run_in_child, session_error
 
         limit = max_seconds + 120.0 if timeout is None else timeout
-        return benchmark_in_child(content, name, str(model_path), settings, inputs, report, limit)
+        request = {"content": content, "name": name, "path": str(model_path), "settings": settings, "inputs": inputs}
+        returncode, result, fired = run_in_child(_SESSION, request, lambda f: report(name, f), limit)
+        if result is not None and returncode == 0 and "result" in result:
+            return BenchmarkResult.from_dict(result["result"])
+        raise session_error(str(model_path), returncode, result, fired, limit)
     return measure(content, name, str(model_path), inputs=inputs, progress=report, **settings)
+
+
+#: The child-process side of ``benchmark(isolate=True)``, as ``out_of_process`` names sessions.
+_SESSION = "mobileprune.runtime.benchmark:run_session"
+
+
+def run_session(request: dict[str, Any]) -> int:
+    """Child side of ``benchmark(isolate=True)``: measure one request and report it; return the exit code.
+
+    Args:
+        request: ``content``, ``name``, ``path``, ``settings`` (keyword arguments
+            of :func:`measure`) and ``inputs``.
+    """
+    from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
+    from mobileprune.runtime.interpreter import find_runtime
+    from mobileprune.runtime.out_of_process import emit_progress, emit_result, last_line
+
+    try:
+        find_runtime()
+    except RuntimeNotFoundError as error:
+        emit_result({"error": str(error), "kind": "runtime-missing"})
+        return 1
+    try:
+        result = measure(request["content"], request["name"], request["path"], inputs=request["inputs"],
+                         progress=lambda _label, fraction: emit_progress(fraction), **request["settings"])
+    except ModelFileError as error:
+        emit_result({"error": error.reason, "fix": error.fix, "kind": "model"})
+        return 1
+    except ValueError as error:
+        # Given inputs that do not fit are the caller's mistake; anything else is the file's.
+        emit_result({"error": last_line(error), "kind": "value" if request["inputs"] is not None else "model"})
+        return 1
+    except Exception as error:  # the runtime failed on this model: a property of the file
+        emit_result({"error": f"the TFLite runtime failed on it ({type(error).__name__}: {last_line(error)})",
+                     "kind": "model"})
+        return 1
+    emit_result({"result": result.to_dict()})
+    return 0
 
 
 def measure(

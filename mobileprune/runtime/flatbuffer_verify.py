@@ -81,7 +81,7 @@ def verify_tflite(content: bytes, name: str = "<bytes>") -> None:
         _check_references(content)
     except _Corrupt as error:
         raise ModelFileError(name, f"inconsistent TFLite flatbuffer: {error}") from None
-    except (struct.error, IndexError, ValueError, OverflowError) as error:
+    except (struct.error, LookupError, ValueError, OverflowError, TypeError, AttributeError) as error:
         # The structure pass makes every access in bounds; this is a last line of defence.
         raise ModelFileError(name, f"inconsistent TFLite flatbuffer ({type(error).__name__}: {error})") from None
 
@@ -243,8 +243,9 @@ def _check_subgraph(graph: Any, index: int, subgraph_count: int, buffer_sizes: l
             raise _Corrupt(f"{label}'s custom options point past the end of the file")
         for union, tag in (("BuiltinOptions", op.BuiltinOptionsType()), ("BuiltinOptions2", op.BuiltinOptions2Type())):
             table = getattr(op, union)()
-            if tag and table is not None:
-                _check_subgraph_fields(UNIONS[union][tag], table, subgraph_count, label)
+            member = UNIONS[union].get(int(tag))  # an unknown tag was not walked in pass 1 either
+            if member is not None and table is not None:
+                _check_subgraph_fields(member, table, subgraph_count, label)
 
 
 def _check_subgraph_fields(options_name: str, table: Any, subgraph_count: int, label: str) -> None:

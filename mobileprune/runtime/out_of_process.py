@@ -1,30 +1,35 @@
-"""Run a whole benchmark session in a child process and bring back the numbers.
+"""Run a session (a whole benchmark measurement) in a child process and bring back its result.
 
 A native runtime that reads a corrupt model can crash (``SIGSEGV``) or loop
 forever, and a crash can strike on some runs and not others, so loading the
 file once in a probe process proves nothing about the next load. The only way
 to keep the caller alive is to never run the model in the caller:
-:func:`benchmark_in_child` runs the session (load, inputs, timed loop: the
-same :func:`~mobileprune.runtime.benchmark.measure` that ``isolate=False``
-runs in-process) in a child, which streams progress lines and one JSON
-result line back. A death by signal, a timeout or a runtime error becomes a
-one-line :class:`~mobileprune.runtime.errors.ModelFileError`.
+:func:`run_in_child` runs a *session*, a function named ``"module:function"``
+that takes a request dict (for ``benchmark(isolate=True)``:
+:func:`mobileprune.runtime.benchmark.run_session`, which loads the model and
+runs the timed loop), in a child. The child streams progress lines
+(:func:`emit_progress`) and one JSON result line (:func:`emit_result`); the
+parent gets ``(exit code, result, timed out)`` and :func:`session_error` turns
+a death by signal, a timeout or a reported error into one exception with a
+one-line message.
 
 Where ``os.fork`` exists, the children are forked from one small server
-process per caller (``python -m mobileprune.runtime.out_of_process --serve``)
-that has already imported NumPy and the runtime but never loads a model
-itself, so each session starts in milliseconds instead of paying an
-interpreter start and the imports; the server exits when the caller does.
-Elsewhere each session gets a fresh ``python`` process.
+process per caller and session (``python -m mobileprune.runtime.out_of_process
+--serve SESSION``) that has already imported NumPy, the runtime and the
+session's module but never runs a session itself, so each session starts in
+milliseconds instead of paying an interpreter start and the imports; the
+server exits when the caller does. Elsewhere each session gets a fresh
+``python`` process. Children write to the caller's stderr (so a command that
+hides native logs hides theirs too).
 
 Example:
 
 ```python
-from mobileprune.runtime.out_of_process import benchmark_in_child
+from mobileprune.runtime.out_of_process import run_in_child
 
-content = open("model.tflite", "rb").read()
-result = benchmark_in_child(content, "model.tflite", "model.tflite", {"runs": 50}, None, None, 60.0)
-print(result.p50_ms)
+request = {"content": open("model.tflite", "rb").read(), "name": "model.tflite", "path": "model.tflite",
+           "settings": {"runs": 50}, "inputs": None}
+code, result, timed_out = run_in_child("mobileprune.runtime.benchmark:run_session", request, print, 60.0)
 ```
 """
 
@@ -49,54 +54,29 @@ _PROGRESS = "MOBILEPRUNE_PROGRESS "
 _CHILD = "MOBILEPRUNE_CHILD "
 _EXIT = "MOBILEPRUNE_EXIT "
 _CRASH_FIX = "the file is corrupt or was written by an incompatible converter; re-export it"
-_DEFAULT_SESSION = "mobileprune.runtime.out_of_process:run_session"
 
 #: (exit code, negative for a signal; last result line or None; whether the timeout fired)
 Outcome = tuple[int, "dict | None", bool]
 
 
-def benchmark_in_child(
-    content: bytes,
-    name: str,
-    path: str,
-    settings: dict[str, Any],
-    inputs: Any,
-    progress: Callable[[str, float], None] | None,
-    timeout: float,
-):
-    """Measure ``content`` in a child process; return its ``BenchmarkResult``.
+def run_in_child(session: str, request: dict[str, Any], on_progress: Callable[[float], None],
+                 timeout: float) -> Outcome:
+    """Run ``session(request)`` in a child process; return its outcome.
 
     Args:
-        content: model bytes, already checked by ``read_model``.
-        name: display name (progress label and result ``model``).
-        path: the file the bytes came from (used in messages and the result).
-        settings: keyword arguments of :func:`~mobileprune.runtime.benchmark.measure`
-            (``num_threads``, ``runs``, ...).
-        inputs: user inputs (NumPy arrays, pickled to the child) or ``None``.
-        progress: ``progress(label, fraction)``, fed from the child's progress lines.
+        session: ``"module:function"`` run in the child; it prints with
+            :func:`emit_progress` / :func:`emit_result` and returns an exit code.
+        request: picklable arguments (e.g. model bytes, settings, NumPy inputs).
+        on_progress: called with each fraction the child reports.
         timeout: seconds before the child is killed.
 
-    Raises:
-        ModelFileError: the model crashed, hung or failed in the runtime.
-        RuntimeNotFoundError: the child found no TFLite runtime.
-        ValueError: the child rejected the inputs or settings.
+    Returns:
+        ``(exit code, negative for a signal; the last result dict or None; whether the timeout fired)``.
     """
-    from mobileprune.runtime.benchmark import BenchmarkResult
-
-    request = pickle.dumps({"content": content, "name": name, "path": path,
-                            "settings": settings, "inputs": inputs})
-
-    def on_progress(fraction: float) -> None:
-        if progress is not None:
-            progress(name, fraction)
-
+    payload = pickle.dumps(request)
     if _use_fork_server():
-        returncode, result, fired = shared_server().run(request, on_progress, timeout)
-    else:
-        returncode, result, fired = run_one_process(request, on_progress, timeout)
-    if result is not None and returncode == 0 and "result" in result:
-        return BenchmarkResult.from_dict(result["result"])
-    raise session_error(path, returncode, result, fired, timeout)
+        return shared_server(session).run(payload, on_progress, timeout)
+    return run_one_process(session, payload, on_progress, timeout)
 
 
 def session_error(path: str, returncode: int, result: dict | None, fired: bool, timeout: float) -> Exception:
@@ -125,10 +105,10 @@ class ForkServer:
             point it at functions that crash or hang on purpose).
     """
 
-    def __init__(self, session: str = _DEFAULT_SESSION):
+    def __init__(self, session: str):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mobileprune.runtime.out_of_process", "--serve", session],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_child_env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env(),
         )
         self._lock = threading.Lock()
 
@@ -178,24 +158,25 @@ class ForkServer:
                 self.process.wait()
 
 
-_server: ForkServer | None = None
-_server_lock = threading.Lock()
+_servers: dict[str, ForkServer] = {}
+_servers_lock = threading.Lock()
 
 
-def shared_server() -> ForkServer:
-    """This process's fork server, started on first use and restarted if it died."""
-    global _server
-    with _server_lock:
-        if _server is None or not _server.alive:
-            _server = ForkServer()
-            atexit.register(_server.close)
-        return _server
+def shared_server(session: str) -> ForkServer:
+    """This process's fork server for ``session``, started on first use and restarted if it died."""
+    with _servers_lock:
+        server = _servers.get(session)
+        if server is None or not server.alive:
+            server = _servers[session] = ForkServer(session)
+            atexit.register(server.close)
+        return server
 
 
-def run_one_process(request: bytes, on_progress: Callable[[float], None], timeout: float) -> Outcome:
+def run_one_process(session: str, request: bytes, on_progress: Callable[[float], None],
+                    timeout: float) -> Outcome:
     """Run one session in a fresh ``python`` process (where ``os.fork`` does not exist)."""
-    child = subprocess.Popen(_child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, env=_child_env())
+    child = subprocess.Popen(_child_command(session), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             env=_child_env())
     fired = threading.Event()
 
     def kill() -> None:
@@ -258,8 +239,8 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _child_command() -> list[str]:
-    return [sys.executable, "-m", "mobileprune.runtime.out_of_process"]
+def _child_command(session: str) -> list[str]:
+    return [sys.executable, "-m", "mobileprune.runtime.out_of_process", "--run", session]
 
 
 def _child_env() -> dict[str, str]:
@@ -278,50 +259,33 @@ def _line(text: str) -> None:
     os.write(sys.stdout.fileno(), (text + "\n").encode("utf-8", "replace"))
 
 
-def _emit(payload: dict) -> None:
+def emit_result(payload: dict[str, Any]) -> None:
+    """Child side: report the session's result (or ``{"error": ..., "kind": ...}``) to the parent."""
     _line(_RESULT + json.dumps(payload))
 
 
-def run_session(request: dict) -> int:
-    """Child side: measure one request, print progress and the result line; return the exit code."""
-    from mobileprune.runtime.benchmark import measure
-    from mobileprune.runtime.interpreter import find_runtime
+def emit_progress(fraction: float) -> None:
+    """Child side: report progress, a fraction in [0, 1]."""
+    _line(f"{_PROGRESS}{fraction:.4f}")
 
-    try:
-        find_runtime()
-    except RuntimeNotFoundError as error:
-        _emit({"error": str(error), "kind": "runtime-missing"})
-        return 1
 
-    def report(_label: str, fraction: float) -> None:
-        _line(f"{_PROGRESS}{fraction:.4f}")
+def last_line(error: BaseException) -> str:
+    """The last non-empty line of an exception's message (native runtimes put the cause there)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
-    try:
-        result = measure(request["content"], request["name"], request["path"], inputs=request["inputs"],
-                         progress=report, **request["settings"])
-    except ModelFileError as error:
-        _emit({"error": error.reason, "fix": error.fix, "kind": "model"})
-        return 1
-    except ValueError as error:
-        kind = "value" if request["inputs"] is not None else "model"
-        _emit({"error": _last_line(error), "kind": kind})
-        return 1
-    except Exception as error:  # the runtime failed on this model: a property of the file
-        _emit({"error": f"the TFLite runtime failed on it ({type(error).__name__}: {_last_line(error)})",
-               "kind": "model"})
-        return 1
-    _emit({"result": result.to_dict()})
-    return 0
+
+def _resolve(session_name: str) -> Callable[[dict], int]:
+    module_name, function_name = session_name.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 def _serve(session_name: str) -> int:
     """Server side: import the runtime once, then fork a child per length-prefixed pickled request."""
-    module_name, function_name = session_name.split(":")
-    session = getattr(importlib.import_module(module_name), function_name)
-    try:  # import what every session needs before forking, so children start warm
+    session = _resolve(session_name)  # imports the session's module (and what it imports) once
+    try:  # import what sessions need before forking, so children start warm
         import tflite  # noqa: F401  (the schema package the verifier reads with; slow to import)
 
-        import mobileprune.runtime.benchmark  # noqa: F401
         import mobileprune.runtime.flatbuffer_verify  # noqa: F401
         from mobileprune.runtime.interpreter import find_runtime
 
@@ -348,16 +312,9 @@ def _serve(session_name: str) -> int:
         _line(f"{_EXIT}{os.waitstatus_to_exitcode(status)}")
 
 
-def _child_main() -> int:
-    return run_session(pickle.load(sys.stdin.buffer))
-
-
-def _last_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
-
-
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         sys.exit(_serve(sys.argv[2]))
-    sys.exit(_child_main())
+    if len(sys.argv) == 3 and sys.argv[1] == "--run":
+        sys.exit(_resolve(sys.argv[2])(pickle.load(sys.stdin.buffer)))
+    sys.exit("usage: python -m mobileprune.runtime.out_of_process --serve|--run MODULE:FUNCTION")

@@ -14,6 +14,7 @@ from mobileprune.runtime.interpreter import runtime_name
 from tests.runtime.fixtures import tflite_dir  # noqa: F401  (pytest fixture)
 
 QUICK = dict(runs=5, warmup_runs=1, min_seconds=0.0)
+SESSION = "mobileprune.runtime.benchmark:run_session"
 
 
 def test_the_child_measures_what_the_caller_would(tflite_dir):
@@ -39,7 +40,7 @@ def test_given_inputs_travel_to_the_child_and_bad_ones_stay_value_errors(tflite_
 def _fake_child(monkeypatch, code: str) -> None:
     # The one-process-per-session path (no fork server), with a child that misbehaves on purpose.
     monkeypatch.setenv("MOBILEPRUNE_NO_FORK_SERVER", "1")
-    monkeypatch.setattr(out_of_process, "_child_command", lambda: [sys.executable, "-c", code])
+    monkeypatch.setattr(out_of_process, "_child_command", lambda session: [sys.executable, "-c", code])
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -88,8 +89,8 @@ def _hang(request):
 
 
 def _echo(request):
-    out_of_process._line("MOBILEPRUNE_PROGRESS 0.5")
-    out_of_process._line('MOBILEPRUNE_RESULT {"echo": %d}' % len(request["content"]))
+    out_of_process.emit_progress(0.5)
+    out_of_process.emit_result({"echo": len(request["content"])})
     return 0
 
 
@@ -118,10 +119,10 @@ def test_the_fork_server_outlives_children_that_crash_or_hang():
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork server needs os.fork")
 def test_benchmarks_share_one_server_and_a_dead_one_is_replaced(tflite_dir):
     benchmark(tflite_dir / "conv.tflite", **QUICK)
-    first = out_of_process.shared_server()
+    first = out_of_process.shared_server(SESSION)
     benchmark(tflite_dir / "mlp_int8.tflite", **QUICK)
-    assert out_of_process.shared_server() is first and first.alive
+    assert out_of_process.shared_server(SESSION) is first and first.alive
     first.process.kill()
     first.process.wait()
     assert benchmark(tflite_dir / "conv.tflite", **QUICK).count >= 5
-    assert out_of_process.shared_server() is not first
+    assert out_of_process.shared_server(SESSION) is not first
