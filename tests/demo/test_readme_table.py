@@ -1,4 +1,4 @@
-"""README's demo table is the one stored in benchmarks/results/demo.json, cell for cell."""
+"""README's (and BENCHMARKS.md's) demo table is the one stored in benchmarks/results/demo.json, cell for cell."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ def _cells(text: str) -> list[list[str]]:
             for line in text.splitlines() if line.strip().startswith("│")]
 
 
-def _readme_demo_block() -> str:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## What the demo shows", 1)[1]
+def _demo_block(document: str = "README.md", heading: str = "## What the demo shows") -> str:
+    section = (ROOT / document).read_text().split(heading, 1)[1]
     match = re.search(r"```\n(.*?)```", section, re.DOTALL)
-    assert match, "README's demo section has no fenced table"
+    assert match, f"{document}'s demo section has no fenced table"
     return match.group(1)
 
 
@@ -31,15 +30,16 @@ def test_readme_demo_table_matches_the_committed_result():
     from mobileprune.cli.demo import comparison_table
 
     stored = json.loads(RESULT.read_text())
-    assert stored["machine"]["command"].startswith("python -m benchmarks.demo")
+    assert stored["kind"] == "full" and stored["machine"]["command"] == "python -m benchmarks.demo"
     assert not stored["machine"]["git"].endswith("+dirty"), "demo.json was written from an uncommitted tree"
     buffer = io.StringIO()
     Console(file=buffer, width=200).print(comparison_table(stored["results"]["rows"]))
     expected = _cells(buffer.getvalue())
     assert len(expected) == 6
-    assert _cells(_readme_demo_block()) == expected, (
-        "README's demo table differs from benchmarks/results/demo.json; paste the output of "
-        "python -m benchmarks.demo --show")
+    for document, heading in (("README.md", "## What the demo shows"), ("BENCHMARKS.md", "## The demo\n")):
+        assert _cells(_demo_block(document, heading)) == expected, (
+            f"{document}'s demo table differs from benchmarks/results/demo.json; paste the output of "
+            "python -m benchmarks.demo --show")
 
 
 def test_readme_names_the_command_commit_and_load_of_the_stored_run():
