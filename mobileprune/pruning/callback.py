@@ -22,9 +22,12 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from mobileprune.pruning.constraint import MaskConstraint, attach_mask
-from mobileprune.pruning.patterns import MaskGroup, Pattern, resolve_pattern
+from mobileprune import backend
+from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask
+from mobileprune.pruning.patterns import MaskGroup, Pattern
+from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
+from mobileprune.pruning.threads import thread_map
 from mobileprune.pruning.selection import (
     PruneTarget,
     Selector,
@@ -165,6 +168,7 @@ class PruneCallback(keras.callbacks.Callback):
         self._step = 0
         self._batch_begin = 0
         self._next_update: int | None = None
+        self._steps_per_execution = 1
         self._log_values: dict[str, float] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -195,11 +199,12 @@ class PruneCallback(keras.callbacks.Callback):
         groups = self.pattern.groups(model, targets)
         by_variable = {id(target.variable): target for target in targets}
         newly_attached = False
-        with model.distribute_strategy.scope():
+        with backend.variable_scope(model):
             for group in groups:
                 for variable in group.variables:
                     newly_attached |= not isinstance(variable.constraint, MaskConstraint)
                     attach_mask(variable)
+        backend.bind_masks(model, [(v, v.constraint.mask) for g in groups for v in g.variables])
         self._targets = targets
         self._pruned = {id(t.variable): _pruned_count(t.variable) for t in targets}
         self._buckets = self._bucket(groups, by_variable, schedule_of)
@@ -287,35 +292,40 @@ class PruneCallback(keras.callbacks.Callback):
 
     def _update_range(self, first: int, last: int) -> None:
         """Apply each bucket's latest update step in `[first, last]`, if any."""
-        changed = False
+        due = []
         for bucket in self._buckets:
             step = bucket.schedule.last_update_step(last)
             if step is not None and step >= first:
-                sparsity = bucket.schedule.sparsity_at(step)
-                self._apply(bucket, sparsity)
-                changed = True
-                if self.verbose:
-                    print(f"PruneCallback: step {step}: masks at sparsity {sparsity:.4f}")
-        if changed:
+                due.append((bucket, step, bucket.schedule.sparsity_at(step)))
+        # Buckets are independent: update them side by side on the CPUs.
+        thread_map(lambda item: self._apply(item[0], item[2]), due)
+        if due:
             self._refresh_logs()
+            if self.verbose:
+                # One line per update, with what was reached: a pattern may prune less than asked.
+                step = max(item[1] for item in due)
+                target = max(item[2] for item in due)
+                print(
+                    f"PruneCallback: step {step}: target sparsity {target:.4f}, "
+                    f"reached {self._log_values['sparsity']:.4f} over the selected weights"
+                )
 
     def _apply(self, bucket: _Bucket, sparsity: float) -> None:
         if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:
             return  # bottom-k of nothing: masks stay as they are (all-True before the first prune)
-        values = [[np.asarray(v.numpy()) for v in group.variables] for group in bucket.groups]
-        scores = [group.scores(vals) for group, vals in zip(bucket.groups, values)]
+        values = thread_map(lambda group: [np.asarray(v.numpy()) for v in group.variables], bucket.groups)
+        scores = thread_map(lambda item: item[0].scores(item[1]), list(zip(bucket.groups, values)))
         if len(scores) == 1:
             keeps = [self.pattern.select(scores[0], sparsity)]
         else:
             keep = self.pattern.select(bucket.concatenate(scores), sparsity)
             keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1])
-        for group, keep in zip(bucket.groups, keeps):
-            for variable, mask in zip(group.variables, group.expand(keep)):
-                mask_variable = variable.constraint.mask
-                mask_variable.assign(mask)
-                # Zero the weights with one TF op rather than a NumPy round trip.
-                variable.assign(keras.ops.where(mask_variable, variable, keras.ops.zeros_like(variable)))
-                self._pruned[id(variable)] = int(mask.size - np.count_nonzero(mask))
+        thread_map(self._set_masks, list(zip(bucket.groups, values, keeps)))
+
+    def _set_masks(self, item: tuple) -> None:
+        group, values, keep = item
+        for variable, value, mask in zip(group.variables, values, group.expand(keep)):
+            self._pruned[id(variable)] = set_mask(variable, mask, value)
 
     def _next_update_after(self, step: int) -> int | None:
         upcoming = [b.schedule.next_update_step(step) for b in self._buckets]
@@ -346,6 +356,8 @@ class PruneCallback(keras.callbacks.Callback):
         self._prepare()
         # Read the step counter once; count batches from here on.
         self._step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        # Read once: `self.model` per batch would sync the JAX trainer's state every batch.
+        self._steps_per_execution = int(model.steps_per_execution)
         if self._step > 0:
             self._update_range(0, self._step - 1)
         self._next_update = self._next_update_after(self._step)
@@ -369,8 +381,11 @@ class PruneCallback(keras.callbacks.Callback):
         self._batch_begin = batch
         if self._next_update is None:
             return
-        last = self._step + self.model.steps_per_execution - 1
+        last = self._step + self._steps_per_execution - 1
         if last >= self._next_update:
+            # Reading `self.model` (not `self._model`) makes the JAX trainer put its
+            # live state back into the variables first; other backends have it there.
+            self.model  # noqa: B018
             self._update_range(self._step, last)
             self._next_update = self._next_update_after(last + 1)
 

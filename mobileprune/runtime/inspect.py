@@ -403,6 +403,9 @@ def _op_info(
     if counter is not None:
         shapes = [tensors[i].shape if i >= 0 else () for i in inputs]
         out_shape = tensors[outputs[0]].shape if outputs else ()
+        if name == "FULLY_CONNECTED" and inputs and inputs[0] >= 0:
+            shapes[0] = _fully_connected_rows(inputs[0], shapes, tensors, producers, op_names)
+            out_shape = (*shapes[0][:-1], out_shape[-1]) if out_shape else out_shape
         macs, weight_position = counter(shapes, out_shape)
         if weight_position < len(inputs) and inputs[weight_position] >= 0:
             density = _weight_density(inputs[weight_position], tensors, producers, op_names)
@@ -416,6 +419,29 @@ def _op_info(
         sparse_macs=None if macs is None else macs * (1.0 if density is None else density),
         weight_density=density,
     )
+
+
+def _fully_connected_rows(
+    tensor_index: int, shapes: list, tensors: list[TensorInfo], producers: dict[int, Any], op_names: list[str]
+) -> tuple[int, ...]:
+    """Input shape of a FULLY_CONNECTED op, seen through a dynamic RESHAPE.
+
+    A Keras ``Dense`` on a sequence ``(batch, tokens, features)`` converts to
+    a RESHAPE whose target is computed at run time, so the file stores a
+    placeholder shape like ``(1, 1)`` for the FULLY_CONNECTED input; the
+    reshape's own input still has the real size.
+    """
+    shape = shapes[0]
+    features = int(shapes[1][-1]) if len(shapes) > 1 and shapes[1] else 0
+    if not features or _product(shape) % features == 0 and _product(shape) >= features:
+        return shape
+    producer = producers.get(tensor_index)
+    if producer is None or op_names[int(producer.OpcodeIndex())] != "RESHAPE":
+        return shape
+    source = tensors[_indices(producer.InputsAsNumpy())[0]].shape
+    if _product(source) % features:
+        return shape
+    return (_product(source) // features, features)
 
 
 def _weight_density(

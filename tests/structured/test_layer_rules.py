@@ -56,3 +56,55 @@ def test_reshape_keeping_channels_passes_through_and_one_axis_flattens():
 def test_batch_norm_without_beta_is_a_barrier():
     assert rule_for(keras.layers.BatchNormalization(center=False), (None, 4, 4, 8)).kind == "barrier"
     assert rule_for(keras.layers.BatchNormalization(axis=1), (None, 4, 4, 8)).kind == "barrier"
+
+
+@pytest.mark.parametrize(
+    "equation, kernel_in, kernel_out, heads_axis",
+    [
+        ("abc,cd->abd", 0, 1, None),  # Dense on a sequence
+        ("btd,fd->btf", 1, 0, None),  # kernel stored (out, in)
+        ("...b,bc->...c", 0, 1, None),  # ellipsis
+        ("abc,cde->abde", 0, 2, 1),  # MultiHeadAttention query: (d, heads, key_dim)
+        ("btd,ndh->btnh", 1, 2, 0),  # Gemma 3 query: (heads, d, head_dim)
+    ],
+)
+def test_einsum_axes_come_from_the_equation(equation, kernel_in, kernel_out, heads_axis):
+    from mobileprune.structured.layer_rules import einsum_kernel_axis
+
+    assert einsum_kernel_axis(equation, "input") == kernel_in
+    assert einsum_kernel_axis(equation, "output") == kernel_out
+    assert einsum_kernel_axis(equation, "output", -2) == heads_axis
+
+
+def test_einsum_that_keeps_its_input_channels_is_a_barrier():
+    layer = keras.layers.EinsumDense("abc,bd->acd", (3, 4))  # contracts the sequence, not the channels
+    layer.build((None, 5, 3))
+    rule = rule_for(layer)
+    assert rule.kind == "barrier" and "does not contract its input channels" in rule.reason
+
+
+def test_register_layer_rule_overrides_builtin_and_respects_subclasses():
+    from mobileprune.structured.layer_rules import _REGISTRY, LayerRule, register_layer_rule
+
+    class MyDense(keras.layers.Dense):
+        pass
+
+    assert rule_for(MyDense(3)).kind == "producer"  # inherits Dense's rule
+    saved = _REGISTRY[keras.layers.Dense]
+    try:
+        register_layer_rule(keras.layers.Dense, LayerRule("barrier", reason="mine"))
+        assert rule_for(MyDense(3)).reason == "mine"
+        register_layer_rule(keras.layers.Dense, LayerRule("barrier", reason="ignored"), builtin=True)
+        assert rule_for(keras.layers.Dense(3)).reason == "mine"  # built-ins never replace a user rule
+        register_layer_rule(MyDense, LayerRule("barrier", reason="exact"), exact=True)
+        assert rule_for(MyDense(3)).reason == "exact"
+    finally:
+        _REGISTRY[keras.layers.Dense] = saved
+        _REGISTRY.pop(MyDense, None)
+    with pytest.raises(TypeError, match="needs a layer class"):
+        register_layer_rule("Dense", LayerRule("barrier"))
+
+
+def test_layer_norm_is_a_silent_barrier():
+    rule = rule_for(keras.layers.LayerNormalization())
+    assert rule.kind == "barrier" and rule.silent
