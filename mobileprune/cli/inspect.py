@@ -3,7 +3,9 @@
 Prints the file size, inputs and outputs with their quantization, op counts
 with multiply-accumulates (dense, and scaled by weight density) and one row per
 tensor: shape, dtype, bytes, zeros and whether it is stored in TFLite's sparse
-encoding. Reads the flatbuffer directly: needs neither TensorFlow nor a runtime.
+encoding; last, whether LiteRT's XNNPACK would run the file on its sparse (faster)
+path on ARM phones, and if not, the first rule it breaks (``--json``: key
+``"xnnpack_sparse"``). Reads the flatbuffer directly: needs neither TensorFlow nor a runtime.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Inspect the file and print tables or JSON."""
     from mobileprune.runtime.inspect import inspect_tflite
+    from mobileprune.runtime.xnnpack_sparse import analyze_tflite
 
     try:
         report = inspect_tflite(args.model)
+        xnnpack = analyze_tflite(args.model)
     except (FileNotFoundError, ValueError) as error:
         _output.error(_COMMAND, str(error))
         return EXIT_BAD_INPUT
@@ -55,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         document = report.to_dict()
         document["tensors"] = [t.to_dict() for t in tensors]
+        document["xnnpack_sparse"] = xnnpack.to_dict()
         _output.print_json(document)
         return EXIT_OK
     print(report.summary())
+    print(xnnpack.summary())
     _print_io(report)
     _print_ops(report)
     _print_tensors(tensors, title="weights" if args.tensors == "weights" else "tensors")

@@ -43,6 +43,7 @@ from mobileprune.conversion.sparse import (
 )
 from mobileprune.conversion.verify import FidelityReport, verify
 from mobileprune.runtime.inspect import inspect_tflite
+from mobileprune.runtime.xnnpack_sparse import analyze_parsed, analyze_tflite
 
 
 
@@ -131,7 +132,7 @@ class ExportResult:
             weight_tensors=weights,
             ops=list(dict.fromkeys(op.op for op in report.ops)),
             macs=report.macs,
-            xnnpack_sparse=report.xnnpack_sparse,
+            xnnpack_sparse=_xnnpack_sparse(written, report),
             batch_size=_fixed_batch(written),
             **fields,
         )
@@ -224,7 +225,7 @@ def export_tflite(
         )
 
     candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)
-    xnnpack = inspect_tflite(candidates.get("dense") or candidates["sparse"]).xnnpack_sparse
+    xnnpack = analyze_tflite(candidates.get("dense") or candidates["sparse"])
     needs_sparse = xnnpack is not None and xnnpack.structure_eligible
     chosen, reason = choose_encoding(
         candidates, sparse, probe_inputs(representative_data, validation_data), for_xnnpack=needs_sparse
@@ -287,6 +288,14 @@ def _fixed_batch(content: bytes) -> int | None:
     if isinstance(dims, int) or len(dims) == 0:
         return None
     return int(dims[0]) if dims[0] > 0 else None
+
+
+def _xnnpack_sparse(content: bytes, report: Any) -> Any:
+    # The export succeeded; an op layout the analysis cannot read leaves the answer unknown (None).
+    try:
+        return analyze_parsed(content, report)
+    except Exception:
+        return None
 
 
 def _normalize_sparse(sparse: bool | str) -> bool | str:

@@ -586,7 +586,7 @@ _UNPACK_OPS = ("DENSIFY", "DEQUANTIZE")
 def analyze_tflite(model: str | os.PathLike | bytes) -> SparseReport:
     """Predict whether XNNPACK would run ``model`` on its sparse path on an ARM CPU.
 
-    Also available as ``inspect_tflite(model).xnnpack_sparse``.
+    ``mobileprune inspect FILE`` prints the same (``--json``: key ``"xnnpack_sparse"``).
 
     Args:
         model: a ``.tflite`` path or its bytes.
@@ -595,14 +595,16 @@ def analyze_tflite(model: str | os.PathLike | bytes) -> SparseReport:
         FileNotFoundError: the file does not exist.
         ModelFileError: the file is not a readable TFLite model.
     """
+    from mobileprune.runtime.errors import ModelFileError
     from mobileprune.runtime.inspect import inspect_tflite
     from mobileprune.runtime.interpreter import read_model
 
-    report = inspect_tflite(model)
-    if report.xnnpack_sparse is not None:
-        return report.xnnpack_sparse
-    # inspect_tflite hides analysis errors; here they are the answer.
-    return analyze_parsed(read_model(model)[1], report)
+    name, content = read_model(model)
+    report = inspect_tflite(content)
+    try:
+        return analyze_parsed(content, report)
+    except Exception as error:  # flatbuffer accessors fail in many ways on odd files
+        raise ModelFileError(name, f"cannot read its operators ({type(error).__name__}: {error})") from error
 
 
 def analyze_parsed(content: bytes, report: Any) -> SparseReport:
