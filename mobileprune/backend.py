@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from pathlib import Path
 from typing import Any, Iterable
 
 import keras
@@ -166,48 +167,83 @@ def _layers_owning_variables(model: keras.Model) -> list:
 # Run with KERAS_BACKEND=tensorflow: load the .keras file, write the inference
 # function (training=False, as TensorFlow's own converter does for Keras 3) as a SavedModel.
 _SAVED_MODEL_CHILD = """
-import functools, sys
-import keras, tensorflow as tf
+import sys
+import keras
+from mobileprune.backend import write_inference_saved_model
 model = keras.models.load_model(sys.argv[1], compile=False, safe_mode=True)
-archive = keras.export.ExportArchive()
-archive.track(model)
-signature = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in model.inputs]
-archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
-                     signature if len(signature) == 1 else [signature])
-archive.write_out(sys.argv[2], verbose=False)
+write_inference_saved_model(model, sys.argv[2], None if sys.argv[3] == "dynamic" else int(sys.argv[3]))
 """
 
 
-def tflite_converter(model: keras.Model, workdir: str):
+def write_inference_saved_model(model: keras.Model, directory: str, batch_size: int | None = None) -> None:
+    """Write `model`'s inference function as a SavedModel, the batch dimension fixed when asked.
+
+    Uses Keras's own `ExportArchive` (the path `model.export` takes). A fixed
+    batch lets the TFLite converter lower the TensorList loops of recurrent
+    layers to builtin `WHILE` ops instead of TensorFlow (Flex) ops.
+
+    Args:
+        model: a Keras 3 model on the TensorFlow or JAX backend.
+        directory: where to write (replaced if it exists).
+        batch_size: the batch dimension of the signature; `None` keeps it dynamic.
+    """
+    import functools
+    import shutil
+
+    tf = _import_tensorflow()
+    shutil.rmtree(directory, ignore_errors=True)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    signature = [tf.TensorSpec((batch_size, *x.shape[1:]), x.dtype, name=x.name) for x in model.inputs]
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                         signature if len(signature) == 1 else [signature])
+    archive.write_out(directory, verbose=False)
+
+
+def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = None):
     """Return a `tf.lite.TFLiteConverter` for a Keras 3 model built on the active backend.
 
     TensorFlow and JAX convert in this process with TensorFlow's own
     `from_keras_model` (on JAX, Keras exports the jitted function through
-    jax2tf: the very computation that was trained). PyTorch cannot be traced
+    jax2tf: the very computation that was trained); a fixed `batch_size` on
+    JAX takes the PyTorch route below. PyTorch cannot be traced
     by TensorFlow: the model is saved as a `.keras` file and a child process
     on the TensorFlow backend writes its inference SavedModel into `workdir`,
     which is converted here (quantization, calibration and sparsity options
     apply unchanged).
 
+    With `batch_size`, the model is traced with that fixed batch dimension
+    (see `write_inference_saved_model`) and converted from that SavedModel.
+
     Args:
         model: the (stripped) model.
-        workdir: an existing directory that outlives the converter (PyTorch only).
+        workdir: an existing directory that outlives the converter.
+        batch_size: fix the batch dimension of the converted signature; `None` keeps it dynamic.
     """
     tf = _import_tensorflow()
-    if name() != "torch":
-        return tf.lite.TFLiteConverter.from_keras_model(model)
+    # On JAX a fixed-batch trace goes through jax2tf, which keeps the recurrent layers' uint32
+    # seed-generator state as a variable TFLite cannot hold: rebuild on TensorFlow in a child instead.
+    if name() == "tensorflow" or (name() == "jax" and batch_size is None):
+        if batch_size is None:
+            return tf.lite.TFLiteConverter.from_keras_model(model)
+        directory = str(Path(workdir) / f"saved_model_batch{batch_size}")
+        write_inference_saved_model(model, directory, batch_size)  # rewritten: the weights may have changed
+        return tf.lite.TFLiteConverter.from_saved_model(directory)
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    saved_model = Path(workdir) / "saved_model"
+    saved_model = Path(workdir) / ("saved_model" if batch_size is None else f"saved_model_batch{batch_size}")
     if not (saved_model / "saved_model.pb").is_file():
         keras_file = Path(workdir) / "model.keras"
         model.save(keras_file)
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # The child imports this same copy of mobileprune, installed or not.
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         child = subprocess.run(
-            [sys.executable, "-c", _SAVED_MODEL_CHILD, str(keras_file), str(saved_model)],
+            [sys.executable, "-c", _SAVED_MODEL_CHILD, str(keras_file), str(saved_model),
+             "dynamic" if batch_size is None else str(batch_size)],
             env=env, capture_output=True, text=True, timeout=1800,
         )
         if child.returncode != 0:

@@ -134,42 +134,14 @@ def _from_keras3(model, kind: str, description: str) -> ModelSource:
     workdir = tempfile.TemporaryDirectory(prefix="mobileprune-convert-")
 
     def make_converter(batch_size: int | None):
-        if batch_size is None:
-            # The TemporaryDirectory lives as long as this closure (the source).
-            return backend.tflite_converter(model, workdir.name)
-        return _fixed_batch_converter(model, batch_size)
+        # The TemporaryDirectory lives as long as this closure (the source).
+        return backend.tflite_converter(model, workdir.name, batch_size)
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
         return _first_output(model.predict(x, batch_size=batch_size, verbose=0))
 
     return ModelSource(kind, description, model, len(model.inputs), make_converter, predict,
                        recurrent=_has_recurrent_layers(model))
-
-
-def _fixed_batch_converter(model, batch_size: int):
-    """A converter for ``model`` traced with batch dimension ``batch_size`` on every input.
-
-    The model is written as a SavedModel through Keras's own ``ExportArchive``
-    (the path ``model.export`` takes) with that signature. A static batch lets
-    the converter lower the TensorList loops of recurrent layers to builtin
-    ``WHILE`` ops instead of needing TensorFlow (Flex) ops.
-    """
-    import functools
-    import tempfile
-
-    import keras
-    import tensorflow as tf
-
-    signature = [tf.TensorSpec((batch_size, *tensor.shape[1:]), tensor.dtype) for tensor in model.inputs]
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
-                         input_signature=[signature] if len(signature) > 1 else signature)
-    directory = tempfile.TemporaryDirectory(prefix="mobileprune-export-")
-    archive.write_out(directory.name, verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(directory.name)
-    converter._mobileprune_saved_model = directory  # removed when the converter is dropped
-    return converter
 
 
 def _has_recurrent_layers(model) -> bool:

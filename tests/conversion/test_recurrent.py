@@ -46,7 +46,9 @@ def test_recurrent_model_exports_with_builtin_ops_at_batch_one(text_model, token
     assert result.fidelity.samples == 30 and result.fidelity.agreement == 1.0
     assert result.fidelity.max_abs_diff <= MAX_ABS_DIFF[quantize]
     # Independently of verify(): the file, one sequence at a time, against Keras on the whole batch.
-    expected = np.asarray(text_model(tokens[0][:5], training=False))
+    import keras
+
+    expected = keras.ops.convert_to_numpy(text_model(tokens[0][:5], training=False))
     np.testing.assert_allclose(run_tflite(result.path, tokens[0][:5]), expected, atol=MAX_ABS_DIFF[quantize])
 
 
