@@ -61,6 +61,20 @@ def variable_scope(model: keras.Model) -> contextlib.AbstractContextManager:
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
+def parallel_updates(model: keras.Model) -> bool:
+    """Whether `PruneCallback` may update masks on several threads.
+
+    TensorFlow: only without a `tf.distribute` strategy (its mirrored
+    variables must be assigned from the thread that holds the strategy's
+    context; a multi-worker run fails otherwise). JAX and PyTorch: yes.
+    """
+    if name() != "tensorflow":
+        return True
+    strategy = getattr(model, "distribute_strategy", None)
+    # TensorFlow has no public test for "no strategy": the default one has this class.
+    return strategy is None or type(strategy).__name__ == "_DefaultDistributionStrategy"
+
+
 def mask_value(mask: keras.Variable) -> Any:
     """The value of `mask` to use inside the train step (the variable itself off JAX)."""
     step_masks = _STEP_MASKS.get()

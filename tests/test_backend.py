@@ -87,3 +87,17 @@ def test_variable_scope_and_name():
     with backend.variable_scope(tiny_mlp()):
         variable = keras.Variable(np.ones(3, bool), dtype="bool", trainable=False)
     assert variable.numpy().all()
+
+
+def test_parallel_updates_only_without_a_tf_distribute_strategy():
+    assert backend.parallel_updates(tiny_mlp()) is True
+    if backend.name() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    with tf.distribute.MirroredStrategy().scope():
+        mirrored = tiny_mlp()
+    assert backend.parallel_updates(mirrored) is False
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5))
+    callback.set_model(mirrored)
+    assert callback.update_masks(0) == pytest.approx(0.5, abs=0.01)  # serial path, same exact counts

@@ -170,6 +170,7 @@ class PruneCallback(keras.callbacks.Callback):
         self._next_update: int | None = None
         self._steps_per_execution = 1
         self._log_values: dict[str, float] = {}
+        self._parallel = True
 
     # ------------------------------------------------------------------ set-up
 
@@ -209,6 +210,7 @@ class PruneCallback(keras.callbacks.Callback):
         self._pruned = {id(t.variable): _pruned_count(t.variable) for t in targets}
         self._buckets = self._bucket(groups, by_variable, schedule_of)
         self._prepared_for = model
+        self._parallel = backend.parallel_updates(model)
         if newly_attached and getattr(model, "train_function", None) is not None:
             # The train step was traced without the new constraints: rebuild it.
             model.make_train_function(force=True)
@@ -298,7 +300,7 @@ class PruneCallback(keras.callbacks.Callback):
             if step is not None and step >= first:
                 due.append((bucket, step, bucket.schedule.sparsity_at(step)))
         # Buckets are independent: update them side by side on the CPUs.
-        thread_map(lambda item: self._apply(item[0], item[2]), due)
+        thread_map(lambda item: self._apply(item[0], item[2]), due, self._parallel)
         if due:
             self._refresh_logs()
             if self.verbose:
@@ -313,14 +315,16 @@ class PruneCallback(keras.callbacks.Callback):
     def _apply(self, bucket: _Bucket, sparsity: float) -> None:
         if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:
             return  # bottom-k of nothing: masks stay as they are (all-True before the first prune)
-        values = thread_map(lambda group: [np.asarray(v.numpy()) for v in group.variables], bucket.groups)
-        scores = thread_map(lambda item: item[0].scores(item[1]), list(zip(bucket.groups, values)))
+        values = thread_map(
+            lambda group: [np.asarray(v.numpy()) for v in group.variables], bucket.groups, self._parallel
+        )
+        scores = thread_map(lambda item: item[0].scores(item[1]), list(zip(bucket.groups, values)), self._parallel)
         if len(scores) == 1:
             keeps = [self.pattern.select(scores[0], sparsity)]
         else:
             keep = self.pattern.select(bucket.concatenate(scores), sparsity)
             keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1])
-        thread_map(self._set_masks, list(zip(bucket.groups, values, keeps)))
+        thread_map(self._set_masks, list(zip(bucket.groups, values, keeps)), self._parallel)
 
     def _set_masks(self, item: tuple) -> None:
         group, values, keep = item

@@ -37,18 +37,19 @@ def worker_count() -> int:
     return max(1, min(8, cpus))
 
 
-def thread_map(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+def thread_map(function: Callable[[T], R], items: Sequence[T], parallel: bool = True) -> list[R]:
     """Return `[function(item) for item in items]`, computed on the shared pool.
 
     Args:
         function: called once per item; must not depend on the order of calls.
         items: the inputs.
+        parallel: `False` runs everything in the calling thread.
 
     Returns:
         The results in the order of `items`; the first exception is re-raised.
     """
     items = list(items)
-    if len(items) < 2 or worker_count() < 2 or getattr(_IN_WORKER, "active", False):
+    if not parallel or len(items) < 2 or worker_count() < 2 or getattr(_IN_WORKER, "active", False):
         return [function(item) for item in items]
     return list(_pool().map(_in_worker(function), items))
 

@@ -126,3 +126,15 @@ def test_pruning_an_infinite_score_raises():
     assert keep_mask(scores, 1).tolist() == [True, True, True, False]
     with pytest.raises(ValueError, match="infinite weights"):
         keep_mask(scores, 2)
+
+
+def test_thread_map_keeps_order_runs_nested_maps_inline_and_can_be_serial():
+    import threading
+
+    from mobileprune.pruning.threads import thread_map
+
+    assert thread_map(lambda x: x * x, range(10)) == [x * x for x in range(10)]
+    nested = thread_map(lambda x: thread_map(lambda y: x + y, [1, 2]), [10, 20])
+    assert nested == [[11, 12], [21, 22]]
+    main = threading.get_ident()
+    assert set(thread_map(lambda _: threading.get_ident(), range(4), parallel=False)) == {main}

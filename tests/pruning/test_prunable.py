@@ -108,7 +108,7 @@ def test_bad_declarations_are_one_line_errors(registry):
     registry(LibraryLayer, lambda layer: [keras.ops.convert_to_numpy(layer.proj)])
     with pytest.raises(TypeError, match="not a keras.Variable; return the variables themselves"):
         all_targets(model_of(LibraryLayer(name="lib")))
-    registry(LibraryLayer, lambda layer: [keras.Variable(np.zeros(3, dtype="int32"), dtype="int32")])
+    registry(LibraryLayer, lambda layer: [keras.Variable(np.zeros(3, dtype="int32"), dtype="int32", trainable=False)])
     with pytest.raises(ValueError, match="only float weights can be pruned"):
         all_targets(model_of(LibraryLayer(name="lib")))
     with pytest.raises(TypeError, match="keras.layers.Layer subclass"):
