@@ -105,37 +105,42 @@ def forward(model, calibration, batch) -> None:
 
 
 def call_order(model, calibration, layers: list) -> list[tuple[Any, int, int]]:
-    """Return `(layer, input_id, calls)` per hooked layer that ran, in order of first call.
+    """Return `(layer, input_group, calls)` per hooked layer that ran, in order of first call.
 
-    One forward pass on the first calibration batch. `input_id` identifies the
-    input tensor object of the first call (equal ids: the same tensor);
-    `calls` counts the calls (more than one for a shared layer).
+    One forward pass on the first calibration batch. Consecutive first calls
+    on the very same input tensor object share an `input_group`; `calls`
+    counts the calls (more than one for a shared layer). Only the latest
+    input is kept alive, never one per layer.
     """
     first: dict[int, list] = {}
+    last = {"input": None, "group": -1}
 
     def record(layer, x):
         entry = first.get(id(layer))
-        if entry is None:
-            first[id(layer)] = [layer, id(x), 1, x]  # keep x alive so its id stays unique
-        else:
+        if entry is not None:
             entry[2] += 1
+            return
+        if x is not last["input"]:
+            last["input"], last["group"] = x, last["group"] + 1
+        first[id(layer)] = [layer, last["group"], 1]
 
     batch = next(iter(calibration))
     with hooked_calls({layer: record for layer in layers}):
         forward(model, calibration, batch)
-    return [(layer, input_id, calls) for layer, input_id, calls, _ in first.values()]
+    last["input"] = None
+    return [tuple(entry) for entry in first.values()]
 
 
 def stages(order: list[tuple[Any, int, int]]) -> list[Stage]:
     """Group consecutive layers that read the same input tensor; set each stage's stop layer."""
     groups: list[Stage] = []
-    previous_input = None
-    for layer, input_id, calls in order:
-        if groups and input_id == previous_input:
+    previous_group = None
+    for layer, input_group, calls in order:
+        if groups and input_group == previous_group:
             groups[-1].layers.append(layer)
         else:
             groups.append(Stage([layer]))
-        previous_input = input_id
+        previous_group = input_group
     called_again = {id(layer) for layer, _, calls in order if calls > 1}
     for stage, after in zip(groups, groups[1:] + [None]):
         shared = any(id(layer) in called_again for layer in stage.layers)

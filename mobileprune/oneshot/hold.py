@@ -21,12 +21,12 @@ mp.strip_pruning(model)
 
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import keras
 import numpy as np
 
+from mobileprune import backend
 from mobileprune.pruning.constraint import attach_mask
 from mobileprune.pruning.selection import Selector, select_targets
 
@@ -58,21 +58,18 @@ def hold_variables(model: keras.Model, variables: list) -> int:
         model: the model owning the variables (its train step is reset).
         variables: `keras.Variable` objects.
     """
-    held = 0
-    with _variable_scope(model):
+    held = []
+    with backend.variable_scope(model):
         for variable in variables:
             keep = np.asarray(variable.numpy()) != 0
             if keep.all():
                 continue
             attach_mask(variable).mask.assign(keep)
-            held += 1
+            held.append(variable)
+    # As PruneCallback does: the compiled train step must see the masks on every backend.
+    backend.bind_masks(model, [(v, v.constraint.mask) for v in held])
     if held and getattr(model, "train_function", None) is not None:
         # The train step was traced without the constraints: retrace it on the next fit.
         model.train_function = None
-    return held
+    return len(held)
 
-
-def _variable_scope(model):
-    """Where new variables of `model` belong: its tf.distribute strategy, if the backend has one."""
-    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow only
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()

@@ -24,7 +24,7 @@ Example:
 
 ```python
 import numpy as np
-from mobileprune.pruning.patterns import resolve_pattern
+from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.oneshot.methods import sparsegpt
 x = np.random.randn(512, 64).astype("float32"); w = np.random.randn(64, 32).astype("float32")
 pruned = sparsegpt(w, x.T @ x, resolve_pattern("2:4"), 0.5)

@@ -42,7 +42,8 @@ from mobileprune.oneshot.progress import Progress
 from mobileprune.oneshot.stats import InputStats
 from mobileprune.oneshot.views import view_for
 from mobileprune.pruning.masks import num_to_prune
-from mobileprune.pruning.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern, resolve_pattern
+from mobileprune.pruning.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern
+from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.selection import PruneTarget, Selector, select_targets
 
 # SparseGPT and the least-squares reconstruction need at least one calibration

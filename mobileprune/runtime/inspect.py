@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -134,6 +134,9 @@ class TfliteReport:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     op_counts: dict[str, int] = field(default_factory=dict)
+    #: Whether XNNPACK would run the file on its sparse path on ARM
+    #: (:class:`mobileprune.runtime.xnnpack_sparse.SparseReport`).
+    xnnpack_sparse: Any = field(default=None, repr=False, compare=False)
 
     @property
     def weights(self) -> tuple[TensorInfo, ...]:
@@ -194,6 +197,7 @@ class TfliteReport:
             "weight_zeros": self.weight_zeros,
             "weight_sparsity": self.weight_sparsity,
             "op_counts": dict(self.op_counts),
+            "xnnpack_sparse": None if self.xnnpack_sparse is None else self.xnnpack_sparse.to_dict(),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "ops": [op.to_dict() for op in self.ops],
@@ -212,6 +216,8 @@ class TfliteReport:
             for t in tensors:
                 quant = f" scale={list(t.scale)} zero_point={list(t.zero_point)}" if t.scale else ""
                 lines.append(f"{label}: {t.name} {list(t.shape)} {t.dtype}{quant}")
+        if self.xnnpack_sparse is not None:
+            lines.append(self.xnnpack_sparse.summary())
         return "\n".join(lines)
 
 
@@ -229,11 +235,21 @@ def inspect_tflite(path: str | os.PathLike | bytes) -> TfliteReport:
 
     name, content = read_model(path)
     try:
-        return _parse(name, content)
+        report = _parse(name, content)
     except ModelFileError:
         raise
     except Exception as error:  # flatbuffer accessors fail in many ways on corrupt bytes
         raise ModelFileError(name, f"corrupt TFLite flatbuffer ({type(error).__name__}: {error})") from error
+    return replace(report, xnnpack_sparse=_xnnpack_sparse(content, report))
+
+
+def _xnnpack_sparse(content: bytes, report: TfliteReport) -> Any:
+    from mobileprune.runtime.xnnpack_sparse import analyze_parsed
+
+    try:
+        return analyze_parsed(content, report)
+    except Exception:  # an op layout the analysis does not know must not break inspect itself
+        return None
 
 
 def _parse(name: str, content: bytes) -> TfliteReport:
@@ -387,6 +403,9 @@ def _op_info(
     if counter is not None:
         shapes = [tensors[i].shape if i >= 0 else () for i in inputs]
         out_shape = tensors[outputs[0]].shape if outputs else ()
+        if name == "FULLY_CONNECTED" and inputs and inputs[0] >= 0:
+            shapes[0] = _fully_connected_rows(inputs[0], shapes, tensors, producers, op_names)
+            out_shape = (*shapes[0][:-1], out_shape[-1]) if out_shape else out_shape
         macs, weight_position = counter(shapes, out_shape)
         if weight_position < len(inputs) and inputs[weight_position] >= 0:
             density = _weight_density(inputs[weight_position], tensors, producers, op_names)
@@ -400,6 +419,29 @@ def _op_info(
         sparse_macs=None if macs is None else macs * (1.0 if density is None else density),
         weight_density=density,
     )
+
+
+def _fully_connected_rows(
+    tensor_index: int, shapes: list, tensors: list[TensorInfo], producers: dict[int, Any], op_names: list[str]
+) -> tuple[int, ...]:
+    """Input shape of a FULLY_CONNECTED op, seen through a dynamic RESHAPE.
+
+    A Keras ``Dense`` on a sequence ``(batch, tokens, features)`` converts to
+    a RESHAPE whose target is computed at run time, so the file stores a
+    placeholder shape like ``(1, 1)`` for the FULLY_CONNECTED input; the
+    reshape's own input still has the real size.
+    """
+    shape = shapes[0]
+    features = int(shapes[1][-1]) if len(shapes) > 1 and shapes[1] else 0
+    if not features or _product(shape) % features == 0 and _product(shape) >= features:
+        return shape
+    producer = producers.get(tensor_index)
+    if producer is None or op_names[int(producer.OpcodeIndex())] != "RESHAPE":
+        return shape
+    source = tensors[_indices(producer.InputsAsNumpy())[0]].shape
+    if _product(source) % features:
+        return shape
+    return (_product(source) // features, features)
 
 
 def _weight_density(

@@ -20,9 +20,22 @@ Rules (see ``layer_rules.py`` for the per-layer table):
   group.
 - The model's inputs and outputs are never pruned.
 - A layer the graph cannot reason about (``Lambda``, an unknown custom layer, a
-  nested model, a raw ``keras.ops`` call) is a *barrier*: every channel that
-  touches it is left alone and a warning names it; the rest is still pruned.
-  Nested models are barriers: prune their inside by calling this on them.
+  raw ``keras.ops`` call) is a *barrier*: every channel that touches it is
+  left alone and a warning names it; the rest is still pruned. Teach the graph
+  about a layer class with ``mobileprune.register_layer_rule``.
+- Normalizations over the channel axis (``LayerNormalization``, RMS norms) mix
+  the channels of a token, so the channels they read or write (a
+  transformer's residual stream, the model width) are kept, silently.
+- Transformer blocks: a composite layer (``MultiHeadAttention``, keras-hub's
+  ``TransformerEncoder``, ``Gemma3DecoderBlock``...) contributes *inner*
+  groups, whose units live inside the layer: attention heads (a head owns its
+  query/key/value slices and its rows of the output projection) and
+  feed-forward neurons (the hidden units between the projections). Its own
+  input and output width is kept. An FFN built from two ``Dense`` layers in a
+  functional model is an ordinary producer -> reader group.
+- A functional model used as a layer (a keras-hub ``Backbone`` inside a
+  classifier) is descended into: its groups join the outer graph, named
+  ``"<nested model>/<group>"``; channels crossing its boundary are kept.
 - A channel that a masked layer cannot force to exactly zero (e.g. the
   output of a ``sigmoid``) is not removed where that would change a result:
   it is kept if a Conv/Dense reads it, unless a ``Multiply`` with a zeroed
@@ -45,12 +58,12 @@ assert [g.name for g in groups] == ["a"] and groups[0].size == 8
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import keras
 import numpy as np
 
-from mobileprune.structured.layer_rules import LayerRule, rule_for
+from mobileprune.structured.layer_rules import InnerGroup, LayerRule, WeightAxes, rule_for
 
 
 @dataclass(frozen=True)
@@ -64,11 +77,17 @@ class Member:
             Conv/Dense reads (sliced by ``shrink`` but never zeroed).
         positions: ``(group.size, k)`` indices along that layer's channel axis;
             ``k > 1`` after a Flatten, where one channel is ``k`` Dense inputs.
+        weights: ``(WeightAxes, variable)`` of every variable the member
+            slices (for inner groups, a variable of a sublayer).
+        kind: the rule kind of the layer (``"producer"``, ``"through"``) or
+            ``"inner"`` for a slice inside a composite layer.
     """
 
     layer: str
     role: str
     positions: np.ndarray
+    weights: tuple = ()
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,12 +99,17 @@ class ChannelGroup:
         size: number of independent units (channels or neurons).
         members: every layer slice the group's units touch.
         units: the graph's unit ids, in the order ``positions`` use.
+        owner: for an inner group (heads, FFN neurons), the composite layer
+            that owns it; ``shrink`` rebuilds that layer smaller.
+        key: the inner group's key in its owner's rule (``"heads"``, ``"ffn"``).
     """
 
     name: str
     size: int
     members: tuple[Member, ...]
     units: np.ndarray = field(repr=False)
+    owner: str | None = None
+    key: str | None = None
 
     def outputs(self) -> tuple[Member, ...]:
         """The members masking zeroes (producers and per-channel weights)."""
@@ -151,6 +175,9 @@ class ChannelGraph:
             (first) call, as root unit ids; ``None`` for a missing side.
         rules: layer name -> its ``LayerRule``.
         barriers: ``(layer name, reason)`` of every barrier found.
+        nested: nested functional model name -> its own ``ChannelGraph``;
+            its groups are also in ``groups``, renamed ``"<model>/<group>"``.
+        own_groups: the groups of this model's own layers (not of nested models).
     """
 
     model: object
@@ -158,6 +185,8 @@ class ChannelGraph:
     layer_units: dict[str, tuple[np.ndarray | None, np.ndarray | None]]
     rules: dict[str, LayerRule]
     barriers: list[tuple[str, str]]
+    nested: dict[str, "ChannelGraph"] = field(default_factory=dict)
+    own_groups: list[ChannelGroup] = field(default_factory=list)
 
     def group(self, name: str) -> ChannelGroup:
         """The group named ``name`` (its first producing layer)."""
@@ -222,6 +251,10 @@ class _GraphBuilder:
         self.layer_calls: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
         self.rules: dict[str, LayerRule] = {}
         self.barriers: list[tuple[str, str]] = []
+        self.nested: dict[str, ChannelGraph] = {}
+        self.extra_groups: list[tuple[int, ChannelGroup]] = []  # (visit index, group)
+        self.visit_index: dict[str, int] = {}
+        self.from_nested: set[int] = set()
 
     # -- tensors -------------------------------------------------------------
     def _get(self, tensor) -> _TensorChannels:
@@ -253,12 +286,16 @@ class _GraphBuilder:
             inputs[0].shape if inputs else None,
             outputs[0].shape if outputs else None,
         )
-        if rule.kind != "input" and (any(_channels(t) is None for t in inputs + outputs)):
+        # Composite layers and nested models keep their boundary anyway (e.g. a padding mask).
+        if rule.kind not in ("input", "composite", "nested", "barrier") and any(
+            _channels(t) is None for t in inputs + outputs
+        ):
             rule = LayerRule("barrier", reason="unknown channel count")
         if rule.kind in ("producer", "through", "flatten") and len(inputs) != 1:
             rule = LayerRule("barrier", reason=f"{len(inputs)} inputs")
         name = operation.name
         self.rules.setdefault(name, rule)
+        self.visit_index.setdefault(name, len(self.visit_index))
         handler = getattr(self, f"_visit_{rule.kind}")
         handler(operation, rule, inputs, outputs)
 
@@ -276,12 +313,57 @@ class _GraphBuilder:
             self._fresh(tensor, zero_safe=False, frozen=True)
         if operation.name not in [name for name, _ in self.barriers]:
             self.barriers.append((operation.name, rule.reason))
-            if self.warn and blocked:  # silent when nothing prunable was lost (e.g. input scaling)
+            # Silent when nothing prunable was lost (e.g. input scaling) or the loss is expected (norms).
+            # An unknown layer with weights may hide prunable units (heads, neurons): always say so.
+            hides_units = rule.extra.get("unknown", False) and bool(getattr(operation, "weights", ()))
+            if self.warn and (blocked or hides_units) and not rule.silent:
                 warnings.warn(
                     f"mobileprune: layer {operation.name!r} ({type(operation).__name__}) is a "
                     f"barrier ({rule.reason}); channels touching it are not pruned",
                     stacklevel=4,
                 )
+
+    def _visit_composite(self, operation, rule, inputs, outputs) -> None:
+        first_call = operation.name not in self.layer_calls
+        self._visit_barrier(operation, rule, inputs, outputs)
+        if not first_call:
+            return
+        self.layer_calls[operation.name] = (None, None)
+        for inner in rule.inner:
+            self.extra_groups.append((self.visit_index[operation.name], self._inner_group(operation.name, inner)))
+
+    def _inner_group(self, owner: str, inner: InnerGroup) -> ChannelGroup:
+        members = []
+        for piece in inner.slices:
+            axis = piece.axis
+            axes = WeightAxes(
+                piece.variable.name,
+                in_axis=axis if piece.role == "in" else None,
+                out_axis=axis if piece.role == "out" else None,
+            )
+            layer = piece.variable.path.rsplit("/", 1)[0]
+            members.append(Member(layer, piece.role, np.asarray(piece.positions), ((axes, piece.variable),), "inner"))
+        members.sort(key=lambda m: m.role != "out")
+        units = self.uf.fresh(inner.size)
+        return ChannelGroup(f"{owner}/{inner.key}", inner.size, tuple(members), units, owner, inner.key)
+
+    def _visit_nested(self, operation, rule, inputs, outputs) -> None:
+        first_call = operation.name not in self.nested
+        self._visit_barrier(operation, rule, inputs, outputs)
+        if not first_call:
+            return
+        inner = _GraphBuilder(operation, self.warn).run()
+        self.nested[operation.name] = inner
+        self.layer_calls[operation.name] = (None, None)
+        prefix = operation.name + "/"
+        for name, inner_rule in inner.rules.items():
+            self.rules[prefix + name] = inner_rule
+        for group in inner.groups:
+            members = tuple(replace(m, layer=prefix + m.layer) for m in group.members)
+            owner = None if group.owner is None else prefix + group.owner
+            renamed = replace(group, name=prefix + group.name, members=members, owner=owner)
+            self.extra_groups.append((self.visit_index[operation.name], renamed))
+            self.from_nested.add(id(renamed))
 
     def _visit_producer(self, operation, rule, inputs, outputs) -> None:
         source = self._get(inputs[0])
@@ -378,17 +460,20 @@ class _GraphBuilder:
             by_key.setdefault(key, []).append(root)
 
         order = {name: index for index, name in enumerate(self.layer_calls)}
-        groups = []
+        placed = []
         for key, roots in by_key.items():
             group = self._make_group(key, roots, appearances, order)
             if group is not None:
-                groups.append(group)
-        groups.sort(key=lambda g: order[g.name])
+                placed.append((self.visit_index[group.name], 0, group))
+        placed += [(index, 1, group) for index, group in self.extra_groups]
+        placed.sort(key=lambda item: item[:2])
+        groups = [group for _, _, group in placed]
         layer_units = {
             name: (None if a is None else self.uf.roots(a), None if b is None else self.uf.roots(b))
             for name, (a, b) in self.layer_calls.items()
         }
-        return ChannelGraph(self.model, groups, layer_units, self.rules, self.barriers)
+        own = [g for g in groups if id(g) not in self.from_nested]
+        return ChannelGraph(self.model, groups, layer_units, self.rules, self.barriers, self.nested, own)
 
     def _make_group(self, key, roots, appearances, order: dict[str, int]) -> ChannelGroup | None:
         first_out = next((i for i in key if self.members[i][1] == "out"), None)
@@ -405,7 +490,14 @@ class _GraphBuilder:
             positions = [sorted(p for i, p in appearances[root] if i == index) for root in roots]
             if len({len(p) for p in positions}) != 1:
                 return None  # a unit repeated unevenly: not worth the risk
-            members.append(Member(name, role, np.array(positions, dtype=np.int64)))
+            layer = self.model.get_layer(name)
+            rule = self.rules[name]
+            weights = tuple(
+                (axes, getattr(layer, axes.attribute))
+                for axes in rule.weights
+                if getattr(layer, axes.attribute, None) is not None
+            )
+            members.append(Member(name, role, np.array(positions, dtype=np.int64), weights, rule.kind))
         members.sort(key=lambda m: (m.role != "out", order[m.layer]))
         return ChannelGroup(self.members[first_out][0], len(roots), tuple(members), np.array(roots))
 

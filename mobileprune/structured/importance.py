@@ -12,6 +12,13 @@ Criteria:
 - ``"bn"``: ``|gamma|`` of the group's BatchNormalization layers (the
   "network slimming" criterion); groups without BatchNormalization fall back
   to ``"l2"``.
+- ``"taylor"``: first-order Taylor estimate of the loss change when a unit
+  is removed, ``sum |w * dL/dw|`` over the unit's weights (kernels and
+  biases), summed over a few batches of data (``TaylorSaliency``); the
+  criterion structured pruners use for attention heads and FFN neurons.
+- a function ``f(weights, values) -> scores``: your own criterion, given the
+  group's ``GroupWeight`` list and their current values, returning one score
+  per unit (higher is kept).
 
 Example:
 
@@ -33,7 +40,7 @@ import numpy as np
 from mobileprune.structured.graph import ChannelGraph, ChannelGroup, Member
 from mobileprune.structured.layer_rules import WeightAxes
 
-CRITERIA = ("l2", "l1", "bn")
+CRITERIA = ("l2", "l1", "bn", "taylor")
 _SCORED_KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
@@ -59,10 +66,15 @@ class GroupWeight:
         return self.member.role == "out" and self.axes.masked
 
 
-def check_criterion(criterion: str) -> str:
-    """Return ``criterion`` if it is known, else raise a one-line ValueError."""
+def check_criterion(criterion):
+    """Return ``criterion`` if it is a known name or a function, else raise a one-line ValueError."""
+    if callable(criterion):
+        return criterion
     if criterion not in CRITERIA:
-        raise ValueError(f"unknown importance criterion {criterion!r}; use one of {CRITERIA}")
+        raise ValueError(
+            f"unknown importance criterion {criterion!r}; use one of {CRITERIA} or a function "
+            "(weights, values) -> one score per unit"
+        )
     return criterion
 
 
@@ -79,11 +91,9 @@ def group_weights(graph: ChannelGraph, group: ChannelGroup, roles=("out",)) -> l
     for member in group.members:
         if member.role not in roles:
             continue
-        layer = graph.model.get_layer(member.layer)
-        for axes in graph.rules[member.layer].weights:
+        for axes, variable in member.weights:
             axis = axes.out_axis if member.role == "out" else axes.in_axis
-            variable = getattr(layer, axes.attribute, None)
-            if axis is None or variable is None:
+            if axis is None:
                 continue
             weights.append(GroupWeight(member, axes, variable, axis))
     return weights
@@ -105,15 +115,28 @@ def unit_norms(value: np.ndarray, axis: int, positions: np.ndarray, order: int =
     return per_unit if order == 1 else np.sqrt(per_unit)
 
 
-def group_scores(weights: list[GroupWeight], values: list[np.ndarray], criterion: str = "l2") -> np.ndarray:
+def group_scores(weights: list[GroupWeight], values: list[np.ndarray], criterion="l2", saliency=None) -> np.ndarray:
     """Importance per unit of one group, from the current ``values`` of ``weights``.
 
     Args:
         weights: the group's weights (``group_weights``).
         values: numpy values of ``weights``, same order.
-        criterion: ``"l2"``, ``"l1"`` or ``"bn"``.
+        criterion: ``"l2"``, ``"l1"``, ``"bn"``, ``"taylor"`` or a function
+            ``(weights, values) -> scores``.
+        saliency: for ``"taylor"``, ``|w * grad|`` per weight, same order
+            (``TaylorSaliency.compute``).
     """
     check_criterion(criterion)
+    if callable(criterion):
+        scores = np.asarray(criterion(weights, values), dtype=np.float64).ravel()
+        size = weights[0].member.positions.shape[0] if weights else 0
+        if scores.shape != (size,):
+            raise ValueError(f"importance function returned {scores.shape[0]} scores for a group of {size} units")
+        return scores
+    if criterion == "taylor":
+        if saliency is None:
+            raise ValueError("criterion 'taylor' needs data: pass data=(x, y) to ChannelPattern or mask_channels")
+        return _sum_normalised(list(zip(weights, saliency)), order=1)
     if criterion == "bn":
         chosen = [(w, v) for w, v in zip(weights, values) if w.axes.attribute == "gamma"]
         if chosen:
@@ -205,3 +228,82 @@ def channel_masks(weights: list[GroupWeight], keep: np.ndarray) -> list[np.ndarr
         view[axis] = shape[axis]
         masks.append(np.broadcast_to(along.reshape(view), shape).copy())
     return masks
+
+
+class TaylorSaliency:
+    """``|w * dL/dw|`` per weight, summed over a few batches of data.
+
+    Args:
+        model: the model (its compiled loss is used unless ``loss`` is given).
+        data: ``(x, y)`` arrays, or an iterable of ``(x, y)`` batches (e.g. a
+            ``tf.data.Dataset``).
+        loss: ``loss(y_true, y_pred)``; default: the model's compiled loss.
+        batches: batches per estimate.
+        batch_size: batch size when ``data`` is ``(x, y)`` arrays.
+
+    Example:
+
+    ```python
+    import keras, numpy as np
+    from mobileprune.structured.importance import TaylorSaliency
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(loss="mse")
+    saliency = TaylorSaliency(model, (np.ones((8, 4)), np.zeros((8, 2))))
+    (kernel,) = saliency.compute([model.layers[0].kernel])
+    assert kernel.shape == (4, 2) and (kernel >= 0).all()
+    ```
+    """
+
+    def __init__(self, model, data, loss=None, batches: int = 4, batch_size: int = 32):
+        self.model = model
+        self.data = data
+        self.loss = loss
+        self.batches = int(batches)
+        self.batch_size = int(batch_size)
+        self._offset = 0
+        self._iterator = None
+
+    def _loss(self):
+        import keras
+
+        loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)
+        if loss is None:
+            raise ValueError("Taylor importance needs a loss: compile the model or pass loss=...")
+        return keras.losses.get(loss) if isinstance(loss, str) else loss
+
+    def _next_batch(self):
+        if isinstance(self.data, tuple) and len(self.data) == 2 and hasattr(self.data[0], "__len__"):
+            x, y = self.data
+            size = len(x)
+            start = self._offset % size
+            stop = min(start + self.batch_size, size)
+            self._offset = stop
+            return _take(x, start, stop), _take(y, start, stop)
+        if self._iterator is None:
+            self._iterator = iter(self.data)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = iter(self.data)
+            return next(self._iterator)
+
+    def compute(self, variables: list) -> list[np.ndarray]:
+        """``sum over batches |w * dL/dw|`` for each of ``variables``."""
+        from mobileprune.structured.gradients import loss_gradients
+
+        loss = self._loss()
+        values = [np.asarray(v.numpy(), dtype=np.float64) for v in variables]
+        total = [np.zeros_like(v) for v in values]
+        for _ in range(self.batches):
+            x, y = self._next_batch()
+            for index, grad in enumerate(loss_gradients(self.model, x, y, loss, variables)):
+                total[index] += np.abs(values[index] * grad)
+        return total
+
+
+def _take(array, start: int, stop: int):
+    if isinstance(array, (list, tuple)):
+        return type(array)(_take(a, start, stop) for a in array)
+    if isinstance(array, dict):
+        return {k: _take(v, start, stop) for k, v in array.items()}
+    return array[start:stop]

@@ -31,6 +31,7 @@ from mobileprune.structured.importance import (
     check_criterion,
     check_fraction,
     check_round_to,
+    TaylorSaliency,
     group_scores,
     group_weights,
     select_channels,
@@ -43,6 +44,8 @@ def mask_channels(
     criterion: str = "l2",
     round_to: int | None = None,
     warn: bool = True,
+    data=None,
+    loss=None,
 ) -> dict[str, int]:
     """Zero the lowest-importance ``fraction`` of each prunable channel group.
 
@@ -51,10 +54,13 @@ def mask_channels(
             modified in place.
         fraction: share of each group's channels to zero, in ``[0, 1]``.
             Every group keeps at least one channel.
-        criterion: ``"l2"`` (default), ``"l1"`` or ``"bn"`` (see
-            ``mobileprune.structured.importance``).
+        criterion: ``"l2"`` (default), ``"l1"``, ``"bn"``, ``"taylor"``
+            (needs ``data``) or a function ``(weights, values) -> scores``
+            (see ``mobileprune.structured.importance``).
         round_to: keep a multiple of this many channels per group, e.g. 8.
         warn: warn about barrier layers.
+        data: ``(x, y)`` sample for ``"taylor"`` (4 batches of 32 are used).
+        loss: loss for ``"taylor"``; default: the model's compiled loss.
 
     Returns:
         Group name -> number of channels zeroed.
@@ -63,12 +69,20 @@ def mask_channels(
     check_criterion(criterion)
     check_fraction(fraction)
     check_round_to(round_to)
+    if criterion == "taylor" and data is None:
+        raise ValueError("criterion 'taylor' needs data=(x, y) for its gradients")
     graph = build_graph(model, warn=warn)
+    per_group = [[w for w in group_weights(graph, group) if w.masked] for group in graph.groups]
+    saliency = {}
+    if criterion == "taylor":
+        variables = list({id(w.variable): w.variable for ws in per_group for w in ws}.values())
+        found = TaylorSaliency(model, data, loss).compute(variables)
+        saliency = {id(v): s for v, s in zip(variables, found)}
     zeroed = {}
-    for group in graph.groups:
-        weights = [w for w in group_weights(graph, group) if w.masked]
+    for group, weights in zip(graph.groups, per_group):
         values = [np.asarray(w.variable.numpy()) for w in weights]
-        keep = select_channels(group_scores(weights, values, criterion), fraction, round_to)
+        group_saliency = [saliency[id(w.variable)] for w in weights] if saliency else None
+        keep = select_channels(group_scores(weights, values, criterion, group_saliency), fraction, round_to)
         for weight, value, mask in zip(weights, values, channel_masks(weights, keep)):
             weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
         zeroed[group.name] = int((~keep).sum())

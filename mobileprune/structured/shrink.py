@@ -83,7 +83,7 @@ def removable_units(graph: ChannelGraph) -> set[int]:
         graph: the model's ``ChannelGraph``.
     """
     removable: set[int] = set()
-    for group in graph.groups:
+    for group in graph.own_groups:
         zero = np.ones(group.size, dtype=bool)
         for weight in group_weights(graph, group):
             if not weight.masked:
@@ -107,7 +107,35 @@ def _keep_masks(graph: ChannelGraph, removed: set[int]) -> dict[str, tuple]:
     return masks
 
 
-def _clone_function(graph: ChannelGraph, keep_masks: dict[str, tuple]):
+def _inner_keeps(graph: ChannelGraph, removed: set[int]) -> dict[str, dict[str, np.ndarray]]:
+    """Owner layer -> {inner group key: bool keep per unit}, for inner groups that lose units."""
+    keeps: dict[str, dict[str, np.ndarray]] = {}
+    for group in graph.own_groups:
+        if group.owner is None:
+            continue
+        keep = ~np.isin(group.units, np.fromiter(removed, dtype=np.int64, count=len(removed)))
+        if not keep.all():
+            keeps.setdefault(group.owner, {})[group.key] = keep
+    return keeps
+
+
+def _inner_slices(graph: ChannelGraph, inner_keeps: dict) -> dict[int, list[tuple[int, np.ndarray]]]:
+    """id(variable) -> [(axis, bool keep along that axis)] for the variables of shrunk inner groups."""
+    slices: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for group in graph.own_groups:
+        keep = inner_keeps.get(group.owner, {}).get(group.key)
+        if keep is None:
+            continue
+        for member in group.members:
+            for axes, variable in member.weights:
+                axis = axes.out_axis if member.role == "out" else axes.in_axis
+                along = np.ones(variable.shape[axis], dtype=bool)
+                along[member.positions[~keep].ravel()] = False
+                slices.setdefault(id(variable), []).append((axis, along))
+    return slices
+
+
+def _clone_function(graph: ChannelGraph, keep_masks: dict[str, tuple], inner_keeps: dict):
     cache: dict[int, object] = {}
 
     def clone(layer):
@@ -115,14 +143,22 @@ def _clone_function(graph: ChannelGraph, keep_masks: dict[str, tuple]):
             return layer  # raw ops carry no weights
         if id(layer) in cache:
             return cache[id(layer)]  # shared layers stay shared
+        if layer.name in graph.nested and graph.nested[layer.name].model is layer:
+            cache[id(layer)] = _shrink_graph(graph.nested[layer.name])
+            return cache[id(layer)]
         config = layer.get_config()
         rule = graph.rules.get(layer.name)
+        if rule is not None and rule.resize is not None and layer.name in inner_keeps:
+            kept = {key: int(keep.sum()) for key, keep in inner_keeps[layer.name].items()}
+            config = rule.resize(dict(config), kept)
         out_keep = keep_masks.get(layer.name, (None, None))[1]
         if rule is not None and rule.size_key and out_keep is not None:
-            if rule.size_key == "target_shape":
-                shape = list(config["target_shape"])
-                shape[-1] = int(out_keep.sum())
-                config["target_shape"] = tuple(shape)
+            if rule.size_key in ("target_shape", "output_shape"):
+                shape = config[rule.size_key]
+                if isinstance(shape, int):
+                    config[rule.size_key] = int(out_keep.sum())
+                elif shape[-1] is not None:
+                    config[rule.size_key] = tuple(shape[:-1]) + (int(out_keep.sum()),)
             else:
                 config[rule.size_key] = int(out_keep.sum())
         try:
@@ -147,10 +183,10 @@ def _slice(value: np.ndarray, axes, in_keep, out_keep) -> np.ndarray:
     return value
 
 
-def _copy_weights(graph: ChannelGraph, new_model, keep_masks: dict[str, tuple]) -> None:
+def _copy_weights(graph: ChannelGraph, new_model, keep_masks: dict[str, tuple], inner_slices: dict) -> None:
     for layer in graph.model.layers:
-        if not layer.weights:
-            continue
+        if not layer.weights or layer.name in graph.nested:
+            continue  # a nested model was shrunk with its own weights
         new_layer = new_model.get_layer(layer.name)
         if new_layer is layer:
             continue
@@ -162,6 +198,8 @@ def _copy_weights(graph: ChannelGraph, new_model, keep_masks: dict[str, tuple]) 
             axes = axes_by_name.get(old.name)
             if axes is not None:
                 value = _slice(value, axes, in_keep, out_keep)
+            for axis, along in inner_slices.get(id(old), ()):
+                value = np.compress(along, value, axis=axis)
             if tuple(value.shape) != tuple(new.shape):
                 raise ValueError(
                     f"shrink: weight {old.path} became {value.shape} but the new layer expects "
@@ -207,14 +245,20 @@ def shrink(model: keras.Model, warn: bool = True) -> keras.Model:
     assert np.allclose(model(x), smaller(x), atol=1e-4)
     ```
     """
-    graph = build_graph(model, warn=warn)
-    keep_masks = _keep_masks(graph, removable_units(graph))
-    clone_function = _clone_function(graph, keep_masks)
+    return _shrink_graph(build_graph(model, warn=warn))
+
+
+def _shrink_graph(graph: ChannelGraph) -> keras.Model:
+    model = graph.model
+    removed = removable_units(graph)
+    keep_masks = _keep_masks(graph, removed)
+    inner_keeps = _inner_keeps(graph, removed)
+    clone_function = _clone_function(graph, keep_masks, inner_keeps)
     if isinstance(model, keras.Sequential):
         new_model = keras.models.clone_model(model, clone_function=clone_function)
     else:
         new_model = keras.models.clone_model(
             model, input_tensors=_same_named_inputs(model), clone_function=clone_function
         )
-    _copy_weights(graph, new_model, keep_masks)
+    _copy_weights(graph, new_model, keep_masks, _inner_slices(graph, inner_keeps))
     return new_model

@@ -12,17 +12,10 @@ import mobileprune as mp
 from mobileprune.oneshot import methods
 from mobileprune.oneshot.views import view_for
 from mobileprune.pruning.masks import num_to_prune
-from mobileprune.pruning.patterns import resolve_pattern
+from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.selection import all_targets
 
 from tests.oneshot._models import correlated_inputs, mixed, mlp, token_model
-
-
-# Masks inside `fit` (pruning.constraint, PruneCallback) and TFLite export run on
-# the TensorFlow backend today; the backend module is where the others will be added.
-needs_tf_backend = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="mask constraints in fit / TFLite export: TensorFlow backend"
-)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +94,6 @@ def test_embedding_by_magnitude_and_unsupported_layers_warn():
         mp.prune_oneshot(rnn_model, 0.5, np.ones((8, 5, 3), "float32"), progress=False)
 
 
-@needs_tf_backend
 def test_masks_are_held_through_fit_and_match_prune_callback():
     x = correlated_inputs(128, 16)
     y = np.arange(128) % 8
@@ -123,14 +115,13 @@ def test_masks_are_held_through_fit_and_match_prune_callback():
         assert np.array_equal(~mask, was_zero), name
 
 
-@needs_tf_backend
 def test_strip_and_export(tmp_path):
     x = correlated_inputs(64, 16)
     model = mlp()
     mp.prune_oneshot(model, 0.5, x, method="wanda", progress=False)
     result = mp.export_tflite(mp.strip_pruning(model), tmp_path / "pruned.tflite", sparse=False)
-    assert all(v == pytest.approx(0.5, abs=0.01) for v in result.weight_sparsity.values() if v > 0)
-    assert sum(v > 0.4 for v in result.weight_sparsity.values()) == 3
+    # The three kernels (biases of an untrained model are all zero, and listed on some backends).
+    assert sorted(v for v in result.weight_sparsity.values() if 0 < v < 1) == [0.5, 0.5, 0.5]
 
 
 def test_too_few_rows_for_the_hessian_names_the_count():

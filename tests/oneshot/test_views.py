@@ -18,7 +18,7 @@ def _check(layer_input, layer, output, role="kernel", bias=True):
     matrix = view.matrix(kernel)
     assert np.array_equal(view.kernel(matrix), kernel)
     rows = np.concatenate(list(view.rows(layer_input, max_values=700)))
-    expected = np.asarray(output).reshape(-1, matrix.shape[1])
+    expected = keras.ops.convert_to_numpy(output).reshape(-1, matrix.shape[1])
     if bias:
         expected = expected - np.asarray(layer.bias.numpy()).reshape(-1)
     np.testing.assert_allclose(rows @ matrix, expected, rtol=1e-4, atol=1e-4)

@@ -22,7 +22,7 @@ Example:
 
 ```python
 import mobileprune as mp
-from mobileprune.structured.channel_pattern import ChannelPattern
+from mobileprune.pruning.channel_pattern import ChannelPattern
 schedule = mp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=200, frequency=20)
 callback = mp.PruneCallback(schedule, pattern=ChannelPattern("l2", round_to=8))
 # model.fit(..., callbacks=[callback]); smaller = mp.shrink(model)
@@ -32,6 +32,7 @@ callback = mp.PruneCallback(schedule, pattern=ChannelPattern("l2", round_to=8))
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -59,14 +60,19 @@ class ChannelMaskGroup(MaskGroup):
         criterion: importance criterion (``"l2"``, ``"l1"``, ``"bn"``).
     """
 
-    def __init__(self, group: ChannelGroup, weights: list[GroupWeight], criterion: str):
+    def __init__(self, group: ChannelGroup, weights: list[GroupWeight], criterion, saliency=None):
         super().__init__(f"{group.name}/channels", [w.variable for w in weights])
         self.group = group
         self.weights = weights
         self.criterion = criterion
+        self.saliency = saliency  # () -> {id(variable): |w * grad|}, for "taylor"
 
     def scores(self, values: list[np.ndarray]) -> np.ndarray:
-        return group_scores(self.weights, values, self.criterion)
+        saliency = None
+        if self.criterion == "taylor":
+            by_variable = self.saliency()
+            saliency = [by_variable[id(w.variable)] for w in self.weights]
+        return group_scores(self.weights, values, self.criterion, saliency)
 
     def expand(self, keep: np.ndarray) -> list[np.ndarray]:
         return channel_masks(self.weights, np.asarray(keep, dtype=bool))
@@ -95,19 +101,67 @@ class UnprunedGroup(MaskGroup):
         return 0
 
 
+def _nothing_to_prune(model, graph) -> str:
+    """The one-line reason why ``pattern="channels"`` can prune nothing in ``model``."""
+    if graph.groups:
+        reason = "the producing kernels of every channel group are excluded from the selection"
+    elif graph.barriers:
+        listed = ", ".join(f"{name} ({why})" for name, why in graph.barriers[:6])
+        more = f" and {len(graph.barriers) - 6} more" if len(graph.barriers) > 6 else ""
+        reason = f"every channel touches a barrier or the model's inputs/outputs; barriers: {listed}{more}"
+    else:
+        reason = "every channel feeds the model's outputs or comes from its inputs"
+    return (
+        f"pattern='channels' finds nothing to prune in model {model.name!r}: {reason}. "
+        "Sparsity stays 0; teach mobileprune about custom layers with mobileprune.register_layer_rule."
+    )
+
+
 class ChannelPattern(Pattern):
     """Whole output channels and neurons, ranked per channel group.
 
     Args:
-        criterion: ``"l2"`` (default), ``"l1"`` or ``"bn"`` (BatchNorm
-            ``|gamma|``); see ``mobileprune.structured.importance``.
+        criterion: ``"l2"`` (default), ``"l1"``, ``"bn"`` (BatchNorm
+            ``|gamma|``), ``"taylor"`` (``|w * grad|``, needs ``data``) or a
+            function ``(weights, values) -> scores``; see
+            ``mobileprune.structured.importance``.
         round_to: keep a multiple of this many channels per group (e.g. 8 for
             SIMD-friendly kernels), or ``None``.
+        data: for ``"taylor"``: ``(x, y)`` arrays or an iterable of batches;
+            at every mask update the gradients of ``taylor_batches`` batches
+            of it are accumulated (the callback never sees the training
+            batches, so give a sample of the training data).
+        taylor_batches: batches per Taylor estimate.
+        loss: loss for ``"taylor"``; default: the model's compiled loss.
     """
 
-    def __init__(self, criterion: str = "l2", round_to: int | None = None):
+    def __init__(
+        self, criterion="l2", round_to: int | None = None, data=None, taylor_batches: int = 4, loss=None
+    ):
         self.criterion = check_criterion(criterion)
         self.round_to = check_round_to(round_to)
+        if self.criterion == "taylor" and data is None:
+            raise ValueError("ChannelPattern('taylor') needs data=(x, y) (a sample of the training data) for gradients")
+        self.data = data
+        self.taylor_batches = taylor_batches
+        self.loss = loss
+        self._cache: tuple | None = None
+
+    def _saliency_for(self, model, variables: list):
+        from mobileprune.structured.importance import TaylorSaliency
+
+        source = TaylorSaliency(model, self.data, self.loss, self.taylor_batches)
+
+        def saliency() -> dict[int, np.ndarray]:
+            # One gradient pass per mask update, shared by all groups.
+            optimizer = getattr(model, "optimizer", None)
+            step = None if optimizer is None else int(np.asarray(optimizer.iterations.numpy()))
+            if self._cache is None or self._cache[0] != step or step is None:
+                values = source.compute(variables)
+                self._cache = (step, {id(v): s for v, s in zip(variables, values)})
+            return self._cache[1]
+
+        return saliency
 
     def groups(self, model, targets) -> list[MaskGroup]:
         graph = build_graph(model)
@@ -119,15 +173,23 @@ class ChannelPattern(Pattern):
             producers = [
                 w
                 for w in weights
-                if graph.rules[w.member.layer].kind == "producer" and w.axes.attribute in _PRODUCER_KERNELS
+                if w.member.kind in ("producer", "inner") and w.axes.attribute in _PRODUCER_KERNELS
             ]
             if not producers or not all(id(w.variable) in selected for w in producers):
                 continue
             mask_groups.append(ChannelMaskGroup(group, weights, self.criterion))
             covered.update(id(w.variable) for w in weights)
+        if self.criterion == "taylor":
+            channel_groups = [g for g in mask_groups if isinstance(g, ChannelMaskGroup)]
+            variables = list({id(v): v for g in channel_groups for v in g.variables}.values())
+            saliency = self._saliency_for(model, variables)
+            for group in channel_groups:
+                group.saliency = saliency
         for target in targets:
             if id(target.variable) not in covered:
                 mask_groups.append(UnprunedGroup(target.name, target.variable))
+        if not any(isinstance(g, ChannelMaskGroup) for g in mask_groups):
+            warnings.warn(_nothing_to_prune(model, graph), stacklevel=2)
         return mask_groups
 
     def select(self, scores: np.ndarray, sparsity: float) -> np.ndarray:
