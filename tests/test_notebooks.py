@@ -92,6 +92,14 @@ KEY_NUMBERS = {
         Key("CLI budget error", r"^mobileprune bench: error: (\S+): p90 [\d.]+ ms is over the ([\d.]+) ms budget$"),
         Key("runtime side without TensorFlow", r"TensorFlow imported by the runtime side: (\w+)"),
     ],
+    "05_one_shot_pruning.ipynb": [
+        Key("dense parameters", r"trained dense model: ([\d,]+) parameters"),
+        Key("dense accuracy (the fresh run trains 5 epochs, not 15)",
+            r"trained dense model: [\d,]+ parameters, test accuracy ([\d.]+)%", abs_tol=5.0),
+        _ZERO_TABLE,
+        _OVERALL,
+        Key("zeros held through fine-tuning", r"same zeros: (\w+)"),
+    ],
 }
 
 
