@@ -21,7 +21,7 @@ Run from the repository root:
 
 ```
 python -m benchmarks.oneshot_cost                       # full run
-python -m benchmarks.oneshot_cost --resnet-images 8     # fewer calibration images
+python -m benchmarks.oneshot_cost --resnet-images 16    # more calibration images (default 8)
 python -m benchmarks.oneshot_cost --quick               # LM only, 16 sequences, temp dir
 ```
 """
