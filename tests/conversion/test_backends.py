@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import builtins
 
+import keras
+import numpy as np
 import pytest
 
 from tests.conversion.conftest import file_zeros_by_size
@@ -30,7 +32,13 @@ def test_export_from_the_active_backend_keeps_zeros_and_predictions(pruned_model
     assert file_zeros_by_size(result) == kernel_zeros
     assert result.fidelity.samples == 450
     assert result.fidelity.agreement >= MIN_AGREEMENT[quantize]
-    assert result.fidelity.max_abs_diff <= MAX_ABS_DIFF[quantize]
+    assert abs(result.fidelity.tflite_accuracy - result.fidelity.keras_accuracy) <= 0.03
+    if quantize is None:
+        assert result.fidelity.max_abs_diff <= MAX_ABS_DIFF[None]  # the conversion itself is exact
+    else:
+        # int8 rounding error scales with the logit range, which differs with each backend's training run.
+        logits = keras.ops.convert_to_numpy(pruned_model(digits.x_test, training=False))
+        assert result.fidelity.max_abs_diff <= MAX_ABS_DIFF[quantize] / 40.0 * float(np.ptp(logits))
     # The caller's model keeps its masks: export strips a view of it, not the model.
     assert isinstance(pruned_model.layers[0].kernel.constraint, MaskConstraint)
     again = mp.verify(pruned_model, str(result.path), digits.x_test, digits.y_test)
