@@ -1,8 +1,16 @@
 """Shared helpers for the scripts in ``benchmarks/``: one table printer, one JSON writer.
 
+Tables and JSON go through the command line's own helpers (``mobileprune.cli._output``)
+and files through ``mobileprune.conversion.atomic``: one implementation each.
 Kept free of TensorFlow so that it loads in every environment (including the
 TensorFlow-less runtime one). Package versions are read from installed metadata,
 never by importing the packages.
+
+Full results are only written from a committed tree: ``write_results`` refuses
+when anything but ``benchmarks/results/`` differs from ``HEAD`` (benchmarks
+included), so every committed number names the code that produced it. Smoke
+runs (``--quick``) and ``--allow-dirty`` runs go to a temporary folder and say
+so in the file.
 
 Run benchmarks from the repository root as modules (``python -m
 benchmarks.mask_cost``) so that ``benchmarks._common`` is importable.
@@ -14,12 +22,13 @@ from benchmarks._common import print_table, write_results
 
 rows = [{"model": "digits", "ms": 1.25}]
 print_table("Latency", rows)
-write_results("latency", {"rows": rows})  # -> benchmarks/results/latency.json
+write_results("latency", {"rows": rows})  # -> benchmarks/results/latency.json (clean tree only)
 ```
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -29,6 +38,9 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from mobileprune.cli import _output
+from mobileprune.conversion.atomic import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -40,6 +52,9 @@ _VERSIONED_PACKAGES = (
     "ai-edge-litert",
     "tf-keras",
     "tensorflow-model-optimization",
+    "jax",
+    "jaxlib",
+    "torch",
 )
 
 
@@ -66,7 +81,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
         "command": _command_line(),
-        "git": _GIT_AT_START,
+        "git": _GIT_AT_START["commit"] + ("" if _GIT_AT_START["clean"] else "+dirty")
+        if _GIT_AT_START["commit"] else None,
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -77,36 +93,39 @@ def print_table(
     columns: Iterable[str] | None = None,
     float_digits: int = 3,
 ) -> None:
-    """Print ``rows`` (dicts sharing keys) as a rich table.
+    """Print ``rows`` (dicts sharing keys) as a table, with the command line's table printer.
 
     Args:
         title: caption printed above the table.
-        rows: one mapping per row; missing keys print as an empty cell.
+        rows: one mapping per row; missing keys print as ``-``.
         columns: keys to show, in order; defaults to the keys of the first row.
         float_digits: decimals shown for float cells.
     """
-    from rich.console import Console
-    from rich.table import Table
-
     columns = list(columns) if columns is not None else list(rows[0]) if rows else []
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*(_format_cell(row.get(column), float_digits) for column in columns))
-    console = Console()
-    # Piped output defaults to 80 columns, which wraps wide benchmark tables.
-    if not console.is_terminal:
-        console = Console(width=160)
-    console.print(table)
+    _output.print_table(title, columns, [[row.get(column) for column in columns] for row in rows], digits=float_digits)
 
 
-def results_dir(quick: bool) -> Path:
-    """Where a run writes its JSON: ``benchmarks/results``, or a temp folder for ``--quick``.
+def add_harness_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--allow-dirty`` to a benchmark's parser (see :func:`results_dir`)."""
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="run from a tree with uncommitted changes; the result goes to a temp folder, marked dirty",
+    )
 
-    Smoke runs must not overwrite the committed full-run results.
+
+def results_dir(quick: bool, allow_dirty: bool = False) -> Path:
+    """Where a run writes its JSON: ``benchmarks/results``, or a temp folder for ``--quick`` / ``--allow-dirty``.
+
+    Smoke runs and runs of uncommitted code must not overwrite the committed full-run results.
     """
-    return Path(tempfile.mkdtemp(prefix="mobileprune-bench-")) if quick else RESULTS_DIR
+    if quick or allow_dirty:
+        return Path(tempfile.mkdtemp(prefix="mobileprune-bench-"))
+    return RESULTS_DIR
+
+
+class DirtyTreeError(RuntimeError):
+    """Full results were about to be written from code that is not committed."""
 
 
 def write_results(name: str, payload: Mapping[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
@@ -119,24 +138,30 @@ def write_results(name: str, payload: Mapping[str, Any], results_dir: Path = RES
 
     Returns:
         The path written.
+
+    Raises:
+        DirtyTreeError: ``results_dir`` is ``benchmarks/results`` and the run
+            started from a tree with uncommitted changes (code, tests or
+            benchmarks; only ``benchmarks/results/`` may differ).
     """
     if not name or "/" in name or name.endswith(".json"):
         raise ValueError(f"write_results name must be a bare stem like 'mask_cost', got {name!r}")
-    results_dir.mkdir(parents=True, exist_ok=True)
-    document = {"benchmark": name, "machine": machine_info(), "results": payload}
-    path = results_dir / f"{name}.json"
-    # Write to a sibling temp file and rename, so an interrupted run never
-    # leaves a truncated result behind.
-    handle, temp_name = tempfile.mkstemp(dir=results_dir, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(document, stream, indent=2, default=_to_json)
-            stream.write("\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    committed = Path(results_dir).resolve() == RESULTS_DIR
+    if committed and not _GIT_AT_START.get("clean", False):
+        raise DirtyTreeError(
+            f"not writing {name}.json: the run started from {_GIT_AT_START.get('describe')}; "
+            "commit first and run again, or pass --allow-dirty (or --quick) to write a marked result to a temp folder"
+        )
+    document = {
+        "benchmark": name,
+        "kind": "full" if committed else "smoke or uncommitted code: not for the docs",
+        "machine": machine_info(),
+        "results": payload,
+    }
+    path = Path(results_dir) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_output.to_jsonable(document), indent=2, allow_nan=False) + "\n"
+    return atomic_write_text(path, text)
 
 
 def _command_line() -> str:
@@ -146,40 +171,27 @@ def _command_line() -> str:
     return " ".join(["python", program, *sys.argv[1:]])
 
 
-def _git_state() -> str | None:
-    """Commit of the code measured, with ``+dirty`` when tracked files differ from it."""
+def _git_state(root: Path | None = None) -> dict[str, Any]:
+    """Commit of the code measured, and whether the tree differs from it (results files aside)."""
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent if root is None else root
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "mobileprune"],
+        # Tracked changes anywhere and untracked files that are not ignored, except the results themselves.
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=normal", "--", ".", ":(exclude)benchmarks/results"],
             cwd=root, capture_output=True, text=True, check=True,
-        ).stdout.strip()
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
-def _format_cell(value: Any, float_digits: int) -> str:
-    if value is None:
-        return ""
-    # NumPy floats are not Python floats; their dtype kind says so.
-    if isinstance(value, float) or getattr(getattr(value, "dtype", None), "kind", "") == "f":
-        return f"{float(value):.{float_digits}f}"
-    return str(value)
-
-
-def _to_json(value: Any) -> Any:
-    # NumPy scalars and arrays appear in results; convert without importing NumPy.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON; convert it to a number, str or list first")
+        return {"commit": None, "clean": False, "describe": "a folder that is not a git checkout"}
+    if not changes:
+        return {"commit": commit, "clean": True, "describe": commit}
+    first = changes[0][3:]
+    more = f" and {len(changes) - 1} more" if len(changes) > 1 else ""
+    return {"commit": commit, "clean": False, "describe": f"{commit} with uncommitted changes ({first}{more})"}
 
 
 # Read once at import: the code a run measures is the code it started with.

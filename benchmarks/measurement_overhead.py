@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import print_table, write_results
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 
 MODEL = {"architecture": "MobileNetV2", "alpha": 0.75, "input_shape": [128, 128, 3], "classes": 10}
 TARGET_OVERHEAD = 0.02
@@ -103,6 +103,7 @@ def loop_cost_ns(iterations: int = 200_000, repeats: int = 7) -> dict[str, float
 def main(argv: list[str] | None = None) -> int:
     """Run the interleaved comparison, print the table and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_harness_arguments(parser)
     parser.add_argument("--repeats", type=int, default=7, help="interleaved bare/measured pairs")
     parser.add_argument("--runs", type=int, default=1000, help="invocations per measurement")
     parser.add_argument("--warmup", type=int, default=50)
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table("2. end to end: benchmark() mean vs bare loop mean", [{key: summary[key] for key in (
         "runtime", "bare_mean_ms_median", "benchmark_mean_ms_median", "overhead_pct_median",
         "overhead_pct_min", "overhead_pct_max", "end_to_end_within_target")}], float_digits=3)
-    print(write_results("measurement_overhead", {"summary": summary, "repeats": rows}))
+    print(write_results("measurement_overhead", {"summary": summary, "repeats": rows}, results_dir(False, args.allow_dirty)))
     return 0
 
 

@@ -45,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from benchmarks._common import print_table, results_dir, write_results
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 
 SPARSITY = 0.9
 TARGETS = {"download_over_limit": 1.1, "on_device_over_limit": 2.0, "float32_over_download": 15.0}
@@ -237,6 +237,7 @@ def _written(data: bytes) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_harness_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="digits only, fewer epochs, temp results folder")
     args = parser.parse_args()
 
@@ -263,7 +264,7 @@ def main() -> None:
         print(f"{row['model']}: targets missed: {', '.join(missed) or 'none'}; "
               f"sparse int8 on the default runtime: {row['sparse_int8_issue_on_default_runtime'] or 'ok'}")
     path = write_results("size_limit", {"sparsity": SPARSITY, "targets": TARGETS, "rows": rows},
-                         results_dir(args.quick))
+                         results_dir(args.quick, args.allow_dirty))
     print(f"wrote {path}")
 
 

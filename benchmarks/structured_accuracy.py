@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from benchmarks._common import print_table, results_dir, write_results
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 
 UNSTRUCTURED_SPARSITIES = (0.5, 0.75, 0.9)
 CHANNEL_FRACTIONS = (0.25, 0.5, 0.75)
@@ -149,6 +149,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_harness_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and runs, results to a temp dir")
     return parser.parse_args(argv)
 
@@ -161,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (4, 2, 1, 1, 50, 0.2) if args.quick else (15, 6, 3, 3, 500, 1.0)
     )
     data = load_digits_split()
-    destination = results_dir(args.quick)
+    destination = results_dir(args.quick, args.allow_dirty)
     with tempfile.TemporaryDirectory(prefix="structured-accuracy-") as folder:
         folder = Path(folder)
         rows = [describe(train_dense(data, epochs), data, folder, "dense", "dense", 0.0)]

@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from benchmarks._common import print_table, results_dir, write_results
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 
 FRACTIONS = (0.25, 0.5, 0.75)
 SPEEDUP_TARGET = 2.5  # at 50% of channels (width-0.5 MobileNetV2 runs 2.7x faster here)
@@ -151,6 +151,7 @@ def run_architecture(architecture: str, size: int, folder: Path, rounds: int, ru
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_harness_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="96x96 inputs, fewer runs, results to a temp dir")
     parser.add_argument("--architectures", nargs="+", default=["MobileNetV2", "ResNet50"])
     return parser.parse_args(argv)
@@ -183,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print(summary)
     payload = {"input_size": size, "rounds": rounds, "runs_per_round": runs, "rows": rows, "summary": summary}
-    print(f"wrote {write_results('structured_latency', payload, results_dir(args.quick))}")
+    print(f"wrote {write_results('structured_latency', payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
 

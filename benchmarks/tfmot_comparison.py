@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks._common import print_table, results_dir, write_results
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 from benchmarks._tfmot_worker import run_tfmot
 from benchmarks.training_overhead import compile_classifier, fit_interleaved, make_prune_callback, overhead_ratio
 
@@ -141,6 +141,7 @@ def summarise(runs: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[s
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_harness_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     parser.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         float_digits=2,
     )
     payload = {"settings": vars(args), "rows": rows, "runs": runs}
-    print(f"wrote {write_results(args.name, payload, results_dir(args.quick))}")
+    print(f"wrote {write_results(args.name, payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
 

@@ -13,20 +13,27 @@ Run from the repository root:
 ```
 python -m benchmarks.training_overhead            # full run, writes results/training_overhead.json
 python -m benchmarks.training_overhead --quick    # smoke run
+python -m benchmarks.training_overhead --backends tensorflow,jax,torch   # one child process per
+                                                   # Keras backend, writes results/training_overhead_backends.json
 ```
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks._common import print_table, results_dir, write_results
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 from benchmarks._tfmot_worker import cifar_cnn, run_tfmot
 
 OVERHEAD_TARGET = 1.05
@@ -185,6 +192,7 @@ def overhead_ratio(times: dict[str, list[float]], pruned: str, dense: str = "den
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_harness_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     parser.add_argument("--epochs", type=int, default=10, help="timed epochs per model (after warm-up)")
     parser.add_argument("--warmup-epochs", type=int, default=1)
@@ -199,6 +207,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also time dense + a no-op batch-end callback, and masks attached without the callback",
     )
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated Keras backends (tensorflow,jax,torch): time each in its own child process",
+    )
+    parser.add_argument("--child-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.samples = 2, 256
@@ -210,6 +224,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.backends:
+        return _main_backends(args, list(argv if argv is not None else sys.argv[1:]))
+    if args.child_json:
+        Path(args.child_json).write_text(json.dumps(backend_overhead(args)))
+        return 0
     import keras
 
     x, y = generated_images(args.samples, args.seed)
@@ -240,8 +259,75 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"median of {args.epochs} interleaved epochs (load {os.getloadavg()[0]:.2f})",
         rows,
     )
-    print(f"wrote {write_results('training_overhead', payload, results_dir(args.quick))}")
+    print(f"wrote {write_results('training_overhead', payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
+
+
+def backend_overhead(args) -> dict[str, Any]:
+    """Dense vs PruneCallback epoch times on the active Keras backend (no tfmot): the child's payload."""
+    import keras
+
+    x, y = generated_images(args.samples, args.seed)
+    steps_per_epoch = -(-args.samples // args.batch_size)
+    end_step = steps_per_epoch * (args.warmup_epochs + args.epochs)
+    keras.utils.set_random_seed(args.seed)
+    initial_weights = cifar_cnn(keras).get_weights()
+    times = time_mobileprune(args, x, y, initial_weights, list(PRUNED_LAYERS), end_step)
+    return {
+        "backend": keras.backend.backend(),
+        "epoch_seconds": times,
+        "ratio": overhead_ratio(times, "mobileprune"),
+        "row": _row(f"mobileprune on {keras.backend.backend()}", times["dense"], times["mobileprune"]),
+        "load_average_after": os.getloadavg()[0],
+    }
+
+
+def run_backend_child(backend: str, argv: list[str], timeout: float = 3600) -> dict[str, Any]:
+    """Run this benchmark under ``KERAS_BACKEND=backend`` in a fresh process; return its payload."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "child.json"
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        child = subprocess.run(
+            [sys.executable, "-m", "benchmarks.training_overhead", *argv, "--child-json", str(out)],
+            env=env, capture_output=True, text=True, timeout=timeout,
+        )
+        if child.returncode != 0:
+            raise RuntimeError(f"{backend} child failed: {child.stderr.strip()[-2000:]}")
+        return json.loads(out.read_text())
+
+
+def _main_backends(args, argv: list[str]) -> int:
+    """One child per backend, in turn; each child interleaves its own dense and pruned epochs."""
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    child_argv = _without_option(argv, "--backends")
+    results = {backend: run_backend_child(backend, child_argv) for backend in backends}
+    rows = [results[b]["row"] for b in backends]
+    steps_per_epoch = -(-args.samples // args.batch_size)
+    payload = {
+        "settings": {**vars(args), "steps_per_epoch": steps_per_epoch,
+                     "end_step": steps_per_epoch * (args.warmup_epochs + args.epochs)},
+        "backends": results,
+        "rows": rows,
+    }
+    print_table(
+        f"Training overhead per Keras backend: CIFAR-shaped CNN, {args.samples} samples, batch {args.batch_size}, "
+        f"frequency {args.frequency}, median of {args.epochs} interleaved epochs (load {os.getloadavg()[0]:.2f})",
+        rows,
+    )
+    print(f"wrote {write_results('training_overhead_backends', payload, results_dir(args.quick))}")
+    return 0
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            kept.append(item)
+    return kept
 
 
 def time_mobileprune(args, x, y, initial_weights: list, prunable: list[str], end_step: int) -> dict[str, list[float]]:

@@ -1,6 +1,7 @@
 """mobileprune: make Keras 3 models small and fast on phones.
 
-Training-time pruning (``mobileprune.pruning``), structured surgery
+Training-time pruning (``mobileprune.pruning``), one-shot pruning from
+calibration data (``mobileprune.oneshot``), structured surgery
 (``mobileprune.structured``), conversion to ``.tflite``
 (``mobileprune.conversion``), on-device latency measurement
 (``mobileprune.runtime``, which imports no TensorFlow) and the ``mobileprune``
@@ -34,24 +35,35 @@ _LAZY = {
     "PruneCallback": "mobileprune.pruning.callback",
     "strip_pruning": "mobileprune.pruning.strip",
     "sparsity": "mobileprune.pruning.report",
+    "make_xnnpack_sparse_eligible": "mobileprune.pruning.xnnpack_sparse",
     "SparsityReport": "mobileprune.pruning.report",
+    "Pattern": "mobileprune.pruning.patterns",
+    "MaskGroup": "mobileprune.pruning.patterns",
+    "PrunableLayer": "mobileprune.pruning.prunable",
+    "register_prunable": "mobileprune.pruning.prunable",
+    # one-shot pruning
+    "prune_oneshot": "mobileprune.oneshot.prune",
+    "hold_masks": "mobileprune.oneshot.hold",
     # structured surgery
     "shrink": "mobileprune.structured.shrink",
     "channel_groups": "mobileprune.structured.graph",
-    "ChannelPattern": "mobileprune.structured.channel_pattern",
+    "ChannelPattern": "mobileprune.pruning.channel_pattern",
     "register_layer_rule": "mobileprune.structured.layer_rules",
+    "mask_channels": "mobileprune.structured.masking",
+    "count_macs": "mobileprune.structured.macs",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",
     "verify": "mobileprune.conversion.verify",
     "FidelityReport": "mobileprune.conversion.verify",
-    "write_android_assets": "mobileprune.conversion.android_assets",
+    "write_android_assets": "mobileprune.android.assets",
     # runtime (no TensorFlow)
     "benchmark": "mobileprune.runtime.benchmark",
     "compare_latency": "mobileprune.runtime.benchmark",
     "BenchmarkResult": "mobileprune.runtime.benchmark",
     "inspect_tflite": "mobileprune.runtime.inspect",
     "TfliteReport": "mobileprune.runtime.inspect",
+    "analyze_xnnpack_sparse": "mobileprune.runtime.xnnpack_sparse",
     "load_interpreter": "mobileprune.runtime.interpreter",
     "runtime_name": "mobileprune.runtime.interpreter",
     "ModelFileError": "mobileprune.runtime.errors",

@@ -14,14 +14,18 @@ import pytest
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 
 
+BACKEND = os.environ["KERAS_BACKEND"]
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip tests marked ``needs_tf`` in the runtime-only environment."""
-    if HAS_TF:
-        return
-    skip = pytest.mark.skip(reason="TensorFlow is not installed (runtime-only environment)")
+    """Skip ``needs_tf`` tests without TensorFlow, ``<backend>_only`` ones under other Keras backends."""
+    no_tf = pytest.mark.skip(reason="TensorFlow is not installed (runtime-only environment)")
+    other_backend = pytest.mark.skip(reason=f"written for another Keras backend; KERAS_BACKEND={BACKEND}")
     for item in items:
-        if "needs_tf" in item.keywords:
-            item.add_marker(skip)
+        if "needs_tf" in item.keywords and not HAS_TF:
+            item.add_marker(no_tf)
+        elif any(f"{name}_only" in item.keywords for name in ("tensorflow", "jax", "torch") if name != BACKEND):
+            item.add_marker(other_backend)
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,9 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 
 _PIPE_WIDTH = 200
 
-#: Signature of the callback yielded by :func:`progress`: ``step(label, fraction)``.
-ProgressStep = Callable[[str, float], None]
+#: Signature of the callback yielded by :func:`progress`: ``step(label, fraction)``;
+#: a fraction of ``None`` shows work of unknown length.
+ProgressStep = Callable[[str, "float | None"], None]
 
 
 def error(command: str, message: str, stream: TextIO | None = None) -> None:
@@ -156,6 +157,7 @@ def wants_progress(json_output: bool, stream: TextIO | None = None) -> bool:
 def progress(enabled: bool, stream: TextIO | None = None) -> Iterator[ProgressStep]:
     """Yield ``step(label, fraction)`` that draws one bar per label on stderr.
 
+    ``fraction`` is in [0, 1]; ``None`` draws a pulsing bar for work of unknown length.
     When ``enabled`` is false the yielded callback does nothing, so callers
     never need two code paths.
 
@@ -179,10 +181,15 @@ def progress(enabled: bool, stream: TextIO | None = None) -> Iterator[ProgressSt
     )
     tasks: dict[str, Any] = {}
 
-    def step(label: str, fraction: float) -> None:
+    def step(label: str, fraction: float | None) -> None:
+        if fraction is None:
+            # Work of unknown length (a conversion): a pulsing bar that says something is going on.
+            if label not in tasks:
+                tasks[label] = bars.add_task(label, total=None)
+            return
         if label not in tasks:
             tasks[label] = bars.add_task(label, total=1.0)
-        bars.update(tasks[label], completed=min(max(float(fraction), 0.0), 1.0))
+        bars.update(tasks[label], total=1.0, completed=min(max(float(fraction), 0.0), 1.0))
 
     with bars:
         yield step
@@ -194,5 +201,5 @@ def _is_number(value: Any) -> bool:
     return getattr(getattr(value, "dtype", None), "kind", "") in ("i", "u", "f")
 
 
-def _ignore_progress(label: str, fraction: float) -> None:
+def _ignore_progress(label: str, fraction: float | None) -> None:
     del label, fraction

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mobileprune.cli import _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR
+from mobileprune.cli import _native_logs, _output
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _COMMAND = "bench"
 _SPEEDUP_METRIC = "p50_ms"
@@ -54,8 +54,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--budget-model", metavar="NAME", default=None,
                         help="check the budget on this model only (default: every model)")
     parser.add_argument("--no-isolate", action="store_true",
-                        help="skip the crash-safe check of each file in a child process")
+                        help="measure in this process instead of a child process (faster start, "
+                             "but a corrupt file that passes the flatbuffer check can crash it)")
     parser.add_argument("--json", action="store_true", help="print results as JSON on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the runtime's own log lines (hidden by default)")
     parser.set_defaults(func=run)
     return parser
 
@@ -68,19 +71,29 @@ def run(args: argparse.Namespace) -> int:
     try:
         names = display_names(args.models)
         _check_options(args, names)
-        with _output.progress(_output.wants_progress(args.json)) as step:
-            rows = compare_latency(
-                names, baseline=args.baseline, metric=_SPEEDUP_METRIC, progress=step,
-                num_threads=args.threads, warmup_runs=args.warmup, runs=args.runs,
-                min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                isolate=not args.no_isolate,
-            )
     except (FileNotFoundError, ModelFileError, ValueError) as error:
         _output.error(_COMMAND, str(error))
         return EXIT_BAD_INPUT
-    except (RuntimeNotFoundError, RuntimeError, OSError) as error:
-        _output.error(_COMMAND, f"{type(error).__name__}: {error}")
-        return EXIT_RUNTIME_ERROR
+    failure = None
+    # The runtime announces its XNNPACK delegate on descriptor 2 for every model; keep it off the table.
+    with _native_logs.hide_native_logs(args.verbose) as native:
+        try:
+            with _output.progress(_output.wants_progress(args.json, native.terminal), native.terminal) as step:
+                rows = compare_latency(
+                    names, baseline=args.baseline, metric=_SPEEDUP_METRIC, progress=step,
+                    num_threads=args.threads, warmup_runs=args.warmup, runs=args.runs,
+                    min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                    isolate=not args.no_isolate,
+                )
+        except (FileNotFoundError, ModelFileError, ValueError) as error:
+            failure = (EXIT_BAD_INPUT, str(error))
+        except (RuntimeNotFoundError, RuntimeError, OSError) as error:
+            failure = (EXIT_RUNTIME_ERROR, f"{type(error).__name__}: {error}")
+    if failure is not None:
+        if failure[0] == EXIT_RUNTIME_ERROR:
+            native.show()
+        _output.error(_COMMAND, failure[1])
+        return failure[0]
 
     results = {row.name: row.result for row in rows}
     violations = (

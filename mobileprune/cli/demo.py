@@ -14,8 +14,8 @@ import json
 import os
 import sys
 
-from mobileprune.cli import _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
+from mobileprune.cli import _native_logs, _output
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _EPILOG = """examples:
   mobileprune demo                         # writes ./mobileprune-demo/
@@ -43,6 +43,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--android-assets", default=None, metavar="DIR",
                         help="also write the models, samples and manifests the Android app reads")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show TensorFlow's and the converter's own log lines (hidden by default)")
     parser.set_defaults(func=run)
     return parser
 
@@ -74,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     from rich.console import Console
 
-    from mobileprune.demo.pipeline import DemoConfig, silence_tensorflow
-
-    silence_tensorflow()
+    from mobileprune.demo.pipeline import DemoConfig
 
     config = DemoConfig(
         output_dir=args.out,
@@ -87,10 +87,14 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads,
         android_assets=args.android_assets,
     )
-    try:
-        report = _run_demo(config, show_status=not args.json)
-    except Exception as error:  # training, conversion, benchmark or I/O failure
-        _output.error("demo", f"{type(error).__name__}: {error}")
+    with _native_logs.hide_native_logs(args.verbose) as native:
+        try:
+            report, failure = _run_demo(config, not args.json, native.terminal, args.verbose), None
+        except Exception as error:  # training, conversion, benchmark or I/O failure
+            report, failure = None, f"{type(error).__name__}: {error}"
+    if failure is not None:
+        native.show()
+        _output.error("demo", failure)
         return EXIT_RUNTIME_ERROR
     if args.json:
         json.dump(report, sys.stdout, indent=2, default=float)
@@ -100,18 +104,21 @@ def run(args: argparse.Namespace) -> int:
     if not out.is_terminal:
         out = Console(width=120)
     out.print(comparison_table(report["rows"]))
-    Console(stderr=True).print(f"report: {report['json_path']}   plot: {report['plot_path']}")
+    # Plain print: rich would wrap long paths at 80 columns off a terminal and read [..] as markup.
+    print(f"report: {report['json_path']}   plot: {report['plot_path']}", file=sys.stderr)
     return EXIT_OK
 
 
-def _run_demo(config, show_status: bool) -> dict:
+def _run_demo(config, show_status: bool, terminal, verbose: bool) -> dict:
     from rich.console import Console
 
-    from mobileprune.demo.pipeline import run_demo
+    from mobileprune.demo.pipeline import run_demo, silence_tensorflow
 
+    if not verbose:
+        silence_tensorflow()
     if not show_status:
         return run_demo(config)
-    with Console(stderr=True).status("starting") as status:
+    with Console(file=terminal).status("starting") as status:
         return run_demo(config, progress=lambda message: status.update(message + " ..."))
 
 

@@ -14,8 +14,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from mobileprune.cli import _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
+from mobileprune.cli import _native_logs, _output
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _COMMAND = "export"
 _QUANTIZE_CHOICES = ("none", "dynamic", "float16", "int8", "int16x8")
@@ -68,7 +68,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--android-assets", metavar="DIR", default=None,
                         help="also copy the file, a manifest and the --validation samples into DIR "
                              "(e.g. android_demo/app/src/main/assets) for the Android app")
+    parser.add_argument("--batch-size", type=int, metavar="N", default=None,
+                        help="fix the batch dimension of the file's input (default: dynamic; "
+                             "1 for models with LSTM/GRU layers)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show TensorFlow's and the converter's own log lines (hidden by default)")
     parser.set_defaults(func=run)
     return parser
 
@@ -80,10 +85,29 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         _output.error(_COMMAND, str(error))
         return EXIT_BAD_INPUT
+    with _native_logs.hide_native_logs(args.verbose) as native:
+        result, failure = _export(args, calibration, validation, native.terminal)
+    if failure is not None:
+        exit_code, message = failure
+        if exit_code == EXIT_RUNTIME_ERROR:
+            native.show()
+        _output.error(_COMMAND, message)
+        return exit_code
+    if args.json:
+        _output.print_json(result.to_dict())
+    else:
+        _print_result(result)
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace, calibration: dict | None, validation: tuple | None,
+            terminal) -> tuple[Any, tuple[int, str] | None]:
+    """Convert (and copy to the app's assets); return (result, None) or (None, (exit code, message))."""
     try:
         from mobileprune.conversion.export import export_tflite
 
-        with _output.progress(_output.wants_progress(args.json)) as step:
+        with _output.progress(_output.wants_progress(args.json, terminal), terminal) as step:
+            step(f"exporting {Path(args.output).name}", None)
             result = export_tflite(
                 args.model,
                 args.output,
@@ -95,15 +119,14 @@ def run(args: argparse.Namespace) -> int:
                 int8_io=args.int8_io or False,
                 calibration_samples=args.calibration_samples,
                 progress=lambda fraction: step("calibrating", fraction),
+                batch_size=args.batch_size,
             )
     except (ValueError, TypeError) as error:
-        _output.error(_COMMAND, str(error))
-        return EXIT_BAD_INPUT
+        return None, (EXIT_BAD_INPUT, str(error))
     except Exception as error:  # conversion, interpreter or I/O failure
-        _output.error(_COMMAND, f"{type(error).__name__}: {error}")
-        return EXIT_RUNTIME_ERROR
+        return None, (EXIT_RUNTIME_ERROR, f"{type(error).__name__}: {error}")
     if args.android_assets:
-        from mobileprune.conversion.android_assets import write_android_assets
+        from mobileprune.android.assets import write_android_assets
 
         try:
             write_android_assets(
@@ -112,13 +135,8 @@ def run(args: argparse.Namespace) -> int:
             )
         except (ValueError, TypeError) as error:
             # The .tflite is written and good; only the app's copy was refused.
-            _output.error(_COMMAND, f"{args.output} was written, but not the Android assets: {error}")
-            return EXIT_BAD_INPUT
-    if args.json:
-        _output.print_json(result.to_dict())
-    else:
-        _print_result(result)
-    return EXIT_OK
+            return None, (EXIT_BAD_INPUT, f"{args.output} was written, but not the Android assets: {error}")
+    return result, None
 
 
 def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
@@ -180,6 +198,7 @@ def _print_result(result) -> None:
         ["size", f"{result.file_bytes:,} bytes"],
         ["gzip -9", f"{result.gzip_bytes:,} bytes"],
         ["encoding", f"{result.encoding}: {result.encoding_reason}"],
+        ["XNNPACK sparse path (ARM)", _xnnpack_line(result.xnnpack_sparse)],
         ["weight sparsity", f"{100 * result.overall_sparsity:.1f}%"],
         ["MACs", f"{result.macs:,}" if result.macs else "-"],
         ["ops", ", ".join(result.ops)],
@@ -199,3 +218,14 @@ def _print_result(result) -> None:
     ]
     _output.print_table("weights (read back from the file)",
                         ["tensor", "shape", "dtype", "stored", "elements", "zeros", "sparsity %"], rows, digits=1)
+
+
+def _xnnpack_line(report) -> str:
+    if report is None:
+        return "unknown"
+    if report.eligible:
+        return "yes: " + ", ".join(
+            f"subgraph to {', '.join(s.exits)} ({100 * s.zero_fraction:.0f}% zero 1x1/dense weights)"
+            for s in report.subgraphs if s.eligible
+        )
+    return f"no: {report.first_rule_broken}"

@@ -12,7 +12,7 @@ import argparse
 from collections import defaultdict
 
 from mobileprune.cli import _output
-from mobileprune.cli.main import EXIT_BAD_INPUT, EXIT_OK
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 
 _COMMAND = "inspect"
 

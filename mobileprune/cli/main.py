@@ -6,7 +6,7 @@ sets ``func`` (a callable ``(args) -> int`` exit code). Subcommand modules must
 not import TensorFlow at import time: ``mobileprune bench --help`` has to work on
 a device with only NumPy and a TFLite runtime.
 
-Exit codes shared by all subcommands:
+Exit codes shared by all subcommands (``cli.exit_codes``):
   0 success, 1 the check the user asked for failed (e.g. latency over budget),
   2 bad input (usage, missing or malformed file), 3 internal or runtime error.
 """
@@ -19,11 +19,7 @@ import sys
 from typing import Sequence
 
 from mobileprune import __version__
-
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_RUNTIME_ERROR = 3
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 
 _SUBCOMMANDS = ("demo", "export", "bench", "inspect")
 

@@ -10,6 +10,5 @@ Modules, in the order an export goes through them:
 * ``sparse``: dense or sparse encoding, checked on the default interpreter;
 * ``atomic``: writes that never leave a half-written file;
 * ``export``: ``export_tflite`` and ``ExportResult``, tying the above together;
-* ``verify``: ``verify`` and ``FidelityReport``, the file against its model;
-* ``android_assets``: the files the Android demo app reads.
+* ``verify``: ``verify`` and ``FidelityReport``, the file against its model.
 """

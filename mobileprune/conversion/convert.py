@@ -55,6 +55,7 @@ def convert(
     allow_select_tf_ops: bool = False,
     calibration_samples: int | None = 500,
     progress: CalibrationProgress | None = None,
+    batch_size: int | None = None,
 ) -> bytes:
     """Convert ``source`` to ``.tflite`` bytes with one quantization mode and encoding.
 
@@ -67,6 +68,8 @@ def convert(
         allow_select_tf_ops: allow TensorFlow (Flex) ops in the file.
         calibration_samples: cap on calibration samples.
         progress: optional calibration progress callback.
+        batch_size: fix the batch dimension of the converted signature
+            (Keras 3 models); ``None`` keeps it dynamic.
 
     Raises:
         SelectTfOpsRequiredError: the model needs TensorFlow ops and
@@ -74,7 +77,7 @@ def convert(
         ConversionError: any other converter failure.
     """
     with source.stripped():
-        converter = source.converter()
+        converter = source.converter(batch_size)
         configure_converter(
             converter,
             quantize,

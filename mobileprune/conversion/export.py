@@ -68,6 +68,11 @@ class ExportResult:
         source: where the model came from.
         fidelity: the :class:`FidelityReport` when ``validation_data`` was given.
         macs: estimated multiply-accumulates per inference, when known.
+        xnnpack_sparse: whether XNNPACK would run the written file on its
+            sparse (faster) path on ARM phones, where, and if not, why
+            (:class:`mobileprune.runtime.xnnpack_sparse.SparseReport`).
+        batch_size: the fixed batch dimension of the file's input signature,
+            or ``None`` when it is dynamic.
     """
 
     path: str
@@ -85,6 +90,8 @@ class ExportResult:
     source: str
     fidelity: FidelityReport | None = None
     macs: int | None = None
+    xnnpack_sparse: Any = field(default=None, repr=False)
+    batch_size: int | None = None
 
     @property
     def overall_sparsity(self) -> float:
@@ -98,6 +105,7 @@ class ExportResult:
         data["weight_tensors"] = [tensor.to_dict() for tensor in self.weight_tensors]
         data["fidelity"] = None if self.fidelity is None else self.fidelity.to_dict()
         data["overall_sparsity"] = self.overall_sparsity
+        data["xnnpack_sparse"] = None if self.xnnpack_sparse is None else self.xnnpack_sparse.to_dict()
         return data
 
     @classmethod
@@ -108,7 +116,8 @@ class ExportResult:
             path: the ``.tflite`` file just written.
             **fields: the attributes the file cannot tell (``quantize``,
                 ``int8_io``, ``encoding_reason``, ``candidate_bytes``,
-                ``converter_sparse_bytes``, ``source``).
+                ``converter_sparse_bytes``, ``source``); ``batch_size`` is
+                read from the file's first input.
         """
         written = Path(path).read_bytes()
         report = inspect_tflite(written)
@@ -122,6 +131,8 @@ class ExportResult:
             weight_tensors=weights,
             ops=list(dict.fromkeys(op.op for op in report.ops)),
             macs=report.macs,
+            xnnpack_sparse=report.xnnpack_sparse,
+            batch_size=_fixed_batch(written),
             **fields,
         )
 
@@ -145,12 +156,13 @@ def export_tflite(
     int8_io: bool | str = False,
     calibration_samples: int | None = 500,
     progress: CalibrationProgress | None = None,
+    batch_size: int | None = None,
 ) -> ExportResult:
     """Convert a model to ``.tflite``, write it atomically and report what is in the file.
 
     Args:
-        model: a Keras 3 model (its pruning masks are detached while it is
-            converted and given back afterwards), a ``.keras`` path, a
+        model: a Keras 3 model (pruning masks may stay attached: the
+            converter never sees them), a ``.keras`` path, a
             SavedModel directory, or a tf-keras model pruned by tfmot (its
             wrappers are stripped on a copy).
         path: destination ``.tflite`` file; an existing file is replaced only
@@ -162,13 +174,29 @@ def export_tflite(
         validation_data: ``(x, y)``, ``x``, or a ``tf.data.Dataset``; when given,
             :func:`~mobileprune.conversion.verify.verify` runs on the written file.
         sparse: ``"auto"`` keeps the sparse-format file if it is smaller and
-            runs on the default interpreter; ``True``/``False`` force it.
+            runs on the default interpreter, and always (if it runs) when the
+            model qualifies for XNNPACK's sparse inference path, because only
+            that encoding switches the path on (float32/float16 models whose
+            1x1 convolutions and dense layers are more than 2/3 zeros inside an
+            eligible subgraph; see ``result.xnnpack_sparse``). ``True``/``False``
+            force it. int8 models never take the sparse path: for speed use
+            structured pruning, or ``quantize="float16"`` with sparse weights.
         allow_select_tf_ops: allow TensorFlow (Flex) ops; off by default,
             the export then fails naming the ops.
         int8_io: for ``"int8"``: ``"int8"`` or ``"uint8"`` model input/output
             (``True`` means ``"int8"``); default float input/output.
         calibration_samples: cap on calibration samples (``None``: all).
         progress: optional callback receiving the calibration fraction done.
+        batch_size: fix the batch dimension of the file's input signature
+            (Keras 3 models), e.g. ``1`` for a phone that classifies one input
+            at a time. ``None`` (default) keeps it dynamic, except for models
+            with recurrent layers (LSTM, GRU, SimpleRNN, Bidirectional), which
+            get ``1``: with a dynamic batch their loops need TensorFlow (Flex)
+            ops, with a fixed one they convert to builtin ``WHILE`` loops.
+            ``ExportResult.batch_size`` says which was used. Recurrent models
+            export as float32, ``"dynamic"`` and ``"float16"``; ``"int8"`` and
+            ``"int16x8"`` are refused (TensorFlow's calibrator crashes on their
+            loops).
 
     Raises:
         ValueError: bad arguments or model path; ``SelectTfOpsRequiredError``
@@ -183,16 +211,24 @@ def export_tflite(
         raise ValueError(f"output directory {target.parent} does not exist; create it or pass another path")
     if target.is_dir():
         raise ValueError(f"output path {target} is a directory; pass a file path such as {target / 'model.tflite'}")
+    batch_size = _normalize_batch_size(batch_size)
     source = load_source(model)
+    if source.recurrent:
+        _check_recurrent_quantization(quantize)
+        batch_size = 1 if batch_size is None else batch_size
 
     def convert_with(encoding_sparse: bool) -> bytes:
         return convert(
             source, quantize, representative_data, io_type, encoding_sparse,
-            allow_select_tf_ops, calibration_samples, progress,
+            allow_select_tf_ops, calibration_samples, progress, batch_size,
         )
 
     candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)
-    chosen, reason = choose_encoding(candidates, sparse, probe_inputs(representative_data, validation_data))
+    xnnpack = inspect_tflite(candidates.get("dense") or candidates["sparse"]).xnnpack_sparse
+    needs_sparse = xnnpack is not None and xnnpack.structure_eligible
+    chosen, reason = choose_encoding(
+        candidates, sparse, probe_inputs(representative_data, validation_data), for_xnnpack=needs_sparse
+    )
     atomic_write_bytes(target, candidates[chosen])
     result = ExportResult.read(
         target,
@@ -217,6 +253,40 @@ def _convert_candidates(convert_with, sparse: bool | str) -> tuple[dict[str, byt
     converter_sparse = convert_with(True)
     candidates["sparse"] = compact_sparse_layout(converter_sparse)
     return candidates, len(converter_sparse)
+
+
+def _normalize_batch_size(batch_size: int | None) -> int | None:
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or None (dynamic), got {batch_size!r}")
+    return batch_size
+
+
+def _check_recurrent_quantization(quantize: str | None) -> None:
+    if quantize in ("int8", "int16x8"):
+        # Measured with TF 2.21: calibrating the WHILE loops that LSTM/GRU become kills the process (SIGSEGV).
+        raise ValueError(
+            f"quantize={quantize!r} is not available for models with recurrent layers (LSTM, GRU, ...): "
+            "TensorFlow's int8 calibrator crashes on the loops they convert to; "
+            "use quantize='dynamic' (int8 weights) or 'float16'"
+        )
+
+
+def _fixed_batch(content: bytes) -> int | None:
+    """The first input's batch dimension when the file fixes it (shape signature > 0), else None."""
+    import tflite
+
+    graph = tflite.Model.GetRootAs(content, 0).Subgraphs(0)
+    if graph.InputsLength() == 0:
+        return None
+    tensor = graph.Tensors(graph.Inputs(0))
+    # The converter writes a shape signature only when some dimension is dynamic (-1).
+    signature = tensor.ShapeSignatureAsNumpy()
+    dims = tensor.ShapeAsNumpy() if isinstance(signature, int) else signature
+    if isinstance(dims, int) or len(dims) == 0:
+        return None
+    return int(dims[0]) if dims[0] > 0 else None
 
 
 def _normalize_sparse(sparse: bool | str) -> bool | str:

@@ -4,8 +4,10 @@ A :class:`ModelSource` knows how to make a fresh ``tf.lite.TFLiteConverter``
 for the model and how to run the original model on a batch (the reference
 for fidelity checks). Accepted inputs:
 
-* a Keras 3 model; pruning state is stripped on the fly and the caller's
-  model is left as it was;
+* a Keras 3 model, pruning masks attached or not: a mask lives on
+  ``variable.constraint``, which only the optimizer reads, so the inference
+  graph the converter traces never sees it (the caller's model is untouched,
+  and conversion needs nothing from ``mobileprune.pruning``);
 * a path to a ``.keras`` (or ``.h5``) file, loaded with ``safe_mode=True``;
 * a SavedModel directory (converted with its ``serving_default`` signature);
 * a tf-keras (Keras 2) model, e.g. one pruned with tfmot; its
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -45,22 +48,29 @@ class ModelSource:
         description: human-readable origin, e.g. the file path.
         model: the Keras / tf-keras model, or the loaded SavedModel object.
         input_count: number of model inputs.
+        recurrent: the model has recurrent layers (LSTM, GRU, SimpleRNN, ...),
+            which convert to builtin ops only with a fixed batch size.
     """
 
     kind: str
     description: str
     model: Any
     input_count: int
-    _make_converter: Callable[[], Any]
+    _make_converter: Callable[[int | None], Any]
     _predict: Callable[[np.ndarray, int], np.ndarray]
     _strip: Callable[[], Any] = contextlib.nullcontext
+    recurrent: bool = False
 
-    def converter(self):
+    def converter(self, batch_size: int | None = None):
         """Return a fresh ``tf.lite.TFLiteConverter`` for this model.
 
         Call it, and convert, inside :meth:`stripped`.
+
+        Args:
+            batch_size: fix the batch dimension of the converted signature
+                (Keras 3 models only); ``None`` keeps it dynamic.
         """
-        return self._make_converter()
+        return self._make_converter(batch_size)
 
     def stripped(self) -> contextlib.AbstractContextManager:
         """Context in which the model carries no pruning state (restored on exit)."""
@@ -119,18 +129,54 @@ def _from_path(path: Path) -> ModelSource:
 
 
 def _from_keras3(model, kind: str, description: str) -> ModelSource:
-    import tensorflow as tf
+    from mobileprune import backend
 
-    def make_converter():
-        return tf.lite.TFLiteConverter.from_keras_model(model)
+    workdir = tempfile.TemporaryDirectory(prefix="mobileprune-convert-")
+
+    def make_converter(batch_size: int | None):
+        if batch_size is None:
+            # The TemporaryDirectory lives as long as this closure (the source).
+            return backend.tflite_converter(model, workdir.name)
+        return _fixed_batch_converter(model, batch_size)
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
         return _first_output(model.predict(x, batch_size=batch_size, verbose=0))
 
-    def stripped():
-        return _pruning_stripped(model)
+    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict,
+                       recurrent=_has_recurrent_layers(model))
 
-    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict, stripped)
+
+def _fixed_batch_converter(model, batch_size: int):
+    """A converter for ``model`` traced with batch dimension ``batch_size`` on every input.
+
+    The model is written as a SavedModel through Keras's own ``ExportArchive``
+    (the path ``model.export`` takes) with that signature. A static batch lets
+    the converter lower the TensorList loops of recurrent layers to builtin
+    ``WHILE`` ops instead of needing TensorFlow (Flex) ops.
+    """
+    import functools
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((batch_size, *tensor.shape[1:]), tensor.dtype) for tensor in model.inputs]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                         input_signature=[signature] if len(signature) > 1 else signature)
+    directory = tempfile.TemporaryDirectory(prefix="mobileprune-export-")
+    archive.write_out(directory.name, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(directory.name)
+    converter._mobileprune_saved_model = directory  # removed when the converter is dropped
+    return converter
+
+
+def _has_recurrent_layers(model) -> bool:
+    import keras
+
+    recurrent = (keras.layers.RNN, keras.layers.Bidirectional)
+    return any(isinstance(layer, recurrent) for layer in _all_layers(model))
 
 
 def _from_tf_keras(model) -> ModelSource:
@@ -141,7 +187,8 @@ def _from_tf_keras(model) -> ModelSource:
 
         model = tfmot.sparsity.keras.strip_pruning(model)  # returns a copy
 
-    def make_converter():
+    def make_converter(batch_size: int | None):
+        _no_fixed_batch(batch_size, "a tf-keras model")
         return tf.lite.TFLiteConverter.from_keras_model(model)
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -161,7 +208,8 @@ def _from_saved_model(path: Path) -> ModelSource:
     input_name = sorted(input_specs)[0]
     output_name = sorted(signature.structured_outputs)[0]
 
-    def make_converter():
+    def make_converter(batch_size: int | None):
+        _no_fixed_batch(batch_size, "a SavedModel")
         return tf.lite.TFLiteConverter.from_saved_model(str(path))
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -175,25 +223,12 @@ def _from_saved_model(path: Path) -> ModelSource:
     return ModelSource("saved_model", str(path), loaded, len(input_specs), make_converter, predict)
 
 
-@contextlib.contextmanager
-def _pruning_stripped(model) -> Iterator[None]:
-    """Strip ``model``'s pruning masks for the duration, then give them back."""
-    try:
-        from mobileprune.pruning.strip import strip_pruning
-    except ImportError:  # pruning package absent: nothing can be attached
-        yield
-        return
-    # strip_pruning works in place; remember the constraints and the compiled
-    # train step so the caller can keep training with its masks afterwards.
-    constraints = [(variable, getattr(variable, "constraint", None)) for variable in model.variables]
-    train_function = getattr(model, "train_function", None)
-    try:
-        strip_pruning(model)
-        yield
-    finally:
-        for variable, constraint in constraints:
-            variable.constraint = constraint
-        model.train_function = train_function
+def _no_fixed_batch(batch_size: int | None, what: str) -> None:
+    if batch_size is not None:
+        raise ValueError(
+            f"batch_size={batch_size} is only available for Keras 3 models, not {what}; "
+            "export it with a fixed input signature instead"
+        )
 
 
 def _is_keras3_model(obj: Any) -> bool:

@@ -65,7 +65,12 @@ def worth_sparse_conversion(dense_report: Any) -> bool:
     return any((tensor.sparsity or 0.0) >= MIN_SPARSITY_FOR_ENCODING for tensor in weight_tensors(dense_report))
 
 
-def choose_encoding(candidates: dict[str, bytes], sparse: bool | str, probe: np.ndarray | None = None) -> tuple[str, str]:
+def choose_encoding(
+    candidates: dict[str, bytes],
+    sparse: bool | str,
+    probe: np.ndarray | None = None,
+    for_xnnpack: bool = False,
+) -> tuple[str, str]:
     """Pick ``"dense"`` or ``"sparse"`` among converted files and say why.
 
     Args:
@@ -73,6 +78,10 @@ def choose_encoding(candidates: dict[str, bytes], sparse: bool | str, probe: np.
         sparse: ``"auto"`` (keep sparse only if smaller, runnable and faithful),
             ``True`` (sparse whatever happens; problems become a warning) or ``False``.
         probe: a few real inputs on which both files must agree.
+        for_xnnpack: the model qualifies for XNNPACK's sparse inference path
+            (:mod:`mobileprune.runtime.xnnpack_sparse`); ``"auto"`` then keeps
+            the runnable sparse file whatever its size, since only the sparse
+            encoding switches that path on.
     """
     from mobileprune.runtime.inspect import inspect_tflite
 
@@ -83,11 +92,18 @@ def choose_encoding(candidates: dict[str, bytes], sparse: bool | str, probe: np.
     sparse_bytes, dense_bytes = candidates["sparse"], candidates.get("dense")
     if not uses_sparse_encoding(inspect_tflite(sparse_bytes)):
         return ("sparse" if dense_bytes is None else "dense"), "the converter found no weight sparse enough to encode"
-    if dense_bytes is not None and len(sparse_bytes) >= len(dense_bytes):
+    xnnpack_note = "XNNPACK's sparse inference path will run it on ARM phones (the sparse encoding switches it on)"
+    if dense_bytes is not None and len(sparse_bytes) >= len(dense_bytes) and not for_xnnpack:
         return "dense", f"sparse encoding is not smaller ({len(sparse_bytes)} >= {len(dense_bytes)} bytes)"
     problem = sparse_problem(sparse_bytes, dense_bytes, probe)
     if sparse is True:
-        return "sparse", "sparse=True" + (f"; warning: {problem}" if problem else "")
+        return "sparse", "sparse=True" + (f"; {xnnpack_note}" if for_xnnpack else "") + (
+            f"; warning: {problem}" if problem else "")
+    if for_xnnpack:
+        if problem:
+            return "dense", f"the model qualifies for XNNPACK's sparse path but the sparse file {problem}; " \
+                            "pass sparse=True to keep it anyway"
+        return "sparse", f"sparse encoding kept: {xnnpack_note}"
     smaller = f"sparse encoding is smaller ({len(sparse_bytes)} < {len(dense_bytes)} bytes)"
     if problem:
         return "dense", f"{smaller} but {problem}; pass sparse=True to keep it anyway"

@@ -130,19 +130,29 @@ def run_interpreter(interpreter, x: np.ndarray, batch_size: int = 256) -> np.nda
     Args:
         interpreter: a LiteRT ``Interpreter`` of a single-input model.
         x: float inputs, batch on axis 0.
-        batch_size: samples per invocation.
+        batch_size: samples per invocation (a file with a fixed batch size uses its own).
     """
     input_detail = interpreter.get_input_details()[0]
+    signature = input_detail.get("shape_signature")
+    # A file exported with a fixed batch (export_tflite(batch_size=...)) is fed that many
+    # samples at a time, the last call padded with zeros: its recurrent state cannot be resized.
+    fixed = int(signature[0]) if signature is not None and len(signature) and signature[0] > 0 else None
+    step = fixed or batch_size
     outputs = []
-    for start in range(0, len(x), batch_size):
-        batch = np.asarray(x[start : start + batch_size])
-        interpreter.resize_tensor_input(input_detail["index"], [len(batch), *batch.shape[1:]])
-        interpreter.allocate_tensors()
+    for start in range(0, len(x), step):
+        batch = np.asarray(x[start : start + step])
+        count = len(batch)
+        if fixed is not None:
+            if count < fixed:
+                batch = np.concatenate([batch, np.zeros((fixed - count, *batch.shape[1:]), batch.dtype)])
+        else:
+            interpreter.resize_tensor_input(input_detail["index"], [count, *batch.shape[1:]])
+            interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
         interpreter.set_tensor(detail["index"], _to_input(batch, detail))
         interpreter.invoke()
         output_detail = interpreter.get_output_details()[0]
-        outputs.append(_from_output(interpreter.get_tensor(output_detail["index"]), output_detail))
+        outputs.append(_from_output(interpreter.get_tensor(output_detail["index"]), output_detail)[:count])
     return np.concatenate(outputs)
 
 

@@ -202,22 +202,36 @@ def write_report(config: DemoConfig, rows: list[dict]) -> dict:
     return report
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def plot_report(rows: list[dict]):
+    """Draw accuracy against download size and against latency, one labelled point per row.
+
+    Every label is placed by :func:`mobileprune.demo.labels.place_labels`, so none overlaps
+    another label or a marker. Returns the matplotlib ``Figure`` (Agg backend); the caller
+    saves and closes it.
+
+    Args:
+        rows: the demo rows (``name``, ``model``, ``quantize``, ``tflite_accuracy``,
+            ``gzip_bytes``, ``p50_ms``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = {}
-    for row in rows:
-        color = colors.setdefault(row["model"], f"C{len(colors)}")
-        marker = "o" if row["quantize"] == "float32" else "s"
-        accuracy = 100 * row["tflite_accuracy"]
-        for axis, x in ((by_size, row["gzip_bytes"] / 1024), (by_latency, row["p50_ms"] * 1000)):
-            axis.scatter(x, accuracy, marker=marker, s=60, color=color)
-            axis.annotate(row["name"], (x, accuracy), fontsize=8,
-                          xytext=(4, 4), textcoords="offset points")
+    from mobileprune.demo.labels import place_labels
+
+    fig, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
+    colors: dict[str, str] = {}
+    accuracy = [100 * row["tflite_accuracy"] for row in rows]
+    axes = ((by_size, [row["gzip_bytes"] / 1024 for row in rows]),
+            (by_latency, [row["p50_ms"] * 1000 for row in rows]))
+    for axis, xs in axes:
+        for row, x, y in zip(rows, xs, accuracy):
+            color = colors.setdefault(row["model"], f"C{len(colors)}")
+            marker = "o" if row["quantize"] == "float32" else "s"
+            axis.scatter(x, y, marker=marker, s=60, color=color, zorder=3)
+        # Room around the points for their labels.
+        axis.margins(x=0.25, y=0.3)
     by_size.set_xscale("log")
     by_size.set_xlabel("download size (gzip -9), KiB, log scale")
     by_latency.set_xlabel("interpreter latency p50, microseconds")
@@ -228,7 +242,18 @@ def _plot(rows: list[dict], path: Path) -> None:
     by_latency.set_title("Accuracy vs latency")
     fig.suptitle("mobileprune demo on digits (circle: float32, square: int8)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # Labels go in last, once the axes' limits and positions are final.
+    fig.canvas.draw()
+    for axis, xs in axes:
+        place_labels(axis, xs, accuracy, [row["name"] for row in rows], fontsize=8, marker_size=60)
+    return fig
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = plot_report(rows)
+    fig.savefig(path, dpi=fig.dpi)
     plt.close(fig)
 
 
@@ -243,7 +268,7 @@ def run_demo(config: DemoConfig, progress: Progress = _quiet) -> dict:
     benchmark_rows(config, rows, progress)
     report = write_report(config, rows)
     if config.android_assets:
-        from mobileprune.conversion.android_assets import write_android_assets
+        from mobileprune.android.assets import write_android_assets
 
         progress(f"writing Android assets to {config.android_assets}")
         write_android_assets(

@@ -22,9 +22,12 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from mobileprune.pruning.constraint import MaskConstraint, attach_mask
-from mobileprune.pruning.patterns import MaskGroup, Pattern, resolve_pattern
+from mobileprune import backend
+from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask
+from mobileprune.pruning.patterns import MaskGroup, Pattern
+from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
+from mobileprune.pruning.threads import thread_map
 from mobileprune.pruning.selection import (
     PruneTarget,
     Selector,
@@ -32,6 +35,7 @@ from mobileprune.pruning.selection import (
     select_targets,
     validate_selectors,
 )
+from mobileprune.pruning.xnnpack_sparse import resolve_target
 
 _SCOPES = ("layer", "global")
 
@@ -103,6 +107,12 @@ class PruneCallback(keras.callbacks.Callback):
             `mobileprune.pruning.patterns.Pattern`.
         prune_depthwise: also prune depthwise kernels (DepthwiseConv, SeparableConv).
         log_per_layer: add `sparsity/<layer>` to the logs.
+        target: `None`, or `"xnnpack-sparse"` to prune only the weights
+            XNNPACK's sparse inference path uses on ARM phones (the 1x1
+            convolutions and dense layers of eligible float subgraphs; see
+            `mobileprune.pruning.xnnpack_sparse`). The model's structure is
+            checked at train begin (one line per violation), and a warning
+            says when the final zeros of those weights are not above 2/3.
         verbose: 1 prints the selection at train begin and every mask update.
 
     Example:
@@ -126,6 +136,7 @@ class PruneCallback(keras.callbacks.Callback):
         pattern: Any = "unstructured",
         prune_depthwise: bool = False,
         log_per_layer: bool = False,
+        target: str | None = None,
         verbose: int = 0,
     ):
         super().__init__()
@@ -150,11 +161,14 @@ class PruneCallback(keras.callbacks.Callback):
         self.pattern: Pattern = resolve_pattern(pattern)
         self.prune_depthwise = bool(prune_depthwise)
         self.log_per_layer = bool(log_per_layer)
+        self.target = target
+        self._target_policy = resolve_target(target)
         self.verbose = verbose
         self._prepared_for = None
         self._step = 0
         self._batch_begin = 0
         self._next_update: int | None = None
+        self._steps_per_execution = 1
         self._log_values: dict[str, float] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -179,15 +193,18 @@ class PruneCallback(keras.callbacks.Callback):
                 f"Model {model.name!r} is not built; call model.build(input_shape) or run it on a batch first."
             )
         targets = select_targets(model, self.layers, self.exclude, self.prune_depthwise)
+        if self._target_policy is not None:
+            targets = self._target_policy.select(model, targets)
         schedule_of = self._schedules_for(model, targets)
         groups = self.pattern.groups(model, targets)
         by_variable = {id(target.variable): target for target in targets}
         newly_attached = False
-        with model.distribute_strategy.scope():
+        with backend.variable_scope(model):
             for group in groups:
                 for variable in group.variables:
                     newly_attached |= not isinstance(variable.constraint, MaskConstraint)
                     attach_mask(variable)
+        backend.bind_masks(model, [(v, v.constraint.mask) for g in groups for v in g.variables])
         self._targets = targets
         self._pruned = {id(t.variable): _pruned_count(t.variable) for t in targets}
         self._buckets = self._bucket(groups, by_variable, schedule_of)
@@ -275,40 +292,40 @@ class PruneCallback(keras.callbacks.Callback):
 
     def _update_range(self, first: int, last: int) -> None:
         """Apply each bucket's latest update step in `[first, last]`, if any."""
-        targets: dict[int, float] = {}  # step -> target sparsity, for the one verbose line
+        due = []
         for bucket in self._buckets:
             step = bucket.schedule.last_update_step(last)
             if step is not None and step >= first:
-                sparsity = bucket.schedule.sparsity_at(step)
-                self._apply(bucket, sparsity)
-                targets[step] = max(targets.get(step, 0.0), sparsity)
-        if targets:
+                due.append((bucket, step, bucket.schedule.sparsity_at(step)))
+        # Buckets are independent: update them side by side on the CPUs.
+        thread_map(lambda item: self._apply(item[0], item[2]), due)
+        if due:
             self._refresh_logs()
             if self.verbose:
                 # One line per update, with what was reached: a pattern may prune less than asked.
-                step = max(targets)
+                step = max(item[1] for item in due)
+                target = max(item[2] for item in due)
                 print(
-                    f"PruneCallback: step {step}: target sparsity {max(targets.values()):.4f}, "
+                    f"PruneCallback: step {step}: target sparsity {target:.4f}, "
                     f"reached {self._log_values['sparsity']:.4f} over the selected weights"
                 )
 
     def _apply(self, bucket: _Bucket, sparsity: float) -> None:
         if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:
             return  # bottom-k of nothing: masks stay as they are (all-True before the first prune)
-        values = [[np.asarray(v.numpy()) for v in group.variables] for group in bucket.groups]
-        scores = [group.scores(vals) for group, vals in zip(bucket.groups, values)]
+        values = thread_map(lambda group: [np.asarray(v.numpy()) for v in group.variables], bucket.groups)
+        scores = thread_map(lambda item: item[0].scores(item[1]), list(zip(bucket.groups, values)))
         if len(scores) == 1:
             keeps = [self.pattern.select(scores[0], sparsity)]
         else:
             keep = self.pattern.select(bucket.concatenate(scores), sparsity)
             keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1])
-        for group, keep in zip(bucket.groups, keeps):
-            for variable, mask in zip(group.variables, group.expand(keep)):
-                mask_variable = variable.constraint.mask
-                mask_variable.assign(mask)
-                # Zero the weights with one TF op rather than a NumPy round trip.
-                variable.assign(keras.ops.where(mask_variable, variable, keras.ops.zeros_like(variable)))
-                self._pruned[id(variable)] = int(mask.size - np.count_nonzero(mask))
+        thread_map(self._set_masks, list(zip(bucket.groups, values, keeps)))
+
+    def _set_masks(self, item: tuple) -> None:
+        group, values, keep = item
+        for variable, value, mask in zip(group.variables, values, group.expand(keep)):
+            self._pruned[id(variable)] = set_mask(variable, mask, value)
 
     def _next_update_after(self, step: int) -> int | None:
         upcoming = [b.schedule.next_update_step(step) for b in self._buckets]
@@ -339,16 +356,36 @@ class PruneCallback(keras.callbacks.Callback):
         self._prepare()
         # Read the step counter once; count batches from here on.
         self._step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        # Read once: `self.model` per batch would sync the JAX trainer's state every batch.
+        self._steps_per_execution = int(model.steps_per_execution)
         if self._step > 0:
             self._update_range(0, self._step - 1)
         self._next_update = self._next_update_after(self._step)
+        if self._target_policy is not None:
+            self._target_policy.check_schedule(self._final_sparsity())
+
+    def on_train_end(self, logs=None):
+        # Only once every schedule has reached its final sparsity: a fit that stops half-way
+        # is not the final state.
+        if self._target_policy is not None and all(
+            self._step > max(b.schedule.begin_step, b.schedule.end_step) for b in self._buckets
+        ):
+            self._target_policy.check_final(self._targets)
+
+    def _final_sparsity(self) -> float | None:
+        schedules = [bucket.schedule for bucket in self._buckets]
+        finals = [getattr(s, "final_sparsity", getattr(s, "target_sparsity", None)) for s in schedules]
+        return None if any(f is None for f in finals) else min(finals)
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch_begin = batch
         if self._next_update is None:
             return
-        last = self._step + self.model.steps_per_execution - 1
+        last = self._step + self._steps_per_execution - 1
         if last >= self._next_update:
+            # Reading `self.model` (not `self._model`) makes the JAX trainer put its
+            # live state back into the variables first; other backends have it there.
+            self.model  # noqa: B018
             self._update_range(self._step, last)
             self._next_update = self._next_update_after(last + 1)
 

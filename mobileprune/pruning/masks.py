@@ -22,10 +22,13 @@ import math
 
 import numpy as np
 
-# Above this size, selection samples a bracket instead of partitioning a copy.
-_BRACKET_MIN_SIZE = 1 << 20
-# Large enough that the bracket (4 standard deviations wide) almost never misses.
+# From this size on, selection samples a bracket instead of partitioning a copy.
+_BRACKET_MIN_SIZE = 1 << 16
+# Largest sample (big arrays): the bracket, 8 standard deviations of the sample
+# rank wide, then holds about 6% of the scores and almost never misses.
 _SAMPLE_SIZE = 16384
+# Smaller arrays sample one score in 64, but never fewer than this.
+_MIN_SAMPLE_SIZE = 1024
 # Block length when locating the n-th tie, so no index list of all ties is built.
 _CHUNK = 1 << 16
 
@@ -45,6 +48,12 @@ def keep_mask(scores: np.ndarray, num_prune: int) -> np.ndarray:
     Returns:
         A bool array shaped like `scores`, `False` for pruned units. Among
         equal scores the smaller index is pruned first.
+
+    Example:
+
+    ```python
+    keep_mask(np.array([0.5, 0.1, 0.1, 2.0]), 2)  # [True, False, False, True]
+    ```
     """
     scores = np.asarray(scores).ravel()
     size = scores.size
@@ -54,41 +63,50 @@ def keep_mask(scores: np.ndarray, num_prune: int) -> np.ndarray:
         return np.ones(size, dtype=bool)
     if num_prune == size:
         return np.zeros(size, dtype=bool)
-    threshold = _kth_smallest(scores, num_prune - 1)
-    keep = scores > threshold
-    ties = scores == threshold
-    tie_count = int(np.count_nonzero(ties))
-    ties_pruned = num_prune - (size - int(np.count_nonzero(keep)) - tie_count)
-    if ties_pruned < 1:
-        # NaN is neither above nor equal to the threshold, so it was counted as below it.
+    threshold, below, ties = _select(scores, num_prune - 1)
+    keep = np.greater(scores, threshold)
+    # NaN is neither below, equal to nor above the threshold: the three counts miss it.
+    if below + ties + int(np.count_nonzero(keep)) != size:
         raise ValueError(
             "Pruning scores contain NaN: the weights diverged; lower the learning rate or check the data for NaN."
         )
-    if ties_pruned < tie_count:
+    if np.isinf(threshold):
+        raise ValueError(
+            "Pruning would remove infinite weights: the weights diverged; lower the learning rate or check the data."
+        )
+    ties_pruned = num_prune - below
+    if ties_pruned < ties:
         # Keep the ties after the `ties_pruned`-th one: smaller indices go first.
-        last_pruned = _nth_true_index(ties, ties_pruned - 1)
-        keep[last_pruned + 1 :] |= ties[last_pruned + 1 :]
+        last_pruned = _nth_equal_index(scores, threshold, ties_pruned - 1)
+        tail = slice(last_pruned + 1, size)
+        keep[tail] |= scores[tail] == threshold
     return keep
 
 
-def _nth_true_index(flags: np.ndarray, n: int) -> int:
-    """Return the index of the n-th (0-based) True in `flags` without listing them all."""
-    for start in range(0, flags.size, _CHUNK):
-        chunk = flags[start : start + _CHUNK]
+def _nth_equal_index(scores: np.ndarray, value, n: int) -> int:
+    """Return the index of the n-th (0-based) score equal to `value` without listing them all."""
+    for start in range(0, scores.size, _CHUNK):
+        chunk = scores[start : start + _CHUNK] == value
         count = int(np.count_nonzero(chunk))
         if n < count:
             return start + int(np.flatnonzero(chunk)[n])
         n -= count
-    raise ValueError("flags has fewer True values than requested.")
+    raise ValueError("fewer scores equal the value than requested.")
 
 
-def _kth_smallest(scores: np.ndarray, k: int):
-    """Return the k-th smallest (0-based) of 1-D `scores` in expected linear time."""
+def _select(scores: np.ndarray, k: int) -> tuple:
+    """Return `(threshold, below, ties)`: the k-th smallest score and how many are below and equal to it."""
     if scores.size >= _BRACKET_MIN_SIZE:
         found = _kth_by_bracket(scores, k)
         if found is not None:
             return found
-    return _kth_by_partition(scores, k)
+    threshold = _kth_by_partition(scores, k)
+    return threshold, int(np.count_nonzero(scores < threshold)), int(np.count_nonzero(scores == threshold))
+
+
+def _kth_smallest(scores: np.ndarray, k: int):
+    """Return the k-th smallest (0-based) of 1-D `scores` in expected linear time."""
+    return _select(scores, k)[0]
 
 
 def _kth_by_partition(scores: np.ndarray, k: int):
@@ -102,30 +120,36 @@ def _kth_by_partition(scores: np.ndarray, k: int):
     return np.partition(scores[scores != 0], k - zeros)[k - zeros]
 
 
-def _kth_by_bracket(scores: np.ndarray, k: int):
-    """Floyd-Rivest style selection for large arrays; `None` if the bracket misses.
+def _kth_by_bracket(scores: np.ndarray, k: int) -> tuple | None:
+    """Floyd-Rivest style selection; `(threshold, below, ties)`, or `None` if the bracket misses.
 
-    A fixed-seed sample brackets the answer between two values, one pass
-    counts the scores below, and only the few scores inside the bracket are
-    partitioned: no copy of the whole array, and masses of equal scores cost
-    nothing.
+    A fixed-seed sample brackets the answer between `low` and `high`; two
+    comparison passes count the scores up to `high` and gather the few in
+    `(low, high]`, and only those are partitioned: no copy of the whole array,
+    and masses of equal scores (the zeros of pruned weights, usually `low`)
+    stay out of the partition.
     """
     size = scores.size
-    sample = np.sort(scores[np.random.default_rng(0).integers(0, size, _SAMPLE_SIZE)])
-    rank = k / size * _SAMPLE_SIZE
-    margin = 4 * math.sqrt(_SAMPLE_SIZE)
+    sample_size = min(_SAMPLE_SIZE, max(_MIN_SAMPLE_SIZE, size >> 6))
+    sample = np.sort(scores[np.random.default_rng(0).integers(0, size, sample_size)])
+    rank = k / size * sample_size
+    margin = 4 * math.sqrt(sample_size)
     low = sample[max(0, int(rank - margin))]
-    high = sample[min(_SAMPLE_SIZE - 1, int(rank + margin))]
-    below = int(np.count_nonzero(scores < low))
-    at_low = int(np.count_nonzero(scores == low))
-    if k < below:
+    high = sample[min(sample_size - 1, int(rank + margin))]
+    inside = np.less_equal(scores, high)
+    up_to_high = int(np.count_nonzero(inside))
+    inside &= scores > low
+    bracket = scores[inside]
+    up_to_low = up_to_high - bracket.size
+    if k < up_to_low:
+        below_low = int(np.count_nonzero(scores < low))
+        return (low, below_low, up_to_low - below_low) if k >= below_low else None
+    k -= up_to_low
+    if k >= bracket.size:
         return None
-    if k < below + at_low:
-        return low
-    # Scores equal to `low` (often the zeros of pruned weights) stay out of the partition.
-    k -= below + at_low
-    bracket = scores[(scores > low) & (scores <= high)]
-    return np.partition(bracket, k)[k] if k < bracket.size else None
+    threshold = np.partition(bracket, k)[k]
+    below = up_to_low + int(np.count_nonzero(bracket < threshold))
+    return threshold, below, int(np.count_nonzero(bracket == threshold))
 
 
 def keep_top_n_per_group(scores: np.ndarray, n: int, m: int) -> np.ndarray:

@@ -4,8 +4,8 @@ A pattern turns the selected weights into *mask groups*. A group scores its
 *units* (one weight, one block, one channel...), the pattern picks which units
 to keep, and the group expands that choice into one bool mask per variable.
 
-The protocol (stable; `mobileprune.structured.channel_pattern.ChannelPattern`
-implements it):
+The protocol (stable; `mobileprune.pruning.channel_pattern.ChannelPattern`
+implements it; `mobileprune.Pattern` is the base class to subclass):
 
 ```python
 class MaskGroup:
@@ -43,15 +43,14 @@ Dense kernel `(in, out)` as is; a Conv2D kernel `(kh, kw, in, out)` as
 Example:
 
 ```python
-from mobileprune.pruning.patterns import resolve_pattern
-resolve_pattern("2:4"), resolve_pattern((1, 4)), resolve_pattern("unstructured")
+from mobileprune.pruning.patterns import BlockPattern, NMPattern
+NMPattern(2, 4).sparsity, BlockPattern((1, 4)).block  # (0.5, (1, 4))
 ```
 """
 
 from __future__ import annotations
 
 import math
-import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -247,47 +246,3 @@ class NMPattern(Pattern):
 
     def __repr__(self) -> str:
         return f"NMPattern({self.n}, {self.m})"
-
-
-_NM_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
-
-
-def resolve_pattern(pattern: Any) -> Pattern:
-    """Turn the `pattern=` argument of `PruneCallback` into a `Pattern`.
-
-    Args:
-        pattern: `"unstructured"`, a block tuple like `(1, 4)`, an `"n:m"`
-            string like `"2:4"`, `"channels"`, or a `Pattern` instance.
-    """
-    if isinstance(pattern, Pattern):
-        return pattern
-    if isinstance(pattern, str):
-        if pattern == "unstructured":
-            return UnstructuredPattern()
-        if pattern == "channels":
-            from mobileprune.structured.channel_pattern import ChannelPattern
-
-            return ChannelPattern()
-        match = _NM_RE.match(pattern)
-        if match is None:
-            raise ValueError(
-                f"Unknown pattern {pattern!r}; use 'unstructured', 'channels', an 'n:m' string "
-                "like '2:4', or a block tuple like (1, 4)."
-            )
-        n, m = int(match.group(1)), int(match.group(2))
-        if not 0 < n < m:
-            raise ValueError(f"Pattern {pattern!r} needs 0 < n < m (e.g. '2:4'): n weights kept of every m.")
-        return NMPattern(n, m)
-    if isinstance(pattern, tuple):
-        valid = len(pattern) == 2 and all(
-            isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in pattern
-        )
-        if not valid:
-            raise ValueError(
-                f"Block pattern {pattern!r} must be two positive ints (out, in), e.g. (1, 4) or (1, 16)."
-            )
-        return BlockPattern(pattern)
-    raise TypeError(
-        f"pattern must be a str, a (rows, cols) tuple or a Pattern, got {type(pattern).__name__}; "
-        "e.g. pattern='2:4' or pattern=(1, 4)."
-    )

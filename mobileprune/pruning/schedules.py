@@ -12,7 +12,14 @@ The arguments and formulas match `tfmot.sparsity.keras.PolynomialDecay` and
 `step` when `begin_step <= step <= end_step` (`end_step=-1`: no end) and
 `(step - begin_step) % frequency == 0`. As in tfmot, if `end_step - begin_step`
 is not a multiple of `frequency`, the last update happens at the last multiple
-before `end_step`.
+before `end_step`, and `end_step == begin_step` prunes once at that step and
+then holds the masks (tfmot's one-shot-then-fine-tune idiom).
+
+Validation follows tfmot 0.8.1's `PruningSchedule._validate_step` and
+`_validate_sparsity`, with two deliberate differences that reject settings
+tfmot runs but which cannot mean what they say here: `final_sparsity` below
+`initial_sparsity` (masks never give weights back) and `power <= 0` (no decay;
+use `ConstantSparsity`).
 
 Example:
 
@@ -35,6 +42,7 @@ import keras
 
 def _check_step(name: str, value: Any) -> int:
     # numbers.Integral also admits NumPy integers, e.g. a step count from np.ceil(...).astype(int).
+    # Floats are refused as in practice by tfmot, whose schedule fails on them at the first step.
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}; pass a whole number of training steps.")
     return int(value)
@@ -79,9 +87,10 @@ class PruningSchedule:
             raise ValueError(f"begin_step must be >= 0, got {begin_step}; steps count from 0.")
         if self.frequency <= 0:
             raise ValueError(f"frequency must be > 0, got {frequency}; use 1 to update masks every step.")
-        if self.end_step != -1 and self.end_step <= self.begin_step:
+        # end_step == begin_step is tfmot's "prune once, then hold"; only an end before the begin is wrong.
+        if self.end_step != -1 and self.end_step < self.begin_step:
             raise ValueError(
-                f"end_step ({end_step}) must be greater than begin_step ({begin_step}), or -1 for no end."
+                f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step}), or -1 for no end."
             )
 
     def sparsity_at(self, step: int) -> float:
@@ -140,7 +149,8 @@ class PolynomialDecay(PruningSchedule):
         initial_sparsity: sparsity at `begin_step`, in [0, 1).
         final_sparsity: sparsity from `end_step` on, in [0, 1), >= initial.
         begin_step: first mask update.
-        end_step: step at which `final_sparsity` is reached (required).
+        end_step: step at which `final_sparsity` is reached (required); equal
+            to `begin_step` prunes to `final_sparsity` once at that step.
         power: exponent of the decay (3 as in tfmot).
         frequency: masks update every `frequency` steps.
 
@@ -177,6 +187,11 @@ class PolynomialDecay(PruningSchedule):
 
     def sparsity_at(self, step: int) -> float:
         span = self.end_step - self.begin_step
+        if span == 0:
+            # One-shot schedule: the whole decay happens at begin_step. tfmot divides by zero
+            # here (progress 1 after the step, 0 before it, and NaN at it); at the step we
+            # return the target, the meaning tfmot documents for end_step.
+            return self.final_sparsity if step >= self.begin_step else self.initial_sparsity
         progress = min(max((step - self.begin_step) / span, 0.0), 1.0)
         spread = self.initial_sparsity - self.final_sparsity
         return self.final_sparsity + spread * (1.0 - progress) ** self.power

@@ -8,7 +8,9 @@ Prunable weights (never biases, normalization or other vectors):
   few weights and every one matters);
 - `Embedding` embeddings;
 - `kernel` and `recurrent_kernel` of `LSTM`, `GRU`, `SimpleRNN` (on the cell);
-- the query/key/value/output kernels of `MultiHeadAttention`.
+- the query/key/value/output kernels of `MultiHeadAttention`;
+- for your own layers, whatever they declare (`get_prunable_weights`, or
+  `register_prunable` for classes you cannot edit; see `prunable`).
 
 Layers are found by walking the model's tracked sub-layers, so Sequential,
 Functional, nested and subclassed models all work. A weight belongs to the
@@ -36,26 +38,19 @@ from typing import Any, Callable, Iterator, Sequence, Union
 
 import keras
 
+from mobileprune.layer_classes import (
+    CONV_TRANSPOSES,
+    CONVOLUTIONS,
+    DENSE,
+    DEPTHWISE_CONVOLUTIONS,
+    RNN_CELLS,
+    SEPARABLE_CONVOLUTIONS,
+)
+from mobileprune.pruning.prunable import declared_weights, declared_weights_apply
+
 Selector = Union[str, type, Callable[[Any], bool]]
 
-_ATTENTION_PROJECTIONS = (
-    ("query", "_query_dense"),
-    ("key", "_key_dense"),
-    ("value", "_value_dense"),
-    ("output", "_output_dense"),
-)
-_RNN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
-_CONVOLUTIONS = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-
+_ATTENTION_PROJECTIONS = ("query", "key", "value", "output")
 
 @dataclass(frozen=True, eq=False)
 class PruneTarget:
@@ -83,12 +78,19 @@ class PruneTarget:
         return self.parents + (self.layer,)
 
 
-def _variable(layer, *attributes: str):
-    for attribute in attributes:
-        value = getattr(layer, attribute, None)
-        if isinstance(value, keras.Variable):
-            return value
-    return None
+def _own_weight(layer, name: str):
+    """Return the layer's own variable called `name`, or `None`.
+
+    Found by its public path (`<layer path>/<name>`) rather than a private
+    attribute: `Dense.kernel` is a computed tensor once LoRA is enabled, while
+    the variable keeps its path.
+    """
+    path = f"{layer.path}/{name}"
+    for variable in layer.weights:
+        if variable.path == path:
+            return variable
+    value = getattr(layer, name, None)  # a layer built under another name scope
+    return value if isinstance(value, keras.Variable) else None
 
 
 def _float_weights(pairs: list) -> list[tuple[str, Any]]:
@@ -97,40 +99,54 @@ def _float_weights(pairs: list) -> list[tuple[str, Any]]:
 
 
 def prunable_weights(layer, prune_depthwise: bool = False) -> list[tuple[str, Any]]:
-    """Return `(role, variable)` for each prunable weight owned directly by `layer`."""
+    """Return `(role, variable)` for each prunable weight owned directly by `layer`.
+
+    A layer that declares its own (`get_prunable_weights`, or
+    `register_prunable`) gets exactly those; see `mobileprune.pruning.prunable`.
+    """
     if not layer.built:
         return []
+    declared = declared_weights(layer)
+    if declared is not None:
+        return declared
     if isinstance(layer, keras.layers.MultiHeadAttention):
+        projections = [(role, getattr(layer, f"{role}_dense", None)) for role in _ATTENTION_PROJECTIONS]
+        pairs = [(f"{role}/kernel", _own_weight(dense, "kernel")) for role, dense in projections if dense is not None]
+    elif isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, RNN_CELLS):
         pairs = [
-            (f"{role}/kernel", _variable(getattr(layer, attribute, None), "_kernel", "kernel"))
-            for role, attribute in _ATTENTION_PROJECTIONS
-            if getattr(layer, attribute, None) is not None
+            ("kernel", _own_weight(layer.cell, "kernel")),
+            ("recurrent_kernel", _own_weight(layer.cell, "recurrent_kernel")),
         ]
-    elif isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, _RNN_CELLS):
-        pairs = [
-            ("kernel", _variable(layer.cell, "kernel")),
-            ("recurrent_kernel", _variable(layer.cell, "recurrent_kernel")),
-        ]
-    elif isinstance(layer, _SEPARABLE):
-        pairs = [("pointwise_kernel", _variable(layer, "pointwise_kernel"))]
+    elif isinstance(layer, SEPARABLE_CONVOLUTIONS):
+        pairs = [("pointwise_kernel", _own_weight(layer, "pointwise_kernel"))]
         if prune_depthwise:
-            pairs.insert(0, ("depthwise_kernel", _variable(layer, "depthwise_kernel")))
-    elif isinstance(layer, _DEPTHWISE):
-        pairs = [("depthwise_kernel", _variable(layer, "kernel"))] if prune_depthwise else []
-    elif isinstance(layer, _CONVOLUTIONS + (keras.layers.Dense, keras.layers.EinsumDense)):
-        pairs = [("kernel", _variable(layer, "_kernel", "kernel"))]
+            pairs.insert(0, ("depthwise_kernel", _own_weight(layer, "depthwise_kernel")))
+    elif isinstance(layer, DEPTHWISE_CONVOLUTIONS):
+        pairs = [("depthwise_kernel", _own_weight(layer, "kernel"))] if prune_depthwise else []
+    elif isinstance(layer, CONVOLUTIONS + CONV_TRANSPOSES + DENSE):
+        pairs = [("kernel", _own_weight(layer, "kernel"))]
     elif isinstance(layer, keras.layers.Embedding):
-        pairs = [("embeddings", _variable(layer, "_embeddings", "embeddings"))]
+        pairs = [("embeddings", _own_weight(layer, "embeddings"))]
     else:
         pairs = []
     return _float_weights(pairs)
 
 
 def _owns_its_sublayers(layer) -> bool:
-    # Their inner layers (projections, cells) are reported under the outer layer.
-    return isinstance(layer, keras.layers.MultiHeadAttention) or (
-        isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, _RNN_CELLS)
+    # Their inner layers (projections, cells) are reported under the outer
+    # layer; a layer that declares its weights has declared them all.
+    return (
+        isinstance(layer, keras.layers.MultiHeadAttention)
+        or (isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, RNN_CELLS))
+        or declared_weights_apply(layer)
     )
+
+
+def _children(layer) -> list:
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    # Keras 3 has no public list of a plain layer's direct sub-layers.
+    return layer._flatten_layers(include_self=False, recursive=False)
 
 
 def walk_layers(model) -> Iterator[tuple[Any, tuple]]:
@@ -145,8 +161,7 @@ def walk_layers(model) -> Iterator[tuple[Any, tuple]]:
         yield layer, parents
         if _owns_its_sublayers(layer):
             continue
-        children = layer._flatten_layers(include_self=False, recursive=False)
-        stack.extend((child, parents + (layer,)) for child in reversed(children))
+        stack.extend((child, parents + (layer,)) for child in reversed(_children(layer)))
 
 
 def all_targets(model, prune_depthwise: bool = False) -> list[PruneTarget]:

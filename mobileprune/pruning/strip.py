@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import keras
 
+from mobileprune import backend
 from mobileprune.pruning.constraint import detach_mask
 
 
@@ -46,6 +47,7 @@ def strip_pruning(model: keras.Model) -> keras.Model:
         raise TypeError(f"strip_pruning expects a Keras model, got {type(model).__name__}.")
     detached = [detach_mask(variable) for variable in model.variables]
     if any(detached):
+        backend.unbind_masks(model)
         # The compiled train step captured the masks; retrace it on the next fit.
         model.train_function = None
     return model

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mobileprune.runtime.inputs import Inputs, match_inputs, random_inputs, set_inputs
-from mobileprune.runtime.stats import latency_stats, spread_note
+from mobileprune.runtime.stats import LatencyStats, latency_stats, spread_note
 
 #: ``progress(label, fraction)``: called between chunks of timed runs, never inside one.
 ProgressCallback = Callable[[str, float], None]
@@ -55,7 +55,9 @@ class BenchmarkResult:
         first_inference_ms: the first ``invoke()`` (lazy initialisation happens there).
         warmup_runs: untimed-for-statistics runs after the first one.
         warmup_mean_ms: their mean.
-        count, mean_ms, std_ms, min_ms, p50_ms, p90_ms, p99_ms, max_ms: the timed runs.
+        latency: the timed runs (``LatencyStats``); its fields ``count``,
+            ``mean_ms``, ``std_ms``, ``min_ms``, ``p50_ms``, ``p90_ms``,
+            ``p99_ms`` and ``max_ms`` read through, e.g. ``result.p90_ms``.
         peak_rss_mib: the process's peak resident memory after the run (``None``
             where the ``resource`` module is missing).
         rss_delta_mib: how much that peak grew while loading and running this model.
@@ -71,21 +73,36 @@ class BenchmarkResult:
     first_inference_ms: float
     warmup_runs: int
     warmup_mean_ms: float | None
-    count: int
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
+    latency: LatencyStats
     peak_rss_mib: float | None
     rss_delta_mib: float | None
     note: str | None
 
+    count = property(lambda self: self.latency.count, doc="Number of timed runs.")
+    mean_ms = property(lambda self: self.latency.mean_ms, doc="Mean latency of the timed runs.")
+    std_ms = property(lambda self: self.latency.std_ms, doc="Standard deviation of the timed runs.")
+    min_ms = property(lambda self: self.latency.min_ms, doc="Fastest timed run.")
+    p50_ms = property(lambda self: self.latency.p50_ms, doc="Median latency.")
+    p90_ms = property(lambda self: self.latency.p90_ms, doc="90th percentile latency.")
+    p99_ms = property(lambda self: self.latency.p99_ms, doc="99th percentile latency.")
+    max_ms = property(lambda self: self.latency.max_ms, doc="Slowest timed run.")
+
     def to_dict(self) -> dict[str, Any]:
-        """Return every field in a JSON-ready dict."""
-        return asdict(self)
+        """Return every field in a flat JSON-ready dict (the latency fields inline, as before)."""
+        flat: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key == "latency":
+                flat.update(value)
+            else:
+                flat[key] = value
+        return flat
+
+    @classmethod
+    def from_dict(cls, flat: Mapping[str, Any]) -> "BenchmarkResult":
+        """Rebuild a result from :meth:`to_dict`'s flat dict (e.g. one sent back by a child process)."""
+        latency_keys = LatencyStats.__dataclass_fields__
+        latency = LatencyStats(**{key: flat[key] for key in latency_keys})
+        return cls(**{key: value for key, value in flat.items() if key not in latency_keys}, latency=latency)
 
     def over_budget(self, budget_ms: float, metric: str = "p90_ms") -> bool:
         """Whether ``metric`` (default p90) exceeds ``budget_ms``.
@@ -123,8 +140,18 @@ def benchmark(
     progress: ProgressCallback | None = None,
     isolate: bool = True,
     seed: int = 0,
+    timeout: float | None = None,
 ) -> BenchmarkResult:
     """Time ``invoke()`` of ``model_path`` and summarise the latencies.
+
+    The file is first checked as a flatbuffer
+    (:func:`~mobileprune.runtime.flatbuffer_verify.verify_tflite`); with
+    ``isolate=True`` (the default) the whole measurement then runs in a child
+    process (:mod:`mobileprune.runtime.out_of_process`, session :func:`run_session`), so a model that
+    crashes or hangs the native runtime raises :class:`ModelFileError` here
+    and never takes the caller down. The timed loop is the same either way;
+    the child costs one process start (Python, NumPy and the runtime) before the
+    measurement, and ``peak_rss_mib`` is then the child's, i.e. this model's.
 
     Args:
         model_path: the ``.tflite`` file.
@@ -136,25 +163,105 @@ def benchmark(
         inputs: input arrays (one array, a list in input order, or a dict by
             name); random data of the right dtype and shape when ``None``.
         progress: ``progress(label, fraction)`` called between chunks of runs.
-        isolate: load the model in a child process first so a corrupt file
-            raises instead of crashing (see :mod:`mobileprune.runtime.isolation`).
+        isolate: measure in a child process (crash-proof); ``False`` measures
+            in this process, for files already known to be good.
         seed: seed of the random inputs.
+        timeout: with ``isolate``, seconds before the child is killed and the
+            model reported as hanging (default: ``max_seconds`` + 120).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ModelFileError: the file is not a loadable TFLite model.
+        ModelFileError: the file is not a loadable TFLite model, or it crashed,
+            failed or hung in the runtime.
         RuntimeNotFoundError: no TFLite runtime is installed.
         ValueError: bad argument values or inputs.
     """
     _check_counts(warmup_runs=warmup_runs, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds)
-    from mobileprune.runtime.interpreter import runtime_name
+    from mobileprune.runtime.interpreter import find_runtime, read_model
 
     name = Path(model_path).name
     report = progress or _no_progress
     report(name, 0.0)
-    content = _checked_content(model_path, num_threads, isolate)
+    _, content = read_model(model_path)
+    find_runtime()  # a missing runtime is the machine's problem, not the model's: say so first
+    settings = dict(num_threads=num_threads, warmup_runs=warmup_runs, runs=runs,
+                    min_seconds=min_seconds, max_seconds=max_seconds, seed=seed)
+    if isolate:
+        from mobileprune.runtime.out_of_process import run_in_child, session_error
+
+        limit = max_seconds + 120.0 if timeout is None else timeout
+        request = {"content": content, "name": name, "path": str(model_path), "settings": settings, "inputs": inputs}
+        returncode, result, fired = run_in_child(_SESSION, request, lambda f: report(name, f), limit)
+        if result is not None and returncode == 0 and "result" in result:
+            return BenchmarkResult.from_dict(result["result"])
+        raise session_error(str(model_path), returncode, result, fired, limit)
+    return measure(content, name, str(model_path), inputs=inputs, progress=report, **settings)
+
+
+#: The child-process side of ``benchmark(isolate=True)``, as ``out_of_process`` names sessions.
+_SESSION = "mobileprune.runtime.benchmark:run_session"
+
+
+def run_session(request: dict[str, Any]) -> int:
+    """Child side of ``benchmark(isolate=True)``: measure one request and report it; return the exit code.
+
+    Args:
+        request: ``content``, ``name``, ``path``, ``settings`` (keyword arguments
+            of :func:`measure`) and ``inputs``.
+    """
+    from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
+    from mobileprune.runtime.interpreter import find_runtime
+    from mobileprune.runtime.out_of_process import emit_progress, emit_result, last_line
+
+    try:
+        find_runtime()
+    except RuntimeNotFoundError as error:
+        emit_result({"error": str(error), "kind": "runtime-missing"})
+        return 1
+    try:
+        result = measure(request["content"], request["name"], request["path"], inputs=request["inputs"],
+                         progress=lambda _label, fraction: emit_progress(fraction), **request["settings"])
+    except ModelFileError as error:
+        emit_result({"error": error.reason, "fix": error.fix, "kind": "model"})
+        return 1
+    except ValueError as error:
+        # Given inputs that do not fit are the caller's mistake; anything else is the file's.
+        emit_result({"error": last_line(error), "kind": "value" if request["inputs"] is not None else "model"})
+        return 1
+    except Exception as error:  # the runtime failed on this model: a property of the file
+        emit_result({"error": f"the TFLite runtime failed on it ({type(error).__name__}: {last_line(error)})",
+                     "kind": "model"})
+        return 1
+    emit_result({"result": result.to_dict()})
+    return 0
+
+
+def measure(
+    content: bytes,
+    name: str,
+    path: str,
+    num_threads: int | None = 1,
+    warmup_runs: int = 10,
+    runs: int = 100,
+    min_seconds: float = 1.0,
+    max_seconds: float = 150.0,
+    inputs: Inputs | None = None,
+    progress: ProgressCallback | None = None,
+    seed: int = 0,
+) -> BenchmarkResult:
+    """Run the timed session on verified model bytes in this process (see :func:`benchmark`).
+
+    Args:
+        content: the ``.tflite`` bytes, already checked by ``read_model``.
+        name: display name; path: where they came from.
+        num_threads, warmup_runs, runs, min_seconds, max_seconds, inputs, seed: as in :func:`benchmark`.
+        progress: ``progress(label, fraction)``.
+    """
+    from mobileprune.runtime.interpreter import runtime_name
+
+    report = progress or _no_progress
     rss_before = _peak_rss_mib()
-    interpreter, init_ns = _timed_load(content, str(model_path), num_threads)
+    interpreter, init_ns = _timed_load(content, path, num_threads)
     details = interpreter.get_input_details()
     set_inputs(interpreter, random_inputs(details, seed) if inputs is None else match_inputs(details, inputs))
 
@@ -171,7 +278,7 @@ def benchmark(
     stats = latency_stats([ns / _NS_PER_MS for ns in samples])
     return BenchmarkResult(
         model=name,
-        path=str(model_path),
+        path=path,
         runtime=runtime_name(interpreter),
         num_threads=num_threads,
         model_bytes=len(content),
@@ -179,7 +286,7 @@ def benchmark(
         first_inference_ms=first_ns / _NS_PER_MS,
         warmup_runs=warmup_runs,
         warmup_mean_ms=(sum(warmup) / len(warmup) / _NS_PER_MS) if warmup else None,
-        **stats.to_dict(),
+        latency=stats,
         peak_rss_mib=rss_after,
         rss_delta_mib=None if rss_after is None or rss_before is None else rss_after - rss_before,
         note=spread_note(stats),
@@ -276,17 +383,6 @@ def display_names(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
     return names
 
 
-def _checked_content(model_path: str | os.PathLike, num_threads: int | None, isolate: bool) -> bytes:
-    from mobileprune.runtime.interpreter import find_runtime, read_model
-    from mobileprune.runtime.isolation import probe_model
-
-    _, content = read_model(model_path)
-    find_runtime()  # a missing runtime is the machine's problem, not the model's: say so first
-    if isolate:
-        probe_model(content, name=str(model_path), num_threads=num_threads)
-    return content
-
-
 def _timed_load(content: bytes, name: str, num_threads: int | None) -> tuple[Any, int]:
     from mobileprune.runtime.errors import ModelFileError
     from mobileprune.runtime.interpreter import load_interpreter
@@ -357,7 +453,7 @@ def _metric(result: BenchmarkResult, metric: str) -> float:
 
 
 def _check_metric(metric: str) -> None:
-    if not metric.endswith("_ms") or metric not in BenchmarkResult.__dataclass_fields__:
+    if not metric.endswith("_ms") or metric not in LatencyStats.__dataclass_fields__:
         raise ValueError(
             f"unknown latency metric {metric!r}; use one of mean_ms, min_ms, p50_ms, p90_ms, p99_ms, max_ms"
         )

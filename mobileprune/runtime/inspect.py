@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -134,6 +134,9 @@ class TfliteReport:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     op_counts: dict[str, int] = field(default_factory=dict)
+    #: Whether XNNPACK would run the file on its sparse path on ARM
+    #: (:class:`mobileprune.runtime.xnnpack_sparse.SparseReport`).
+    xnnpack_sparse: Any = field(default=None, repr=False, compare=False)
 
     @property
     def weights(self) -> tuple[TensorInfo, ...]:
@@ -194,6 +197,7 @@ class TfliteReport:
             "weight_zeros": self.weight_zeros,
             "weight_sparsity": self.weight_sparsity,
             "op_counts": dict(self.op_counts),
+            "xnnpack_sparse": None if self.xnnpack_sparse is None else self.xnnpack_sparse.to_dict(),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "ops": [op.to_dict() for op in self.ops],
@@ -212,6 +216,8 @@ class TfliteReport:
             for t in tensors:
                 quant = f" scale={list(t.scale)} zero_point={list(t.zero_point)}" if t.scale else ""
                 lines.append(f"{label}: {t.name} {list(t.shape)} {t.dtype}{quant}")
+        if self.xnnpack_sparse is not None:
+            lines.append(self.xnnpack_sparse.summary())
         return "\n".join(lines)
 
 
@@ -229,11 +235,21 @@ def inspect_tflite(path: str | os.PathLike | bytes) -> TfliteReport:
 
     name, content = read_model(path)
     try:
-        return _parse(name, content)
+        report = _parse(name, content)
     except ModelFileError:
         raise
     except Exception as error:  # flatbuffer accessors fail in many ways on corrupt bytes
         raise ModelFileError(name, f"corrupt TFLite flatbuffer ({type(error).__name__}: {error})") from error
+    return replace(report, xnnpack_sparse=_xnnpack_sparse(content, report))
+
+
+def _xnnpack_sparse(content: bytes, report: TfliteReport) -> Any:
+    from mobileprune.runtime.xnnpack_sparse import analyze_parsed
+
+    try:
+        return analyze_parsed(content, report)
+    except Exception:  # an op layout the analysis does not know must not break inspect itself
+        return None
 
 
 def _parse(name: str, content: bytes) -> TfliteReport:

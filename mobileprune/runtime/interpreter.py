@@ -20,44 +20,16 @@ print(runtime_name(interpreter))  # e.g. "ai-edge-litert"
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Union
 
-from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
+from mobileprune.runtime.errors import ModelFileError
+from mobileprune.runtime.runtimes import RUNTIMES, error_line, find_runtime
 
 ModelSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
-#: (pip package name, module holding ``Interpreter``) in order of preference.
-RUNTIMES: tuple[tuple[str, str], ...] = (
-    ("ai-edge-litert", "ai_edge_litert.interpreter"),
-    ("tflite-runtime", "tflite_runtime.interpreter"),
-    ("tensorflow", "tensorflow.lite"),
-)
-
-_INSTALL_HINT = (
-    "no TFLite runtime is installed; run `pip install ai-edge-litert` "
-    "(or `pip install tflite-runtime` with NumPy < 2, or `pip install tensorflow`)"
-)
-
-
-def find_runtime() -> tuple[str, Any]:
-    """Return ``(package name, Interpreter class)`` of the first importable runtime.
-
-    Raises:
-        RuntimeNotFoundError: none of :data:`RUNTIMES` can be imported.
-    """
-    for package, module_name in RUNTIMES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        interpreter_class = getattr(module, "Interpreter", None)
-        if interpreter_class is not None:
-            return package, interpreter_class
-    raise RuntimeNotFoundError(_INSTALL_HINT)
-
+__all__ = ["RUNTIMES", "ModelSource", "find_runtime", "load_interpreter", "read_model", "runtime_name"]
 
 def runtime_name(interpreter: Any | None = None) -> str:
     """Name the pip package behind ``interpreter``, or the one :func:`load_interpreter` would use.
@@ -79,14 +51,16 @@ def read_model(model: ModelSource) -> tuple[str, bytes]:
 
     Checks that cost nothing (the file exists, is not empty, carries the
     ``TFL3`` identifier) are done here so the common mistakes get a precise
-    message without starting a process.
+    message without starting a process; then the whole flatbuffer is checked
+    for consistency (:func:`~mobileprune.runtime.flatbuffer_verify.verify_tflite`)
+    before any native code reads it.
 
     Args:
         model: path to a ``.tflite`` file, or its bytes.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ModelFileError: the content is empty or not a TFLite flatbuffer.
+        ModelFileError: the content is empty, not a TFLite flatbuffer, or inconsistent.
         TypeError: ``model`` is neither a path nor bytes.
     """
     if isinstance(model, (bytes, bytearray, memoryview)):
@@ -101,6 +75,9 @@ def read_model(model: ModelSource) -> tuple[str, bytes]:
             f"model must be a path or the bytes of a .tflite file, got {type(model).__name__}"
         )
     check_identifier(name, content)
+    from mobileprune.runtime.flatbuffer_verify import verify_tflite
+
+    verify_tflite(content, name)
     return name, content
 
 
@@ -136,7 +113,12 @@ def load_interpreter(
         isolate: first load, allocate and run the model once in a child
             process, so that a file which crashes the native runtime raises
             :class:`ModelFileError` here instead; costs one process start.
-            Pass ``False`` in tight loops over files already checked.
+            Pass ``False`` in tight loops over files already checked. The
+            interpreter returned lives in this process, so the probe lowers
+            the risk but cannot remove it (a corrupt file may crash only
+            some of the time); to measure a file you do not trust, use
+            ``benchmark(..., isolate=True)``, which runs the whole session
+            in a child process.
         allocate: call ``allocate_tensors()`` before returning.
 
     Returns:
@@ -160,10 +142,5 @@ def load_interpreter(
         if allocate:
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError, UnicodeDecodeError) as error:
-        raise ModelFileError(name, _first_line(error)) from error
+        raise ModelFileError(name, error_line(error)) from error
     return interpreter
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__

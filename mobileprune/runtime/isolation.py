@@ -3,7 +3,7 @@
 The native TFLite runtimes trust the flatbuffer they are given; a corrupt file
 can end in a segmentation fault that no ``try`` catches. :func:`probe_model`
 sends the bytes to ``python -m mobileprune.runtime.isolation`` on stdin; the
-child creates the interpreter, allocates tensors and runs one inference. A
+child creates the interpreter, allocates tensors and runs one inference on zeros. A
 Python error there, or the child dying from a signal, becomes a one-line
 :class:`~mobileprune.runtime.errors.ModelFileError` in the parent.
 
@@ -125,7 +125,7 @@ def _child_env() -> dict[str, str]:
 
 def _child_main(argv: list[str]) -> int:
     from mobileprune.runtime.errors import RuntimeNotFoundError
-    from mobileprune.runtime.interpreter import _first_line, find_runtime
+    from mobileprune.runtime.runtimes import error_line, find_runtime
 
     num_threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else None
     content = sys.stdin.buffer.read()
@@ -137,9 +137,14 @@ def _child_main(argv: list[str]) -> int:
     try:
         interpreter = interpreter_class(model_content=content, num_threads=num_threads)
         interpreter.allocate_tensors()
+        # Uninitialised inputs can be out-of-range indices (an Embedding's GATHER fails on them): use zeros.
+        import numpy as np
+
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interpreter.invoke()
     except Exception as error:  # any Python-level failure is a property of the model
-        print(RESULT_MARKER + json.dumps({"error": _first_line(error)}), flush=True)
+        print(RESULT_MARKER + json.dumps({"error": error_line(error)}), flush=True)
         return 1
     print(RESULT_MARKER + json.dumps({"runtime": runtime}), flush=True)
     return 0

@@ -1,7 +1,8 @@
 """Structured pruning: channel dependency graph, importance and physical removal.
 
 ``mobileprune.shrink(model)`` removes zeroed channels; zero them by training
-with ``PruneCallback(schedule, pattern="channels")`` (``ChannelPattern``) or,
+with ``PruneCallback(schedule, pattern="channels")`` (``mobileprune.ChannelPattern``, which
+lives in ``mobileprune.pruning`` on top of this package) or,
 without training, with ``mask_channels(model, fraction)``.
 
 Example:
@@ -31,7 +32,6 @@ _LAZY = {
     "count_macs": "mobileprune.structured.macs",
     "ShrinkReport": "mobileprune.structured.shrink",
     "shrink_report": "mobileprune.structured.shrink",
-    "ChannelPattern": "mobileprune.structured.channel_pattern",
     "register_layer_rule": "mobileprune.structured.layer_rules",
     "LayerRule": "mobileprune.structured.layer_rules",
     "composite_rule": "mobileprune.structured.layer_rules",

@@ -54,6 +54,11 @@ from typing import Callable
 import keras
 import numpy as np
 
+from mobileprune.layer_classes import CONV_TRANSPOSES as _CONV_TRANSPOSE
+from mobileprune.layer_classes import CONVOLUTIONS as _CONV
+from mobileprune.layer_classes import DEPTHWISE_CONVOLUTIONS as _DEPTHWISE
+from mobileprune.layer_classes import SEPARABLE_CONVOLUTIONS as _SEPARABLE
+
 # Activations with f(0) == 0: a zeroed channel stays exactly zero through them.
 ZERO_PRESERVING_ACTIVATIONS = frozenset(
     {
@@ -218,14 +223,6 @@ _ELEMENTWISE = (
     keras.layers.Minimum,
 )
 
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_CONV_TRANSPOSE = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 
 def _conv_rule(layer) -> LayerRule:

@@ -31,15 +31,12 @@ import keras
 
 from keras.src.models.functional import Functional
 
+from mobileprune.layer_classes import CONV_TRANSPOSES as _CONV_TRANSPOSE
+from mobileprune.layer_classes import CONVOLUTIONS as _CONV
+from mobileprune.layer_classes import DEPTHWISE_CONVOLUTIONS as _DEPTHWISE
+from mobileprune.layer_classes import SEPARABLE_CONVOLUTIONS as _SEPARABLE
 from mobileprune.structured.graph import _model_outputs
-from mobileprune.structured.layer_rules import (
-    _CONV,
-    _CONV_TRANSPOSE,
-    _DEPTHWISE,
-    _SEPARABLE,
-    parse_einsum,
-    registered_rule,
-)
+from mobileprune.structured.layer_rules import parse_einsum, registered_rule
 
 
 def _positions(shape) -> int:

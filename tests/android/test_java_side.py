@@ -127,8 +127,8 @@ def _floats(text: str) -> np.ndarray:
 def test_java_reads_exactly_what_python_wrote(compiled, digits, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from mobileprune.conversion.android_assets import write_android_assets
-    from tests.conversion.test_android_assets import make_tiny_models
+    from mobileprune.android.assets import write_android_assets
+    from tests.android.test_assets import make_tiny_models
 
     float_path, int8_path = make_tiny_models(tmp_path, digits)
     images, labels = digits.x_test, digits.y_test

@@ -36,6 +36,19 @@ def test_generous_budget_exits_0_and_prints_the_table(tflite_dir):
     assert re.search(r"p90 (ms|µs)", completed.stdout)
 
 
+def test_runtime_log_is_hidden_unless_verbose(tflite_dir):
+    model = str(tflite_dir / "mlp_float32.tflite")
+    for isolation in ((), ("--no-isolate",)):
+        quiet = run_mobileprune("bench", model, *QUICK, *isolation)
+        assert quiet.returncode == 0, quiet.stderr
+        assert quiet.stderr == ""  # no "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    # Measured in this process, the runtime announces its delegate on descriptor 2; --verbose shows it.
+    verbose = run_mobileprune("bench", model, *QUICK, "--no-isolate", "--verbose", "--json")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "XNNPACK" in verbose.stderr
+    assert json.loads(verbose.stdout)["models"][0]["name"] == "mlp_float32.tflite"
+
+
 def test_budget_on_one_named_model_ignores_the_others(tflite_dir):
     models = [str(tflite_dir / "mlp_float32.tflite"), str(tflite_dir / "conv.tflite")]
     completed = run_mobileprune("bench", *models, *QUICK, "--budget-ms", "1e-9",
@@ -80,3 +93,19 @@ def test_no_tflite_runtime_exits_3_naming_the_package(tflite_dir):
     assert completed.returncode == 3, completed.stderr
     assert "pip install ai-edge-litert" in completed.stderr
     assert completed.stderr.count("\n") == 1
+
+
+def test_a_file_the_flatbuffer_check_rejects_exits_2_with_one_line(tflite_dir, tmp_path):
+    import struct
+
+    import tflite
+
+    content = bytearray((tflite_dir / "mlp_float32.tflite").read_bytes())
+    op = tflite.Model.GetRootAs(bytes(content), 0).Subgraphs(0).Operators(0)
+    struct.pack_into("<i", content, op._tab.Vector(op._tab.Offset(6)), 4242)  # first input: no such tensor
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(bytes(content))
+    completed = run_mobileprune("bench", str(bad), *QUICK)
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+    assert "inconsistent TFLite flatbuffer" in completed.stderr and "input is 4242" in completed.stderr

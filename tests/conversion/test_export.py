@@ -12,10 +12,14 @@ from tests.conversion.conftest import file_zeros_by_size
 
 pytestmark = pytest.mark.needs_tf
 
-# Minimum top-1 agreement with the Keras model on the 450 held-out digits.
-MIN_AGREEMENT = {None: 1.0, "dynamic": 0.97, "float16": 0.99, "int8": 0.97, "int16x8": 0.97}
-# Largest output difference allowed, per mode (the logits here span about +-20).
-MAX_ABS_DIFF = {None: 1e-4, "dynamic": 0.5, "float16": 0.05, "int8": 2.0, "int16x8": 2.0}
+# Bounds per mode on the 450 held-out digits (logits span about -15..8). Measured on this
+# fixture with seeds 0, 1, 2 (agreement / max / mean |diff|): int8 0.991-0.998 / 0.29-1.20 /
+# 0.027-0.029; int16x8 0.998-1.0 / 0.33-1.18 / 0.010-0.013; float16 1.0 / 0.003 / 0.0008;
+# dynamic 1.0 / 0.03-0.05 / 0.007-0.009. int16x8's 16-bit activations cut the mean error to
+# about 0.4x int8's; its largest error stays close to int8's (8-bit weights in both).
+MIN_AGREEMENT = {None: 1.0, "dynamic": 0.97, "float16": 0.99, "int8": 0.97, "int16x8": 0.99}
+MAX_ABS_DIFF = {None: 1e-4, "dynamic": 0.5, "float16": 0.05, "int8": 2.0, "int16x8": 1.5}
+MAX_MEAN_ABS_DIFF = {None: 1e-5, "dynamic": 0.03, "float16": 0.005, "int8": 0.06, "int16x8": 0.02}
 
 
 @pytest.mark.parametrize("quantize", [None, "dynamic", "float16", "int8", "int16x8"])
@@ -25,7 +29,21 @@ def test_every_mode_keeps_exact_zeros_and_predictions(exports, kernel_zeros, qua
     assert result.fidelity.samples == 450
     assert result.fidelity.agreement >= MIN_AGREEMENT[quantize]
     assert result.fidelity.max_abs_diff <= MAX_ABS_DIFF[quantize]
+    assert result.fidelity.mean_abs_diff <= MAX_MEAN_ABS_DIFF[quantize]
     assert abs(result.fidelity.tflite_accuracy - result.fidelity.keras_accuracy) <= 0.03
+
+
+def test_int16x8_activations_halve_int8_mean_error(exports):
+    # Same int8 weights, 16-bit activations: the typical error must drop well below int8's.
+    assert exports["int16x8"].fidelity.mean_abs_diff < 0.6 * exports["int8"].fidelity.mean_abs_diff
+
+
+@pytest.mark.parametrize("quantize", [None, "int8", "int16x8"])
+def test_macs_read_from_the_file_match_count_macs_of_the_model(exports, pruned_model, quantize):
+    from mobileprune.structured import count_macs
+
+    # Two independent counts: one from the .tflite ops and shapes, one from the Keras graph.
+    assert exports[quantize].macs == count_macs(pruned_model)
 
 
 def test_result_is_read_back_from_the_written_file(exports):
@@ -35,7 +53,6 @@ def test_result_is_read_back_from_the_written_file(exports):
     assert result.gzip_bytes == len(gzip.compress(written, compresslevel=9))
     assert {tensor.dtype for tensor in result.weight_tensors} == {"int8"}
     assert "FULLY_CONNECTED" in result.ops and "CONV_2D" in result.ops
-    assert result.macs > 0
     assert 0.79 <= result.overall_sparsity <= 0.81
 
 
@@ -170,3 +187,29 @@ def _flex_model():
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(4, name="dense")(inputs)
     return keras.Model(inputs, keras.ops.cumprod(hidden, axis=1))
+
+
+def test_masks_left_attached_change_nothing_in_the_file(pruned_model, digits, tmp_path):
+    # Conversion does not strip masks: the converter traces only the inference graph.
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    import mobileprune as mp
+
+    clone = keras.models.clone_model(pruned_model)
+    clone.set_weights(pruned_model.get_weights())  # same weights, no mask constraints
+    masked = mp.export_tflite(pruned_model, tmp_path / "masked.tflite", sparse=False)
+    plain = mp.export_tflite(clone, tmp_path / "plain.tflite", sparse=False)
+    assert masked.ops == plain.ops
+    # Same tensors (no mask tensor sneaked in), same outputs; only the names differ (a few bytes).
+    tensors, outputs = [], []
+    for path in (masked.path, plain.path):
+        interpreter = Interpreter(model_path=path)
+        interpreter.allocate_tensors()
+        tensors.append(sorted((tuple(t["shape"]), str(t["dtype"])) for t in interpreter.get_tensor_details()))
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], digits.x_test[:1].astype(np.float32))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    assert tensors[0] == tensors[1]
+    assert not any("bool" in dtype for _, dtype in tensors[0])
+    np.testing.assert_array_equal(outputs[0], outputs[1])

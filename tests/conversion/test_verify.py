@@ -26,19 +26,72 @@ def test_single_unit_output_has_no_agreement():
     assert report.agreement is None and report.max_abs_diff == 0.25 and report.keras_accuracy is None
 
 
+def _run_by_hand(path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Run ``path`` with LiteRT directly, quantizing and dequantizing here, not through verify's code.
+
+    Returns (raw output codes, dequantized outputs, input detail, output detail).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, list(x.shape))
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    in_scale, in_zero = source["quantization"]
+    info = np.iinfo(source["dtype"])
+    codes = np.clip(np.floor(x / in_scale + 0.5) + in_zero, info.min, info.max).astype(source["dtype"])
+    interpreter.set_tensor(index, codes)
+    interpreter.invoke()
+    raw = interpreter.get_tensor(target["index"]).copy()
+    out_scale, out_zero = target["quantization"]
+    return raw, out_scale * (raw.astype(np.float64) - out_zero), source, target
+
+
+@pytest.mark.needs_tf
+@pytest.mark.parametrize("io_type", ["int8", "uint8"])
+def test_integer_io_outputs_are_dequantized_to_real_units(tmp_path, io_type):
+    import keras
+
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+
+    # y = 2x - 0.5: the true outputs are known without running any model.
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.Dense(4, kernel_initializer=keras.initializers.Constant(2 * np.eye(4)),
+                           bias_initializer=keras.initializers.Constant(-0.5)),
+    ])
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 4)).astype(np.float32)
+    path = tmp_path / f"{io_type}.tflite"
+    mp.export_tflite(model, path, quantize="int8", int8_io=io_type, representative_data=x)
+    raw, by_hand, source, target = _run_by_hand(path, x)
+    assert raw.dtype == np.dtype(io_type) and np.dtype(source["dtype"]) == np.dtype(io_type)
+    outputs = run_tflite(path, x)
+    np.testing.assert_allclose(outputs, by_hand, rtol=0, atol=1e-9)
+    # Real units: within the input and output quantization steps of 2x - 0.5 (weights 2 and 0 are
+    # exact in int8), while the raw codes are nowhere near.
+    step = 2 * source["quantization"][0] + target["quantization"][0]
+    assert np.max(np.abs(outputs - (2 * x - 0.5))) <= step
+    assert np.max(np.abs(raw.astype(np.float64) - (2 * x - 0.5))) > 20
+    report = mp.verify(model, path, x)
+    assert report.max_abs_diff == pytest.approx(float(np.max(np.abs(by_hand - model.predict(x, verbose=0)))), rel=1e-6)
+
+
 @pytest.mark.needs_tf
 def test_int8_io_file_is_dequantized_with_its_own_scale(pruned_model, digits, tmp_path):
     import mobileprune as mp
-    from mobileprune.conversion.verify import run_tflite
 
     result = mp.export_tflite(pruned_model, tmp_path / "int8io.tflite", quantize="int8", int8_io="int8",
                               representative_data=digits.x_train[:50])
     report = mp.verify(pruned_model, result.path, digits.x_test, digits.y_test, batch_size=100)
     assert report.samples == 450 and report.agreement >= 0.97
-    reference = pruned_model.predict(digits.x_test, verbose=0)
-    outputs = run_tflite(result.path, digits.x_test)
-    # Dequantized outputs are in logit units: close to Keras, far from raw int8 codes.
-    assert np.max(np.abs(outputs - reference)) == pytest.approx(report.max_abs_diff, rel=1e-6)
+    reference = pruned_model.predict(digits.x_test, verbose=0).astype(np.float64)
+    _, by_hand, _, _ = _run_by_hand(result.path, digits.x_test)
+    # verify's numbers, recomputed outside its code: the same differences and the same agreement.
+    assert report.max_abs_diff == pytest.approx(float(np.max(np.abs(by_hand - reference))), rel=1e-6)
+    assert report.mean_abs_diff == pytest.approx(float(np.mean(np.abs(by_hand - reference))), rel=1e-6)
+    assert report.agreement == pytest.approx(float(np.mean(by_hand.argmax(-1) == reference.argmax(-1))))
     assert report.max_abs_diff < 2.0
 
 

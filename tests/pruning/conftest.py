@@ -42,8 +42,11 @@ def kernel_zeros(model, name):
     return int(np.count_nonzero(layer.kernel.numpy() == 0))
 
 
-def run_python(code: str, *args: str, timeout: int = 240) -> dict:
-    """Run `code` in a fresh interpreter from the repository root; return the JSON it prints last."""
+def run_python(code: str, *args: str, timeout: int = 240, env: dict | None = None) -> dict:
+    """Run `code` in a fresh interpreter from the repository root; return the JSON it prints last.
+
+    `env` adds or overrides environment variables, e.g. ``{"KERAS_BACKEND": "jax"}``.
+    """
     import json
     import os
     import subprocess
@@ -51,9 +54,23 @@ def run_python(code: str, *args: str, timeout: int = 240) -> dict:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(root)}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(root), **(env or {})}
     result = subprocess.run(
         [sys.executable, "-c", code, *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def next_backend() -> str:
+    """The backend after the active one in the cycle tensorflow -> jax -> torch -> tensorflow.
+
+    A test that saves on the active backend and resumes on `next_backend()`
+    covers every direction of the cycle once the suite has run under all three.
+    """
+    import keras
+
+    return BACKENDS[(BACKENDS.index(keras.backend.backend()) + 1) % len(BACKENDS)]

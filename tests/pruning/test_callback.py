@@ -186,6 +186,9 @@ def test_logs_reach_history_and_csv_logger(blobs, tmp_path):
     assert "sparsity/hidden" in rows[0]
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="Keras's PyTorch trainer accepts only steps_per_execution=1"
+)
 def test_steps_per_execution_counts_steps(blobs):
     model = tiny_mlp()
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -307,7 +310,7 @@ model.fit(x, y, initial_epoch=2, epochs=5, batch_size=16, verbose=0,
           callbacks=[mp.PruneCallback(schedule), record])
 old_zeros = np.load(sys.argv[2])
 kernel = model.get_layer("middle").kernel.numpy()
-print(json.dumps({"steps_at_load": steps, "batches": batches, "kept_old_zeros": bool(np.all(kernel[old_zeros] == 0)),
+print(json.dumps({"backend": keras.backend.backend(), "steps_at_load": steps, "batches": batches, "kept_old_zeros": bool(np.all(kernel[old_zeros] == 0)),
                   "zeros": int((kernel == 0).sum())}))
 """
 
@@ -328,6 +331,23 @@ def test_resume_in_a_fresh_process_never_lowers_sparsity(tmp_path):
     assert second["batches"][0] > first["sparsity"]  # step 8 is an update step
     assert second["kept_old_zeros"]
     assert second["zeros"] == num_to_prune(0.8, 768)
+
+
+def test_resume_on_another_backend_from_a_keras_file(tmp_path):
+    """Saved mid-schedule on the active backend, resumed on the next one in a fresh process."""
+    from tests.pruning.conftest import next_backend, run_python
+
+    model_path, zeros_path = str(tmp_path / "mid.keras"), str(tmp_path / "zeros.npy")
+    first = run_python(_RESUME_PHASE_ONE, model_path, zeros_path)
+    other = next_backend()
+    second = run_python(_RESUME_PHASE_TWO, model_path, zeros_path, env={"KERAS_BACKEND": other})
+    assert second["backend"] == other != keras.backend.backend()
+    assert first["steps"] == second["steps_at_load"] == 8
+    sparsities = [first["sparsity"], *second["batches"]]
+    assert all(later >= earlier for earlier, later in zip(sparsities, sparsities[1:]))
+    assert second["kept_old_zeros"]
+    assert second["zeros"] == num_to_prune(0.8, 768)
+    assert second["batches"][-1] == pytest.approx(sum(num_to_prune(0.8, s) for s in SIZES.values()) / 1376)
 
 
 _MIRRORED = """
@@ -360,6 +380,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.tensorflow_only
 def test_mirrored_strategy_two_logical_cpus():
     from tests.pruning.conftest import run_python
 
@@ -399,3 +420,17 @@ def test_same_callback_after_strip_attaches_the_masks_again(blobs):
     fit(model, blobs, callback)
     assert isinstance(model.get_layer("middle").kernel.constraint, MaskConstraint)
     assert kernel_zeros(model, "middle") == num_to_prune(0.5, 768)
+
+
+def test_one_shot_schedule_prunes_at_begin_step_and_holds(blobs):
+    # tfmot's idiom: end_step == begin_step prunes once, fine-tuning then keeps the masks.
+    model = tiny_mlp()
+    callback = mp.PruneCallback(mp.PolynomialDecay(0.0, 0.6, begin_step=2, end_step=2, frequency=1))
+    history = fit(model, blobs, callback, epochs=2)  # 4 steps per epoch
+    masks = {name: mask_of(model.get_layer(name).kernel).copy() for name in SIZES}
+    for name, size in SIZES.items():
+        assert kernel_zeros(model, name) == num_to_prune(0.6, size)
+    fit(model, blobs, callback, epochs=1)
+    for name in SIZES:
+        np.testing.assert_array_equal(mask_of(model.get_layer(name).kernel), masks[name])
+    assert history.history["sparsity"][0] == pytest.approx(sum(num_to_prune(0.6, s) for s in SIZES.values()) / 1376)

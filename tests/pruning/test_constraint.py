@@ -9,7 +9,7 @@ pytestmark = pytest.mark.needs_tf
 
 import keras  # noqa: E402
 
-from mobileprune.pruning.constraint import MaskConstraint, attach_mask, detach_mask, mask_of  # noqa: E402
+from mobileprune.pruning.constraint import MaskConstraint, attach_mask, detach_mask, mask_of, set_mask  # noqa: E402
 
 
 def test_attach_starts_all_true_bool_and_reuses():
@@ -47,3 +47,23 @@ def test_detach_restores_the_users_constraint():
 def test_constraint_config_is_empty():
     constraint = MaskConstraint(keras.Variable(np.ones(2, dtype=bool), dtype="bool", trainable=False))
     assert constraint.get_config() == {}
+
+
+def test_set_mask_stores_the_mask_and_zeroes_only_pruned_weights():
+    values = np.array([[1.5, -2.0], [np.inf, -0.25]], dtype=np.float32)
+    weight = keras.Variable(values)
+    attach_mask(weight)
+    keep = np.array([[True, False], [True, False]])
+    assert set_mask(weight, keep) == 2
+    np.testing.assert_array_equal(mask_of(weight), keep)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight), [[1.5, 0.0], [np.inf, 0.0]])
+    # A caller's read-only copy of the value is not written to.
+    frozen = values.copy()
+    frozen.setflags(write=False)
+    assert set_mask(weight, np.ones((2, 2), dtype=bool), frozen) == 0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight), values)
+
+
+def test_set_mask_needs_an_attached_mask():
+    with pytest.raises(ValueError, match="call attach_mask"):
+        set_mask(keras.Variable(np.ones(3, dtype=np.float32)), np.ones(3, dtype=bool))

@@ -100,3 +100,29 @@ def test_nan_scores_raise_instead_of_a_wrong_mask(num_prune):
     scores = np.array([np.nan, np.nan, np.nan, 0.1, 0.2])
     with pytest.raises(ValueError, match="Pruning scores contain NaN"):
         keep_mask(scores, num_prune)
+
+
+@pytest.mark.parametrize("levels", [3, 50, None])
+def test_bracket_exact_on_coarse_scores_at_every_rank_band(levels):
+    # Few distinct values put many ties at the threshold, inside and at the edge of the bracket.
+    rng = np.random.default_rng(11)
+    size = masks._BRACKET_MIN_SIZE + 999
+    scores = rng.random(size).astype(np.float32)
+    if levels is not None:
+        scores = np.floor(scores * levels).astype(np.float32)
+    for k in (1, size // 7, size // 2, size - 2, size - 1):
+        np.testing.assert_array_equal(keep_mask(scores, k), reference_keep(scores, k))
+
+
+def test_nan_in_a_large_array_raises():
+    scores = np.random.default_rng(2).random(masks._BRACKET_MIN_SIZE * 2)
+    scores[::1000] = np.nan
+    with pytest.raises(ValueError, match="Pruning scores contain NaN"):
+        keep_mask(scores, scores.size // 2)
+
+
+def test_pruning_an_infinite_score_raises():
+    scores = np.array([np.inf, np.inf, np.inf, 0.1])
+    assert keep_mask(scores, 1).tolist() == [True, True, True, False]
+    with pytest.raises(ValueError, match="infinite weights"):
+        keep_mask(scores, 2)

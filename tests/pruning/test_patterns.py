@@ -19,8 +19,8 @@ from mobileprune.pruning.patterns import (  # noqa: E402
     UnstructuredPattern,
     WeightGroup,
     as_matrix_shape,
-    resolve_pattern,
 )
+from mobileprune.pruning.resolve import resolve_pattern  # noqa: E402
 
 
 def variable(values):

@@ -16,6 +16,7 @@ from mobileprune.runtime.benchmark import (
     display_names,
 )
 from mobileprune.runtime.errors import ModelFileError
+from mobileprune.runtime.stats import LatencyStats
 from mobileprune.runtime.interpreter import runtime_name
 from tests.runtime.fixtures import tflite_dir  # noqa: F401  (pytest fixture)
 
@@ -117,8 +118,8 @@ def test_compare_latency_rejects_an_unknown_metric_before_running_any_model():
 
 
 def _result(p90: float) -> BenchmarkResult:
-    return BenchmarkResult("m", "m", "rt", 1, 1, 1.0, 1.0, 0, None, 1, p90, 0.0, p90, p90, p90, p90, p90,
-                           None, None, None)
+    latency = LatencyStats(1, p90, 0.0, p90, p90, p90, p90, p90)
+    return BenchmarkResult("m", "m", "rt", 1, 1, 1.0, 1.0, 0, None, latency, None, None, None)
 
 
 def test_budget_violations_name_each_model_over_the_p90_budget():
@@ -137,3 +138,21 @@ def test_display_names_use_full_paths_only_when_file_names_repeat():
     assert list(display_names(["a/m.tflite", "b/m.tflite"])) == ["a/m.tflite", "b/m.tflite"]
     with pytest.raises(ValueError, match="given twice"):
         display_names(["a/m.tflite", "a/m.tflite"])
+
+
+def test_result_holds_latency_stats_and_to_dict_stays_flat():
+    result = _result(2.5)
+    assert isinstance(result.latency, LatencyStats) and result.p90_ms == 2.5 and result.count == 1
+    flat = result.to_dict()
+    assert "latency" not in flat and flat["p90_ms"] == 2.5 and flat["count"] == 1
+    assert list(flat)[:10] == ["model", "path", "runtime", "num_threads", "model_bytes", "init_ms",
+                               "first_inference_ms", "warmup_runs", "warmup_mean_ms", "count"]
+    assert list(flat)[-3:] == ["peak_rss_mib", "rss_delta_mib", "note"]
+    assert BenchmarkResult.from_dict(json.loads(json.dumps(flat))) == result
+
+
+def test_isolated_benchmark_returns_a_full_result(tflite_dir):
+    # The default path: the timed session runs in a child and its result crosses as flat JSON.
+    result = benchmark(tflite_dir / "mlp_float32.tflite", **QUICK)
+    assert result.count >= 5 and result.p90_ms >= result.p50_ms > 0
+    assert result.latency.p50_ms == result.p50_ms

@@ -7,7 +7,7 @@ import importlib
 import numpy as np
 import pytest
 
-from mobileprune.runtime import interpreter as interpreter_module
+from mobileprune.runtime import runtimes as runtimes_module
 from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
 from mobileprune.runtime.interpreter import find_runtime, load_interpreter, read_model, runtime_name
 from tests.runtime.fixtures import tflite_dir  # noqa: F401  (pytest fixture)
@@ -42,14 +42,14 @@ def _fake_importer(available: set[str], calls: list[str]):
 )
 def test_runtimes_are_tried_lightest_first_and_tensorflow_last(monkeypatch, available, expected, tried):
     calls: list[str] = []
-    monkeypatch.setattr(interpreter_module.importlib, "import_module", _fake_importer(available, calls))
+    monkeypatch.setattr(runtimes_module.importlib, "import_module", _fake_importer(available, calls))
     package, interpreter_class = find_runtime()
     assert (package, interpreter_class) == (expected, _FakeInterpreter)
     assert calls == tried
 
 
 def test_no_runtime_gives_one_line_naming_the_pip_package(monkeypatch):
-    monkeypatch.setattr(interpreter_module.importlib, "import_module", _fake_importer(set(), []))
+    monkeypatch.setattr(runtimes_module.importlib, "import_module", _fake_importer(set(), []))
     with pytest.raises(RuntimeNotFoundError) as caught:
         find_runtime()
     message = str(caught.value)
@@ -106,3 +106,9 @@ def test_missing_file_and_wrong_type_are_named(tmp_path):
         read_model(42)
     with pytest.raises(ValueError, match="num_threads"):
         load_interpreter(b"", num_threads=0)
+
+
+def test_error_line_is_the_runtimes_most_specific_line():
+    error = RuntimeError("tensorflow/lite/core/model_builder.cc:41 failed\n\n  Could not open model.\n")
+    assert runtimes_module.error_line(error) == "Could not open model."
+    assert runtimes_module.error_line(ValueError("")) == "ValueError"

@@ -64,7 +64,8 @@ def randomize_batch_norm(model: keras.Model, seed: int = 0) -> None:
 
 def max_abs_diff(a: keras.Model, b: keras.Model, x: np.ndarray) -> float:
     """Largest output difference of two models on ``x`` (inference mode)."""
-    return float(np.max(np.abs(np.asarray(a(x, training=False)) - np.asarray(b(x, training=False)))))
+    outputs = [keras.ops.convert_to_numpy(model(x, training=False)) for model in (a, b)]
+    return float(np.max(np.abs(outputs[0] - outputs[1])))
 
 
 def mixed_layers_model() -> keras.Model:

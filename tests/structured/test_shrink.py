@@ -47,7 +47,7 @@ def test_keras_applications_shrink_exactly(name):
     mask_channels(model, 0.5, warn=False)
     smaller = mp.shrink(model, warn=False)
     x = _random_images((2, 32, 32, 3), scale=255.0)
-    reference = np.asarray(model(x, training=False))
+    reference = keras.ops.convert_to_numpy(model(x, training=False))
     assert np.abs(reference).max() > 1e-3  # the comparison is not between two zero outputs
     assert max_abs_diff(model, smaller, x) <= 1e-4
     report = shrink_report(model, smaller)
@@ -169,7 +169,7 @@ def test_shrunk_model_exports_to_tflite(tmp_path, quantize):
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:1])
     interpreter.invoke()
     output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    expected = np.asarray(model(x[:1], training=False))
+    expected = keras.ops.convert_to_numpy(model(x[:1], training=False))
     # float32 matches to rounding; int8 to within a few quantization steps of the output range.
-    tolerance = 1e-4 if quantize is None else 0.05 * np.ptp(np.asarray(model(x, training=False))) + 1e-3
+    tolerance = 1e-4 if quantize is None else 0.05 * np.ptp(keras.ops.convert_to_numpy(model(x, training=False))) + 1e-3
     assert np.abs(output - expected).max() <= tolerance

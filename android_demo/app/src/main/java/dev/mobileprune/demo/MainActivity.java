@@ -45,10 +45,11 @@ public class MainActivity extends Activity {
     protected void onCreate(Bundle savedInstanceState) {
         super.onCreate(savedInstanceState);
         setContentView(R.layout.activity_main);
-        threads = findViewById(R.id.threads);
-        run = findViewById(R.id.run);
-        status = findViewById(R.id.status);
-        table = findViewById(R.id.results);
+        // Explicit casts: findViewById returns View before API 26, and minSdk is 24.
+        threads = (RadioGroup) findViewById(R.id.threads);
+        run = (Button) findViewById(R.id.run);
+        status = (TextView) findViewById(R.id.status);
+        table = (TableLayout) findViewById(R.id.results);
         run.setOnClickListener(new View.OnClickListener() {
             @Override
             public void onClick(View view) {

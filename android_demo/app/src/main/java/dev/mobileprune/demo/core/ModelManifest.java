@@ -7,7 +7,7 @@ import java.util.Map;
 
 /**
  * One model's manifest ({@code <stem>.json} in the assets), written by
- * {@code mobileprune.conversion.android_assets.write_android_assets}.
+ * {@code mobileprune.android.assets.write_android_assets}.
  *
  * <pre>{@code
  * ModelManifest manifest = ModelManifest.parse(jsonText);

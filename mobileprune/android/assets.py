@@ -38,7 +38,7 @@ interpreter does on the phone.
 Example:
 
 ```python
-from mobileprune.conversion.android_assets import write_android_assets
+from mobileprune.android.assets import write_android_assets
 from mobileprune.demo.digits import load_digits_split
 
 data = load_digits_split()

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.needs_tf
 keras = pytest.importorskip("keras")
 
 import mobileprune as mp  # noqa: E402
-from mobileprune.structured.channel_pattern import ChannelMaskGroup, ChannelPattern, UnprunedGroup  # noqa: E402
+from mobileprune.pruning.channel_pattern import ChannelMaskGroup, ChannelPattern, UnprunedGroup  # noqa: E402
 from tests.structured._models import max_abs_diff, residual_model, se_model  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def _fit_with_channels(model, pattern, sparsity, steps=12, exclude=None, seed=0)
 
 
 def test_channels_resolves_to_channel_pattern():
-    from mobileprune.pruning.patterns import resolve_pattern
+    from mobileprune.pruning.resolve import resolve_pattern
 
     assert isinstance(resolve_pattern("channels"), ChannelPattern)
     assert mp.ChannelPattern is ChannelPattern

@@ -1,4 +1,4 @@
-"""Tests of mobileprune.conversion.android_assets (the files the Android demo reads)."""
+"""Tests of mobileprune.android.assets (the files the Android demo reads)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from mobileprune.conversion.android_assets import (
+from mobileprune.android.assets import (
     MANIFEST_FORMAT,
     decode_samples,
     encode_samples,
@@ -204,14 +204,14 @@ def test_bad_input_is_refused_before_anything_is_written(
     ],
 )
 def test_tensors_the_app_cannot_feed_are_refused(detail, message):
-    from mobileprune.conversion.android_assets import _tensor_spec
+    from mobileprune.android.assets import _tensor_spec
 
     with pytest.raises(ValueError, match=message):
         _tensor_spec("m.tflite", {"name": "x", "shape": np.array([1, 4]), **detail})
 
 
 def test_uint8_tensor_spec_keeps_scale_and_zero_point():
-    from mobileprune.conversion.android_assets import TensorSpec, _tensor_spec
+    from mobileprune.android.assets import TensorSpec, _tensor_spec
 
     detail = {"name": "x", "shape": np.array([1, 4]), "dtype": np.uint8,
               "quantization_parameters": {"scales": np.array([0.25], "float32"),

@@ -22,7 +22,7 @@ Example:
 
 ```python
 import mobileprune as mp
-from mobileprune.structured.channel_pattern import ChannelPattern
+from mobileprune.pruning.channel_pattern import ChannelPattern
 schedule = mp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=200, frequency=20)
 callback = mp.PruneCallback(schedule, pattern=ChannelPattern("l2", round_to=8))
 # model.fit(..., callbacks=[callback]); smaller = mp.shrink(model)

@@ -1,0 +1,229 @@
+"""Every difference between the Keras 3 backends that mobileprune needs, in one place.
+
+The rest of the package is backend-agnostic Keras 3. The masks of
+`PruneCallback` are bool variables read by a `MaskConstraint` right after
+each optimizer update, inside the compiled train step. That works as written
+on TensorFlow (`tf.function` reads variables by reference) and PyTorch (the
+train step reads them when it runs). JAX is different: its jitted train step
+is a pure function of the model's *state* (trainable, non-trainable,
+optimizer and metric variables), and any other variable is frozen into the
+compiled program as a constant. So:
+
+- on every backend the masks are model *state*, like a seed generator's: each
+  pruned layer gets a small holder sublayer, so `model.variables` and
+  `model.non_trainable_variables` (what the JAX trainer passes into its jitted
+  step) include them, while `model.weights`, `get_weights()` and the `.keras`
+  file stay exactly those of the plain model;
+- on JAX the model's `train_step` is also wrapped to publish the mask
+  *values* of the current state for the duration of the step, and
+  `mask_value` hands them to the constraint.
+
+A mask update then changes only state: the step is never retraced, and a
+batch runs no Python of ours.
+
+Example:
+
+```python
+from mobileprune import backend
+with backend.variable_scope(model):  # TensorFlow: the model's tf.distribute scope
+    mask = keras.Variable(np.ones(kernel.shape, bool), trainable=False)
+backend.bind_masks(model, [(kernel, mask)])  # masks become model state
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Any, Iterable
+
+import keras
+
+# Mask values of the running JAX train step, by id of the mask variable.
+_STEP_MASKS: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar("mobileprune_step_masks", default=None)
+_HOLDER_PREFIX = "mobileprune_masks"
+
+
+def name() -> str:
+    """The active Keras backend: `"tensorflow"`, `"jax"` or `"torch"`."""
+    return keras.backend.backend()
+
+
+def variable_scope(model: keras.Model) -> contextlib.AbstractContextManager:
+    """Context in which to create variables that live beside `model`'s weights.
+
+    TensorFlow: the model's `tf.distribute` strategy scope, so a mask is
+    mirrored like the weight it masks. JAX places new variables by the active
+    `keras.distribution` itself; PyTorch needs nothing.
+    """
+    strategy = getattr(model, "distribute_strategy", None) if name() == "tensorflow" else None
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def mask_value(mask: keras.Variable) -> Any:
+    """The value of `mask` to use inside the train step (the variable itself off JAX)."""
+    step_masks = _STEP_MASKS.get()
+    if step_masks is not None and id(mask) in step_masks:
+        return step_masks[id(mask)]
+    return mask
+
+
+def bind_masks(model: keras.Model, pairs: Iterable[tuple[keras.Variable, keras.Variable]]) -> None:
+    """Make `(weight, mask)` pairs visible to `model`'s compiled train step.
+
+    Each mask is held by its weight's layer as never-saved state; on JAX
+    `model.train_step` is also wrapped once (see the module docstring).
+    Idempotent.
+
+    Args:
+        model: the model being pruned.
+        pairs: each pruned weight with its bool mask variable.
+    """
+    masks_of = {id(weight): mask for weight, mask in pairs}
+    for layer in _layers_owning_variables(model):
+        own = [masks_of[id(v)] for v in _own_variables(layer) if id(v) in masks_of]
+        if not own:
+            continue
+        holder = _holder_of(layer)
+        if holder is None:
+            holder = _MaskHolder(name=f"{_HOLDER_PREFIX}_{layer.name}")
+            layer._layers.append(holder)
+        known = {id(m) for m in holder.masks}
+        holder.masks.extend(m for m in own if id(m) not in known)
+    if name() == "jax" and not getattr(model, "_mobileprune_train_step", None):
+        model._mobileprune_train_step = model.train_step
+        model.train_step = _publishing_masks(model, model._mobileprune_train_step)
+
+
+def unbind_masks(model: keras.Model) -> None:
+    """Undo `bind_masks`: drop the mask holders and restore the model's train step."""
+    for layer in _layers_owning_variables(model):
+        holder = _holder_of(layer)
+        if holder is not None:
+            layer._layers.remove(holder)
+    original = getattr(model, "_mobileprune_train_step", None)
+    if original is not None:
+        del model.train_step  # the instance attribute; the class's method shows again
+        model._mobileprune_train_step = None
+
+
+def _publishing_masks(model: keras.Model, base_step):
+    def train_step(state, data):
+        # The JAX trainer's state is (trainable, non_trainable, optimizer, metrics),
+        # in the order of the model's variable lists, read here at trace time.
+        values = {id(v): value for v, value in zip(model.non_trainable_variables, state[1])}
+        token = _STEP_MASKS.set(values)
+        try:
+            return base_step(state, data)
+        finally:
+            _STEP_MASKS.reset(token)
+
+    return train_step
+
+
+class _MaskHolder(keras.layers.Layer):
+    """Holds a layer's mask variables as state, like a seed generator's: in
+    `variables` (so in the JAX train step's state), not in `weights`, never saved."""
+
+    def __init__(self, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.masks: list[keras.Variable] = []  # tracked: appended masks join `self.variables`
+        self.built = True
+
+    @property
+    def weights(self):
+        return []
+
+    @property
+    def trainable_weights(self):
+        return []
+
+    @property
+    def non_trainable_weights(self):
+        return []
+
+    def save_own_variables(self, store):
+        pass
+
+    def load_own_variables(self, store):
+        pass
+
+
+def _holder_of(layer) -> _MaskHolder | None:
+    return next((sub for sub in getattr(layer, "_layers", []) if isinstance(sub, _MaskHolder)), None)
+
+
+def _own_variables(layer) -> list:
+    return list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
+
+
+def _layers_owning_variables(model: keras.Model) -> list:
+    return [layer for layer in model._flatten_layers(include_self=True) if not isinstance(layer, _MaskHolder)]
+
+
+# ----------------------------------------------------------------- conversion
+
+# Run with KERAS_BACKEND=tensorflow: load the .keras file, write the inference
+# function (training=False, as TensorFlow's own converter does for Keras 3) as a SavedModel.
+_SAVED_MODEL_CHILD = """
+import functools, sys
+import keras, tensorflow as tf
+model = keras.models.load_model(sys.argv[1], compile=False, safe_mode=True)
+archive = keras.export.ExportArchive()
+archive.track(model)
+signature = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in model.inputs]
+archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                     signature if len(signature) == 1 else [signature])
+archive.write_out(sys.argv[2], verbose=False)
+"""
+
+
+def tflite_converter(model: keras.Model, workdir: str):
+    """Return a `tf.lite.TFLiteConverter` for a Keras 3 model built on the active backend.
+
+    TensorFlow and JAX convert in this process with TensorFlow's own
+    `from_keras_model` (on JAX, Keras exports the jitted function through
+    jax2tf: the very computation that was trained). PyTorch cannot be traced
+    by TensorFlow: the model is saved as a `.keras` file and a child process
+    on the TensorFlow backend writes its inference SavedModel into `workdir`,
+    which is converted here (quantization, calibration and sparsity options
+    apply unchanged).
+
+    Args:
+        model: the (stripped) model.
+        workdir: an existing directory that outlives the converter (PyTorch only).
+    """
+    tf = _import_tensorflow()
+    if name() != "torch":
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    saved_model = Path(workdir) / "saved_model"
+    if not (saved_model / "saved_model.pb").is_file():
+        keras_file = Path(workdir) / "model.keras"
+        model.save(keras_file)
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        child = subprocess.run(
+            [sys.executable, "-c", _SAVED_MODEL_CHILD, str(keras_file), str(saved_model)],
+            env=env, capture_output=True, text=True, timeout=1800,
+        )
+        if child.returncode != 0:
+            last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ValueError(
+                f"converting the PyTorch-backend model through TensorFlow failed: {last[:300]} "
+                "(custom layers must be importable and registered with keras.saving.register_keras_serializable)"
+            )
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+
+
+def _import_tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise ImportError(
+            "exporting to .tflite needs TensorFlow's converter on every Keras backend: pip install 'tensorflow>=2.21,<2.22'"
+        ) from None
+    return tf

@@ -1,0 +1,46 @@
+"""capture: hooked calls see the inputs, stages share inputs, forward passes stop early."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from mobileprune.oneshot.calibration import Calibration
+from mobileprune.oneshot.capture import call_order, run_stage, stages
+
+from tests.oneshot._models import mixed, mlp
+
+
+def test_order_and_shared_input_stages():
+    model = mixed()
+    calibration = Calibration(model, np.random.rand(4, 10, 16).astype("float32"))
+    mha = model.get_layer("mha")
+    layers = [model.get_layer("logits"), mha._value_dense, mha._query_dense, mha._key_dense, model.get_layer("d1"),
+              mha._output_dense]
+    order = call_order(model, calibration, layers)
+    assert [layer.name for layer, _, _ in order] == ["d1", "query", "key", "value", "attention_output", "logits"]
+    assert [[l.name for l in s.layers] for s in stages(order)] == [
+        ["d1"], ["query", "key", "value"], ["attention_output"], ["logits"]
+    ]
+    assert all("call" not in layer.__dict__ for layer in layers)  # hooks removed
+
+
+def test_stage_sees_the_layer_input_and_stops_early():
+    model = mlp()
+    x = np.random.default_rng(0).standard_normal((10, 16)).astype("float32")
+    calibration = Calibration(model, x, batch_size=4)
+    layers = [model.get_layer(n) for n in ("hidden", "middle", "logits")]
+    first, second, last = stages(call_order(model, calibration, layers))
+    seen, called = [], []
+    logits = model.get_layer("logits")
+    original = logits.call
+    logits.call = lambda *a, **k: called.append(1) or original(*a, **k)
+    try:
+        run_stage(model, calibration, second, lambda layer, inp: seen.append(keras.ops.convert_to_numpy(inp)))
+        assert called == []  # stopped at the next stage's layer
+        hidden = model.get_layer("hidden")
+        np.testing.assert_allclose(np.concatenate(seen), keras.ops.convert_to_numpy(hidden(x)), rtol=1e-5, atol=1e-6)
+        run_stage(model, calibration, last, lambda layer, inp: None)
+        assert len(called) == 3  # the last stage runs to the end, once per batch
+    finally:
+        del logits.call

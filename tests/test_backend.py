@@ -1,0 +1,89 @@
+"""mobileprune.backend: masks are train-step state on every Keras backend, never saved weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.needs_tf
+
+import keras  # noqa: E402
+
+import mobileprune as mp  # noqa: E402
+from mobileprune import backend  # noqa: E402
+from mobileprune.pruning.masks import num_to_prune  # noqa: E402
+from tests.pruning.conftest import tiny_mlp  # noqa: E402
+
+SIZES = {"hidden": 512, "middle": 768, "logits": 96}
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 16)).astype("float32")
+    return x, x[:, :4].argmax(axis=1)
+
+
+def test_masks_are_state_but_not_weights_and_not_saved(data, tmp_path):
+    model = tiny_mlp()
+    weights, variables = len(model.weights), len(model.variables)
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1))
+    model.fit(*data, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    assert len(model.weights) == len(model.get_weights()) == weights
+    masks = [v for v in model.non_trainable_variables if v.dtype == "bool"]
+    assert len(masks) == 3 and len(model.variables) == variables + 3
+    model.save(tmp_path / "pruned.keras")
+    loaded = keras.models.load_model(tmp_path / "pruned.keras")
+    assert len(loaded.variables) == variables
+    np.testing.assert_array_equal(loaded.get_layer("middle").kernel.numpy(), model.get_layer("middle").kernel.numpy())
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="Keras's PyTorch train step runs eagerly: no trace")
+def test_mask_updates_never_retrace_the_compiled_train_step(data):
+    """Mask updates at steps 2, 4 and 6 add no trace: the new masks reach the step as state."""
+    model = tiny_mlp()
+    traces = []
+    plain_step = model.train_step
+
+    def counting_step(*args):
+        traces.append(1)  # Python here runs only while the step is traced
+        return plain_step(*args)
+
+    model.train_step = counting_step
+    schedule = mp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=6, frequency=2)
+    zeros, traces_after_batch = [], []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            zeros.append(int((self.model.get_layer("middle").kernel.numpy() == 0).sum()))
+            traces_after_batch.append(len(traces))
+
+    model.fit(*data, epochs=2, batch_size=16, verbose=0, callbacks=[mp.PruneCallback(schedule), Record()])
+    # tf.function traces twice on its first call (variable-creation check); JAX once.
+    assert traces_after_batch[0] >= 1 and len(set(traces_after_batch)) == 1
+    expected = [num_to_prune(schedule.sparsity_at(step), 768) for step in (0, 0, 2, 2, 4, 4, 6, 6)]
+    assert zeros == expected
+
+
+def test_bind_and_unbind_are_idempotent(data):
+    model = tiny_mlp()
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5))
+    callback.set_model(model)
+    callback.update_masks(0)
+    pairs = [(v, v.constraint.mask) for v in (t.variable for t in callback.targets)]
+    before = len(model.variables)
+    backend.bind_masks(model, pairs)
+    assert len(model.variables) == before
+    mp.strip_pruning(model)
+    backend.unbind_masks(model)
+    assert len(model.variables) == before - 3
+    assert "train_step" not in vars(model)  # the class's own step is back
+    model.fit(*data, epochs=1, batch_size=16, verbose=0)
+    assert int((model.get_layer("middle").kernel.numpy() == 0).sum()) < 384  # no mask any more
+
+
+def test_variable_scope_and_name():
+    assert backend.name() == keras.backend.backend()
+    with backend.variable_scope(tiny_mlp()):
+        variable = keras.Variable(np.ones(3, bool), dtype="bool", trainable=False)
+    assert variable.numpy().all()
