@@ -16,9 +16,15 @@ from __future__ import annotations
 
 
 def vit_encoder(
-    image=32, patch=4, hidden=192, heads=3, key_dim=64, mlp=768, layers=4, classes=10, seed=0, channels=3
+    image=32, patch=4, hidden=192, heads=3, key_dim=64, mlp=768, layers=4, classes=10, seed=0, channels=3,
+    pool="mean",
 ):
-    """Pre-norm ViT: patch Conv2D, ``layers`` x (MultiHeadAttention + Dense MLP), mean pool, logits."""
+    """Pre-norm ViT: patch Conv2D, ``layers`` x (MultiHeadAttention + Dense MLP), pooling, logits.
+
+    ``pool="flatten"`` reads every token's features in the classifier: with no
+    position embedding, attention and a mean pool see the patches as a set, so
+    a small image task needs the classifier to know where each patch was.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -36,7 +42,10 @@ def vit_encoder(
         y = keras.layers.Dense(hidden, name=f"mlp2_{i}")(y)
         x = keras.layers.Add(name=f"res2_{i}")([x, y])
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="ln_final")(x)
-    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    if pool == "flatten":
+        x = keras.layers.Flatten(name="pool")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
     return keras.Model(inputs, keras.layers.Dense(classes, name="logits")(x), name="vit")
 
 

@@ -1,7 +1,8 @@
 """Accuracy of a small ViT on digits, heads and FFN neurons pruned during training: L2 vs Taylor importance.
 
 A ViT (8x8x1 digits, patch 2 -> 16 tokens, hidden 64, 4 heads of 16, MLP
-128, 2 blocks; ``benchmarks._transformers.vit_encoder``) is trained three
+128, 2 blocks, flattened tokens into the classifier;
+``benchmarks._transformers.vit_encoder``) is trained three
 ways from the same initial weights, with the same budget of epochs:
 
 - dense;
@@ -39,7 +40,7 @@ from benchmarks._transformers import vit_encoder
 BATCH = 32
 FRACTION = 0.5
 TARGET_POINTS = 2.0
-SHAPE = dict(image=8, patch=2, channels=1, hidden=64, heads=4, key_dim=16, mlp=128, layers=2, classes=10)
+SHAPE = dict(image=8, patch=2, channels=1, hidden=64, heads=4, key_dim=16, mlp=128, layers=2, classes=10, pool="flatten")
 
 
 def build():

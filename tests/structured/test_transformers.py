@@ -346,3 +346,16 @@ def test_fraction_per_group_prunes_heads_and_neurons_by_different_shares():
     assert (smaller.get_layer("mha_0").num_heads, smaller.get_layer("mlp1_0").units) == (3, 32)
     with pytest.raises(ValueError, match="fraction must be in"):
         mask_channels(vit(layers=1), lambda group: 1.5)
+
+
+def test_prune_callback_channels_prunes_a_keras_hub_backbone(hub):
+    # The scenario: pattern="channels" used to remove 0 parameters from keras-hub backbones.
+    model, x = hub()["gemma3"]
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    y = np.array([0, 1])
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1), pattern="channels")
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[callback])
+    assert history.history["sparsity"][-1] > 0.1
+    smaller = mp.shrink(model)
+    assert smaller.count_params() < 0.8 * model.count_params()
+    np.testing.assert_allclose(_out(smaller, x), _out(model, x), atol=1e-4)
