@@ -84,6 +84,7 @@ _TFMOT_SCRIPT = textwrap.dedent(
     import tensorflow_model_optimization as tfmot
     import mobileprune as mp
 
+    tf_keras.utils.set_random_seed(0)  # unseeded initial weights made the int8 agreement flaky (62/64 once)
     rng = np.random.default_rng(0)
     x = rng.random((64, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 10, 64)
