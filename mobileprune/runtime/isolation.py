@@ -57,7 +57,7 @@ def probe_model(
         command += ["--threads", str(num_threads)]
     try:
         completed = subprocess.run(
-            command, input=content, capture_output=True, timeout=timeout, env=_child_env()
+            command, input=content, capture_output=True, timeout=timeout, env=child_env()
         )
     except subprocess.TimeoutExpired as error:
         raise ModelFileError(
@@ -114,7 +114,8 @@ def _parse_result(stdout: str) -> dict | None:
     return None
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """Environment for a runtime child: quiet TensorFlow logs, and this same copy of mobileprune importable."""
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # The child must import this same copy of mobileprune, installed or not.

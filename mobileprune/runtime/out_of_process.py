@@ -44,10 +44,10 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any, Callable, IO
 
 from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
+from mobileprune.runtime.isolation import child_env
 
 _RESULT = "MOBILEPRUNE_RESULT "
 _PROGRESS = "MOBILEPRUNE_PROGRESS "
@@ -108,7 +108,7 @@ class ForkServer:
     def __init__(self, session: str):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mobileprune.runtime.out_of_process", "--serve", session],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
         )
         self._lock = threading.Lock()
 
@@ -176,7 +176,7 @@ def run_one_process(session: str, request: bytes, on_progress: Callable[[float],
                     timeout: float) -> Outcome:
     """Run one session in a fresh ``python`` process (where ``os.fork`` does not exist)."""
     child = subprocess.Popen(_child_command(session), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             env=_child_env())
+                             env=child_env())
     fired = threading.Event()
 
     def kill() -> None:
@@ -243,13 +243,6 @@ def _child_command(session: str) -> list[str]:
     return [sys.executable, "-m", "mobileprune.runtime.out_of_process", "--run", session]
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # The child must import this same copy of mobileprune, installed or not.
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    return env
 
 
 def _line(text: str) -> None:
