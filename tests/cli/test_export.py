@@ -11,6 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from tests.conversion.conftest import assert_kernel_zeros_read_back
+
 
 def _run(*arguments: str) -> subprocess.CompletedProcess:
     # As after a fresh install: nothing quiets TensorFlow but the command itself.
@@ -53,7 +55,8 @@ def test_int8_export_with_validation_prints_json(digits, tmp_path):
     result = json.loads(completed.stdout)  # nothing but JSON on stdout
     assert result["file_bytes"] == output.stat().st_size
     assert result["quantize"] == "int8" and result["int8_io"] == "uint8"
-    assert {tensor["elements"]: tensor["zeros"] for tensor in result["weight_tensors"]} == kernel_zeros
+    assert_kernel_zeros_read_back({tensor["elements"]: tensor["zeros"] for tensor in result["weight_tensors"]},
+                                  kernel_zeros, model)
     assert result["fidelity"]["samples"] == 450 and result["fidelity"]["agreement"] >= 0.97
     manifest = json.loads((tmp_path / "assets" / "out.json").read_text())
     assert manifest["file"] == "out.tflite" and manifest["input"]["dtype"] == "uint8"
