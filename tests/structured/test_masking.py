@@ -33,7 +33,7 @@ def test_masked_channel_is_exactly_zero_after_batch_norm():
     # moving statistics are not masked: shrink keeps them for the surviving channels
     assert bn.moving_variance.numpy()[zero].all()
     probe = keras.Model(model.input, model.get_layer("stem_relu").output)
-    activations = np.asarray(probe(np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")))
+    activations = keras.ops.convert_to_numpy(probe(np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")))
     assert not activations[..., zero].any()
     assert activations[..., ~zero].any()
 
