@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from mobileprune.pruning.threads import thread_map, worker_count
+
 # From this size on, selection samples a bracket instead of partitioning a copy.
 _BRACKET_MIN_SIZE = 1 << 16
 # Largest sample (big arrays): the bracket then holds at most 2 * _MARGIN * 0.5 / sqrt(16384)
@@ -35,6 +37,8 @@ _MIN_SAMPLE_SIZE = 1024
 # for p near 0 or 1. A miss (about 1e-9) only costs a slower exact fallback.
 _MARGIN = 6.0
 _MARGIN_FLOOR = 8
+# From this size on (global scope), the comparison passes run on all mask threads.
+_PARALLEL_MIN_SIZE = 1 << 22
 # Block length when locating the n-th tie, so no index list of all ties is built.
 _CHUNK = 1 << 16
 
@@ -156,6 +160,31 @@ def _true_positions(flags: np.ndarray) -> np.ndarray:
     return positions
 
 
+def _compare_passes(scores: np.ndarray, low, high) -> tuple:
+    """Compare every score with the bracket: `(up_to_high, above_low, their counts, inside positions)`.
+
+    A very large array (global scope) is cut into one span per mask thread,
+    compared side by side; a smaller one, or a call from a mask thread, is
+    done in one piece.
+    """
+    size = scores.size
+    up_to_high, above_low = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    pieces = worker_count() if size >= _PARALLEL_MIN_SIZE else 1
+    edges = [size * piece // pieces for piece in range(pieces + 1)]
+
+    def compare(span: tuple[int, int]) -> tuple:
+        start, stop = span
+        part = scores[start:stop]
+        up = np.less_equal(part, high, out=up_to_high[start:stop])
+        above = np.greater(part, low, out=above_low[start:stop])
+        inside = _true_positions(np.logical_and(up, above)) + start
+        return int(np.count_nonzero(up)), int(np.count_nonzero(above)), inside
+
+    parts = thread_map(compare, list(zip(edges[:-1], edges[1:])))
+    inside = parts[0][2] if len(parts) == 1 else np.concatenate([part[2] for part in parts])
+    return up_to_high, above_low, sum(p[0] for p in parts), sum(p[1] for p in parts), inside
+
+
 def _keep_by_bracket(scores: np.ndarray, num_prune: int) -> np.ndarray | None:
     """Floyd-Rivest style selection straight to the keep mask; `None` if the sampled bracket misses.
 
@@ -175,11 +204,7 @@ def _keep_by_bracket(scores: np.ndarray, num_prune: int) -> np.ndarray | None:
     margin = _MARGIN * math.sqrt(sample.size * fraction * (1.0 - fraction)) + _MARGIN_FLOOR
     low = sample[max(0, int(rank - margin))]
     high = sample[min(sample.size - 1, int(rank + margin))]
-    up_to_high = np.less_equal(scores, high)
-    above_low = np.greater(scores, low)
-    count_up_to_high = int(np.count_nonzero(up_to_high))
-    count_above_low = int(np.count_nonzero(above_low))
-    inside = _true_positions(np.logical_and(up_to_high, above_low))
+    up_to_high, above_low, count_up_to_high, count_above_low, inside = _compare_passes(scores, low, high)
     up_to_low = count_up_to_high - inside.size
     # Without NaN, every score is either up to `high` or above `low`, those inside both.
     nan_count = size + inside.size - count_up_to_high - count_above_low

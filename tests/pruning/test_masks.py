@@ -156,3 +156,20 @@ def test_repruning_at_the_same_sparsity_keeps_exactly_the_zeros():
     keep = keep_mask(scores, k)
     np.testing.assert_array_equal(keep, scores != 0)
     np.testing.assert_array_equal(keep_mask(scores, k - 7), reference_keep(scores, k - 7))
+
+
+@pytest.mark.parametrize("zero_fraction", [0.0, 0.85])
+def test_comparison_passes_split_over_threads_stay_exact(monkeypatch, zero_fraction):
+    # Global scope ranks one huge array: its comparison passes run in one span per mask thread.
+    monkeypatch.setattr(masks, "_PARALLEL_MIN_SIZE", masks._BRACKET_MIN_SIZE)
+    size = 3 * masks._BRACKET_MIN_SIZE + 13
+    rng = np.random.default_rng(9)
+    scores = np.abs(rng.standard_normal(size)).astype(np.float32)
+    scores[rng.permutation(size)[: int(zero_fraction * size)]] = 0.0
+    scores[size // 2 : size // 2 + 50] = scores[size // 3]  # ties on both sides of the split
+    for sparsity in (0.5, 0.9):
+        k = num_to_prune(sparsity, size)
+        np.testing.assert_array_equal(keep_mask(scores, k), reference_keep(scores, k))
+    scores[-1] = np.nan
+    with pytest.raises(ValueError, match="Pruning scores contain NaN"):
+        keep_mask(scores, size // 2)
