@@ -17,6 +17,14 @@ parameters, random weights) this measures:
   over every weight amounts to, and the yardstick on a shared machine: the
   ratio update / sort, both timed in the same run, moves far less with the
   load than either time;
+- where the time of a ``scope="layer"`` update goes: the same steps run one
+  weight after another on one thread, each stage summed over the weights
+  (median of ``--repeats``): ``read`` (the value as NumPy, no copy), ``scores``
+  (magnitudes), ``select`` (the exact bottom-k keep mask), ``mask assign``
+  (the bool mask variable), ``zero`` (pruned weights zeroed into a fresh
+  array) and ``weight assign``; the real update runs the weights on
+  ``mask_threads`` threads side by side, so its wall time is about this sum
+  divided by the threads, plus the Python between;
 - tfmot 0.8.1 itself (tf-keras subprocess): one update of all wrapped layers
   in a ``tf.function`` and its mask state (float mask + threshold) per weight.
 
@@ -116,6 +124,14 @@ def measure_ours(model, scope: str, repeats: int) -> dict[str, Any]:
         result[f"{case}_update_all_s"] = seconds
         result[f"{case}_np_sort_s"] = statistics.median(sort_seconds)
 
+    if scope == "layer":
+        for case, previous_step in (("first", None), ("steady", STEADY_FROM_STEP)):
+            runs = []
+            for _ in range(repeats):
+                restore(previous_step)
+                runs.append(stage_seconds(callback, model, FINAL_SPARSITY))
+            result[f"{case}_stages_s"] = {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
+
     restore(None)
     tracemalloc.start()
     callback.update_masks(100)
@@ -134,6 +150,39 @@ def measure_ours(model, scope: str, repeats: int) -> dict[str, Any]:
         sparsity_reached=zeros / result["masked_weights"],
     )
     return result
+
+
+def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
+    """Run one ``scope="layer"`` update stage by stage on one thread; seconds per stage, summed over weights.
+
+    The steps are those of ``PruneCallback`` (read, score, select) and of
+    ``mobileprune.pruning.constraint.set_mask`` (mask assign, zero, weight assign).
+    """
+    from mobileprune import backend
+
+    stages = dict.fromkeys(("read", "scores", "select", "mask assign", "zero", "weight assign"), 0.0)
+    for group in callback.pattern.groups(model, callback.targets):
+        variable = group.variables[0]
+        clock = [time.perf_counter()]
+
+        def lap(stage: str) -> None:
+            clock.append(time.perf_counter())
+            stages[stage] += clock[-1] - clock[-2]
+
+        value = backend.read_numpy(variable)
+        lap("read")
+        scores = group.scores([value])
+        lap("scores")
+        keep = callback.pattern.select(scores, sparsity)
+        lap("select")
+        mask = group.expand(keep)[0]
+        variable.constraint.mask.assign(mask)
+        lap("mask assign")
+        zeroed = np.multiply(value, mask)
+        lap("zero")
+        variable.assign(zeroed)
+        lap("weight assign")
+    return stages
 
 
 def keras_numpy(variable) -> np.ndarray:
@@ -209,6 +258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "models": results,
     }
+    stage_rows = [_stage_row(name, case, entry["layer"]) for name, entry in results.items() for case in ("first", "steady")]
+    print_table(
+        f"Where a scope='layer' update goes: ms per stage, weights one after another on one thread "
+        f"(median of {args.repeats}); the update itself runs on {_mask_threads()} threads",
+        stage_rows,
+        float_digits=1,
+    )
+    payload["stage_rows"] = stage_rows
     print(f"wrote {write_results('mask_cost', payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
@@ -217,6 +274,17 @@ def _mask_threads() -> int:
     from mobileprune.pruning.threads import worker_count
 
     return worker_count()
+
+
+def _stage_row(name: str, case: str, layer: dict[str, Any]) -> dict[str, Any]:
+    stages = {stage: 1000.0 * seconds for stage, seconds in layer[f"{case}_stages_s"].items()}
+    return {
+        "model": name,
+        "case": case,
+        **stages,
+        "sum ms": sum(stages.values()),
+        "update ms": 1000.0 * layer[f"{case}_update_s"],
+    }
 
 
 def _row(name: str, entry: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import keras
+import numpy as np
 
 # Mask values of the running JAX train step, by id of the mask variable.
 _STEP_MASKS: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar("mobileprune_step_masks", default=None)
@@ -73,6 +74,36 @@ def parallel_updates(model: keras.Model) -> bool:
     strategy = getattr(model, "distribute_strategy", None)
     # TensorFlow has no public test for "no strategy": the default one has this class.
     return strategy is None or type(strategy).__name__ == "_DefaultDistributionStrategy"
+
+
+def read_numpy(variable: keras.Variable) -> np.ndarray:
+    """The current value of `variable` as a read-only NumPy array, without a copy where possible.
+
+    `variable.numpy()` copies the whole weight on every backend; a mask update
+    only reads it. TensorFlow and JAX hand out their CPU buffer itself (a read
+    snapshot: a later `assign` writes a new buffer, not this one), PyTorch a
+    view of the parameter (which a later `assign` overwrites: use the value
+    before assigning). The result is marked read-only: never write into it.
+
+    Example:
+
+    ```python
+    value = backend.read_numpy(layer.kernel)
+    value.flags.writeable  # False
+    ```
+    """
+    if name() == "tensorflow":
+        array = np.asarray(_import_tensorflow().convert_to_tensor(variable.value))  # the read tensor's buffer
+    elif name() == "torch":
+        tensor = variable.value.detach()
+        # `.numpy()` is a view of a CPU tensor; Keras's conversion copies (and handles bfloat16 and GPUs).
+        on_cpu = tensor.device.type == "cpu" and str(tensor.dtype) != "torch.bfloat16"
+        array = tensor.numpy() if on_cpu else keras.ops.convert_to_numpy(tensor)
+    else:
+        array = np.asarray(variable.value)
+    array = array.view()
+    array.flags.writeable = False
+    return array
 
 
 def mask_value(mask: keras.Variable) -> Any:

@@ -101,3 +101,21 @@ def test_parallel_updates_only_without_a_tf_distribute_strategy():
     callback = mp.PruneCallback(mp.ConstantSparsity(0.5))
     callback.set_model(mirrored)
     assert callback.update_masks(0) == pytest.approx(0.5, abs=0.01)  # serial path, same exact counts
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_read_numpy_is_the_value_read_only_and_survives_an_assign(dtype):
+    rng = np.random.default_rng(0)
+    first = rng.standard_normal((6, 5)).astype("float32")
+    variable = keras.Variable(first, dtype=dtype)
+    expected = np.asarray(keras.ops.convert_to_numpy(variable)).astype("float32")
+    value = backend.read_numpy(variable)
+    assert tuple(value.shape) == (6, 5) and not value.flags.writeable
+    np.testing.assert_array_equal(value.astype("float32"), expected)
+    with pytest.raises(ValueError, match="read-only"):
+        value[0, 0] = 1.0
+    # What a mask update does with it: compute a new array from the read value, then assign.
+    variable.assign(np.multiply(value, value > 0))
+    np.testing.assert_array_equal(
+        np.asarray(keras.ops.convert_to_numpy(variable)).astype("float32"), np.where(expected > 0, expected, 0)
+    )

@@ -51,6 +51,7 @@ class _Bucket:
 
     schedule: PruningSchedule
     groups: list[MaskGroup] = field(default_factory=list)
+    size: int = 0  # weights masked by the groups
     # Reused across updates: a fresh array this large costs a page fault per 4 KiB.
     score_buffer: np.ndarray | None = None
 
@@ -255,10 +256,12 @@ class PruneCallback(keras.callbacks.Callback):
         for group in groups:
             owner = next((v for v in group.variables if id(v) in by_variable), group.variables[0])
             schedule = schedule_of.get(id(owner), self.schedule)
+            size = sum(int(np.prod(v.shape)) for v in group.variables)
             if self.scope == "global" and schedule in shared:
                 shared[schedule].groups.append(group)
+                shared[schedule].size += size
                 continue
-            bucket = _Bucket(schedule, [group])
+            bucket = _Bucket(schedule, [group], size=size)
             shared.setdefault(schedule, bucket)
             buckets.append(bucket)
         return buckets
@@ -299,7 +302,9 @@ class PruneCallback(keras.callbacks.Callback):
             step = bucket.schedule.last_update_step(last)
             if step is not None and step >= first:
                 due.append((bucket, step, bucket.schedule.sparsity_at(step)))
-        # Buckets are independent: update them side by side on the CPUs.
+        # Buckets are independent: update them side by side on the CPUs, the
+        # largest first so that no big one is left alone on one CPU at the end.
+        due.sort(key=lambda item: -item[0].size)
         thread_map(lambda item: self._apply(item[0], item[2]), due, self._parallel)
         if due:
             self._refresh_logs()
@@ -316,7 +321,7 @@ class PruneCallback(keras.callbacks.Callback):
         if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:
             return  # bottom-k of nothing: masks stay as they are (all-True before the first prune)
         values = thread_map(
-            lambda group: [np.asarray(v.numpy()) for v in group.variables], bucket.groups, self._parallel
+            lambda group: [backend.read_numpy(v) for v in group.variables], bucket.groups, self._parallel
         )
         scores = thread_map(lambda item: item[0].scores(item[1]), list(zip(bucket.groups, values)), self._parallel)
         if len(scores) == 1:

@@ -90,14 +90,14 @@ def detach_mask(variable: keras.Variable) -> bool:
 def set_mask(variable: keras.Variable, mask: np.ndarray, value: np.ndarray | None = None) -> int:
     """Store a new bool mask on `variable`, zero its pruned weights, and return how many are pruned.
 
-    The weights are zeroed in NumPy and written back with one `assign`, which
-    costs less than a backend `where` over the variable.
+    The weights are zeroed in NumPy into a fresh array and written back with
+    one `assign`, which costs less than a backend `where` over the variable.
 
     Args:
         variable: a variable with a mask attached (`attach_mask`).
         mask: bool array shaped like the variable, `False` where pruned.
         value: the variable's current value as a NumPy array, if the caller
-            already read it (it may be zeroed in place); read here otherwise.
+            already read it (never written to); read here otherwise.
 
     Example:
 
@@ -111,13 +111,11 @@ def set_mask(variable: keras.Variable, mask: np.ndarray, value: np.ndarray | Non
         raise ValueError(f"{variable.name} has no pruning mask; call attach_mask(variable) first.")
     mask = np.asarray(mask, dtype=bool).reshape(tuple(variable.shape))
     constraint.mask.assign(mask)
-    value = np.asarray(variable.numpy()) if value is None else value
-    if not value.flags.writeable:  # some backends hand out read-only views
-        value = value.copy()
-    # A multiply is several times faster than copyto(where=~mask); pruned
-    # weights are finite (keep_mask refuses an infinite threshold), so 0 * w is 0.
-    np.multiply(value, mask, out=value)
-    variable.assign(value)
+    value = backend.read_numpy(variable) if value is None else np.asarray(value)
+    # Into a fresh array: `value` may be the variable's own (read-only) buffer.
+    # A multiply is several times faster than `np.where`; pruned weights are finite
+    # (keep_mask refuses an infinite threshold), so 0 * w is 0.
+    variable.assign(np.multiply(value, mask))
     return int(mask.size - np.count_nonzero(mask))
 
 

@@ -18,17 +18,27 @@ keep_mask(scores, num_to_prune(0.6, scores.size))  # [True, False, False, False,
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+from mobileprune.pruning.threads import thread_map, worker_count
+
 # From this size on, selection samples a bracket instead of partitioning a copy.
 _BRACKET_MIN_SIZE = 1 << 16
-# Largest sample (big arrays): the bracket, 8 standard deviations of the sample
-# rank wide, then holds about 6% of the scores and almost never misses.
+# Largest sample (big arrays): the bracket then holds at most 2 * _MARGIN * 0.5 / sqrt(16384)
+# = 4.7% of the scores (2.8% at p = 0.9).
 _SAMPLE_SIZE = 16384
 # Smaller arrays sample one score in 64, but never fewer than this.
 _MIN_SAMPLE_SIZE = 1024
+# Half-width of the bracket in sample ranks: this many standard deviations of
+# the sample rank, sqrt(sample_size * p * (1 - p)) at fraction p, plus a floor
+# for p near 0 or 1. A miss (about 1e-9) only costs a slower exact fallback.
+_MARGIN = 6.0
+_MARGIN_FLOOR = 8
+# From this size on (global scope), the comparison passes run on all mask threads.
+_PARALLEL_MIN_SIZE = 1 << 22
 # Block length when locating the n-th tie, so no index list of all ties is built.
 _CHUNK = 1 << 16
 
@@ -63,10 +73,22 @@ def keep_mask(scores: np.ndarray, num_prune: int) -> np.ndarray:
         return np.ones(size, dtype=bool)
     if num_prune == size:
         return np.zeros(size, dtype=bool)
-    threshold, below, ties = _select(scores, num_prune - 1)
+    if size >= _BRACKET_MIN_SIZE:
+        keep = _keep_by_bracket(scores, num_prune)
+        if keep is not None:
+            return keep
+    threshold = _kth_by_partition(scores, num_prune - 1)
+    below = int(np.count_nonzero(scores < threshold))
+    ties = int(np.count_nonzero(scores == threshold))
     keep = np.greater(scores, threshold)
+    _check_finite(size - below - ties - int(np.count_nonzero(keep)), threshold)
+    _keep_late_ties(scores, keep, threshold, num_prune - below, ties)
+    return keep
+
+
+def _check_finite(nan_count: int, threshold) -> None:
     # NaN is neither below, equal to nor above the threshold: the three counts miss it.
-    if below + ties + int(np.count_nonzero(keep)) != size:
+    if nan_count:
         raise ValueError(
             "Pruning scores contain NaN: the weights diverged; lower the learning rate or check the data for NaN."
         )
@@ -74,13 +96,15 @@ def keep_mask(scores: np.ndarray, num_prune: int) -> np.ndarray:
         raise ValueError(
             "Pruning would remove infinite weights: the weights diverged; lower the learning rate or check the data."
         )
-    ties_pruned = num_prune - below
+
+
+def _keep_late_ties(scores: np.ndarray, keep: np.ndarray, threshold, ties_pruned: int, ties: int) -> None:
+    """Set `keep` for the scores equal to `threshold` after the first `ties_pruned` of them."""
     if ties_pruned < ties:
         # Keep the ties after the `ties_pruned`-th one: smaller indices go first.
         last_pruned = _nth_equal_index(scores, threshold, ties_pruned - 1)
-        tail = slice(last_pruned + 1, size)
+        tail = slice(last_pruned + 1, scores.size)
         keep[tail] |= scores[tail] == threshold
-    return keep
 
 
 def _nth_equal_index(scores: np.ndarray, value, n: int) -> int:
@@ -94,19 +118,9 @@ def _nth_equal_index(scores: np.ndarray, value, n: int) -> int:
     raise ValueError("fewer scores equal the value than requested.")
 
 
-def _select(scores: np.ndarray, k: int) -> tuple:
-    """Return `(threshold, below, ties)`: the k-th smallest score and how many are below and equal to it."""
-    if scores.size >= _BRACKET_MIN_SIZE:
-        found = _kth_by_bracket(scores, k)
-        if found is not None:
-            return found
-    threshold = _kth_by_partition(scores, k)
-    return threshold, int(np.count_nonzero(scores < threshold)), int(np.count_nonzero(scores == threshold))
-
-
 def _kth_smallest(scores: np.ndarray, k: int):
-    """Return the k-th smallest (0-based) of 1-D `scores` in expected linear time."""
-    return _select(scores, k)[0]
+    """Return the k-th smallest (0-based) of 1-D `scores`: the largest of the `k + 1` that `keep_mask` prunes."""
+    return np.max(scores[~keep_mask(scores, k + 1)])
 
 
 def _kth_by_partition(scores: np.ndarray, k: int):
@@ -120,36 +134,102 @@ def _kth_by_partition(scores: np.ndarray, k: int):
     return np.partition(scores[scores != 0], k - zeros)[k - zeros]
 
 
-def _kth_by_bracket(scores: np.ndarray, k: int) -> tuple | None:
-    """Floyd-Rivest style selection; `(threshold, below, ties)`, or `None` if the bracket misses.
+@functools.lru_cache(maxsize=256)
+def _sample_indices(size: int, sample_size: int) -> np.ndarray:
+    """Fixed-seed sample positions among `size` scores, drawn once per size (the same weights give the same bracket)."""
+    indices = np.sort(np.random.default_rng(0).integers(0, size, sample_size))  # sorted: a forward gather
+    indices.flags.writeable = False
+    return indices
 
-    A fixed-seed sample brackets the answer between `low` and `high`; two
-    comparison passes count the scores up to `high` and gather the few in
-    `(low, high]`, and only those are partitioned: no copy of the whole array,
-    and masses of equal scores (the zeros of pruned weights, usually `low`)
-    stay out of the partition.
+
+def _true_positions(flags: np.ndarray) -> np.ndarray:
+    """Flat indices of the `True` entries of 1-D bool `flags`, in order; fast when they are few.
+
+    `np.flatnonzero` costs about a nanosecond per entry. Viewed as 8-byte
+    words, the flags take an eighth of that, and only the words holding a
+    `True` are unpacked.
+    """
+    whole = flags.size - flags.size % 8
+    packed = flags[:whole].view(np.uint64)
+    # `flatnonzero` is fast on bool only: test the words first, then gather them as words.
+    words = np.flatnonzero(packed != 0)
+    unpacked = np.flatnonzero(packed[words].view(bool))
+    positions = (words[unpacked >> 3] << 3) | (unpacked & 7)
+    if whole < flags.size:
+        positions = np.concatenate([positions, whole + np.flatnonzero(flags[whole:])])
+    return positions
+
+
+def _compare_passes(scores: np.ndarray, low, high) -> tuple:
+    """Compare every score with the bracket: `(up_to_high, above_low, their counts, inside positions)`.
+
+    A very large array (global scope) is cut into one span per mask thread,
+    compared side by side; a smaller one, or a call from a mask thread, is
+    done in one piece.
     """
     size = scores.size
+    up_to_high, above_low = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    pieces = worker_count() if size >= _PARALLEL_MIN_SIZE else 1
+    edges = [size * piece // pieces for piece in range(pieces + 1)]
+
+    def compare(span: tuple[int, int]) -> tuple:
+        start, stop = span
+        part = scores[start:stop]
+        up = np.less_equal(part, high, out=up_to_high[start:stop])
+        above = np.greater(part, low, out=above_low[start:stop])
+        inside = _true_positions(np.logical_and(up, above)) + start
+        return int(np.count_nonzero(up)), int(np.count_nonzero(above)), inside
+
+    parts = thread_map(compare, list(zip(edges[:-1], edges[1:])))
+    inside = parts[0][2] if len(parts) == 1 else np.concatenate([part[2] for part in parts])
+    return up_to_high, above_low, sum(p[0] for p in parts), sum(p[1] for p in parts), inside
+
+
+def _keep_by_bracket(scores: np.ndarray, num_prune: int) -> np.ndarray | None:
+    """Floyd-Rivest style selection straight to the keep mask; `None` if the sampled bracket misses.
+
+    A fixed-seed sample brackets the threshold between `low` and `high`. Two
+    comparison passes over the scores give everything else: the scores above
+    `high` are kept, those up to `low` pruned, and only the few in
+    `(low, high]` (gathered with their positions) are partitioned. Ties at the
+    threshold are then ordered by those positions, so no further pass over the
+    scores is needed. Masses of equal scores (the zeros of pruned weights,
+    usually up to `low`) stay out of the partition.
+    """
+    size, k = scores.size, num_prune - 1  # k: rank of the last pruned score
     sample_size = min(_SAMPLE_SIZE, max(_MIN_SAMPLE_SIZE, size >> 6))
-    sample = np.sort(scores[np.random.default_rng(0).integers(0, size, sample_size)])
-    rank = k / size * sample_size
-    margin = 4 * math.sqrt(sample_size)
+    sample = np.sort(scores[_sample_indices(size, sample_size)])
+    fraction = k / size
+    rank = fraction * sample.size
+    margin = _MARGIN * math.sqrt(sample.size * fraction * (1.0 - fraction)) + _MARGIN_FLOOR
     low = sample[max(0, int(rank - margin))]
-    high = sample[min(sample_size - 1, int(rank + margin))]
-    inside = np.less_equal(scores, high)
-    up_to_high = int(np.count_nonzero(inside))
-    inside &= scores > low
-    bracket = scores[inside]
-    up_to_low = up_to_high - bracket.size
+    high = sample[min(sample.size - 1, int(rank + margin))]
+    up_to_high, above_low, count_up_to_high, count_above_low, inside = _compare_passes(scores, low, high)
+    up_to_low = count_up_to_high - inside.size
+    # Without NaN, every score is either up to `high` or above `low`, those inside both.
+    nan_count = size + inside.size - count_up_to_high - count_above_low
+    if nan_count:
+        _check_finite(nan_count, high)
     if k < up_to_low:
         below_low = int(np.count_nonzero(scores < low))
-        return (low, below_low, up_to_low - below_low) if k >= below_low else None
+        if k < below_low:
+            return None  # the threshold is below the bracket
+        _check_finite(0, low)
+        keep = above_low  # the threshold is `low` itself
+        _keep_late_ties(scores, keep, low, num_prune - below_low, up_to_low - below_low)
+        return keep
     k -= up_to_low
-    if k >= bracket.size:
-        return None
+    if k >= inside.size:
+        return None  # the threshold is above the bracket
+    bracket = scores[inside]
     threshold = np.partition(bracket, k)[k]
+    _check_finite(0, threshold)
+    keep = np.logical_not(up_to_high, out=up_to_high)
+    keep[inside[bracket > threshold]] = True
+    ties = inside[bracket == threshold]  # in index order
     below = up_to_low + int(np.count_nonzero(bracket < threshold))
-    return threshold, below, int(np.count_nonzero(bracket == threshold))
+    keep[ties[num_prune - below :]] = True
+    return keep
 
 
 def keep_top_n_per_group(scores: np.ndarray, n: int, m: int) -> np.ndarray:

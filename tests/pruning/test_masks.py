@@ -67,7 +67,7 @@ def test_bracket_miss_falls_back_to_partition(monkeypatch):
     # A 4-score sample brackets almost nothing: the extreme ranks fall outside it.
     monkeypatch.setattr(masks, "_SAMPLE_SIZE", 4)
     scores = np.random.default_rng(5).random(masks._BRACKET_MIN_SIZE)
-    assert masks._kth_by_bracket(scores, 0) is None
+    assert masks._keep_by_bracket(scores, 1) is None
     assert masks._kth_smallest(scores, 0) == scores.min()
     np.testing.assert_array_equal(keep_mask(scores, 3), reference_keep(scores, 3))
 
@@ -138,3 +138,38 @@ def test_thread_map_keeps_order_runs_nested_maps_inline_and_can_be_serial():
     assert nested == [[11, 12], [21, 22]]
     main = threading.get_ident()
     assert set(thread_map(lambda _: threading.get_ident(), range(4), parallel=False)) == {main}
+
+
+@pytest.mark.parametrize("size", [0, 7, 8, 4096, 4099])
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
+def test_true_positions_match_flatnonzero(size, density):
+    flags = np.random.default_rng(size).random(size) < density
+    np.testing.assert_array_equal(masks._true_positions(flags), np.flatnonzero(flags))
+
+
+def test_repruning_at_the_same_sparsity_keeps_exactly_the_zeros():
+    # ConstantSparsity re-prunes weights that already hold exactly k zeros: the threshold is 0 itself.
+    size = masks._BRACKET_MIN_SIZE * 3 + 5
+    scores = np.abs(np.random.default_rng(4).standard_normal(size)).astype(np.float32)
+    k = num_to_prune(0.8, size)
+    scores[np.argsort(scores, kind="stable")[:k]] = 0.0
+    keep = keep_mask(scores, k)
+    np.testing.assert_array_equal(keep, scores != 0)
+    np.testing.assert_array_equal(keep_mask(scores, k - 7), reference_keep(scores, k - 7))
+
+
+@pytest.mark.parametrize("zero_fraction", [0.0, 0.85])
+def test_comparison_passes_split_over_threads_stay_exact(monkeypatch, zero_fraction):
+    # Global scope ranks one huge array: its comparison passes run in one span per mask thread.
+    monkeypatch.setattr(masks, "_PARALLEL_MIN_SIZE", masks._BRACKET_MIN_SIZE)
+    size = 3 * masks._BRACKET_MIN_SIZE + 13
+    rng = np.random.default_rng(9)
+    scores = np.abs(rng.standard_normal(size)).astype(np.float32)
+    scores[rng.permutation(size)[: int(zero_fraction * size)]] = 0.0
+    scores[size // 2 : size // 2 + 50] = scores[size // 3]  # ties on both sides of the split
+    for sparsity in (0.5, 0.9):
+        k = num_to_prune(sparsity, size)
+        np.testing.assert_array_equal(keep_mask(scores, k), reference_keep(scores, k))
+    scores[-1] = np.nan
+    with pytest.raises(ValueError, match="Pruning scores contain NaN"):
+        keep_mask(scores, size // 2)
