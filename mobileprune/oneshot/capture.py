@@ -31,6 +31,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from mobileprune import backend
+
 
 class _StopForward(Exception):
     """Raised by the stop hook: the rest of the forward pass is not needed."""
@@ -107,10 +109,11 @@ def forward(model, calibration, batch) -> None:
     """
     graph = _releasing_graph(model)
     try:
-        if graph is None:
-            model(calibration.model_input(batch), training=False)
-        else:
-            _run_releasing(graph, list(batch))
+        with backend.no_gradients():  # PyTorch's autograd would keep every activation alive
+            if graph is None:
+                model(calibration.model_input(batch), training=False)
+            else:
+                _run_releasing(graph, list(batch))
     except _StopForward:
         pass
 
