@@ -10,7 +10,12 @@ allocations. For each model two workers run:
 - ``sparsegpt``: the same, then ``mp.prune_oneshot(..., method="sparsegpt")``
   at 50% unstructured, timed with ``time.perf_counter``.
 
-The memory the pruning itself costs is the difference of the two peaks.
+The memory the pruning itself costs is the difference of the two peaks. The
+``sparsegpt`` worker also samples its resident memory every 10 ms from
+``/proc/self/statm`` and keeps the highest value seen while capturing
+calibration statistics (the forward passes, im2col, ``XᵀX``) and while solving
+(SparseGPT's inverse Hessian and column updates), to say which of the two
+sets the peak.
 Models: the byte LM of ``benchmarks/_byte_lm.py`` (trained weights, 128
 calibration sequences of 128 bytes; every projection except the LM head) and
 ``keras.applications.ResNet50(weights=None)`` (25.6 M parameters; random
@@ -67,6 +72,60 @@ def _resnet(count: int):
     return model, calibration, {"exclude": ["predictions"]}, int(model.count_params())
 
 
+class PhasePeaks:
+    """Highest resident memory (MiB) seen during each phase of `prune_oneshot`, sampled in a thread.
+
+    The phases are told apart by wrapping the driver's two entry points
+    (`run_stage`: capture; `methods.sparsegpt`: solve) for the duration of the
+    measurement; the wrappers only set a label.
+    """
+
+    def __init__(self, interval: float = 0.01):
+        import threading
+
+        self.interval = interval
+        self.phase = "other"
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def rss_mib() -> float:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            value, phase = self.rss_mib(), self.phase
+            self.peaks[phase] = max(self.peaks.get(phase, 0.0), value)
+            self._stop.wait(self.interval)
+
+    def _labelled(self, phase: str, function):
+        def run(*args, **kwargs):
+            previous, self.phase = self.phase, phase
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.phase = previous
+
+        return run
+
+    def __enter__(self) -> "PhasePeaks":
+        from mobileprune.oneshot import prune
+
+        self._patched = [(prune, "run_stage", prune.run_stage), (prune.methods, "sparsegpt", prune.methods.sparsegpt)]
+        prune.run_stage = self._labelled("capture", prune.run_stage)
+        prune.methods.sparsegpt = self._labelled("solve", prune.methods.sparsegpt)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        for owner, name, original in self._patched:
+            setattr(owner, name, original)
+
+
 def worker(model_name: str, mode: str, count: int) -> dict[str, Any]:
     """Run one measurement in this process and return its numbers."""
     import mobileprune as mp
@@ -79,9 +138,12 @@ def worker(model_name: str, mode: str, count: int) -> dict[str, Any]:
     result = {"model": model_name, "mode": mode, "calibration": count, "parameters": parameters,
               "setup_s": setup_seconds}
     if mode == "sparsegpt":
-        start = time.perf_counter()
-        mp.prune_oneshot(model, SPARSITY, calibration, method="sparsegpt", progress=False, **kwargs)
-        result["prune_s"] = time.perf_counter() - start
+        with PhasePeaks() as peaks:
+            start = time.perf_counter()
+            mp.prune_oneshot(model, SPARSITY, calibration, method="sparsegpt", progress=False, **kwargs)
+            result["prune_s"] = time.perf_counter() - start
+        result["peak_rss_capture_mib"] = peaks.peaks.get("capture")
+        result["peak_rss_solve_mib"] = peaks.peaks.get("solve")
         result["reached_sparsity"] = float(mp.sparsity(model).overall)
     # Linux reports ru_maxrss in KiB.
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -128,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "baseline_peak_mib": baseline["peak_rss_mib"],
             "sparsegpt_peak_mib": pruned["peak_rss_mib"],
             "extra_mib": pruned["peak_rss_mib"] - baseline["peak_rss_mib"],
+            "capture_peak_mib": pruned["peak_rss_capture_mib"],
+            "solve_peak_mib": pruned["peak_rss_solve_mib"],
         })
     print_table(f"One-shot SparseGPT at {SPARSITY:.0%} unstructured: time and peak memory (fresh process each)",
                 rows, float_digits=1)

@@ -62,6 +62,21 @@ def variable_scope(model: keras.Model) -> contextlib.AbstractContextManager:
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
+def no_gradients() -> contextlib.AbstractContextManager:
+    """Context in which eager calls record nothing for backpropagation.
+
+    PyTorch: `torch.no_grad()`; outside it, each layer's output keeps the
+    layer's input alive in its autograd graph, so a forward pass would hold
+    every activation however early they are dropped. TensorFlow and JAX
+    record nothing outside a gradient tape or transform.
+    """
+    if name() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
 def parallel_updates(model: keras.Model) -> bool:
     """Whether `PruneCallback` may update masks on several threads.
 

@@ -142,17 +142,20 @@ def inverse_hessian_factor(hessian: np.ndarray, dampening: float = 0.01) -> np.n
     damp = dampening * float(alive.mean()) if alive.size else 1.0
     h[np.diag_indices_from(h)] += damp
     # Reverse the order: the lower Cholesky factor L of J H J gives U = J L⁻¹ J.
+    # Intermediates are dropped as soon as possible: a few d² float64 at a time.
     reversed_h = h[::-1, ::-1]
     for attempt in range(4):
         try:
             lower = np.linalg.cholesky(reversed_h)
             break
         except np.linalg.LinAlgError:
-            # Rounding left H slightly indefinite: add more dampening.
-            reversed_h = reversed_h + np.eye(len(h)) * damp * 10 ** (attempt + 1)
+            # Rounding left H slightly indefinite: add more dampening (in place, on the diagonal).
+            h[np.diag_indices_from(h)] += damp * 9 * 10**attempt
     else:
         raise ValueError("the calibration Hessian is not positive definite even with dampening; raise dampening=.")
+    del h, reversed_h
     inverse = np.linalg.inv(lower)
+    del lower
     return np.ascontiguousarray(inverse[::-1, ::-1])
 
 

@@ -13,7 +13,11 @@ new weights are written at the end.
 
 Only the statistics of one stage (usually one layer, or the query, key and
 value projections sharing an input) live in memory at a time: `d_in` sums of
-squares for Wanda, the `d_in x d_in` Hessian for SparseGPT.
+squares for Wanda, the `d_in x d_in` Hessian for SparseGPT. The calibration
+data is streamed: one batch goes through the model at a time (a functional
+model's activations are freed after their last use, `capture.forward`), and
+a layer's input rows (im2col patches for a convolution) reach the statistics
+in chunks of `max(d_in, 1024)` rows (`views.chunk_values`).
 
 Example:
 

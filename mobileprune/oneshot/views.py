@@ -5,8 +5,9 @@ Wanda and SparseGPT need a layer written as `Y = X @ W` with `W` of shape
 
 - `matrix(kernel)` / `kernel(matrix)`: the kernel as that `(d_in, d_out)`
   matrix and back (exact inverse reshapes and transposes);
-- `rows(x)`: the layer's call input turned into `X` chunks of at most
-  `max_values` numbers, so a layer's activations never sit in memory at once;
+- `rows(x)`: the layer's call input (one calibration batch) turned into `X`
+  chunks of at most `chunk_values(d_in)` numbers, so neither the calibration
+  set's activations nor one batch's im2col patches sit in memory at once;
 - `hooked`: the layer whose `call` receives that input (the projection inside
   a `MultiHeadAttention`, the `SeparableConv` itself for its pointwise
   kernel).
@@ -47,8 +48,18 @@ from typing import Any, Iterator
 import keras
 import numpy as np
 
-# Largest im2col / input chunk handed out at once (float32 numbers: 64 MiB).
-MAX_VALUES = 1 << 24
+# Rows handed out at once, at least: enough for an efficient `XᵀX` product.
+CHUNK_ROWS = 1024
+
+
+def chunk_values(d_in: int) -> int:
+    """Numbers in one chunk of rows of a `d_in`-input layer: `max(d_in, CHUNK_ROWS)` rows.
+
+    A chunk is then at most the size of the layer's float32 Hessian `XᵀX`
+    (`d_in²`), or `CHUNK_ROWS` rows for a layer with fewer inputs: capturing
+    never holds more than one batch of a layer's inputs plus one chunk.
+    """
+    return max(int(d_in), CHUNK_ROWS) * int(d_in)
 
 
 class LinearView:
@@ -82,7 +93,7 @@ class LinearView:
         shape = tuple(self.kernel_shape[axis] for axis in self.perm)
         return np.transpose(matrix.reshape(shape), np.argsort(self.perm))
 
-    def rows(self, x: Any, max_values: int = MAX_VALUES) -> Iterator[np.ndarray]:
+    def rows(self, x: Any, max_values: int | None = None) -> Iterator[np.ndarray]:
         """Yield the `(n, d_in)` float32 rows of one call input, in chunks."""
         raise NotImplementedError
 
@@ -99,12 +110,12 @@ class EinsumView(LinearView):
     def signature(self) -> tuple:
         return ("einsum", self.d_in, self.input_axes)
 
-    def rows(self, x, max_values: int = MAX_VALUES) -> Iterator[np.ndarray]:
+    def rows(self, x, max_values: int | None = None) -> Iterator[np.ndarray]:
         x = np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float32)
         axes = [a % x.ndim for a in self.input_axes]
         others = [a for a in range(x.ndim) if a not in axes]
         x = np.transpose(x, others + axes).reshape(-1, self.d_in)
-        step = max(1, max_values // max(1, self.d_in))
+        step = _chunk_rows(self.d_in, max_values)
         for start in range(0, x.shape[0], step):
             yield x[start : start + step]
 
@@ -125,7 +136,7 @@ class ConvView(LinearView):
     def signature(self) -> tuple:
         return ("conv", self.kernel_shape[:-1], self.strides, self.dilation, self.padding, self.channels_first)
 
-    def rows(self, x, max_values: int = MAX_VALUES) -> Iterator[np.ndarray]:
+    def rows(self, x, max_values: int | None = None) -> Iterator[np.ndarray]:
         x = np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float32)
         if self.channels_first:
             x = np.moveaxis(x, 1, -1)
@@ -142,7 +153,7 @@ class PointwiseView(LinearView):
     def signature(self) -> tuple:
         return ("pointwise", id(self.hooked))
 
-    def rows(self, x, max_values: int = MAX_VALUES) -> Iterator[np.ndarray]:
+    def rows(self, x, max_values: int | None = None) -> Iterator[np.ndarray]:
         layer = self.hooked
         out = keras.ops.depthwise_conv(
             x,
@@ -156,9 +167,13 @@ class PointwiseView(LinearView):
         if layer.data_format == "channels_first":
             out = np.moveaxis(out, 1, -1)
         out = out.reshape(-1, self.d_in)
-        step = max(1, max_values // self.d_in)
+        step = _chunk_rows(self.d_in, max_values)
         for start in range(0, out.shape[0], step):
             yield out[start : start + step]
+
+
+def _chunk_rows(d_in: int, max_values: int | None) -> int:
+    return max(1, (chunk_values(d_in) if max_values is None else max_values) // max(1, d_in))
 
 
 def _tuple(value, rank: int) -> tuple:
@@ -178,9 +193,9 @@ def _pads(length: int, effective: int, stride: int, padding: str) -> tuple[int, 
 
 
 def im2col(
-    x: np.ndarray, size: tuple, strides: tuple, dilation: tuple, padding: str, max_values: int = MAX_VALUES
+    x: np.ndarray, size: tuple, strides: tuple, dilation: tuple, padding: str, max_values: int | None = None
 ) -> Iterator[np.ndarray]:
-    """Yield the im2col rows of channels-last `x` `(batch, *spatial, channels)`, a few samples at a time.
+    """Yield the im2col rows of channels-last `x` `(batch, *spatial, channels)` in bounded chunks.
 
     Args:
         x: the convolution's input.
@@ -188,28 +203,37 @@ def im2col(
         strides: stride per spatial axis.
         dilation: dilation per spatial axis.
         padding: `"valid"`, `"same"` or `"causal"` (Keras semantics).
-        max_values: largest chunk, in numbers.
+        max_values: largest chunk, in numbers (default: `chunk_values(d_in)`).
 
     Each row is one output position's patch flattened as `(*size, channels)`,
     the order of a Keras kernel `(*size, in, out)` reshaped to `(-1, out)`.
+    A chunk holds several samples when they fit, else a slab of one sample's
+    first spatial axis (never less than one line of output positions), so
+    the patches of a large input never exist all at once.
     """
     rank = len(size)
+    d_in = math.prod(size) * x.shape[-1]
+    max_rows = _chunk_rows(d_in, max_values)
     effective = [(k - 1) * d + 1 for k, d in zip(size, dilation)]
     pads = [_pads(x.shape[1 + i], effective[i], strides[i], padding) for i in range(rank)]
     spatial_out = [
         (x.shape[1 + i] + sum(pads[i]) - effective[i]) // strides[i] + 1 for i in range(rank)
     ]
-    per_sample = math.prod(spatial_out) * math.prod(size) * x.shape[-1]
-    step = max(1, max_values // max(1, per_sample))
-    for start in range(0, x.shape[0], step):
-        chunk = np.pad(x[start : start + step], [(0, 0)] + pads + [(0, 0)])
+    per_sample = math.prod(spatial_out)
+    per_line = math.prod(spatial_out[1:])
+    samples = max(1, max_rows // max(1, per_sample))
+    lines = spatial_out[0] if per_sample <= max_rows else max(1, max_rows // max(1, per_line))
+    index = (slice(None),) + tuple(slice(None, None, s) for s in strides) + (slice(None),)
+    index += tuple(slice(None, None, d) for d in dilation)
+    order = (0,) + tuple(range(1, rank + 1)) + tuple(range(rank + 2, 2 * rank + 2)) + (rank + 1,)
+    for start in range(0, x.shape[0], samples):
+        chunk = np.pad(x[start : start + samples], [(0, 0)] + pads + [(0, 0)])
         windows = np.lib.stride_tricks.sliding_window_view(chunk, effective, axis=tuple(range(1, rank + 1)))
-        # windows: (batch, *positions, channels, *window); subsample strides and dilation.
-        index = (slice(None),) + tuple(slice(None, None, s) for s in strides) + (slice(None),)
-        index += tuple(slice(None, None, d) for d in dilation)
+        # windows: (batch, *positions, channels, *window); subsample strides and dilation (still a view).
         windows = windows[index]
-        order = (0,) + tuple(range(1, rank + 1)) + tuple(range(rank + 2, 2 * rank + 2)) + (rank + 1,)
-        yield np.ascontiguousarray(np.transpose(windows, order)).reshape(-1, math.prod(size) * x.shape[-1])
+        for line in range(0, spatial_out[0], lines):
+            part = np.transpose(windows[:, line : line + lines], order)
+            yield np.ascontiguousarray(part).reshape(-1, d_in)
 
 
 def _einsum_view(layer, hooked, kernel_shape) -> EinsumView | None:

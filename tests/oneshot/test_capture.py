@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from mobileprune.oneshot.calibration import Calibration
-from mobileprune.oneshot.capture import call_order, run_stage, stages
+from mobileprune.oneshot.capture import Stage, call_order, run_stage, stages
 
 from tests.oneshot._models import mixed, mlp
 
@@ -44,3 +44,32 @@ def test_stage_sees_the_layer_input_and_stops_early():
         assert len(called) == 3  # the last stage runs to the end, once per batch
     finally:
         del logits.call
+
+
+
+def test_forward_frees_each_activation_after_its_last_use():
+    import weakref
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    a = keras.layers.Dense(8, name="a")(inputs)
+    b = keras.layers.Dense(8, name="b")(a)
+    c = keras.layers.Dense(8, name="c")(b)
+    outputs = keras.layers.Dense(2, name="d")(c)
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    refs, alive, seen = {}, {}, []
+
+    def consume(layer, inp):
+        refs[layer.name] = weakref.ref(inp)  # the output of the layer before
+        if layer.name == "d":
+            alive.update({name: ref() is not None for name, ref in refs.items()})
+            seen.append(keras.ops.convert_to_numpy(inp))
+
+    run_stage(model, Calibration(model, x), Stage([model.get_layer(n) for n in "bcd"]), consume)
+    # While `d` runs, the outputs of `a` and `b` (read only by `b` and `c`) are gone; `c`'s is d's input.
+    assert alive == {"b": False, "c": False, "d": True}
+    expected = x
+    for name in "abc":
+        expected = keras.ops.convert_to_numpy(model.get_layer(name)(expected))
+    np.testing.assert_allclose(seen[0], expected, rtol=1e-5, atol=1e-6)

@@ -17,11 +17,22 @@ def _check(layer_input, layer, output, role="kernel", bias=True):
     kernel = np.asarray(target.variable.numpy())
     matrix = view.matrix(kernel)
     assert np.array_equal(view.kernel(matrix), kernel)
-    rows = np.concatenate(list(view.rows(layer_input, max_values=700)))
     expected = keras.ops.convert_to_numpy(output).reshape(-1, matrix.shape[1])
     if bias:
         expected = expected - np.asarray(layer.bias.numpy()).reshape(-1)
-    np.testing.assert_allclose(rows @ matrix, expected, rtol=1e-4, atol=1e-4)
+    # Whole samples per chunk (default, 700 numbers) and slabs of one sample (1: a line of positions at a time).
+    for max_values in (None, 700, 1):
+        chunks = list(view.rows(layer_input, max_values=max_values))
+        if max_values is not None:
+            assert max(c.size for c in chunks) <= max(max_values, matrix.shape[0] * _line(layer, layer_input))
+        np.testing.assert_allclose(np.concatenate(chunks) @ matrix, expected, rtol=1e-4, atol=1e-4)
+
+
+def _line(layer, layer_input) -> int:
+    """Output positions of one step along the first spatial axis (the smallest im2col chunk)."""
+    if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.SeparableConv2D):
+        return int(keras.ops.shape(layer(layer_input))[2])
+    return 1
 
 
 class _Holder(keras.Model):
