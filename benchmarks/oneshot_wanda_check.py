@@ -31,7 +31,7 @@ benchmark's.
 Run from the repository root:
 
 ```
-python -m benchmarks.oneshot_wanda_check           # full run (about 3 minutes on 2 cores)
+python -m benchmarks.oneshot_wanda_check           # full run (about 15 minutes on 2 shared cores, mostly NumPy einsums)
 python -m benchmarks.oneshot_wanda_check --quick   # 16 calibration sequences, 32 windows, temp dir
 ```
 """
