@@ -134,6 +134,10 @@ def test_verify_feeds_every_input_of_a_bert_backbone_by_name(tmp_path):
 
     import mobileprune as mp
 
+    if keras.backend.backend() == "jax":
+        # Known gap of the JAX export path, not of verify: the backbone's Dropout seed state (uint32) is a
+        # variable type LiteRT refuses ("tfl.assign_variable ... got tensor<2xui32>").
+        pytest.skip("JAX export of a keras-hub BertBackbone fails in the converter (uint32 seed state)")
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=8
@@ -153,8 +157,8 @@ def test_verify_feeds_every_input_of_a_bert_backbone_by_name(tmp_path):
 
     report = mp.verify(model, path, x, y=np.array([0, 1, 2, 0, 1, 2]), batch_size=4)
     assert report.samples == 6 and report.max_abs_diff < 1e-4 and report.agreement == 1.0
-    as_list = mp.verify(model, path, [x[tensor.name] for tensor in model.inputs])
-    assert as_list.max_abs_diff == pytest.approx(report.max_abs_diff)
+    as_list = mp.verify(model, path, [x[tensor.name] for tensor in model.inputs], batch_size=4)
+    assert as_list.samples == 6 and as_list.max_abs_diff < 1e-4 and as_list.agreement == 1.0
     with pytest.raises(ValueError, match=r"the file's inputs are .*'segment_ids'.* but x has \['padding_mask', 'token_ids'\]"):
         mp.verify(model, path, {"token_ids": x["token_ids"], "padding_mask": padding})
     with pytest.raises(ValueError, match="pass x as a dict"):
