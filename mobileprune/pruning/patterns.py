@@ -284,7 +284,10 @@ def _einsum_in_axes(target: "PruneTarget") -> tuple[int, ...] | None:
     """The summed-over axes of the target's kernel when an `EinsumDense` owns it (else `None`)."""
     import keras
 
-    for layer in target.layer._flatten_layers(include_self=True, recursive=True):
+    owner = getattr(target, "layer", None)  # one-shot methods group plain (d_in, d_out) matrices: no layer
+    if not isinstance(owner, keras.layers.Layer):
+        return None
+    for layer in owner._flatten_layers(include_self=True, recursive=True):
         if isinstance(layer, keras.layers.EinsumDense) and getattr(layer, "_kernel", None) is target.variable:
             return einsum_reduction_axes(layer.equation)
     return None
