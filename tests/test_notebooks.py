@@ -30,6 +30,7 @@ EXPECTED_NOTEBOOKS = [
     "03_quantize_and_convert.ipynb",
     "04_latency_on_device.ipynb",
     "05_one_shot_pruning.ipynb",
+    "06_transformer_heads_and_ffn.ipynb",
 ]
 
 
@@ -100,6 +101,19 @@ KEY_NUMBERS = {
         _ZERO_TABLE,
         _OVERALL,
         Key("fine-tuning keeps the one-shot zeros", r"^(magnitude|wanda|sparsegpt) .* same zeros: (\w+)$"),
+    ],
+    # Same training in both runs (only the latency runs differ); accuracies still get a tolerance across machines.
+    "06_transformer_heads_and_ffn.ipynb": [
+        Key("data shapes", r"train \((\d+), 8, 8, 1\), test \((\d+), 8, 8, 1\)"),
+        Key("dense parameters", r"dense: ([\d,]+) parameters"),
+        Key("dense accuracy", r"dense: [\d,]+ parameters, test accuracy ([\d.]+)%", abs_tol=5.0),
+        Key("channel groups", r"^(\S+)\s+(\d+) units$"),
+        Key("MACs and parameters after shrink", r"MACs ([\d,]+) -> ([\d,]+) \(([\d.]+)%\), params ([\d,]+) -> ([\d,]+)"),
+        Key("shrunk equals masked", r"max \|shrunk - masked\| over the test set: ([\d.e+-]+)", below=1e-4),
+        Key("heads and FFN per block", r"block (\d): heads (\d+) -> (\d+) \(key_dim (\d+)\), FFN (\d+) -> (\d+)"),
+        Key("parameters and MACs per file", r"^(dense|masked|shrunk)\s+[\d.]+%\s+([\d,]+)\s+([\d,]+)\s"),
+        Key("file KiB per model", r"^(?:dense|masked|shrunk)\s+[\d.]+%\s+[\d,]+\s+[\d,]+\s+([\d.]+)\s", rel_tol=0.01),
+        Key("file accuracy per model", r"^(?:dense|masked|shrunk)\s+([\d.]+)%", abs_tol=5.0),
     ],
 }
 

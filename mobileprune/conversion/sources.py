@@ -80,10 +80,12 @@ class ModelSource:
         """Run the original model on ``x`` and return its (first) output as float32.
 
         Args:
-            x: inputs, batch on axis 0.
+            x: inputs, batch on axis 0 (a dict or list of arrays for several inputs).
             batch_size: samples per call.
         """
-        return np.asarray(self._predict(np.asarray(x), batch_size), dtype=np.float32)
+        if not isinstance(x, (dict, list, tuple)):  # several inputs go to the model as given
+            x = np.asarray(x)
+        return np.asarray(self._predict(x, batch_size), dtype=np.float32)
 
 
 def load_source(model: Any) -> ModelSource:

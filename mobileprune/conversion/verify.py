@@ -4,7 +4,10 @@
 reports top-1 agreement, the largest and mean absolute output difference, and
 the accuracy of each when labels are given. A file with integer input/output
 is fed and read with its own scale and zero point, so its outputs are
-compared in the model's real units.
+compared in the model's real units. A model with several inputs (a BERT
+encoder's token ids, segment ids and padding mask) takes them as a dict keyed
+by input name or a list in the Keras model's input order; each array goes to
+the file's input of the same name, whatever order the converter gave them.
 
 Example:
 
@@ -56,27 +59,78 @@ def verify(keras_model: Any, tflite_path: str, x: Any, y: Any = None, batch_size
         keras_model: the source model (anything ``export_tflite`` accepts:
             Keras model, ``.keras`` path, SavedModel directory, tf-keras model).
         tflite_path: the converted file.
-        x: inputs as an array, or a ``tf.data.Dataset`` of ``(x, y)`` pairs or of ``x``.
+        x: inputs as an array, or a ``tf.data.Dataset`` of ``(x, y)`` pairs or of ``x``;
+            for a model with several inputs, a dict ``{input name: array}`` or a list of
+            arrays in the model's input order (use real samples: token ids must lie in
+            the vocabulary, masks be 0/1).
         y: integer (or one-hot) labels; ignored when ``x`` is a dataset of pairs.
         batch_size: samples per call to either model.
 
     Raises:
-        ValueError: empty inputs, or labels whose count differs from the inputs'.
+        ValueError: empty inputs, labels whose count differs from the inputs', or
+            several inputs that do not match the model's by name or count.
     """
     from mobileprune.conversion.sources import load_source
 
     interpreter = _load_interpreter(tflite_path)
-    input_rank = len(interpreter.get_input_details()[0]["shape"])
-    inputs, labels = _collect(x, y, input_rank)
-    if len(inputs) == 0:
+    details = interpreter.get_input_details()
+    source = load_source(keras_model)
+    if len(details) > 1 or isinstance(x, dict):
+        reference_inputs, inputs = _several_inputs(x, source, details)
+        labels = None if y is None else np.asarray(y)
+        count = len(inputs[0])
+    else:
+        inputs, labels = _collect(x, y, len(details[0]["shape"]))
+        reference_inputs, count = inputs, len(inputs)
+    if count == 0:
         raise ValueError("verify needs at least one input sample; x is empty")
-    if labels is not None and len(labels) != len(inputs):
-        raise ValueError(f"got {len(inputs)} inputs but {len(labels)} labels; pass one label per input")
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"got {count} inputs but {len(labels)} labels; pass one label per input")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    reference = load_source(keras_model).predict(inputs, batch_size)
+    reference = source.predict(reference_inputs, batch_size)
     converted = run_interpreter(interpreter, inputs, batch_size)
     return compare_outputs(reference, converted, labels)
+
+
+def tflite_input_name(detail: dict) -> str:
+    """The model input name a converted file's input stands for (``serving_default_ids:0`` -> ``ids``).
+
+    Args:
+        detail: one entry of ``interpreter.get_input_details()``.
+    """
+    name = detail["name"]
+    if name.startswith("serving_default_"):
+        name = name[len("serving_default_"):]
+    return name.rsplit(":", 1)[0] if ":" in name else name
+
+
+def _several_inputs(x, source, details) -> tuple[dict | list, list[np.ndarray]]:
+    """Inputs for the Keras model (as given) and for the file (in its input order), matched by name."""
+    names = list(getattr(source.model, "input_names", None) or [t.name for t in getattr(source.model, "inputs", [])])
+    if isinstance(x, dict):
+        given = {str(key): np.asarray(value) for key, value in x.items()}
+    elif isinstance(x, (list, tuple)):
+        if len(x) != len(names):
+            raise ValueError(f"the model has {len(names)} inputs {names}, got {len(x)} arrays; pass one per input")
+        given = {name: np.asarray(value) for name, value in zip(names, x)}
+    else:
+        raise ValueError(
+            f"the file has {len(details)} inputs {[tflite_input_name(d) for d in details]}; pass x as a dict "
+            "{input name: array} or a list of arrays in the model's input order"
+        )
+    wanted = [tflite_input_name(detail) for detail in details]
+    missing = [name for name in wanted if name not in given]
+    if missing or len(given) != len(wanted):
+        raise ValueError(
+            f"the file's inputs are {sorted(wanted)} but x has {sorted(given)}; "
+            "pass exactly one array per input, keyed by its name"
+        )
+    counts = {len(value) for value in given.values()}
+    if len(counts) != 1:
+        raise ValueError(f"every input needs the same number of samples, got {sorted(counts)}")
+    keras_inputs = x if isinstance(x, dict) else [given[name] for name in names]
+    return keras_inputs, [given[name] for name in wanted]
 
 
 def compare_outputs(reference: np.ndarray, converted: np.ndarray, labels: np.ndarray | None = None) -> FidelityReport:
@@ -124,32 +178,38 @@ def run_tflite(tflite_path: str, x: np.ndarray, batch_size: int = 256) -> np.nda
     return run_interpreter(_load_interpreter(tflite_path), np.asarray(x), batch_size)
 
 
-def run_interpreter(interpreter, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def run_interpreter(interpreter, x, batch_size: int = 256) -> np.ndarray:
     """Run a loaded interpreter on ``x`` (see :func:`run_tflite`).
 
     Args:
-        interpreter: a LiteRT ``Interpreter`` of a single-input model.
-        x: float inputs, batch on axis 0.
+        interpreter: a LiteRT ``Interpreter``.
+        x: inputs, batch on axis 0: one array, or a list with one array per input of
+            the file, in ``get_input_details()`` order.
         batch_size: samples per invocation (a file with a fixed batch size uses its own).
     """
-    input_detail = interpreter.get_input_details()[0]
-    signature = input_detail.get("shape_signature")
+    arrays = [np.asarray(value) for value in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
+    input_details = interpreter.get_input_details()
+    if len(arrays) != len(input_details):
+        raise ValueError(f"the file has {len(input_details)} inputs, got {len(arrays)} arrays")
+    signature = input_details[0].get("shape_signature")
     # A file exported with a fixed batch (export_tflite(batch_size=...)) is fed that many
     # samples at a time, the last call padded with zeros: its recurrent state cannot be resized.
     fixed = int(signature[0]) if signature is not None and len(signature) and signature[0] > 0 else None
     step = fixed or batch_size
     outputs = []
-    for start in range(0, len(x), step):
-        batch = np.asarray(x[start : start + step])
-        count = len(batch)
-        if fixed is not None:
-            if count < fixed:
-                batch = np.concatenate([batch, np.zeros((fixed - count, *batch.shape[1:]), batch.dtype)])
-        else:
-            interpreter.resize_tensor_input(input_detail["index"], [count, *batch.shape[1:]])
+    for start in range(0, len(arrays[0]), step):
+        batches = [array[start : start + step] for array in arrays]
+        count = len(batches[0])
+        for i, (batch, input_detail) in enumerate(zip(batches, input_details)):
+            if fixed is not None:
+                if count < fixed:
+                    batches[i] = np.concatenate([batch, np.zeros((fixed - count, *batch.shape[1:]), batch.dtype)])
+            else:
+                interpreter.resize_tensor_input(input_detail["index"], [count, *batch.shape[1:]])
+        if fixed is None:
             interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], _to_input(batch, detail))
+        for batch, detail in zip(batches, interpreter.get_input_details()):
+            interpreter.set_tensor(detail["index"], _to_input(batch, detail))
         interpreter.invoke()
         output_detail = interpreter.get_output_details()[0]
         outputs.append(_from_output(interpreter.get_tensor(output_detail["index"]), output_detail)[:count])

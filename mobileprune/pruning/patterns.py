@@ -39,6 +39,11 @@ Dense kernel `(in, out)` as is; a Conv2D kernel `(kh, kw, in, out)` as
 - `"n:m"` keeps the `n` largest of every `m` consecutive weights along the
   input axis, for each output. The input axis must be a multiple of `m`
   (no padding: hardware N:M kernels need whole groups); exclude other layers.
+  An `EinsumDense` kernel is laid out by its equation, not by position: the
+  axes it sums over (letters shared with the input, absent from the output)
+  are the input axis, every other axis is an output. An attention query
+  kernel `(dim, heads, head_dim)` of `"btd,dnh->btnh"` groups along `dim`,
+  never across heads.
 
 Example:
 
@@ -147,13 +152,38 @@ class BlockGroup(MaskGroup):
         return int(sizes[0]) if np.all(sizes == sizes[0]) else sizes
 
 
-class NMGroup(MaskGroup):
-    """One variable whose scores are ordered so each run of `m` is one N:M group."""
+def einsum_reduction_axes(equation: str) -> tuple[int, ...]:
+    """Kernel axes an `EinsumDense` equation sums over (its input axes), in kernel order.
 
-    def __init__(self, name: str, variable, m: int):
+    Args:
+        equation: e.g. `"btd,dnh->btnh"` (gives `(0,)`) or `"btnh,nhd->btd"` (gives `(0, 1)`).
+    """
+    from mobileprune.structured.layer_rules import parse_einsum
+
+    inputs, kernel, output = parse_einsum(equation)
+    return tuple(i for i, letter in enumerate(kernel) if letter in inputs and letter not in output)
+
+
+class NMGroup(MaskGroup):
+    """One variable whose scores are ordered so each run of `m` is one N:M group.
+
+    Args:
+        name: readable name.
+        variable: the kernel.
+        m: group length.
+        in_axes: the kernel axes that are summed over (the input axis, flattened
+            in this order); `None`: all axes but the last, as for Dense and Conv.
+    """
+
+    def __init__(self, name: str, variable, m: int, in_axes: tuple[int, ...] | None = None):
         super().__init__(name, [variable])
         self.shape = tuple(variable.shape)
-        self.matrix = as_matrix_shape(self.shape)
+        rank = len(self.shape)
+        if in_axes is None or rank < 2:
+            in_axes = tuple(range(max(rank - 1, 0)))
+        self.order = tuple(in_axes) + tuple(a for a in range(rank) if a not in in_axes)
+        fan_in = math.prod(self.shape[a] for a in in_axes)
+        self.matrix = (fan_in, math.prod(self.shape) // max(fan_in, 1))
         if self.matrix[0] % m:
             raise ValueError(
                 f"{name}: its input axis has {self.matrix[0]} weights, not a multiple of m={m}; "
@@ -161,11 +191,13 @@ class NMGroup(MaskGroup):
             )
 
     def scores(self, values: list[np.ndarray]) -> np.ndarray:
-        # Transposed so that consecutive scores walk the input axis of one output.
-        return np.abs(values[0]).reshape(self.matrix).T.ravel()
+        # Input axes first, then transposed so that consecutive scores walk the input axis of one output.
+        matrix = np.transpose(np.abs(values[0]), self.order).reshape(self.matrix)
+        return matrix.T.ravel()
 
     def expand(self, keep: np.ndarray) -> list[np.ndarray]:
-        return [keep.reshape(self.matrix[1], self.matrix[0]).T.reshape(self.shape)]
+        permuted = keep.reshape(self.matrix[1], self.matrix[0]).T.reshape([self.shape[a] for a in self.order])
+        return [np.transpose(permuted, np.argsort(self.order))]
 
     def unit_sizes(self) -> int:
         return 1
@@ -239,10 +271,23 @@ class NMPattern(Pattern):
         return 1.0 - self.n / self.m
 
     def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
-        return [NMGroup(target.name, target.variable, self.m) for target in targets]
+        return [NMGroup(target.name, target.variable, self.m, _einsum_in_axes(target)) for target in targets]
 
     def select(self, scores: np.ndarray, sparsity: float) -> np.ndarray:
         return keep_top_n_per_group(scores, self.n, self.m)
 
     def __repr__(self) -> str:
         return f"NMPattern({self.n}, {self.m})"
+
+
+def _einsum_in_axes(target: "PruneTarget") -> tuple[int, ...] | None:
+    """The summed-over axes of the target's kernel when an `EinsumDense` owns it (else `None`)."""
+    import keras
+
+    owner = getattr(target, "layer", None)  # one-shot methods group plain (d_in, d_out) matrices: no layer
+    if not isinstance(owner, keras.layers.Layer):
+        return None
+    for layer in owner._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, keras.layers.EinsumDense) and getattr(layer, "_kernel", None) is target.variable:
+            return einsum_reduction_axes(layer.equation)
+    return None

@@ -255,6 +255,7 @@ class _GraphBuilder:
         self.extra_groups: list[tuple[int, ChannelGroup]] = []  # (visit index, group)
         self.visit_index: dict[str, int] = {}
         self.from_nested: set[int] = set()
+        self.kept_notes: dict[str, list[str]] = {}  # note -> layers whose units it keeps
 
     # -- tensors -------------------------------------------------------------
     def _get(self, tensor) -> _TensorChannels:
@@ -275,6 +276,11 @@ class _GraphBuilder:
             self._visit(node)
         for tensor in _model_outputs(self.model):
             self.uf.freeze(self._get(tensor).units)
+        if self.warn:
+            # One warning per reason, naming every layer it applies to (a 12-layer BERT gives one line).
+            for note, names in self.kept_notes.items():
+                listed = ", ".join(repr(name) for name in names)
+                warnings.warn(f"mobileprune: {listed}: {note}", stacklevel=4)
         return self._finish()
 
     def _visit(self, node) -> None:
@@ -329,6 +335,9 @@ class _GraphBuilder:
         if not first_call:
             return
         self.layer_calls[operation.name] = (None, None)
+        if rule.kept_note:
+            note = f"{rule.kept_note} ({type(operation).__name__})"
+            self.kept_notes.setdefault(note, []).append(operation.name)
         for inner in rule.inner:
             self.extra_groups.append((self.visit_index[operation.name], self._inner_group(operation.name, inner)))
 

@@ -9,12 +9,19 @@ rule for the same class replaces them.
   ``num_query_heads``/``num_key_value_heads`` and a smaller
   ``intermediate_dim``. ``head_dim`` is an argument, so heads keep their size.
 - ``TransformerEncoder``, ``TransformerDecoder``: feed-forward neurons only
-  (smaller ``intermediate_dim``). Their head size is ``hidden_dim //
-  num_heads``, so a rebuild with fewer heads would change every head's size:
-  heads of these layers are not pruned.
+  (smaller ``intermediate_dim``). Their heads are kept, with one warning
+  naming the layers: keras-hub 0.32 computes the head size as ``hidden_dim
+  // num_heads`` inside ``build`` (``ViTEncoderBlock`` in ``__init__``) and
+  has no argument for it, so a layer rebuilt with fewer heads gets larger
+  heads. Swapping in a smaller ``MultiHeadAttention`` after the rebuild gives
+  the right outputs but not a loadable file: loading a ``.keras`` calls
+  ``build`` again, which makes the wide heads, and the saved weights no
+  longer fit. Keeping the head count and padding each head with zeros (query
+  rescaled) would load and compute the same, but saves no work: heads x head
+  size stays ``hidden_dim``.
 - ``ViTEncoder``: feed-forward neurons, one unit = neuron ``i`` of every
-  block (the blocks are rebuilt from one ``mlp_dim``); heads not pruned for
-  the same reason as above. ``ViTBackbone`` is handled as one layer (rebuilt
+  block (the blocks are rebuilt from one ``mlp_dim``); heads kept for the
+  same reason. ``ViTBackbone`` is handled as one layer (rebuilt
   with a smaller ``mlp_dim``) rather than descended into, see
   ``vit_backbone_rule``.
 - Normalizations and embeddings (``RMSNormalization``, ``ReversibleEmbedding``,
@@ -92,20 +99,36 @@ def gemma3_decoder_block_rule(layer, input_shape=None, output_shape=None) -> Lay
     return composite_rule(tuple(inner), resize)
 
 
+# Why keras-hub's TransformerEncoder/Decoder and ViT blocks keep their heads (module docstring).
+HEADS_KEPT = (
+    "attention heads kept (keras-hub derives the head size as hidden_dim // num_heads, so a rebuild "
+    "with fewer heads changes every head and a saved .keras would not load); feed-forward neurons are "
+    "pruned. To prune heads, use a layer with an explicit head size (e.g. keras.layers.MultiHeadAttention "
+    "in a functional block) or teach mobileprune your own layer with mobileprune.register_layer_rule"
+)
+
+
+def _heads(layer) -> int:
+    return getattr(layer, "num_heads", 1)
+
+
 def transformer_ffn_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
-    """FFN neurons of keras-hub's ``TransformerEncoder``/``TransformerDecoder``."""
+    """FFN neurons of keras-hub's ``TransformerEncoder``/``TransformerDecoder`` (heads kept, see above)."""
     inner = ()
     if activation_name(layer) in ZERO_PRESERVING_ACTIVATIONS:  # a masked neuron must come out as 0
         inner = (feed_forward([layer._feedforward_intermediate_dense], layer._feedforward_output_dense, layer.intermediate_dim),)
-    return composite_rule(inner, _resize_key("ffn", "intermediate_dim"))
+    return composite_rule(inner, _resize_key("ffn", "intermediate_dim"), kept_note=HEADS_KEPT if _heads(layer) > 1 else "")
 
 
 def vit_encoder_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
-    """FFN neurons of a ``ViTEncoder``, neuron ``i`` of every block as one unit."""
+    """FFN neurons of a ``ViTEncoder``, neuron ``i`` of every block as one unit (heads kept, see above)."""
     slices = []
     for block in layer.encoder_layers:
         slices.extend(feed_forward([block.mlp.dense_1], block.mlp.dense_2, layer.mlp_dim).slices)
-    return composite_rule((InnerGroup("ffn", layer.mlp_dim, tuple(slices)),), _resize_key("ffn", "mlp_dim"))
+    return composite_rule(
+        (InnerGroup("ffn", layer.mlp_dim, tuple(slices)),), _resize_key("ffn", "mlp_dim"),
+        kept_note=HEADS_KEPT if _heads(layer) > 1 else "",
+    )
 
 
 def vit_backbone_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
@@ -117,8 +140,8 @@ def vit_backbone_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
     must be rebuilt as a ``ViTBackbone`` to load from ``.keras`` again.
     """
     encoder = next(sub for sub in layer.layers if isinstance(sub, ViTEncoder))
-    inner = vit_encoder_rule(encoder).inner
-    return composite_rule(inner, _resize_key("ffn", "mlp_dim"), macs=_backbone_macs)
+    rule = vit_encoder_rule(encoder)
+    return composite_rule(rule.inner, _resize_key("ffn", "mlp_dim"), macs=_backbone_macs, kept_note=rule.kept_note)
 
 
 def _backbone_macs(layer, input_shapes, output_shapes) -> int:

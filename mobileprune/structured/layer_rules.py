@@ -96,6 +96,8 @@ class LayerRule:
     resize: Callable[[dict, dict], dict] | None = None
     # (layer, input_shapes, output_shapes) -> MACs of one call; None: the default count
     macs: Callable | None = None
+    # units a composite layer has but that cannot be pruned (why, and how to change it): one warning
+    kept_note: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -464,13 +466,15 @@ def _mha_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
     return composite_rule((heads,), lambda config, kept: resize_heads(config, kept, "num_heads"))
 
 
-def composite_rule(inner: tuple[InnerGroup, ...], resize, macs=None) -> LayerRule:
+def composite_rule(inner: tuple[InnerGroup, ...], resize, macs=None, kept_note: str = "") -> LayerRule:
     """The rule of a layer with prunable units inside (see ``register_layer_rule``).
 
     Args:
         inner: its ``InnerGroup`` s.
         resize: ``(config, {key: kept}) -> config`` of the smaller layer.
         macs: optional ``(layer, input_shapes, output_shapes) -> int``.
+        kept_note: units of the layer that stay unpruned and why; the graph
+            warns once, naming every layer with the same note.
     """
     return LayerRule(
         "composite",
@@ -478,6 +482,7 @@ def composite_rule(inner: tuple[InnerGroup, ...], resize, macs=None) -> LayerRul
         resize=resize,
         macs=macs,
         reason="the width of its inputs and outputs (the model width) is kept",
+        kept_note=kept_note,
     )
 
 

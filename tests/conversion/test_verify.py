@@ -123,3 +123,43 @@ def test_bad_inputs(pruned_model, exports, digits):
         mp.verify(pruned_model, path, digits.x_test[:0])
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         mp.verify(pruned_model, path, digits.x_test[:5], batch_size=0)
+
+
+@pytest.mark.needs_tf
+def test_verify_feeds_every_input_of_a_bert_backbone_by_name(tmp_path):
+    # The converter orders this file's inputs segment_ids, token_ids, padding_mask: fed by position, the
+    # token ids reach the 2-row segment embedding and LiteRT stops with "gather index out of bounds".
+    keras_hub = pytest.importorskip("keras_hub")
+    import keras
+
+    import mobileprune as mp
+
+    if keras.backend.backend() == "jax":
+        # Known gap of the JAX export path, not of verify: the backbone's Dropout seed state (uint32) is a
+        # variable type LiteRT refuses ("tfl.assign_variable ... got tensor<2xui32>").
+        pytest.skip("JAX export of a keras-hub BertBackbone fails in the converter (uint32 seed state)")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=8
+    )
+    names = ("token_ids", "segment_ids", "padding_mask")
+    inputs = [keras.Input((8,), dtype="int32", name=name) for name in names]
+    pooled = backbone(dict(zip(names, inputs)))["pooled_output"]
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(pooled))
+    rng = np.random.default_rng(0)
+    padding = np.ones((6, 8), "int32")
+    padding[:3, 5:] = 0
+    x = {"token_ids": rng.integers(2, 100, (6, 8)).astype("int32"), "segment_ids": np.zeros((6, 8), "int32"),
+         "padding_mask": padding}
+    path = mp.export_tflite(model, tmp_path / "bert.tflite").path
+    order = [detail["name"] for detail in mp.load_interpreter(path, isolate=False).get_input_details()]
+    assert order != [f"serving_default_{name}:0" for name in names]  # else this test checks nothing
+
+    report = mp.verify(model, path, x, y=np.array([0, 1, 2, 0, 1, 2]), batch_size=4)
+    assert report.samples == 6 and report.max_abs_diff < 1e-4 and report.agreement == 1.0
+    as_list = mp.verify(model, path, [x[tensor.name] for tensor in model.inputs], batch_size=4)
+    assert as_list.samples == 6 and as_list.max_abs_diff < 1e-4 and as_list.agreement == 1.0
+    with pytest.raises(ValueError, match=r"the file's inputs are .*'segment_ids'.* but x has \['padding_mask', 'token_ids'\]"):
+        mp.verify(model, path, {"token_ids": x["token_ids"], "padding_mask": padding})
+    with pytest.raises(ValueError, match="pass x as a dict"):
+        mp.verify(model, path, x["token_ids"])

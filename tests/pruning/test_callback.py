@@ -74,6 +74,21 @@ def test_nm_pattern_two_of_four_everywhere(blobs):
         np.testing.assert_array_equal(groups.sum(axis=1), 2)
 
 
+def test_nm_pattern_on_attention_groups_along_the_model_width_of_each_head():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 8))
+    attention = keras.layers.MultiHeadAttention(2, 4, name="mha")
+    model = keras.Model(inputs, attention(inputs, inputs))
+    model.compile("sgd", "mse", jit_compile=False)
+    x = np.random.default_rng(0).random((8, 6, 8)).astype("float32")
+    fit(model, (x, x), mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, frequency=1), pattern="2:4"))
+    for dense in (attention._query_dense, attention._key_dense, attention._value_dense):
+        kept = dense.kernel.numpy() != 0  # (dim=8, heads, head_dim): runs of 4 along dim
+        np.testing.assert_array_equal(kept.reshape(2, 4, 2, 4).sum(axis=1), 2)
+    kept = attention._output_dense.kernel.numpy() != 0  # (heads, head_dim, dim): runs over (head, head_dim)
+    np.testing.assert_array_equal(kept.reshape(2, 4, 8).sum(axis=1), 2)
+
+
 def test_nm_pattern_rejects_layers_whose_inputs_do_not_divide(blobs):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="odd")])
     model.compile("sgd", "mse")

@@ -97,6 +97,29 @@ def test_nm_group_rejects_input_axis_not_multiple_of_m():
         NMGroup("conv1/kernel", variable(np.ones((3, 3, 1, 2))), 4)
 
 
+def test_nm_groups_of_an_einsum_kernel_run_along_its_summed_axis_not_across_heads():
+    # Query projection "btd,dnh->btnh": kernel (dim=8, heads=2, head_dim=3), summed over dim (axis 0).
+    layer = keras.layers.EinsumDense("btd,dnh->btnh", (None, 2, 3), name="query")
+    layer.build((None, 5, 8))
+    # Along dim, weights alternate big/small; across heads (the old flattened order) they do not.
+    values = np.ones((8, 2, 3), dtype=np.float32)
+    values[1::2] = 0.1
+    values[:, 1] *= 10.0  # head 1 stronger than head 0: a group crossing heads would keep only head 1
+    layer.kernel.assign(values)
+    pattern = NMPattern(2, 4)
+    (group,) = pattern.groups(None, [_Target("query/kernel", layer.kernel, layer)])
+    mask = group.expand(pattern.select(group.scores([values]), 0.5))[0]
+    assert mask.shape == (8, 2, 3)
+    runs = mask.reshape(2, 4, 2, 3)  # (run, position in run, head, head_dim)
+    np.testing.assert_array_equal(runs.sum(axis=1), 2)  # 2 of every 4 along dim, for each head and unit
+    np.testing.assert_array_equal(mask[0::2], True)  # and those are the large ones
+    # The output projection "btnh,nhd->btd" sums over heads and head_dim: one run covers (head, head_dim).
+    output = keras.layers.EinsumDense("btnh,nhd->btd", (None, 8), name="out")
+    output.build((None, 5, 2, 4))
+    (group,) = pattern.groups(None, [_Target("out/kernel", output.kernel, output)])
+    assert group.matrix == (8, 8)
+
+
 @pytest.mark.parametrize(
     "argument, kind",
     [("unstructured", UnstructuredPattern), ("2:4", NMPattern), (" 1 : 8 ", NMPattern), ((1, 4), BlockPattern)],
@@ -133,5 +156,6 @@ def test_bad_patterns(argument, error, message):
 
 
 class _Target:
-    def __init__(self, name, variable):
+    def __init__(self, name, variable, layer=None):
         self.name, self.variable = name, variable
+        self.layer = layer if layer is not None else keras.layers.Identity()

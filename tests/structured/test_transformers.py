@@ -169,6 +169,31 @@ def test_keras_hub_backbone_shrinks_saves_and_loads(hub, name, tmp_path):
     np.testing.assert_allclose(_out(keras.models.load_model(path), x), masked_out, atol=1e-6)
 
 
+@pytest.mark.parametrize("name, layers, kind", [
+    ("bert", "'transformer_layer_0', 'transformer_layer_1'", "TransformerEncoder"),
+    ("vit", "'{backbone}'", "ViTBackbone"),
+])
+def test_keras_hub_encoder_heads_are_kept_with_one_warning(hub, name, layers, kind):
+    # keras-hub derives these layers' head size from hidden_dim // num_heads: fewer heads cannot be rebuilt.
+    model, x = hub()[name]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        groups = [g.name for g in mp.channel_groups(model)]
+    assert not any("heads" in group for group in groups)
+    notes = [str(w.message) for w in caught if "attention heads kept" in str(w.message)]
+    assert len(notes) == 1, notes
+    assert layers.format(backbone=_backbone(model).name) + ": attention heads kept" in notes[0]
+    assert f"({kind})" in notes[0] and "register_layer_rule" in notes[0]
+    mask_channels(model, 0.5, warn=False)
+    smaller = mp.shrink(model, warn=False)
+    np.testing.assert_allclose(_out(smaller, x), _out(model, x), atol=1e-4)  # FFN neurons still went away
+    backbone = _backbone(smaller)
+    if name == "bert":
+        assert [backbone.get_layer(f"transformer_layer_{i}").num_heads for i in range(2)] == [2, 2]
+    else:
+        assert backbone.get_config()["num_heads"] == 2
+
+
 def test_grouped_query_attention_prunes_kv_heads_with_their_query_heads():
     keras_hub = pytest.importorskip("keras_hub")
     keras.utils.set_random_seed(0)
