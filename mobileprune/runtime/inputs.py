@@ -43,7 +43,10 @@ def random_inputs(input_details: Sequence[Mapping[str, Any]], seed: int = 0) -> 
             info = np.iinfo(dtype)
             arrays.append(rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype))
         elif dtype.kind in "iu":
-            arrays.append(rng.integers(0, 10, size=shape).astype(dtype))
+            # Wide integer inputs are indices (token and segment ids, positions): 0 and 1 are
+            # valid rows of any lookup table a model can have, including BERT's 2-row segment
+            # embedding, and a gather takes as long whichever row it reads.
+            arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
         else:
             raise ValueError(
                 f"cannot make random data for input {detail['name']!r} of dtype {dtype}; "
