@@ -26,7 +26,7 @@ optimizer as a torch-only subclass (`torch_adam.Adam` for `keras.optimizers.Adam
 and saves it under that private module path, so another backend would load
 the torch class and fail in its first update (`torch._foreach_*` on its own
 variables). Once this module is imported on PyTorch (`PruneCallback`,
-`strip_pruning`, `export_tflite` and the structured tools all import it),
+`strip_pruning`, `hold_masks` and `export_tflite` import it),
 Keras saves those subclasses under their public names
 (`keras.optimizers.Adam`), which every backend loads as its own optimizer;
 `check_optimizer` turns a file written without that into a one-line error
