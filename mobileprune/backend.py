@@ -21,6 +21,17 @@ compiled program as a constant. So:
 A mask update then changes only state: the step is never retraced, and a
 batch runs no Python of ours.
 
+`.keras` files move between backends. On PyTorch, Keras builds each built-in
+optimizer as a torch-only subclass (`torch_adam.Adam` for `keras.optimizers.Adam`)
+and saves it under that private module path, so another backend would load
+the torch class and fail in its first update (`torch._foreach_*` on its own
+variables). Once this module is imported on PyTorch (`PruneCallback`,
+`strip_pruning`, `hold_masks` and `export_tflite` import it),
+Keras saves those subclasses under their public names
+(`keras.optimizers.Adam`), which every backend loads as its own optimizer;
+`check_optimizer` turns a file written without that into a one-line error
+with the fix.
+
 Example:
 
 ```python
@@ -119,6 +130,68 @@ def read_numpy(variable: keras.Variable) -> np.ndarray:
     array = array.view()
     array.flags.writeable = False
     return array
+
+
+def check_optimizer(model: keras.Model) -> None:
+    """Refuse, in one line, an optimizer that belongs to another Keras backend.
+
+    A `.keras` file saved on PyTorch without this module imported names the
+    torch-only optimizer class, which `keras.models.load_model` then builds on
+    any backend; its first update would fail deep inside torch.
+
+    Args:
+        model: a compiled model about to train.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    foreign = _foreign_backend(type(optimizer))
+    if foreign is not None:
+        public = type(optimizer).__name__
+        raise ValueError(
+            f"the model's optimizer is Keras's {foreign}-only {public} class (a .keras file saved on {foreign} "
+            f"names it), which cannot update {name()} variables; load the file with "
+            f"keras.models.load_model(path, custom_objects={{{public!r}: keras.optimizers.{public}}}), "
+            f"or save it again on {foreign} after `import mobileprune.backend` (any PruneCallback imports it), "
+            "which writes portable files"
+        )
+
+
+def _foreign_backend(cls: type) -> str | None:
+    """The backend whose private package defines `cls`, when it is not the active one."""
+    parts = cls.__module__.split(".")
+    if parts[:3] == ["keras", "src", "backend"] and len(parts) > 3 and parts[3] in ("tensorflow", "jax", "torch"):
+        return parts[3] if parts[3] != name() else None
+    return None
+
+
+def _save_torch_optimizers_by_public_name() -> None:
+    """On PyTorch, let `.keras` files name each built-in optimizer by its public name.
+
+    Keras's serializer looks a class up in its registry of public names; the
+    torch subclasses are not in it, so their private module path is written.
+    Registering each under its public parent's name (the saving direction
+    only; loading "keras.optimizers.Adam" on PyTorch builds the torch subclass
+    again through `TorchOptimizer.__new__`) makes the file load on every backend.
+    """
+    import importlib
+    import pkgutil
+
+    from keras.src import api_export
+    from keras.src.backend.torch import optimizers as torch_optimizers
+
+    # Keras imports these modules only when the first optimizer is created.
+    for module in pkgutil.iter_modules(torch_optimizers.__path__):
+        importlib.import_module(f"{torch_optimizers.__name__}.{module.name}")
+    for public in vars(keras.optimizers).values():
+        public_name = api_export.get_name_from_symbol(public) if isinstance(public, type) else None
+        if public_name is None or not issubclass(public, keras.optimizers.Optimizer):
+            continue
+        for subclass in public.__subclasses__():
+            if subclass.__module__.startswith(f"{torch_optimizers.__name__}."):
+                api_export.REGISTERED_OBJS_TO_NAMES.setdefault(subclass, public_name)
+
+
+if name() == "torch":
+    _save_torch_optimizers_by_public_name()
 
 
 def mask_value(mask: keras.Variable) -> Any:

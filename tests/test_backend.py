@@ -119,3 +119,36 @@ def test_read_numpy_is_the_value_read_only_and_survives_an_assign(dtype):
     np.testing.assert_array_equal(
         np.asarray(keras.ops.convert_to_numpy(variable)).astype("float32"), np.where(expected > 0, expected, 0)
     )
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adamw", "rmsprop"])
+def test_saved_optimizers_are_named_by_their_public_keras_name(optimizer):
+    # On PyTorch, Keras builds a torch-only subclass; the file must still name the public class,
+    # which loads as that backend's own optimizer everywhere.
+    config = tiny_mlp(optimizer=optimizer).get_compile_config()["optimizer"]
+    public = type(keras.optimizers.get(optimizer)).__mro__
+    assert config["module"] == "keras.optimizers"
+    assert getattr(keras.optimizers, config["class_name"]) in public
+
+
+_SAVE_ON_TORCH_WITHOUT_MOBILEPRUNE = """
+import json, sys
+from tests.pruning.conftest import tiny_mlp
+tiny_mlp().save(sys.argv[1])
+print(json.dumps({"mobileprune": any(name.startswith("mobileprune") for name in sys.modules)}))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="a torch optimizer is foreign only on other backends")
+def test_an_optimizer_of_another_backend_is_one_line_naming_the_fix(data, tmp_path):
+    from tests.pruning.conftest import run_python
+
+    path = tmp_path / "saved_on_torch.keras"
+    assert run_python(_SAVE_ON_TORCH_WITHOUT_MOBILEPRUNE, str(path), env={"KERAS_BACKEND": "torch"}) == {"mobileprune": False}
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1))
+    with pytest.raises(ValueError, match=r"^the model's optimizer is Keras's torch-only Adam class .*"
+                       r"custom_objects=\{'Adam': keras\.optimizers\.Adam\}"):
+        keras.models.load_model(path).fit(*data, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    model = keras.models.load_model(path, custom_objects={"Adam": keras.optimizers.Adam})
+    history = model.fit(*data, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    assert history.history["sparsity"][-1] == pytest.approx(sum(num_to_prune(0.5, s) for s in SIZES.values()) / 1376)

@@ -362,6 +362,7 @@ class PruneCallback(keras.callbacks.Callback):
         model = self.model
         if getattr(model, "optimizer", None) is None:
             raise ValueError(f"Model {model.name!r} is not compiled; call model.compile(optimizer=...) before fit.")
+        backend.check_optimizer(model)
         self._prepare()
         # Read the step counter once; count batches from here on.
         self._step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))

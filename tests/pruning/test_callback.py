@@ -348,11 +348,6 @@ def test_resume_in_a_fresh_process_never_lowers_sparsity(tmp_path):
     assert second["zeros"] == num_to_prune(0.8, 768)
 
 
-@pytest.mark.xfail(
-    keras.backend.backend() == "torch", strict=True,
-    reason="open: saved on PyTorch, resumed on TensorFlow, fit fails with a torch TypeError "
-    "(expected Tensor, got ResourceVariable) in the TensorFlow child; not yet diagnosed",
-)
 def test_resume_on_another_backend_from_a_keras_file(tmp_path):
     """Saved mid-schedule on the active backend, resumed on the next one in a fresh process."""
     from tests.pruning.conftest import next_backend, run_python
