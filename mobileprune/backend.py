@@ -194,6 +194,61 @@ if name() == "torch":
     _save_torch_optimizers_by_public_name()
 
 
+def loss_gradients(model: keras.Model, x: Any, y: Any, loss: Any, variables: list) -> list[np.ndarray]:
+    """Gradient of `loss(y, model(x))` with respect to each of `variables`, as NumPy arrays.
+
+    Keras 3 has no backend-neutral gradient op, so each backend's own autodiff
+    is called here (`tf.GradientTape`, `jax.grad` over `model.stateless_call`,
+    `torch.autograd.grad`); Taylor importance uses it.
+
+    Args:
+        model: a built Keras model.
+        x: one batch of inputs.
+        y: its targets.
+        loss: `loss(y_true, y_pred) -> scalar`, e.g. a `keras.losses.Loss`.
+        variables: trainable `keras.Variable`s of `model`.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    x, y = np.ones((3, 4), "float32"), np.zeros((3, 2), "float32")
+    (grad,) = loss_gradients(model, x, y, keras.losses.MeanSquaredError(), [model.layers[0].kernel])
+    assert grad.shape == (4, 2)
+    ```
+    """
+    if name() == "tensorflow":
+        tf = _import_tensorflow()
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=False))
+        grads = tape.gradient(value, [v.value for v in variables])
+    elif name() == "jax":
+        import jax
+
+        trainable = model.trainable_variables
+        index = {id(v): i for i, v in enumerate(trainable)}
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def objective(values):
+            y_pred, _ = model.stateless_call(values, non_trainable, x, training=False)
+            return loss(y, y_pred)
+
+        all_grads = jax.grad(objective)([v.value for v in trainable])
+        grads = [all_grads[index[id(v)]] for v in variables]
+    elif name() == "torch":
+        import torch
+
+        params = [v.value for v in variables]
+        value = loss(y, model(x, training=False))
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+    else:
+        raise NotImplementedError(f"no loss gradients on the {name()!r} backend; use the 'l2' criterion")
+    return [
+        np.zeros(tuple(v.shape), "float32") if g is None else np.asarray(keras.ops.convert_to_numpy(g))
+        for v, g in zip(variables, grads)
+    ]
+
+
 def mask_value(mask: keras.Variable) -> Any:
     """The value of `mask` to use inside the train step (the variable itself off JAX)."""
     step_masks = _STEP_MASKS.get()

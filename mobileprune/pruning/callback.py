@@ -305,6 +305,9 @@ class PruneCallback(keras.callbacks.Callback):
         # Buckets are independent: update them side by side on the CPUs, the
         # largest first so that no big one is left alone on one CPU at the end.
         due.sort(key=lambda item: -item[0].size)
+        begin_update = getattr(self.pattern, "begin_update", None)  # optional in the Pattern protocol
+        if due and begin_update is not None:
+            begin_update()  # e.g. Taylor gradients: before the threads below mask any weight
         thread_map(lambda item: self._apply(item[0], item[2]), due, self._parallel)
         if due:
             self._refresh_logs()

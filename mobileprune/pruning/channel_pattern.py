@@ -146,6 +146,12 @@ class ChannelPattern(Pattern):
         self.taylor_batches = taylor_batches
         self.loss = loss
         self._cache: tuple | None = None
+        self._saliency = None  # the gradient pass of the model `groups` was last called for
+
+    def begin_update(self) -> None:
+        """Take the Taylor gradients of this update now, while no weight of it is masked yet."""
+        if self._saliency is not None:
+            self._saliency()
 
     def _saliency_for(self, model, variables: list):
         from mobileprune.structured.importance import TaylorSaliency
@@ -182,7 +188,7 @@ class ChannelPattern(Pattern):
         if self.criterion == "taylor":
             channel_groups = [g for g in mask_groups if isinstance(g, ChannelMaskGroup)]
             variables = list({id(v): v for g in channel_groups for v in g.variables}.values())
-            saliency = self._saliency_for(model, variables)
+            saliency = self._saliency = self._saliency_for(model, variables)
             for group in channel_groups:
                 group.saliency = saliency
         for target in targets:

@@ -18,6 +18,7 @@ class MaskGroup:
 class Pattern:
     def groups(self, model, targets: list[PruneTarget]) -> list[MaskGroup]: ...
     def select(self, scores: np.ndarray, sparsity: float) -> np.ndarray: ...  # bool keep per unit
+    def begin_update(self) -> None: ...  # optional: once per mask update, before any weight changes
 ```
 
 `values` holds the current numpy values of `variables`, in order. With
@@ -221,6 +222,14 @@ class Pattern:
     def select(self, scores: np.ndarray, sparsity: float) -> np.ndarray:
         """Return a bool keep mask that drops exactly `round(sparsity * len(scores))` units."""
         return keep_mask(scores, num_to_prune(sparsity, scores.size))
+
+    def begin_update(self) -> None:
+        """Called once per mask update, before any weight of the model changes.
+
+        Groups are scored and masked on several threads, so anything computed
+        from the whole model (gradients, activations) belongs here, not in
+        `MaskGroup.scores`: there other groups may already be masked.
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

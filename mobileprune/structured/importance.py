@@ -291,7 +291,7 @@ class TaylorSaliency:
 
     def compute(self, variables: list) -> list[np.ndarray]:
         """``sum over batches |w * dL/dw|`` for each of ``variables``."""
-        from mobileprune.structured.gradients import loss_gradients
+        from mobileprune.backend import loss_gradients
 
         loss = self._loss()
         values = [np.asarray(v.numpy(), dtype=np.float64) for v in variables]

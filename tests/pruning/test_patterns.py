@@ -159,3 +159,31 @@ class _Target:
     def __init__(self, name, variable, layer=None):
         self.name, self.variable = name, variable
         self.layer = layer if layer is not None else keras.layers.Identity()
+
+
+class _RecordingPattern(UnstructuredPattern):
+    """Counts the zeros of the model's kernels each time an update begins."""
+
+    def __init__(self, kernels):
+        self.kernels = kernels
+        self.zeros_at_begin: list[int] = []
+
+    def begin_update(self) -> None:
+        self.zeros_at_begin.append(sum(int(np.sum(keras.ops.convert_to_numpy(k) == 0)) for k in self.kernels))
+
+
+def test_begin_update_runs_once_per_update_before_any_weight_is_masked():
+    # Groups are masked on several threads; whole-model work (Taylor gradients) must see no mask of this update.
+    import mobileprune as mp
+    from tests.pruning.conftest import tiny_mlp
+
+    model = tiny_mlp()
+    kernels = [layer.kernel for layer in model.layers]
+    pattern = _RecordingPattern(kernels)
+    callback = mp.PruneCallback(mp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=10, frequency=5), pattern=pattern)
+    callback.set_model(model)
+    callback.update_masks(5)
+    zeros_after_first = sum(int(np.sum(keras.ops.convert_to_numpy(k) == 0)) for k in kernels)
+    callback.update_masks(10)
+    assert pattern.zeros_at_begin == [0, zeros_after_first]
+    assert zeros_after_first > 0

@@ -301,10 +301,6 @@ def _compiled_vit():
 
 @pytest.mark.parametrize("criterion", ["l2", "taylor"])
 def test_prune_callback_channels_on_a_vit_reports_the_real_sparsity(criterion, capsys):
-    if criterion == "taylor" and keras.backend.backend() == "torch":
-        # Known gap: the gradient pass inside torch's fit loop trips autograd's in-place check
-        # (mask_channels(criterion="taylor") outside fit works on torch, see below).
-        pytest.skip("Taylor importance during fit is not supported on the torch backend yet")
     x, y = _classification()
     model = _compiled_vit()
     pattern = mp.ChannelPattern(criterion, data=(x, y) if criterion == "taylor" else None)
