@@ -74,11 +74,7 @@ def read_weights(model, num_layers: int) -> dict[str, np.ndarray]:
         "head_bias": model.get_layer("lm_head").bias.numpy(),
     }
     for i in range(num_layers):
-        attention = model.get_layer(f"block{i}_attention")
-        dense = {"query": attention._query_dense, "key": attention._key_dense,
-                 "value": attention._value_dense, "output": attention._output_dense,
-                 "ffn_up": model.get_layer(f"block{i}_ffn_up"), "ffn_down": model.get_layer(f"block{i}_ffn_down")}
-        for part, layer in dense.items():
+        for part, layer in _projections(model, i).items():
             w[f"block{i}/{part}"] = layer.kernel.numpy()
             w[f"block{i}/{part}_bias"] = layer.bias.numpy()
         for norm in ("norm1", "norm2"):
@@ -88,14 +84,18 @@ def read_weights(model, num_layers: int) -> dict[str, np.ndarray]:
     return w
 
 
+def _projections(model, i: int) -> dict:
+    """The six projection layers of block ``i``, by the names the weights dict uses."""
+    attention = model.get_layer(f"block{i}_attention")
+    return {"query": attention._query_dense, "key": attention._key_dense,
+            "value": attention._value_dense, "output": attention._output_dense,
+            "ffn_up": model.get_layer(f"block{i}_ffn_up"), "ffn_down": model.get_layer(f"block{i}_ffn_down")}
+
+
 def write_weights(model, weights: dict[str, np.ndarray], num_layers: int) -> None:
     """Put the projection kernels of ``weights`` back into ``model``."""
     for i in range(num_layers):
-        attention = model.get_layer(f"block{i}_attention")
-        dense = {"query": attention._query_dense, "key": attention._key_dense,
-                 "value": attention._value_dense, "output": attention._output_dense,
-                 "ffn_up": model.get_layer(f"block{i}_ffn_up"), "ffn_down": model.get_layer(f"block{i}_ffn_down")}
-        for part, layer in dense.items():
+        for part, layer in _projections(model, i).items():
             layer.kernel.assign(weights[f"block{i}/{part}"])
 
 
