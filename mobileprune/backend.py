@@ -244,7 +244,7 @@ def loss_gradients(model: keras.Model, x: Any, y: Any, loss: Any, variables: lis
     else:
         raise NotImplementedError(f"no loss gradients on the {name()!r} backend; use the 'l2' criterion")
     return [
-        np.zeros(tuple(v.shape), "float32") if g is None else np.asarray(keras.ops.convert_to_numpy(g))
+        np.zeros(tuple(v.shape), "float32") if g is None else keras.ops.convert_to_numpy(g)
         for v, g in zip(variables, grads)
     ]
 

@@ -118,11 +118,6 @@ def _nth_equal_index(scores: np.ndarray, value, n: int) -> int:
     raise ValueError("fewer scores equal the value than requested.")
 
 
-def _kth_smallest(scores: np.ndarray, k: int):
-    """Return the k-th smallest (0-based) of 1-D `scores`: the largest of the `k + 1` that `keep_mask` prunes."""
-    return np.max(scores[~keep_mask(scores, k + 1)])
-
-
 def _kth_by_partition(scores: np.ndarray, k: int):
     # After the first update most scores are exact zeros (pruned weights), and
     # introselect slows down badly on that many equal values: handle them apart.

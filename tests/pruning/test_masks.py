@@ -54,13 +54,18 @@ def test_large_arrays_use_the_bracket_and_stay_exact(zero_fraction, sparsity):
     np.testing.assert_array_equal(keep_mask(scores, k), reference_keep(scores, k))
 
 
+def _kth_smallest(scores: np.ndarray, k: int):
+    """The k-th smallest (0-based) score as `keep_mask` sees it: the largest of the `k + 1` it prunes."""
+    return np.max(scores[~keep_mask(scores, k + 1)])
+
+
 def test_heavy_ties_stay_exact():
     # Half the scores share one value; any k must still be exact.
     rng = np.random.default_rng(3)
     size = masks._BRACKET_MIN_SIZE
     scores = np.where(rng.random(size) < 0.5, 1.0, rng.random(size) ** 8).astype(np.float64)
     for k in (1, size // 2, size - 1):
-        assert masks._kth_smallest(scores, k) == np.partition(scores, k)[k]
+        assert _kth_smallest(scores, k) == np.partition(scores, k)[k]
 
 
 def test_bracket_miss_falls_back_to_partition(monkeypatch):
@@ -68,7 +73,7 @@ def test_bracket_miss_falls_back_to_partition(monkeypatch):
     monkeypatch.setattr(masks, "_SAMPLE_SIZE", 4)
     scores = np.random.default_rng(5).random(masks._BRACKET_MIN_SIZE)
     assert masks._keep_by_bracket(scores, 1) is None
-    assert masks._kth_smallest(scores, 0) == scores.min()
+    assert _kth_smallest(scores, 0) == scores.min()
     np.testing.assert_array_equal(keep_mask(scores, 3), reference_keep(scores, 3))
 
 
