@@ -121,6 +121,29 @@ def test_read_numpy_is_the_value_read_only_and_survives_an_assign(dtype):
     )
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "bool"])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_adopt_gives_the_variable_exactly_the_values(dtype, aligned):
+    values = np.random.default_rng(1).standard_normal(65).astype("float32") > 0 if dtype == "bool" else None
+    variable = keras.Variable(np.zeros(64, dtype="float32"), dtype=dtype, trainable=dtype != "bool")
+    source = backend.empty_adoptable((65,), variable.dtype)
+    source[...] = np.arange(65) % 3 if values is None else values
+    array = source[:64] if aligned else source[1:]  # one element off: not aligned for Eigen
+    expected = np.array(array).astype("float32")
+    variable.assign(backend.adopt(array))
+    np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(variable)).astype("float32"), expected)
+
+
+def test_assign_adopted_takes_the_buffer_on_tensorflow_and_copies_elsewhere():
+    variable = keras.Variable(np.zeros((32, 16), dtype="float32"))
+    array = backend.empty_adoptable((32, 16), "float32")
+    array[...] = np.arange(32 * 16).reshape(32, 16)
+    backend.assign_adopted(variable, array)
+    value = backend.read_numpy(variable)
+    np.testing.assert_array_equal(value, np.arange(32 * 16).reshape(32, 16))
+    assert (value.ctypes.data == array.ctypes.data) == (backend.name() == "tensorflow")
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "adamw", "rmsprop"])
 def test_saved_optimizers_are_named_by_their_public_keras_name(optimizer):
     # On PyTorch, Keras builds a torch-only subclass; the file must still name the public class,
