@@ -205,9 +205,9 @@ def assign_adopted(variable: keras.Variable, array: np.ndarray) -> None:
     """
     value = adopt(array)
     plain = _plain_tf_variable(variable) if name() == "tensorflow" else None
-    tf = _import_tensorflow() if plain is not None else None
-    if plain is not None and tf.is_tensor(value) and value.dtype == plain.dtype and value.shape == plain.shape:
-        tf.raw_ops.AssignVariableOp(resource=plain.handle, value=value)
+    # The raw op does not check the shape: compare it here, as tuples (TensorShapes are slow).
+    if plain is not None and value.dtype == plain.dtype and array.shape == tuple(variable.shape):
+        _import_tensorflow().raw_ops.AssignVariableOp(resource=plain.handle, value=value)
         return
     variable.assign(value)
 
