@@ -100,3 +100,17 @@ def test_channels_errors():
     with pytest.raises(ValueError, match="no prunable channel group"):
         mp.prune_oneshot(_convnet(), 0.5, np.ones((4, 8, 8, 3), "float32"), pattern="channels", layers=["logits"],
                          progress=False)
+
+
+def test_a_sparsity_that_removes_no_channel_says_so():
+    # 16 and 24 units: 1% rounds to no unit in any group.
+    model = _convnet()
+    with pytest.warns(UserWarning, match=r"sparsity 0.01 removes no unit of any of the 3 channel groups .*raise the sparsity"):
+        same = mp.prune_oneshot(model, 0.01, None, method="magnitude", pattern="channels", reconstruct=False, progress=False)
+    assert same.count_params() == model.count_params()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        smaller = mp.prune_oneshot(model, 0.1, None, method="magnitude", pattern="channels", reconstruct=False, progress=False)
+    assert smaller.count_params() < model.count_params()
