@@ -85,10 +85,11 @@ def test_nm_on_einsum_kernels_groups_as_prune_callback_does(method, pattern, n, 
     assert not np.all(_nm_kept(NMGroup("naive", query.variable, m), value, m) == n)
 
 
-def test_magnitude_nm_on_einsum_kernels_equals_prune_callback():
+@pytest.mark.parametrize("pattern", ["2:4", (1, 4)])
+def test_magnitude_on_einsum_kernels_equals_prune_callback(pattern):
     oneshot, trained = _attention(), _attention()
-    mp.prune_oneshot(oneshot, 0.5, method="magnitude", pattern="2:4", exclude=["logits"], progress=False, hold=False)
-    callback = mp.PruneCallback(mp.ConstantSparsity(0.5), pattern="2:4", exclude=["logits"])
+    mp.prune_oneshot(oneshot, 0.5, method="magnitude", pattern=pattern, exclude=["logits"], progress=False, hold=False)
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5), pattern=pattern, exclude=["logits"])
     callback.set_model(trained)
     callback.update_masks(0)
     for target in all_targets(trained):
