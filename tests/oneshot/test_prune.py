@@ -99,6 +99,14 @@ def test_magnitude_on_einsum_kernels_equals_prune_callback(pattern):
             assert np.array_equal(mask, pruned != 0), target.name
 
 
+def test_sparsegpt_at_zero_sparsity_leaves_every_weight_unchanged(sequences):
+    # End to end (capture, Hessians, column updates, writing back) on Dense, attention, Conv1D and SeparableConv1D.
+    model = mixed()
+    before = [w.copy() for w in model.get_weights()]
+    mp.prune_oneshot(model, 0.0, sequences, method="sparsegpt", progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
 def test_sparsegpt_changes_the_model_output_least(sequences):
     reference = mixed()
     dense_out = keras.ops.convert_to_numpy(reference(sequences))
