@@ -234,11 +234,16 @@ def check_optimizer(model: keras.Model) -> None:
         model: a compiled model about to train.
     """
     optimizer = getattr(model, "optimizer", None)
-    foreign = _foreign_backend(type(optimizer))
-    if foreign is not None:
+    role = "optimizer"
+    # A wrapper (LossScaleOptimizer) is public on every backend; the optimizer it wraps may not be.
+    while optimizer is not None and _foreign_backend(type(optimizer)) is None:
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+        role = "inner optimizer"
+    if optimizer is not None:
+        foreign = _foreign_backend(type(optimizer))
         public = type(optimizer).__name__
         raise ValueError(
-            f"the model's optimizer is Keras's {foreign}-only {public} class (a .keras file saved on {foreign} "
+            f"the model's {role} is Keras's {foreign}-only {public} class (a .keras file saved on {foreign} "
             f"names it), which cannot update {name()} variables; load the file with "
             f"keras.models.load_model(path, custom_objects={{{public!r}: keras.optimizers.{public}}}), "
             f"or save it again on {foreign} after `import mobileprune.backend` (any PruneCallback imports it), "

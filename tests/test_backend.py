@@ -175,3 +175,20 @@ def test_an_optimizer_of_another_backend_is_one_line_naming_the_fix(data, tmp_pa
     model = keras.models.load_model(path, custom_objects={"Adam": keras.optimizers.Adam})
     history = model.fit(*data, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
     assert history.history["sparsity"][-1] == pytest.approx(sum(num_to_prune(0.5, s) for s in SIZES.values()) / 1376)
+
+
+def test_a_foreign_optimizer_inside_a_loss_scale_optimizer_is_found():
+    # What a LossScaleOptimizer saved on another backend without mobileprune loads as: a public wrapper
+    # around that backend's private optimizer class (seen with a torch-saved file on TensorFlow).
+    other = "jax" if backend.name() != "jax" else "tensorflow"
+    foreign = type("Adam", (keras.optimizers.Adam,), {"__module__": f"keras.src.backend.{other}.optimizers.adam"})
+    model = tiny_mlp(compile=False)
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(foreign()), loss="mse")
+    with pytest.raises(ValueError, match=rf"^the model's inner optimizer is Keras's {other}-only Adam class .*"
+                       r"custom_objects=\{'Adam': keras\.optimizers\.Adam\}"):
+        backend.check_optimizer(model)
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()), loss="mse")
+    backend.check_optimizer(model)  # this backend's own optimizers pass, wrapped or not
+    model.compile(optimizer=foreign(), loss="mse")
+    with pytest.raises(ValueError, match=rf"^the model's optimizer is Keras's {other}-only Adam class"):
+        backend.check_optimizer(model)
