@@ -19,12 +19,8 @@ parameters, random weights) this measures:
   load than either time;
 - where the time of a ``scope="layer"`` update goes: the same steps run one
   weight after another on one thread, each stage summed over the weights
-  (median of ``--repeats``): ``read`` (the value as NumPy, no copy), ``scores``
-  (magnitudes), ``select`` (the exact bottom-k keep mask), ``mask assign``
-  (the bool mask variable), ``zero`` (pruned weights zeroed into a fresh
-  array) and ``weight assign``; the real update runs the weights on
-  ``mask_threads`` threads side by side, so its wall time is about this sum
-  divided by the threads, plus the Python between;
+  (median of ``--repeats``; see ``stage_seconds``); the real update runs the
+  weights on ``mask_threads`` threads side by side;
 - tfmot 0.8.1 itself (tf-keras subprocess): one update of all wrapped layers
   in a ``tf.function`` and its mask state (float mask + threshold) per weight.
 
@@ -155,13 +151,18 @@ def measure_ours(model, scope: str, repeats: int) -> dict[str, Any]:
 def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
     """Run one ``scope="layer"`` update stage by stage on one thread; seconds per stage, summed over weights.
 
-    The steps are those of ``PruneCallback`` (read, score, select) and of
-    ``mobileprune.pruning.constraint.set_mask`` (mask assign, zero, weight assign).
+    The steps are those of ``PruneCallback``: ``read`` (the value as NumPy,
+    no copy), ``one pass`` (``WeightGroup.prune_in_one_pass``: magnitudes,
+    exact selection and the zeroed copy, for weights of 65,536 and more),
+    ``small weights`` (the general path of the others: magnitudes,
+    ``keep_mask`` and the zeroed copy), then ``mask assign`` and ``weight
+    assign`` (``store_mask``: both buffers handed to the backend).
     """
     from mobileprune import backend
+    from mobileprune.pruning.masks import keep_mask, num_to_prune
 
-    stages = dict.fromkeys(("read", "scores", "select", "mask assign", "zero", "weight assign"), 0.0)
-    for group in callback.pattern.groups(model, callback.targets):
+    stages = dict.fromkeys(("read", "one pass", "small weights", "mask assign", "weight assign"), 0.0)
+    for group in _groups(callback):
         variable = group.variables[0]
         clock = [time.perf_counter()]
 
@@ -171,18 +172,27 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
 
         value = backend.read_numpy(variable)
         lap("read")
-        scores = group.scores([value])
-        lap("scores")
-        keep = callback.pattern.select(scores, sparsity)
-        lap("select")
-        mask = group.expand(keep)[0]
-        variable.constraint.mask.assign(mask)
+        num_prune = num_to_prune(sparsity, value.size)
+        result = group.prune_in_one_pass(value, num_prune)
+        lap("one pass")
+        if result is None:
+            keep = backend.empty_adoptable(value.shape, bool)
+            keep[...] = keep_mask(group.scores([value]), num_prune).reshape(value.shape)
+            zeroed = backend.empty_adoptable(value.shape, value.dtype)
+            np.multiply(value, keep, out=zeroed)
+            result = (keep, zeroed)
+            lap("small weights")
+        del value
+        backend.assign_adopted(variable.constraint.mask, result[0])
         lap("mask assign")
-        zeroed = np.multiply(value, mask)
-        lap("zero")
-        variable.assign(zeroed)
+        backend.assign_adopted(variable, result[1])
         lap("weight assign")
     return stages
+
+
+def _groups(callback) -> list:
+    """The mask groups of a prepared ``PruneCallback``."""
+    return [group for bucket in callback._buckets for group in bucket.groups]
 
 
 def keras_numpy(variable) -> np.ndarray:

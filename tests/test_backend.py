@@ -121,6 +121,29 @@ def test_read_numpy_is_the_value_read_only_and_survives_an_assign(dtype):
     )
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "bool"])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_adopt_gives_the_variable_exactly_the_values(dtype, aligned):
+    values = np.random.default_rng(1).standard_normal(65).astype("float32") > 0 if dtype == "bool" else None
+    variable = keras.Variable(np.zeros(64, dtype="float32"), dtype=dtype, trainable=dtype != "bool")
+    source = backend.empty_adoptable((65,), variable.dtype)
+    source[...] = np.arange(65) % 3 if values is None else values
+    array = source[:64] if aligned else source[1:]  # one element off: not aligned for Eigen
+    expected = np.array(array).astype("float32")
+    variable.assign(backend.adopt(array))
+    np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(variable)).astype("float32"), expected)
+
+
+def test_assign_adopted_takes_the_buffer_on_tensorflow_and_copies_elsewhere():
+    variable = keras.Variable(np.zeros((32, 16), dtype="float32"))
+    array = backend.empty_adoptable((32, 16), "float32")
+    array[...] = np.arange(32 * 16).reshape(32, 16)
+    backend.assign_adopted(variable, array)
+    value = backend.read_numpy(variable)
+    np.testing.assert_array_equal(value, np.arange(32 * 16).reshape(32, 16))
+    assert (value.ctypes.data == array.ctypes.data) == (backend.name() == "tensorflow")
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "adamw", "rmsprop"])
 def test_saved_optimizers_are_named_by_their_public_keras_name(optimizer):
     # On PyTorch, Keras builds a torch-only subclass; the file must still name the public class,
@@ -152,3 +175,20 @@ def test_an_optimizer_of_another_backend_is_one_line_naming_the_fix(data, tmp_pa
     model = keras.models.load_model(path, custom_objects={"Adam": keras.optimizers.Adam})
     history = model.fit(*data, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
     assert history.history["sparsity"][-1] == pytest.approx(sum(num_to_prune(0.5, s) for s in SIZES.values()) / 1376)
+
+
+def test_a_foreign_optimizer_inside_a_loss_scale_optimizer_is_found():
+    # What a LossScaleOptimizer saved on another backend without mobileprune loads as: a public wrapper
+    # around that backend's private optimizer class (seen with a torch-saved file on TensorFlow).
+    other = "jax" if backend.name() != "jax" else "tensorflow"
+    foreign = type("Adam", (keras.optimizers.Adam,), {"__module__": f"keras.src.backend.{other}.optimizers.adam"})
+    model = tiny_mlp(compile=False)
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(foreign()), loss="mse")
+    with pytest.raises(ValueError, match=rf"^the model's inner optimizer is Keras's {other}-only Adam class .*"
+                       r"custom_objects=\{'Adam': keras\.optimizers\.Adam\}"):
+        backend.check_optimizer(model)
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()), loss="mse")
+    backend.check_optimizer(model)  # this backend's own optimizers pass, wrapped or not
+    model.compile(optimizer=foreign(), loss="mse")
+    with pytest.raises(ValueError, match=rf"^the model's optimizer is Keras's {other}-only Adam class"):
+        backend.check_optimizer(model)

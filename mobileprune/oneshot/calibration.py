@@ -14,8 +14,8 @@ every batch must fit the model's inputs. `Calibration` accepts:
   (a generator) is read once and kept in memory.
 
 Each batch is converted to NumPy and checked against the model inputs: the
-rank, every fixed dimension, and the dtype (numbers only; integer inputs,
-such as token ids, need integer data). A mismatch is one `ValueError` line
+rank, every fixed dimension, the dtype (numbers only; integer inputs,
+such as token ids, need integer data) and finite values. A mismatch is one `ValueError` line
 naming the input and the fix.
 
 Example:
@@ -202,6 +202,8 @@ def _check_one(array: np.ndarray, name: str, shape: tuple, dtype: str, where: st
     for expected, got in zip(shape[1:], array.shape[1:]):
         if expected is not None and expected != got:
             raise ValueError(f"{where}: input {name!r} expects shape {shown} but got {tuple(array.shape)}.")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{where}: input {name!r} contains NaN or inf; clean or drop those samples.")
 
 
 def _cast(array: np.ndarray, dtype: str) -> np.ndarray:

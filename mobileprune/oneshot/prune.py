@@ -43,7 +43,7 @@ import numpy as np
 
 from mobileprune.oneshot import methods
 from mobileprune.oneshot.calibration import Calibration
-from mobileprune.oneshot.capture import call_order, run_stage, stages
+from mobileprune.oneshot.capture import call_order, forward, hooked_calls, run_stage, stages
 from mobileprune.oneshot.hold import hold_variables
 from mobileprune.oneshot.memory import release_free_memory
 from mobileprune.oneshot.progress import Progress
@@ -81,7 +81,10 @@ def prune_oneshot(
     """Prune a trained model in one shot from a little calibration data.
 
     Every selected weight loses exactly `round(sparsity * size)` entries
-    (per unit of the pattern), which become exact zeros. Embeddings, and
+    (per unit of the pattern), which become exact zeros. Bad input (data of
+    the wrong shape or dtype, too few calibration rows for a Hessian, a layer
+    the data never reaches, an N:M pattern on a layer without whole groups)
+    is refused in one line before any weight changes. Embeddings, and
     layers no calibration method can read (RNNs, transposed and 3-D
     convolutions, grouped convolutions), are pruned by magnitude; a warning
     names the latter.
@@ -155,13 +158,18 @@ def prune_oneshot(
     _check_pattern(resolved, pattern, sparsity, method)
     targets = select_targets(model, layers, exclude)
     calibrated, by_magnitude = _split(targets, method)
+    # Everything that can be checked is checked before the first weight changes: bad input loses nothing.
+    _check_groups(resolved, calibrated, by_magnitude)
+    pruner = None
+    if calibrated:
+        calibration = Calibration(model, calibration_data, batch_size)
+        pruner = _CalibratedPruner(model, calibration, resolved, sparsity, method, block_size, dampening)
+        pruner.prepare(calibrated)
     with Progress(progress, total=len(targets)) as bar:
         if by_magnitude:
             _prune_by_magnitude(model, by_magnitude, resolved, sparsity, scope, bar)
-        if calibrated:
-            calibration = Calibration(model, calibration_data, batch_size)
-            pruner = _CalibratedPruner(model, calibration, resolved, sparsity, method, block_size, dampening, bar)
-            pruner.run(calibrated, sequential)
+        if pruner is not None:
+            pruner.run(sequential, bar)
     if hold:
         hold_variables(model, [t.variable for t in targets])
     return model
@@ -170,6 +178,19 @@ def prune_oneshot(
 def _path(target: PruneTarget) -> str:
     """`outer/inner/role`: names inside blocks (e.g. keras-hub's) repeat, the path does not."""
     return "/".join([layer.name for layer in target.chain[1:]] + [target.role])
+
+
+def _check_hessian_rows(target: PruneTarget, view, rows: int, rows_per_sample: float) -> None:
+    """One line naming how many rows, and how many calibration samples, SparseGPT needs for this layer."""
+    needed = -(-view.d_in // INPUTS_PER_ROW)
+    if rows >= needed:
+        return
+    samples = f"at least {math.ceil(needed / rows_per_sample)} calibration samples" if rows_per_sample > 0 else "more data"
+    raise ValueError(
+        f"{_path(target)}: {rows} calibration rows for {view.d_in} inputs; SparseGPT's Hessian needs at least "
+        f"{needed} (one per {INPUTS_PER_ROW} inputs; {rows_per_sample:g} per sample here), so pass {samples} "
+        "or exclude this layer."
+    )
 
 
 def _check_sparsity(sparsity) -> float:
@@ -194,6 +215,15 @@ def _check_pattern(pattern: Pattern, given: Any, sparsity: float, method: str) -
         )
     if not isinstance(pattern, (UnstructuredPattern, NMPattern, BlockPattern)):
         raise ValueError(f"prune_oneshot does not support pattern {given!r}; use 'unstructured', 'n:m', a block or 'channels'.")
+
+
+def _check_groups(pattern: Pattern, calibrated: list, by_magnitude: list) -> None:
+    """Refuse an N:M pattern on any weight whose input axis is not whole groups, before pruning any."""
+    if not isinstance(pattern, NMPattern):
+        return
+    for target, view in calibrated + [(t, view_for(t)) for t in by_magnitude]:
+        shape = (view.d_in, view.d_out) if view is not None else tuple(target.variable.shape)
+        methods.matrix_group(pattern, shape, _path(target))
 
 
 def _split(targets: list[PruneTarget], method: str) -> tuple[list, list]:
@@ -246,9 +276,13 @@ def _prune_by_magnitude(model, targets, pattern: Pattern, sparsity: float, scope
 
 
 class _CalibratedPruner:
-    """Runs the stages of Wanda / SparseGPT over the calibrated targets."""
+    """Runs the stages of Wanda / SparseGPT over the calibrated targets.
 
-    def __init__(self, model, calibration, pattern, sparsity, method, block_size, dampening, bar):
+    `prepare` checks what one forward pass can tell (every layer reached,
+    enough calibration rows for each Hessian) before `run` changes anything.
+    """
+
+    def __init__(self, model, calibration, pattern, sparsity, method, block_size, dampening):
         self.model = model
         self.calibration = calibration
         self.pattern = pattern
@@ -256,25 +290,51 @@ class _CalibratedPruner:
         self.method = method
         self.block_size = int(block_size)
         self.dampening = float(dampening)
-        self.bar = bar
+        self.bar = None
+        self.by_hooked: dict[int, list] = {}
+        self.order: list = []
 
-    def run(self, calibrated: list, sequential: bool) -> None:
-        by_hooked: dict[int, list] = {}
+    def prepare(self, calibrated: list) -> None:
+        """Find the call order and refuse unreachable layers and too little data (nothing is modified)."""
+        self.by_hooked = {}
         for target, view in calibrated:
-            by_hooked.setdefault(id(view.hooked), []).append((target, view))
-        hooked = [pairs[0][1].hooked for pairs in by_hooked.values()]
-        order = call_order(self.model, self.calibration, hooked)
-        reached = {id(layer) for layer, _, _ in order}
-        for pairs in by_hooked.values():
+            self.by_hooked.setdefault(id(view.hooked), []).append((target, view))
+        hooked = [pairs[0][1].hooked for pairs in self.by_hooked.values()]
+        self.order = call_order(self.model, self.calibration, hooked)
+        reached = {id(layer) for layer, _, _ in self.order}
+        for pairs in self.by_hooked.values():
             if id(pairs[0][1].hooked) not in reached:
                 target = pairs[0][0]
                 raise ValueError(
                     f"{_path(target)}: the layer got no calibration activations (the model never calls it on "
                     "this data); exclude it (exclude=[...]) or check the model's call."
                 )
+        if self.method == "sparsegpt":
+            self._check_rows()
+
+    def _check_rows(self) -> None:
+        """Count each layer's rows for one sample (one short forward pass) and refuse too few in all."""
+        per_sample: dict[tuple, int] = {}
+
+        def count(layer, x):
+            views = {(id(layer), view.signature): view for _, view in self.by_hooked[id(layer)]}
+            for key, view in views.items():  # once per distinct row layout, as `consume` adds them
+                per_sample[key] = per_sample.get(key, 0) + sum(rows.shape[0] for rows in view.rows(x))
+
+        first = next(iter(self.calibration))
+        with hooked_calls({pairs[0][1].hooked: count for pairs in self.by_hooked.values()}):
+            forward(self.model, self.calibration, [array[:1] for array in first])
+        for pairs in self.by_hooked.values():
+            for target, view in pairs:
+                rows = per_sample.get((id(view.hooked), view.signature), 0)
+                _check_hessian_rows(target, view, rows * self.calibration.samples, rows)
+
+    def run(self, sequential: bool, bar) -> None:
+        """Prune stage by stage (`prepare` first)."""
+        self.bar = bar
         pending = []
-        for stage in stages(order):
-            pairs = [pair for layer in stage.layers for pair in by_hooked[id(layer)]]
+        for stage in stages(self.order):
+            pairs = [pair for layer in stage.layers for pair in self.by_hooked[id(layer)]]
             results = self._prune_stage(stage, pairs)
             if sequential:
                 self._assign(results)
@@ -323,13 +383,8 @@ class _CalibratedPruner:
             new = np.where(keep, matrix, 0).astype(matrix.dtype)
             error = None
         else:
-            needed = -(-view.d_in // INPUTS_PER_ROW)
-            if stat.rows < needed:
-                raise ValueError(
-                    f"{_path(target)}: {stat.rows} calibration rows for {view.d_in} inputs; SparseGPT's Hessian needs "
-                    f"at least {needed} (one per {INPUTS_PER_ROW} inputs; rows = samples x positions): pass more "
-                    "calibration samples or exclude this layer."
-                )
+            # Checked up front from one sample; seen again here for data whose shape varies by batch.
+            _check_hessian_rows(target, view, stat.rows, stat.rows / max(self.calibration.samples, 1))
             inverse = factors.get(view.signature)
             if inverse is None:
                 # The factor takes the Hessian's own memory: one d_in² array at a time, not several.

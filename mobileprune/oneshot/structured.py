@@ -36,6 +36,7 @@ smaller = mp.prune_oneshot(model, 0.3, x_calibration, method="wanda", pattern="c
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -122,6 +123,7 @@ def prune_channels_oneshot(
         )
     calibration = None if calibration_data is None else Calibration(work, calibration_data, batch_size)
     kernels = {id(t.variable): t for t in all_targets(work)}
+    removed = 0
     with Progress(progress, total=len(mask_groups)) as bar:
         for mask_group in mask_groups:
             start = time.perf_counter()
@@ -133,6 +135,7 @@ def prune_channels_oneshot(
             else:
                 scores = _scores(consumers, stats, mask_group.group.size, method, dampening)
             keep = pattern.select(scores, fraction)
+            removed += int(keep.size - np.count_nonzero(keep))
             for weight, value, mask in zip(mask_group.weights, values, mask_group.expand(keep)):
                 weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
             error = None
@@ -145,6 +148,14 @@ def prune_channels_oneshot(
                 error,
                 time.perf_counter() - start,
             )
+    if removed == 0:
+        sizes = sorted({g.group.size for g in mask_groups})
+        warnings.warn(
+            f"prune_oneshot(pattern='channels'): sparsity {fraction:g} removes no unit of any of the "
+            f"{len(mask_groups)} channel groups (sizes {sizes}; each keeps its units rounded, at least one), "
+            "so the returned model is the input model's copy; raise the sparsity.",
+            stacklevel=3,
+        )
     return shrink(work, warn=False)
 
 

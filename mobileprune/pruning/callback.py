@@ -23,8 +23,9 @@ import keras
 import numpy as np
 
 from mobileprune import backend
-from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask
-from mobileprune.pruning.patterns import MaskGroup, Pattern
+from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask, store_mask
+from mobileprune.pruning.masks import num_to_prune
+from mobileprune.pruning.patterns import MaskGroup, Pattern, WeightGroup
 from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
 from mobileprune.pruning.threads import thread_map
@@ -302,13 +303,21 @@ class PruneCallback(keras.callbacks.Callback):
             step = bucket.schedule.last_update_step(last)
             if step is not None and step >= first:
                 due.append((bucket, step, bucket.schedule.sparsity_at(step)))
-        # Buckets are independent: update them side by side on the CPUs, the
-        # largest first so that no big one is left alone on one CPU at the end.
+        # Buckets are independent: the general path updates them side by side on the
+        # CPUs, the largest first so that no big one is left alone on one CPU at the end.
         due.sort(key=lambda item: -item[0].size)
         begin_update = getattr(self.pattern, "begin_update", None)  # optional in the Pattern protocol
         if due and begin_update is not None:
             begin_update()  # e.g. Taylor gradients: before the threads below mask any weight
-        thread_map(lambda item: self._apply(item[0], item[2]), due, self._parallel)
+        # Plain magnitude updates of single weights run here, one after another: their
+        # one pass is bound by memory, and on two cores two threads were slower than
+        # one (they contend for memory bandwidth and hand the GIL back and forth).
+        in_one_pass = [self._one_pass_group(bucket) is not None for bucket, _, _ in due]
+        for (bucket, _, sparsity), serial in zip(due, in_one_pass):
+            if serial:
+                self._apply(bucket, sparsity)
+        rest = [item for item, serial in zip(due, in_one_pass) if not serial]
+        thread_map(lambda item: self._apply(item[0], item[2]), rest, self._parallel)
         if due:
             self._refresh_logs()
             if self.verbose:
@@ -323,6 +332,9 @@ class PruneCallback(keras.callbacks.Callback):
     def _apply(self, bucket: _Bucket, sparsity: float) -> None:
         if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:
             return  # bottom-k of nothing: masks stay as they are (all-True before the first prune)
+        group = self._one_pass_group(bucket)
+        if group is not None and self._apply_in_one_pass(group, sparsity):
+            return
         values = thread_map(
             lambda group: [backend.read_numpy(v) for v in group.variables], bucket.groups, self._parallel
         )
@@ -333,6 +345,26 @@ class PruneCallback(keras.callbacks.Callback):
             keep = self.pattern.select(bucket.concatenate(scores), sparsity)
             keeps = np.split(keep, np.cumsum([s.size for s in scores])[:-1])
         thread_map(self._set_masks, list(zip(bucket.groups, values, keeps)), self._parallel)
+
+    def _one_pass_group(self, bucket: _Bucket) -> WeightGroup | None:
+        """The bucket's one weight, if plain magnitude pruning applies to it (see `WeightGroup.prune_in_one_pass`)."""
+        default_select = type(self.pattern).select is Pattern.select
+        if default_select and len(bucket.groups) == 1 and type(bucket.groups[0]) is WeightGroup:
+            return bucket.groups[0]
+        return None
+
+    def _apply_in_one_pass(self, group: WeightGroup, sparsity: float) -> bool:
+        """Plain magnitude pruning of one weight: select, zero and store in one pass (see `WeightGroup`)."""
+        (variable,) = group.variables
+        value = backend.read_numpy(variable)
+        num_prune = num_to_prune(sparsity, value.size)
+        result = group.prune_in_one_pass(value, num_prune)
+        if result is None:
+            return False
+        del value  # the backend may then reuse the old buffer at once
+        store_mask(variable, *result)
+        self._pruned[id(variable)] = num_prune
+        return True
 
     def _set_masks(self, item: tuple) -> None:
         group, values, keep = item

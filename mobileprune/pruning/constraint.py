@@ -109,14 +109,37 @@ def set_mask(variable: keras.Variable, mask: np.ndarray, value: np.ndarray | Non
     constraint = variable.constraint
     if not isinstance(constraint, MaskConstraint):
         raise ValueError(f"{variable.name} has no pruning mask; call attach_mask(variable) first.")
-    mask = np.asarray(mask, dtype=bool).reshape(tuple(variable.shape))
-    constraint.mask.assign(mask)
+    shape = tuple(variable.shape)
+    # A copy the backend may adopt: the caller keeps its own `mask` to use or change.
+    keep = backend.empty_adoptable(shape, bool)
+    np.copyto(keep, np.reshape(mask, shape), casting="unsafe")
     value = backend.read_numpy(variable) if value is None else np.asarray(value)
     # Into a fresh array: `value` may be the variable's own (read-only) buffer.
     # A multiply is several times faster than `np.where`; pruned weights are finite
     # (keep_mask refuses an infinite threshold), so 0 * w is 0.
-    variable.assign(np.multiply(value, mask))
-    return int(mask.size - np.count_nonzero(mask))
+    zeroed = backend.empty_adoptable(shape, value.dtype)
+    np.multiply(value, keep, out=zeroed)
+    store_mask(variable, keep, zeroed)
+    return int(keep.size - np.count_nonzero(keep))
+
+
+def store_mask(variable: keras.Variable, keep: np.ndarray, zeroed: np.ndarray) -> None:
+    """Make `keep` the variable's mask and `zeroed` its value, handing both buffers to the backend.
+
+    The fast path of `set_mask` for callers that built both arrays
+    themselves, in `backend.empty_adoptable` buffers: TensorFlow keeps them
+    without a copy, so neither may be written to afterwards.
+
+    Args:
+        variable: a variable with a mask attached (`attach_mask`).
+        keep: bool array shaped like the variable, `False` where pruned.
+        zeroed: the variable's values with the pruned entries set to zero.
+    """
+    constraint = variable.constraint
+    if not isinstance(constraint, MaskConstraint):
+        raise ValueError(f"{variable.name} has no pruning mask; call attach_mask(variable) first.")
+    backend.assign_adopted(constraint.mask, keep)
+    backend.assign_adopted(variable, zeroed)
 
 
 def mask_of(variable: keras.Variable) -> np.ndarray | None:

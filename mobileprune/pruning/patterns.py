@@ -44,7 +44,7 @@ Dense kernel `(in, out)` as is; a Conv2D kernel `(kh, kw, in, out)` as
   axes it sums over (letters shared with the input, absent from the output)
   are the input axis, every other axis is an output. An attention query
   kernel `(dim, heads, head_dim)` of `"btd,dnh->btnh"` groups along `dim`,
-  never across heads.
+  never across heads. Blocks use the same layout for an `EinsumDense` kernel.
 
 Example:
 
@@ -61,10 +61,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, num_to_prune
+from mobileprune import backend
+from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, magnitude_keep_and_zeroed, num_to_prune
 
 if TYPE_CHECKING:
     from mobileprune.pruning.selection import PruneTarget
+
+
+# Below this many weights the general path is as fast (and a sample would be most of the weight).
+_ONE_PASS_MIN_SIZE = 1 << 16
 
 
 def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -115,17 +120,42 @@ class WeightGroup(MaskGroup):
     def expand(self, keep: np.ndarray) -> list[np.ndarray]:
         return [keep.reshape(self.shape)]
 
+    def prune_in_one_pass(self, value: np.ndarray, num_prune: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(keep, zeroed)` for the `num_prune` smallest magnitudes of `value`, or `None` if the fast path does not apply.
+
+        The same mask as `keep_mask(self.scores([value]), num_prune)`, from
+        `masks.magnitude_keep_and_zeroed`, in buffers `backend.adopt` hands
+        over without a copy. Small weights, and thresholds outside the
+        sampled bracket, take the general path (`None`).
+        """
+        if value.size < _ONE_PASS_MIN_SIZE or not 0 < num_prune < value.size:
+            return None
+        keep = backend.empty_adoptable(self.shape, bool)
+        zeroed = backend.empty_adoptable(self.shape, value.dtype)
+        if not magnitude_keep_and_zeroed(np.ascontiguousarray(value), num_prune, keep, zeroed):
+            return None
+        return keep, zeroed
+
     def unit_sizes(self) -> int:
         return 1
 
 
 class BlockGroup(MaskGroup):
-    """One variable cut into `rows x cols` blocks of its `(fan_in, fan_out)` matrix."""
+    """One variable cut into `rows x cols` blocks of its `(fan_in, fan_out)` matrix.
 
-    def __init__(self, name: str, variable, rows: int, cols: int):
+    Args:
+        name: readable name.
+        variable: the kernel.
+        rows: block length along the input axis.
+        cols: block length along the output axis.
+        in_axes: the kernel axes that are summed over, as for `NMGroup`
+            (`None`: all axes but the last).
+    """
+
+    def __init__(self, name: str, variable, rows: int, cols: int, in_axes: tuple[int, ...] | None = None):
         super().__init__(name, [variable])
         self.shape = tuple(variable.shape)
-        self.matrix = as_matrix_shape(self.shape)
+        self.order, self.matrix = _input_first(self.shape, in_axes)
         self.block = (rows, cols)
         self.grid = (-(-self.matrix[0] // rows), -(-self.matrix[1] // cols))
         self._sizes = self._block_sums(np.ones(self.matrix, dtype=np.float32))
@@ -139,14 +169,15 @@ class BlockGroup(MaskGroup):
         return blocks.sum(axis=(1, 3)).ravel()
 
     def scores(self, values: list[np.ndarray]) -> np.ndarray:
-        magnitude = np.abs(values[0]).reshape(self.matrix)
+        magnitude = np.transpose(np.abs(values[0]), self.order).reshape(self.matrix)
         return self._block_sums(magnitude) / self._sizes
 
     def expand(self, keep: np.ndarray) -> list[np.ndarray]:
         rows, cols = self.block
         grid = keep.reshape(self.grid)
         full = np.repeat(np.repeat(grid, rows, axis=0), cols, axis=1)
-        return [full[: self.matrix[0], : self.matrix[1]].reshape(self.shape)]
+        permuted = full[: self.matrix[0], : self.matrix[1]].reshape([self.shape[a] for a in self.order])
+        return [np.transpose(permuted, np.argsort(self.order))]
 
     def unit_sizes(self) -> np.ndarray | int:
         sizes = self._sizes.astype(np.int64)
@@ -165,6 +196,19 @@ def einsum_reduction_axes(equation: str) -> tuple[int, ...]:
     return tuple(i for i, letter in enumerate(kernel) if letter in inputs and letter not in output)
 
 
+def _input_first(shape: tuple[int, ...], in_axes: tuple[int, ...] | None) -> tuple[tuple[int, ...], tuple[int, int]]:
+    """The axis order that puts the summed-over axes first, and the `(fan_in, fan_out)` matrix it gives.
+
+    `in_axes=None` means all axes but the last (Dense, Conv): the order is the identity.
+    """
+    rank = len(shape)
+    if in_axes is None or rank < 2:
+        in_axes = tuple(range(max(rank - 1, 0)))
+    order = tuple(in_axes) + tuple(a for a in range(rank) if a not in in_axes)
+    fan_in = math.prod(shape[a] for a in in_axes)
+    return order, (fan_in, math.prod(shape) // max(fan_in, 1))
+
+
 class NMGroup(MaskGroup):
     """One variable whose scores are ordered so each run of `m` is one N:M group.
 
@@ -179,12 +223,7 @@ class NMGroup(MaskGroup):
     def __init__(self, name: str, variable, m: int, in_axes: tuple[int, ...] | None = None):
         super().__init__(name, [variable])
         self.shape = tuple(variable.shape)
-        rank = len(self.shape)
-        if in_axes is None or rank < 2:
-            in_axes = tuple(range(max(rank - 1, 0)))
-        self.order = tuple(in_axes) + tuple(a for a in range(rank) if a not in in_axes)
-        fan_in = math.prod(self.shape[a] for a in in_axes)
-        self.matrix = (fan_in, math.prod(self.shape) // max(fan_in, 1))
+        self.order, self.matrix = _input_first(self.shape, in_axes)
         if self.matrix[0] % m:
             raise ValueError(
                 f"{name}: its input axis has {self.matrix[0]} weights, not a multiple of m={m}; "
@@ -255,7 +294,7 @@ class BlockPattern(Pattern):
     def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
         out_rows, in_cols = self.block
         # (out, in) block -> (in, out) Keras matrix: `in_cols` along axis 0.
-        return [BlockGroup(target.name, target.variable, in_cols, out_rows) for target in targets]
+        return [BlockGroup(target.name, target.variable, in_cols, out_rows, _einsum_in_axes(target)) for target in targets]
 
     def __repr__(self) -> str:
         return f"BlockPattern({self.block})"

@@ -57,6 +57,8 @@ def test_multi_input_tuple_and_dict():
         (np.zeros(16, "float32"), r"add the batch axis"),
         (np.array([["a"] * 16]), "not numbers"),
         (np.zeros((0, 16), "float32"), "empty"),
+        (np.full((4, 16), np.nan, "float32"), "contains NaN or inf"),
+        ([np.zeros((4, 16), "float32"), np.full((4, 16), np.inf, "float32")], r"calibration batch 1: .*NaN or inf"),
         ([], "empty"),
         (None, "calibration_data is required"),
     ],

@@ -50,6 +50,63 @@ def test_nm_groups_along_each_layers_inputs(method, sequences):
         assert np.all(kept == 2), name
 
 
+def _attention(seed: int = 0) -> keras.Model:
+    """Self-attention (2 heads of 8) on (6, 16) sequences, then a Dense head."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6, 16))
+    x = keras.layers.MultiHeadAttention(2, 8, name="mha")(inputs, inputs)
+    outputs = keras.layers.Dense(4, name="logits")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _nm_kept(group, value: np.ndarray, m: int) -> np.ndarray:
+    """Nonzeros per group of `m`, in the group's own layout."""
+    return (group.scores([(value != 0).astype("float32")]).reshape(-1, m) > 0).sum(axis=1)
+
+
+@pytest.mark.parametrize("method", methods.METHODS)
+@pytest.mark.parametrize("pattern, n, m", [("2:4", 2, 4), ("4:8", 4, 8)])
+def test_nm_on_einsum_kernels_groups_as_prune_callback_does(method, pattern, n, m, sequences):
+    """Attention projections: groups run along the summed axes, as NMPattern groups them during training."""
+    from mobileprune.pruning.patterns import NMGroup
+
+    model = _attention()
+    x = sequences[:, :6]
+    mp.prune_oneshot(model, 1 - n / m, x, method=method, pattern=pattern, exclude=["logits"], progress=False)
+    einsum = [t for t in all_targets(model) if t.name.startswith("mha/")]
+    assert len(einsum) == 4
+    for target in einsum:
+        value = np.asarray(target.variable.numpy())
+        (group,) = resolve_pattern(pattern).groups(model, [target])  # the training-time layout
+        assert np.all(_nm_kept(group, value, m) == n), target.name
+    # The check can fail: grouping the query kernel (dim, heads, head_dim) by its last axis breaks the groups.
+    query = next(t for t in einsum if t.name == "mha/query/kernel")
+    value = np.asarray(query.variable.numpy())
+    assert not np.all(_nm_kept(NMGroup("naive", query.variable, m), value, m) == n)
+
+
+@pytest.mark.parametrize("pattern", ["2:4", (1, 4)])
+def test_magnitude_on_einsum_kernels_equals_prune_callback(pattern):
+    oneshot, trained = _attention(), _attention()
+    mp.prune_oneshot(oneshot, 0.5, method="magnitude", pattern=pattern, exclude=["logits"], progress=False, hold=False)
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5), pattern=pattern, exclude=["logits"])
+    callback.set_model(trained)
+    callback.update_masks(0)
+    for target in all_targets(trained):
+        if target.name.startswith("mha/"):
+            mask = np.asarray(target.variable.constraint.mask.numpy())
+            pruned = _kernels(oneshot)[target.name][1]
+            assert np.array_equal(mask, pruned != 0), target.name
+
+
+def test_sparsegpt_at_zero_sparsity_leaves_every_weight_unchanged(sequences):
+    # End to end (capture, Hessians, column updates, writing back) on Dense, attention, Conv1D and SeparableConv1D.
+    model = mixed()
+    before = [w.copy() for w in model.get_weights()]
+    mp.prune_oneshot(model, 0.0, sequences, method="sparsegpt", progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
 def test_sparsegpt_changes_the_model_output_least(sequences):
     reference = mixed()
     dense_out = keras.ops.convert_to_numpy(reference(sequences))
@@ -132,6 +189,45 @@ def test_too_few_rows_for_the_hessian_names_the_count():
     assert "\n" not in str(info.value)
     assert np.count_nonzero(model.get_layer("wide").kernel.numpy() == 0) == 0  # nothing lost
     mp.prune_oneshot(model, 0.5, np.ones((2, 64), "float32"), method="wanda", progress=False)  # Wanda needs no Hessian
+
+
+def _small_then_wide() -> keras.Model:
+    """Dense(8 -> 128) then Dense(128 -> 4) on 5 positions: the second layer needs 8 rows, 5 per sample."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 8))
+    x = keras.layers.Dense(128, name="small")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(4, name="wide")(x))
+
+
+def _embed_then_odd() -> keras.Model:
+    """Embedding, Dense 8 -> 6, Dense 6 -> 4: the last kernel's 6 inputs are not whole groups of 4."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,), dtype="int32")
+    x = keras.layers.Embedding(20, 8, name="embed")(inputs)
+    x = keras.layers.Dense(6, name="first")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="odd")(x))
+
+
+@pytest.mark.parametrize(
+    "build, data, kwargs, message",
+    [
+        # Embeddings are pruned by magnitude before the calibrated layers: the data is checked first.
+        (_embed_then_odd, np.zeros((8, 5), "float32"), dict(method="wanda"), "expects integers"),
+        (_embed_then_odd, np.zeros((8, 5), "int32"), dict(method="wanda", pattern="2:4"), "odd/kernel: .*multiple of m=4"),
+        (_embed_then_odd, np.zeros((8, 5), "int32"), dict(method="sparsegpt", pattern="2:4"), "odd/kernel: .*multiple of m=4"),
+        (_embed_then_odd, None, dict(method="magnitude", pattern="2:4"), "odd/kernel: .*multiple of m=4"),
+        # The first layer is fine; the second has 5 rows of the 8 it needs: refused before the first is pruned.
+        (_small_then_wide, np.ones((1, 5, 8), "float32"), dict(),
+         r"wide/kernel: 5 calibration rows for 128 inputs; .*at least 8 .*5 per sample.*at least 2 calibration samples"),
+    ],
+)
+def test_bad_input_is_refused_before_any_weight_changes(build, data, kwargs, message):
+    model = build()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=message) as info:
+        mp.prune_oneshot(model, 0.5, data, progress=False, **kwargs)
+    assert "\n" not in str(info.value)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
 class _Skipping(keras.Model):

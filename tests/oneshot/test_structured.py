@@ -100,3 +100,41 @@ def test_channels_errors():
     with pytest.raises(ValueError, match="no prunable channel group"):
         mp.prune_oneshot(_convnet(), 0.5, np.ones((4, 8, 8, 3), "float32"), pattern="channels", layers=["logits"],
                          progress=False)
+
+
+def test_a_sparsity_that_removes_no_channel_says_so():
+    # 16 and 24 units: 1% rounds to no unit in any group.
+    model = _convnet()
+    with pytest.warns(UserWarning, match=r"sparsity 0.01 removes no unit of any of the 3 channel groups .*raise the sparsity"):
+        same = mp.prune_oneshot(model, 0.01, None, method="magnitude", pattern="channels", reconstruct=False, progress=False)
+    assert same.count_params() == model.count_params()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        smaller = mp.prune_oneshot(model, 0.1, None, method="magnitude", pattern="channels", reconstruct=False, progress=False)
+    assert smaller.count_params() < model.count_params()
+    assert not [w for w in caught if "removes no unit" in str(w.message)]
+
+
+def _attention_block(seed=0):
+    """Residual self-attention (4 heads of 8) and a residual FFN 16 -> 32 -> 16."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6, 16))
+    h = keras.layers.Add()([inputs, keras.layers.MultiHeadAttention(4, 8, name="mha")(inputs, inputs)])
+    f = keras.layers.Dense(16, name="down")(keras.layers.Dense(32, activation="relu", name="up")(h))
+    return keras.Model(inputs, keras.layers.Add()([h, f]))
+
+
+def test_attention_heads_and_ffn_units_go_and_the_refit_helps():
+    rng = np.random.default_rng(0)
+    low_rank = rng.standard_normal((96, 6, 4)) @ rng.standard_normal((4, 16))
+    x = (low_rank + 0.3 * rng.standard_normal((96, 6, 16))).astype("float32")
+    model = _attention_block()
+    errors = {}
+    for reconstruct in (False, True):
+        smaller = mp.prune_oneshot(model, 0.5, x[:64], method="sparsegpt", pattern="channels",
+                                   reconstruct=reconstruct, batch_size=64, progress=False)
+        assert smaller.get_layer("mha").num_heads == 2 and smaller.get_layer("up").units == 16
+        errors[reconstruct] = _output_error(model, smaller, x[64:])
+    assert errors[True] < 0.85 * errors[False], errors

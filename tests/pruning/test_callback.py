@@ -449,3 +449,26 @@ def test_one_shot_schedule_prunes_at_begin_step_and_holds(blobs):
     for name in SIZES:
         np.testing.assert_array_equal(mask_of(model.get_layer(name).kernel), masks[name])
     assert history.history["sparsity"][0] == pytest.approx(sum(num_to_prune(0.6, s) for s in SIZES.values()) / 1376)
+
+
+def test_large_weights_take_the_one_pass_path_with_the_exact_general_result(monkeypatch):
+    from mobileprune.pruning import masks
+
+    calls = []
+    one_pass = masks.magnitude_keep_and_zeroed
+    monkeypatch.setattr(
+        "mobileprune.pruning.patterns.magnitude_keep_and_zeroed",
+        lambda *args: calls.append(args[0].size) or one_pass(*args),
+    )
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(256, name="big"), keras.layers.Dense(3)])
+    kernel = model.get_layer("big").kernel
+    dense = np.asarray(keras.ops.convert_to_numpy(kernel))
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.7))
+    callback.set_model(model)
+    for _ in range(2):  # the second update finds its target already reached: the threshold is zero
+        callback.update_masks(0)
+        expected = masks.keep_mask(np.abs(dense).ravel(), num_to_prune(0.7, dense.size)).reshape(dense.shape)
+        np.testing.assert_array_equal(mask_of(kernel), expected)
+        np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(kernel)), np.where(expected, dense, 0))
+    assert calls == [dense.size, dense.size]  # the small Dense(3) kernel took the general path

@@ -67,3 +67,14 @@ def test_set_mask_stores_the_mask_and_zeroes_only_pruned_weights():
 def test_set_mask_needs_an_attached_mask():
     with pytest.raises(ValueError, match="call attach_mask"):
         set_mask(keras.Variable(np.ones(3, dtype=np.float32)), np.ones(3, dtype=bool))
+
+
+def test_set_mask_keeps_the_callers_mask_its_own():
+    layer = keras.layers.Dense(8)
+    layer.build((None, 16))
+    attach_mask(layer.kernel)
+    keep = np.random.default_rng(0).random((16, 8)) > 0.5
+    set_mask(layer.kernel, keep)
+    keep[:] = False  # the caller reuses its array: the stored mask must not change
+    stored = np.asarray(keras.ops.convert_to_numpy(layer.kernel.constraint.mask))
+    assert stored.any() and not stored.all()

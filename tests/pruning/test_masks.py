@@ -178,3 +178,63 @@ def test_comparison_passes_split_over_threads_stay_exact(monkeypatch, zero_fract
     scores[-1] = np.nan
     with pytest.raises(ValueError, match="Pruning scores contain NaN"):
         keep_mask(scores, size // 2)
+
+
+def _one_pass(values, num_prune):
+    keep, zeroed = np.empty(values.shape, dtype=bool), np.full_like(values, np.nan)
+    done = masks.magnitude_keep_and_zeroed(values, num_prune, keep, zeroed)
+    return done, keep, zeroed
+
+
+@pytest.mark.parametrize("zero_fraction", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("sparsity", [0.3, 0.9, 0.97])
+def test_one_pass_magnitude_matches_keep_mask_and_zeroes_exactly(zero_fraction, sparsity):
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((300, 700)).astype(np.float32)  # several cache blocks and a partial one
+    values[rng.random(values.shape) < zero_fraction] = 0.0
+    num_prune = num_to_prune(sparsity, values.size)
+    done, keep, zeroed = _one_pass(values, num_prune)
+    expected = keep_mask(np.abs(values).ravel(), num_prune).reshape(values.shape)
+    assert done
+    np.testing.assert_array_equal(keep, expected)
+    np.testing.assert_array_equal(zeroed, np.where(expected, values, 0))
+    assert keep.size - np.count_nonzero(keep) == num_prune
+
+
+def test_one_pass_at_a_sparsity_already_reached_keeps_exactly_the_nonzeros():
+    # The usual update under ConstantSparsity: the zeros are the pruned weights, the threshold is 0.
+    rng = np.random.default_rng(4)
+    values = rng.standard_normal(200_000).astype(np.float32)
+    values[rng.random(values.size) < 0.8] = 0.0
+    zeros = int(np.count_nonzero(values == 0))
+    for num_prune in (zeros, zeros - 1000):  # all zeros pruned; the last 1000 zeros kept (ties: later index kept)
+        done, keep, zeroed = _one_pass(values, num_prune)
+        assert done
+        np.testing.assert_array_equal(keep, keep_mask(np.abs(values), num_prune))
+        np.testing.assert_array_equal(zeroed, values)
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
+def test_one_pass_ties_at_the_threshold_prune_the_smaller_index_first(sparsity):
+    # Steps of 1/128: hundreds of weights share the threshold, and the bracket holds several steps.
+    values = np.round(np.random.default_rng(0).standard_normal(150_000) * 128).astype(np.float32) / 128
+    num_prune = num_to_prune(sparsity, values.size)
+    done, keep, _ = _one_pass(values, num_prune)
+    assert done
+    assert np.count_nonzero(np.abs(values) == np.sort(np.abs(values))[num_prune - 1]) > 100
+    np.testing.assert_array_equal(keep, reference_keep(np.abs(values), num_prune))
+
+
+def test_one_pass_hands_a_tie_at_the_bracket_edge_to_the_general_path():
+    # Steps of 1/8: one value fills the whole bracket, so the threshold is its lower end.
+    values = np.round(np.random.default_rng(0).standard_normal(150_000) * 8).astype(np.float32) / 8
+    assert _one_pass(values, num_to_prune(0.5, values.size))[0] is False
+
+
+def test_one_pass_refuses_nan_and_bad_counts():
+    values = np.random.default_rng(6).standard_normal(100_000).astype(np.float32)
+    values[77_777] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        _one_pass(values, 50_000)
+    with pytest.raises(ValueError, match="num_prune"):
+        _one_pass(np.ones(100, np.float32), 100)

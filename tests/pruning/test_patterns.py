@@ -120,6 +120,26 @@ def test_nm_groups_of_an_einsum_kernel_run_along_its_summed_axis_not_across_head
     assert group.matrix == (8, 8)
 
 
+def test_blocks_of_an_einsum_kernel_run_along_its_summed_axis_not_across_heads():
+    # Query kernel (dim=8, heads=2, head_dim=3): a (1, 4) block is 4 consecutive `dim` inputs of one output.
+    layer = keras.layers.EinsumDense("btd,dnh->btnh", (None, 2, 3), name="query")
+    layer.build((None, 5, 8))
+    values = np.ones((8, 2, 3), dtype=np.float32)
+    values[:4, 0, 0] = 0.01  # the weakest run of 4 inputs: dim 0-3 of output (head 0, unit 0)
+    layer.kernel.assign(values)
+    pattern = BlockPattern((1, 4))
+    (group,) = pattern.groups(None, [_Target("query/kernel", layer.kernel, layer)])
+    assert group.matrix == (8, 6) and group.grid == (2, 6)
+    keep = pattern.select(group.scores([values]), 1 / 12)  # drop exactly one of the 12 blocks
+    mask = group.expand(keep)[0]
+    expected = np.ones((8, 2, 3), dtype=bool)
+    expected[:4, 0, 0] = False
+    np.testing.assert_array_equal(mask, expected)
+    # Without the layer (a plain kernel), all axes but the last are the input, as for Dense and Conv.
+    (plain,) = pattern.groups(None, [_Target("query/kernel", layer.kernel)])
+    assert plain.matrix == (16, 3)
+
+
 @pytest.mark.parametrize(
     "argument, kind",
     [("unstructured", UnstructuredPattern), ("2:4", NMPattern), (" 1 : 8 ", NMPattern), ((1, 4), BlockPattern)],
