@@ -14,8 +14,8 @@ The memory the pruning itself costs is the difference of the two peaks. The
 ``sparsegpt`` worker also samples its resident memory every 10 ms from
 ``/proc/self/statm`` and keeps the highest value seen while capturing
 calibration statistics (the forward passes, im2col, ``XᵀX``) and while solving
-(SparseGPT's inverse Hessian and column updates), to say which of the two
-sets the peak.
+(SparseGPT's inverse Hessian, column updates and reconstruction error), to
+say which of the two sets the peak.
 Models: the byte LM of ``benchmarks/_byte_lm.py`` (trained weights, 128
 calibration sequences of 128 bytes; every projection except the LM head) and
 ``keras.applications.ResNet50(weights=None)`` (25.6 M parameters; random
@@ -76,8 +76,9 @@ class PhasePeaks:
     """Highest resident memory (MiB) seen during each phase of `prune_oneshot`, sampled in a thread.
 
     The phases are told apart by wrapping the driver's two entry points
-    (`run_stage`: capture; `methods.sparsegpt`: solve) for the duration of the
-    measurement; the wrappers only set a label.
+    (`run_stage`: capture; `_CalibratedPruner._prune_one`: solve, from the
+    inverse-Hessian factor to the reconstruction error) for the duration of
+    the measurement; the wrappers only set a label.
     """
 
     def __init__(self, interval: float = 0.01):
@@ -113,9 +114,10 @@ class PhasePeaks:
     def __enter__(self) -> "PhasePeaks":
         from mobileprune.oneshot import prune
 
-        self._patched = [(prune, "run_stage", prune.run_stage), (prune.methods, "sparsegpt", prune.methods.sparsegpt)]
+        pruner = prune._CalibratedPruner
+        self._patched = [(prune, "run_stage", prune.run_stage), (pruner, "_prune_one", pruner._prune_one)]
         prune.run_stage = self._labelled("capture", prune.run_stage)
-        prune.methods.sparsegpt = self._labelled("solve", prune.methods.sparsegpt)
+        pruner._prune_one = self._labelled("solve", pruner._prune_one)
         self._thread.start()
         return self
 

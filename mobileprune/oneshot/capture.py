@@ -32,10 +32,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from mobileprune import backend
+from mobileprune.oneshot.memory import release_free_memory
 
 
 class _StopForward(Exception):
     """Raised by the stop hook: the rest of the forward pass is not needed."""
+
+    # Keras re-raises an exception that carries this flag as it is. Without it, each `Layer.__call__`
+    # on the way out raises a new exception with the call's arguments in its message, from a frame that
+    # keeps it in a local: a reference cycle (exception, traceback, frame) that holds every frame up to
+    # `prune_oneshot`, a stage's Hessian included, until the cyclic garbage collector happens to run.
+    _keras_call_info_injected = True
 
 
 @dataclass
@@ -167,10 +174,13 @@ def _run_releasing(graph, inputs: list) -> None:
         for symbolic, value in zip(node.outputs, keras.tree.flatten(outputs)):
             values[id(symbolic)] = value
         del outputs
+        freed = False
         for tensor in node.input_tensors:
             uses[id(tensor)] -= 1
             if uses[id(tensor)] == 0:
-                values.pop(id(tensor), None)
+                freed = values.pop(id(tensor), None) is not None or freed
+        if freed:
+            release_free_memory()
 
 
 def call_order(model, calibration, layers: list) -> list[tuple[Any, int, int]]:

@@ -37,6 +37,7 @@ from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
+from scipy.linalg import lapack
 
 from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, num_to_prune
 from mobileprune.pruning.patterns import NMPattern, Pattern, UnstructuredPattern
@@ -122,46 +123,129 @@ def wanda(
     return keep
 
 
-def inverse_hessian_factor(hessian: np.ndarray, dampening: float = 0.01) -> np.ndarray:
-    """Upper-triangular `U` with `UᵀU = (H + λI)⁻¹`, `λ = dampening * mean(diag H)`.
+class InverseHessian:
+    """SparseGPT's factor of one layer's dampened Hessian, built in as little memory as possible.
 
-    Row `i` of `U`, divided by `U_ii`, is row `i` of the inverse Hessian of the
-    inputs `i..` left after the rows before `i` were fixed: the update
-    direction of one SparseGPT step. Inputs that were always zero get
-    `H_ii = 1`, so they cost nothing and move nothing.
+    `upper` is the upper-triangular `U` with `UᵀU = (H + D)⁻¹`, where `D`
+    (`added`) is the dampening `λ = dampening * mean(diag H)` on the diagonal,
+    plus 1 for inputs that were always zero (`H_ii = 0`: they then cost
+    nothing and move nothing). Row `i` of `U`, divided by `U_ii`, is row `i`
+    of the inverse Hessian of the inputs `i..` left after the rows before `i`
+    were fixed: the update direction of one SparseGPT step.
+
+    `U` comes from three in-place LAPACK calls (Cholesky of `H + D`, inverse
+    from that factor, Cholesky of the inverse), as the paper's reference
+    does. With `overwrite=True` and a float64 C- or F-contiguous `hessian`,
+    they run in `hessian`'s own memory (which they destroy) and `upper` is a
+    view of it: factoring allocates no second `d²` array. The caller must not
+    use `hessian` afterwards.
 
     Args:
-        hessian: `(d, d)` symmetric `XᵀX`.
+        hessian: `(d, d)` symmetric `XᵀX` over the calibration rows.
+        dampening: relative dampening added to the diagonal.
+        overwrite: compute the factor in `hessian`'s memory.
+
+    Example:
+
+    ```python
+    import numpy as np
+    x = np.random.randn(256, 8); h = x.T @ x
+    inverse = InverseHessian(h.copy(), dampening=0.0, overwrite=True)
+    np.allclose(inverse.upper.T @ inverse.upper, np.linalg.inv(h))  # True
+    ```
+    """
+
+    def __init__(self, hessian: np.ndarray, dampening: float = 0.01, overwrite: bool = False):
+        hessian = np.asarray(hessian)
+        if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1]:
+            raise ValueError(f"the Hessian must be a square (d, d) matrix, got shape {hessian.shape}.")
+        in_place = overwrite and hessian.dtype == np.float64 and (
+            hessian.flags.c_contiguous or hessian.flags.f_contiguous
+        )
+        h = hessian if in_place else np.array(hessian, dtype=np.float64, order="F")
+        # LAPACK reads Fortran order; a symmetric C-ordered matrix is its own transpose.
+        a = h if h.flags.f_contiguous else h.T
+        original = np.diagonal(a).copy()
+        dead = original <= 0
+        damped = original.copy()
+        damped[dead] = 1.0
+        alive = original[~dead]
+        damp = dampening * float(alive.mean()) if alive.size else 1.0
+        damped += damp
+        for attempt in range(4):
+            np.fill_diagonal(a, damped)
+            factor, info = lapack.dpotrf(a, lower=0, clean=0, overwrite_a=1)
+            if info == 0:
+                break
+            # Rounding left H slightly indefinite: restore the triangle LAPACK used, add more dampening.
+            _mirror_lower_to_upper(a)
+            damped += damp * 9 * 10**attempt
+        else:
+            raise ValueError("the calibration Hessian is not positive definite even with dampening; raise dampening=.")
+        inverse, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
+        if info == 0:
+            upper, info = lapack.dpotrf(inverse, lower=0, clean=1, overwrite_a=1)
+        if info != 0:
+            raise ValueError("the dampened calibration Hessian is too ill-conditioned to invert; raise dampening=.")
+        self.upper = upper
+        self.added = damped - original
+
+    def reconstruction_error(self, before: np.ndarray, after: np.ndarray, columns: int = 128) -> float:
+        """`||X before - X after||² / ||X before||²` of the *undampened* `H`, from the factor alone.
+
+        `vᵀ(H + D)v = ||U⁻ᵀ v||²` (one triangular solve), minus `vᵀDv`. The
+        columns of `before` and `after` are taken `columns` at a time into
+        one float64 buffer, so the temporaries stay a slice of the weight.
+
+        Args:
+            before: `(d_in, d_out)` weights before pruning.
+            after: `(d_in, d_out)` weights after pruning.
+            columns: output columns per triangular solve.
+        """
+        num = den = 0.0
+        buffer = np.empty((before.shape[0], min(columns, before.shape[1])), dtype=np.float64, order="F")
+        for start in range(0, before.shape[1], columns):
+            old, new = before[:, start : start + columns], after[:, start : start + columns]
+            v = buffer[:, : old.shape[1]]
+            np.subtract(new, old, out=v, dtype=np.float64)
+            num += self._quadratic(v)
+            np.copyto(v, old)
+            den += self._quadratic(v)
+        return num / den if den > 0 else num
+
+    def _quadratic(self, v: np.ndarray) -> float:
+        """`trace(vᵀ H v)` for an F-ordered float64 `v`, which it overwrites."""
+        penalty = float(np.einsum("i,ij,ij->", self.added, v, v))
+        solved, info = lapack.dtrtrs(self.upper, v, lower=0, trans=1, overwrite_b=1)
+        if info != 0:
+            raise ValueError("the Hessian factor is singular; raise dampening=.")
+        return float(np.einsum("ij,ij->", solved, solved)) - penalty
+
+
+def _mirror_lower_to_upper(a: np.ndarray, block: int = 512) -> None:
+    """Copy the strict lower triangle of `a` onto its upper one, in place, a block of columns at a time."""
+    d = a.shape[0]
+    for start in range(0, d, block):
+        stop = min(start + block, d)
+        a[:start, start:stop] = a[start:stop, :start].T
+        tile = a[start:stop, start:stop]
+        lower = np.tril(tile, -1)
+        np.copyto(tile, lower + lower.T + np.diag(np.diagonal(tile)))
+
+
+def inverse_hessian_factor(hessian: np.ndarray, dampening: float = 0.01) -> np.ndarray:
+    """Upper-triangular `U` with `UᵀU = (H + λI)⁻¹`, `λ = dampening * mean(diag H)` (see `InverseHessian`).
+
+    Args:
+        hessian: `(d, d)` symmetric `XᵀX` (left unchanged).
         dampening: relative dampening added to the diagonal.
     """
-    h = np.array(hessian, dtype=np.float64, copy=True)
-    diag = np.diagonal(h).copy()
-    dead = diag <= 0
-    h[dead, dead] = 1.0
-    alive = diag[~dead]
-    damp = dampening * float(alive.mean()) if alive.size else 1.0
-    h[np.diag_indices_from(h)] += damp
-    # Reverse the order: the lower Cholesky factor L of J H J gives U = J L⁻¹ J.
-    # Intermediates are dropped as soon as possible: a few d² float64 at a time.
-    reversed_h = h[::-1, ::-1]
-    for attempt in range(4):
-        try:
-            lower = np.linalg.cholesky(reversed_h)
-            break
-        except np.linalg.LinAlgError:
-            # Rounding left H slightly indefinite: add more dampening (in place, on the diagonal).
-            h[np.diag_indices_from(h)] += damp * 9 * 10**attempt
-    else:
-        raise ValueError("the calibration Hessian is not positive definite even with dampening; raise dampening=.")
-    del h, reversed_h
-    inverse = np.linalg.inv(lower)
-    del lower
-    return np.ascontiguousarray(inverse[::-1, ::-1])
+    return InverseHessian(hessian, dampening).upper
 
 
 def sparsegpt(
     matrix: np.ndarray,
-    hessian: np.ndarray,
+    hessian: np.ndarray | InverseHessian,
     pattern: Pattern,
     sparsity: float,
     block_size: int = 128,
@@ -172,7 +256,8 @@ def sparsegpt(
 
     Args:
         matrix: `(d_in, d_out)` weights.
-        hessian: `(d_in, d_in)` `XᵀX` over the calibration rows.
+        hessian: `(d_in, d_in)` `XᵀX` over the calibration rows (left
+            unchanged), or its `InverseHessian` (then `dampening` is unused).
         pattern: `UnstructuredPattern` or `NMPattern`.
         sparsity: share of weights to prune (exactly `round(sparsity * size)`;
             N:M prunes `1 - n/m`).
@@ -187,14 +272,17 @@ def sparsegpt(
     if nm:
         pattern_keep(pattern, np.ones((d_in, 1)), sparsity)  # the shared check: d_in a multiple of m
         block_size = max(pattern.m, block_size - block_size % pattern.m)
-    factor = inverse_hessian_factor(hessian, dampening).astype(np.float32)
+    if not isinstance(hessian, InverseHessian):
+        hessian = InverseHessian(hessian, dampening)
+    # The updates run in float32; each block's rows of the float64 factor are cast when reached.
+    factor = hessian.upper
     weights = np.array(matrix, dtype=np.float32, copy=True)
     boundaries = list(range(0, d_in, block_size)) + [d_in]
     per_block = spread(num_to_prune(sparsity, weights.size), boundaries, d_in)
     for index, start in enumerate(range(0, d_in, block_size)):
         stop = min(start + block_size, d_in)
         block = weights[start:stop]  # a view: updated in place
-        u = factor[start:stop, start:stop]
+        u = factor[start:stop, start:stop].astype(np.float32)
         diag = np.diagonal(u).copy()
         errors = np.zeros_like(block)
         if not nm:
@@ -216,7 +304,7 @@ def sparsegpt(
                 errors[row] = error
             block[row] = pruned
         if stop < d_in and errors.any():
-            weights[stop:] -= factor[start:stop, stop:].T @ errors
+            weights[stop:] -= factor[start:stop, stop:].astype(np.float32).T @ errors
         if on_rows is not None:
             on_rows(stop)
     return weights

@@ -17,7 +17,10 @@ squares for Wanda, the `d_in x d_in` Hessian for SparseGPT. The calibration
 data is streamed: one batch goes through the model at a time (a functional
 model's activations are freed after their last use, `capture.forward`), and
 a layer's input rows (im2col patches for a convolution) reach the statistics
-in chunks of `max(d_in, 1024)` rows (`views.chunk_values`).
+in chunks of 1,024 rows (`views.chunk_values`). SparseGPT turns the Hessian
+into its inverse factor in the Hessian's own memory (`methods.InverseHessian`),
+and the heap pages the forward passes freed go back to the system before each
+solve (`memory.release_free_memory`).
 
 Example:
 
@@ -42,6 +45,7 @@ from mobileprune.oneshot import methods
 from mobileprune.oneshot.calibration import Calibration
 from mobileprune.oneshot.capture import call_order, forward, hooked_calls, run_stage, stages
 from mobileprune.oneshot.hold import hold_variables
+from mobileprune.oneshot.memory import release_free_memory
 from mobileprune.oneshot.progress import Progress
 from mobileprune.oneshot.stats import InputStats
 from mobileprune.oneshot.views import view_for
@@ -340,7 +344,7 @@ class _CalibratedPruner:
 
     def _prune_stage(self, stage, pairs) -> list:
         need_hessian = self.method == "sparsegpt"
-        stats: dict[tuple, _InputStats] = {}
+        stats: dict[tuple, InputStats] = {}
         layer_key = {}
         for target, view in pairs:
             key = view.signature
@@ -359,14 +363,16 @@ class _CalibratedPruner:
         names = ", ".join(t.name for t, _ in pairs)
         with self.bar.task(f"capture {names}", self.calibration.batches) as advance:
             run_stage(self.model, self.calibration, stage, consume, on_batch=advance)
+        release_free_memory()  # what the forward passes freed, before the solve allocates
         results = []
+        factors: dict[tuple, methods.InverseHessian] = {}  # one per input, shared by its layers
         for target, view in pairs:
             stat = stats[view.signature]
             stat.finish(_path(target))
-            results.append(self._prune_one(target, view, stat))
+            results.append(self._prune_one(target, view, stat, factors))
         return results
 
-    def _prune_one(self, target, view, stat: InputStats):
+    def _prune_one(self, target, view, stat: InputStats, factors: dict):
         start = time.perf_counter()
         kernel = np.asarray(target.variable.numpy())
         matrix = view.matrix(kernel)
@@ -379,12 +385,17 @@ class _CalibratedPruner:
         else:
             # Checked up front from one sample; seen again here for data whose shape varies by batch.
             _check_hessian_rows(target, view, stat.rows, stat.rows / max(self.calibration.samples, 1))
+            inverse = factors.get(view.signature)
+            if inverse is None:
+                # The factor takes the Hessian's own memory: one d_in² array at a time, not several.
+                inverse = factors[view.signature] = methods.InverseHessian(stat.hessian, self.dampening, overwrite=True)
+                stat.hessian = None
             with self.bar.task(f"sparsegpt {_path(target)}", view.d_in) as advance:
                 new = methods.sparsegpt(
-                    matrix, stat.hessian, self.pattern, self.sparsity, self.block_size, self.dampening,
+                    matrix, inverse, self.pattern, self.sparsity, self.block_size,
                     on_rows=lambda rows: advance(rows, absolute=True),
                 ).astype(matrix.dtype)
-            error = methods.reconstruction_error(stat.hessian, matrix, new)
+            error = inverse.reconstruction_error(matrix, new)
         sparsity = 1.0 - np.count_nonzero(new) / new.size
         self.bar.layer_done(_path(target), self.method, sparsity, error, time.perf_counter() - start)
         return target, view.kernel(new)

@@ -4,7 +4,8 @@
 of each input feature (Wanda), optionally the Gram matrix `XᵀX` (SparseGPT,
 least-squares reconstruction) and the feature sums (to refit a bias). Rows
 arrive in chunks (`views.LinearView.rows`), so the activations themselves
-are never stored.
+are never stored, and `XᵀX` is summed a band of `COLUMNS` columns at a time,
+so adding a chunk allocates no second `d_in²` array.
 
 Example:
 
@@ -21,6 +22,9 @@ stats.rows, stats.hessian[0, 0]  # (10, 10.0)
 from __future__ import annotations
 
 import numpy as np
+
+# Columns of `XᵀX` computed per matrix product.
+COLUMNS = 512
 
 
 class InputStats:
@@ -42,7 +46,11 @@ class InputStats:
         """Add a `(n, d_in)` chunk of rows."""
         self.rows += rows.shape[0]
         if self.hessian is not None:
-            self.hessian += rows.T @ rows  # float32 product per chunk, float64 sum
+            # A float32 product per chunk, summed in float64, a band of columns at a time: the
+            # float32 temporary is `d_in x COLUMNS`, never a second `d_in²` array.
+            for start in range(0, self.d_in, COLUMNS):
+                stop = min(start + COLUMNS, self.d_in)
+                self.hessian[:, start:stop] += rows.T @ rows[:, start:stop]
             self.sums += rows.sum(axis=0, dtype=np.float64)
         else:
             self.sq_norms += np.einsum("ij,ij->j", rows, rows, dtype=np.float64)

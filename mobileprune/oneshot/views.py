@@ -53,13 +53,13 @@ CHUNK_ROWS = 1024
 
 
 def chunk_values(d_in: int) -> int:
-    """Numbers in one chunk of rows of a `d_in`-input layer: `max(d_in, CHUNK_ROWS)` rows.
+    """Numbers in one chunk of rows of a `d_in`-input layer: `CHUNK_ROWS` rows.
 
-    A chunk is then at most the size of the layer's float32 Hessian `XᵀX`
-    (`d_in²`), or `CHUNK_ROWS` rows for a layer with fewer inputs: capturing
-    never holds more than one batch of a layer's inputs plus one chunk.
+    A chunk of a large layer is then a small fraction of its float64 Hessian
+    `XᵀX` (`CHUNK_ROWS / (2 d_in)` of it): capturing never holds more than
+    one batch of a layer's inputs plus one chunk beside the Hessian.
     """
-    return max(int(d_in), CHUNK_ROWS) * int(d_in)
+    return CHUNK_ROWS * int(d_in)
 
 
 class LinearView:

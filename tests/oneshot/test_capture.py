@@ -73,3 +73,34 @@ def test_forward_frees_each_activation_after_its_last_use():
     for name in "abc":
         expected = keras.ops.convert_to_numpy(model.get_layer(name)(expected))
     np.testing.assert_allclose(seen[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_early_stop_leaves_no_reference_cycle_holding_the_callers():
+    """After a stage that stops the forward pass early, the caller's locals (a Hessian) are freed at once."""
+    import gc
+    import weakref
+
+    from mobileprune.oneshot.calibration import Calibration
+    from mobileprune.oneshot.capture import call_order, run_stage, stages
+
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(8, name="first")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="second")(hidden))
+    calibration = Calibration(model, np.ones((4, 8), "float32"), batch_size=4)
+    first, _ = stages(call_order(model, calibration, [model.get_layer("first"), model.get_layer("second")]))
+    assert first.stop is model.get_layer("second")
+
+    class Hessian:
+        pass
+
+    def stage() -> weakref.ref:
+        hessian = Hessian()
+        run_stage(model, calibration, first, lambda layer, x: None)
+        return weakref.ref(hessian)
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert stage()() is None
+    finally:
+        gc.enable()

@@ -89,6 +89,71 @@ def test_inverse_hessian_factor_is_the_upper_cholesky_of_the_inverse():
     assert np.allclose(factor, np.triu(factor))
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_the_factor_overwrites_the_hessian_in_place(order):
+    x = correlated_inputs(400, 40, seed=6).astype(np.float64)
+    hessian = np.array(x.T @ x, order=order)
+    expected = methods.inverse_hessian_factor(hessian)
+    inverse = methods.InverseHessian(hessian, overwrite=True)
+    assert np.shares_memory(inverse.upper, hessian)
+    np.testing.assert_allclose(inverse.upper, expected, rtol=1e-9, atol=1e-12)
+
+
+def _indefinite(d: int, seed: int = 7) -> np.ndarray:
+    """A rank-deficient Gram matrix pushed slightly indefinite (as rounding can leave `XᵀX`)."""
+    a = np.random.default_rng(seed).standard_normal((d, 40))
+    h = a @ a.T
+    return h - 0.015 * np.mean(np.diagonal(h)) * np.eye(d)
+
+
+def test_an_indefinite_hessian_gets_more_dampening_in_place():
+    # d > 512: the triangle LAPACK overwrote is restored over several column blocks before the retry.
+    hessian = _indefinite(700)
+    original = hessian.copy()
+    inverse = methods.InverseHessian(hessian, dampening=0.01, overwrite=True)
+    assert np.shares_memory(inverse.upper, hessian)
+    damp = 0.01 * np.mean(np.diagonal(original))
+    np.testing.assert_allclose(inverse.added, 10 * damp)  # 1 + 9 times: one retry
+    expected = np.linalg.cholesky(np.linalg.inv(original + np.diag(inverse.added))).T
+    np.testing.assert_allclose(inverse.upper, expected, rtol=1e-7, atol=1e-12)
+    with pytest.raises(ValueError, match="not positive definite even with dampening"):
+        methods.InverseHessian(_indefinite(50), dampening=0.0)
+
+
+def test_reconstruction_error_from_the_factor_matches_the_hessian(layer):
+    x, w, hessian = layer
+    x = x.copy()
+    x[:, 7] = 0.0  # a dead input: its added diagonal is 1 + dampening
+    hessian = x.T.astype(np.float64) @ x
+    pruned = methods.sparsegpt(w, hessian, resolve_pattern("unstructured"), 0.6, block_size=32)
+    inverse = methods.InverseHessian(hessian.copy(), overwrite=True)
+    for after in (pruned, np.where(methods.magnitude(w, resolve_pattern("2:4"), 0.5), w, 0), w):
+        expected = methods.reconstruction_error(hessian, w, after)
+        assert inverse.reconstruction_error(w, after, columns=16) == pytest.approx(expected, rel=1e-8, abs=1e-12)
+
+
+def test_factor_solve_and_error_hold_no_second_hessian():
+    """Live NumPy memory while a layer is solved: the Hessian (turned into its factor) and slices of the weight."""
+    import tracemalloc
+
+    d_in, d_out = 768, 32
+    x = correlated_inputs(1024, d_in, seed=8)
+    w = np.random.default_rng(8).standard_normal((d_in, d_out)).astype("float32")
+    hessian = x.T.astype(np.float64) @ x
+    bound = hessian.nbytes // 4 + 8 * w.nbytes
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        inverse = methods.InverseHessian(hessian, overwrite=True)
+        pruned = methods.sparsegpt(w, inverse, resolve_pattern("unstructured"), 0.5)
+        inverse.reconstruction_error(w, pruned)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - start < bound, (peak - start, bound)
+    assert np.count_nonzero(pruned == 0) == num_to_prune(0.5, w.size)
+
+
 def test_dead_inputs_do_not_break_the_factor():
     x = correlated_inputs(100, 8, seed=5)
     x[:, 3] = 0.0

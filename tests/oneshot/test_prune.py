@@ -343,3 +343,26 @@ def test_calibration_inputs_are_streamed_not_materialized():
         tracemalloc.stop()
     assert peak - start < bound, (peak - start, bound)
     assert np.count_nonzero(np.asarray(model.get_layer("conv_b").kernel.numpy()) == 0) == d_in * 16 // 2
+
+
+def test_a_layer_costs_one_hessian_of_memory():
+    """Capturing and solving a wide layer: its float64 Hessian, reused for the factor, and nothing else of that size."""
+    import tracemalloc
+
+    d_in = 1536
+    inputs = keras.Input((d_in,))
+    outputs = keras.layers.Dense(4, name="head")(keras.layers.Dense(16, name="wide")(inputs))
+    model = keras.Model(inputs, outputs)
+    x = correlated_inputs(128, d_in, seed=9)
+    hessian_bytes = d_in * d_in * 8
+    mp.prune_oneshot(mlp(), 0.5, correlated_inputs(64, 16), progress=False)  # warm caches
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        mp.prune_oneshot(model, 0.5, x, exclude=["head"], batch_size=64, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A float32 XᵀX of the whole layer (half a Hessian) or a copy of the Hessian would cross this.
+    assert peak - start < 1.25 * hessian_bytes, (peak - start, hessian_bytes)
+    assert np.count_nonzero(np.asarray(model.get_layer("wide").kernel.numpy()) == 0) == d_in * 16 // 2
