@@ -233,16 +233,6 @@ def _mirror_lower_to_upper(a: np.ndarray, block: int = 512) -> None:
         np.copyto(tile, lower + lower.T + np.diag(np.diagonal(tile)))
 
 
-def inverse_hessian_factor(hessian: np.ndarray, dampening: float = 0.01) -> np.ndarray:
-    """Upper-triangular `U` with `UᵀU = (H + λI)⁻¹`, `λ = dampening * mean(diag H)` (see `InverseHessian`).
-
-    Args:
-        hessian: `(d, d)` symmetric `XᵀX` (left unchanged).
-        dampening: relative dampening added to the diagonal.
-    """
-    return InverseHessian(hessian, dampening).upper
-
-
 def sparsegpt(
     matrix: np.ndarray,
     hessian: np.ndarray | InverseHessian,

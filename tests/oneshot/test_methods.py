@@ -84,7 +84,7 @@ def test_reconstruction_error_order(layer, pattern, sparsity):
 def test_inverse_hessian_factor_is_the_upper_cholesky_of_the_inverse():
     x = correlated_inputs(300, 20, seed=4).astype(np.float64)
     hessian = x.T @ x
-    factor = methods.inverse_hessian_factor(hessian, dampening=0.0)
+    factor = methods.InverseHessian(hessian, dampening=0.0).upper
     np.testing.assert_allclose(factor, np.linalg.cholesky(np.linalg.inv(hessian)).T, rtol=1e-6, atol=1e-9)
     assert np.allclose(factor, np.triu(factor))
 
@@ -93,7 +93,7 @@ def test_inverse_hessian_factor_is_the_upper_cholesky_of_the_inverse():
 def test_the_factor_overwrites_the_hessian_in_place(order):
     x = correlated_inputs(400, 40, seed=6).astype(np.float64)
     hessian = np.array(x.T @ x, order=order)
-    expected = methods.inverse_hessian_factor(hessian)
+    expected = methods.InverseHessian(hessian).upper
     inverse = methods.InverseHessian(hessian, overwrite=True)
     assert np.shares_memory(inverse.upper, hessian)
     np.testing.assert_allclose(inverse.upper, expected, rtol=1e-9, atol=1e-12)
@@ -157,7 +157,7 @@ def test_factor_solve_and_error_hold_no_second_hessian():
 def test_dead_inputs_do_not_break_the_factor():
     x = correlated_inputs(100, 8, seed=5)
     x[:, 3] = 0.0
-    factor = methods.inverse_hessian_factor(x.T @ x)
+    factor = methods.InverseHessian(x.T @ x).upper
     assert np.all(np.isfinite(factor))
 
 
