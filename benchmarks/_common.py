@@ -49,6 +49,7 @@ _VERSIONED_PACKAGES = (
     "tensorflow",
     "keras",
     "numpy",
+    "numba",
     "ai-edge-litert",
     "tf-keras",
     "tensorflow-model-optimization",

@@ -8,8 +8,10 @@ the entries equal to the threshold are looked at individually.
 
 `magnitude_keep_and_zeroed(values, num_prune, keep, zeroed)` is the same
 selection for plain magnitude pruning, fused with the zeroing: one pass over
-the weights in cache-sized blocks instead of a magnitude array and several
-passes over it (what `PruneCallback` runs for each large weight).
+the weights instead of a magnitude array and several passes over it (what
+`PruneCallback` runs for each large weight). The pass is a compiled loop
+(`compiled`, numba) for float32 and float64 weights, NumPy over cache-sized
+blocks otherwise; both give the same result.
 
 Example:
 
@@ -29,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from mobileprune.pruning import compiled
 from mobileprune.pruning.threads import thread_map, worker_count
 
 # From this size on, selection samples a bracket instead of partitioning a copy.
@@ -48,7 +51,7 @@ _MARGIN_FLOOR = 8
 _PARALLEL_MIN_SIZE = 1 << 22
 # Block length when locating the n-th tie, so no index list of all ties is built.
 _CHUNK = 1 << 16
-# Block length of the one-pass magnitude update: its scratch stays in the CPU's cache.
+# Block length of the NumPy one-pass magnitude update: its scratch stays in the CPU's cache.
 _FUSED_CHUNK = 1 << 18
 
 
@@ -189,14 +192,19 @@ def _compare_passes(scores: np.ndarray, low, high) -> tuple:
     return up_to_high, above_low, sum(p[0] for p in parts), sum(p[1] for p in parts), inside
 
 
+def _sample_plan(size: int, k: int) -> tuple[int, float]:
+    """`(sample size, half-width of the bracket in sample ranks)` for the `k`-th smallest of `size` scores."""
+    sample_size = min(_SAMPLE_SIZE, max(_MIN_SAMPLE_SIZE, size >> 6))
+    fraction = k / size
+    return sample_size, _MARGIN * math.sqrt(sample_size * fraction * (1.0 - fraction)) + _MARGIN_FLOOR
+
+
 def _sampled_bracket(values: np.ndarray, k: int, score: Callable[[np.ndarray], np.ndarray]) -> tuple:
     """`(low, high)`: scores that bracket the `k`-th smallest score with near certainty, from a fixed-seed sample."""
     size = values.size
-    sample_size = min(_SAMPLE_SIZE, max(_MIN_SAMPLE_SIZE, size >> 6))
+    sample_size, margin = _sample_plan(size, k)
     sample = score(values[_sample_indices(size, sample_size)])
-    fraction = k / size
-    rank = fraction * sample_size
-    margin = _MARGIN * math.sqrt(sample_size * fraction * (1.0 - fraction)) + _MARGIN_FLOOR
+    rank = k / size * sample_size
     sample.sort()  # faster than a two-order-statistic np.partition at this size
     return sample[max(0, int(rank - margin))], sample[min(sample_size - 1, int(rank + margin))]
 
@@ -250,12 +258,12 @@ def magnitude_keep_and_zeroed(
     The same keep mask as `keep_mask(np.abs(values), num_prune)` (ties broken
     by position), written into `keep_out`, and `values` with the pruned entries
     zeroed, written into `zeroed_out`. `keep_mask` needs the magnitudes as an
-    array of their own and several passes over them; here each block of
-    `values` is read once while it sits in the cache: its magnitudes, both
-    comparisons with the sampled bracket, and its zeroed copy (kept where the
-    magnitude is above the bracket) come from it, and only the few entries
-    inside the bracket are fixed up at the end: no magnitude array, no second
-    pass to zero, and every other intermediate stays in the cache.
+    array of their own and several passes over them; here each weight is read
+    once: its magnitude, both comparisons with the sampled bracket, and its
+    zeroed copy (kept where the magnitude is above the bracket) come from that
+    one read, and only the few entries inside the bracket are fixed up at the
+    end. The pass is `compiled.bracket_pass` where numba has a loop for the
+    dtype, else the same in NumPy, one cache-sized block at a time.
 
     Args:
         values: weights of any shape, C-contiguous.
@@ -280,6 +288,36 @@ def magnitude_keep_and_zeroed(
     if not 0 < num_prune < size:
         raise ValueError(f"num_prune must be in (0, {size}), got {num_prune}.")
     low, high = _sampled_bracket(flat, k, np.abs)
+    found = compiled.bracket_pass(flat, low, high, keep, zeroed, capacity=_bracket_capacity(size, k))
+    if found is None:
+        found = _bracket_pass_numpy(flat, low, high, keep, zeroed)
+    _check_finite(found.nan_count, high)
+    up_to_low = size - found.above_low
+    k -= up_to_low
+    if k < 0 and low == 0:
+        # The threshold is zero (a mask update at a sparsity already reached): keep
+        # every nonzero weight, and the zeros after the first `num_prune`.
+        _keep_inside(flat, keep, zeroed, found, low, 0)
+        _keep_late_ties(flat, keep, low, num_prune, up_to_low)
+        return True
+    if not 0 <= k < found.positions.size:
+        return False  # the threshold is outside (low, high]
+    threshold = np.partition(found.magnitudes, k)[k]
+    _check_finite(0, threshold)
+    below = up_to_low + int(np.count_nonzero(found.magnitudes < threshold))
+    _keep_inside(flat, keep, zeroed, found, threshold, num_prune - below)
+    return True
+
+
+def _bracket_capacity(size: int, k: int) -> int:
+    """How many scores `_sampled_bracket`'s bracket is expected to hold, with room to spare."""
+    sample_size, margin = _sample_plan(size, k)
+    return int(size * 2.0 * (2.0 * margin + 1.0) / sample_size) + 1024
+
+
+def _bracket_pass_numpy(flat: np.ndarray, low, high, keep: np.ndarray, zeroed: np.ndarray) -> compiled.BracketPass:
+    """`compiled.bracket_pass` in NumPy, one cache-sized block at a time (any dtype, no numba)."""
+    size = flat.size
     magnitudes = np.empty(min(size, _FUSED_CHUNK), dtype=flat.dtype)
     above_low = np.empty(magnitudes.size, dtype=bool)
     count_above_low = 0
@@ -295,28 +333,19 @@ def magnitude_keep_and_zeroed(
         np.multiply(block, above_high.view(np.uint8), out=zeroed[start:stop])  # faster than a bool operand
         # Above `high` is a subset of above `low`: the difference is the bracket.
         inside.append(_true_positions(np.not_equal(above, above_high, out=above)) + start)
-    _check_finite(0 if finite else 1, high)
     positions = np.concatenate(inside)
-    up_to_low = size - count_above_low
-    k -= up_to_low
-    if k < 0 and low == 0:
-        # The threshold is zero (a mask update at a sparsity already reached): keep
-        # every nonzero weight, and the zeros after the first `num_prune`.
-        keep[positions] = True
-        zeroed[positions] = flat[positions]
-        _keep_late_ties(flat, keep, low, num_prune, up_to_low)
-        return True
-    if not 0 <= k < positions.size:
-        return False  # the threshold is outside (low, high]
-    bracket = np.abs(flat[positions])
-    threshold = np.partition(bracket, k)[k]
-    _check_finite(0, threshold)
-    ties = positions[bracket == threshold]  # in index order
-    below = up_to_low + int(np.count_nonzero(bracket < threshold))
-    kept = np.concatenate([positions[bracket > threshold], ties[num_prune - below :]])
+    return compiled.BracketPass(count_above_low, 0 if finite else 1, positions, np.abs(flat[positions]))
+
+
+def _keep_inside(flat: np.ndarray, keep: np.ndarray, zeroed: np.ndarray, found, threshold, ties_pruned: int) -> None:
+    """Keep the bracket's weights above `threshold` and its ties after the first `ties_pruned` (index order)."""
+    if compiled.keep_inside(flat, keep, zeroed, found, threshold, ties_pruned):
+        return
+    positions, magnitudes = found.positions, found.magnitudes
+    ties = positions[magnitudes == threshold]
+    kept = np.concatenate([positions[magnitudes > threshold], ties[ties_pruned:]])
     keep[kept] = True
     zeroed[kept] = flat[kept]
-    return True
 
 
 def keep_top_n_per_group(scores: np.ndarray, n: int, m: int) -> np.ndarray:

@@ -180,6 +180,18 @@ def test_comparison_passes_split_over_threads_stay_exact(monkeypatch, zero_fract
         keep_mask(scores, size // 2)
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def one_pass_path(request, monkeypatch):
+    """Run a test on the compiled loops and again on the NumPy loop they replace where numba is missing."""
+    from mobileprune.pruning import compiled
+
+    if request.param == "numpy":
+        monkeypatch.setattr(compiled, "_kernels", lambda: None)
+    else:
+        assert compiled.available("float32"), "numba is a dependency: the compiled loops must load"
+    return request.param
+
+
 def _one_pass(values, num_prune):
     keep, zeroed = np.empty(values.shape, dtype=bool), np.full_like(values, np.nan)
     done = masks.magnitude_keep_and_zeroed(values, num_prune, keep, zeroed)
@@ -188,9 +200,10 @@ def _one_pass(values, num_prune):
 
 @pytest.mark.parametrize("zero_fraction", [0.0, 0.5, 0.9])
 @pytest.mark.parametrize("sparsity", [0.3, 0.9, 0.97])
-def test_one_pass_magnitude_matches_keep_mask_and_zeroes_exactly(zero_fraction, sparsity):
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])  # float16: NumPy on both paths
+def test_one_pass_magnitude_matches_keep_mask_and_zeroes_exactly(zero_fraction, sparsity, dtype, one_pass_path):
     rng = np.random.default_rng(3)
-    values = rng.standard_normal((300, 700)).astype(np.float32)  # several cache blocks and a partial one
+    values = rng.standard_normal((300, 700)).astype(dtype)  # several cache blocks and a partial one
     values[rng.random(values.shape) < zero_fraction] = 0.0
     num_prune = num_to_prune(sparsity, values.size)
     done, keep, zeroed = _one_pass(values, num_prune)
@@ -201,7 +214,7 @@ def test_one_pass_magnitude_matches_keep_mask_and_zeroes_exactly(zero_fraction, 
     assert keep.size - np.count_nonzero(keep) == num_prune
 
 
-def test_one_pass_at_a_sparsity_already_reached_keeps_exactly_the_nonzeros():
+def test_one_pass_at_a_sparsity_already_reached_keeps_exactly_the_nonzeros(one_pass_path):
     # The usual update under ConstantSparsity: the zeros are the pruned weights, the threshold is 0.
     rng = np.random.default_rng(4)
     values = rng.standard_normal(200_000).astype(np.float32)
@@ -215,7 +228,7 @@ def test_one_pass_at_a_sparsity_already_reached_keeps_exactly_the_nonzeros():
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
-def test_one_pass_ties_at_the_threshold_prune_the_smaller_index_first(sparsity):
+def test_one_pass_ties_at_the_threshold_prune_the_smaller_index_first(sparsity, one_pass_path):
     # Steps of 1/128: hundreds of weights share the threshold, and the bracket holds several steps.
     values = np.round(np.random.default_rng(0).standard_normal(150_000) * 128).astype(np.float32) / 128
     num_prune = num_to_prune(sparsity, values.size)
@@ -225,13 +238,13 @@ def test_one_pass_ties_at_the_threshold_prune_the_smaller_index_first(sparsity):
     np.testing.assert_array_equal(keep, reference_keep(np.abs(values), num_prune))
 
 
-def test_one_pass_hands_a_tie_at_the_bracket_edge_to_the_general_path():
+def test_one_pass_hands_a_tie_at_the_bracket_edge_to_the_general_path(one_pass_path):
     # Steps of 1/8: one value fills the whole bracket, so the threshold is its lower end.
     values = np.round(np.random.default_rng(0).standard_normal(150_000) * 8).astype(np.float32) / 8
     assert _one_pass(values, num_to_prune(0.5, values.size))[0] is False
 
 
-def test_one_pass_refuses_nan_and_bad_counts():
+def test_one_pass_refuses_nan_and_bad_counts(one_pass_path):
     values = np.random.default_rng(6).standard_normal(100_000).astype(np.float32)
     values[77_777] = np.nan
     with pytest.raises(ValueError, match="NaN"):
