@@ -23,6 +23,8 @@ import keras
 import numpy as np
 
 from mobileprune import backend
+from mobileprune.pruning import compiled
+from mobileprune.pruning.buffers import BufferPool
 from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask, store_mask
 from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.patterns import MaskGroup, Pattern, WeightGroup
@@ -173,6 +175,8 @@ class PruneCallback(keras.callbacks.Callback):
         self._steps_per_execution = 1
         self._log_values: dict[str, float] = {}
         self._parallel = True
+        # Mask and weight buffers reused from one update to the next (see `buffers`).
+        self._buffers = BufferPool()
 
     # ------------------------------------------------------------------ set-up
 
@@ -309,14 +313,15 @@ class PruneCallback(keras.callbacks.Callback):
         begin_update = getattr(self.pattern, "begin_update", None)  # optional in the Pattern protocol
         if due and begin_update is not None:
             begin_update()  # e.g. Taylor gradients: before the threads below mask any weight
-        # Plain magnitude updates of single weights run here, one after another: their
-        # one pass is bound by memory, and on two cores two threads were slower than
-        # one (they contend for memory bandwidth and hand the GIL back and forth).
-        in_one_pass = [self._one_pass_group(bucket) is not None for bucket, _, _ in due]
-        for (bucket, _, sparsity), serial in zip(due, in_one_pass):
-            if serial:
+        # Plain magnitude updates of single weights in NumPy (no compiled loop for their
+        # dtype) run here, one after another: NumPy's one pass is a string of short
+        # operations, and two threads of those were slower than one on two cores (they
+        # contend for memory and hand the GIL back and forth). Compiled loops hold no GIL.
+        serial = [self._one_pass_group(bucket) is not None and not self._compiled(bucket) for bucket, _, _ in due]
+        for (bucket, _, sparsity), in_numpy in zip(due, serial):
+            if in_numpy:
                 self._apply(bucket, sparsity)
-        rest = [item for item, serial in zip(due, in_one_pass) if not serial]
+        rest = [item for item, in_numpy in zip(due, serial) if not in_numpy]
         thread_map(lambda item: self._apply(item[0], item[2]), rest, self._parallel)
         if due:
             self._refresh_logs()
@@ -353,12 +358,17 @@ class PruneCallback(keras.callbacks.Callback):
             return bucket.groups[0]
         return None
 
+    @staticmethod
+    def _compiled(bucket: _Bucket) -> bool:
+        """Whether the bucket's one pass runs in a compiled loop (see `compiled.available`)."""
+        return compiled.available(bucket.groups[0].variables[0].dtype)
+
     def _apply_in_one_pass(self, group: WeightGroup, sparsity: float) -> bool:
         """Plain magnitude pruning of one weight: select, zero and store in one pass (see `WeightGroup`)."""
         (variable,) = group.variables
         value = backend.read_numpy(variable)
         num_prune = num_to_prune(sparsity, value.size)
-        result = group.prune_in_one_pass(value, num_prune)
+        result = group.prune_in_one_pass(value, num_prune, self._buffers)
         if result is None:
             return False
         del value  # the backend may then reuse the old buffer at once
@@ -410,6 +420,7 @@ class PruneCallback(keras.callbacks.Callback):
             self._target_policy.check_schedule(self._final_sparsity())
 
     def on_train_end(self, logs=None):
+        self._buffers.clear()
         # Only once every schedule has reached its final sparsity: a fit that stops half-way
         # is not the final state.
         if self._target_policy is not None and all(
@@ -433,6 +444,8 @@ class PruneCallback(keras.callbacks.Callback):
             self.model  # noqa: B018
             self._update_range(self._step, last)
             self._next_update = self._next_update_after(last + 1)
+            if self._next_update is None:
+                self._buffers.clear()  # the last update: their memory is not needed again
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += batch - self._batch_begin + 1

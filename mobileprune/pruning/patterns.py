@@ -65,6 +65,7 @@ from mobileprune import backend
 from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, magnitude_keep_and_zeroed, num_to_prune
 
 if TYPE_CHECKING:
+    from mobileprune.pruning.buffers import BufferPool
     from mobileprune.pruning.selection import PruneTarget
 
 
@@ -120,18 +121,22 @@ class WeightGroup(MaskGroup):
     def expand(self, keep: np.ndarray) -> list[np.ndarray]:
         return [keep.reshape(self.shape)]
 
-    def prune_in_one_pass(self, value: np.ndarray, num_prune: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def prune_in_one_pass(
+        self, value: np.ndarray, num_prune: int, buffers: BufferPool | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """`(keep, zeroed)` for the `num_prune` smallest magnitudes of `value`, or `None` if the fast path does not apply.
 
         The same mask as `keep_mask(self.scores([value]), num_prune)`, from
         `masks.magnitude_keep_and_zeroed`, in buffers `backend.adopt` hands
-        over without a copy. Small weights, and thresholds outside the
-        sampled bracket, take the general path (`None`).
+        over without a copy: from `buffers` when given, else new ones. Small
+        weights, and thresholds outside the sampled bracket, take the general
+        path (`None`).
         """
         if value.size < _ONE_PASS_MIN_SIZE or not 0 < num_prune < value.size:
             return None
-        keep = backend.empty_adoptable(self.shape, bool)
-        zeroed = backend.empty_adoptable(self.shape, value.dtype)
+        take = backend.empty_adoptable if buffers is None else buffers.take
+        keep = take(self.shape, bool)
+        zeroed = take(self.shape, value.dtype)
         if not magnitude_keep_and_zeroed(np.ascontiguousarray(value), num_prune, keep, zeroed):
             return None
         return keep, zeroed
