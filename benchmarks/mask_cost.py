@@ -168,15 +168,16 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
     """Run one ``scope="layer"`` update stage by stage on one thread; seconds per stage, summed over weights.
 
     The steps are those of ``PruneCallback``: ``read`` (the value as NumPy,
-    no copy), ``one pass`` (``WeightGroup.prune_in_one_pass``: magnitudes,
-    exact selection and the zeroed copy, for weights of 65,536 and more),
-    ``small weights`` (the general path of the others: magnitudes,
-    ``keep_mask`` and the zeroed copy), then ``mask assign`` and ``weight
-    assign`` (``store_mask``: both buffers handed to the backend). The one
-    pass writes into the callback's reused buffers, as the update does.
+    no copy), then ``WeightGroup.magnitude_update`` (the exact selection and
+    the zeroed copy, written into the callback's reused buffers as in the
+    update), counted as ``one pass`` for weights of 65,536 and more and as
+    ``small weights`` for the others (``keep_mask`` on their magnitudes),
+    then ``mask assign`` and ``weight assign`` (``store_mask``: both buffers
+    handed to the backend).
     """
     from mobileprune import backend
-    from mobileprune.pruning.masks import keep_mask, num_to_prune
+    from mobileprune.pruning.masks import num_to_prune
+    from mobileprune.pruning.patterns import ONE_PASS_MIN_SIZE
 
     stages = dict.fromkeys(("read", "one pass", "small weights", "mask assign", "weight assign"), 0.0)
     for group in _groups(callback):
@@ -189,16 +190,10 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
 
         value = backend.read_numpy(variable)
         lap("read")
-        num_prune = num_to_prune(sparsity, value.size)
-        result = group.prune_in_one_pass(value, num_prune, callback._buffers)
-        lap("one pass")
+        result = group.magnitude_update(value, num_to_prune(sparsity, value.size), callback._buffers)
         if result is None:
-            keep = backend.empty_adoptable(value.shape, bool)
-            keep[...] = keep_mask(group.scores([value]), num_prune).reshape(value.shape)
-            zeroed = backend.empty_adoptable(value.shape, value.dtype)
-            np.multiply(value, keep, out=zeroed)
-            result = (keep, zeroed)
-            lap("small weights")
+            raise RuntimeError(f"{variable.name}: the sampled bracket missed; the stage table has no such stage")
+        lap("one pass" if value.size >= ONE_PASS_MIN_SIZE else "small weights")
         del value
         backend.assign_adopted(variable.constraint.mask, result[0])
         lap("mask assign")

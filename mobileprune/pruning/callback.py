@@ -30,7 +30,7 @@ from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.patterns import MaskGroup, Pattern, WeightGroup
 from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
-from mobileprune.pruning.threads import thread_map
+from mobileprune.pruning.threads import thread_imap, thread_map
 from mobileprune.pruning.selection import (
     PruneTarget,
     Selector,
@@ -313,15 +313,17 @@ class PruneCallback(keras.callbacks.Callback):
         begin_update = getattr(self.pattern, "begin_update", None)  # optional in the Pattern protocol
         if due and begin_update is not None:
             begin_update()  # e.g. Taylor gradients: before the threads below mask any weight
+        one_pass = [self._one_pass_group(bucket) is not None for bucket, _, _ in due]
+        compiled_items = [item for item, fits in zip(due, one_pass) if fits and self._compiled(item[0])]
         # Plain magnitude updates of single weights in NumPy (no compiled loop for their
         # dtype) run here, one after another: NumPy's one pass is a string of short
         # operations, and two threads of those were slower than one on two cores (they
-        # contend for memory and hand the GIL back and forth). Compiled loops hold no GIL.
-        serial = [self._one_pass_group(bucket) is not None and not self._compiled(bucket) for bucket, _, _ in due]
-        for (bucket, _, sparsity), in_numpy in zip(due, serial):
-            if in_numpy:
+        # contend for memory and hand the GIL back and forth).
+        for (bucket, _, sparsity), fits in zip(due, one_pass):
+            if fits and not self._compiled(bucket):
                 self._apply(bucket, sparsity)
-        rest = [item for item, in_numpy in zip(due, serial) if not in_numpy]
+        rest = [item for item, fits in zip(due, one_pass) if not fits]
+        rest += self._apply_compiled(compiled_items)
         thread_map(lambda item: self._apply(item[0], item[2]), rest, self._parallel)
         if due:
             self._refresh_logs()
@@ -352,11 +354,44 @@ class PruneCallback(keras.callbacks.Callback):
         thread_map(self._set_masks, list(zip(bucket.groups, values, keeps)), self._parallel)
 
     def _one_pass_group(self, bucket: _Bucket) -> WeightGroup | None:
-        """The bucket's one weight, if plain magnitude pruning applies to it (see `WeightGroup.prune_in_one_pass`)."""
+        """The bucket's one weight, if plain magnitude pruning applies to it (see `WeightGroup.magnitude_update`)."""
         default_select = type(self.pattern).select is Pattern.select
         if default_select and len(bucket.groups) == 1 and type(bucket.groups[0]) is WeightGroup:
             return bucket.groups[0]
         return None
+
+    def _apply_compiled(self, items: list[tuple]) -> list[tuple]:
+        """Plain magnitude updates of weights with compiled loops: every read, the ranking on the mask threads, every assign.
+
+        The backend's reads and assigns run here, in this thread: they hold
+        the GIL, and run by the mask threads between their loops they stalled
+        them (a third of a ResNet50 update). The reads come first; each
+        result is assigned while the mask threads rank the next weights.
+
+        Returns:
+            The items whose threshold fell outside the sampled bracket: they
+            take the general path.
+        """
+        items = [item for item in items if item[2] > 0.0]  # bottom-k of nothing: masks stay as they are
+        groups = [self._one_pass_group(bucket) for bucket, _, _ in items]
+        values = [backend.read_numpy(group.variables[0]) for group in groups]
+
+        def prune(index: int) -> tuple | None:
+            value, values[index] = values[index], None  # the backend may free it once it is replaced
+            num_prune = num_to_prune(items[index][2], value.size)
+            result = groups[index].magnitude_update(value, num_prune, self._buffers)
+            return None if result is None else (*result, num_prune)
+
+        fallback = []
+        # Each result is stored as soon as it is ready, while the mask threads compute the next.
+        for item, group, result in zip(items, groups, thread_imap(prune, range(len(items)), self._parallel)):
+            if result is None:
+                fallback.append(item)
+                continue
+            keep, zeroed, num_prune = result
+            store_mask(group.variables[0], keep, zeroed)
+            self._pruned[id(group.variables[0])] = num_prune
+        return fallback
 
     @staticmethod
     def _compiled(bucket: _Bucket) -> bool:
@@ -368,7 +403,7 @@ class PruneCallback(keras.callbacks.Callback):
         (variable,) = group.variables
         value = backend.read_numpy(variable)
         num_prune = num_to_prune(sparsity, value.size)
-        result = group.prune_in_one_pass(value, num_prune, self._buffers)
+        result = group.magnitude_update(value, num_prune, self._buffers)
         if result is None:
             return False
         del value  # the backend may then reuse the old buffer at once

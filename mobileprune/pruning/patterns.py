@@ -69,8 +69,8 @@ if TYPE_CHECKING:
     from mobileprune.pruning.selection import PruneTarget
 
 
-# Below this many weights the general path is as fast (and a sample would be most of the weight).
-_ONE_PASS_MIN_SIZE = 1 << 16
+# Below this many weights `keep_mask` ranks a copy of the magnitudes as fast (a sample would be most of the weight).
+ONE_PASS_MIN_SIZE = 1 << 16
 
 
 def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -121,24 +121,28 @@ class WeightGroup(MaskGroup):
     def expand(self, keep: np.ndarray) -> list[np.ndarray]:
         return [keep.reshape(self.shape)]
 
-    def prune_in_one_pass(
+    def magnitude_update(
         self, value: np.ndarray, num_prune: int, buffers: BufferPool | None = None
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """`(keep, zeroed)` for the `num_prune` smallest magnitudes of `value`, or `None` if the fast path does not apply.
+        """`(keep, zeroed)`: drop the `num_prune` smallest magnitudes of `value`, or `None` if the sample missed.
 
-        The same mask as `keep_mask(self.scores([value]), num_prune)`, from
-        `masks.magnitude_keep_and_zeroed`, in buffers `backend.adopt` hands
-        over without a copy: from `buffers` when given, else new ones. Small
-        weights, and thresholds outside the sampled bracket, take the general
-        path (`None`).
+        The same mask as `keep_mask(self.scores([value]), num_prune)`, written
+        with the zeroed weights into buffers `backend.adopt` hands over without
+        a copy: from `buffers` when given, else new ones. A weight of 65,536
+        entries or more takes one pass (`masks.magnitude_keep_and_zeroed`);
+        it returns `None` when the threshold falls outside the sampled bracket
+        (then the general path ranks it). Smaller weights, and the counts 0
+        and all, are ranked by `keep_mask` directly.
         """
-        if value.size < _ONE_PASS_MIN_SIZE or not 0 < num_prune < value.size:
-            return None
         take = backend.empty_adoptable if buffers is None else buffers.take
         keep = take(self.shape, bool)
         zeroed = take(self.shape, value.dtype)
-        if not magnitude_keep_and_zeroed(np.ascontiguousarray(value), num_prune, keep, zeroed):
-            return None
+        if value.size >= ONE_PASS_MIN_SIZE and 0 < num_prune < value.size:
+            if not magnitude_keep_and_zeroed(np.ascontiguousarray(value), num_prune, keep, zeroed):
+                return None
+            return keep, zeroed
+        keep[...] = keep_mask(np.abs(value).ravel(), num_prune).reshape(self.shape)
+        np.multiply(value, keep, out=zeroed)
         return keep, zeroed
 
     def unit_sizes(self) -> int:

@@ -64,6 +64,23 @@ def test_updates_reuse_the_callback_buffers_and_stay_exact():
         expected = expected.reshape(dense.shape)
         np.testing.assert_array_equal(mask_of(kernel), expected)
         np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(kernel)), np.where(expected, dense, 0))
-    # One set of buffers in use and at most one released set: nothing new after the second update.
+    # Per weight a mask and a weight buffer in use, at most one released pair: nothing new after
+    # the second update (four updates of fresh buffers would leave 16 here).
     pooled = sum(len(buffers) for buffers in callback._buffers._buffers.values())
-    assert pooled <= 4
+    assert len(callback.targets) == 2 and pooled <= 2 * 2 * 2
+
+
+def test_an_update_at_sparsity_zero_leaves_existing_masks_alone():
+    # Fine-tuning a one-shot result with a schedule from 0: its first update must not unmask anything.
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(256, name="big")])
+    kernel = model.get_layer("big").kernel
+    first = mp.PruneCallback(mp.ConstantSparsity(0.5))
+    first.set_model(model)
+    first.update_masks(0)
+    held = mask_of(kernel).copy()
+    ramp = mp.PruneCallback(mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10, frequency=1))
+    ramp.set_model(model)
+    ramp.update_masks(0)
+    np.testing.assert_array_equal(mask_of(kernel), held)
+    assert np.count_nonzero(~held) == num_to_prune(0.5, held.size)
