@@ -30,7 +30,7 @@ from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.patterns import MaskGroup, Pattern, WeightGroup
 from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
-from mobileprune.pruning.threads import thread_imap, thread_map
+from mobileprune.pruning.threads import thread_map
 from mobileprune.pruning.selection import (
     PruneTarget,
     Selector,
@@ -363,10 +363,11 @@ class PruneCallback(keras.callbacks.Callback):
     def _apply_compiled(self, items: list[tuple]) -> list[tuple]:
         """Plain magnitude updates of weights with compiled loops: every read, the ranking on the mask threads, every assign.
 
-        The backend's reads and assigns run here, in this thread: they hold
-        the GIL, and run by the mask threads between their loops they stalled
-        them (a third of a ResNet50 update). The reads come first; each
-        result is assigned while the mask threads rank the next weights.
+        The backend's reads and assigns run here, in this thread, before and
+        after the ranking: they hold the GIL, and run by the mask threads
+        between their loops they stalled them (a third of a ResNet50 update).
+        Reading weights while the threads ranked the first ones, or assigning
+        each result as it came, gained nothing measurable here.
 
         Returns:
             The items whose threshold fell outside the sampled bracket: they
@@ -377,14 +378,14 @@ class PruneCallback(keras.callbacks.Callback):
         values = [backend.read_numpy(group.variables[0]) for group in groups]
 
         def prune(index: int) -> tuple | None:
-            value, values[index] = values[index], None  # the backend may free it once it is replaced
-            num_prune = num_to_prune(items[index][2], value.size)
-            result = groups[index].magnitude_update(value, num_prune, self._buffers)
+            num_prune = num_to_prune(items[index][2], values[index].size)
+            result = groups[index].magnitude_update(values[index], num_prune, self._buffers)
             return None if result is None else (*result, num_prune)
 
+        results = thread_map(prune, range(len(items)), self._parallel)
+        values.clear()  # the backend may then free each old value as soon as it is replaced
         fallback = []
-        # Each result is stored as soon as it is ready, while the mask threads compute the next.
-        for item, group, result in zip(items, groups, thread_imap(prune, range(len(items)), self._parallel)):
+        for item, group, result in zip(items, groups, results):
             if result is None:
                 fallback.append(item)
                 continue

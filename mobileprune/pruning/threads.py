@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,26 +52,6 @@ def thread_map(function: Callable[[T], R], items: Sequence[T], parallel: bool = 
     if not parallel or len(items) < 2 or worker_count() < 2 or getattr(_IN_WORKER, "active", False):
         return [function(item) for item in items]
     return list(_pool().map(_in_worker(function), items))
-
-
-def thread_imap(function: Callable[[T], R], items: Sequence[T], parallel: bool = True) -> Iterator[R]:
-    """`thread_map`, yielding each result in the order of `items` as soon as it is ready.
-
-    The caller can use the first results (for example, hand them to the
-    backend) while the pool still computes the others.
-
-    Args:
-        function: called once per item; must not depend on the order of calls.
-        items: the inputs.
-        parallel: `False` runs everything in the calling thread, one item per step.
-
-    Yields:
-        The results in the order of `items`; the first exception is re-raised.
-    """
-    items = list(items)
-    if not parallel or len(items) < 2 or worker_count() < 2 or getattr(_IN_WORKER, "active", False):
-        return (function(item) for item in items)
-    return _pool().map(_in_worker(function), items)
 
 
 def _in_worker(function: Callable[[T], R]) -> Callable[[T], R]:

@@ -145,28 +145,6 @@ def test_thread_map_keeps_order_runs_nested_maps_inline_and_can_be_serial():
     assert set(thread_map(lambda _: threading.get_ident(), range(4), parallel=False)) == {main}
 
 
-def test_thread_imap_yields_in_order_while_later_items_still_run():
-    import threading
-
-    from mobileprune.pruning.threads import thread_imap, worker_count
-
-    if worker_count() < 2:
-        pytest.skip("one CPU: thread_imap runs in the caller")
-    release = threading.Event()
-
-    def work(x):
-        if x == 1:
-            assert release.wait(10), "the caller never got the first result while the second was running"
-        return x * 10
-
-    results = thread_imap(work, [0, 1])
-    assert next(results) == 0  # ready although item 1 waits for the caller
-    release.set()
-    assert list(results) == [10]
-    main = threading.get_ident()
-    assert set(thread_imap(lambda _: threading.get_ident(), range(4), parallel=False)) == {main}
-
-
 @pytest.mark.parametrize("size", [0, 7, 8, 4096, 4099])
 @pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
 def test_true_positions_match_flatnonzero(size, density):
