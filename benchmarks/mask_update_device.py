@@ -108,8 +108,7 @@ def mask_update_cost(repeats: int, quick: bool) -> dict[str, Any]:
         sparsity = 0.6 + 0.3 * repeat / max(1, repeats - 1)
         # The whole update, as the callback runs it at an update step.
         start = time.perf_counter()
-        for bucket in buckets:
-            callback._apply(bucket, sparsity)
+        callback._apply_all([(bucket, None, sparsity) for bucket in buckets])
         _sync(targets)
         full.append(time.perf_counter() - start)
         # Its transfer parts on their own: weights to the host, and masks/weights back.

@@ -1,7 +1,7 @@
 """The numba loops behind `compiled` (imported only when numba is installed).
 
 Module-level functions, so that numba's on-disk cache finds them again in the
-next process instead of compiling them anew (about two seconds).
+next process instead of compiling them anew.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import numba
 import numpy as np
 
 compile_loop = numba.njit(nogil=True, cache=True, boundscheck=False)
-
 
 
 @compile_loop
@@ -32,6 +31,7 @@ def flag_chunk(values, low, high, zero, keep, zeroed, inside):
         above_low += np.int32(over_low)
         nan_count += np.int32(magnitude != magnitude)
     return above_high, above_low, nan_count
+
 
 @compile_loop
 def sweep(values, low, high, zero, keep, zeroed, positions, magnitudes, scratch):
@@ -69,6 +69,7 @@ def sweep(values, low, high, zero, keep, zeroed, positions, magnitudes, scratch)
                 magnitudes[inside] = abs(values[start + i])
                 inside += 1
     return inside, above_high, nan_count
+
 
 @compile_loop
 def keep_above(values, keep, zeroed, positions, magnitudes, threshold, ties_pruned):

@@ -313,18 +313,7 @@ class PruneCallback(keras.callbacks.Callback):
         begin_update = getattr(self.pattern, "begin_update", None)  # optional in the Pattern protocol
         if due and begin_update is not None:
             begin_update()  # e.g. Taylor gradients: before the threads below mask any weight
-        one_pass = [self._one_pass_group(bucket) is not None for bucket, _, _ in due]
-        compiled_items = [item for item, fits in zip(due, one_pass) if fits and self._compiled(item[0])]
-        # Plain magnitude updates of single weights in NumPy (no compiled loop for their
-        # dtype) run here, one after another: NumPy's one pass is a string of short
-        # operations, and two threads of those were slower than one on two cores (they
-        # contend for memory and hand the GIL back and forth).
-        for (bucket, _, sparsity), fits in zip(due, one_pass):
-            if fits and not self._compiled(bucket):
-                self._apply(bucket, sparsity)
-        rest = [item for item, fits in zip(due, one_pass) if not fits]
-        rest += self._apply_compiled(compiled_items)
-        thread_map(lambda item: self._apply(item[0], item[2]), rest, self._parallel)
+        self._apply_all(due)
         if due:
             self._refresh_logs()
             if self.verbose:
@@ -336,12 +325,30 @@ class PruneCallback(keras.callbacks.Callback):
                     f"reached {self._log_values['sparsity']:.4f} over the selected weights"
                 )
 
+    def _apply_all(self, due: list[tuple]) -> None:
+        """Apply `(bucket, step, sparsity)` updates: plain magnitude ones first, then the general path.
+
+        Plain magnitude updates of single weights in NumPy (no compiled loop
+        for their dtype) run in this thread: NumPy's one pass is a string of
+        short operations, and two threads of those were slower than one on two
+        cores (they contend for memory and hand the GIL back and forth).
+        Compiled ones run on the mask threads. Weights whose sampled bracket
+        missed join the general path.
+        """
+        magnitude: dict[bool, list[tuple]] = {False: [], True: []}
+        rest = []
+        for item in due:
+            if self._one_pass_group(item[0]) is None:
+                rest.append(item)
+            else:
+                magnitude[self._compiled(item[0])].append(item)
+        rest += self._apply_magnitude(magnitude[False], parallel=False)
+        rest += self._apply_magnitude(magnitude[True], parallel=self._parallel)
+        thread_map(lambda item: self._apply(item[0], item[2]), rest, self._parallel)
+
     def _apply(self, bucket: _Bucket, sparsity: float) -> None:
         if sparsity <= 0.0 and type(self.pattern).select is Pattern.select:
             return  # bottom-k of nothing: masks stay as they are (all-True before the first prune)
-        group = self._one_pass_group(bucket)
-        if group is not None and self._apply_in_one_pass(group, sparsity):
-            return
         values = thread_map(
             lambda group: [backend.read_numpy(v) for v in group.variables], bucket.groups, self._parallel
         )
@@ -360,14 +367,15 @@ class PruneCallback(keras.callbacks.Callback):
             return bucket.groups[0]
         return None
 
-    def _apply_compiled(self, items: list[tuple]) -> list[tuple]:
-        """Plain magnitude updates of weights with compiled loops: every read, the ranking on the mask threads, every assign.
+    def _apply_magnitude(self, items: list[tuple], parallel: bool) -> list[tuple]:
+        """Plain magnitude updates of single weights: every read, then the ranking, then every assign.
 
-        The backend's reads and assigns run here, in this thread, before and
-        after the ranking: they hold the GIL, and run by the mask threads
-        between their loops they stalled them (a third of a ResNet50 update).
-        Reading weights while the threads ranked the first ones, or assigning
-        each result as it came, gained nothing measurable here.
+        The ranking runs on the mask threads when `parallel`. The backend's
+        reads and assigns run here, in this thread, before and after it: they
+        hold the GIL, and run by the mask threads
+        between their compiled loops they stalled them (a third of a ResNet50
+        update). Reading weights while the threads ranked the first ones, or
+        assigning each result as it came, gained nothing measurable here.
 
         Returns:
             The items whose threshold fell outside the sampled bracket: they
@@ -382,7 +390,7 @@ class PruneCallback(keras.callbacks.Callback):
             result = groups[index].magnitude_update(values[index], num_prune, self._buffers)
             return None if result is None else (*result, num_prune)
 
-        results = thread_map(prune, range(len(items)), self._parallel)
+        results = thread_map(prune, range(len(items)), parallel)
         values.clear()  # the backend may then free each old value as soon as it is replaced
         fallback = []
         for item, group, result in zip(items, groups, results):
@@ -398,19 +406,6 @@ class PruneCallback(keras.callbacks.Callback):
     def _compiled(bucket: _Bucket) -> bool:
         """Whether the bucket's one pass runs in a compiled loop (see `compiled.available`)."""
         return compiled.available(bucket.groups[0].variables[0].dtype)
-
-    def _apply_in_one_pass(self, group: WeightGroup, sparsity: float) -> bool:
-        """Plain magnitude pruning of one weight: select, zero and store in one pass (see `WeightGroup`)."""
-        (variable,) = group.variables
-        value = backend.read_numpy(variable)
-        num_prune = num_to_prune(sparsity, value.size)
-        result = group.magnitude_update(value, num_prune, self._buffers)
-        if result is None:
-            return False
-        del value  # the backend may then reuse the old buffer at once
-        store_mask(variable, *result)
-        self._pruned[id(variable)] = num_prune
-        return True
 
     def _set_masks(self, item: tuple) -> None:
         group, values, keep = item

@@ -6,11 +6,11 @@ inside the bracket, their positions. In NumPy that is about eight vector
 operations per cache-sized block: each is fast, but together they touch every
 weight eight times, leave the second core idle and stall on memory between
 operations. Compiled, it is one loop that reads each weight once and releases
-the GIL, so the mask threads can run two weights side by side: about three
-times faster on ResNet50 (see `benchmarks/mask_cost.py`).
+the GIL, so the mask threads can run two weights side by side (timings in
+`benchmarks/mask_cost.py`).
 
-numba compiles these loops on first use (about a second, then cached on disk)
-for float32 and float64 weights. Without numba, or for other dtypes,
+numba compiles these loops on first use (then caches them on disk) for
+float32 and float64 weights. Without numba, or for other dtypes,
 `bracket_pass` returns `None` and the caller runs the NumPy loop; both give
 the same masks, bit for bit (tested).
 
@@ -71,8 +71,8 @@ def bracket_pass(
         values: 1-D C-contiguous float32 or float64 weights.
         low: lower end of the bracket (excluded).
         high: upper end of the bracket (included).
-        keep: bool array like `values`, overwritten.
-        zeroed: array like `values`, overwritten.
+        keep: 1-D C-contiguous bool array like `values`, overwritten.
+        zeroed: 1-D C-contiguous array like `values`, overwritten.
         capacity: expected number of weights inside the bracket; more is
             handled (a second sweep with the exact count), just slower.
 
