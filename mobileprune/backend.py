@@ -119,23 +119,37 @@ def read_numpy(variable: keras.Variable) -> np.ndarray:
     value.flags.writeable  # False
     ```
     """
-    if name() == "tensorflow":
-        tf = _import_tensorflow()
-        plain = _plain_tf_variable(variable)
-        if plain is not None:  # one raw read op: a third of the cost of `convert_to_tensor`
-            array = np.asarray(tf.raw_ops.ReadVariableOp(resource=plain.handle, dtype=plain.dtype))
+    return read_numpy_many([variable])[0]
+
+
+def read_numpy_many(variables: Iterable[keras.Variable]) -> list[np.ndarray]:
+    """`read_numpy` of each variable, in order, with the backend's set-up paid once.
+
+    A full mask update reads every pruned weight from one thread while the
+    mask threads wait; on TensorFlow each read is one raw op (a third of the
+    cost of `convert_to_tensor`).
+    """
+    backend = name()
+    tf = _import_tensorflow() if backend == "tensorflow" else None
+    arrays = []
+    for variable in variables:
+        if tf is not None:
+            plain = _plain_tf_variable(variable)
+            if plain is not None:
+                array = np.asarray(tf.raw_ops.ReadVariableOp(resource=plain.handle, dtype=plain.dtype))
+            else:
+                array = np.asarray(tf.convert_to_tensor(variable.value))  # the read tensor's buffer
+        elif backend == "torch":
+            tensor = variable.value.detach()
+            # `.numpy()` is a view of a CPU tensor; Keras's conversion copies (and handles bfloat16 and GPUs).
+            on_cpu = tensor.device.type == "cpu" and str(tensor.dtype) != "torch.bfloat16"
+            array = tensor.numpy() if on_cpu else keras.ops.convert_to_numpy(tensor)
         else:
-            array = np.asarray(tf.convert_to_tensor(variable.value))  # the read tensor's buffer
-    elif name() == "torch":
-        tensor = variable.value.detach()
-        # `.numpy()` is a view of a CPU tensor; Keras's conversion copies (and handles bfloat16 and GPUs).
-        on_cpu = tensor.device.type == "cpu" and str(tensor.dtype) != "torch.bfloat16"
-        array = tensor.numpy() if on_cpu else keras.ops.convert_to_numpy(tensor)
-    else:
-        array = np.asarray(variable.value)
-    array = array.view()
-    array.flags.writeable = False
-    return array
+            array = np.asarray(variable.value)
+        array = array.view()
+        array.flags.writeable = False
+        arrays.append(array)
+    return arrays
 
 
 # Eigen's kernels need 64-byte aligned buffers; NumPy only promises 16.
@@ -203,13 +217,30 @@ def assign_adopted(variable: keras.Variable, array: np.ndarray) -> None:
         variable: the variable to set.
         array: its new value, shaped and typed like it; never written to afterwards.
     """
-    value = adopt(array)
-    plain = _plain_tf_variable(variable) if name() == "tensorflow" else None
-    # The raw op does not check the shape: compare it here, as tuples (TensorShapes are slow).
-    if plain is not None and value.dtype == plain.dtype and array.shape == tuple(variable.shape):
-        _import_tensorflow().raw_ops.AssignVariableOp(resource=plain.handle, value=value)
-        return
-    variable.assign(value)
+    assign_adopted_many([(variable, array)])
+
+
+def assign_adopted_many(pairs: Iterable[tuple[keras.Variable, np.ndarray]]) -> None:
+    """`assign_adopted` of each `(variable, array)` pair, in order, with the backend's set-up paid once.
+
+    A full mask update stores two arrays per pruned weight from one thread:
+    on TensorFlow the Python around each raw assign op cost as much as the op
+    (`benchmarks/mask_cost.py`, `mask assign` and `weight assign`), so this
+    loop does only what the op needs: the shape and dtype checks use the
+    NumPy array and the `tf.Variable`'s cached shape, not a new tensor's.
+    """
+    tf = _import_tensorflow() if name() == "tensorflow" else None
+    for variable, array in pairs:
+        plain = _plain_tf_variable(variable) if tf is not None else None
+        # The raw op checks neither shape nor dtype: compare them here.
+        if (
+            plain is not None
+            and array.dtype == plain.dtype.as_numpy_dtype
+            and array.shape == tuple(plain.shape.as_list())
+        ):
+            tf.raw_ops.AssignVariableOp(resource=plain.handle, value=adopt(array))
+        else:
+            variable.assign(adopt(array))
 
 
 def _plain_tf_variable(variable: keras.Variable) -> Any:

@@ -25,7 +25,7 @@ import numpy as np
 from mobileprune import backend
 from mobileprune.pruning import compiled
 from mobileprune.pruning.buffers import BufferPool
-from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask, store_mask
+from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask, store_masks
 from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.patterns import MaskGroup, Pattern, WeightGroup
 from mobileprune.pruning.resolve import resolve_pattern
@@ -383,7 +383,7 @@ class PruneCallback(keras.callbacks.Callback):
         """
         items = [item for item in items if item[2] > 0.0]  # bottom-k of nothing: masks stay as they are
         groups = [self._one_pass_group(bucket) for bucket, _, _ in items]
-        values = [backend.read_numpy(group.variables[0]) for group in groups]
+        values = backend.read_numpy_many([group.variables[0] for group in groups])
 
         def prune(index: int) -> tuple | None:
             num_prune = num_to_prune(items[index][2], values[index].size)
@@ -392,14 +392,16 @@ class PruneCallback(keras.callbacks.Callback):
 
         results = thread_map(prune, range(len(items)), parallel)
         values.clear()  # the backend may then free each old value as soon as it is replaced
-        fallback = []
+        fallback, stores, pruned = [], [], {}
         for item, group, result in zip(items, groups, results):
             if result is None:
                 fallback.append(item)
                 continue
             keep, zeroed, num_prune = result
-            store_mask(group.variables[0], keep, zeroed)
-            self._pruned[id(group.variables[0])] = num_prune
+            stores.append((group.variables[0], keep, zeroed))
+            pruned[id(group.variables[0])] = num_prune
+        store_masks(stores)
+        self._pruned.update(pruned)
         return fallback
 
     @staticmethod

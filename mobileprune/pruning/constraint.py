@@ -23,7 +23,7 @@ detach_mask(layer.kernel)                # back to the user's constraint
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import keras
 import numpy as np
@@ -135,11 +135,22 @@ def store_mask(variable: keras.Variable, keep: np.ndarray, zeroed: np.ndarray) -
         keep: bool array shaped like the variable, `False` where pruned.
         zeroed: the variable's values with the pruned entries set to zero.
     """
-    constraint = variable.constraint
-    if not isinstance(constraint, MaskConstraint):
-        raise ValueError(f"{variable.name} has no pruning mask; call attach_mask(variable) first.")
-    backend.assign_adopted(constraint.mask, keep)
-    backend.assign_adopted(variable, zeroed)
+    store_masks([(variable, keep, zeroed)])
+
+
+def store_masks(updates: Iterable[tuple[keras.Variable, np.ndarray, np.ndarray]]) -> None:
+    """`store_mask` for each `(variable, keep, zeroed)`, in one batch of backend assigns.
+
+    Every variable is checked before anything is assigned, so a variable
+    without a mask leaves all of them as they were.
+    """
+    pairs = []
+    for variable, keep, zeroed in updates:
+        constraint = variable.constraint
+        if not isinstance(constraint, MaskConstraint):
+            raise ValueError(f"{variable.name} has no pruning mask; call attach_mask(variable) first.")
+        pairs += [(constraint.mask, keep), (variable, zeroed)]
+    backend.assign_adopted_many(pairs)
 
 
 def mask_of(variable: keras.Variable) -> np.ndarray | None:

@@ -199,14 +199,25 @@ def _sample_plan(size: int, k: int) -> tuple[int, float]:
     return sample_size, _MARGIN * math.sqrt(sample_size * fraction * (1.0 - fraction)) + _MARGIN_FLOOR
 
 
-def _sampled_bracket(values: np.ndarray, k: int, score: Callable[[np.ndarray], np.ndarray]) -> tuple:
-    """`(low, high)`: scores that bracket the `k`-th smallest score with near certainty, from a fixed-seed sample."""
+def _sampled_bracket(values: np.ndarray, k: int, gather: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple:
+    """`(low, guess, high)`: scores that bracket the `k`-th smallest score with near certainty, and its estimate.
+
+    From a fixed-seed sample, `gather(values, indices)` (the scores at
+    those indices, as a new array); `low <= guess <= high`.
+    """
     size = values.size
     sample_size, margin = _sample_plan(size, k)
-    sample = score(values[_sample_indices(size, sample_size)])
+    sample = gather(values, _sample_indices(size, sample_size))
     rank = k / size * sample_size
-    sample.sort()  # faster than a two-order-statistic np.partition at this size
-    return sample[max(0, int(rank - margin))], sample[min(sample_size - 1, int(rank + margin))]
+    sample.sort()  # faster than a three-order-statistic np.partition at this size
+    last = sample_size - 1
+    return sample[max(0, int(rank - margin))], sample[min(last, int(rank))], sample[min(last, int(rank + margin))]
+
+
+def _gather_magnitudes(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """`np.abs(values[indices])`: the sample is scattered reads, a compiled loop when there is one."""
+    gathered = compiled.gather_magnitudes(values, indices)
+    return np.abs(values[indices]) if gathered is None else gathered
 
 
 def _keep_by_bracket(scores: np.ndarray, num_prune: int) -> np.ndarray | None:
@@ -221,7 +232,7 @@ def _keep_by_bracket(scores: np.ndarray, num_prune: int) -> np.ndarray | None:
     usually up to `low`) stay out of the partition.
     """
     size, k = scores.size, num_prune - 1  # k: rank of the last pruned score
-    low, high = _sampled_bracket(scores, k, np.asarray)
+    low, _, high = _sampled_bracket(scores, k, lambda values, indices: values[indices])
     up_to_high, above_low, count_up_to_high, count_above_low, inside = _compare_passes(scores, low, high)
     up_to_low = count_up_to_high - inside.size
     # Without NaN, every score is either up to `high` or above `low`, those inside both.
@@ -287,17 +298,17 @@ def magnitude_keep_and_zeroed(
     size, k = flat.size, num_prune - 1
     if not 0 < num_prune < size:
         raise ValueError(f"num_prune must be in (0, {size}), got {num_prune}.")
-    low, high = _sampled_bracket(flat, k, np.abs)
-    found = compiled.bracket_pass(flat, low, high, keep, zeroed, capacity=_bracket_capacity(size, k))
+    low, guess, high = _sampled_bracket(flat, k, _gather_magnitudes)
+    found = compiled.bracket_pass(flat, low, guess, high, keep, zeroed, capacity=_bracket_capacity(size, k))
     if found is None:
-        found = _bracket_pass_numpy(flat, low, high, keep, zeroed)
+        found = _bracket_pass_numpy(flat, low, guess, high, keep, zeroed)
     _check_finite(found.nan_count, high)
     up_to_low = size - found.above_low
     k -= up_to_low
     if k < 0 and low == 0:
         # The threshold is zero (a mask update at a sparsity already reached): keep
         # every nonzero weight, and the zeros after the first `num_prune`.
-        _keep_inside(flat, keep, zeroed, found, low, 0)
+        _settle_inside(flat, keep, zeroed, found, guess, low, 0)
         _keep_late_ties(flat, keep, low, num_prune, up_to_low)
         return True
     if not 0 <= k < found.positions.size:
@@ -305,7 +316,7 @@ def magnitude_keep_and_zeroed(
     threshold = np.partition(found.magnitudes, k)[k]
     _check_finite(0, threshold)
     below = up_to_low + int(np.count_nonzero(found.magnitudes < threshold))
-    _keep_inside(flat, keep, zeroed, found, threshold, num_prune - below)
+    _settle_inside(flat, keep, zeroed, found, guess, threshold, num_prune - below)
     return True
 
 
@@ -315,11 +326,14 @@ def _bracket_capacity(size: int, k: int) -> int:
     return int(size * 2.0 * (2.0 * margin + 1.0) / sample_size) + 1024
 
 
-def _bracket_pass_numpy(flat: np.ndarray, low, high, keep: np.ndarray, zeroed: np.ndarray) -> compiled.BracketPass:
+def _bracket_pass_numpy(
+    flat: np.ndarray, low, guess, high, keep: np.ndarray, zeroed: np.ndarray
+) -> compiled.BracketPass:
     """`compiled.bracket_pass` in NumPy, one cache-sized block at a time (any dtype, no numba)."""
     size = flat.size
     magnitudes = np.empty(min(size, _FUSED_CHUNK), dtype=flat.dtype)
     above_low = np.empty(magnitudes.size, dtype=bool)
+    above_high = np.empty(magnitudes.size, dtype=bool)
     count_above_low = 0
     inside, finite = [], True
     for start in range(0, size, _FUSED_CHUNK):
@@ -327,25 +341,33 @@ def _bracket_pass_numpy(flat: np.ndarray, low, high, keep: np.ndarray, zeroed: n
         block, span = flat[start:stop], slice(0, stop - start)
         magnitude = np.abs(block, out=magnitudes[span])
         finite &= not np.isnan(np.maximum.reduce(magnitude))  # a NaN passes no comparison: catch it here
-        above_high = np.greater(magnitude, high, out=keep[start:stop])
+        kept = np.greater(magnitude, guess, out=keep[start:stop])
+        np.multiply(block, kept.view(np.uint8), out=zeroed[start:stop])  # faster than a bool operand
         above = np.greater(magnitude, low, out=above_low[span])
         count_above_low += int(np.count_nonzero(above))
-        np.multiply(block, above_high.view(np.uint8), out=zeroed[start:stop])  # faster than a bool operand
         # Above `high` is a subset of above `low`: the difference is the bracket.
-        inside.append(_true_positions(np.not_equal(above, above_high, out=above)) + start)
+        over = np.greater(magnitude, high, out=above_high[span])
+        inside.append(_true_positions(np.not_equal(above, over, out=above)) + start)
     positions = np.concatenate(inside)
     return compiled.BracketPass(count_above_low, 0 if finite else 1, positions, np.abs(flat[positions]))
 
 
-def _keep_inside(flat: np.ndarray, keep: np.ndarray, zeroed: np.ndarray, found, threshold, ties_pruned: int) -> None:
-    """Keep the bracket's weights above `threshold` and its ties after the first `ties_pruned` (index order)."""
-    if compiled.keep_inside(flat, keep, zeroed, found, threshold, ties_pruned):
+def _settle_inside(
+    flat: np.ndarray, keep: np.ndarray, zeroed: np.ndarray, found, guess, threshold, ties_pruned: int
+) -> None:
+    """Keep the bracket's weights above `threshold` and its ties after the first `ties_pruned` (index order).
+
+    The pass kept those above `guess`: only the weights whose state changes are written.
+    """
+    if compiled.settle_inside(flat, keep, zeroed, found, guess, threshold, ties_pruned):
         return
     positions, magnitudes = found.positions, found.magnitudes
-    ties = positions[magnitudes == threshold]
-    kept = np.concatenate([positions[magnitudes > threshold], ties[ties_pruned:]])
-    keep[kept] = True
-    zeroed[kept] = flat[kept]
+    exact = magnitudes > threshold
+    exact[np.flatnonzero(magnitudes == threshold)[ties_pruned:]] = True
+    changed = exact != (magnitudes > guess)
+    moved, kept = positions[changed], exact[changed]
+    keep[moved] = kept
+    zeroed[moved] = np.where(kept, flat[moved], 0)
 
 
 def keep_top_n_per_group(scores: np.ndarray, n: int, m: int) -> np.ndarray:

@@ -8,10 +8,10 @@ import pytest
 from mobileprune.pruning import compiled
 
 
-def _reference(values, low, high):
+def _reference(values, low, guess, high):
     magnitudes = np.abs(values)
-    keep = magnitudes > high
-    inside = np.flatnonzero((magnitudes > low) & ~keep)
+    keep = magnitudes > guess
+    inside = np.flatnonzero((magnitudes > low) & (magnitudes <= high))
     return keep, np.where(keep, values, 0), int(np.count_nonzero(magnitudes > low)), inside
 
 
@@ -20,10 +20,10 @@ def _reference(values, low, high):
 def test_bracket_pass_matches_numpy(dtype, size):
     values = np.random.default_rng(size).standard_normal(size).astype(dtype)
     values[::5] = 0.0
-    low, high = 0.8, 1.1
+    low, guess, high = (values.dtype.type(x) for x in (0.8, 0.95, 1.1))
     keep, zeroed = np.empty(size, bool), np.full(size, np.nan, dtype)
-    found = compiled.bracket_pass(values, low, high, keep, zeroed, capacity=size)
-    expected_keep, expected_zeroed, above_low, inside = _reference(values, values.dtype.type(low), values.dtype.type(high))
+    found = compiled.bracket_pass(values, low, guess, high, keep, zeroed, capacity=size)
+    expected_keep, expected_zeroed, above_low, inside = _reference(values, low, guess, high)
     np.testing.assert_array_equal(keep, expected_keep)
     np.testing.assert_array_equal(zeroed, expected_zeroed)
     assert found.above_low == above_low and found.nan_count == 0
@@ -35,8 +35,8 @@ def test_bracket_pass_matches_numpy(dtype, size):
 def test_bracket_pass_retries_when_the_bracket_holds_more_than_its_capacity():
     values = np.random.default_rng(1).standard_normal(50_000).astype("float32")
     keep, zeroed = np.empty(values.size, bool), np.empty_like(values)
-    found = compiled.bracket_pass(values, 0.0, 1.0, keep, zeroed, capacity=10)
-    np.testing.assert_array_equal(found.positions, _reference(values, 0.0, 1.0)[3])
+    found = compiled.bracket_pass(values, 0.0, 0.5, 1.0, keep, zeroed, capacity=10)
+    np.testing.assert_array_equal(found.positions, _reference(values, 0.0, 0.5, 1.0)[3])
     assert found.positions.size > 30_000
 
 
@@ -44,18 +44,22 @@ def test_bracket_pass_counts_nan_and_skips_other_dtypes():
     values = np.ones(10_000, np.float32)
     values[[3, 9_000]] = np.nan
     keep, zeroed = np.empty(values.size, bool), np.empty_like(values)
-    assert compiled.bracket_pass(values, 0.5, 2.0, keep, zeroed, capacity=10).nan_count == 2
+    found = compiled.bracket_pass(values, 0.5, 1.0, 2.0, keep, zeroed, capacity=10)
+    assert found.nan_count == 2 and not keep[3] and not keep[9_000]
     half = values.astype(np.float16)
-    assert compiled.bracket_pass(half, 0.5, 2.0, keep, np.empty_like(half), capacity=10) is None
+    assert compiled.bracket_pass(half, 0.5, 1.0, 2.0, keep, np.empty_like(half), capacity=10) is None
     assert compiled.available("float32") and compiled.available(np.float64)
     assert not compiled.available("float16") and not compiled.available("bfloat16") and not compiled.available("int8")
 
 
-def test_keep_inside_keeps_above_the_threshold_and_the_late_ties():
-    values = np.array([0.5, -2.0, 2.0, 1.0, -2.0, 3.0, 2.0], np.float32)
+@pytest.mark.parametrize("guess", [0.95, 1.5, 2.0, 2.4])
+def test_settle_inside_keeps_above_the_threshold_and_the_late_ties(guess):
+    # Whatever side of the threshold the sweep's guess fell on, the result is the exact one.
+    values = np.array([0.5, -2.0, 2.0, 1.0, -2.0, 3.0, 2.0, -2.2], np.float32)
     keep, zeroed = np.empty(values.size, bool), np.empty_like(values)
-    found = compiled.bracket_pass(values, 0.9, 2.5, keep, zeroed, capacity=8)  # inside: 1, 2, 3, 4, 6
-    assert compiled.keep_inside(values, keep, zeroed, found, threshold=2.0, ties_pruned=2)
+    found = compiled.bracket_pass(values, 0.9, guess, 2.5, keep, zeroed, capacity=8)  # inside: 1, 2, 3, 4, 6, 7
+    assert compiled.settle_inside(values, keep, zeroed, found, guess, threshold=2.0, ties_pruned=2)
     # Four magnitudes equal 2.0: the first two (indices 1, 2) pruned, the later two kept; 1.0 < 2.0 pruned.
-    np.testing.assert_array_equal(keep, [False, False, False, False, True, True, True])
-    np.testing.assert_array_equal(zeroed, [0, 0, 0, 0, -2.0, 3.0, 2.0])
+    np.testing.assert_array_equal(keep, [False, False, False, False, True, True, True, True])
+    np.testing.assert_array_equal(zeroed, np.where(keep, values, 0))
+    assert zeroed[7] == values[7]

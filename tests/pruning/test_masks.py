@@ -186,7 +186,7 @@ def one_pass_path(request, monkeypatch):
     from mobileprune.pruning import compiled
 
     if request.param == "numpy":
-        monkeypatch.setattr(compiled, "_kernels", lambda: None)
+        monkeypatch.setattr(compiled, "_loops", lambda: None)
     else:
         assert compiled.available("float32"), "numba is a dependency: the compiled loops must load"
     return request.param
@@ -212,6 +212,26 @@ def test_one_pass_magnitude_matches_keep_mask_and_zeroes_exactly(zero_fraction, 
     np.testing.assert_array_equal(keep, expected)
     np.testing.assert_array_equal(zeroed, np.where(expected, values, 0))
     assert keep.size - np.count_nonzero(keep) == num_prune
+
+
+@pytest.mark.parametrize("guess_at", ["low", "high"])
+def test_one_pass_is_exact_wherever_the_sampled_guess_falls_in_the_bracket(guess_at, one_pass_path, monkeypatch):
+    # The pass keeps the weights above the sample's guess; the exact threshold then moves the
+    # bracket's weights between the two. Push the guess to either end of the bracket.
+    sampled = masks._sampled_bracket
+
+    def pushed(values, k, gather):
+        low, _, high = sampled(values, k, gather)
+        return low, (low if guess_at == "low" else high), high
+
+    monkeypatch.setattr(masks, "_sampled_bracket", pushed)
+    values = np.round(np.random.default_rng(8).standard_normal(120_000) * 512).astype(np.float32) / 512
+    for sparsity in (0.5, 0.9):
+        num_prune = num_to_prune(sparsity, values.size)
+        done, keep, zeroed = _one_pass(values, num_prune)
+        assert done
+        np.testing.assert_array_equal(keep, reference_keep(np.abs(values), num_prune))
+        np.testing.assert_array_equal(zeroed, np.where(keep, values, 0))
 
 
 def test_one_pass_at_a_sparsity_already_reached_keeps_exactly_the_nonzeros(one_pass_path):
