@@ -178,14 +178,14 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
     The steps are those of ``PruneCallback``: ``read`` (the value as NumPy,
     no copy), then ``WeightGroup.magnitude_update`` (the exact selection and
     the zeroed copy, written into the callback's reused buffers as in the
-    update), counted as ``one pass`` for weights of 65,536 and more and as
+    update), counted as ``one pass`` for weights of ``one_pass_min_size`` and more and as
     ``small weights`` for the others (``keep_mask`` on their magnitudes),
     then ``mask assign`` and ``weight assign`` (``store_mask``: both buffers
     handed to the backend).
     """
     from mobileprune import backend
     from mobileprune.pruning.masks import num_to_prune
-    from mobileprune.pruning.patterns import ONE_PASS_MIN_SIZE
+    from mobileprune.pruning.patterns import one_pass_min_size
 
     stages = dict.fromkeys(("read", "one pass", "small weights", "mask assign", "weight assign"), 0.0)
     for group in _groups(callback):
@@ -201,7 +201,7 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
         result = group.magnitude_update(value, num_to_prune(sparsity, value.size), callback._buffers)
         if result is None:
             raise RuntimeError(f"{variable.name}: the sampled bracket missed; the stage table has no such stage")
-        lap("one pass" if value.size >= ONE_PASS_MIN_SIZE else "small weights")
+        lap("one pass" if value.size >= one_pass_min_size(value.dtype) else "small weights")
         del value
         backend.assign_adopted(variable.constraint.mask, result[0])
         lap("mask assign")

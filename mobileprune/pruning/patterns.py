@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mobileprune import backend
+from mobileprune.pruning import compiled
 from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, magnitude_keep_and_zeroed, num_to_prune
 
 if TYPE_CHECKING:
@@ -69,8 +70,15 @@ if TYPE_CHECKING:
     from mobileprune.pruning.selection import PruneTarget
 
 
-# Below this many weights `keep_mask` ranks a copy of the magnitudes as fast (a sample would be most of the weight).
+# Below this many weights `keep_mask` ranks a copy of the magnitudes as fast as the one pass
+# (a sample would be most of the weight): in NumPy, and in the compiled loops, whose fixed cost is lower.
 ONE_PASS_MIN_SIZE = 1 << 16
+COMPILED_ONE_PASS_MIN_SIZE = 1 << 13
+
+
+def one_pass_min_size(dtype: Any) -> int:
+    """The smallest weight of `dtype` that `WeightGroup.magnitude_update` ranks in one pass."""
+    return COMPILED_ONE_PASS_MIN_SIZE if compiled.available(dtype) else ONE_PASS_MIN_SIZE
 
 
 def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -128,8 +136,9 @@ class WeightGroup(MaskGroup):
 
         The same mask as `keep_mask(self.scores([value]), num_prune)`, written
         with the zeroed weights into buffers `backend.adopt` hands over without
-        a copy: from `buffers` when given, else new ones. A weight of 65,536
-        entries or more takes one pass (`masks.magnitude_keep_and_zeroed`);
+        a copy: from `buffers` when given, else new ones. A weight of
+        `one_pass_min_size(dtype)` entries or more (8,192 with compiled loops,
+        else 65,536) takes one pass (`masks.magnitude_keep_and_zeroed`);
         it returns `None` when the threshold falls outside the sampled bracket
         (then the general path ranks it). Smaller weights, and the counts 0
         and all, are ranked by `keep_mask` directly.
@@ -137,7 +146,7 @@ class WeightGroup(MaskGroup):
         take = backend.empty_adoptable if buffers is None else buffers.take
         keep = take(self.shape, bool)
         zeroed = take(self.shape, value.dtype)
-        if value.size >= ONE_PASS_MIN_SIZE and 0 < num_prune < value.size:
+        if value.size >= one_pass_min_size(value.dtype) and 0 < num_prune < value.size:
             if not magnitude_keep_and_zeroed(np.ascontiguousarray(value), num_prune, keep, zeroed):
                 return None
             return keep, zeroed
