@@ -223,11 +223,12 @@ def assign_adopted(variable: keras.Variable, array: np.ndarray) -> None:
 def assign_adopted_many(pairs: Iterable[tuple[keras.Variable, np.ndarray]]) -> None:
     """`assign_adopted` of each `(variable, array)` pair, in order, with the backend's set-up paid once.
 
-    A full mask update stores two arrays per pruned weight from one thread:
-    on TensorFlow the Python around each raw assign op cost as much as the op
-    (`benchmarks/mask_cost.py`, `mask assign` and `weight assign`), so this
-    loop does only what the op needs: the shape and dtype checks use the
-    NumPy array and the `tf.Variable`'s cached shape, not a new tensor's.
+    A full mask update stores two arrays per pruned weight from one thread
+    while the mask threads wait. On TensorFlow the Python around each raw
+    assign op can cost as much as the op, so this loop does only what the op
+    needs: the shape and dtype checks compare the NumPy array with the
+    `tf.Variable`'s cached shape and dtype (a new tensor's shape is built
+    anew on each call).
     """
     tf = _import_tensorflow() if name() == "tensorflow" else None
     for variable, array in pairs:

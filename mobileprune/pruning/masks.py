@@ -270,11 +270,13 @@ def magnitude_keep_and_zeroed(
     by position), written into `keep_out`, and `values` with the pruned entries
     zeroed, written into `zeroed_out`. `keep_mask` needs the magnitudes as an
     array of their own and several passes over them; here each weight is read
-    once: its magnitude, both comparisons with the sampled bracket, and its
-    zeroed copy (kept where the magnitude is above the bracket) come from that
-    one read, and only the few entries inside the bracket are fixed up at the
-    end. The pass is `compiled.bracket_pass` where numba has a loop for the
-    dtype, else the same in NumPy, one cache-sized block at a time.
+    once: its magnitude, its comparisons with the sampled bracket and with
+    the sample's guess of the threshold, and its zeroed copy (kept where the
+    magnitude is above the guess) come from that one read. Only the entries
+    inside the bracket are ranked, and only those between the guess and the
+    exact threshold are rewritten at the end. The pass is
+    `compiled.bracket_pass` where numba has a loop for the dtype, else the
+    same in NumPy, one cache-sized block at a time.
 
     Args:
         values: weights of any shape, C-contiguous.
