@@ -26,8 +26,8 @@ from mobileprune import backend
 from mobileprune.pruning import compiled
 from mobileprune.pruning.buffers import BufferPool
 from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask, store_masks
-from mobileprune.pruning.masks import num_to_prune
-from mobileprune.pruning.patterns import MaskGroup, Pattern, WeightGroup
+from mobileprune.pruning.masks import magnitude_keep_and_zeroed_many, num_to_prune
+from mobileprune.pruning.patterns import MaskGroup, Pattern, WeightGroup, one_pass_min_size
 from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
 from mobileprune.pruning.threads import thread_map
@@ -332,16 +332,17 @@ class PruneCallback(keras.callbacks.Callback):
         for their dtype) run in this thread: NumPy's one pass is a string of
         short operations, and two threads of those were slower than one on two
         cores (they contend for memory and hand the GIL back and forth).
-        Compiled ones run on the mask threads. Weights whose sampled bracket
-        missed join the general path.
+        Compiled ones run on the mask threads, as do the sweeps of a global
+        bucket of plain weights (`_apply_global_magnitude`). Weights whose
+        sampled bracket missed join the general path.
         """
         magnitude: dict[bool, list[tuple]] = {False: [], True: []}
         rest = []
         for item in due:
-            if self._one_pass_group(item[0]) is None:
-                rest.append(item)
-            else:
+            if self._one_pass_group(item[0]) is not None:
                 magnitude[self._compiled(item[0])].append(item)
+            elif self._one_pass_groups(item[0]) is None or not self._apply_global_magnitude(item):
+                rest.append(item)
         rest += self._apply_magnitude(magnitude[False], parallel=False)
         rest += self._apply_magnitude(magnitude[True], parallel=self._parallel)
         thread_map(lambda item: self._apply(item[0], item[2]), rest, self._parallel)
@@ -403,6 +404,49 @@ class PruneCallback(keras.callbacks.Callback):
         store_masks(stores)
         self._pruned.update(pruned)
         return fallback
+
+    def _one_pass_groups(self, bucket: _Bucket) -> list[WeightGroup] | None:
+        """The bucket's weights, if one threshold over all of them is plain magnitude pruning in compiled loops.
+
+        A `scope="global"` bucket of several whole weights under the default
+        selection, all of one dtype that `compiled` has loops for, and
+        together at least `one_pass_min_size` of them.
+        """
+        groups = bucket.groups
+        if type(self.pattern).select is not Pattern.select or len(groups) < 2:
+            return None
+        if any(type(group) is not WeightGroup for group in groups):
+            return None
+        dtypes = {np.dtype(group.variables[0].dtype) for group in groups}
+        if len(dtypes) != 1:
+            return None
+        dtype = dtypes.pop()
+        return groups if compiled.available(dtype) and bucket.size >= one_pass_min_size(dtype) else None
+
+    def _apply_global_magnitude(self, item: tuple) -> bool:
+        """One threshold over a global bucket's weights, without concatenating them (`masks.magnitude_keep_and_zeroed_many`).
+
+        Returns:
+            `False` when the general path must rank the bucket: the sampled
+            bracket missed, or the update prunes nothing or everything.
+        """
+        bucket, _, sparsity = item
+        if sparsity <= 0.0:
+            return True  # bottom-k of nothing: masks stay as they are
+        variables = [group.variables[0] for group in self._one_pass_groups(bucket)]
+        values = [np.ascontiguousarray(value) for value in backend.read_numpy_many(variables)]
+        num_prune = num_to_prune(sparsity, sum(value.size for value in values))
+        if not 0 < num_prune < bucket.size:
+            return False
+        keeps = [self._buffers.take(value.shape, bool) for value in values]
+        zeroeds = [self._buffers.take(value.shape, value.dtype) for value in values]
+        if not magnitude_keep_and_zeroed_many(values, num_prune, keeps, zeroeds, self._parallel):
+            return False
+        values.clear()  # the backend may then free each old value as soon as it is replaced
+        store_masks(list(zip(variables, keeps, zeroeds)))
+        for variable, keep in zip(variables, keeps):
+            self._pruned[id(variable)] = keep.size - int(np.count_nonzero(keep))
+        return True
 
     @staticmethod
     def _compiled(bucket: _Bucket) -> bool:

@@ -199,15 +199,14 @@ def _sample_plan(size: int, k: int) -> tuple[int, float]:
     return sample_size, _MARGIN * math.sqrt(sample_size * fraction * (1.0 - fraction)) + _MARGIN_FLOOR
 
 
-def _sampled_bracket(values: np.ndarray, k: int, gather: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple:
-    """`(low, guess, high)`: scores that bracket the `k`-th smallest score with near certainty, and its estimate.
+def _sampled_bracket(size: int, k: int, gather: Callable[[np.ndarray], np.ndarray]) -> tuple:
+    """`(low, guess, high)`: scores that bracket the `k`-th smallest of `size` scores with near certainty, and its estimate.
 
-    From a fixed-seed sample, `gather(values, indices)` (the scores at
-    those indices, as a new array); `low <= guess <= high`.
+    From a fixed-seed sample, `gather(indices)` (the scores at those sorted
+    indices, as a new array); `low <= guess <= high`.
     """
-    size = values.size
     sample_size, margin = _sample_plan(size, k)
-    sample = gather(values, _sample_indices(size, sample_size))
+    sample = gather(_sample_indices(size, sample_size))
     rank = k / size * sample_size
     sample.sort()  # faster than a three-order-statistic np.partition at this size
     last = sample_size - 1
@@ -232,7 +231,7 @@ def _keep_by_bracket(scores: np.ndarray, num_prune: int) -> np.ndarray | None:
     usually up to `low`) stay out of the partition.
     """
     size, k = scores.size, num_prune - 1  # k: rank of the last pruned score
-    low, _, high = _sampled_bracket(scores, k, lambda values, indices: values[indices])
+    low, _, high = _sampled_bracket(size, k, lambda indices: scores[indices])
     up_to_high, above_low, count_up_to_high, count_above_low, inside = _compare_passes(scores, low, high)
     up_to_low = count_up_to_high - inside.size
     # Without NaN, every score is either up to `high` or above `low`, those inside both.
@@ -300,7 +299,7 @@ def magnitude_keep_and_zeroed(
     size, k = flat.size, num_prune - 1
     if not 0 < num_prune < size:
         raise ValueError(f"num_prune must be in (0, {size}), got {num_prune}.")
-    low, guess, high = _sampled_bracket(flat, k, _gather_magnitudes)
+    low, guess, high = _sampled_bracket(size, k, lambda indices: _gather_magnitudes(flat, indices))
     found = compiled.bracket_pass(flat, low, guess, high, keep, zeroed, capacity=_bracket_capacity(size, k))
     if found is None:
         found = _bracket_pass_numpy(flat, low, guess, high, keep, zeroed)
@@ -319,6 +318,99 @@ def magnitude_keep_and_zeroed(
     _check_finite(0, threshold)
     below = up_to_low + int(np.count_nonzero(found.magnitudes < threshold))
     _settle_inside(flat, keep, zeroed, found, guess, threshold, num_prune - below)
+    return True
+
+
+def magnitude_keep_and_zeroed_many(
+    values: list[np.ndarray],
+    num_prune: int,
+    keeps: list[np.ndarray],
+    zeroeds: list[np.ndarray],
+    parallel: bool = True,
+) -> bool:
+    """`magnitude_keep_and_zeroed` with one threshold over several weights (global scope), without concatenating them.
+
+    The same masks as `keep_mask` over the concatenated magnitudes (ties
+    broken by position in that concatenation): one sample drawn across all
+    weights gives the bracket and the guess, each weight is swept on its own
+    (side by side on the mask threads when `parallel`), and only the
+    brackets' entries are ranked together.
+
+    Args:
+        values: the weights, each C-contiguous, all of one dtype.
+        num_prune: how many to drop over all of them, `0 < num_prune < total`.
+        keeps: bool arrays shaped like `values`, overwritten.
+        zeroeds: arrays shaped and typed like `values`, overwritten.
+        parallel: sweep the weights on the mask threads.
+
+    Returns:
+        `False` when the threshold fell outside the sampled bracket (the
+        outputs are then unfinished), else `True`.
+
+    Example:
+
+    ```python
+    weights = [rng.normal(size=(64, 512)).astype("float32"), rng.normal(size=(512, 10)).astype("float32")]
+    keeps, zeroeds = [np.empty(w.shape, bool) for w in weights], [np.empty_like(w) for w in weights]
+    magnitude_keep_and_zeroed_many(weights, 30_000, keeps, zeroeds)  # True
+    ```
+    """
+    flats = [value.reshape(-1) for value in values]
+    keeps = [keep.reshape(-1) for keep in keeps]
+    zeroeds = [zeroed.reshape(-1) for zeroed in zeroeds]
+    sizes = [flat.size for flat in flats]
+    total, k = sum(sizes), num_prune - 1
+    if not 0 < num_prune < total:
+        raise ValueError(f"num_prune must be in (0, {total}), got {num_prune}.")
+    starts = np.cumsum([0, *sizes])
+
+    def gather(indices: np.ndarray) -> np.ndarray:
+        # `indices` index the weights laid end to end: split them by weight.
+        cuts = np.searchsorted(indices, starts)
+        return np.concatenate(
+            [_gather_magnitudes(flat, indices[cuts[i] : cuts[i + 1]] - starts[i]) for i, flat in enumerate(flats)]
+        )
+
+    low, guess, high = _sampled_bracket(total, k, gather)
+    sample_size, margin = _sample_plan(total, k)
+
+    def sweep(i: int) -> compiled.BracketPass:
+        capacity = int(sizes[i] * 2.0 * (2.0 * margin + 1.0) / sample_size) + 1024
+        found = compiled.bracket_pass(flats[i], low, guess, high, keeps[i], zeroeds[i], capacity)
+        return _bracket_pass_numpy(flats[i], low, guess, high, keeps[i], zeroeds[i]) if found is None else found
+
+    founds = thread_map(sweep, range(len(flats)), parallel)
+    _check_finite(sum(found.nan_count for found in founds), high)
+    up_to_low = [size - found.above_low for size, found in zip(sizes, founds)]
+    k -= sum(up_to_low)
+    if k < 0 and low == 0:
+        # The threshold is zero: keep every nonzero weight, and the zeros after the first `num_prune`.
+        thread_map(lambda i: _settle_inside(flats[i], keeps[i], zeroeds[i], founds[i], guess, low, 0), range(len(flats)), parallel)
+        left = num_prune
+        for flat, keep, zeros in zip(flats, keeps, up_to_low):
+            pruned = min(zeros, left)
+            if pruned == 0:
+                keep |= flat == low
+            else:
+                _keep_late_ties(flat, keep, low, pruned, zeros)
+            left -= pruned
+        return True
+    magnitudes = np.concatenate([found.magnitudes for found in founds])
+    if not 0 <= k < magnitudes.size:
+        return False  # the threshold is outside (low, high]
+    threshold = np.partition(magnitudes, k)[k]
+    _check_finite(0, threshold)
+    # The ties pruned are the first ones in the concatenation: give each weight its share, in order.
+    left = num_prune - sum(up_to_low) - int(np.count_nonzero(magnitudes < threshold))
+    ties_pruned = []
+    for found in founds:
+        ties_pruned.append(min(int(np.count_nonzero(found.magnitudes == threshold)), left))
+        left -= ties_pruned[-1]
+    thread_map(
+        lambda i: _settle_inside(flats[i], keeps[i], zeroeds[i], founds[i], guess, threshold, ties_pruned[i]),
+        range(len(flats)),
+        parallel,
+    )
     return True
 
 

@@ -108,6 +108,37 @@ def test_global_scope_exact_total_and_uneven_layers(blobs):
     assert zeros["logits"] / SIZES["logits"] < 0.3 < zeros["hidden"] / SIZES["hidden"]
 
 
+@pytest.mark.parametrize("steps", [None, 32])  # continuous weights, or steps of 1/32: ties across layers
+def test_global_scope_one_pass_equals_one_ranking_of_all_weights(steps, monkeypatch):
+    from mobileprune.pruning import callback as callback_module
+    from tests.pruning.test_masks import reference_keep
+
+    passes = []
+    one_pass = callback_module.magnitude_keep_and_zeroed_many
+    monkeypatch.setattr(callback_module, "magnitude_keep_and_zeroed_many", lambda *a: passes.append(1) or one_pass(*a))
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(256, name="a"), keras.layers.Dense(128, name="b"),
+         keras.layers.Dense(10, name="c")]
+    )
+    kernels = [model.get_layer(name).kernel for name in "abc"]
+    if steps:
+        for kernel in kernels:
+            kernel.assign(np.round(kernel.numpy() * steps) / steps)
+    before = [kernel.numpy().copy() for kernel in kernels]
+    callback = mp.PruneCallback(mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=2, frequency=1), scope="global")
+    callback.set_model(model)
+    for step in (1, 2):
+        callback.update_masks(step)
+        total = sum(w.size for w in before)
+        expected = reference_keep(np.concatenate([np.abs(w).ravel() for w in before]), num_to_prune(callback.schedule.sparsity_at(step), total))
+        for kernel, keep, value in zip(kernels, np.split(expected, np.cumsum([w.size for w in before])[:-1]), before):
+            np.testing.assert_array_equal(mask_of(kernel).ravel(), keep)
+            np.testing.assert_array_equal(kernel.numpy(), np.where(keep.reshape(value.shape), value, 0))
+        before = [kernel.numpy().copy() for kernel in kernels]
+    assert len(passes) == 2  # both updates took the one pass
+    assert callback._log_values["sparsity"] == pytest.approx(num_to_prune(0.8, total) / total)
+
+
 def test_overrides_give_a_layer_its_own_schedule(blobs):
     model = tiny_mlp()
     callback = mp.PruneCallback(

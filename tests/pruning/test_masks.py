@@ -220,8 +220,8 @@ def test_one_pass_is_exact_wherever_the_sampled_guess_falls_in_the_bracket(guess
     # bracket's weights between the two. Push the guess to either end of the bracket.
     sampled = masks._sampled_bracket
 
-    def pushed(values, k, gather):
-        low, _, high = sampled(values, k, gather)
+    def pushed(size, k, gather):
+        low, _, high = sampled(size, k, gather)
         return low, (low if guess_at == "low" else high), high
 
     monkeypatch.setattr(masks, "_sampled_bracket", pushed)
@@ -232,6 +232,62 @@ def test_one_pass_is_exact_wherever_the_sampled_guess_falls_in_the_bracket(guess
         assert done
         np.testing.assert_array_equal(keep, reference_keep(np.abs(values), num_prune))
         np.testing.assert_array_equal(zeroed, np.where(keep, values, 0))
+
+
+def _many(weights, num_prune):
+    keeps = [np.empty(w.shape, bool) for w in weights]
+    zeroeds = [np.full_like(w, np.nan) for w in weights]
+    done = masks.magnitude_keep_and_zeroed_many(weights, num_prune, keeps, zeroeds)
+    return done, keeps, zeroeds
+
+
+def _global_reference(weights, num_prune):
+    keep = reference_keep(np.concatenate([np.abs(w).ravel() for w in weights]), num_prune)
+    return np.split(keep, np.cumsum([w.size for w in weights])[:-1])
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.9])
+@pytest.mark.parametrize("steps", [None, 64])  # continuous values, or steps of 1/64: ties across weights
+def test_one_threshold_over_several_weights_equals_one_ranking_of_all(sparsity, steps, one_pass_path):
+    rng = np.random.default_rng(11)
+    weights = [rng.standard_normal(shape).astype(np.float32) * scale for shape, scale in
+               (((300, 200), 1.0), ((7_000,), 0.3), ((50, 40, 3), 3.0), ((20_000,), 1.0))]
+    if steps:
+        weights = [np.round(w * steps) / steps for w in weights]
+    weights[1][::3] = 0.0
+    num_prune = num_to_prune(sparsity, sum(w.size for w in weights))
+    done, keeps, zeroeds = _many(weights, num_prune)
+    assert done
+    for weight, keep, zeroed, expected in zip(weights, keeps, zeroeds, _global_reference(weights, num_prune)):
+        np.testing.assert_array_equal(keep.ravel(), expected)
+        np.testing.assert_array_equal(zeroed, np.where(keep, weight, 0))
+    assert sum(k.size - np.count_nonzero(k) for k in keeps) == num_prune
+
+
+def test_one_threshold_over_several_weights_at_a_sparsity_already_reached(one_pass_path):
+    # Zero threshold: the zeros of the weights laid end to end are pruned first in that order, so
+    # the first weight's zeros all go, the second's partly (its later ones kept) and the last's are kept.
+    rng = np.random.default_rng(12)
+    weights = [rng.standard_normal(n).astype(np.float32) for n in (40_000, 30_000, 20_000)]
+    for w in weights:
+        w[rng.random(w.size) < 0.8] = 0.0
+    zeros = [int(np.count_nonzero(w == 0)) for w in weights]
+    num_prune = zeros[0] + zeros[1] // 2
+    done, keeps, zeroeds = _many(weights, num_prune)
+    assert done
+    for weight, keep, zeroed, expected in zip(weights, keeps, zeroeds, _global_reference(weights, num_prune)):
+        np.testing.assert_array_equal(keep, expected)
+        np.testing.assert_array_equal(zeroed, weight)
+    assert np.count_nonzero(keeps[2][weights[2] == 0]) == zeros[2]
+
+
+def test_one_threshold_over_several_weights_refuses_nan_and_bad_counts(one_pass_path):
+    weights = [np.random.default_rng(13).standard_normal(n).astype(np.float32) for n in (50_000, 9_000)]
+    weights[1][4_321] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        _many(weights, 30_000)
+    with pytest.raises(ValueError, match="num_prune"):
+        _many([np.ones(10, np.float32), np.ones(5, np.float32)], 15)
 
 
 def test_one_pass_at_a_sparsity_already_reached_keeps_exactly_the_nonzeros(one_pass_path):
