@@ -341,7 +341,9 @@ class PruneCallback(keras.callbacks.Callback):
         for item in due:
             if self._one_pass_group(item[0]) is not None:
                 magnitude[self._compiled(item[0])].append(item)
-            elif self._one_pass_groups(item[0]) is None or not self._apply_global_magnitude(item):
+                continue
+            groups = self._one_pass_groups(item[0])
+            if groups is None or not self._apply_global_magnitude(groups, item[2]):
                 rest.append(item)
         rest += self._apply_magnitude(magnitude[False], parallel=False)
         rest += self._apply_magnitude(magnitude[True], parallel=self._parallel)
@@ -373,9 +375,8 @@ class PruneCallback(keras.callbacks.Callback):
 
         The ranking runs on the mask threads when `parallel`. The backend's
         reads and assigns run here, in this thread, before and after it: they
-        hold the GIL, and run by the mask threads
-        between their compiled loops they stalled them (a third of a ResNet50
-        update). Reading weights while the threads ranked the first ones, or
+        hold the GIL, and when the mask threads ran them between their
+        compiled loops they stalled each other (a third of a ResNet50 update). Reading weights while the threads ranked the first ones, or
         assigning each result as it came, gained nothing measurable here.
 
         Returns:
@@ -423,20 +424,24 @@ class PruneCallback(keras.callbacks.Callback):
         dtype = dtypes.pop()
         return groups if compiled.available(dtype) and bucket.size >= one_pass_min_size(dtype) else None
 
-    def _apply_global_magnitude(self, item: tuple) -> bool:
+    def _apply_global_magnitude(self, groups: list[WeightGroup], sparsity: float) -> bool:
         """One threshold over a global bucket's weights, without concatenating them (`masks.magnitude_keep_and_zeroed_many`).
+
+        Args:
+            groups: the bucket's weights (`_one_pass_groups`).
+            sparsity: the fraction to prune over all of them.
 
         Returns:
             `False` when the general path must rank the bucket: the sampled
             bracket missed, or the update prunes nothing or everything.
         """
-        bucket, _, sparsity = item
         if sparsity <= 0.0:
             return True  # bottom-k of nothing: masks stay as they are
-        variables = [group.variables[0] for group in self._one_pass_groups(bucket)]
+        variables = [group.variables[0] for group in groups]
         values = [np.ascontiguousarray(value) for value in backend.read_numpy_many(variables)]
-        num_prune = num_to_prune(sparsity, sum(value.size for value in values))
-        if not 0 < num_prune < bucket.size:
+        total = sum(value.size for value in values)
+        num_prune = num_to_prune(sparsity, total)
+        if not 0 < num_prune < total:
             return False
         keeps = [self._buffers.take(value.shape, bool) for value in values]
         zeroeds = [self._buffers.take(value.shape, value.dtype) for value in values]

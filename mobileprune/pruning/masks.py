@@ -114,7 +114,7 @@ def _keep_late_ties(scores: np.ndarray, keep: np.ndarray, threshold, ties_pruned
     """Set `keep` for the scores equal to `threshold` after the first `ties_pruned` of them."""
     if ties_pruned < ties:
         # Keep the ties after the `ties_pruned`-th one: smaller indices go first.
-        last_pruned = _nth_equal_index(scores, threshold, ties_pruned - 1)
+        last_pruned = _nth_equal_index(scores, threshold, ties_pruned - 1) if ties_pruned > 0 else -1
         tail = slice(last_pruned + 1, scores.size)
         keep[tail] |= scores[tail] == threshold
 
@@ -295,30 +295,7 @@ def magnitude_keep_and_zeroed(
     magnitude_keep_and_zeroed(values, values.size // 2, keep, zeroed)  # True
     ```
     """
-    flat, keep, zeroed = values.reshape(-1), keep_out.reshape(-1), zeroed_out.reshape(-1)
-    size, k = flat.size, num_prune - 1
-    if not 0 < num_prune < size:
-        raise ValueError(f"num_prune must be in (0, {size}), got {num_prune}.")
-    low, guess, high = _sampled_bracket(size, k, lambda indices: _gather_magnitudes(flat, indices))
-    found = compiled.bracket_pass(flat, low, guess, high, keep, zeroed, capacity=_bracket_capacity(size, k))
-    if found is None:
-        found = _bracket_pass_numpy(flat, low, guess, high, keep, zeroed)
-    _check_finite(found.nan_count, high)
-    up_to_low = size - found.above_low
-    k -= up_to_low
-    if k < 0 and low == 0:
-        # The threshold is zero (a mask update at a sparsity already reached): keep
-        # every nonzero weight, and the zeros after the first `num_prune`.
-        _settle_inside(flat, keep, zeroed, found, guess, low, 0)
-        _keep_late_ties(flat, keep, low, num_prune, up_to_low)
-        return True
-    if not 0 <= k < found.positions.size:
-        return False  # the threshold is outside (low, high]
-    threshold = np.partition(found.magnitudes, k)[k]
-    _check_finite(0, threshold)
-    below = up_to_low + int(np.count_nonzero(found.magnitudes < threshold))
-    _settle_inside(flat, keep, zeroed, found, guess, threshold, num_prune - below)
-    return True
+    return magnitude_keep_and_zeroed_many([values], num_prune, [keep_out], [zeroed_out], parallel=False)
 
 
 def magnitude_keep_and_zeroed_many(
@@ -365,6 +342,8 @@ def magnitude_keep_and_zeroed_many(
     starts = np.cumsum([0, *sizes])
 
     def gather(indices: np.ndarray) -> np.ndarray:
+        if len(flats) == 1:
+            return _gather_magnitudes(flats[0], indices)
         # `indices` index the weights laid end to end: split them by weight.
         cuts = np.searchsorted(indices, starts)
         return np.concatenate(
@@ -372,10 +351,9 @@ def magnitude_keep_and_zeroed_many(
         )
 
     low, guess, high = _sampled_bracket(total, k, gather)
-    sample_size, margin = _sample_plan(total, k)
 
     def sweep(i: int) -> compiled.BracketPass:
-        capacity = int(sizes[i] * 2.0 * (2.0 * margin + 1.0) / sample_size) + 1024
+        capacity = _bracket_capacity(sizes[i], total, k)
         found = compiled.bracket_pass(flats[i], low, guess, high, keeps[i], zeroeds[i], capacity)
         return _bracket_pass_numpy(flats[i], low, guess, high, keeps[i], zeroeds[i]) if found is None else found
 
@@ -385,17 +363,17 @@ def magnitude_keep_and_zeroed_many(
     k -= sum(up_to_low)
     if k < 0 and low == 0:
         # The threshold is zero: keep every nonzero weight, and the zeros after the first `num_prune`.
-        thread_map(lambda i: _settle_inside(flats[i], keeps[i], zeroeds[i], founds[i], guess, low, 0), range(len(flats)), parallel)
+        thread_map(
+            lambda i: _settle_inside(flats[i], keeps[i], zeroeds[i], founds[i], guess, low, 0),
+            range(len(flats)),
+            parallel,
+        )
         left = num_prune
         for flat, keep, zeros in zip(flats, keeps, up_to_low):
-            pruned = min(zeros, left)
-            if pruned == 0:
-                keep |= flat == low
-            else:
-                _keep_late_ties(flat, keep, low, pruned, zeros)
-            left -= pruned
+            _keep_late_ties(flat, keep, low, min(zeros, left), zeros)
+            left -= min(zeros, left)
         return True
-    magnitudes = np.concatenate([found.magnitudes for found in founds])
+    magnitudes = founds[0].magnitudes if len(founds) == 1 else np.concatenate([found.magnitudes for found in founds])
     if not 0 <= k < magnitudes.size:
         return False  # the threshold is outside (low, high]
     threshold = np.partition(magnitudes, k)[k]
@@ -414,10 +392,10 @@ def magnitude_keep_and_zeroed_many(
     return True
 
 
-def _bracket_capacity(size: int, k: int) -> int:
-    """How many scores `_sampled_bracket`'s bracket is expected to hold, with room to spare."""
+def _bracket_capacity(part: int, size: int, k: int) -> int:
+    """How many of `part` scores (out of `size`, ranked for the `k`-th) the sampled bracket is expected to hold, with room to spare."""
     sample_size, margin = _sample_plan(size, k)
-    return int(size * 2.0 * (2.0 * margin + 1.0) / sample_size) + 1024
+    return int(part * 2.0 * (2.0 * margin + 1.0) / sample_size) + 1024
 
 
 def _bracket_pass_numpy(
