@@ -110,14 +110,15 @@ def load_corpus(config: LMConfig) -> Corpus:
     length = config.sequence + 1
     count = min(config.validation_windows, validation.size // length)
     windows = validation[: count * length].reshape(count, length).astype("int32")
-    return Corpus(train, validation, windows, len(train_parts), len(validation_parts), str(stdlib),
-                  digest.hexdigest()[:16])
+    return Corpus(
+        train, validation, windows, len(train_parts), len(validation_parts), str(stdlib), digest.hexdigest()[:16]
+    )
 
 
 def random_windows(stream: np.ndarray, count: int, length: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` windows of ``length`` bytes at random offsets, as int32."""
     starts = rng.integers(0, stream.size - length, size=count)
-    return np.stack([stream[start:start + length] for start in starts]).astype("int32")
+    return np.stack([stream[start : start + length] for start in starts]).astype("int32")
 
 
 def calibration_sequences(corpus: Corpus, config: LMConfig, count: int = 128, seed: int = 1) -> np.ndarray:
@@ -141,9 +142,9 @@ def build_byte_lm(config: LMConfig):
     x = PositionEmbedding(config.sequence, name="position_embedding")(x)
     for i in range(config.num_layers):
         h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block{i}_norm1")(x)
-        h = keras.layers.MultiHeadAttention(
-            config.heads, config.hidden // config.heads, name=f"block{i}_attention"
-        )(h, h, use_causal_mask=True)
+        h = keras.layers.MultiHeadAttention(config.heads, config.hidden // config.heads, name=f"block{i}_attention")(
+            h, h, use_causal_mask=True
+        )
         x = keras.layers.Add(name=f"block{i}_residual1")([x, h])
         h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block{i}_norm2")(x)
         h = keras.layers.Dense(config.ffn, activation="gelu", name=f"block{i}_ffn_up")(h)
@@ -191,7 +192,7 @@ def perplexity(model, windows: np.ndarray, batch: int = 32) -> float:
 
     total, count = 0.0, 0
     for start in range(0, len(windows), batch):
-        chunk = windows[start:start + batch]
+        chunk = windows[start : start + batch]
         logits = model(chunk[:, :-1], training=False)
         losses = keras.ops.sparse_categorical_crossentropy(chunk[:, 1:], logits, from_logits=True)
         total += float(keras.ops.convert_to_numpy(keras.ops.sum(losses)))
@@ -204,8 +205,11 @@ def _train(config: LMConfig, corpus: Corpus, log_every: int = 100) -> tuple[Any,
 
     model = build_byte_lm(config)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, config.steps - config.warmup_steps, alpha=0.05,
-        warmup_target=config.learning_rate, warmup_steps=config.warmup_steps,
+        0.0,
+        config.steps - config.warmup_steps,
+        alpha=0.05,
+        warmup_target=config.learning_rate,
+        warmup_steps=config.warmup_steps,
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
@@ -218,15 +222,18 @@ def _train(config: LMConfig, corpus: Corpus, log_every: int = 100) -> tuple[Any,
         batch = random_windows(corpus.train, config.batch, config.sequence + 1, rng)
         losses.append(float(model.train_on_batch(batch[:, :-1], batch[:, 1:])))
         if (step + 1) % log_every == 0:
-            print(f"  step {step + 1}/{config.steps}: loss {np.mean(losses[-log_every:]):.3f} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"  step {step + 1}/{config.steps}: loss {np.mean(losses[-log_every:]):.3f} "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
     seconds = time.perf_counter() - start
     return model, {
         "steps": config.steps,
         "batch": config.batch,
         "tokens_seen": config.steps * config.batch * config.sequence,
         "optimizer": f"AdamW(weight_decay=0.01, clipnorm=1.0), lr {config.learning_rate} "
-                     f"with {config.warmup_steps} warm-up steps then cosine decay to 5%",
+        f"with {config.warmup_steps} warm-up steps then cosine decay to 5%",
         "final_train_loss": float(np.mean(losses[-log_every:])),
         "train_seconds": round(seconds, 1),
     }

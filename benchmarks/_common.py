@@ -83,7 +83,8 @@ def machine_info() -> dict[str, Any]:
         "versions": versions,
         "command": _command_line(),
         "git": _GIT_AT_START["commit"] + ("" if _GIT_AT_START["clean"] else "+dirty")
-        if _GIT_AT_START["commit"] else None,
+        if _GIT_AT_START["commit"]
+        else None,
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -184,7 +185,10 @@ def _git_state(root: Path | None = None) -> dict[str, Any]:
         # Tracked changes anywhere and untracked files that are not ignored, except the results themselves.
         changes = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=normal", "--", ".", ":(exclude)benchmarks/results"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "clean": False, "describe": "a folder that is not a git checkout"}

@@ -276,11 +276,7 @@ def _accuracy(model, x, y) -> float:
 def _kernel_sparsity(model, names: set[str]) -> dict[str, float]:
     import numpy as np
 
-    return {
-        layer.name: float(np.mean(layer.kernel.numpy() == 0))
-        for layer in model.layers
-        if layer.name in names
-    }
+    return {layer.name: float(np.mean(layer.kernel.numpy() == 0)) for layer in model.layers if layer.name in names}
 
 
 def _version(package: str) -> str | None:

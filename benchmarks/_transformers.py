@@ -16,7 +16,16 @@ from __future__ import annotations
 
 
 def vit_encoder(
-    image=32, patch=4, hidden=192, heads=3, key_dim=64, mlp=768, layers=4, classes=10, seed=0, channels=3,
+    image=32,
+    patch=4,
+    hidden=192,
+    heads=3,
+    key_dim=64,
+    mlp=768,
+    layers=4,
+    classes=10,
+    seed=0,
+    channels=3,
     pool="mean",
 ):
     """Pre-norm ViT: patch Conv2D, ``layers`` x (MultiHeadAttention + Dense MLP), pooling, logits.

@@ -71,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stored = json.loads((RESULTS_DIR / f"{RESULT_NAME}.json").read_text())
         print_demo_table(stored["results"]["rows"])
         machine = stored["machine"]
-        print(f"{machine['command']} at {machine['git']}, {machine['timestamp_utc']}, "
-              f"load average {machine['load_average']}, {stored['results']['total_seconds']} s in all")
+        print(
+            f"{machine['command']} at {machine['git']}, {machine['timestamp_utc']}, "
+            f"load average {machine['load_average']}, {stored['results']['total_seconds']} s in all"
+        )
         return 0
     payload = run(args.quick)
     print_demo_table(payload["rows"])

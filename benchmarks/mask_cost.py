@@ -253,8 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     # tfmot first, in its own process, so our process does not hold both copies of ResNet50.
-    tfmot = {} if args.skip_tfmot else run_tfmot(
-        {"task": "mask_cost", "models": args.models, "repeats": args.repeats, "sparsity": FINAL_SPARSITY}
+    tfmot = (
+        {}
+        if args.skip_tfmot
+        else run_tfmot(
+            {"task": "mask_cost", "models": args.models, "repeats": args.repeats, "sparsity": FINAL_SPARSITY}
+        )
     )
     results = {}
     for name in args.models:
@@ -288,7 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "models": results,
     }
-    stage_rows = [_stage_row(name, case, entry["layer"]) for name, entry in results.items() for case in ("first", "steady")]
+    stage_rows = [
+        _stage_row(name, case, entry["layer"]) for name, entry in results.items() for case in ("first", "steady")
+    ]
     print_table(
         f"Where a scope='layer' update goes: ms per stage, weights one after another on one thread "
         f"(median of {args.repeats}); the update itself runs on {_mask_threads()} threads",

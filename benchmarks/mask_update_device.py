@@ -52,8 +52,11 @@ def _device_description() -> dict[str, Any]:
         import jax
 
         devices = jax.devices()
-        return {"platform": devices[0].platform, "devices": [str(d) for d in devices],
-                "kind": getattr(devices[0], "device_kind", "")}
+        return {
+            "platform": devices[0].platform,
+            "devices": [str(d) for d in devices],
+            "kind": getattr(devices[0], "device_kind", ""),
+        }
     if backend == "torch":
         import torch
 
@@ -142,8 +145,17 @@ def child(args) -> dict[str, Any]:
     from benchmarks import training_overhead
 
     overhead_args = training_overhead._parse_args(
-        ["--skip-tfmot", "--frequency", str(args.frequency), "--epochs", str(args.epochs),
-         "--samples", str(args.samples), "--batch-size", str(args.batch_size)]
+        [
+            "--skip-tfmot",
+            "--frequency",
+            str(args.frequency),
+            "--epochs",
+            str(args.epochs),
+            "--samples",
+            str(args.samples),
+            "--batch-size",
+            str(args.batch_size),
+        ]
         + (["--quick"] if args.quick else [])
     )
     started = time.perf_counter()
@@ -164,8 +176,7 @@ def child(args) -> dict[str, Any]:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory for mask_update_device.json")
-    parser.add_argument("--backends", default=None,
-                        help="comma-separated: jax,torch (default: those installed)")
+    parser.add_argument("--backends", default=None, help="comma-separated: jax,torch (default: those installed)")
     parser.add_argument("--quick", action="store_true", help="tiny settings and a small model")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--samples", type=int, default=4096)
@@ -184,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.child_json).write_text(json.dumps(child(args), default=float))
         return 0
     backends = (
-        [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends
+        [b.strip() for b in args.backends.split(",") if b.strip()]
+        if args.backends
         else [b for b in ("jax", "torch") if importlib.util.find_spec(b) is not None]
     )
     argv = list(argv if argv is not None else sys.argv[1:])
@@ -196,7 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 completed = subprocess.run(
                     [sys.executable, "-m", "benchmarks.mask_update_device", *argv, "--child-json", str(out)],
-                    env=env, capture_output=True, text=True, timeout=args.timeout,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout,
                 )
                 if completed.returncode == 0:
                     results[backend] = json.loads(out.read_text())
@@ -210,17 +225,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append({"backend": backend, "device": "error: " + result["error"].splitlines()[-1][:80]})
             continue
         update = result["mask_update"]
-        rows.append({
-            "backend": backend,
-            "device": result["device"]["kind"] or result["device"]["platform"],
-            "overhead ratio": result["overhead"]["ratio"],
-            "paired ratio": result["overhead"]["row"]["median paired ratio"],
-            "dense epoch s": result["overhead"]["row"]["dense epoch s"],
-            f"update {update['model']} s": update["update_median_s"],
-            "pull s": update["pull_to_host_median_s"],
-            "push s": update["push_to_device_median_s"],
-            "masked M": update["masked_weights"] / 1e6,
-        })
+        rows.append(
+            {
+                "backend": backend,
+                "device": result["device"]["kind"] or result["device"]["platform"],
+                "overhead ratio": result["overhead"]["ratio"],
+                "paired ratio": result["overhead"]["row"]["median paired ratio"],
+                "dense epoch s": result["overhead"]["row"]["dense epoch s"],
+                f"update {update['model']} s": update["update_median_s"],
+                "pull s": update["pull_to_host_median_s"],
+                "push s": update["push_to_device_median_s"],
+                "masked M": update["masked_weights"] / 1e6,
+            }
+        )
     try:
         print_table(f"PruneCallback on the accelerator, frequency {args.frequency}", rows)
     except ImportError:  # rich is not installed on every accelerator machine

@@ -75,8 +75,7 @@ def measured_ms(path: str, runs: int, warmup: int, threads: int) -> tuple[float,
     """Mean and p50 ms that :func:`benchmark` reports for the same number of runs."""
     from mobileprune.runtime.benchmark import benchmark
 
-    result = benchmark(path, num_threads=threads, warmup_runs=warmup, runs=runs, min_seconds=0.0,
-                       isolate=False)
+    result = benchmark(path, num_threads=threads, warmup_runs=warmup, runs=runs, min_seconds=0.0, isolate=False)
     return result.mean_ms, result.p50_ms
 
 
@@ -116,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "mobilenet_v2_075_128.tflite")
-        subprocess.run([sys.executable, "-m", "benchmarks.measurement_overhead", "--write-model", path],
-                       check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.measurement_overhead", "--write-model", path],
+            check=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
         from mobileprune.runtime.isolation import probe_model
 
         runtime = probe_model(Path(path).read_bytes(), name=path)
@@ -125,8 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             bare = bare_loop_ms(path, args.runs, args.warmup, args.threads)
             mean, p50 = measured_ms(path, args.runs, args.warmup, args.threads)
-            rows.append({"repeat": repeat, "bare_mean_ms": bare, "benchmark_mean_ms": mean,
-                         "benchmark_p50_ms": p50, "overhead_pct": 100 * (mean / bare - 1)})
+            rows.append(
+                {
+                    "repeat": repeat,
+                    "bare_mean_ms": bare,
+                    "benchmark_mean_ms": mean,
+                    "benchmark_p50_ms": p50,
+                    "overhead_pct": 100 * (mean / bare - 1),
+                }
+            )
             print(f"repeat {repeat}: bare {bare:.4f} ms, benchmark() {mean:.4f} ms", file=sys.stderr)
 
     overhead = statistics.median(row["overhead_pct"] for row in rows)
@@ -154,13 +163,44 @@ def main(argv: list[str] | None = None) -> int:
         "end_to_end_within_target": abs(overhead) < 100 * TARGET_OVERHEAD,
     }
     print_table("benchmark() vs a bare invoke() loop (interleaved repeats)", rows, float_digits=4)
-    print_table("1. timed-loop cost (no-op call) vs the model's p50", [{key: summary[key] for key in (
-        "loop_added_ns_per_inference", "model_p50_ms_median", "loop_overhead_pct_of_p50",
-        "loop_within_target")}], float_digits=4)
-    print_table("2. end to end: benchmark() mean vs bare loop mean", [{key: summary[key] for key in (
-        "runtime", "bare_mean_ms_median", "benchmark_mean_ms_median", "overhead_pct_median",
-        "overhead_pct_min", "overhead_pct_max", "end_to_end_within_target")}], float_digits=3)
-    print(write_results("measurement_overhead", {"summary": summary, "repeats": rows}, results_dir(False, args.allow_dirty)))
+    print_table(
+        "1. timed-loop cost (no-op call) vs the model's p50",
+        [
+            {
+                key: summary[key]
+                for key in (
+                    "loop_added_ns_per_inference",
+                    "model_p50_ms_median",
+                    "loop_overhead_pct_of_p50",
+                    "loop_within_target",
+                )
+            }
+        ],
+        float_digits=4,
+    )
+    print_table(
+        "2. end to end: benchmark() mean vs bare loop mean",
+        [
+            {
+                key: summary[key]
+                for key in (
+                    "runtime",
+                    "bare_mean_ms_median",
+                    "benchmark_mean_ms_median",
+                    "overhead_pct_median",
+                    "overhead_pct_min",
+                    "overhead_pct_max",
+                    "end_to_end_within_target",
+                )
+            }
+        ],
+        float_digits=3,
+    )
+    print(
+        write_results(
+            "measurement_overhead", {"summary": summary, "repeats": rows}, results_dir(False, args.allow_dirty)
+        )
+    )
     return 0
 
 

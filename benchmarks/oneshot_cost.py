@@ -137,8 +137,13 @@ def worker(model_name: str, mode: str, count: int) -> dict[str, Any]:
     model, calibration, kwargs, parameters = build(count)
     model.predict(calibration, batch_size=16, verbose=0)  # baseline: one pass of the calibration data
     setup_seconds = time.perf_counter() - start
-    result = {"model": model_name, "mode": mode, "calibration": count, "parameters": parameters,
-              "setup_s": setup_seconds}
+    result = {
+        "model": model_name,
+        "mode": mode,
+        "calibration": count,
+        "parameters": parameters,
+        "setup_s": setup_seconds,
+    }
     if mode == "sparsegpt":
         with PhasePeaks() as peaks:
             start = time.perf_counter()
@@ -183,20 +188,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline = measure(model_name, "baseline", count)
         pruned = measure(model_name, "sparsegpt", count)
         print(f"{model_name}: baseline {baseline}\n{model_name}: sparsegpt {pruned}", flush=True)
-        rows.append({
-            "model": model_name,
-            "parameters": pruned["parameters"],
-            "calibration": count,
-            "sparsegpt_s": pruned["prune_s"],
-            "reached_sparsity": pruned["reached_sparsity"],
-            "baseline_peak_mib": baseline["peak_rss_mib"],
-            "sparsegpt_peak_mib": pruned["peak_rss_mib"],
-            "extra_mib": pruned["peak_rss_mib"] - baseline["peak_rss_mib"],
-            "capture_peak_mib": pruned["peak_rss_capture_mib"],
-            "solve_peak_mib": pruned["peak_rss_solve_mib"],
-        })
-    print_table(f"One-shot SparseGPT at {SPARSITY:.0%} unstructured: time and peak memory (fresh process each)",
-                rows, float_digits=1)
+        rows.append(
+            {
+                "model": model_name,
+                "parameters": pruned["parameters"],
+                "calibration": count,
+                "sparsegpt_s": pruned["prune_s"],
+                "reached_sparsity": pruned["reached_sparsity"],
+                "baseline_peak_mib": baseline["peak_rss_mib"],
+                "sparsegpt_peak_mib": pruned["peak_rss_mib"],
+                "extra_mib": pruned["peak_rss_mib"] - baseline["peak_rss_mib"],
+                "capture_peak_mib": pruned["peak_rss_capture_mib"],
+                "solve_peak_mib": pruned["peak_rss_solve_mib"],
+            }
+        )
+    print_table(
+        f"One-shot SparseGPT at {SPARSITY:.0%} unstructured: time and peak memory (fresh process each)",
+        rows,
+        float_digits=1,
+    )
     payload = {"sparsity": SPARSITY, "rows": rows}
     print(f"wrote {write_results('oneshot_cost', payload, results_dir(args.quick))}")
     return 0

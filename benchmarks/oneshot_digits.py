@@ -95,25 +95,30 @@ def run_one(dense, data, calibration, seed: int, method: str, sparsity: float, f
 
 def summarise(rows: list[dict[str, Any]], dense_accuracy: dict[int, float]) -> list[dict[str, Any]]:
     """Mean over seeds per (method, sparsity), with the per-seed values."""
-    summary = [{
-        "method": "dense", "sparsity": 0.0,
-        "oneshot_acc_%": 100 * statistics.mean(dense_accuracy.values()),
-        "per_seed_oneshot": [round(100 * a, 2) for a in dense_accuracy.values()],
-    }]
+    summary = [
+        {
+            "method": "dense",
+            "sparsity": 0.0,
+            "oneshot_acc_%": 100 * statistics.mean(dense_accuracy.values()),
+            "per_seed_oneshot": [round(100 * a, 2) for a in dense_accuracy.values()],
+        }
+    ]
     for sparsity in SPARSITIES:
         for method in METHODS:
             group = [r for r in rows if r["method"] == method and r["sparsity"] == sparsity]
-            summary.append({
-                "method": method,
-                "sparsity": sparsity,
-                "oneshot_acc_%": 100 * statistics.mean(r["oneshot_accuracy"] for r in group),
-                "finetuned_acc_%": 100 * statistics.mean(r["finetuned_accuracy"] for r in group),
-                "per_seed_oneshot": [round(100 * r["oneshot_accuracy"], 2) for r in group],
-                "per_seed_finetuned": [round(100 * r["finetuned_accuracy"], 2) for r in group],
-                "zeros_after_finetune_%": 100 * min(r["finetuned_sparsity"] for r in group),
-                "same_zeros": all(r["same_zeros_after_finetune"] for r in group),
-                "prune_s": statistics.median(r["prune_seconds"] for r in group),
-            })
+            summary.append(
+                {
+                    "method": method,
+                    "sparsity": sparsity,
+                    "oneshot_acc_%": 100 * statistics.mean(r["oneshot_accuracy"] for r in group),
+                    "finetuned_acc_%": 100 * statistics.mean(r["finetuned_accuracy"] for r in group),
+                    "per_seed_oneshot": [round(100 * r["oneshot_accuracy"], 2) for r in group],
+                    "per_seed_finetuned": [round(100 * r["finetuned_accuracy"], 2) for r in group],
+                    "zeros_after_finetune_%": 100 * min(r["finetuned_sparsity"] for r in group),
+                    "same_zeros": all(r["same_zeros_after_finetune"] for r in group),
+                    "prune_s": statistics.median(r["prune_seconds"] for r in group),
+                }
+            )
     return summary
 
 
@@ -137,15 +142,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sparsity in SPARSITIES:
             for method in METHODS:
                 rows.append(run_one(dense, data, calibration, seed, method, sparsity, finetune_epochs))
-                print(f"seed {seed} {method} {sparsity:.0%}: one-shot {rows[-1]['oneshot_accuracy']:.4f}, "
-                      f"fine-tuned {rows[-1]['finetuned_accuracy']:.4f}", flush=True)
+                print(
+                    f"seed {seed} {method} {sparsity:.0%}: one-shot {rows[-1]['oneshot_accuracy']:.4f}, "
+                    f"fine-tuned {rows[-1]['finetuned_accuracy']:.4f}",
+                    flush=True,
+                )
     summary = summarise(rows, dense_accuracy)
     print_table(
         f"Digits CNN, one-shot pruning of {', '.join(PRUNED_LAYERS)} (test accuracy %, mean of {len(seeds)} seeds), "
         f"then {finetune_epochs} epochs fine-tuning with masks held",
         summary,
-        ["method", "sparsity", "oneshot_acc_%", "finetuned_acc_%", "per_seed_oneshot", "per_seed_finetuned",
-         "zeros_after_finetune_%", "same_zeros", "prune_s"],
+        [
+            "method",
+            "sparsity",
+            "oneshot_acc_%",
+            "finetuned_acc_%",
+            "per_seed_oneshot",
+            "per_seed_finetuned",
+            "zeros_after_finetune_%",
+            "same_zeros",
+            "prune_s",
+        ],
         float_digits=2,
     )
     payload = {

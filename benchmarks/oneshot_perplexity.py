@@ -78,16 +78,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for method in METHODS:
             model, _ = trained_lm(config, corpus)
             start = time.perf_counter()
-            mp.prune_oneshot(model, SPARSITY, calibration, method=method, pattern=pattern, exclude=EXCLUDE,
-                             progress=False)
+            mp.prune_oneshot(
+                model, SPARSITY, calibration, method=method, pattern=pattern, exclude=EXCLUDE, progress=False
+            )
             seconds = time.perf_counter() - start
-            rows.append({
-                "pattern": pattern,
-                "method": method,
-                "perplexity": perplexity(model, windows),
-                "zeros_%": 100 * pruned_fraction(model),
-                "prune_s": seconds,
-            })
+            rows.append(
+                {
+                    "pattern": pattern,
+                    "method": method,
+                    "perplexity": perplexity(model, windows),
+                    "zeros_%": 100 * pruned_fraction(model),
+                    "prune_s": seconds,
+                }
+            )
             print(f"{pattern} {method}: {rows[-1]}", flush=True)
     for row in rows[1:]:
         magnitude = next(r for r in rows if r["pattern"] == row["pattern"] and r["method"] == "magnitude")
@@ -97,12 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(
         f"Byte LM ({training['parameters']:,} parameters), validation perplexity after one-shot pruning at "
         f"{SPARSITY:.0%}, {count} calibration sequences (load {load:.1f})",
-        rows, ["pattern", "method", "perplexity", "gap_closed", "zeros_%", "prune_s"],
+        rows,
+        ["pattern", "method", "perplexity", "gap_closed", "zeros_%", "prune_s"],
     )
     targets = {
         f"{pattern} {method}": row["gap_closed"] is not None and row["gap_closed"] >= 0.5
-        for pattern in ("unstructured", "2:4") for method in ("wanda", "sparsegpt")
-        for row in rows if row["pattern"] == pattern and row["method"] == method
+        for pattern in ("unstructured", "2:4")
+        for method in ("wanda", "sparsegpt")
+        for row in rows
+        if row["pattern"] == pattern and row["method"] == method
     }
     print("target (gap closed >= 0.5 at 50% and 2:4):", "met" if all(targets.values()) else f"not met: {targets}")
     payload = {

@@ -52,25 +52,46 @@ def digits_rows(seeds: Sequence[int], epochs: int) -> list[dict[str, Any]]:
     for seed in seeds:
         dense = build_digits_cnn(seed=seed)
         dense.fit(data.x_train, data.y_train, batch_size=BATCH, epochs=epochs, verbose=0)
-        rows.append({
-            "model": "digits", "seed": seed, "fraction": 0.0, "reconstruct": None,
-            "accuracy": float(dense.evaluate(data.x_test, data.y_test, verbose=0)[1]),
-            "params": dense.count_params(), "macs": count_macs(dense),
-        })
+        rows.append(
+            {
+                "model": "digits",
+                "seed": seed,
+                "fraction": 0.0,
+                "reconstruct": None,
+                "accuracy": float(dense.evaluate(data.x_test, data.y_test, verbose=0)[1]),
+                "params": dense.count_params(),
+                "macs": count_macs(dense),
+            }
+        )
         for fraction in FRACTIONS:
             for reconstruct in (False, True):
                 model = build_digits_cnn(seed=seed)
                 model.set_weights(dense.get_weights())
                 start = time.perf_counter()
-                smaller = mp.prune_oneshot(model, fraction, calibration, pattern="channels", method=METHOD, exclude=["logits"],
-                                           reconstruct=reconstruct, progress=False)
+                smaller = mp.prune_oneshot(
+                    model,
+                    fraction,
+                    calibration,
+                    pattern="channels",
+                    method=METHOD,
+                    exclude=["logits"],
+                    reconstruct=reconstruct,
+                    progress=False,
+                )
                 seconds = time.perf_counter() - start
                 smaller.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-                rows.append({
-                    "model": "digits", "seed": seed, "fraction": fraction, "reconstruct": reconstruct,
-                    "accuracy": float(smaller.evaluate(data.x_test, data.y_test, verbose=0)[1]),
-                    "params": smaller.count_params(), "macs": count_macs(smaller), "prune_s": seconds,
-                })
+                rows.append(
+                    {
+                        "model": "digits",
+                        "seed": seed,
+                        "fraction": fraction,
+                        "reconstruct": reconstruct,
+                        "accuracy": float(smaller.evaluate(data.x_test, data.y_test, verbose=0)[1]),
+                        "params": smaller.count_params(),
+                        "macs": count_macs(smaller),
+                        "prune_s": seconds,
+                    }
+                )
                 print(rows[-1], flush=True)
     return rows
 
@@ -84,21 +105,42 @@ def lm_rows(quick: bool) -> list[dict[str, Any]]:
     windows = corpus.validation_windows[:32] if quick else corpus.validation_windows
     calibration = calibration_sequences(corpus, config, count=16 if quick else 128)
     dense, _ = trained_lm(config, corpus)
-    rows = [{"model": "byte LM", "fraction": 0.0, "reconstruct": None, "perplexity": perplexity(dense, windows),
-             "params": dense.count_params()}]
+    rows = [
+        {
+            "model": "byte LM",
+            "fraction": 0.0,
+            "reconstruct": None,
+            "perplexity": perplexity(dense, windows),
+            "params": dense.count_params(),
+        }
+    ]
     ffn_up = [f"block{i}_ffn_up" for i in range(config.num_layers)]
     for fraction in FRACTIONS:
         for reconstruct in (False, True):
             model, _ = trained_lm(config, corpus)
             start = time.perf_counter()
-            smaller = mp.prune_oneshot(model, fraction, calibration, pattern="channels", method=METHOD, layers=ffn_up,
-                                       reconstruct=reconstruct, progress=False)
+            smaller = mp.prune_oneshot(
+                model,
+                fraction,
+                calibration,
+                pattern="channels",
+                method=METHOD,
+                layers=ffn_up,
+                reconstruct=reconstruct,
+                progress=False,
+            )
             seconds = time.perf_counter() - start
-            rows.append({
-                "model": "byte LM", "fraction": fraction, "reconstruct": reconstruct,
-                "perplexity": perplexity(smaller, windows), "params": smaller.count_params(),
-                "ffn_units": [smaller.get_layer(name).units for name in ffn_up], "prune_s": seconds,
-            })
+            rows.append(
+                {
+                    "model": "byte LM",
+                    "fraction": fraction,
+                    "reconstruct": reconstruct,
+                    "perplexity": perplexity(smaller, windows),
+                    "params": smaller.count_params(),
+                    "ffn_units": [smaller.get_layer(name).units for name in ffn_up],
+                    "prune_s": seconds,
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -107,12 +149,16 @@ def summarise_digits(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     summary = []
     for fraction, reconstruct in [(0.0, None)] + [(f, r) for f in FRACTIONS for r in (False, True)]:
         group = [r for r in rows if r["fraction"] == fraction and r["reconstruct"] == reconstruct]
-        summary.append({
-            "fraction": fraction, "reconstruct": reconstruct,
-            "accuracy_%": 100 * statistics.mean(r["accuracy"] for r in group),
-            "per_seed_%": [round(100 * r["accuracy"], 2) for r in group],
-            "params": group[0]["params"], "macs": group[0]["macs"],
-        })
+        summary.append(
+            {
+                "fraction": fraction,
+                "reconstruct": reconstruct,
+                "accuracy_%": 100 * statistics.mean(r["accuracy"] for r in group),
+                "per_seed_%": [round(100 * r["accuracy"], 2) for r in group],
+                "params": group[0]["params"],
+                "macs": group[0]["macs"],
+            }
+        )
     return summary
 
 
@@ -128,15 +174,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds, epochs = ((0,), 3) if args.quick else ((0, 1, 2), 15)
     digits = digits_rows(seeds, epochs)
     digits_summary = summarise_digits(digits)
-    print_table(f"Digits CNN, channels removed in one shot, no fine-tuning (mean of {len(seeds)} seeds)",
-                digits_summary, float_digits=2)
+    print_table(
+        f"Digits CNN, channels removed in one shot, no fine-tuning (mean of {len(seeds)} seeds)",
+        digits_summary,
+        float_digits=2,
+    )
     lm = [] if args.skip_lm else lm_rows(args.quick)
     if lm:
-        print_table("Byte LM, FFN units removed in one shot, no fine-tuning (validation perplexity)", lm,
-                    ["fraction", "reconstruct", "perplexity", "params", "ffn_units", "prune_s"])
+        print_table(
+            "Byte LM, FFN units removed in one shot, no fine-tuning (validation perplexity)",
+            lm,
+            ["fraction", "reconstruct", "perplexity", "params", "ffn_units", "prune_s"],
+        )
     payload = {
-        "fractions": FRACTIONS, "method": METHOD, "digits_seeds": list(seeds), "digits_epochs": epochs,
-        "digits_calibration": DIGITS_CALIBRATION, "digits_summary": digits_summary, "digits_rows": digits,
+        "fractions": FRACTIONS,
+        "method": METHOD,
+        "digits_seeds": list(seeds),
+        "digits_epochs": epochs,
+        "digits_calibration": DIGITS_CALIBRATION,
+        "digits_summary": digits_summary,
+        "digits_rows": digits,
         "lm_rows": lm,
     }
     print(f"wrote {write_results('oneshot_structured', payload, results_dir(args.quick))}")

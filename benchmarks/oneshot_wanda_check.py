@@ -87,9 +87,14 @@ def read_weights(model, num_layers: int) -> dict[str, np.ndarray]:
 def _projections(model, i: int) -> dict:
     """The six projection layers of block ``i``, by the names the weights dict uses."""
     attention = model.get_layer(f"block{i}_attention")
-    return {"query": attention._query_dense, "key": attention._key_dense,
-            "value": attention._value_dense, "output": attention._output_dense,
-            "ffn_up": model.get_layer(f"block{i}_ffn_up"), "ffn_down": model.get_layer(f"block{i}_ffn_down")}
+    return {
+        "query": attention._query_dense,
+        "key": attention._key_dense,
+        "value": attention._value_dense,
+        "output": attention._output_dense,
+        "ffn_up": model.get_layer(f"block{i}_ffn_up"),
+        "ffn_down": model.get_layer(f"block{i}_ffn_down"),
+    }
 
 
 def write_weights(model, weights: dict[str, np.ndarray], num_layers: int) -> None:
@@ -298,9 +303,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             differ += int(np.count_nonzero(mine != entry["keep"]))
             total += mine.size
             worst = max(worst, float(np.mean(mine != entry["keep"])))
-        agreement.append({"pattern": pattern, "weights": total, "masks_differ": differ,
-                          "differ_%": 100 * differ / total, "worst_layer_differ_%": 100 * worst,
-                          "prune_oneshot_s": seconds})
+        agreement.append(
+            {
+                "pattern": pattern,
+                "weights": total,
+                "masks_differ": differ,
+                "differ_%": 100 * differ / total,
+                "worst_layer_differ_%": 100 * worst,
+                "prune_oneshot_s": seconds,
+            }
+        )
         print(f"{pattern}: {differ} of {total} mask entries differ from the NumPy reference", flush=True)
 
     # 2. Input feature norms of the dense model (ranked per output, Wanda vs magnitude).
@@ -311,31 +323,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         matrix = as_matrix(dense[key], part)
         wanda = reference_keep(matrix, entry["norms"], "wanda", "output", 0.5)
         magnitude = reference_keep(matrix, entry["norms"], "magnitude", "output", 0.5)
-        norm_rows.append({"projection": key, **norm_statistics(entry["norms"]),
-                          "mask_changed_%": 100 * float(np.mean(wanda != magnitude))})
+        norm_rows.append(
+            {
+                "projection": key,
+                **norm_statistics(entry["norms"]),
+                "mask_changed_%": 100 * float(np.mean(wanda != magnitude)),
+            }
+        )
     # The 3 attention inputs of a block are the same LayerNorm output: show one row for them.
     shown = [r for r in norm_rows if not r["projection"].endswith(("/key", "/value"))]
-    print_table("Input feature norms ||X_j|| per projection (dense model, calibration tokens); "
-                "mask_changed_% = share of the weights Wanda prunes that per-output magnitude keeps",
-                shown, float_digits=2)
+    print_table(
+        "Input feature norms ||X_j|| per projection (dense model, calibration tokens); "
+        "mask_changed_% = share of the weights Wanda prunes that per-output magnitude keeps",
+        shown,
+        float_digits=2,
+    )
 
     # 3. Score x comparison group, and the perplexity of each.
-    variants = [("magnitude", "layer", "unstructured"), ("magnitude", "output", "unstructured"),
-                ("wanda", "layer", "unstructured"), ("wanda", "output", "unstructured"),
-                ("magnitude", "2:4", "2:4"), ("wanda", "2:4", "2:4")]
+    variants = [
+        ("magnitude", "layer", "unstructured"),
+        ("magnitude", "output", "unstructured"),
+        ("wanda", "layer", "unstructured"),
+        ("wanda", "output", "unstructured"),
+        ("magnitude", "2:4", "2:4"),
+        ("wanda", "2:4", "2:4"),
+    ]
     dense_ppl = perplexity(model, windows)
     rows: list[dict[str, Any]] = [{"score": "dense", "group": "", "perplexity": dense_ppl}]
     for score, group, pattern in variants:
         weights, info = sequential_prune(dense, ids, config.heads, config.num_layers, score, group, 0.5)
         write_weights(model, weights, config.num_layers)
         errors = [entry["error"] for entry in info.values()]
-        rows.append({"score": score, "group": group, "perplexity": perplexity(model, windows),
-                     "mean_layer_error": float(np.mean(errors)), "max_layer_error": float(np.max(errors)),
-                     "layer_errors": {k: v["error"] for k, v in info.items()}})
+        rows.append(
+            {
+                "score": score,
+                "group": group,
+                "perplexity": perplexity(model, windows),
+                "mean_layer_error": float(np.mean(errors)),
+                "max_layer_error": float(np.max(errors)),
+                "layer_errors": {k: v["error"] for k, v in info.items()},
+            }
+        )
         print(f"{score} ranked per {group}: perplexity {rows[-1]['perplexity']:.3f}", flush=True)
     load = os.getloadavg()[0]
-    print_table(f"Byte LM at 50%: score x comparison group (NumPy reference masks, load {load:.1f})", rows,
-                ["score", "group", "perplexity", "mean_layer_error", "max_layer_error"])
+    print_table(
+        f"Byte LM at 50%: score x comparison group (NumPy reference masks, load {load:.1f})",
+        rows,
+        ["score", "group", "perplexity", "mean_layer_error", "max_layer_error"],
+    )
     print_table("prune_oneshot(method='wanda') vs the NumPy reference", agreement, float_digits=4)
     payload = {
         "calibration_sequences": count,

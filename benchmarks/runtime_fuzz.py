@@ -85,16 +85,26 @@ def write_models(directory: str) -> None:
     y = keras.layers.Embedding(50, 8)(tokens)
     y = keras.layers.LSTM(8, return_sequences=True)(y)
     y = keras.layers.GRU(4)(y)
-    mp.export_tflite(keras.Model(tokens, keras.layers.Dense(3)(y)), Path(directory) / "rnn_float32.tflite",
-                     batch_size=1)
+    mp.export_tflite(
+        keras.Model(tokens, keras.layers.Dense(3)(y)), Path(directory) / "rnn_float32.tflite", batch_size=1
+    )
 
 
 def load_models(directory: Path) -> dict[str, bytes]:
     """The valid models to mutate, by file name."""
-    names = ("mlp_float32", "mlp_int8", "sparse_mlp", "conv", "two_inputs", "shrunk_float32", "shrunk_int8",
-             "rnn_float32")
-    return {name: (directory / f"{name}.tflite").read_bytes() for name in names
-            if (directory / f"{name}.tflite").exists()}
+    names = (
+        "mlp_float32",
+        "mlp_int8",
+        "sparse_mlp",
+        "conv",
+        "two_inputs",
+        "shrunk_float32",
+        "shrunk_int8",
+        "rnn_float32",
+    )
+    return {
+        name: (directory / f"{name}.tflite").read_bytes() for name in names if (directory / f"{name}.tflite").exists()
+    }
 
 
 # --- mutations --------------------------------------------------------------------------------
@@ -118,8 +128,13 @@ def mutant(models: dict[str, bytes], index: int, seed: int) -> tuple[str, str, b
         position = 4 * int(rng.integers(0, size // 4))
         old = struct.unpack_from("<I", data, position)[0]
         choice = int(rng.integers(0, 5))
-        new = (old + int(rng.integers(-64, 65)), old * 2, int(rng.integers(0, 2**32)), 0xFFFFFFFF,
-               size - int(rng.integers(0, 16)))[choice]
+        new = (
+            old + int(rng.integers(-64, 65)),
+            old * 2,
+            int(rng.integers(0, 2**32)),
+            0xFFFFFFFF,
+            size - int(rng.integers(0, 16)),
+        )[choice]
         struct.pack_into("<I", data, position, new % 2**32)
     elif kind == "zero_range":
         start = int(rng.integers(0, size))
@@ -176,8 +191,10 @@ def worker_main(directory: str, seed: int) -> int:
         path = scratch / f"{name}_{index}.tflite"
         path.write_bytes(content)
         answer = {"index": index, "model": name, "kind": kind}
-        for call, run in (("inspect", lambda: inspect_tflite(content)),
-                          ("benchmark", lambda: benchmark(path, **BENCH_SETTINGS))):
+        for call, run in (
+            ("inspect", lambda: inspect_tflite(content)),
+            ("benchmark", lambda: benchmark(path, **BENCH_SETTINGS)),
+        ):
             print(f"BEGIN {call}", flush=True)  # the parent knows which call a crash interrupted
             try:
                 run()
@@ -194,15 +211,29 @@ class Worker:
     """One worker process; restarted when it dies."""
 
     def __init__(self, directory: Path, seed: int):
-        self.command = [sys.executable, "-m", "benchmarks.runtime_fuzz", "--worker", str(directory),
-                        "--seed", str(seed)]
+        self.command = [
+            sys.executable,
+            "-m",
+            "benchmarks.runtime_fuzz",
+            "--worker",
+            str(directory),
+            "--seed",
+            str(seed),
+        ]
         self.process = None
         self._start()
 
     def _start(self) -> None:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
-        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True, env=env)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
 
     def run(self, index: int) -> dict:
         self.process.stdin.write(f"{index}\n")
@@ -231,8 +262,14 @@ def run_cli(models: dict[str, bytes], index: int, seed: int, scratch: Path) -> d
     path = scratch / f"cli_{index}.tflite"
     path.write_bytes(content)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
-    completed = subprocess.run([sys.executable, "-m", "mobileprune", "bench", str(path), *CLI_OPTIONS],
-                               cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-m", "mobileprune", "bench", str(path), *CLI_OPTIONS],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     path.unlink()
     stderr = completed.stderr.strip().splitlines()
     if completed.returncode < 0:
@@ -301,8 +338,9 @@ def summarize(answers: list[dict]) -> dict:
                     if len(examples.setdefault(detail, [])) < 3:
                         examples[detail].append(f"{answer['model']} {answer['kind']} #{answer['index']}: {message}")
                 if outcome == "other_exception":
-                    summary["other_exceptions"].append({"call": call, **{k: answer[k] for k in ("index", "model", "kind")},
-                                                        "detail": detail})
+                    summary["other_exceptions"].append(
+                        {"call": call, **{k: answer[k] for k in ("index", "model", "kind")}, "detail": detail}
+                    )
             outcomes[outcome] += 1
             if "kind" in answer:
                 by_kind[answer["kind"]][outcome] += 1
@@ -334,9 +372,14 @@ def main(argv: list[str] | None = None) -> int:
 
     directory = Path(tempfile.mkdtemp(prefix="mobileprune-fuzz-"))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run([sys.executable, "-c", f"from benchmarks.runtime_fuzz import write_models; "
-                    f"write_models({str(directory)!r})"], cwd=REPO_ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", f"from benchmarks.runtime_fuzz import write_models; write_models({str(directory)!r})"],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     models = load_models(directory)
     print(f"models: {', '.join(f'{name} ({len(data):,} B)' for name, data in models.items())}", file=sys.stderr)
 
@@ -357,12 +400,21 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(answers)
     cli_outcomes = Counter(answer["outcome"] for answer in cli_answers)
-    rows = [{"path": f"API {call}", "mutants": args.mutants, **data["outcomes"]}
-            for call, data in summary["calls"].items()]
-    rows.append({"path": "CLI mobileprune bench", "mutants": len(cli_items),
-                 **{key: cli_outcomes.get(key, 0) for key in OUTCOMES}})
-    print_table(f"runtime fuzz: {args.mutants:,} mutants of {len(models)} models, seed {args.seed} "
-                f"(API {api_seconds:.0f} s, CLI {cli_seconds:.0f} s)", rows)
+    rows = [
+        {"path": f"API {call}", "mutants": args.mutants, **data["outcomes"]} for call, data in summary["calls"].items()
+    ]
+    rows.append(
+        {
+            "path": "CLI mobileprune bench",
+            "mutants": len(cli_items),
+            **{key: cli_outcomes.get(key, 0) for key in OUTCOMES},
+        }
+    )
+    print_table(
+        f"runtime fuzz: {args.mutants:,} mutants of {len(models)} models, seed {args.seed} "
+        f"(API {api_seconds:.0f} s, CLI {cli_seconds:.0f} s)",
+        rows,
+    )
     payload = {
         "seed": args.seed,
         "models": {name: len(data) for name, data in models.items()},
@@ -380,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = write_results("runtime_fuzz", payload, results_dir(args.quick))
     print(f"wrote {path}")
-    bad = sum(data["outcomes"]["other_exception"] + data["outcomes"]["caller_crash"]
-              for data in summary["calls"].values())
+    bad = sum(
+        data["outcomes"]["other_exception"] + data["outcomes"]["caller_crash"] for data in summary["calls"].values()
+    )
     bad += cli_outcomes.get("other_exception", 0) + cli_outcomes.get("caller_crash", 0)
     return 1 if bad else 0
 

@@ -98,8 +98,12 @@ def compressed_sizes(data: bytes) -> dict[str, int]:
     }
     for literal_bits in (0, 4):
         for position_bits in (0, 2):
-            options = {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": literal_bits,
-                       "pb": position_bits}
+            options = {
+                "id": lzma.FILTER_LZMA2,
+                "preset": 9 | lzma.PRESET_EXTREME,
+                "lc": literal_bits,
+                "pb": position_bits,
+            }
             sizes[f"xz(lc={literal_bits},pb={position_bits})"] = len(lzma.compress(data, filters=[options]))
     return sizes
 
@@ -154,8 +158,9 @@ def measure(name: str, model, calibration: np.ndarray, validation=None) -> dict[
 
     on_device_encoding = min(files, key=lambda key: len(files[key]))
     on_device = len(files[on_device_encoding])
-    downloads = {(encoding, tool): size for encoding, data in files.items()
-                 for tool, size in compressed_sizes(data).items()}
+    downloads = {
+        (encoding, tool): size for encoding, data in files.items() for tool, size in compressed_sizes(data).items()
+    }
     download_key = min(downloads, key=downloads.get)
     download = downloads[download_key]
     sparse_issue = sparse_problem(files["sparse"], files["dense"], calibration[:8])
@@ -205,8 +210,9 @@ def pruned_digits(epochs: int):
     model = build_digits_cnn(seed=0)
     steps = int(np.ceil(len(data.x_train) / 32)) * epochs
     schedule = mp.PolynomialDecay(0.0, SPARSITY, begin_step=0, end_step=int(steps * 0.7), frequency=20)
-    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0,
-              callbacks=[mp.PruneCallback(schedule)])
+    model.fit(
+        data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0, callbacks=[mp.PruneCallback(schedule)]
+    )
     mp.strip_pruning(model)
     return model, data
 
@@ -250,9 +256,19 @@ def main() -> None:
     print_table(
         f"int8 file sizes vs the information limit at {SPARSITY:.0%} sparsity (bytes)",
         rows,
-        columns=["model", "weight_sparsity", "float32_bytes", "limit_bytes", "int8_dense_bytes", "int8_sparse_bytes",
-                 "on_device_over_limit", "download_bytes", "download_encoding", "download_over_limit",
-                 "float32_over_download"],
+        columns=[
+            "model",
+            "weight_sparsity",
+            "float32_bytes",
+            "limit_bytes",
+            "int8_dense_bytes",
+            "int8_sparse_bytes",
+            "on_device_over_limit",
+            "download_bytes",
+            "download_encoding",
+            "download_over_limit",
+            "float32_over_download",
+        ],
         float_digits=3,
     )
     print_table(
@@ -261,10 +277,15 @@ def main() -> None:
     )
     for row in rows:
         missed = [name for name, met in row["targets_met"].items() if not met]
-        print(f"{row['model']}: targets missed: {', '.join(missed) or 'none'}; "
-              f"sparse int8 on the default runtime: {row['sparse_int8_issue_on_default_runtime'] or 'ok'}")
-    path = write_results("size_limit", {"sparsity": SPARSITY, "targets": TARGETS, "rows": rows},
-                         results_dir(args.quick, args.allow_dirty))
+        print(
+            f"{row['model']}: targets missed: {', '.join(missed) or 'none'}; "
+            f"sparse int8 on the default runtime: {row['sparse_int8_issue_on_default_runtime'] or 'ok'}"
+        )
+    path = write_results(
+        "size_limit",
+        {"sparsity": SPARSITY, "targets": TARGETS, "rows": rows},
+        results_dir(args.quick, args.allow_dirty),
+    )
     print(f"wrote {path}")
 
 

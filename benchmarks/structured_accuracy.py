@@ -79,7 +79,11 @@ def train_channels(data, fraction: float, epochs: int, decay_epochs: int, finetu
     steps = int(np.ceil(len(data.x_train) / BATCH))
     callback = mp.PruneCallback(_schedule(fraction, steps, decay_epochs), pattern="channels")
     model.fit(
-        data.x_train, data.y_train, batch_size=BATCH, epochs=epochs - finetune_epochs, verbose=0,
+        data.x_train,
+        data.y_train,
+        batch_size=BATCH,
+        epochs=epochs - finetune_epochs,
+        verbose=0,
         callbacks=[callback],
     )
     smaller = mp.shrink(model)
@@ -133,10 +137,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for method, marker in (("unstructured", "o"), ("channels", "s")):
         # Each line starts at the dense model (level 0) and walks up the pruning levels.
         points = [dense] + sorted((r for r in rows if r["method"] == method), key=lambda r: r["level"])
-        axes.plot([r["p50_ms"] * 1000 for r in points], [r["accuracy"] * 100 for r in points], marker=marker,
-                  label=method)
-    axes.plot([dense["p50_ms"] * 1000], [dense["accuracy"] * 100], marker="*", markersize=14, linestyle="",
-              label="dense")
+        axes.plot(
+            [r["p50_ms"] * 1000 for r in points], [r["accuracy"] * 100 for r in points], marker=marker, label=method
+        )
+    axes.plot(
+        [dense["p50_ms"] * 1000], [dense["accuracy"] * 100], marker="*", markersize=14, linestyle="", label="dense"
+    )
     axes.set_xlabel("p50 latency (µs, 1 thread, float32)")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title("Digits CNN: unstructured vs channel pruning")
@@ -179,7 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         row["speedup_vs_dense"] = dense["p50_ms"] / row["p50_ms"]
         row["accuracy_delta_points"] = (row["accuracy"] - dense["accuracy"]) * 100
     columns = [
-        "name", "accuracy", "accuracy_delta_points", "macs", "params", "file_kb", "encoding", "p50_ms",
+        "name",
+        "accuracy",
+        "accuracy_delta_points",
+        "macs",
+        "params",
+        "file_kb",
+        "encoding",
+        "p50_ms",
         "speedup_vs_dense",
     ]
     print_table("Digits CNN: accuracy vs latency (float32, 1 thread, p50)", rows, columns, float_digits=4)

@@ -167,7 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         row.pop("path")
     columns = [
-        "name", "macs_m", "params_m", "file_mb", "p50_ms", "speedup_vs_dense", "vs_same_shape",
+        "name",
+        "macs_m",
+        "params_m",
+        "file_mb",
+        "p50_ms",
+        "speedup_vs_dense",
+        "vs_same_shape",
         "relative_diff_vs_masked",
     ]
     print_table(f"Structured pruning latency ({size}x{size}, float32, 1 thread, p50)", rows, columns)

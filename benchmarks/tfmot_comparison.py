@@ -71,9 +71,11 @@ def run_ours(data, sparsity: float, seed: int, args: argparse.Namespace, layers:
         model = build_digits_cnn(seed=seed, compile=False)
         model.set_weights(initial)
         compile_classifier(model)
-        callbacks = [] if name == "dense" else [
-            make_prune_callback(sparsity, end_step, args.frequency, scope=name, layers=list(layers))
-        ]
+        callbacks = (
+            []
+            if name == "dense"
+            else [make_prune_callback(sparsity, end_step, args.frequency, scope=name, layers=list(layers))]
+        )
         runs[name] = (model, callbacks)
     times = fit_interleaved(runs, data.x_train, data.y_train, args.batch_size, args.epochs - 1, 1)
     return {
@@ -87,7 +89,9 @@ def run_ours(data, sparsity: float, seed: int, args: argparse.Namespace, layers:
     }
 
 
-def run_tfmot_digits(data, sparsity: float, seed: int, args: argparse.Namespace, layers: Sequence[str]) -> dict[str, Any]:
+def run_tfmot_digits(
+    data, sparsity: float, seed: int, args: argparse.Namespace, layers: Sequence[str]
+) -> dict[str, Any]:
     """Train tfmot-pruned and dense tf-keras copies in the legacy subprocess."""
     from mobileprune.demo.digits import build_digits_cnn
 
@@ -95,10 +99,18 @@ def run_tfmot_digits(data, sparsity: float, seed: int, args: argparse.Namespace,
     arrays = {"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test, "y_test": data.y_test}
     arrays.update({f"weight_{i}": w for i, w in enumerate(initial)})
     spec = {
-        "task": "train", "model": "digits_cnn", "epochs": args.epochs - 1, "warmup_epochs": 1,
-        "batch_size": args.batch_size, "final_sparsity": sparsity, "begin_step": 0,
-        "end_step": _end_step(len(data.x_train), args), "frequency": args.frequency, "power": 3,
-        "seed": seed, "prune_layers": list(layers),
+        "task": "train",
+        "model": "digits_cnn",
+        "epochs": args.epochs - 1,
+        "warmup_epochs": 1,
+        "batch_size": args.batch_size,
+        "final_sparsity": sparsity,
+        "begin_step": 0,
+        "end_step": _end_step(len(data.x_train), args),
+        "frequency": args.frequency,
+        "power": 3,
+        "seed": seed,
+        "prune_layers": list(layers),
     }
     result = run_tfmot(spec, arrays)
     kernels = result["layer_sparsity"]

@@ -271,8 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name not in ("dense", "mobileprune")
     ]
     payload: dict[str, Any] = {
-        "settings": {**vars(args), "steps_per_epoch": steps_per_epoch, "end_step": end_step,
-                     "params": int(sum(w.size for w in initial_weights)), "pruned_layers": prunable},
+        "settings": {
+            **vars(args),
+            "steps_per_epoch": steps_per_epoch,
+            "end_step": end_step,
+            "params": int(sum(w.size for w in initial_weights)),
+            "pruned_layers": prunable,
+        },
         "mobileprune": {
             "epoch_seconds": times,
             "ratio": overhead_ratio(times, "mobileprune"),
@@ -312,8 +317,11 @@ def backend_overhead(args) -> dict[str, Any]:
         "ratio": overhead_ratio(times, "mobileprune"),
         "median_step_seconds": {name: statistics.median(values) for name, values in steps.items()},
         "row": _row(
-            f"mobileprune on {keras.backend.backend()}", times["dense"], times["mobileprune"],
-            steps["dense"], steps["mobileprune"],
+            f"mobileprune on {keras.backend.backend()}",
+            times["dense"],
+            times["mobileprune"],
+            steps["dense"],
+            steps["mobileprune"],
         ),
         "load_average_after": os.getloadavg()[0],
     }
@@ -326,7 +334,10 @@ def run_backend_child(backend: str, argv: list[str], timeout: float = 3600) -> d
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
         child = subprocess.run(
             [sys.executable, "-m", "benchmarks.training_overhead", *argv, "--child-json", str(out)],
-            env=env, capture_output=True, text=True, timeout=timeout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if child.returncode != 0:
             raise RuntimeError(f"{backend} child failed: {child.stderr.strip()[-2000:]}")
@@ -341,8 +352,11 @@ def _main_backends(args, argv: list[str]) -> int:
     rows = [results[b]["row"] for b in backends]
     steps_per_epoch = -(-args.samples // args.batch_size)
     payload = {
-        "settings": {**vars(args), "steps_per_epoch": steps_per_epoch,
-                     "end_step": steps_per_epoch * (args.warmup_epochs + args.epochs)},
+        "settings": {
+            **vars(args),
+            "steps_per_epoch": steps_per_epoch,
+            "end_step": steps_per_epoch * (args.warmup_epochs + args.epochs),
+        },
         "backends": results,
         "rows": rows,
     }
@@ -380,9 +394,11 @@ def time_mobileprune(
     for name in ("dense", "mobileprune"):
         model = cifar_cnn(keras)
         model.set_weights(initial_weights)
-        callbacks = [] if name == "dense" else [
-            make_prune_callback(args.final_sparsity, end_step, args.frequency, layers=prunable)
-        ]
+        callbacks = (
+            []
+            if name == "dense"
+            else [make_prune_callback(args.final_sparsity, end_step, args.frequency, layers=prunable)]
+        )
         runs[name] = (compile_classifier(model), callbacks)
     if args.ablation:
         runs.update(ablation_runs(initial_weights, prunable))
@@ -394,10 +410,18 @@ def time_tfmot(args, x, y, initial_weights: list, prunable: list[str], end_step:
     arrays = {"x_train": x, "y_train": y, "x_test": x[:256], "y_test": y[:256]}
     arrays.update({f"weight_{i}": w for i, w in enumerate(initial_weights)})
     spec = {
-        "task": "train", "model": "cifar_cnn", "epochs": args.epochs,
-        "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size,
-        "final_sparsity": args.final_sparsity, "begin_step": 0, "end_step": end_step,
-        "frequency": args.frequency, "power": 3, "seed": args.seed, "prune_layers": prunable,
+        "task": "train",
+        "model": "cifar_cnn",
+        "epochs": args.epochs,
+        "warmup_epochs": args.warmup_epochs,
+        "batch_size": args.batch_size,
+        "final_sparsity": args.final_sparsity,
+        "begin_step": 0,
+        "end_step": end_step,
+        "frequency": args.frequency,
+        "power": 3,
+        "seed": args.seed,
+        "prune_layers": prunable,
     }
     seconds = run_tfmot(spec, arrays)["epoch_seconds"]
     return {"dense": seconds["dense"], "tfmot": seconds["pruned"]}

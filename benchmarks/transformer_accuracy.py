@@ -42,7 +42,9 @@ from benchmarks._transformers import vit_encoder
 BATCH = 32
 FRACTION = 0.5
 TARGET_POINTS = 2.0
-SHAPE = dict(image=8, patch=2, channels=1, hidden=64, heads=4, key_dim=16, mlp=128, layers=2, classes=10, pool="flatten")
+SHAPE = dict(
+    image=8, patch=2, channels=1, hidden=64, heads=4, key_dim=16, mlp=128, layers=2, classes=10, pool="flatten"
+)
 
 
 def build(seed: int):
@@ -70,7 +72,11 @@ def train(data, epochs: int, decay_epochs: int, finetune_epochs: int, criterion:
     pattern = mp.ChannelPattern(criterion, data=sample)
     callback = mp.PruneCallback(schedule, pattern=pattern, exclude=["patches", "logits"])
     model.fit(
-        data.x_train, data.y_train, batch_size=BATCH, epochs=epochs - finetune_epochs, verbose=0,
+        data.x_train,
+        data.y_train,
+        batch_size=BATCH,
+        epochs=epochs - finetune_epochs,
+        verbose=0,
         callbacks=[callback],
     )
     smaller = mp.shrink(model)
@@ -120,18 +126,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         mine = [row for row in rows if row["name"] == name]
         accuracy = np.array([row["accuracy"] for row in mine])
         delta = np.array([row["accuracy_delta_points"] for row in mine])
-        summary.append({
-            "name": name, "seeds": len(mine),
-            "accuracy_mean": float(accuracy.mean()), "accuracy_min": float(accuracy.min()),
-            "accuracy_max": float(accuracy.max()),
-            "delta_points_mean": float(delta.mean()), "delta_points_min": float(delta.min()),
-            "delta_points_max": float(delta.max()),
-            "within_target_mean": bool(abs(delta.mean()) <= TARGET_POINTS),
-        })
+        summary.append(
+            {
+                "name": name,
+                "seeds": len(mine),
+                "accuracy_mean": float(accuracy.mean()),
+                "accuracy_min": float(accuracy.min()),
+                "accuracy_max": float(accuracy.max()),
+                "delta_points_mean": float(delta.mean()),
+                "delta_points_min": float(delta.min()),
+                "delta_points_max": float(delta.max()),
+                "within_target_mean": bool(abs(delta.mean()) <= TARGET_POINTS),
+            }
+        )
     print_table("Mean and range over seeds", summary, list(summary[0]), float_digits=4)
     payload = {
-        "epochs": epochs, "decay_epochs": decay, "finetune_epochs": finetune, "shape": SHAPE, "seeds": seeds,
-        "rows": rows, "summary": summary,
+        "epochs": epochs,
+        "decay_epochs": decay,
+        "finetune_epochs": finetune,
+        "shape": SHAPE,
+        "seeds": seeds,
+        "rows": rows,
+        "summary": summary,
     }
     print(f"wrote {write_results('transformer_accuracy', payload, results_dir(args.quick))}")
     return 0

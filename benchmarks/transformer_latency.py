@@ -46,6 +46,7 @@ SAME_SHAPE_TOLERANCE = 0.10
 HEADS_FRACTION = 1 / 3
 FFN_FRACTION = 0.5
 
+
 def _images(n: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(-1, 1, (n, 32, 32, 3)).astype("float32")
 
@@ -140,8 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         row.pop("path")
     columns = [
-        "name", "heads", "ffn", "macs_m", "tflite_macs_m", "params_m", "file_mb", "p50_ms", "speedup_vs_dense",
-        "vs_same_shape", "max_abs_diff_vs_masked",
+        "name",
+        "heads",
+        "ffn",
+        "macs_m",
+        "tflite_macs_m",
+        "params_m",
+        "file_mb",
+        "p50_ms",
+        "speedup_vs_dense",
+        "vs_same_shape",
+        "max_abs_diff_vs_masked",
     ]
     print_table("Transformer pruning latency (float32, LiteRT 1 thread, p50)", rows, columns)
     summary = {}

@@ -87,12 +87,14 @@ def train(sparsity: float, seed: int, epochs: int, data, folder: Path) -> dict:
         path = folder / f"digits_s{int(100 * sparsity)}_seed{seed}.tflite"
         result = mp.export_tflite(model, path, representative_data=x_train[:64], validation_data=(x_test, data.y_test))
         report = result.xnnpack_sparse
-        row.update({
-            "tflite_accuracy": result.fidelity.tflite_accuracy,
-            "encoding": result.encoding,
-            "xnnpack_sparse_eligible": report.eligible,
-            "pointwise_zero_fraction": report.subgraphs[0].zero_fraction if report.subgraphs else None,
-        })
+        row.update(
+            {
+                "tflite_accuracy": result.fidelity.tflite_accuracy,
+                "encoding": result.encoding,
+                "xnnpack_sparse_eligible": report.eligible,
+                "pointwise_zero_fraction": report.subgraphs[0].zero_fraction if report.subgraphs else None,
+            }
+        )
     return row
 
 
@@ -116,17 +118,24 @@ def main(argv: list[str] | None = None) -> None:
     for sparsity in (0.0,) + SPARSITIES:
         mine = [r for r in runs if r["sparsity"] == sparsity]
         accuracy = statistics.mean(r["keras_accuracy"] for r in mine)
-        rows.append({
-            "target sparsity": sparsity,
-            "keras acc %": 100 * accuracy,
-            "vs dense (points)": 100 * (accuracy - dense),
-            "tflite acc %": None if not sparsity else 100 * statistics.mean(r["tflite_accuracy"] for r in mine),
-            "1x1/dense zeros %": None if not sparsity else 100 * statistics.mean(r["pointwise_zero_fraction"] for r in mine),
-            "XNNPACK sparse path": None if not sparsity else all(r["xnnpack_sparse_eligible"] for r in mine),
-        })
+        rows.append(
+            {
+                "target sparsity": sparsity,
+                "keras acc %": 100 * accuracy,
+                "vs dense (points)": 100 * (accuracy - dense),
+                "tflite acc %": None if not sparsity else 100 * statistics.mean(r["tflite_accuracy"] for r in mine),
+                "1x1/dense zeros %": None
+                if not sparsity
+                else 100 * statistics.mean(r["pointwise_zero_fraction"] for r in mine),
+                "XNNPACK sparse path": None if not sparsity else all(r["xnnpack_sparse_eligible"] for r in mine),
+            }
+        )
     print_table(f"digits, sparse-path MobileNet-style net, {epochs} epochs, mean of {seeds} seed(s)", rows)
-    write_results("xnnpack_sparse_accuracy", {"epochs": epochs, "seeds": seeds, "runs": runs, "rows": rows},
-                  results_dir(args.quick))
+    write_results(
+        "xnnpack_sparse_accuracy",
+        {"epochs": epochs, "seeds": seeds, "runs": runs, "rows": rows},
+        results_dir(args.quick),
+    )
 
 
 if __name__ == "__main__":

@@ -73,12 +73,14 @@ def build_model(size: int, seed: int = 0):
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
-                rng.normal(0.0, 0.1, beta.shape).astype("float32"),
-                rng.normal(0.0, 0.1, mean.shape).astype("float32"),
-                rng.uniform(0.5, 1.5, variance.shape).astype("float32"),
-            ])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                    rng.normal(0.0, 0.1, beta.shape).astype("float32"),
+                    rng.normal(0.0, 0.1, mean.shape).astype("float32"),
+                    rng.uniform(0.5, 1.5, variance.shape).astype("float32"),
+                ]
+            )
     return stock, model
 
 
@@ -120,7 +122,9 @@ def make_files(size: int, folder: Path) -> tuple[dict[str, dict[str, Any]], dict
         label = f"{int(round(100 * sparsity))}"
         sparse_path = folder / f"sparse-{label}.tflite"
         zeros_path = folder / f"zeros-{label}.tflite"
-        record(f"sparse-{label}", sparse_path, sparsity, mp.export_tflite(model, sparse_path, representative_data=probe))
+        record(
+            f"sparse-{label}", sparse_path, sparsity, mp.export_tflite(model, sparse_path, representative_data=probe)
+        )
         record(f"zeros-{label}", zeros_path, sparsity, mp.export_tflite(model, zeros_path, sparse=False))
     return files, {"stock_mobilenet": stock_report.to_dict(), "rewrites": model_rewrites(model)}
 
@@ -135,8 +139,22 @@ def bench(python: list[str], path: str, runs: int, warmup: int) -> dict[str, flo
     CPU seconds (user + system of the child) include the interpreter start
     and model load; unlike wall time they do not grow with other processes' load.
     """
-    command = python + ["-m", "mobileprune", "bench", path, "--json", "--threads", "1",
-                        "--runs", str(runs), "--warmup", str(warmup), "--min-seconds", "0", "--no-isolate"]
+    command = python + [
+        "-m",
+        "mobileprune",
+        "bench",
+        path,
+        "--json",
+        "--threads",
+        "1",
+        "--runs",
+        str(runs),
+        "--warmup",
+        str(warmup),
+        "--min-seconds",
+        "0",
+        "--no-isolate",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -152,9 +170,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="96x96 input, 1 round, temp result folder")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--runs", type=int, default=2, help="timed runs per file and round (emulation is slow)")
-    parser.add_argument("--predict-only", action="store_true",
-                        help="export the files and record mobileprune's prediction, no timing "
-                             "(writes results/xnnpack_sparse_prediction.json)")
+    parser.add_argument(
+        "--predict-only",
+        action="store_true",
+        help="export the files and record mobileprune's prediction, no timing "
+        "(writes results/xnnpack_sparse_prediction.json)",
+    )
     args = parser.parse_args(argv)
     if args.predict_only:
         predict_only(224 if not args.quick else 96, args.quick)
@@ -175,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
             for name in order:
                 emulated[name].append(bench(["nice", str(EMULATED_PYTHON)], files[name]["path"], args.runs, 1))
                 native[name].append(bench(["nice", sys.executable], files[name]["path"], 50, 5))
+
     def median(samples, key):
         return statistics.median(sample[key] for sample in samples)
 
@@ -185,36 +207,44 @@ def main(argv: list[str] | None = None) -> None:
         facts = files[name]
         partner = name.replace("sparse-", "zeros-") if name.startswith("sparse-") else None
         p50, cpu = median(emulated[name], "p50_ms"), median(emulated[name], "cpu_s")
-        rows.append({
-            "file": name,
-            "encoding": facts["encoding"],
-            "1x1 zeros %": None if facts["pointwise_zero_fraction"] is None else 100 * facts["pointwise_zero_fraction"],
-            "predicted sparse": facts["predicted_sparse_path"],
-            "KiB": facts["file_bytes"] / 1024,
-            "emu p50 ms": p50,
-            "emu speedup vs dense": base["p50_ms"] / p50,
-            "emu speedup vs same zeros": (median(emulated[partner], "p50_ms") / p50) if partner else None,
-            "emu CPU s per call": cpu,
-            "emu CPU ratio vs dense": base["cpu_s"] / cpu,
-            "x86 p50 ms": median(native[name], "p50_ms"),
-            "x86 speedup vs dense": base_native / median(native[name], "p50_ms"),
-        })
+        rows.append(
+            {
+                "file": name,
+                "encoding": facts["encoding"],
+                "1x1 zeros %": None
+                if facts["pointwise_zero_fraction"] is None
+                else 100 * facts["pointwise_zero_fraction"],
+                "predicted sparse": facts["predicted_sparse_path"],
+                "KiB": facts["file_bytes"] / 1024,
+                "emu p50 ms": p50,
+                "emu speedup vs dense": base["p50_ms"] / p50,
+                "emu speedup vs same zeros": (median(emulated[partner], "p50_ms") / p50) if partner else None,
+                "emu CPU s per call": cpu,
+                "emu CPU ratio vs dense": base["cpu_s"] / cpu,
+                "x86 p50 ms": median(native[name], "p50_ms"),
+                "x86 speedup vs dense": base_native / median(native[name], "p50_ms"),
+            }
+        )
     print_table(
         f"XNNPACK sparse path, MobileNet {size}x{size} alpha 1.0, float32, 1 thread "
         "(emulated aarch64: a proxy for instruction count, not a phone timing)",
         rows,
     )
-    write_results("xnnpack_sparse_emulated", {
-        "input_size": size,
-        "rounds": rounds,
-        "emulated_runs_per_round": args.runs,
-        "emulator": _qemu_version(),
-        "files": files,
-        "emulated_per_round": emulated,
-        "x86_per_round": native,
-        "rows": rows,
-        **extra,
-    }, results_dir(args.quick))
+    write_results(
+        "xnnpack_sparse_emulated",
+        {
+            "input_size": size,
+            "rounds": rounds,
+            "emulated_runs_per_round": args.runs,
+            "emulator": _qemu_version(),
+            "files": files,
+            "emulated_per_round": emulated,
+            "x86_per_round": native,
+            "rows": rows,
+            **extra,
+        },
+        results_dir(args.quick),
+    )
 
 
 def predict_only(size: int, quick: bool) -> None:
@@ -224,16 +254,28 @@ def predict_only(size: int, quick: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="xnnpack-sparse-") as temp:
         files, extra = make_files(size, Path(temp))
         reports = {name: analyze_tflite(facts["path"]).to_dict() for name, facts in files.items()}
-    rows = [{"file": name, "encoding": facts["encoding"], "predicted sparse": facts["predicted_sparse_path"],
-             "reason": facts["encoding_reason"][:70]} for name, facts in files.items()]
+    rows = [
+        {
+            "file": name,
+            "encoding": facts["encoding"],
+            "predicted sparse": facts["predicted_sparse_path"],
+            "reason": facts["encoding_reason"][:70],
+        }
+        for name, facts in files.items()
+    ]
     print_table(f"XNNPACK sparse path predicted by mobileprune, MobileNet {size}x{size}", rows)
-    write_results("xnnpack_sparse_prediction", {"input_size": size, "files": files, "reports": reports, **extra},
-                  results_dir(quick))
+    write_results(
+        "xnnpack_sparse_prediction",
+        {"input_size": size, "files": files, "reports": reports, **extra},
+        results_dir(quick),
+    )
 
 
 def _qemu_version() -> str | None:
     try:
-        return subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        return subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout.splitlines()[
+            0
+        ]
     except (OSError, IndexError):
         return None
 

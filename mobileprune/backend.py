@@ -54,7 +54,9 @@ import keras
 import numpy as np
 
 # Mask values of the running JAX train step, by id of the mask variable.
-_STEP_MASKS: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar("mobileprune_step_masks", default=None)
+_STEP_MASKS: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar(
+    "mobileprune_step_masks", default=None
+)
 _HOLDER_PREFIX = "mobileprune_masks"
 
 
@@ -511,8 +513,9 @@ def write_inference_saved_model(model: keras.Model, directory: str, batch_size: 
     archive = keras.export.ExportArchive()
     archive.track(model)
     signature = [tf.TensorSpec((batch_size, *x.shape[1:]), x.dtype, name=x.name) for x in model.inputs]
-    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
-                         signature if len(signature) == 1 else [signature])
+    archive.add_endpoint(
+        "serve", functools.partial(model.__call__, training=False), signature if len(signature) == 1 else [signature]
+    )
     archive.write_out(directory, verbose=False)
 
 
@@ -555,12 +558,25 @@ def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = 
         model.save(keras_file)
         # The child imports this same copy of mobileprune, installed or not.
         package_root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "KERAS_BACKEND": "tensorflow",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+        }
         child = subprocess.run(
-            [sys.executable, "-c", _SAVED_MODEL_CHILD, str(keras_file), str(saved_model),
-             "dynamic" if batch_size is None else str(batch_size)],
-            env=env, capture_output=True, text=True, timeout=1800,
+            [
+                sys.executable,
+                "-c",
+                _SAVED_MODEL_CHILD,
+                str(keras_file),
+                str(saved_model),
+                "dynamic" if batch_size is None else str(batch_size),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
         )
         if child.returncode != 0:
             last = (child.stderr.strip().splitlines() or ["no output"])[-1]

@@ -82,7 +82,9 @@ def execute(path: Path, fast: bool) -> nbformat.NotebookNode:
     )
     client.execute(env=kernel_environment(fast))
     notebook.metadata["kernelspec"] = {
-        "name": KERNEL_NAME, "display_name": "Python 3 (ipykernel)", "language": "python",
+        "name": KERNEL_NAME,
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
     }
     return notebook
 
@@ -95,8 +97,11 @@ def drop_native_log_lines(notebook: nbformat.NotebookNode) -> nbformat.NotebookN
         kept = []
         for output in cell.outputs:
             if output.output_type == "stream" and output.name == "stderr":
-                lines = [line for line in output.text.splitlines(keepends=True)
-                         if not _NATIVE_LOG_LINE.match(line.rstrip("\n"))]
+                lines = [
+                    line
+                    for line in output.text.splitlines(keepends=True)
+                    if not _NATIVE_LOG_LINE.match(line.rstrip("\n"))
+                ]
                 if not lines:
                     continue
                 output.text = "".join(lines)
@@ -128,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         notebook = execute(path, fast=args.fast)
         if not args.check:
             write_atomically(drop_native_log_lines(notebook), path)
-        print(f"{path.name}: executed in {time.perf_counter() - start:.1f} s"
-              + ("" if args.check else ", outputs written"))
+        print(
+            f"{path.name}: executed in {time.perf_counter() - start:.1f} s"
+            + ("" if args.check else ", outputs written")
+        )
     return 0
 
 

@@ -31,8 +31,17 @@ UNION_FIELDS = {
 }
 
 _SCALAR_BYTES = {
-    "Bool": 1, "Uint8": 1, "Int8": 1, "Uint16": 2, "Int16": 2, "Uint32": 4, "Int32": 4,
-    "Float32": 4, "Uint64": 8, "Int64": 8, "Float64": 8,
+    "Bool": 1,
+    "Uint8": 1,
+    "Int8": 1,
+    "Uint16": 2,
+    "Int16": 2,
+    "Uint32": 4,
+    "Int32": 4,
+    "Float32": 4,
+    "Uint64": 8,
+    "Int64": 8,
+    "Float64": 8,
 }
 _METHOD = re.compile(r"\n    # \w+\n    def (\w+)\(self(, j)?\):\n(.*?)(?=\n    # \w+\n    def |\Z)", re.S)
 
@@ -98,7 +107,8 @@ def extract() -> tuple[dict, dict]:
     for union in sorted(set(UNION_FIELDS.values())):
         enum = getattr(importlib.import_module(f"tflite.{union}"), union)
         unions[union] = {
-            value: member for member, value in sorted(vars(enum).items(), key=lambda kv: str(kv[1]))
+            value: member
+            for member, value in sorted(vars(enum).items(), key=lambda kv: str(kv[1]))
             if not member.startswith("_") and isinstance(value, int) and value != 0
         }
     return tables, unions
@@ -114,7 +124,7 @@ def render() -> str:
         f'"""TFLite schema tables for the flatbuffer verifier (generated; do not edit).\n\n'
         f"Written by ``python scripts/generate_tflite_tables.py`` from the ``tflite``\n"
         f"package {version}. Each table lists ``(slot, kind, detail, field name)``; kind is\n"
-        f'``scalar`` (detail: bytes), ``string``, ``table`` (detail: table name), ``vector``\n'
+        f"``scalar`` (detail: bytes), ``string``, ``table`` (detail: table name), ``vector``\n"
         f"(detail: element bytes), ``vector_of_strings``, ``vector_of_tables`` (detail:\n"
         f'table name) or ``union`` (detail: union name).\n"""\n\n'
         f"TFLITE_VERSION = {version!r}\n\n"

@@ -167,10 +167,15 @@ def test_an_optimizer_of_another_backend_is_one_line_naming_the_fix(data, tmp_pa
     from tests.pruning.conftest import run_python
 
     path = tmp_path / "saved_on_torch.keras"
-    assert run_python(_SAVE_ON_TORCH_WITHOUT_MOBILEPRUNE, str(path), env={"KERAS_BACKEND": "torch"}) == {"mobileprune": False}
+    assert run_python(_SAVE_ON_TORCH_WITHOUT_MOBILEPRUNE, str(path), env={"KERAS_BACKEND": "torch"}) == {
+        "mobileprune": False
+    }
     callback = mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1))
-    with pytest.raises(ValueError, match=r"^the model's optimizer is Keras's torch-only Adam class .*"
-                       r"custom_objects=\{'Adam': keras\.optimizers\.Adam\}"):
+    with pytest.raises(
+        ValueError,
+        match=r"^the model's optimizer is Keras's torch-only Adam class .*"
+        r"custom_objects=\{'Adam': keras\.optimizers\.Adam\}",
+    ):
         keras.models.load_model(path).fit(*data, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
     model = keras.models.load_model(path, custom_objects={"Adam": keras.optimizers.Adam})
     history = model.fit(*data, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
@@ -184,8 +189,11 @@ def test_a_foreign_optimizer_inside_a_loss_scale_optimizer_is_found():
     foreign = type("Adam", (keras.optimizers.Adam,), {"__module__": f"keras.src.backend.{other}.optimizers.adam"})
     model = tiny_mlp(compile=False)
     model.compile(optimizer=keras.optimizers.LossScaleOptimizer(foreign()), loss="mse")
-    with pytest.raises(ValueError, match=rf"^the model's inner optimizer is Keras's {other}-only Adam class .*"
-                       r"custom_objects=\{'Adam': keras\.optimizers\.Adam\}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^the model's inner optimizer is Keras's {other}-only Adam class .*"
+        r"custom_objects=\{'Adam': keras\.optimizers\.Adam\}",
+    ):
         backend.check_optimizer(model)
     model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()), loss="mse")
     backend.check_optimizer(model)  # this backend's own optimizers pass, wrapped or not

@@ -12,8 +12,11 @@ from benchmarks import _common
 
 def test_write_results_refuses_the_committed_folder_from_a_dirty_tree(monkeypatch, tmp_path):
     monkeypatch.setattr(_common, "RESULTS_DIR", tmp_path.resolve())
-    monkeypatch.setattr(_common, "_GIT_AT_START", {"commit": "abc1234", "clean": False,
-                                                   "describe": "abc1234 with uncommitted changes (benchmarks/x.py)"})
+    monkeypatch.setattr(
+        _common,
+        "_GIT_AT_START",
+        {"commit": "abc1234", "clean": False, "describe": "abc1234 with uncommitted changes (benchmarks/x.py)"},
+    )
     with pytest.raises(_common.DirtyTreeError, match=r"benchmarks/x.py.*commit first.*--allow-dirty"):
         _common.write_results("demo", {"rows": []}, tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -61,7 +64,10 @@ def test_git_state_counts_benchmarks_but_not_their_results(tmp_path):
 
 def test_print_table_uses_the_cli_table(monkeypatch):
     captured = {}
-    monkeypatch.setattr(_common._output, "print_table",
-                        lambda title, columns, rows, digits: captured.update(columns=columns, rows=rows, digits=digits))
+    monkeypatch.setattr(
+        _common._output,
+        "print_table",
+        lambda title, columns, rows, digits: captured.update(columns=columns, rows=rows, digits=digits),
+    )
     _common.print_table("T", [{"model": "a", "ms": 1.5}, {"model": "b"}], float_digits=1)
     assert captured == {"columns": ["model", "ms"], "rows": [["a", 1.5], ["b", None]], "digits": 1}

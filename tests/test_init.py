@@ -26,7 +26,15 @@ def test_extension_points_and_readme_functions_are_top_level():
     from mobileprune.structured.masking import mask_channels
 
     assert (mp.Pattern, mp.MaskGroup, mp.PrunableLayer, mp.register_prunable) == (
-        Pattern, MaskGroup, PrunableLayer, register_prunable)
-    assert (mp.mask_channels, mp.count_macs, mp.write_android_assets) == (mask_channels, count_macs, write_android_assets)
+        Pattern,
+        MaskGroup,
+        PrunableLayer,
+        register_prunable,
+    )
+    assert (mp.mask_channels, mp.count_macs, mp.write_android_assets) == (
+        mask_channels,
+        count_macs,
+        write_android_assets,
+    )
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         mp.not_a_name  # noqa: B018

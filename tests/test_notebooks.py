@@ -66,23 +66,37 @@ KEY_NUMBERS = {
         Key("reloaded predictions", r"predictions identical: (\w+)"),
     ],
     "02_structured_pruning_for_speed.ipynb": [
-        Key("MACs and parameters after shrink", r"MACs ([\d,]+) -> ([\d,]+) \(([\d.]+)%\), params ([\d,]+) -> ([\d,]+)"),
+        Key(
+            "MACs and parameters after shrink", r"MACs ([\d,]+) -> ([\d,]+) \(([\d.]+)%\), params ([\d,]+) -> ([\d,]+)"
+        ),
         Key("shrunk equals masked", r"max \|shrunk - masked\| over the test set: ([\d.e+-]+)", below=1e-4),
         Key("output shapes", r"^(\w+)\s+(\(None[^)]*\))\s+(\(None[^)]*\))$"),
-        Key("parameters and MACs per model",
-            r"^(dense|unstructured 90%|channels 50%)\s+[\d.]+%\s+([\d,]+)\s+[\d.]+\s+([\d,]+)\s+([\d,]+)\s"),
-        Key("file KiB per model", r"^(?:dense|unstructured 90%|channels 50%)\s+[\d.]+%\s+[\d,]+\s+([\d.]+)\s", rel_tol=0.01),
+        Key(
+            "parameters and MACs per model",
+            r"^(dense|unstructured 90%|channels 50%)\s+[\d.]+%\s+([\d,]+)\s+[\d.]+\s+([\d,]+)\s+([\d,]+)\s",
+        ),
+        Key(
+            "file KiB per model",
+            r"^(?:dense|unstructured 90%|channels 50%)\s+[\d.]+%\s+[\d,]+\s+([\d.]+)\s",
+            rel_tol=0.01,
+        ),
     ],
     "03_quantize_and_convert.ipynb": [
         _ZERO_TABLE,
         _OVERALL,
-        Key("file KiB, encoding and sparsity per mode",
-            r"^(float32|dynamic|float16|int8|int16x8)\s+([\d.]+)\s+[\d.]+\s+(sparse|dense)\s+([\d.]+)%", rel_tol=0.01),
+        Key(
+            "file KiB, encoding and sparsity per mode",
+            r"^(float32|dynamic|float16|int8|int16x8)\s+([\d.]+)\s+[\d.]+\s+(sparse|dense)\s+([\d.]+)%",
+            rel_tol=0.01,
+        ),
         Key("gzip KiB per mode", r"^(?:float32|dynamic|float16|int8|int16x8)\s+[\d.]+\s+([\d.]+)\s", rel_tol=0.05),
         Key("why int8 is stored dense", r"sparse encoding is smaller \((\d+) < (\d+) bytes\)"),
         Key("int8 sparsity per tensor", r"^\s+([\d.]+)%\s+(digits_cnn\S+)$"),
-        Key("download sizes", r"download: dense\s+([\d.]+) KiB, 80% pruned\s+([\d.]+) KiB \(([\d.]+)x smaller\)",
-            rel_tol=0.05),
+        Key(
+            "download sizes",
+            r"download: dense\s+([\d.]+) KiB, 80% pruned\s+([\d.]+) KiB \(([\d.]+)x smaller\)",
+            rel_tol=0.05,
+        ),
         Key(f"int8 agreement {_SETTINGS}", r"top-1 agreement ([\d.]+)%", abs_tol=2.0),
     ],
     "04_latency_on_device.ipynb": [
@@ -96,8 +110,11 @@ KEY_NUMBERS = {
     # The fresh run sweeps fewer sparsities and trains 5 epochs instead of 15: no sweep numbers here.
     "05_one_shot_pruning.ipynb": [
         Key("dense parameters", r"trained dense model: ([\d,]+) parameters"),
-        Key("dense accuracy (the fresh run trains 5 epochs, not 15)",
-            r"trained dense model: [\d,]+ parameters, test accuracy ([\d.]+)%", abs_tol=5.0),
+        Key(
+            "dense accuracy (the fresh run trains 5 epochs, not 15)",
+            r"trained dense model: [\d,]+ parameters, test accuracy ([\d.]+)%",
+            abs_tol=5.0,
+        ),
         _ZERO_TABLE,
         _OVERALL,
         Key("fine-tuning keeps the one-shot zeros", r"^(magnitude|wanda|sparsegpt) .* same zeros: (\w+)$"),
@@ -108,7 +125,9 @@ KEY_NUMBERS = {
         Key("dense parameters", r"dense: ([\d,]+) parameters"),
         Key("dense accuracy", r"dense: [\d,]+ parameters, test accuracy ([\d.]+)%", abs_tol=5.0),
         Key("channel groups", r"^(\S+)\s+(\d+) units$"),
-        Key("MACs and parameters after shrink", r"MACs ([\d,]+) -> ([\d,]+) \(([\d.]+)%\), params ([\d,]+) -> ([\d,]+)"),
+        Key(
+            "MACs and parameters after shrink", r"MACs ([\d,]+) -> ([\d,]+) \(([\d.]+)%\), params ([\d,]+) -> ([\d,]+)"
+        ),
         Key("shrunk equals masked", r"max \|shrunk - masked\| over the test set: ([\d.e+-]+)", below=1e-4),
         Key("heads and FFN per block", r"block (\d): heads (\d+) -> (\d+) \(key_dim (\d+)\), FFN (\d+) -> (\d+)"),
         Key("parameters and MACs per file", r"^(dense|masked|shrunk)\s+[\d.]+%\s+([\d,]+)\s+([\d,]+)\s"),
@@ -119,8 +138,7 @@ KEY_NUMBERS = {
 
 
 def _require_notebook_tools() -> None:
-    missing = [name for name in ("nbclient", "nbformat", "ipykernel")
-               if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("nbclient", "nbformat", "ipykernel") if importlib.util.find_spec(name) is None]
     if not missing:
         return
     message = f"{', '.join(missing)} not installed; install the [dev] extra: pip install -e '.[dev]'"
@@ -168,8 +186,12 @@ def _output_kinds(cell) -> set[str]:
 
 
 def _stdout(notebook) -> str:
-    return "".join(output.text for cell in _code_cells(notebook) for output in cell.get("outputs", [])
-                   if output.output_type == "stream" and output.name == "stdout")
+    return "".join(
+        output.text
+        for cell in _code_cells(notebook)
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream" and output.name == "stdout"
+    )
 
 
 def _matches(key: Key, text: str) -> list[tuple[str, ...]]:
@@ -214,13 +236,18 @@ def _cell_label(index: int, cell) -> str:
 def test_build_drops_only_tensorflow_native_log_lines():
     import nbformat
 
-    native = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-              "I0000 00:00:1795566569.942434   10186 port.cc:153] oneDNN custom operations are on.\n")
-    cell = nbformat.v4.new_code_cell("import keras", outputs=[
-        nbformat.v4.new_output("stream", name="stderr", text=native),
-        nbformat.v4.new_output("stream", name="stderr", text=native + "UserWarning: check your input\n"),
-        nbformat.v4.new_output("stream", name="stdout", text="I0000 00:00:1.0 1 a.cc:1] printed by the user\n"),
-    ])
+    native = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1795566569.942434   10186 port.cc:153] oneDNN custom operations are on.\n"
+    )
+    cell = nbformat.v4.new_code_cell(
+        "import keras",
+        outputs=[
+            nbformat.v4.new_output("stream", name="stderr", text=native),
+            nbformat.v4.new_output("stream", name="stderr", text=native + "UserWarning: check your input\n"),
+            nbformat.v4.new_output("stream", name="stdout", text="I0000 00:00:1.0 1 a.cc:1] printed by the user\n"),
+        ],
+    )
     notebook = _build_module().drop_native_log_lines(nbformat.v4.new_notebook(cells=[cell]))
     assert [(output.name, output.text) for output in notebook.cells[0].outputs] == [
         ("stderr", "UserWarning: check your input\n"),
@@ -245,8 +272,11 @@ def test_committed_execution_counts_are_one_clean_run(name):
     assert counts == list(range(1, len(cells) + 1)), (
         f"{name} is stale (execution counts {counts}); run: python notebooks/build.py {name}"
     )
-    errors = [_cell_label(i, cell) for i, cell in enumerate(cells)
-              if any(output.output_type == "error" for output in cell.outputs)]
+    errors = [
+        _cell_label(i, cell)
+        for i, cell in enumerate(cells)
+        if any(output.output_type == "error" for output in cell.outputs)
+    ]
     assert errors == [], f"{name} was committed with errors in {errors}"
 
 
@@ -262,13 +292,18 @@ def test_key_number_comparison_catches_stale_values():
     key = Key("accuracy", r"accuracy ([\d.]+)% on (\w+)", abs_tol=1.0)
     assert key_number_mismatches(key, "accuracy 97.10% on digits", "accuracy 96.50% on digits") == []
     assert key_number_mismatches(key, "accuracy 97.10% on digits", "accuracy 95.00% on digits") == [
-        "accuracy: committed 97.10, fresh run 95.00"]
+        "accuracy: committed 97.10, fresh run 95.00"
+    ]
     assert key_number_mismatches(key, "accuracy 97.10% on digits", "accuracy 97.10% on mnist") == [
-        "accuracy: committed digits, fresh run mnist"]
+        "accuracy: committed digits, fresh run mnist"
+    ]
     assert key_number_mismatches(key, "accuracy 97.10% on a\naccuracy 90.00% on b", "accuracy 97.10% on a") == [
-        "accuracy: 2 values committed, 1 in the fresh run"]
+        "accuracy: 2 values committed, 1 in the fresh run"
+    ]
     exact = Key("params", r"params ([\d,]+)")
-    assert key_number_mismatches(exact, "params 315,146", "params 315,147") == ["params: committed 315,146, fresh run 315,147"]
+    assert key_number_mismatches(exact, "params 315,146", "params 315,147") == [
+        "params: committed 315,146, fresh run 315,147"
+    ]
     tiny = Key("error", r"error ([\d.e-]+)", below=1e-4)
     assert key_number_mismatches(tiny, "error 7.6e-06", "error 3.8e-06") == []
     assert key_number_mismatches(tiny, "error 7.6e-06", "error 0.5") == ["error: committed 7.6e-06, fresh run 0.5"]
@@ -281,7 +316,9 @@ def test_committed_outputs_match_a_fresh_run(name):
     fresh = _fresh_run(name)
     committed = _committed(name)
     stale = f"{name} is stale; run: python notebooks/build.py {name}\n"
-    assert len(committed.cells) == len(fresh.cells), stale + f"{len(committed.cells)} cells committed, {len(fresh.cells)} run"
+    assert len(committed.cells) == len(fresh.cells), (
+        stale + f"{len(committed.cells)} cells committed, {len(fresh.cells)} run"
+    )
     fresh_cells, committed_cells = _code_cells(fresh), _code_cells(committed)
     assert len(committed_cells) == len(fresh_cells), stale + "different number of code cells"
     mismatches = [

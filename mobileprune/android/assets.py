@@ -89,8 +89,7 @@ class TensorSpec:
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's ``input`` / ``output`` object."""
-        return {"shape": list(self.shape), "dtype": self.dtype,
-                "scale": self.scale, "zero_point": self.zero_point}
+        return {"shape": list(self.shape), "dtype": self.dtype, "scale": self.scale, "zero_point": self.zero_point}
 
 
 @dataclass(frozen=True)
@@ -182,12 +181,9 @@ def encode_samples(images: np.ndarray, labels: np.ndarray) -> bytes:
     images = np.ascontiguousarray(images, dtype="<f4")
     labels = np.ascontiguousarray(labels, dtype="<i4")
     if images.ndim < 2 or labels.shape != (images.shape[0],):
-        raise ValueError(
-            f"samples need images (N, ...) and labels (N,); got {images.shape} and {labels.shape}"
-        )
+        raise ValueError(f"samples need images (N, ...) and labels (N,); got {images.shape} and {labels.shape}")
     dims = images.shape[1:]
-    header = struct.pack(f"<4sIII{len(dims)}I", SAMPLES_MAGIC, SAMPLES_VERSION,
-                         images.shape[0], len(dims), *dims)
+    header = struct.pack(f"<4sIII{len(dims)}I", SAMPLES_MAGIC, SAMPLES_VERSION, images.shape[0], len(dims), *dims)
     return header + images.tobytes() + labels.tobytes()
 
 
@@ -258,20 +254,23 @@ def _tensor_spec(path: PathLike, detail: dict) -> TensorSpec:
     scales = np.asarray(params.get("scales", []), dtype="float64")
     zero_points = np.asarray(params.get("zero_points", []), dtype="int64")
     if scales.size > 1:
-        raise ValueError(f"{path}: tensor {detail['name']!r} is quantized per channel; "
-                         "the app needs one scale for model inputs and outputs")
+        raise ValueError(
+            f"{path}: tensor {detail['name']!r} is quantized per channel; "
+            "the app needs one scale for model inputs and outputs"
+        )
     scale = float(scales[0]) if scales.size else 0.0
     zero_point = int(zero_points[0]) if zero_points.size else 0
     if dtype != "float32" and scale <= 0.0:
-        raise ValueError(f"{path}: tensor {detail['name']!r} is {dtype} without a quantization "
-                         "scale; the app cannot convert it to and from real values")
+        raise ValueError(
+            f"{path}: tensor {detail['name']!r} is {dtype} without a quantization "
+            "scale; the app cannot convert it to and from real values"
+        )
     return TensorSpec(tuple(int(d) for d in detail["shape"]), dtype, scale, zero_point)
 
 
 def _checked_models(models: Mapping[str, ModelEntry]) -> Mapping[str, ModelEntry]:
     if not isinstance(models, Mapping) or not models:
-        raise TypeError("models must be a non-empty dict of display name -> .tflite path "
-                        "(or -> (path, description))")
+        raise TypeError("models must be a non-empty dict of display name -> .tflite path (or -> (path, description))")
     return models
 
 
@@ -286,8 +285,9 @@ def _plan_model(name: str, entry: ModelEntry) -> _ModelPlan:
         source, description = entry, ""
     source = Path(source)
     if not source.is_file():
-        raise ValueError(f"model {name!r}: {source} does not exist; export it first "
-                         "(mobileprune export model.keras -o model.tflite)")
+        raise ValueError(
+            f"model {name!r}: {source} does not exist; export it first (mobileprune export model.keras -o model.tflite)"
+        )
     model_input, model_output = read_tensor_specs(source)
     return _ModelPlan(name, _stem(name), source, description, model_input, model_output)
 
@@ -304,8 +304,10 @@ def _check_unique_stems(plans: list[_ModelPlan]) -> None:
     stems = [plan.stem for plan in plans]
     duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
     if duplicates:
-        raise ValueError(f"model names map to the same asset file(s) {duplicates}; "
-                         "make the display names differ in letters or digits")
+        raise ValueError(
+            f"model names map to the same asset file(s) {duplicates}; "
+            "make the display names differ in letters or digits"
+        )
 
 
 def _checked_baseline(baseline: str | None, plans: list[_ModelPlan]) -> str:
@@ -322,8 +324,9 @@ def _checked_samples(samples, plans: list[_ModelPlan]) -> tuple[np.ndarray, np.n
         raise TypeError("samples must be (images, labels), e.g. (data.x_test, data.y_test)")
     images, labels = np.asarray(samples[0]), np.asarray(samples[1])
     if labels.ndim != 1 or images.ndim < 2 or len(images) != len(labels) or len(labels) == 0:
-        raise ValueError(f"samples must be images (N, ...) and labels (N,) with N > 0; "
-                         f"got {images.shape} and {labels.shape}")
+        raise ValueError(
+            f"samples must be images (N, ...) and labels (N,) with N > 0; got {images.shape} and {labels.shape}"
+        )
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"sample labels must be integer class ids; got dtype {labels.dtype}")
     for plan in plans:
@@ -344,8 +347,7 @@ def _checked_labels(labels, plans: list[_ModelPlan], targets: np.ndarray) -> lis
     if len(names) != num_classes:
         raise ValueError(f"labels has {len(names)} names but the models output {num_classes} classes")
     if targets.min() < 0 or targets.max() >= num_classes:
-        raise ValueError(f"sample labels must lie in [0, {num_classes}); "
-                         f"got {targets.min()}..{targets.max()}")
+        raise ValueError(f"sample labels must lie in [0, {num_classes}); got {targets.min()}..{targets.max()}")
     return names
 
 

@@ -98,8 +98,7 @@ def hide_native_logs(verbose: bool = False) -> Iterator[NativeLog]:
     quiet_tensorflow_environment()
     sys.stderr.flush()
     saved = os.dup(_STDERR_FD)
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
-                         errors="replace")
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
     log = NativeLog(terminal=terminal, hidden=True)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), _STDERR_FD)

@@ -132,8 +132,9 @@ def print_table(
     for index, column in enumerate(columns):
         numeric = bool(rows) and all(_is_number(row[index]) for row in rows)
         # Numbers never wrap; text columns fold, so narrow terminals squeeze names, not values.
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=numeric,
-                         overflow="ellipsis" if numeric else "fold")
+        table.add_column(
+            column, justify="right" if numeric else "left", no_wrap=numeric, overflow="ellipsis" if numeric else "fold"
+        )
     for row in rows:
         table.add_row(*(format_cell(cell, digits) for cell in row))
     out = stream or sys.stdout

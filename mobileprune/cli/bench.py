@@ -40,25 +40,55 @@ def register(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help=".tflite files to benchmark")
-    parser.add_argument("--threads", type=int, metavar="N", default=1, help="interpreter threads (default: %(default)s)")
-    parser.add_argument("--runs", type=int, metavar="N", default=100, help="minimum timed runs per model (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, metavar="N", default=10, help="warm-up runs per model (default: %(default)s)")
-    parser.add_argument("--min-seconds", type=float, metavar="S", default=1.0,
-                        help="keep running each model at least this long (default: %(default)s)")
-    parser.add_argument("--max-seconds", type=float, metavar="S", default=150.0,
-                        help="stop a model after this long (default: %(default)s)")
-    parser.add_argument("--baseline", metavar="NAME", default=None,
-                        help="model the speedups are relative to (default: the first)")
-    parser.add_argument("--budget-ms", type=float, metavar="MS", default=None,
-                        help="fail (exit 1) when a model's p90 latency is over this")
-    parser.add_argument("--budget-model", metavar="NAME", default=None,
-                        help="check the budget on this model only (default: every model)")
-    parser.add_argument("--no-isolate", action="store_true",
-                        help="measure in this process instead of a child process (faster start, "
-                             "but a corrupt file that passes the flatbuffer check can crash it)")
+    parser.add_argument(
+        "--threads", type=int, metavar="N", default=1, help="interpreter threads (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runs", type=int, metavar="N", default=100, help="minimum timed runs per model (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, metavar="N", default=10, help="warm-up runs per model (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        metavar="S",
+        default=1.0,
+        help="keep running each model at least this long (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        metavar="S",
+        default=150.0,
+        help="stop a model after this long (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--baseline", metavar="NAME", default=None, help="model the speedups are relative to (default: the first)"
+    )
+    parser.add_argument(
+        "--budget-ms",
+        type=float,
+        metavar="MS",
+        default=None,
+        help="fail (exit 1) when a model's p90 latency is over this",
+    )
+    parser.add_argument(
+        "--budget-model",
+        metavar="NAME",
+        default=None,
+        help="check the budget on this model only (default: every model)",
+    )
+    parser.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="measure in this process instead of a child process (faster start, "
+        "but a corrupt file that passes the flatbuffer check can crash it)",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON on stdout")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show the runtime's own log lines (hidden by default)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show the runtime's own log lines (hidden by default)"
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -80,9 +110,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             with _output.progress(_output.wants_progress(args.json, native.terminal), native.terminal) as step:
                 rows = compare_latency(
-                    names, baseline=args.baseline, metric=_SPEEDUP_METRIC, progress=step,
-                    num_threads=args.threads, warmup_runs=args.warmup, runs=args.runs,
-                    min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                    names,
+                    baseline=args.baseline,
+                    metric=_SPEEDUP_METRIC,
+                    progress=step,
+                    num_threads=args.threads,
+                    warmup_runs=args.warmup,
+                    runs=args.runs,
+                    min_seconds=args.min_seconds,
+                    max_seconds=args.max_seconds,
                     isolate=not args.no_isolate,
                 )
         except (FileNotFoundError, ModelFileError, ValueError) as error:
@@ -98,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     results = {row.name: row.result for row in rows}
     violations = (
         budget_violations(results, args.budget_ms, _BUDGET_METRIC, only=args.budget_model)
-        if args.budget_ms is not None else []
+        if args.budget_ms is not None
+        else []
     )
     if args.json:
         _output.print_json(_json_report(args, rows, violations))
@@ -137,7 +174,9 @@ def _json_report(args: argparse.Namespace, rows: list, violations: list[str]) ->
         "num_threads": args.threads,
         "speedup_metric": _SPEEDUP_METRIC,
         "baseline": next(row.name for row in rows if row.is_baseline),
-        "budget": None if args.budget_ms is None else {
+        "budget": None
+        if args.budget_ms is None
+        else {
             "budget_ms": args.budget_ms,
             "metric": _BUDGET_METRIC,
             "model": args.budget_model,
@@ -152,8 +191,7 @@ def _print_table(rows: list) -> None:
     # The terminal table keeps the columns people compare and fits 80 columns;
     # --json has every statistic. Sub-0.1 ms models read better in microseconds.
     unit, scale = ("µs", 1000.0) if max(row.result.p50_ms for row in rows) < 0.1 else ("ms", 1.0)
-    columns = ["model", "KiB", f"mean {unit}", f"p50 {unit}", f"p90 {unit}", f"p99 {unit}",
-               "peak MiB", "speedup"]
+    columns = ["model", "KiB", f"mean {unit}", f"p50 {unit}", f"p90 {unit}", f"p99 {unit}", "peak MiB", "speedup"]
     table_rows = [
         [
             row.name + (" (baseline)" if row.is_baseline else ""),

@@ -34,17 +34,26 @@ def register(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default="mobileprune-demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs per model (default: 20, or 4 when CI=true)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="training epochs per model (default: 20, or 4 when CI=true)"
+    )
     parser.add_argument("--sparsity", type=float, default=0.9, help="unstructured target sparsity")
     parser.add_argument("--channels", type=float, default=0.5, help="share of channels to remove")
     parser.add_argument("--runs", type=int, default=300, help="timed interpreter runs per model")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
-    parser.add_argument("--android-assets", default=None, metavar="DIR",
-                        help="also write the models, samples and manifests the Android app reads")
+    parser.add_argument(
+        "--android-assets",
+        default=None,
+        metavar="DIR",
+        help="also write the models, samples and manifests the Android app reads",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show TensorFlow's and the converter's own log lines (hidden by default)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and the converter's own log lines (hidden by default)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -61,7 +70,9 @@ def _check_options(args: argparse.Namespace) -> None:
             raise ValueError(f"{option} must be at least 1, got {value}")
     for option, value in (("--sparsity", args.sparsity), ("--channels", args.channels)):
         if not 0 <= value < 1:
-            raise ValueError(f"{option} must be a fraction in [0, 1), got {value:g}; pass a fraction such as 0.5, not 50")
+            raise ValueError(
+                f"{option} must be a fraction in [0, 1), got {value:g}; pass a fraction such as 0.5, not 50"
+            )
     for option, folder in (("--out", args.out), ("--android-assets", args.android_assets)):
         if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
             raise ValueError(f"{option} {folder} is a file; pass a folder path")
@@ -129,19 +140,22 @@ def comparison_table(rows: list[dict]):
     table = Table(
         title="mobileprune demo: digits, same training budget for every model",
         caption="acc: test accuracy of the .tflite file; agree: top-1 agreement with Keras; "
-                "speedup: p50 vs the dense model of the same dtype",
+        "speedup: p50 vs the dense model of the same dtype",
     )
-    columns = ("model", "dtype", "acc %", "agree %", "KiB", "gzip KiB", "zeros %",
-               "p50 us", "p90 us", "speedup")
+    columns = ("model", "dtype", "acc %", "agree %", "KiB", "gzip KiB", "zeros %", "p50 us", "p90 us", "speedup")
     for column in columns:
         table.add_column(column, justify="left" if column in ("model", "dtype") else "right")
     for row in rows:
         table.add_row(
-            row["model"], row["quantize"],
-            f"{100 * row['tflite_accuracy']:.1f}", f"{100 * row['agreement']:.1f}",
-            f"{row['file_bytes'] / 1024:.1f}", f"{row['gzip_bytes'] / 1024:.1f}",
+            row["model"],
+            row["quantize"],
+            f"{100 * row['tflite_accuracy']:.1f}",
+            f"{100 * row['agreement']:.1f}",
+            f"{row['file_bytes'] / 1024:.1f}",
+            f"{row['gzip_bytes'] / 1024:.1f}",
             f"{100 * row['sparsity']:.0f}",
-            f"{1000 * row['p50_ms']:.1f}", f"{1000 * row['p90_ms']:.1f}",
+            f"{1000 * row['p50_ms']:.1f}",
+            f"{1000 * row['p90_ms']:.1f}",
             f"{row['speedup']:.2f}x" if row.get("speedup") else "-",
         )
     return table

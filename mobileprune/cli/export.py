@@ -50,30 +50,59 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("model", metavar="MODEL", help=".keras file or SavedModel directory")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.tflite", help="file to write")
-    parser.add_argument("--quantize", choices=_QUANTIZE_CHOICES, default="none",
-                        help="quantization mode (default: %(default)s)")
-    parser.add_argument("--int8-io", choices=("int8", "uint8"), default=None,
-                        help="integer model input/output (needs --quantize int8)")
-    parser.add_argument("--calibration", metavar="FILE.npz", default=None,
-                        help="calibration inputs (array x); required for int8 and int16x8")
-    parser.add_argument("--calibration-samples", type=int, default=500,
-                        help="calibration samples used (default: %(default)s)")
-    parser.add_argument("--validation", metavar="FILE.npz", default=None,
-                        help="inputs x and optional labels y to verify the file against the model")
-    parser.add_argument("--sparse", choices=tuple(_SPARSE_CHOICES), default="auto",
-                        help="TFLite sparse weight encoding: auto keeps it when smaller and runnable "
-                             "(default: %(default)s)")
-    parser.add_argument("--allow-select-tf-ops", action="store_true",
-                        help="allow TensorFlow (Flex) ops; the device then needs the Flex runtime")
-    parser.add_argument("--android-assets", metavar="DIR", default=None,
-                        help="also copy the file, a manifest and the --validation samples into DIR "
-                             "(e.g. android_demo/app/src/main/assets) for the Android app")
-    parser.add_argument("--batch-size", type=int, metavar="N", default=None,
-                        help="fix the batch dimension of the file's input (default: dynamic; "
-                             "1 for models with LSTM/GRU layers)")
+    parser.add_argument(
+        "--quantize", choices=_QUANTIZE_CHOICES, default="none", help="quantization mode (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--int8-io", choices=("int8", "uint8"), default=None, help="integer model input/output (needs --quantize int8)"
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="FILE.npz",
+        default=None,
+        help="calibration inputs (array x); required for int8 and int16x8",
+    )
+    parser.add_argument(
+        "--calibration-samples", type=int, default=500, help="calibration samples used (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--validation",
+        metavar="FILE.npz",
+        default=None,
+        help="inputs x and optional labels y to verify the file against the model",
+    )
+    parser.add_argument(
+        "--sparse",
+        choices=tuple(_SPARSE_CHOICES),
+        default="auto",
+        help="TFLite sparse weight encoding: auto keeps it when smaller and runnable (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--allow-select-tf-ops",
+        action="store_true",
+        help="allow TensorFlow (Flex) ops; the device then needs the Flex runtime",
+    )
+    parser.add_argument(
+        "--android-assets",
+        metavar="DIR",
+        default=None,
+        help="also copy the file, a manifest and the --validation samples into DIR "
+        "(e.g. android_demo/app/src/main/assets) for the Android app",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        default=None,
+        help="fix the batch dimension of the file's input (default: dynamic; 1 for models with LSTM/GRU layers)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show TensorFlow's and the converter's own log lines (hidden by default)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and the converter's own log lines (hidden by default)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -100,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export(args: argparse.Namespace, calibration: dict | None, validation: tuple | None,
-            terminal) -> tuple[Any, tuple[int, str] | None]:
+def _export(
+    args: argparse.Namespace, calibration: dict | None, validation: tuple | None, terminal
+) -> tuple[Any, tuple[int, str] | None]:
     """Convert (and copy to the app's assets); return (result, None) or (None, (exit code, message))."""
     try:
         from mobileprune.conversion.export import export_tflite
@@ -131,7 +161,8 @@ def _export(args: argparse.Namespace, calibration: dict | None, validation: tupl
         try:
             write_android_assets(
                 {Path(args.output).stem: (args.output, args.quantize if args.quantize != "none" else "float32")},
-                samples=validation, out_dir=args.android_assets,
+                samples=validation,
+                out_dir=args.android_assets,
             )
         except (ValueError, TypeError) as error:
             # The .tflite is written and good; only the app's copy was refused.
@@ -145,7 +176,9 @@ def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
     if not model.exists():
         raise ValueError(f"model {model} does not exist; pass a .keras file or a SavedModel directory")
     if model.is_file() and model.suffix == ".keras" and not zipfile.is_zipfile(model):
-        raise ValueError(f"{model} is not a .keras archive (not a zip file); save the model with model.save('model.keras')")
+        raise ValueError(
+            f"{model} is not a .keras archive (not a zip file); save the model with model.save('model.keras')"
+        )
     output = Path(args.output)
     if not output.parent.is_dir():
         raise ValueError(f"output directory {output.parent} does not exist; create it first")
@@ -163,10 +196,14 @@ def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
         arrays = _load_npz(args.validation, "--validation")
         validation = (arrays["x"], arrays.get("y"))
         if args.android_assets and validation[1] is None:
-            raise ValueError(f"--android-assets needs labels: save {args.validation} with numpy.savez(path, x=..., y=...)")
+            raise ValueError(
+                f"--android-assets needs labels: save {args.validation} with numpy.savez(path, x=..., y=...)"
+            )
         if args.android_assets and (validation[1].ndim != 1 or validation[1].dtype.kind not in "iu"):
-            raise ValueError(f"--android-assets needs integer class ids y of shape (N,) in {args.validation}, "
-                             f"got {validation[1].dtype} {validation[1].shape}; save y=labels.argmax(-1) for one-hot")
+            raise ValueError(
+                f"--android-assets needs integer class ids y of shape (N,) in {args.validation}, "
+                f"got {validation[1].dtype} {validation[1].shape}; save y=labels.argmax(-1) for one-hot"
+            )
     return calibration, validation
 
 
@@ -181,8 +218,10 @@ def _load_npz(path: str, option: str) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise ValueError(f"{option} file {path} is not a readable .npz ({error})") from error
     if "x" not in arrays:
-        raise ValueError(f"{option} file {path} has no array 'x' (found: {', '.join(arrays) or 'none'}); "
-                         "save it with numpy.savez(path, x=inputs)")
+        raise ValueError(
+            f"{option} file {path} has no array 'x' (found: {', '.join(arrays) or 'none'}); "
+            "save it with numpy.savez(path, x=inputs)"
+        )
     if len(arrays["x"]) == 0:
         raise ValueError(f"{option} file {path} has an empty array 'x'")
     if "y" in arrays and len(arrays["y"]) != len(arrays["x"]):
@@ -208,16 +247,31 @@ def _print_result(result) -> None:
         summary.append(["agreement (top-1)", "-" if fidelity.agreement is None else f"{100 * fidelity.agreement:.2f}%"])
         summary.append(["max / mean |diff|", f"{fidelity.max_abs_diff:.4g} / {fidelity.mean_abs_diff:.4g}"])
         if fidelity.keras_accuracy is not None:
-            summary.append(["accuracy keras / tflite",
-                            f"{100 * fidelity.keras_accuracy:.2f}% / {100 * fidelity.tflite_accuracy:.2f}%"])
+            summary.append(
+                [
+                    "accuracy keras / tflite",
+                    f"{100 * fidelity.keras_accuracy:.2f}% / {100 * fidelity.tflite_accuracy:.2f}%",
+                ]
+            )
     _output.print_table("mobileprune export", ["", "value"], summary)
     rows = [
-        [name, "x".join(str(dim) for dim in tensor.shape), tensor.dtype, tensor.encoding, tensor.elements,
-         tensor.zeros, 100 * (tensor.sparsity or 0.0)]
+        [
+            name,
+            "x".join(str(dim) for dim in tensor.shape),
+            tensor.dtype,
+            tensor.encoding,
+            tensor.elements,
+            tensor.zeros,
+            100 * (tensor.sparsity or 0.0),
+        ]
         for name, tensor in zip(result.weight_sparsity, result.weight_tensors)
     ]
-    _output.print_table("weights (read back from the file)",
-                        ["tensor", "shape", "dtype", "stored", "elements", "zeros", "sparsity %"], rows, digits=1)
+    _output.print_table(
+        "weights (read back from the file)",
+        ["tensor", "shape", "dtype", "stored", "elements", "zeros", "sparsity %"],
+        rows,
+        digits=1,
+    )
 
 
 def _xnnpack_line(report) -> str:
@@ -226,6 +280,7 @@ def _xnnpack_line(report) -> str:
     if report.eligible:
         return "yes: " + ", ".join(
             f"subgraph to {', '.join(s.exits)} ({100 * s.zero_fraction:.0f}% zero 1x1/dense weights)"
-            for s in report.subgraphs if s.eligible
+            for s in report.subgraphs
+            if s.eligible
         )
     return f"no: {report.first_rule_broken}"

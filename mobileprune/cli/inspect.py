@@ -37,8 +37,12 @@ def register(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help=".tflite file to inspect")
-    parser.add_argument("--tensors", choices=("weights", "all"), default="weights",
-                        help="tensors listed: constants only, or every tensor (default: %(default)s)")
+    parser.add_argument(
+        "--tensors",
+        choices=("weights", "all"),
+        default="weights",
+        help="tensors listed: constants only, or every tensor (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.set_defaults(func=run)
     return parser
@@ -93,8 +97,15 @@ def _print_ops(report) -> None:
 
 def _print_tensors(tensors, title: str) -> None:
     rows = [
-        [t.index, t.name, str(list(t.shape)), t.dtype, t.bytes,
-         None if t.sparsity is None else f"{100 * t.sparsity:.1f}%", t.encoding]
+        [
+            t.index,
+            t.name,
+            str(list(t.shape)),
+            t.dtype,
+            t.bytes,
+            None if t.sparsity is None else f"{100 * t.sparsity:.1f}%",
+            t.encoding,
+        ]
         for t in tensors
     ]
     _output.print_table(title, ["#", "name", "shape", "dtype", "bytes", "zeros", "encoding"], rows)

@@ -37,9 +37,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
-        raise ValueError(
-            f"cannot write {target}: directory {directory} does not exist; create it first"
-        )
+        raise ValueError(f"cannot write {target}: directory {directory} does not exist; create it first")
     if target.is_dir():
         raise ValueError(f"cannot write {target}: it is a directory; pass a file path")
     handle, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
@@ -70,4 +68,3 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         text: the complete new content.
     """
     return atomic_write_bytes(path, text.encode("utf-8"))
-

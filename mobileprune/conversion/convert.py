@@ -123,7 +123,9 @@ def _unsupported_ops(error: Exception) -> tuple[list[str], list[str]]:
     for item in getattr(error, "errors", None) or []:
         code_name = _error_code_name(item.error_code)
         op = item.operator.name.removeprefix("tf.")
-        target = flex if code_name == "ERROR_NEEDS_FLEX_OPS" else custom if code_name == "ERROR_NEEDS_CUSTOM_OPS" else None
+        target = (
+            flex if code_name == "ERROR_NEEDS_FLEX_OPS" else custom if code_name == "ERROR_NEEDS_CUSTOM_OPS" else None
+        )
         if target is not None and op and op not in target:
             target.append(op)
     if not flex:

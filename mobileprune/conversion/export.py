@@ -46,7 +46,6 @@ from mobileprune.runtime.inspect import inspect_tflite
 from mobileprune.runtime.xnnpack_sparse import analyze_parsed, analyze_tflite
 
 
-
 @dataclass
 class ExportResult:
     """What :func:`export_tflite` wrote, read back from the file.
@@ -220,8 +219,15 @@ def export_tflite(
 
     def convert_with(encoding_sparse: bool) -> bytes:
         return convert(
-            source, quantize, representative_data, io_type, encoding_sparse,
-            allow_select_tf_ops, calibration_samples, progress, batch_size,
+            source,
+            quantize,
+            representative_data,
+            io_type,
+            encoding_sparse,
+            allow_select_tf_ops,
+            calibration_samples,
+            progress,
+            batch_size,
         )
 
     candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)

@@ -107,15 +107,16 @@ def load_source(model: Any) -> ModelSource:
     if _is_keras3_model(model):
         return _from_keras3(model, kind="keras", description=f"Keras model {model.name!r}")
     raise TypeError(
-        f"cannot export a {type(model).__name__}; pass a Keras model, a .keras file path "
-        "or a SavedModel directory"
+        f"cannot export a {type(model).__name__}; pass a Keras model, a .keras file path or a SavedModel directory"
     )
 
 
 def _from_path(path: Path) -> ModelSource:
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
-            raise ValueError(f"{path} is a directory without saved_model.pb; pass a .keras file or a SavedModel directory")
+            raise ValueError(
+                f"{path} is a directory without saved_model.pb; pass a .keras file or a SavedModel directory"
+            )
         return _from_saved_model(path)
     if not path.is_file():
         raise ValueError(f"model file {path} does not exist; check the path")
@@ -142,8 +143,9 @@ def _from_keras3(model, kind: str, description: str) -> ModelSource:
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
         return _first_output(model.predict(x, batch_size=batch_size, verbose=0))
 
-    return ModelSource(kind, description, model, len(model.inputs), make_converter, predict,
-                       recurrent=_has_recurrent_layers(model))
+    return ModelSource(
+        kind, description, model, len(model.inputs), make_converter, predict, recurrent=_has_recurrent_layers(model)
+    )
 
 
 def _has_recurrent_layers(model) -> bool:

@@ -98,11 +98,15 @@ def choose_encoding(
     problem = sparse_problem(sparse_bytes, dense_bytes, probe)
     if sparse is True:
         return "sparse", "sparse=True" + (f"; {xnnpack_note}" if for_xnnpack else "") + (
-            f"; warning: {problem}" if problem else "")
+            f"; warning: {problem}" if problem else ""
+        )
     if for_xnnpack:
         if problem:
-            return "dense", f"the model qualifies for XNNPACK's sparse path but the sparse file {problem}; " \
-                            "pass sparse=True to keep it anyway"
+            return (
+                "dense",
+                f"the model qualifies for XNNPACK's sparse path but the sparse file {problem}; "
+                "pass sparse=True to keep it anyway",
+            )
         return "sparse", f"sparse encoding kept: {xnnpack_note}"
     smaller = f"sparse encoding is smaller ({len(sparse_bytes)} < {len(dense_bytes)} bytes)"
     if problem:

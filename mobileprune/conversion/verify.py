@@ -101,7 +101,7 @@ def tflite_input_name(detail: dict) -> str:
     """
     name = detail["name"]
     if name.startswith("serving_default_"):
-        name = name[len("serving_default_"):]
+        name = name[len("serving_default_") :]
     return name.rsplit(":", 1)[0] if ":" in name else name
 
 

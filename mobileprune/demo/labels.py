@@ -79,7 +79,7 @@ def place_labels(
     pixels_per_point = figure.dpi / 72.0
     axes_box = axis.get_window_extent(renderer)
     centres = axis.transData.transform(list(zip(xs, ys))) if len(xs) else []
-    half_marker = (marker_size ** 0.5) / 2 * pixels_per_point
+    half_marker = (marker_size**0.5) / 2 * pixels_per_point
     obstacles = [(x - half_marker, y - half_marker, x + half_marker, y + half_marker) for x, y in centres]
 
     annotations = []
@@ -89,8 +89,9 @@ def place_labels(
             for dx, dy, ha, va in _DIRECTIONS:
                 scale = ring / (dx * dx + dy * dy) ** 0.5
                 offset = (dx * scale, dy * scale)
-                trial = axis.annotate(text, (x, y), xytext=offset, textcoords="offset points",
-                                      ha=ha, va=va, fontsize=fontsize)
+                trial = axis.annotate(
+                    text, (x, y), xytext=offset, textcoords="offset points", ha=ha, va=va, fontsize=fontsize
+                )
                 box = _padded(trial.get_window_extent(renderer))
                 trial.remove()
                 cost = 1e6 * _outside(box, axes_box) + sum(overlap_area(box, other) for other in obstacles)
@@ -102,10 +103,23 @@ def place_labels(
                 break
         _, ring_index, offset, ha, va, box = best
         # A label moved off its first ring gets a leader line to say which point it names.
-        arrow = None if ring_index == 0 else dict(
-            arrowstyle="-", color="0.5", lw=0.6, shrinkA=1, shrinkB=half_marker / pixels_per_point)
-        annotations.append(axis.annotate(text, (x, y), xytext=offset, textcoords="offset points",
-                                         ha=ha, va=va, fontsize=fontsize, arrowprops=arrow))
+        arrow = (
+            None
+            if ring_index == 0
+            else dict(arrowstyle="-", color="0.5", lw=0.6, shrinkA=1, shrinkB=half_marker / pixels_per_point)
+        )
+        annotations.append(
+            axis.annotate(
+                text,
+                (x, y),
+                xytext=offset,
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=fontsize,
+                arrowprops=arrow,
+            )
+        )
         obstacles.append(box)
     return annotations
 

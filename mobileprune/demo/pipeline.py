@@ -106,13 +106,19 @@ def train_models(config: DemoConfig, data, progress: Progress = _quiet) -> list[
     def fit(callbacks: list) -> tuple[Any, float]:
         model = build_digits_cnn(seed=config.seed)
         start = time.perf_counter()
-        model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
-                  verbose=0, shuffle=True, callbacks=callbacks)
+        model.fit(
+            data.x_train,
+            data.y_train,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            verbose=0,
+            shuffle=True,
+            callbacks=callbacks,
+        )
         return model, time.perf_counter() - start
 
     def schedule(final_sparsity: float):
-        return mp.PolynomialDecay(0.0, final_sparsity, begin_step=0, end_step=end_step,
-                                  frequency=frequency)
+        return mp.PolynomialDecay(0.0, final_sparsity, begin_step=0, end_step=end_step, frequency=frequency)
 
     progress("training the dense baseline")
     dense, seconds = fit([])
@@ -120,24 +126,32 @@ def train_models(config: DemoConfig, data, progress: Progress = _quiet) -> list[
 
     progress(f"training with PruneCallback to {config.target_sparsity:.0%} sparsity")
     pruned, seconds = fit([mp.PruneCallback(schedule(config.target_sparsity), scope="global")])
-    models.append(TrainedModel(
-        "pruned", mp.strip_pruning(pruned),
-        f"{config.target_sparsity:.0%} unstructured (global magnitude)", seconds,
-    ))
+    models.append(
+        TrainedModel(
+            "pruned",
+            mp.strip_pruning(pruned),
+            f"{config.target_sparsity:.0%} unstructured (global magnitude)",
+            seconds,
+        )
+    )
 
     progress(f"training with channel pruning ({config.channel_fraction:.0%} of channels), then shrink")
     channel, seconds = fit([mp.PruneCallback(schedule(config.channel_fraction), pattern="channels")])
     # shrink builds a fresh model without the masked channels: no pruning state to strip.
     shrunk = mp.shrink(channel)
-    models.append(TrainedModel(
-        "channels", shrunk, f"{config.channel_fraction:.0%} of channels removed (shrink)", seconds,
-        extras={"params_before": int(channel.count_params()), "params_after": int(shrunk.count_params())},
-    ))
+    models.append(
+        TrainedModel(
+            "channels",
+            shrunk,
+            f"{config.channel_fraction:.0%} of channels removed (shrink)",
+            seconds,
+            extras={"params_before": int(channel.count_params()), "params_after": int(shrunk.count_params())},
+        )
+    )
     return models
 
 
-def export_models(config: DemoConfig, models: list[TrainedModel], data,
-                  progress: Progress = _quiet) -> list[dict]:
+def export_models(config: DemoConfig, models: list[TrainedModel], data, progress: Progress = _quiet) -> list[dict]:
     """Export each model to every quantize mode, verified on the test split."""
     import mobileprune as mp
 
@@ -150,29 +164,33 @@ def export_models(config: DemoConfig, models: list[TrainedModel], data,
             path = out / f"{trained.name}_{label}.tflite"
             progress(f"exporting {path.name}")
             result = mp.export_tflite(
-                trained.model, str(path), quantize=quantize,
+                trained.model,
+                str(path),
+                quantize=quantize,
                 representative_data=data.x_train[:256] if quantize == "int8" else None,
                 validation_data=(data.x_test, data.y_test),
             )
             fidelity = result.fidelity
-            rows.append({
-                "name": f"{trained.name}_{label}",
-                "model": trained.name,
-                "description": trained.description,
-                "quantize": label,
-                "path": str(path),
-                "keras_accuracy": fidelity.keras_accuracy,
-                "tflite_accuracy": fidelity.tflite_accuracy,
-                "agreement": fidelity.agreement,
-                "max_abs_diff": fidelity.max_abs_diff,
-                "file_bytes": result.file_bytes,
-                "gzip_bytes": result.gzip_bytes,
-                "encoding": result.encoding,
-                "sparsity": result.overall_sparsity,
-                "macs": result.macs,
-                "train_seconds": round(trained.train_seconds, 2),
-                **trained.extras,
-            })
+            rows.append(
+                {
+                    "name": f"{trained.name}_{label}",
+                    "model": trained.name,
+                    "description": trained.description,
+                    "quantize": label,
+                    "path": str(path),
+                    "keras_accuracy": fidelity.keras_accuracy,
+                    "tflite_accuracy": fidelity.tflite_accuracy,
+                    "agreement": fidelity.agreement,
+                    "max_abs_diff": fidelity.max_abs_diff,
+                    "file_bytes": result.file_bytes,
+                    "gzip_bytes": result.gzip_bytes,
+                    "encoding": result.encoding,
+                    "sparsity": result.overall_sparsity,
+                    "macs": result.macs,
+                    "train_seconds": round(trained.train_seconds, 2),
+                    **trained.extras,
+                }
+            )
     return rows
 
 
@@ -223,8 +241,7 @@ def plot_report(rows: list[dict]):
     fig, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
     colors: dict[str, str] = {}
     accuracy = [100 * row["tflite_accuracy"] for row in rows]
-    axes = ((by_size, [row["gzip_bytes"] / 1024 for row in rows]),
-            (by_latency, [row["p50_ms"] * 1000 for row in rows]))
+    axes = ((by_size, [row["gzip_bytes"] / 1024 for row in rows]), (by_latency, [row["p50_ms"] * 1000 for row in rows]))
     for axis, xs in axes:
         for row, x, y in zip(rows, xs, accuracy):
             color = colors.setdefault(row["model"], f"C{len(colors)}")

@@ -100,7 +100,9 @@ class Calibration:
         for array, (name, shape, dtype) in zip(arrays, self.specs):
             _check_one(array, name, shape, dtype, where)
         if len(counts) != 1:
-            raise ValueError(f"{where}: the inputs have different numbers of samples {sorted(counts)}; give each input the same count.")
+            raise ValueError(
+                f"{where}: the inputs have different numbers of samples {sorted(counts)}; give each input the same count."
+            )
         return [_cast(array, dtype) for array in arrays]
 
 
@@ -196,9 +198,7 @@ def _check_one(array: np.ndarray, name: str, shape: tuple, dtype: str, where: st
     shown = "(batch, " + ", ".join(str(d) for d in shape[1:]) + ")"
     if array.ndim != len(shape):
         hint = " (add the batch axis: x[None] for one sample)" if array.ndim == len(shape) - 1 else ""
-        raise ValueError(
-            f"{where}: input {name!r} expects shape {shown} but got {tuple(array.shape)}{hint}."
-        )
+        raise ValueError(f"{where}: input {name!r} expects shape {shown} but got {tuple(array.shape)}{hint}.")
     for expected, got in zip(shape[1:], array.shape[1:]):
         if expected is not None and expected != got:
             raise ValueError(f"{where}: input {name!r} expects shape {shown} but got {tuple(array.shape)}.")

@@ -72,4 +72,3 @@ def hold_variables(model: keras.Model, variables: list) -> int:
         # The train step was traced without the constraints: retrace it on the next fit.
         model.train_function = None
     return len(held)
-

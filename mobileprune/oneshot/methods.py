@@ -159,8 +159,8 @@ class InverseHessian:
         hessian = np.asarray(hessian)
         if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1]:
             raise ValueError(f"the Hessian must be a square (d, d) matrix, got shape {hessian.shape}.")
-        in_place = overwrite and hessian.dtype == np.float64 and (
-            hessian.flags.c_contiguous or hessian.flags.f_contiguous
+        in_place = (
+            overwrite and hessian.dtype == np.float64 and (hessian.flags.c_contiguous or hessian.flags.f_contiguous)
         )
         h = hessian if in_place else np.array(hessian, dtype=np.float64, order="F")
         # LAPACK reads Fortran order; a symmetric C-ordered matrix is its own transpose.

@@ -67,7 +67,9 @@ class Progress:
         finally:
             self._progress.remove_task(task)
 
-    def layer_done(self, name: str, method: str, sparsity: float, error: float | None, seconds: float | None = None) -> None:
+    def layer_done(
+        self, name: str, method: str, sparsity: float, error: float | None, seconds: float | None = None
+    ) -> None:
         """Print one summary line for a pruned weight and advance the overall bar."""
         if self._progress is None:
             return

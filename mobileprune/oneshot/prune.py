@@ -152,8 +152,17 @@ def prune_oneshot(
         from mobileprune.oneshot.structured import prune_channels_oneshot
 
         return prune_channels_oneshot(
-            model, sparsity, calibration_data, pattern=resolved, method=method, layers=layers, exclude=exclude,
-            dampening=dampening, batch_size=batch_size, reconstruct=reconstruct, progress=progress,
+            model,
+            sparsity,
+            calibration_data,
+            pattern=resolved,
+            method=method,
+            layers=layers,
+            exclude=exclude,
+            dampening=dampening,
+            batch_size=batch_size,
+            reconstruct=reconstruct,
+            progress=progress,
         )
     _check_pattern(resolved, pattern, sparsity, method)
     targets = select_targets(model, layers, exclude)
@@ -185,7 +194,9 @@ def _check_hessian_rows(target: PruneTarget, view, rows: int, rows_per_sample: f
     needed = -(-view.d_in // INPUTS_PER_ROW)
     if rows >= needed:
         return
-    samples = f"at least {math.ceil(needed / rows_per_sample)} calibration samples" if rows_per_sample > 0 else "more data"
+    samples = (
+        f"at least {math.ceil(needed / rows_per_sample)} calibration samples" if rows_per_sample > 0 else "more data"
+    )
     raise ValueError(
         f"{_path(target)}: {rows} calibration rows for {view.d_in} inputs; SparseGPT's Hessian needs at least "
         f"{needed} (one per {INPUTS_PER_ROW} inputs; {rows_per_sample:g} per sample here), so pass {samples} "
@@ -214,7 +225,9 @@ def _check_pattern(pattern: Pattern, given: Any, sparsity: float, method: str) -
             "use method='wanda' or 'magnitude' for blocks."
         )
     if not isinstance(pattern, (UnstructuredPattern, NMPattern, BlockPattern)):
-        raise ValueError(f"prune_oneshot does not support pattern {given!r}; use 'unstructured', 'n:m', a block or 'channels'.")
+        raise ValueError(
+            f"prune_oneshot does not support pattern {given!r}; use 'unstructured', 'n:m', a block or 'channels'."
+        )
 
 
 def _check_groups(pattern: Pattern, calibrated: list, by_magnitude: list) -> None:
@@ -378,7 +391,9 @@ class _CalibratedPruner:
         matrix = view.matrix(kernel)
         if self.method == "wanda":
             if stat.rows == 0:
-                raise ValueError(f"{_path(target)}: the layer got no calibration activations; exclude it or pass data that reaches it.")
+                raise ValueError(
+                    f"{_path(target)}: the layer got no calibration activations; exclude it or pass data that reaches it."
+                )
             keep = methods.wanda(matrix, stat.sq_norms, self.pattern, self.sparsity, _path(target))
             new = np.where(keep, matrix, 0).astype(matrix.dtype)
             error = None
@@ -392,7 +407,11 @@ class _CalibratedPruner:
                 stat.hessian = None
             with self.bar.task(f"sparsegpt {_path(target)}", view.d_in) as advance:
                 new = methods.sparsegpt(
-                    matrix, inverse, self.pattern, self.sparsity, self.block_size,
+                    matrix,
+                    inverse,
+                    self.pattern,
+                    self.sparsity,
+                    self.block_size,
                     on_rows=lambda rows: advance(rows, absolute=True),
                 ).astype(matrix.dtype)
             error = inverse.reconstruction_error(matrix, new)

@@ -199,7 +199,9 @@ def _capture(model, calibration, consumers: list[Consumer], bar, name: str) -> d
     reached = {id(layer) for layer, _, _ in call_order(model, calibration, hooked)}
     for consumer in consumers:
         if id(consumer.view.hooked) not in reached:
-            raise ValueError(f"{consumer.name}: the layer got no calibration activations; exclude the channels it reads.")
+            raise ValueError(
+                f"{consumer.name}: the layer got no calibration activations; exclude the channels it reads."
+            )
     with bar.task(f"capture readers of {name}", calibration.batches) as advance:
         run_stage(model, calibration, Stage(hooked, None), consume, on_batch=advance)
     for consumer in consumers:

@@ -216,9 +216,7 @@ def im2col(
     max_rows = _chunk_rows(d_in, max_values)
     effective = [(k - 1) * d + 1 for k, d in zip(size, dilation)]
     pads = [_pads(x.shape[1 + i], effective[i], strides[i], padding) for i in range(rank)]
-    spatial_out = [
-        (x.shape[1 + i] + sum(pads[i]) - effective[i]) // strides[i] + 1 for i in range(rank)
-    ]
+    spatial_out = [(x.shape[1 + i] + sum(pads[i]) - effective[i]) // strides[i] + 1 for i in range(rank)]
     per_sample = math.prod(spatial_out)
     per_line = math.prod(spatial_out[1:])
     samples = max(1, max_rows // max(1, per_sample))

@@ -154,9 +154,7 @@ class PruneCallback(keras.callbacks.Callback):
         overrides = dict(overrides or {})
         for name, override in overrides.items():
             if not isinstance(name, str) or not isinstance(override, PruningSchedule):
-                raise TypeError(
-                    f"overrides maps layer names to PruningSchedule objects; got {name!r}: {override!r}."
-                )
+                raise TypeError(f"overrides maps layer names to PruningSchedule objects; got {name!r}: {override!r}.")
         self.schedule = schedule
         self.layers = None if layers is None else validate_selectors(layers, "layers")
         self.exclude = validate_selectors(exclude, "exclude")

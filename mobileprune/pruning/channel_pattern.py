@@ -135,9 +135,7 @@ class ChannelPattern(Pattern):
         loss: loss for ``"taylor"``; default: the model's compiled loss.
     """
 
-    def __init__(
-        self, criterion="l2", round_to: int | None = None, data=None, taylor_batches: int = 4, loss=None
-    ):
+    def __init__(self, criterion="l2", round_to: int | None = None, data=None, taylor_batches: int = 4, loss=None):
         self.criterion = check_criterion(criterion)
         self.round_to = check_round_to(round_to)
         if self.criterion == "taylor" and data is None:
@@ -177,9 +175,7 @@ class ChannelPattern(Pattern):
         for group in graph.groups:
             weights = [w for w in group_weights(graph, group) if w.masked]
             producers = [
-                w
-                for w in weights
-                if w.member.kind in ("producer", "inner") and w.axes.attribute in _PRODUCER_KERNELS
+                w for w in weights if w.member.kind in ("producer", "inner") and w.axes.attribute in _PRODUCER_KERNELS
             ]
             if not producers or not all(id(w.variable) in selected for w in producers):
                 continue

@@ -134,7 +134,15 @@ def settle_inside(
         return False
     dtype = values.dtype.type
     loops.settle_inside(
-        values, keep, zeroed, found.positions, found.magnitudes, dtype(guess), dtype(threshold), int(ties_pruned), dtype(0)
+        values,
+        keep,
+        zeroed,
+        found.positions,
+        found.magnitudes,
+        dtype(guess),
+        dtype(threshold),
+        int(ties_pruned),
+        dtype(0),
     )
     return True
 

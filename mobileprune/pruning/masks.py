@@ -260,9 +260,7 @@ def _keep_by_bracket(scores: np.ndarray, num_prune: int) -> np.ndarray | None:
     return keep
 
 
-def magnitude_keep_and_zeroed(
-    values: np.ndarray, num_prune: int, keep_out: np.ndarray, zeroed_out: np.ndarray
-) -> bool:
+def magnitude_keep_and_zeroed(values: np.ndarray, num_prune: int, keep_out: np.ndarray, zeroed_out: np.ndarray) -> bool:
     """Drop the `num_prune` smallest-magnitude `values` and zero them, in one pass over memory.
 
     The same keep mask as `keep_mask(np.abs(values), num_prune)` (ties broken

@@ -312,7 +312,9 @@ class BlockPattern(Pattern):
     def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
         out_rows, in_cols = self.block
         # (out, in) block -> (in, out) Keras matrix: `in_cols` along axis 0.
-        return [BlockGroup(target.name, target.variable, in_cols, out_rows, _einsum_in_axes(target)) for target in targets]
+        return [
+            BlockGroup(target.name, target.variable, in_cols, out_rows, _einsum_in_axes(target)) for target in targets
+        ]
 
     def __repr__(self) -> str:
         return f"BlockPattern({self.block})"

@@ -91,8 +91,14 @@ class SparsityReport:
     def __str__(self) -> str:
         header = ("layer", "weight", "shape", "size", "zeros", "sparsity")
         lines = [
-            (row.layer, row.weight + ("" if row.prunable else " *"), str(row.shape), f"{row.size:,}",
-             f"{row.zeros:,}", f"{row.sparsity:.2%}")
+            (
+                row.layer,
+                row.weight + ("" if row.prunable else " *"),
+                str(row.shape),
+                f"{row.size:,}",
+                f"{row.zeros:,}",
+                f"{row.sparsity:.2%}",
+            )
             for row in self.rows
         ]
         widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
@@ -102,8 +108,10 @@ class SparsityReport:
             return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
         table = [render(header), render(tuple("-" * w for w in widths)), *map(render, lines)]
-        table.append(f"overall sparsity of prunable weights: {self.overall:.2%} "
-                     f"({self.prunable_zeros:,} / {self.prunable_size:,})")
+        table.append(
+            f"overall sparsity of prunable weights: {self.overall:.2%} "
+            f"({self.prunable_zeros:,} / {self.prunable_size:,})"
+        )
         if any(not row.prunable for row in self.rows):
             table.append("* not prunable, not counted in the overall figure")
         return "\n".join(table)
@@ -144,14 +152,20 @@ def sparsity(model: keras.Model, include_all: bool = False) -> SparsityReport:
         if target.role == "depthwise_kernel" and not zeros and not isinstance(variable.constraint, MaskConstraint):
             continue
         seen.add(id(variable))
-        rows.append(SparsityRow(target.layer.name, target.role, tuple(variable.shape),
-                                int(np.prod(variable.shape)), zeros, True))
+        rows.append(
+            SparsityRow(
+                target.layer.name, target.role, tuple(variable.shape), int(np.prod(variable.shape)), zeros, True
+            )
+        )
     if include_all:
         for variable in model.variables:
             if id(variable) in seen:
                 continue
             parts = variable.path.split("/")
             layer = parts[-2] if len(parts) > 1 else model.name
-            rows.append(SparsityRow(layer, parts[-1], tuple(variable.shape),
-                                    int(np.prod(variable.shape)), _zeros(variable), False))
+            rows.append(
+                SparsityRow(
+                    layer, parts[-1], tuple(variable.shape), int(np.prod(variable.shape)), _zeros(variable), False
+                )
+            )
     return SparsityReport(rows)

@@ -52,9 +52,7 @@ def resolve_pattern(pattern: Any) -> Pattern:
             isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in pattern
         )
         if not valid:
-            raise ValueError(
-                f"Block pattern {pattern!r} must be two positive ints (out, in), e.g. (1, 4) or (1, 16)."
-            )
+            raise ValueError(f"Block pattern {pattern!r} must be two positive ints (out, in), e.g. (1, 4) or (1, 16).")
         return BlockPattern(pattern)
     raise TypeError(
         f"pattern must be a str, a (rows, cols) tuple or a Pattern, got {type(pattern).__name__}; "

@@ -52,9 +52,7 @@ def _check_sparsity(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number in [0, 1), got {value!r}.")
     if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"{name} must be in [0, 1), got {value!r}; pass a fraction of zeros such as 0.8 (not 80)."
-        )
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}; pass a fraction of zeros such as 0.8 (not 80).")
     return float(value)
 
 
@@ -89,9 +87,7 @@ class PruningSchedule:
             raise ValueError(f"frequency must be > 0, got {frequency}; use 1 to update masks every step.")
         # end_step == begin_step is tfmot's "prune once, then hold"; only an end before the begin is wrong.
         if self.end_step != -1 and self.end_step < self.begin_step:
-            raise ValueError(
-                f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step}), or -1 for no end."
-            )
+            raise ValueError(f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step}), or -1 for no end.")
 
     def sparsity_at(self, step: int) -> float:
         """Return the target sparsity (fraction of zeros) at `step`."""

@@ -52,6 +52,7 @@ Selector = Union[str, type, Callable[[Any], bool]]
 
 _ATTENTION_PROJECTIONS = ("query", "key", "value", "output")
 
+
 @dataclass(frozen=True, eq=False)
 class PruneTarget:
     """One prunable weight.
@@ -184,8 +185,7 @@ def validate_selectors(value, argument: str) -> list:
         is_layer_class = isinstance(item, type) and issubclass(item, keras.layers.Layer)
         if not (isinstance(item, str) or is_layer_class or (callable(item) and not isinstance(item, type))):
             raise TypeError(
-                f"{argument} entries must be layer names, layer classes or callables(layer) -> bool; "
-                f"got {item!r}."
+                f"{argument} entries must be layer names, layer classes or callables(layer) -> bool; got {item!r}."
             )
     return items
 

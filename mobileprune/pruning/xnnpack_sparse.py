@@ -51,8 +51,12 @@ from mobileprune.runtime.xnnpack_sparse import (
 TARGETS = ("xnnpack-sparse",)
 
 _IDENTITY_LAYERS = (
-    keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout, keras.layers.ActivityRegularization, keras.layers.Identity,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
 )
 _UNARY_LAYERS = (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU)
 _NOT_ELEMENTWISE = ("softmax", "log_softmax")
@@ -239,7 +243,11 @@ def make_xnnpack_sparse_eligible(model: Any) -> Any:
         layer = node.operation
         args, kwargs = node.arguments.fill_in(tensor_map)
         readers = consumers.get(id(node.outputs[0]), []) if node.outputs else []
-        if isinstance(layer, keras.layers.ZeroPadding2D) and len(readers) == 1 and _needs_symmetric(readers[0], "valid"):
+        if (
+            isinstance(layer, keras.layers.ZeroPadding2D)
+            and len(readers) == 1
+            and _needs_symmetric(readers[0], "valid")
+        ):
             reader = readers[0]
             pad = reader.kernel_size[0] // 2
             if layer.padding != ((pad, pad), (pad, pad)) and _same_output(layer, reader, node):
@@ -261,8 +269,11 @@ def make_xnnpack_sparse_eligible(model: Any) -> Any:
         outputs = layer(*args, **kwargs)
         _record(tensor_map, node, outputs)
     new_outputs = [tensor_map[id(t)] for t in graph.outputs]
-    rebuilt = keras.Model(new_inputs if len(new_inputs) > 1 else new_inputs[0],
-                          new_outputs if len(new_outputs) > 1 else new_outputs[0], name=model.name)
+    rebuilt = keras.Model(
+        new_inputs if len(new_inputs) > 1 else new_inputs[0],
+        new_outputs if len(new_outputs) > 1 else new_outputs[0],
+        name=model.name,
+    )
     # Layers not rewritten are shared with ``model``; give the copy its own.
     copy = keras.models.clone_model(rebuilt)
     copy.set_weights(rebuilt.get_weights())
@@ -276,7 +287,10 @@ def _needs_symmetric(layer: Any, padding: str) -> bool:
         isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D))
         and getattr(layer, "padding", None) == padding
         and tuple(layer.strides) == (2, 2)
-        and kernel is not None and kernel[0] == kernel[1] and kernel[0] % 2 == 1 and kernel[0] > 1
+        and kernel is not None
+        and kernel[0] == kernel[1]
+        and kernel[0] % 2 == 1
+        and kernel[0] > 1
         and tuple(layer.dilation_rate) == (1, 1)
         and getattr(layer, "data_format", "channels_last") == "channels_last"
     )
@@ -288,8 +302,10 @@ def _same_output(pad_layer: Any, reader: Any, node: Any) -> bool:
         return False
     (top, bottom), (left, right) = pad_layer.padding
     pad, kernel = reader.kernel_size[0] // 2, reader.kernel_size[0]
+
     def out(size, extra):
         return (size + extra - kernel) // 2 + 1
+
     return out(height, top + bottom) == out(height, 2 * pad) and out(width, left + right) == out(width, 2 * pad)
 
 
@@ -385,8 +401,15 @@ class _GraphBuilder:
         elif isinstance(layer, keras.layers.SeparableConv2D):
             middle = self.new_value(rank=4)
             self._conv(layer, f"{label} (depthwise part)", "depthwise_conv2d", ins, [middle], in_shape, is_float)
-            pointwise = self._emit(f"{label} (pointwise part)", "conv2d", [middle], outs, input_channels=None,
-                                   is_float=is_float, **_weight_stats(layer.pointwise_kernel))
+            pointwise = self._emit(
+                f"{label} (pointwise part)",
+                "conv2d",
+                [middle],
+                outs,
+                input_channels=None,
+                is_float=is_float,
+                **_weight_stats(layer.pointwise_kernel),
+            )
             self.weights[pointwise.label] = (layer, "pointwise_kernel")
             self._activation(layer, label, outs)
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -395,8 +418,9 @@ class _GraphBuilder:
             self._conv(layer, label, "conv2d", ins, outs, in_shape, is_float)
         elif isinstance(layer, keras.layers.Dense):
             if len(in_shape) == 2:
-                dense = self._emit(label, "fully_connected", ins, outs, is_float=is_float,
-                                   **_weight_stats(layer.kernel))
+                dense = self._emit(
+                    label, "fully_connected", ins, outs, is_float=is_float, **_weight_stats(layer.kernel)
+                )
                 self.weights[dense.label] = (layer, "kernel")
             else:
                 self._emit(label, "other", ins, outs, detail=f"Dense on a rank-{len(in_shape)} tensor")
@@ -428,8 +452,14 @@ class _GraphBuilder:
             self._emit(label, "other", ins, outs, detail="channels_first convolution")
             return
         padding = explicit_padding(layer.padding == "same", kernel, stride, dilation)
-        fields: dict[str, Any] = dict(kernel=kernel, stride=stride, dilation=dilation, padding=padding,
-                                      input_channels=int(in_shape[-1]) if in_shape else None, is_float=is_float)
+        fields: dict[str, Any] = dict(
+            kernel=kernel,
+            stride=stride,
+            dilation=dilation,
+            padding=padding,
+            input_channels=int(in_shape[-1]) if in_shape else None,
+            is_float=is_float,
+        )
         if op == "depthwise_conv2d":
             fields["depth_multiplier"] = int(getattr(layer, "depth_multiplier", 1))
         else:
@@ -445,8 +475,9 @@ class _GraphBuilder:
         name = getattr(getattr(layer, "activation", None), "__name__", "linear")
         if name in _NOT_ELEMENTWISE:
             # The converter writes a separate op that reads this layer's output.
-            self._emit(f"{label} ({name})", "other", list(outs), [self.new_value(rank=self._rank.get(outs[0]))],
-                       detail=name)
+            self._emit(
+                f"{label} ({name})", "other", list(outs), [self.new_value(rank=self._rank.get(outs[0]))], detail=name
+            )
 
 
 def _weight_stats(variable: Any) -> dict[str, int]:

@@ -125,8 +125,7 @@ class LatencyComparison:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the name, speedup and every result field in one flat dict."""
-        return {"name": self.name, "speedup": self.speedup, "is_baseline": self.is_baseline,
-                **self.result.to_dict()}
+        return {"name": self.name, "speedup": self.speedup, "is_baseline": self.is_baseline, **self.result.to_dict()}
 
 
 def benchmark(
@@ -184,8 +183,14 @@ def benchmark(
     report(name, 0.0)
     _, content = read_model(model_path)
     find_runtime()  # a missing runtime is the machine's problem, not the model's: say so first
-    settings = dict(num_threads=num_threads, warmup_runs=warmup_runs, runs=runs,
-                    min_seconds=min_seconds, max_seconds=max_seconds, seed=seed)
+    settings = dict(
+        num_threads=num_threads,
+        warmup_runs=warmup_runs,
+        runs=runs,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        seed=seed,
+    )
     if isolate:
         from mobileprune.runtime.out_of_process import run_in_child, session_error
 
@@ -219,8 +224,14 @@ def run_session(request: dict[str, Any]) -> int:
         emit_result({"error": str(error), "kind": "runtime-missing"})
         return 1
     try:
-        result = measure(request["content"], request["name"], request["path"], inputs=request["inputs"],
-                         progress=lambda _label, fraction: emit_progress(fraction), **request["settings"])
+        result = measure(
+            request["content"],
+            request["name"],
+            request["path"],
+            inputs=request["inputs"],
+            progress=lambda _label, fraction: emit_progress(fraction),
+            **request["settings"],
+        )
     except ModelFileError as error:
         emit_result({"error": error.reason, "fix": error.fix, "kind": "model"})
         return 1
@@ -229,8 +240,9 @@ def run_session(request: dict[str, Any]) -> int:
         emit_result({"error": last_line(error), "kind": "value" if request["inputs"] is not None else "model"})
         return 1
     except Exception as error:  # the runtime failed on this model: a property of the file
-        emit_result({"error": f"the TFLite runtime failed on it ({type(error).__name__}: {last_line(error)})",
-                     "kind": "model"})
+        emit_result(
+            {"error": f"the TFLite runtime failed on it ({type(error).__name__}: {last_line(error)})", "kind": "model"}
+        )
         return 1
     emit_result({"result": result.to_dict()})
     return 0
@@ -359,8 +371,7 @@ def budget_violations(
         raise ValueError(f"budget model {only!r} is not one of: {', '.join(results)}")
     checked = {only: results[only]} if only is not None else results
     return [
-        f"{name}: {metric.removesuffix('_ms')} {_metric(result, metric):.4g} ms is over the "
-        f"{budget_ms:g} ms budget"
+        f"{name}: {metric.removesuffix('_ms')} {_metric(result, metric):.4g} ms is over the {budget_ms:g} ms budget"
         for name, result in checked.items()
         if result.over_budget(budget_ms, metric)
     ]

@@ -220,8 +220,9 @@ def _check_references(content: bytes) -> None:
                 _index(maps(position).TensorIndex(), tensor_count, f"signature {index}'s {label} tensor")
 
 
-def _check_subgraph(graph: Any, index: int, subgraph_count: int, buffer_sizes: list[int | None],
-                    code_count: int, file_bytes: int) -> None:
+def _check_subgraph(
+    graph: Any, index: int, subgraph_count: int, buffer_sizes: list[int | None], code_count: int, file_bytes: int
+) -> None:
     tensor_count = graph.TensorsLength()
     where = f"subgraph {index}"
     for position in range(tensor_count):
@@ -233,8 +234,11 @@ def _check_subgraph(graph: Any, index: int, subgraph_count: int, buffer_sizes: l
         op = graph.Operators(position)
         label = f"{where} operator {position}"
         _index(op.OpcodeIndex(), code_count, f"{label}'s operator code")
-        for vector, kind in ((op.InputsAsNumpy(), "input"), (op.OutputsAsNumpy(), "output"),
-                             (op.IntermediatesAsNumpy(), "intermediate")):
+        for vector, kind in (
+            (op.InputsAsNumpy(), "input"),
+            (op.OutputsAsNumpy(), "output"),
+            (op.IntermediatesAsNumpy(), "intermediate"),
+        ):
             for value in _values(vector):
                 if value != -1:  # -1 marks an omitted optional tensor
                     _index(value, tensor_count, f"{label}'s {kind}")
@@ -278,8 +282,9 @@ def _check_tensor(tensor: Any, label: str, buffer_sizes: list[int | None]) -> No
         if stored:  # a sparse constant: its metadata must describe exactly the stored values
             _check_sparsity(sparsity, shape, stored, _ELEMENT_BYTES.get(dtype), label)
     elif stored and dtype in _ELEMENT_BYTES and stored != elements * _ELEMENT_BYTES[dtype]:
-        raise _Corrupt(f"{label} has shape {shape} but its buffer holds {stored} bytes, "
-                       f"not {elements * _ELEMENT_BYTES[dtype]}")
+        raise _Corrupt(
+            f"{label} has shape {shape} but its buffer holds {stored} bytes, not {elements * _ELEMENT_BYTES[dtype]}"
+        )
     elif stored and dtype == _INT4 and stored != (elements + 1) // 2:
         raise _Corrupt(f"{label} is int4 with {elements} elements but its buffer holds {stored} bytes")
     quantization = tensor.Quantization()
@@ -291,8 +296,10 @@ def _check_tensor(tensor: Any, label: str, buffer_sizes: list[int | None]) -> No
         if scales > 1:
             axis = int(quantization.QuantizedDimension())
             if not 0 <= axis < len(shape) or shape[axis] != scales:
-                raise _Corrupt(f"{label} has {scales} per-channel scales, which does not match "
-                               f"dimension {axis} of its shape {shape}")
+                raise _Corrupt(
+                    f"{label} has {scales} per-channel scales, which does not match "
+                    f"dimension {axis} of its shape {shape}"
+                )
 
 
 def _check_sparsity(sparsity: Any, shape: list[int], stored: int, element_bytes: int | None, label: str) -> None:
@@ -328,8 +335,7 @@ def _check_sparsity(sparsity: Any, shape: list[int], stored: int, element_bytes:
             raise _Corrupt(f"{label}'s sparse level {level} has an index outside 0..{size - 1}")
         positions = len(indices)
     if element_bytes is not None and stored != positions * element_bytes:
-        raise _Corrupt(f"{label}'s sparsity metadata addresses {positions} values but its buffer "
-                       f"holds {stored} bytes")
+        raise _Corrupt(f"{label}'s sparsity metadata addresses {positions} values but its buffer holds {stored} bytes")
 
 
 def _sparse_vector(metadata: Any, field: str, label: str, level: int) -> np.ndarray:

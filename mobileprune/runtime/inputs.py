@@ -49,8 +49,7 @@ def random_inputs(input_details: Sequence[Mapping[str, Any]], seed: int = 0) -> 
             arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
         else:
             raise ValueError(
-                f"cannot make random data for input {detail['name']!r} of dtype {dtype}; "
-                "pass inputs=... explicitly"
+                f"cannot make random data for input {detail['name']!r} of dtype {dtype}; pass inputs=... explicitly"
             )
     return arrays
 

@@ -252,12 +252,9 @@ def _parse(name: str, content: bytes) -> TfliteReport:
     for subgraph_index in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(subgraph_index)
         graph_tensors = [
-            _tensor_info(subgraph.Tensors(i), i, subgraph_index, buffers)
-            for i in range(subgraph.TensorsLength())
+            _tensor_info(subgraph.Tensors(i), i, subgraph_index, buffers) for i in range(subgraph.TensorsLength())
         ]
-        graph_ops = [
-            subgraph.Operators(i) for i in range(subgraph.OperatorsLength())
-        ]
+        graph_ops = [subgraph.Operators(i) for i in range(subgraph.OperatorsLength())]
         producers = {}
         for op in graph_ops:
             for output in _indices(op.OutputsAsNumpy()):
@@ -338,9 +335,7 @@ def _tensor_info(tensor: Any, index: int, subgraph: int, buffers: list[np.ndarra
     )
 
 
-def _count_zeros(
-    data: np.ndarray, type_name: str, numpy_dtype: str | None, elements: int, sparse: bool
-) -> int | None:
+def _count_zeros(data: np.ndarray, type_name: str, numpy_dtype: str | None, elements: int, sparse: bool) -> int | None:
     if type_name == "int4":
         nibbles = np.stack([data & 0x0F, data >> 4], axis=-1).reshape(-1)
         stored = nibbles[: elements if not sparse else nibbles.size]

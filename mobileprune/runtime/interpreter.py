@@ -31,6 +31,7 @@ ModelSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
 __all__ = ["RUNTIMES", "ModelSource", "find_runtime", "load_interpreter", "read_model", "runtime_name"]
 
+
 def runtime_name(interpreter: Any | None = None) -> str:
     """Name the pip package behind ``interpreter``, or the one :func:`load_interpreter` would use.
 
@@ -71,9 +72,7 @@ def read_model(model: ModelSource) -> tuple[str, bytes]:
             raise FileNotFoundError(f"{path}: no such model file; check the path")
         name, content = str(path), path.read_bytes()
     else:
-        raise TypeError(
-            f"model must be a path or the bytes of a .tflite file, got {type(model).__name__}"
-        )
+        raise TypeError(f"model must be a path or the bytes of a .tflite file, got {type(model).__name__}")
     check_identifier(name, content)
     from mobileprune.runtime.flatbuffer_verify import verify_tflite
 
@@ -93,9 +92,7 @@ def check_identifier(name: str, content: bytes) -> None:
     if len(content) < 8:
         raise ModelFileError(name, f"the file is only {len(content)} bytes, too short for a TFLite model")
     if content[4:8] != b"TFL3":
-        raise ModelFileError(
-            name, f"not a TFLite flatbuffer (file identifier {content[4:8]!r}, expected b'TFL3')"
-        )
+        raise ModelFileError(name, f"not a TFLite flatbuffer (file identifier {content[4:8]!r}, expected b'TFL3')")
 
 
 def load_interpreter(

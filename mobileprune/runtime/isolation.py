@@ -56,9 +56,7 @@ def probe_model(
     if num_threads is not None:
         command += ["--threads", str(num_threads)]
     try:
-        completed = subprocess.run(
-            command, input=content, capture_output=True, timeout=timeout, env=child_env()
-        )
+        completed = subprocess.run(command, input=content, capture_output=True, timeout=timeout, env=child_env())
     except subprocess.TimeoutExpired as error:
         raise ModelFileError(
             name, f"the TFLite runtime did not finish loading and running it within {timeout:g} s"
@@ -108,7 +106,7 @@ def _parse_result(stdout: str) -> dict | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
             try:
-                return json.loads(line[len(RESULT_MARKER):])
+                return json.loads(line[len(RESULT_MARKER) :])
             except json.JSONDecodeError:
                 return None
     return None

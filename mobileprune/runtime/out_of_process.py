@@ -59,8 +59,9 @@ _CRASH_FIX = "the file is corrupt or was written by an incompatible converter; r
 Outcome = tuple[int, "dict | None", bool]
 
 
-def run_in_child(session: str, request: dict[str, Any], on_progress: Callable[[float], None],
-                 timeout: float) -> Outcome:
+def run_in_child(
+    session: str, request: dict[str, Any], on_progress: Callable[[float], None], timeout: float
+) -> Outcome:
     """Run ``session(request)`` in a child process; return its outcome.
 
     Args:
@@ -82,11 +83,13 @@ def run_in_child(session: str, request: dict[str, Any], on_progress: Callable[[f
 def session_error(path: str, returncode: int, result: dict | None, fired: bool, timeout: float) -> Exception:
     """The exception that a failed session stands for (a one-line message)."""
     if fired:
-        return ModelFileError(path, f"the TFLite runtime did not finish loading and timing it within {timeout:g} s",
-                              _CRASH_FIX)
+        return ModelFileError(
+            path, f"the TFLite runtime did not finish loading and timing it within {timeout:g} s", _CRASH_FIX
+        )
     if returncode < 0:
-        return ModelFileError(path, f"the TFLite runtime crashed ({_signal_name(-returncode)}) while "
-                                    "loading or running it", _CRASH_FIX)
+        return ModelFileError(
+            path, f"the TFLite runtime crashed ({_signal_name(-returncode)}) while loading or running it", _CRASH_FIX
+        )
     if result and "error" in result:
         message = " ".join(str(result["error"]).split())
         if result.get("kind") == "runtime-missing":
@@ -108,7 +111,9 @@ class ForkServer:
     def __init__(self, session: str):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mobileprune.runtime.out_of_process", "--serve", session],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=child_env(),
         )
         self._lock = threading.Lock()
 
@@ -172,11 +177,9 @@ def shared_server(session: str) -> ForkServer:
         return server
 
 
-def run_one_process(session: str, request: bytes, on_progress: Callable[[float], None],
-                    timeout: float) -> Outcome:
+def run_one_process(session: str, request: bytes, on_progress: Callable[[float], None], timeout: float) -> Outcome:
     """Run one session in a fresh ``python`` process (where ``os.fork`` does not exist)."""
-    child = subprocess.Popen(_child_command(session), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             env=child_env())
+    child = subprocess.Popen(_child_command(session), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env())
     fired = threading.Event()
 
     def kill() -> None:
@@ -201,21 +204,22 @@ def run_one_process(session: str, request: bytes, on_progress: Callable[[float],
     return returncode, result, fired.is_set()
 
 
-def _read_lines(stream: IO[bytes], on_progress: Callable[[float], None],
-                on_child: Callable[[int], None]) -> tuple[int | None, dict | None]:
+def _read_lines(
+    stream: IO[bytes], on_progress: Callable[[float], None], on_child: Callable[[int], None]
+) -> tuple[int | None, dict | None]:
     """Follow a session's output; return (exit code from the server or None at EOF, result)."""
     result = None
     for raw in stream:
         line = raw.decode("utf-8", "replace").rstrip("\n")
         try:
             if line.startswith(_PROGRESS):
-                on_progress(float(line[len(_PROGRESS):]))
+                on_progress(float(line[len(_PROGRESS) :]))
             elif line.startswith(_RESULT):
-                result = json.loads(line[len(_RESULT):])
+                result = json.loads(line[len(_RESULT) :])
             elif line.startswith(_CHILD):
-                on_child(int(line[len(_CHILD):]))
+                on_child(int(line[len(_CHILD) :]))
             elif line.startswith(_EXIT):
-                return int(line[len(_EXIT):]), result
+                return int(line[len(_EXIT) :]), result
         except ValueError:  # a garbled line (json.JSONDecodeError is a ValueError) carries nothing
             continue
     return None, result
@@ -241,8 +245,6 @@ def _signal_name(number: int) -> str:
 
 def _child_command(session: str) -> list[str]:
     return [sys.executable, "-m", "mobileprune.runtime.out_of_process", "--run", session]
-
-
 
 
 def _line(text: str) -> None:

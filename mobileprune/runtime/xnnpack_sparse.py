@@ -291,9 +291,7 @@ def node_roles(node: Node) -> tuple[int, str | None]:
         return EXIT, None
     if node.op in ("add", "multiply"):
         if node.input_rank != 4 or not node.constant_ok:
-            return 0, (
-                f"{node.label} ({node.op}) needs rank-4 operands, constants at most a per-channel vector"
-            )
+            return 0, (f"{node.label} ({node.op}) needs rank-4 operands, constants at most a per-channel vector")
         return INTERIOR, None
     if node.op == "unary":
         if node.input_rank == 4:
@@ -344,9 +342,7 @@ def _conv_roles(node: Node) -> tuple[int, str | None]:
                 "use a depthwise 3x3 followed by a 1x1 convolution"
             )
         if node.input_channels != 3:
-            return 0, (
-                f"{node.label}: the 3x3 stride-2 stem must read 3 channels, it reads {node.input_channels}"
-            )
+            return 0, (f"{node.label}: the 3x3 stride-2 stem must read 3 channels, it reads {node.input_channels}")
         return ENTRY, None
     return 0, (
         f"{node.label} is a {node.kernel[0]}x{node.kernel[1]} convolution; the sparse path allows only "
@@ -404,8 +400,12 @@ def fold_padding(nodes: list[Node]) -> list[Node]:
         if node.op in ("conv2d", "depthwise_conv2d") and node.inputs and node.padding is not None:
             pad = by_output.get(node.inputs[0])
             if (
-                pad is not None and pad.op == "pad" and pad.constant_ok and pad.padding is not None
-                and len(consumers[node.inputs[0]]) == 1 and pad.inputs
+                pad is not None
+                and pad.op == "pad"
+                and pad.constant_ok
+                and pad.padding is not None
+                and len(consumers[node.inputs[0]]) == 1
+                and pad.inputs
             ):
                 padding = tuple(a + b for a, b in zip(node.padding, pad.padding))
                 node = _replace(node, padding=padding, inputs=(pad.inputs[0],) + tuple(node.inputs[1:]))
@@ -453,10 +453,15 @@ def find_subgraphs(nodes: list[Node], external: set) -> list[Subgraph]:
         for value in node.inputs:
             source = producer.get(value)
             if value in external or source is None:
-                violations[node.index].append((node.index, (
-                    f"{node.label} reads the model's input directly; the subgraph must start at a 3x3 "
-                    "stride-2 convolution with 3 input channels"
-                )))
+                violations[node.index].append(
+                    (
+                        node.index,
+                        (
+                            f"{node.label} reads the model's input directly; the subgraph must start at a 3x3 "
+                            "stride-2 convolution with 3 input channels"
+                        ),
+                    )
+                )
             elif roles[source.index] & (INTERIOR | ENTRY):
                 parent[root(source.index)] = root(node.index)
             else:
@@ -478,10 +483,15 @@ def find_subgraphs(nodes: list[Node], external: set) -> list[Subgraph]:
         for value in node.inputs:
             if inside[value] != len(consumers[value]):
                 others = [c.label for c in consumers[value] if not roles[c.index] & channel_major]
-                violations[node.index].append((producer[value].index if value in producer else node.index, (
-                    f"the output of {producer[value].label if value in producer else 'the input'} is also read "
-                    f"by {', '.join(others) or 'a node outside the subgraph'}, which the sparse path does not run"
-                )))
+                violations[node.index].append(
+                    (
+                        producer[value].index if value in producer else node.index,
+                        (
+                            f"the output of {producer[value].label if value in producer else 'the input'} is also read "
+                            f"by {', '.join(others) or 'a node outside the subgraph'}, which the sparse path does not run"
+                        ),
+                    )
+                )
     by_index = {node.index: node for node in nodes}
     subgraphs = []
     for key, group in members.items():
@@ -491,25 +501,27 @@ def find_subgraphs(nodes: list[Node], external: set) -> list[Subgraph]:
         # Report every problem between the stem and the exit, not only the one that cut
         # this cluster short: fixing them one export at a time would be tedious.
         upstream = _upstream(group, producer, roles)
-        found = sorted(
-            (position, message)
-            for index in upstream
-            for position, message in violations.get(index, ())
-        )
+        found = sorted((position, message) for index in upstream for position, message in violations.get(index, ()))
         found += sorted(
-            (index, reasons[index]) for index in upstream
+            (index, reasons[index])
+            for index in upstream
             if not roles[index] and reasons[index] and by_index[index].op != "identity"
         )
         found.sort()
         pointwise = [n for n in group if n.is_pointwise and roles[n.index]]
-        subgraphs.append((min(n.index for n in group), Subgraph(
-            nodes=tuple(n.label for n in group),
-            exits=tuple(n.label for n in exits),
-            pointwise=tuple(n.label for n in pointwise),
-            weight_size=sum(n.weight_size for n in pointwise),
-            weight_zeros=sum(n.weight_zeros for n in pointwise),
-            violations=tuple(dict.fromkeys(message for _, message in found)),
-        )))
+        subgraphs.append(
+            (
+                min(n.index for n in group),
+                Subgraph(
+                    nodes=tuple(n.label for n in group),
+                    exits=tuple(n.label for n in exits),
+                    pointwise=tuple(n.label for n in pointwise),
+                    weight_size=sum(n.weight_size for n in pointwise),
+                    weight_zeros=sum(n.weight_zeros for n in pointwise),
+                    violations=tuple(dict.fromkeys(message for _, message in found)),
+                ),
+            )
+        )
     return [subgraph for _, subgraph in sorted(subgraphs, key=lambda pair: pair[0])]
 
 
@@ -574,9 +586,29 @@ def _replace(node: Node, **changes: Any) -> Node:
 # ------------------------------------------------------------ .tflite reader
 
 _UNARY_OPS = {
-    "ABS", "CEIL", "ELU", "EXP", "FLOOR", "GELU", "HARD_SWISH", "LEAKY_RELU", "LOG", "LOGISTIC",
-    "NEG", "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "ROUND", "RSQRT", "SIGN", "SIN", "COS",
-    "SQRT", "SQUARE", "TANH",
+    "ABS",
+    "CEIL",
+    "ELU",
+    "EXP",
+    "FLOOR",
+    "GELU",
+    "HARD_SWISH",
+    "LEAKY_RELU",
+    "LOG",
+    "LOGISTIC",
+    "NEG",
+    "RELU",
+    "RELU6",
+    "RELU_N1_TO_1",
+    "RELU_0_TO_1",
+    "ROUND",
+    "RSQRT",
+    "SIGN",
+    "SIN",
+    "COS",
+    "SQRT",
+    "SQUARE",
+    "TANH",
 }
 _FLOAT_TYPES = ("float32", "float16")
 # Ops the delegate turns into constants before XNNPACK sees the graph.

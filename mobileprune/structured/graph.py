@@ -310,9 +310,7 @@ class _GraphBuilder:
             self._fresh(tensor, zero_safe=False, frozen=True)
 
     def _visit_barrier(self, operation, rule, inputs, outputs) -> None:
-        blocked = any(
-            not self.uf.is_frozen(int(unit)) for tensor in inputs for unit in self._get(tensor).units
-        )
+        blocked = any(not self.uf.is_frozen(int(unit)) for tensor in inputs for unit in self._get(tensor).units)
         for tensor in inputs:
             self.uf.freeze(self._get(tensor).units)
         for tensor in outputs:

@@ -85,12 +85,18 @@ def gemma3_decoder_block_rule(layer, input_shape=None, output_shape=None) -> Lay
     if attention.query_head_dim_normalize:  # else the query scale depends on the head count
         inner.append(
             attention_heads(
-                attention.query_dense, attention.key_dense, attention.value_dense, attention.output_dense,
-                attention.num_query_heads, attention.num_key_value_heads,
+                attention.query_dense,
+                attention.key_dense,
+                attention.value_dense,
+                attention.output_dense,
+                attention.num_query_heads,
+                attention.num_key_value_heads,
             )
         )
     reduction = layer.gate_dim_reduction
-    inner.append(feed_forward([layer.gating_ffw, layer.gating_ffw_2], layer.ffw_linear, layer.intermediate_dim // reduction))
+    inner.append(
+        feed_forward([layer.gating_ffw, layer.gating_ffw_2], layer.ffw_linear, layer.intermediate_dim // reduction)
+    )
 
     def resize(config: dict, kept: dict) -> dict:
         config = resize_heads(config, kept, "num_query_heads", "num_key_value_heads")
@@ -116,8 +122,14 @@ def transformer_ffn_rule(layer, input_shape=None, output_shape=None) -> LayerRul
     """FFN neurons of keras-hub's ``TransformerEncoder``/``TransformerDecoder`` (heads kept, see above)."""
     inner = ()
     if activation_name(layer) in ZERO_PRESERVING_ACTIVATIONS:  # a masked neuron must come out as 0
-        inner = (feed_forward([layer._feedforward_intermediate_dense], layer._feedforward_output_dense, layer.intermediate_dim),)
-    return composite_rule(inner, _resize_key("ffn", "intermediate_dim"), kept_note=HEADS_KEPT if _heads(layer) > 1 else "")
+        inner = (
+            feed_forward(
+                [layer._feedforward_intermediate_dense], layer._feedforward_output_dense, layer.intermediate_dim
+            ),
+        )
+    return composite_rule(
+        inner, _resize_key("ffn", "intermediate_dim"), kept_note=HEADS_KEPT if _heads(layer) > 1 else ""
+    )
 
 
 def vit_encoder_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
@@ -126,7 +138,8 @@ def vit_encoder_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
     for block in layer.encoder_layers:
         slices.extend(feed_forward([block.mlp.dense_1], block.mlp.dense_2, layer.mlp_dim).slices)
     return composite_rule(
-        (InnerGroup("ffn", layer.mlp_dim, tuple(slices)),), _resize_key("ffn", "mlp_dim"),
+        (InnerGroup("ffn", layer.mlp_dim, tuple(slices)),),
+        _resize_key("ffn", "mlp_dim"),
         kept_note=HEADS_KEPT if _heads(layer) > 1 else "",
     )
 
@@ -171,4 +184,3 @@ for _embedding in (ReversibleEmbedding, PositionEmbedding, TokenAndPositionEmbed
 register_layer_rule(
     ViTPatchingAndEmbedding, _width_keeper("patch embedding of the model width", _patch_macs), builtin=True
 )
-

@@ -62,9 +62,26 @@ from mobileprune.layer_classes import SEPARABLE_CONVOLUTIONS as _SEPARABLE
 # Activations with f(0) == 0: a zeroed channel stays exactly zero through them.
 ZERO_PRESERVING_ACTIVATIONS = frozenset(
     {
-        "linear", "relu", "relu6", "elu", "selu", "gelu", "gelu_approximate", "silu", "swish", "tanh",
-        "leaky_relu", "hard_silu", "hard_swish", "mish", "softsign", "celu",
-        "tanh_shrink", "soft_shrink", "hard_shrink", "hard_tanh",
+        "linear",
+        "relu",
+        "relu6",
+        "elu",
+        "selu",
+        "gelu",
+        "gelu_approximate",
+        "silu",
+        "swish",
+        "tanh",
+        "leaky_relu",
+        "hard_silu",
+        "hard_swish",
+        "mish",
+        "softsign",
+        "celu",
+        "tanh_shrink",
+        "soft_shrink",
+        "hard_shrink",
+        "hard_tanh",
     }
 )
 
@@ -226,7 +243,6 @@ _ELEMENTWISE = (
 )
 
 
-
 def _conv_rule(layer) -> LayerRule:
     if not _channels_last(layer):
         return _barrier("channels_first data format")
@@ -374,7 +390,9 @@ def _heads_slices(dense, side: str, count: int, per_unit: int = 1, stride=None, 
     return slices
 
 
-def attention_heads(query, key, value, output, num_query_heads: int, num_key_value_heads: int | None = None) -> InnerGroup:
+def attention_heads(
+    query, key, value, output, num_query_heads: int, num_key_value_heads: int | None = None
+) -> InnerGroup:
     """The heads of an attention layer made of four ``EinsumDense`` projections.
 
     A head owns its slices of the query, key and value projections (kernel
@@ -560,7 +578,9 @@ def register_layer_rule(layer_class: type, rule, *, exact: bool = False, builtin
         fixed = rule
         rule = lambda layer, input_shape=None, output_shape=None: fixed  # noqa: E731
     if not callable(rule):
-        raise TypeError(f"rule must be a LayerRule or a function (layer, input_shape, output_shape) -> LayerRule, got {rule!r}")
+        raise TypeError(
+            f"rule must be a LayerRule or a function (layer, input_shape, output_shape) -> LayerRule, got {rule!r}"
+        )
     if builtin and layer_class in _REGISTRY:
         return
     _REGISTRY[layer_class] = (rule, exact)

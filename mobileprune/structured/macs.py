@@ -42,7 +42,9 @@ from mobileprune.structured.layer_rules import parse_einsum, registered_rule
 def _positions(shape) -> int:
     spatial = shape[1:-1]
     if any(size is None for size in spatial):
-        raise ValueError(f"count_macs needs static spatial sizes, got shape {tuple(shape)}; build the model with a fixed input size")
+        raise ValueError(
+            f"count_macs needs static spatial sizes, got shape {tuple(shape)}; build the model with a fixed input size"
+        )
     return math.prod(spatial)
 
 
@@ -84,7 +86,7 @@ def einsum_macs(equation: str, input_shape, kernel_shape, output_shape) -> int:
     ellipsis = "..." in equation.split(",")[0]
     sizes: dict[str, int | None] = {}
     for letters, shape in ((inputs, input_shape), (kernel, kernel_shape), (output, output_shape)):
-        for letter, size in zip(letters, list(shape)[len(shape) - len(letters):]):
+        for letter, size in zip(letters, list(shape)[len(shape) - len(letters) :]):
             if sizes.get(letter) is None:
                 sizes[letter] = size
     batch = None if ellipsis else inputs[0]
@@ -209,7 +211,9 @@ def count_macs(model: keras.Model) -> int:
         inputs = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
         if isinstance(operation, keras.layers.EinsumDense) and inputs:
             outputs = _einsum_output(operation.equation, inputs[0], outputs)
-        total += _call_macs(operation, inputs, [t for t in keras.tree.flatten(outputs) if isinstance(t, keras.KerasTensor)])
+        total += _call_macs(
+            operation, inputs, [t for t in keras.tree.flatten(outputs) if isinstance(t, keras.KerasTensor)]
+        )
         return outputs
 
     graph = getattr(model, "_functional", None) or model

@@ -175,8 +175,10 @@ def _clone_function(graph: ChannelGraph, keep_masks: dict[str, tuple], inner_kee
 def _slice(value: np.ndarray, axes, in_keep, out_keep) -> np.ndarray:
     if axes.out_axis is not None and out_keep is not None:
         value = np.compress(out_keep, value, axis=axes.out_axis)
-    same_axis = axes.in_axis is not None and axes.out_axis is not None and (
-        axes.in_axis % value.ndim == axes.out_axis % value.ndim
+    same_axis = (
+        axes.in_axis is not None
+        and axes.out_axis is not None
+        and (axes.in_axis % value.ndim == axes.out_axis % value.ndim)
     )
     if axes.in_axis is not None and in_keep is not None and not same_axis:
         value = np.compress(in_keep, value, axis=axes.in_axis)

@@ -27,8 +27,9 @@ def apk_dir() -> Path:
     folder = os.environ.get("MOBILEPRUNE_APK_DIR")
     if folder and (Path(folder) / APK_NAME).is_file():
         return Path(folder)
-    reason = ("no APK build to check; run android_demo/ci/build_apk.sh DIR and set MOBILEPRUNE_APK_DIR=DIR"
-              + (f" ({folder} has no {APK_NAME})" if folder else ""))
+    reason = "no APK build to check; run android_demo/ci/build_apk.sh DIR and set MOBILEPRUNE_APK_DIR=DIR" + (
+        f" ({folder} has no {APK_NAME})" if folder else ""
+    )
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
@@ -43,8 +44,10 @@ def _gradle(key: str) -> str:
 def test_badging_matches_the_gradle_build(apk_dir):
     badging = (apk_dir / "badging.txt").read_text()
     application_id = _gradle("applicationId")
-    assert (f"package: name='{application_id}' versionCode='{_gradle('versionCode')}' "
-            f"versionName='{_gradle('versionName')}'") in badging
+    assert (
+        f"package: name='{application_id}' versionCode='{_gradle('versionCode')}' "
+        f"versionName='{_gradle('versionName')}'"
+    ) in badging
     assert f"sdkVersion:'{_gradle('minSdk')}'" in badging.splitlines()
     assert f"targetSdkVersion:'{_gradle('targetSdk')}'" in badging.splitlines()
     assert f"launchable-activity: name='{_gradle('namespace')}.MainActivity'" in badging

@@ -32,8 +32,9 @@ def make_tiny_models(folder, data):
 
     model = build_digits_cnn(width=0.125, seed=0, compile=False)
     # A high learning rate gets this tiny network to ~95% test accuracy in 3 short epochs.
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(data.x_train, data.y_train, epochs=3, batch_size=64, verbose=0)
     float_path, int8_path = folder / "tiny_float32.tflite", folder / "tiny_int8.tflite"
     float_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
@@ -73,7 +74,10 @@ def test_manifests_carry_the_interpreters_shapes_dtypes_and_quantization(tiny_mo
     )
     out = tmp_path / "assets"
     assert sorted(p.name for p in out.iterdir()) == [
-        "dense_float32.json", "dense_float32.tflite", "dense_int8.json", "dense_int8.tflite",
+        "dense_float32.json",
+        "dense_float32.tflite",
+        "dense_int8.json",
+        "dense_int8.tflite",
         "samples.bin",
     ]
     assert assets.samples == out / "samples.bin"
@@ -107,8 +111,9 @@ def test_manifests_carry_the_interpreters_shapes_dtypes_and_quantization(tiny_mo
 def test_baseline_and_labels_can_be_chosen(tiny_models, digits, tmp_path):
     float_path, int8_path = tiny_models
     names = list("abcdefghij")
-    assets = write_android_assets({"f": float_path, "q": int8_path}, (digits.x_test[:5], digits.y_test[:5]),
-                                  tmp_path, labels=names, baseline="q")
+    assets = write_android_assets(
+        {"f": float_path, "q": int8_path}, (digits.x_test[:5], digits.y_test[:5]), tmp_path, labels=names, baseline="q"
+    )
     manifests = {name: json.loads(path.read_text()) for name, path in assets.manifests.items()}
     assert [manifests["f"]["baseline"], manifests["q"]["baseline"]] == [False, True]
     assert manifests["q"]["labels"] == names
@@ -141,7 +146,11 @@ def test_a_second_run_replaces_stale_manifests_but_keeps_foreign_files(tiny_mode
     (tmp_path / ".gitkeep").write_text("")
     write_android_assets({"kept": int8_path}, samples, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".gitkeep", "kept.json", "kept.tflite", "samples.bin", "settings.json",
+        ".gitkeep",
+        "kept.json",
+        "kept.tflite",
+        "samples.bin",
+        "settings.json",
     ]
     assert json.loads((tmp_path / "kept.json").read_text())["baseline"] is True
 
@@ -175,8 +184,7 @@ def test_bad_input_is_refused_before_anything_is_written(
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a flatbuffer")
     paths = {"FLOAT": float_path, "INT8": int8_path, "NOT_TFLITE": junk}
-    models = {name: paths.get(value, value) if isinstance(value, str) else value
-              for name, value in models.items()}
+    models = {name: paths.get(value, value) if isinstance(value, str) else value for name, value in models.items()}
     x, y = digits.x_test[:4], digits.y_test[:4]
     samples = {
         None: (x, y),
@@ -197,10 +205,14 @@ def test_bad_input_is_refused_before_anything_is_written(
     "detail, message",
     [
         ({"dtype": np.int32, "quantization_parameters": {}}, "is int32; the Android app supports float32, int8, uint8"),
-        ({"dtype": np.int8, "quantization_parameters": {"scales": [0.1, 0.2], "zero_points": [0, 0]}},
-         "quantized per channel"),
-        ({"dtype": np.uint8, "quantization_parameters": {"scales": [], "zero_points": []}},
-         "uint8 without a quantization scale"),
+        (
+            {"dtype": np.int8, "quantization_parameters": {"scales": [0.1, 0.2], "zero_points": [0, 0]}},
+            "quantized per channel",
+        ),
+        (
+            {"dtype": np.uint8, "quantization_parameters": {"scales": [], "zero_points": []}},
+            "uint8 without a quantization scale",
+        ),
     ],
 )
 def test_tensors_the_app_cannot_feed_are_refused(detail, message):
@@ -213,7 +225,10 @@ def test_tensors_the_app_cannot_feed_are_refused(detail, message):
 def test_uint8_tensor_spec_keeps_scale_and_zero_point():
     from mobileprune.android.assets import TensorSpec, _tensor_spec
 
-    detail = {"name": "x", "shape": np.array([1, 4]), "dtype": np.uint8,
-              "quantization_parameters": {"scales": np.array([0.25], "float32"),
-                                          "zero_points": np.array([3])}}
+    detail = {
+        "name": "x",
+        "shape": np.array([1, 4]),
+        "dtype": np.uint8,
+        "quantization_parameters": {"scales": np.array([0.25], "float32"), "zero_points": np.array([3])},
+    }
     assert _tensor_spec("m.tflite", detail) == TensorSpec((1, 4), "uint8", 0.25, 3)

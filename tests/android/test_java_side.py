@@ -35,14 +35,17 @@ def _toolchain() -> tuple[str, str, str]:
     """Return (javac, java, classpath of JUnit 4 + Hamcrest), or skip / fail saying what is missing."""
     javac, java = shutil.which("javac"), shutil.which("java")
     junit = JAVA_DIR / "junit4.jar"
-    hamcrest = next((JAVA_DIR / n for n in ("hamcrest-core.jar", "hamcrest.jar")
-                     if (JAVA_DIR / n).is_file()), None)
-    missing = [name for name, found in (("javac", javac), ("java", java),
-                                        (str(junit), junit.is_file()), ("hamcrest jar", hamcrest))
-               if not found]
+    hamcrest = next((JAVA_DIR / n for n in ("hamcrest-core.jar", "hamcrest.jar") if (JAVA_DIR / n).is_file()), None)
+    missing = [
+        name
+        for name, found in (("javac", javac), ("java", java), (str(junit), junit.is_file()), ("hamcrest jar", hamcrest))
+        if not found
+    ]
     if missing:
-        reason = (f"Java toolchain missing ({', '.join(missing)}); install it with "
-                  "apt-get install -y default-jdk-headless junit4")
+        reason = (
+            f"Java toolchain missing ({', '.join(missing)}); install it with "
+            "apt-get install -y default-jdk-headless junit4"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -56,9 +59,23 @@ def compiled(tmp_path_factory):
     classes = tmp_path_factory.mktemp("java_classes")
     sources = sorted(MAIN_SOURCES.glob("*.java")) + sorted(TEST_SOURCES.glob("*.java"))
     result = subprocess.run(
-        [javac, "--release", "8", "-Xlint:all,-options", "-Werror", "-encoding", "UTF-8",
-         "-cp", junit_classpath, "-d", str(classes), *map(str, sources)],
-        capture_output=True, text=True, timeout=300,
+        [
+            javac,
+            "--release",
+            "8",
+            "-Xlint:all,-options",
+            "-Werror",
+            "-encoding",
+            "UTF-8",
+            "-cp",
+            junit_classpath,
+            "-d",
+            str(classes),
+            *map(str, sources),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"javac failed:\n{result.stdout}\n{result.stderr}"
     return java, f"{classes}{os.pathsep}{junit_classpath}"
@@ -66,8 +83,7 @@ def compiled(tmp_path_factory):
 
 def _java(compiled, main_class: str, *args: str) -> subprocess.CompletedProcess:
     java, classpath = compiled
-    return subprocess.run([java, "-cp", classpath, main_class, *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([java, "-cp", classpath, main_class, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_junit_suite_passes(compiled):
@@ -109,8 +125,10 @@ def _record_replay(model_path: Path, images: np.ndarray, labels: np.ndarray, out
         interpreter.invoke()
         logits = interpreter.get_tensor(model_output["index"])
         correct += int(np.argmax(logits[0]) == label)
-        records.append(batch.astype(batch.dtype.newbyteorder("<")).tobytes()
-                       + logits.astype(logits.dtype.newbyteorder("<")).tobytes())
+        records.append(
+            batch.astype(batch.dtype.newbyteorder("<")).tobytes()
+            + logits.astype(logits.dtype.newbyteorder("<")).tobytes()
+        )
     out.write_bytes(b"".join(records))
     return correct
 
@@ -136,7 +154,8 @@ def test_java_reads_exactly_what_python_wrote(compiled, digits, tmp_path):
     replays.mkdir()
     write_android_assets(
         {"tiny float32": (float_path, "dense, float32"), "tiny int8": (int8_path, "dense, int8")},
-        (images, labels), assets,
+        (images, labels),
+        assets,
     )
     python_correct = {
         stem: _record_replay(assets / f"{stem}.tflite", images, labels, replays / f"{stem}.replay")
@@ -165,8 +184,10 @@ def test_java_reads_exactly_what_python_wrote(compiled, digits, tmp_path):
         assert seen[key + "file"] == f"{stem}.tflite"
         assert int(seen[key + "file_bytes"]) == (assets / f"{stem}.tflite").stat().st_size
         assert seen[key + "labels"] == ",".join(str(i) for i in range(10))
-        for side, detail in (("input.", interpreter.get_input_details()[0]),
-                             ("output.", interpreter.get_output_details()[0])):
+        for side, detail in (
+            ("input.", interpreter.get_input_details()[0]),
+            ("output.", interpreter.get_output_details()[0]),
+        ):
             scale, zero_point = detail["quantization"]
             assert seen[key + side + "shape"] == ",".join(map(str, detail["shape"]))
             assert seen[key + side + "dtype"] == np.dtype(detail["dtype"]).name

@@ -8,8 +8,14 @@ import re
 from tests.runtime.fixtures import run_mobileprune, tflite_dir  # noqa: F401  (pytest fixture)
 
 QUICK = ("--runs", "20", "--warmup", "2", "--min-seconds", "0")
-RUNTIMES = ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
-            "tflite_runtime.interpreter", "tensorflow", "tensorflow.lite")
+RUNTIMES = (
+    "ai_edge_litert",
+    "ai_edge_litert.interpreter",
+    "tflite_runtime",
+    "tflite_runtime.interpreter",
+    "tensorflow",
+    "tensorflow.lite",
+)
 
 
 def test_help_shows_examples_and_exit_codes():
@@ -51,8 +57,9 @@ def test_runtime_log_is_hidden_unless_verbose(tflite_dir):
 
 def test_budget_on_one_named_model_ignores_the_others(tflite_dir):
     models = [str(tflite_dir / "mlp_float32.tflite"), str(tflite_dir / "conv.tflite")]
-    completed = run_mobileprune("bench", *models, *QUICK, "--budget-ms", "1e-9",
-                                "--budget-model", "conv.tflite", "--json")
+    completed = run_mobileprune(
+        "bench", *models, *QUICK, "--budget-ms", "1e-9", "--budget-model", "conv.tflite", "--json"
+    )
     assert completed.returncode == 1
     budget = json.loads(completed.stdout)["budget"]
     assert budget["ok"] is False and budget["model"] == "conv.tflite"
@@ -68,14 +75,19 @@ def test_json_has_every_model_with_speedups_over_the_chosen_baseline(tflite_dir)
     rows = {row["name"]: row for row in report["models"]}
     assert list(rows) == ["mlp_float32.tflite", "mlp_int8.tflite"]
     assert rows["mlp_int8.tflite"]["speedup"] == 1.0
-    assert rows["mlp_float32.tflite"]["speedup"] == rows["mlp_int8.tflite"]["p50_ms"] / rows["mlp_float32.tflite"]["p50_ms"]
+    assert (
+        rows["mlp_float32.tflite"]["speedup"]
+        == rows["mlp_int8.tflite"]["p50_ms"] / rows["mlp_float32.tflite"]["p50_ms"]
+    )
     assert all(row["count"] >= 20 for row in rows.values())
 
 
 def test_missing_and_malformed_files_exit_2_with_one_line(tflite_dir):
-    for name, expected in (("absent.tflite", "no such model file"),
-                           ("truncated.tflite", "could not be loaded"),
-                           ("random.tflite", "not a TFLite flatbuffer")):
+    for name, expected in (
+        ("absent.tflite", "no such model file"),
+        ("truncated.tflite", "could not be loaded"),
+        ("random.tflite", "not a TFLite flatbuffer"),
+    ):
         completed = run_mobileprune("bench", str(tflite_dir / name), *QUICK)
         assert completed.returncode == 2, name
         assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr

@@ -16,8 +16,20 @@ NO_TF = ("tensorflow", "tensorflow.lite", "keras")
 
 def test_bench_runs_on_a_lite_runtime_without_tensorflow(tflite_dir):
     models = [str(tflite_dir / "mlp_float32.tflite"), str(tflite_dir / "mlp_int8.tflite")]
-    completed = run_mobileprune("bench", *models, "--runs", "20", "--warmup", "2", "--min-seconds", "0",
-                                "--json", "--budget-ms", "1000", blocked=NO_TF)
+    completed = run_mobileprune(
+        "bench",
+        *models,
+        "--runs",
+        "20",
+        "--warmup",
+        "2",
+        "--min-seconds",
+        "0",
+        "--json",
+        "--budget-ms",
+        "1000",
+        blocked=NO_TF,
+    )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
     assert report["runtime"] in {"ai-edge-litert", "tflite-runtime"}

@@ -19,9 +19,11 @@ def demo_run(tmp_path_factory):
     env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
     env["CI"] = "true"
     completed = subprocess.run(
-        [sys.executable, "-m", "mobileprune", "demo", "--out", str(out), "--epochs", "3",
-         "--runs", "30"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [sys.executable, "-m", "mobileprune", "demo", "--out", str(out), "--epochs", "3", "--runs", "30"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     return completed, out
 
@@ -44,8 +46,14 @@ def test_demo_report_holds_every_model_and_quantize_mode(demo_run):
     _, out = demo_run
     report = json.loads((out / "report.json").read_text())
     names = [row["name"] for row in report["rows"]]
-    assert names == ["dense_float32", "dense_int8", "pruned_float32", "pruned_int8",
-                     "channels_float32", "channels_int8"]
+    assert names == [
+        "dense_float32",
+        "dense_int8",
+        "pruned_float32",
+        "pruned_int8",
+        "channels_float32",
+        "channels_int8",
+    ]
     for row in report["rows"]:
         assert os.path.getsize(row["path"]) == row["file_bytes"]
         assert 0 < row["gzip_bytes"] < row["file_bytes"]
@@ -78,7 +86,9 @@ def test_demo_pruned_files_keep_the_target_sparsity_and_shrink_removes_parameter
 def test_bad_options_exit_2_before_training(tmp_path, arguments, message):
     completed = subprocess.run(
         [sys.executable, "-m", "mobileprune", "demo", "--out", str(tmp_path / "out"), *arguments],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
@@ -90,10 +100,14 @@ def test_out_pointing_at_a_file_exits_2_before_training(tmp_path):
     (tmp_path / "taken").write_text("a file")
     completed = subprocess.run(
         [sys.executable, "-m", "mobileprune", "demo", "--out", str(tmp_path / "taken")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 2
-    assert completed.stderr.strip() == f"mobileprune demo: error: --out {tmp_path / 'taken'} is a file; pass a folder path"
+    assert (
+        completed.stderr.strip() == f"mobileprune demo: error: --out {tmp_path / 'taken'} is a file; pass a folder path"
+    )
 
 
 def test_a_failure_during_the_run_is_one_line_with_exit_3(monkeypatch, capsys):

@@ -17,8 +17,13 @@ from tests.conversion.conftest import assert_kernel_zeros_read_back
 def _run(*arguments: str) -> subprocess.CompletedProcess:
     # As after a fresh install: nothing quiets TensorFlow but the command itself.
     environment = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, "-m", "mobileprune", "export", *arguments],
-                          capture_output=True, text=True, env=environment, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mobileprune", "export", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
 
 
 def test_help_lists_examples_and_exit_codes():
@@ -45,18 +50,31 @@ def test_int8_export_with_validation_prints_json(digits, tmp_path):
     np.savez(tmp_path / "calibration.npz", x=digits.x_train[:64])
     np.savez(tmp_path / "validation.npz", x=digits.x_test, y=digits.y_test)
     output = tmp_path / "out.tflite"
-    completed = _run(str(model_path), "-o", str(output), "--quantize", "int8", "--int8-io", "uint8",
-                     "--calibration", str(tmp_path / "calibration.npz"),
-                     "--validation", str(tmp_path / "validation.npz"), "--json",
-                     "--android-assets", str(tmp_path / "assets"))
+    completed = _run(
+        str(model_path),
+        "-o",
+        str(output),
+        "--quantize",
+        "int8",
+        "--int8-io",
+        "uint8",
+        "--calibration",
+        str(tmp_path / "calibration.npz"),
+        "--validation",
+        str(tmp_path / "validation.npz"),
+        "--json",
+        "--android-assets",
+        str(tmp_path / "assets"),
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     # No CUDA probing, absl banners or converter printf: TensorFlow's native log is hidden.
     assert completed.stderr == ""
     result = json.loads(completed.stdout)  # nothing but JSON on stdout
     assert result["file_bytes"] == output.stat().st_size
     assert result["quantize"] == "int8" and result["int8_io"] == "uint8"
-    assert_kernel_zeros_read_back({tensor["elements"]: tensor["zeros"] for tensor in result["weight_tensors"]},
-                                  kernel_zeros, model)
+    assert_kernel_zeros_read_back(
+        {tensor["elements"]: tensor["zeros"] for tensor in result["weight_tensors"]}, kernel_zeros, model
+    )
     assert result["fidelity"]["samples"] == 450 and result["fidelity"]["agreement"] >= 0.97
     manifest = json.loads((tmp_path / "assets" / "out.json").read_text())
     assert manifest["file"] == "out.tflite" and manifest["input"]["dtype"] == "uint8"
@@ -69,8 +87,7 @@ def test_int8_export_with_validation_prints_json(digits, tmp_path):
     [
         (["missing.keras", "-o", "out.tflite"], "model missing.keras does not exist"),
         (["model.keras", "-o", "out.tflite", "--quantize", "int8"], "--quantize int8 needs --calibration"),
-        (["model.keras", "-o", "out.tflite", "--android-assets", "assets"],
-         "--android-assets needs --validation"),
+        (["model.keras", "-o", "out.tflite", "--android-assets", "assets"], "--android-assets needs --validation"),
         (["model.keras", "-o", "out.tflite", "--int8-io", "int8"], "--int8-io int8 needs --quantize int8"),
         (["model.keras", "-o", "out.tflite", "--validation", "labels.npz"], "has no array 'x' (found: y)"),
         (["model.keras", "-o", "nowhere/out.tflite"], "output directory nowhere does not exist"),
@@ -99,13 +116,19 @@ def test_unloadable_model_exits_2(tmp_path):
     assert not (tmp_path / "out.tflite").exists()
 
 
-
 def test_android_assets_refuse_one_hot_labels_before_converting(tmp_path):
     with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:  # only its zip header is checked
         archive.writestr("config.json", "{}")
     np.savez(tmp_path / "onehot.npz", x=np.zeros((3, 8, 8, 1), "float32"), y=np.eye(10, dtype="float32")[:3])
-    completed = _run(str(tmp_path / "model.keras"), "-o", str(tmp_path / "out.tflite"),
-                     "--validation", str(tmp_path / "onehot.npz"), "--android-assets", str(tmp_path / "assets"))
+    completed = _run(
+        str(tmp_path / "model.keras"),
+        "-o",
+        str(tmp_path / "out.tflite"),
+        "--validation",
+        str(tmp_path / "onehot.npz"),
+        "--android-assets",
+        str(tmp_path / "assets"),
+    )
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs integer class ids y of shape (N,)" in lines[0]
@@ -119,8 +142,15 @@ def test_android_assets_failure_after_export_exits_2_with_one_line(digits, tmp_p
     build_digits_cnn(width=0.125, seed=0).save(tmp_path / "model.keras")
     # Label 10 does not exist for a 10-class model: only the asset writer can tell.
     np.savez(tmp_path / "validation.npz", x=digits.x_test[:4], y=np.array([0, 1, 2, 10]))
-    completed = _run(str(tmp_path / "model.keras"), "-o", str(tmp_path / "out.tflite"),
-                     "--validation", str(tmp_path / "validation.npz"), "--android-assets", str(tmp_path / "assets"))
+    completed = _run(
+        str(tmp_path / "model.keras"),
+        "-o",
+        str(tmp_path / "out.tflite"),
+        "--validation",
+        str(tmp_path / "validation.npz"),
+        "--android-assets",
+        str(tmp_path / "assets"),
+    )
     assert completed.returncode == 2
     lines = completed.stderr.splitlines()
     assert len(lines) == 1 and "was written, but not the Android assets" in lines[0]
@@ -136,8 +166,15 @@ def test_table_output_is_quiet_and_verbose_shows_the_native_log(tmp_path):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     model.save(tmp_path / "tiny.keras")
     np.savez(tmp_path / "calibration.npz", x=np.random.default_rng(0).random((16, 8), dtype="float32"))
-    arguments = (str(tmp_path / "tiny.keras"), "-o", str(tmp_path / "tiny.tflite"), "--quantize", "int8",
-                 "--calibration", str(tmp_path / "calibration.npz"))
+    arguments = (
+        str(tmp_path / "tiny.keras"),
+        "-o",
+        str(tmp_path / "tiny.tflite"),
+        "--quantize",
+        "int8",
+        "--calibration",
+        str(tmp_path / "calibration.npz"),
+    )
     quiet = _run(*arguments)
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert quiet.stderr == ""

@@ -30,8 +30,7 @@ _SCRIPT = textwrap.dedent("""
 
 def _run(mode: str) -> subprocess.CompletedProcess:
     env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, "-c", _SCRIPT, mode], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run([sys.executable, "-c", _SCRIPT, mode], capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_descriptor_2_is_hidden_inside_and_restored_after():
@@ -44,8 +43,15 @@ def test_descriptor_2_is_hidden_inside_and_restored_after():
 def test_verbose_hides_nothing_and_leaves_the_environment_alone():
     completed = _run("verbose")
     assert completed.returncode == 0, completed.stderr
-    assert completed.stderr.splitlines() == ["before", "native line from C", "python warning", "child process",
-                                             "progress for the user", "level=unset", "after"]
+    assert completed.stderr.splitlines() == [
+        "before",
+        "native line from C",
+        "python warning",
+        "child process",
+        "progress for the user",
+        "level=unset",
+        "after",
+    ]
     assert completed.stdout.strip() == repr("")
 
 
@@ -53,8 +59,12 @@ def test_show_frames_the_last_lines_and_counts_the_rest():
     stream = io.StringIO()
     NativeLog(terminal=stream, text="".join(f"line {i}\n" for i in range(100))).show(stream, max_lines=3)
     assert stream.getvalue().splitlines() == [
-        "--- TensorFlow's log (hidden unless --verbose) ---", "... 97 earlier lines ...",
-        "line 97", "line 98", "line 99", "--- end of TensorFlow's log ---",
+        "--- TensorFlow's log (hidden unless --verbose) ---",
+        "... 97 earlier lines ...",
+        "line 97",
+        "line 98",
+        "line 99",
+        "--- end of TensorFlow's log ---",
     ]
     empty = io.StringIO()
     NativeLog(terminal=empty).show(empty)

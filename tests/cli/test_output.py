@@ -41,13 +41,22 @@ def test_error_is_one_line_with_the_command_name():
 
 def test_to_jsonable_converts_what_json_cannot_write():
     value = {
-        1: _Plain("a", 0.5), "custom": _WithToDict(1), "path": Path("/tmp/x.tflite"),
-        "numpy": [np.float32(0.25), np.int64(3), np.arange(3)], "tuple": (1, 2),
-        "nan": math.nan, "inf": np.float64(np.inf),
+        1: _Plain("a", 0.5),
+        "custom": _WithToDict(1),
+        "path": Path("/tmp/x.tflite"),
+        "numpy": [np.float32(0.25), np.int64(3), np.arange(3)],
+        "tuple": (1, 2),
+        "nan": math.nan,
+        "inf": np.float64(np.inf),
     }
     assert _output.to_jsonable(value) == {
-        "1": {"name": "a", "value": 0.5}, "custom": {"shown": 2}, "path": "/tmp/x.tflite",
-        "numpy": [0.25, 3, [0, 1, 2]], "tuple": [1, 2], "nan": None, "inf": None,
+        "1": {"name": "a", "value": 0.5},
+        "custom": {"shown": 2},
+        "path": "/tmp/x.tflite",
+        "numpy": [0.25, 3, [0, 1, 2]],
+        "tuple": [1, 2],
+        "nan": None,
+        "inf": None,
     }
 
 
@@ -61,8 +70,16 @@ def test_print_json_is_strict_and_ends_with_a_newline():
 @pytest.mark.parametrize(
     "value, digits, expected",
     [
-        (None, 3, "-"), (True, 3, "yes"), (False, 3, "no"), (12.3456, 2, "12.35"), (0.012345, 3, "0.0123"),
-        (np.float32(2.5), 1, "2.5"), (float("inf"), 3, "-"), (0.0, 2, "0.00"), (7, 3, "7"), ("x", 3, "x"),
+        (None, 3, "-"),
+        (True, 3, "yes"),
+        (False, 3, "no"),
+        (12.3456, 2, "12.35"),
+        (0.012345, 3, "0.0123"),
+        (np.float32(2.5), 1, "2.5"),
+        (float("inf"), 3, "-"),
+        (0.0, 2, "0.00"),
+        (7, 3, "7"),
+        ("x", 3, "x"),
     ],
 )
 def test_format_cell(value, digits, expected):

@@ -19,8 +19,12 @@ def pruned_model(digits):
 
     model = build_digits_cnn(width=0.25, seed=0)
     epochs, steps_per_epoch = 8, int(np.ceil(len(digits.x_train) / 32))
-    schedule = mp.PolynomialDecay(0.0, TARGET_SPARSITY, begin_step=0, end_step=(epochs - 2) * steps_per_epoch, frequency=20)
-    model.fit(digits.x_train, digits.y_train, epochs=epochs, batch_size=32, verbose=0, callbacks=[mp.PruneCallback(schedule)])
+    schedule = mp.PolynomialDecay(
+        0.0, TARGET_SPARSITY, begin_step=0, end_step=(epochs - 2) * steps_per_epoch, frequency=20
+    )
+    model.fit(
+        digits.x_train, digits.y_train, epochs=epochs, batch_size=32, verbose=0, callbacks=[mp.PruneCallback(schedule)]
+    )
     return model
 
 

@@ -20,13 +20,17 @@ pytestmark = pytest.mark.needs_tf
 
 
 @pytest.mark.parametrize("quantize", [None, "int8"])
-def test_export_from_the_active_backend_keeps_zeros_and_predictions(pruned_model, kernel_zeros, digits, tmp_path,
-                                                                    quantize):
+def test_export_from_the_active_backend_keeps_zeros_and_predictions(
+    pruned_model, kernel_zeros, digits, tmp_path, quantize
+):
     import mobileprune as mp
     from mobileprune.pruning.constraint import MaskConstraint
 
     result = mp.export_tflite(
-        pruned_model, tmp_path / "model.tflite", quantize=quantize, representative_data=digits.x_train[:100],
+        pruned_model,
+        tmp_path / "model.tflite",
+        quantize=quantize,
+        representative_data=digits.x_train[:100],
         validation_data=(digits.x_test, digits.y_test),
     )
     assert_kernel_zeros_read_back(file_zeros_by_size(result), kernel_zeros, pruned_model)
@@ -72,5 +76,7 @@ def test_missing_tensorflow_is_one_line_naming_the_package(pruned_model, tmp_pat
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorflow)
-    with pytest.raises(ImportError, match=r"^exporting to \.tflite needs TensorFlow.*pip install 'tensorflow>=2\.21,<2\.22'$"):
+    with pytest.raises(
+        ImportError, match=r"^exporting to \.tflite needs TensorFlow.*pip install 'tensorflow>=2\.21,<2\.22'$"
+    ):
         backend.tflite_converter(pruned_model, str(tmp_path))

@@ -84,8 +84,9 @@ def test_sparse_off_and_forced(pruned_model, digits, tmp_path):
 
     dense = mp.export_tflite(pruned_model, tmp_path / "dense.tflite", sparse=False)
     assert dense.encoding == "dense" and list(dense.candidate_bytes) == ["dense"]
-    forced = mp.export_tflite(pruned_model, tmp_path / "forced.tflite", quantize="int8", sparse=True,
-                              representative_data=digits.x_train[:20])
+    forced = mp.export_tflite(
+        pruned_model, tmp_path / "forced.tflite", quantize="int8", sparse=True, representative_data=digits.x_train[:20]
+    )
     assert forced.encoding == "sparse" and list(forced.candidate_bytes) == ["sparse"]
     assert "warning" in forced.encoding_reason and "XNNPACK" in forced.encoding_reason
 
@@ -111,8 +112,14 @@ def test_integer_io_uint8(pruned_model, digits, tmp_path):
     import mobileprune as mp
     from ai_edge_litert.interpreter import Interpreter
 
-    result = mp.export_tflite(pruned_model, tmp_path / "u8.tflite", quantize="int8", int8_io="uint8",
-                              representative_data=digits.x_train[:50], validation_data=(digits.x_test, digits.y_test))
+    result = mp.export_tflite(
+        pruned_model,
+        tmp_path / "u8.tflite",
+        quantize="int8",
+        int8_io="uint8",
+        representative_data=digits.x_train[:50],
+        validation_data=(digits.x_test, digits.y_test),
+    )
     interpreter = Interpreter(model_path=result.path)
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8
     assert interpreter.get_output_details()[0]["dtype"] == np.uint8
@@ -169,7 +176,6 @@ def test_missing_output_directory(pruned_model, tmp_path):
 
     with pytest.raises(ValueError, match="does not exist"):
         mp.export_tflite(pruned_model, tmp_path / "missing" / "x.tflite")
-
 
 
 def test_directory_as_output_is_refused_before_converting(tmp_path):

@@ -21,8 +21,9 @@ def test_keras_file_input_matches_the_model(pruned_model, kernel_zeros, digits, 
 
     keras_path = tmp_path / "pruned.keras"
     pruned_model.save(keras_path)
-    result = mp.export_tflite(str(keras_path), tmp_path / "from_file.tflite",
-                              validation_data=(digits.x_test[:100], digits.y_test[:100]))
+    result = mp.export_tflite(
+        str(keras_path), tmp_path / "from_file.tflite", validation_data=(digits.x_test[:100], digits.y_test[:100])
+    )
     assert result.source == str(keras_path)
     assert file_zeros_by_size(result) == kernel_zeros
     assert result.fidelity.agreement == 1.0 and result.fidelity.max_abs_diff < 1e-4
@@ -36,10 +37,16 @@ def test_saved_model_directory_input(pruned_model, kernel_zeros, digits, tmp_pat
     pruned_model.export(str(directory), format="tf_saved_model", verbose=False)
     source = load_source(directory)
     assert source.kind == "saved_model"
-    np.testing.assert_allclose(source.predict(digits.x_test[:20]), pruned_model.predict(digits.x_test[:20], verbose=0),
-                               atol=1e-5)
-    result = mp.export_tflite(directory, tmp_path / "from_saved.tflite", quantize="int8",
-                              representative_data=digits.x_train[:50], validation_data=(digits.x_test, digits.y_test))
+    np.testing.assert_allclose(
+        source.predict(digits.x_test[:20]), pruned_model.predict(digits.x_test[:20], verbose=0), atol=1e-5
+    )
+    result = mp.export_tflite(
+        directory,
+        tmp_path / "from_saved.tflite",
+        quantize="int8",
+        representative_data=digits.x_train[:50],
+        validation_data=(digits.x_test, digits.y_test),
+    )
     assert file_zeros_by_size(result) == kernel_zeros
     assert result.fidelity.agreement >= 0.97
 
@@ -111,7 +118,10 @@ def test_tfmot_pruned_tf_keras_model_in_a_subprocess(tmp_path):
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run(
         [sys.executable, "-c", _TFMOT_SCRIPT, str(tmp_path / "tfmot.tflite")],
-        capture_output=True, text=True, env=environment, timeout=300,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])

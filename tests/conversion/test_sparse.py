@@ -39,7 +39,9 @@ def test_auto_keeps_smaller_float_sparse_file(candidates, digits):
 
     files = {"dense": candidates[(None, False)], "sparse": candidates[(None, True)]}
     assert choose_encoding(files, "auto", digits.x_test[:8]) == (
-        "sparse", f"sparse encoding is smaller ({len(files['sparse'])} < {len(files['dense'])} bytes)")
+        "sparse",
+        f"sparse encoding is smaller ({len(files['sparse'])} < {len(files['dense'])} bytes)",
+    )
     assert choose_encoding({"dense": files["dense"]}, False)[0] == "dense"
 
 

@@ -50,8 +50,9 @@ def test_compact_file_is_smaller_and_computes_the_same(pruned_model, digits, ker
 
     def outputs(model_bytes):
         # Without default delegates: XNNPACK refuses sparse int8 weights either way.
-        interpreter = Interpreter(model_content=model_bytes,
-                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter = Interpreter(
+            model_content=model_bytes, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
         interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
         results = []

@@ -57,11 +57,16 @@ def test_integer_io_outputs_are_dequantized_to_real_units(tmp_path, io_type):
     from mobileprune.conversion.verify import run_tflite
 
     # y = 2x - 0.5: the true outputs are known without running any model.
-    model = keras.Sequential([
-        keras.Input((4,)),
-        keras.layers.Dense(4, kernel_initializer=keras.initializers.Constant(2 * np.eye(4)),
-                           bias_initializer=keras.initializers.Constant(-0.5)),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(
+                4,
+                kernel_initializer=keras.initializers.Constant(2 * np.eye(4)),
+                bias_initializer=keras.initializers.Constant(-0.5),
+            ),
+        ]
+    )
     x = np.random.default_rng(0).uniform(-1, 1, (64, 4)).astype(np.float32)
     path = tmp_path / f"{io_type}.tflite"
     mp.export_tflite(model, path, quantize="int8", int8_io=io_type, representative_data=x)
@@ -82,8 +87,13 @@ def test_integer_io_outputs_are_dequantized_to_real_units(tmp_path, io_type):
 def test_int8_io_file_is_dequantized_with_its_own_scale(pruned_model, digits, tmp_path):
     import mobileprune as mp
 
-    result = mp.export_tflite(pruned_model, tmp_path / "int8io.tflite", quantize="int8", int8_io="int8",
-                              representative_data=digits.x_train[:50])
+    result = mp.export_tflite(
+        pruned_model,
+        tmp_path / "int8io.tflite",
+        quantize="int8",
+        int8_io="int8",
+        representative_data=digits.x_train[:50],
+    )
     report = mp.verify(pruned_model, result.path, digits.x_test, digits.y_test, batch_size=100)
     assert report.samples == 450 and report.agreement >= 0.97
     reference = pruned_model.predict(digits.x_test, verbose=0).astype(np.float64)
@@ -149,8 +159,11 @@ def test_verify_feeds_every_input_of_a_bert_backbone_by_name(tmp_path):
     rng = np.random.default_rng(0)
     padding = np.ones((6, 8), "int32")
     padding[:3, 5:] = 0
-    x = {"token_ids": rng.integers(2, 100, (6, 8)).astype("int32"), "segment_ids": np.zeros((6, 8), "int32"),
-         "padding_mask": padding}
+    x = {
+        "token_ids": rng.integers(2, 100, (6, 8)).astype("int32"),
+        "segment_ids": np.zeros((6, 8), "int32"),
+        "padding_mask": padding,
+    }
     path = mp.export_tflite(model, tmp_path / "bert.tflite").path
     order = [detail["name"] for detail in mp.load_interpreter(path, isolate=False).get_input_details()]
     assert order != [f"serving_default_{name}:0" for name in names]  # else this test checks nothing
@@ -159,7 +172,9 @@ def test_verify_feeds_every_input_of_a_bert_backbone_by_name(tmp_path):
     assert report.samples == 6 and report.max_abs_diff < 1e-4 and report.agreement == 1.0
     as_list = mp.verify(model, path, [x[tensor.name] for tensor in model.inputs], batch_size=4)
     assert as_list.samples == 6 and as_list.max_abs_diff < 1e-4 and as_list.agreement == 1.0
-    with pytest.raises(ValueError, match=r"the file's inputs are .*'segment_ids'.* but x has \['padding_mask', 'token_ids'\]"):
+    with pytest.raises(
+        ValueError, match=r"the file's inputs are .*'segment_ids'.* but x has \['padding_mask', 'token_ids'\]"
+    ):
         mp.verify(model, path, {"token_ids": x["token_ids"], "padding_mask": padding})
     with pytest.raises(ValueError, match="pass x as a dict"):
         mp.verify(model, path, x["token_ids"])

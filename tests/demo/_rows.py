@@ -18,10 +18,20 @@ def demo_rows() -> list[dict]:
     rows = []
     for name, gzip_kib, p50_us, accuracy in _POINTS:
         model, quantize = name.split("_")
-        rows.append({
-            "name": name, "model": model, "quantize": quantize, "description": model,
-            "tflite_accuracy": accuracy / 100, "agreement": 1.0, "gzip_bytes": int(gzip_kib * 1024),
-            "file_bytes": int(gzip_kib * 1100), "sparsity": 0.0,
-            "p50_ms": p50_us / 1000, "p90_ms": p50_us / 1000 * 1.02, "speedup": 1.0,
-        })
+        rows.append(
+            {
+                "name": name,
+                "model": model,
+                "quantize": quantize,
+                "description": model,
+                "tflite_accuracy": accuracy / 100,
+                "agreement": 1.0,
+                "gzip_bytes": int(gzip_kib * 1024),
+                "file_bytes": int(gzip_kib * 1100),
+                "sparsity": 0.0,
+                "p50_ms": p50_us / 1000,
+                "p90_ms": p50_us / 1000 * 1.02,
+                "speedup": 1.0,
+            }
+        )
     return rows

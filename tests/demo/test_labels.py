@@ -22,7 +22,8 @@ def _assert_readable(axis, annotations) -> None:
     frame = axis.get_window_extent(axis.figure.canvas.get_renderer())
     for annotation, (x0, y0, x1, y1) in zip(annotations, boxes):
         assert frame.x0 <= x0 and x1 <= frame.x1 and frame.y0 <= y0 and y1 <= frame.y1, (
-            f"{annotation.get_text()!r} leaves the axes")
+            f"{annotation.get_text()!r} leaves the axes"
+        )
 
 
 def test_overlap_area():
@@ -53,8 +54,10 @@ def test_a_fixed_offset_would_overlap_on_the_same_data():
         ys = [100 * row["tflite_accuracy"] for row in rows]
         axis.scatter(xs, ys, s=60)
         fig.canvas.draw()
-        annotations = [axis.annotate(row["name"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
-                       for row, x, y in zip(rows, xs, ys)]
+        annotations = [
+            axis.annotate(row["name"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+            for row, x, y in zip(rows, xs, ys)
+        ]
         boxes = label_boxes(annotations)
         assert any(overlap_area(a, b) > 0 for a, b in itertools.combinations(boxes, 2))
     finally:

@@ -18,8 +18,14 @@ def tiny_run(tmp_path_factory):
     from mobileprune.demo.pipeline import run_demo
 
     out = tmp_path_factory.mktemp("tiny_demo")
-    config = DemoConfig(output_dir=str(out / "run"), epochs=1, target_sparsity=0.5, channel_fraction=0.5,
-                        bench_runs=5, android_assets=str(out / "assets"))
+    config = DemoConfig(
+        output_dir=str(out / "run"),
+        epochs=1,
+        target_sparsity=0.5,
+        channel_fraction=0.5,
+        bench_runs=5,
+        android_assets=str(out / "assets"),
+    )
     messages: list[str] = []
     report = run_demo(config, progress=messages.append)
     return config, report, messages
@@ -79,7 +85,9 @@ def test_write_report_writes_json_and_plot_without_training(tmp_path):
     rows = demo_rows()
     report = write_report(DemoConfig(output_dir=str(tmp_path)), rows)
     assert json.loads((tmp_path / "report.json").read_text()) == {
-        "config": json.loads(json.dumps(report["config"])), "rows": rows}
+        "config": json.loads(json.dumps(report["config"])),
+        "rows": rows,
+    }
     assert report["json_path"] == str(tmp_path / "report.json")
     png = (tmp_path / "report.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000

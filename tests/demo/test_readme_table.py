@@ -13,8 +13,11 @@ RESULT = ROOT / "benchmarks" / "results" / "demo.json"
 
 def _cells(text: str) -> list[list[str]]:
     """The data rows of a rich table (lines framed by '│'), as lists of stripped cells."""
-    return [[cell.strip() for cell in line.strip().strip("│").split("│")]
-            for line in text.splitlines() if line.strip().startswith("│")]
+    return [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in text.splitlines()
+        if line.strip().startswith("│")
+    ]
 
 
 def _demo_block(document: str = "README.md", heading: str = "## What the demo shows") -> str:
@@ -39,7 +42,8 @@ def test_readme_demo_table_matches_the_committed_result():
     for document, heading in (("README.md", "## What the demo shows"), ("BENCHMARKS.md", "## The demo\n")):
         assert _cells(_demo_block(document, heading)) == expected, (
             f"{document}'s demo table differs from benchmarks/results/demo.json; paste the output of "
-            "python -m benchmarks.demo --show")
+            "python -m benchmarks.demo --show"
+        )
 
 
 def test_readme_names_the_command_commit_and_load_of_the_stored_run():

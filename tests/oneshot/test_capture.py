@@ -15,12 +15,21 @@ def test_order_and_shared_input_stages():
     model = mixed()
     calibration = Calibration(model, np.random.rand(4, 10, 16).astype("float32"))
     mha = model.get_layer("mha")
-    layers = [model.get_layer("logits"), mha._value_dense, mha._query_dense, mha._key_dense, model.get_layer("d1"),
-              mha._output_dense]
+    layers = [
+        model.get_layer("logits"),
+        mha._value_dense,
+        mha._query_dense,
+        mha._key_dense,
+        model.get_layer("d1"),
+        mha._output_dense,
+    ]
     order = call_order(model, calibration, layers)
     assert [layer.name for layer, _, _ in order] == ["d1", "query", "key", "value", "attention_output", "logits"]
     assert [[l.name for l in s.layers] for s in stages(order)] == [
-        ["d1"], ["query", "key", "value"], ["attention_output"], ["logits"]
+        ["d1"],
+        ["query", "key", "value"],
+        ["attention_output"],
+        ["logits"],
     ]
     assert all("call" not in layer.__dict__ for layer in layers)  # hooks removed
 
@@ -44,7 +53,6 @@ def test_stage_sees_the_layer_input_and_stops_early():
         assert len(called) == 3  # the last stage runs to the end, once per batch
     finally:
         del logits.call
-
 
 
 def test_forward_frees_each_activation_after_its_last_use():

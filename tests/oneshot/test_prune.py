@@ -133,7 +133,9 @@ def test_sequential_fits_each_layer_to_the_pruned_inputs():
     expected = methods.sparsegpt(original["middle"], seen.T @ seen, resolve_pattern("unstructured"), 0.5)
     np.testing.assert_allclose(sequential.get_layer("middle").kernel.numpy(), expected, rtol=1e-4, atol=1e-5)
     dense_seen = keras.ops.convert_to_numpy(mlp().get_layer("hidden")(x))
-    expected_parallel = methods.sparsegpt(original["middle"], dense_seen.T @ dense_seen, resolve_pattern("unstructured"), 0.5)
+    expected_parallel = methods.sparsegpt(
+        original["middle"], dense_seen.T @ dense_seen, resolve_pattern("unstructured"), 0.5
+    )
     np.testing.assert_allclose(parallel.get_layer("middle").kernel.numpy(), expected_parallel, rtol=1e-4, atol=1e-5)
     assert not np.allclose(sequential.get_layer("middle").kernel.numpy(), parallel.get_layer("middle").kernel.numpy())
 
@@ -213,12 +215,26 @@ def _embed_then_odd() -> keras.Model:
     [
         # Embeddings are pruned by magnitude before the calibrated layers: the data is checked first.
         (_embed_then_odd, np.zeros((8, 5), "float32"), dict(method="wanda"), "expects integers"),
-        (_embed_then_odd, np.zeros((8, 5), "int32"), dict(method="wanda", pattern="2:4"), "odd/kernel: .*multiple of m=4"),
-        (_embed_then_odd, np.zeros((8, 5), "int32"), dict(method="sparsegpt", pattern="2:4"), "odd/kernel: .*multiple of m=4"),
+        (
+            _embed_then_odd,
+            np.zeros((8, 5), "int32"),
+            dict(method="wanda", pattern="2:4"),
+            "odd/kernel: .*multiple of m=4",
+        ),
+        (
+            _embed_then_odd,
+            np.zeros((8, 5), "int32"),
+            dict(method="sparsegpt", pattern="2:4"),
+            "odd/kernel: .*multiple of m=4",
+        ),
         (_embed_then_odd, None, dict(method="magnitude", pattern="2:4"), "odd/kernel: .*multiple of m=4"),
         # The first layer is fine; the second has 5 rows of the 8 it needs: refused before the first is pruned.
-        (_small_then_wide, np.ones((1, 5, 8), "float32"), dict(),
-         r"wide/kernel: 5 calibration rows for 128 inputs; .*at least 8 .*5 per sample.*at least 2 calibration samples"),
+        (
+            _small_then_wide,
+            np.ones((1, 5, 8), "float32"),
+            dict(),
+            r"wide/kernel: 5 calibration rows for 128 inputs; .*at least 8 .*5 per sample.*at least 2 calibration samples",
+        ),
     ],
 )
 def test_bad_input_is_refused_before_any_weight_changes(build, data, kwargs, message):
@@ -271,7 +287,9 @@ def test_bad_arguments(kwargs, error, message):
 def test_magnitude_global_scope_and_blocks_need_no_data():
     model = mlp()
     mp.prune_oneshot(model, 0.5, method="magnitude", scope="global", progress=False)
-    total = sum(np.count_nonzero(np.asarray(model.get_layer(n).kernel.numpy()) == 0) for n in ("hidden", "middle", "logits"))
+    total = sum(
+        np.count_nonzero(np.asarray(model.get_layer(n).kernel.numpy()) == 0) for n in ("hidden", "middle", "logits")
+    )
     assert total == num_to_prune(0.5, 512 + 768 + 192)
     model = mlp()
     mp.prune_oneshot(model, 0.5, np.ones((8, 16), "float32"), method="wanda", pattern=(1, 4), progress=False)

@@ -41,7 +41,9 @@ def test_reconstruction_lowers_the_output_error(method, images):
     model = _convnet()
     before = [w.copy() for w in model.get_weights()]
     calibration, held_out = images[:300], images[300:]
-    plain = mp.prune_oneshot(model, 0.5, calibration, method=method, pattern="channels", reconstruct=False, batch_size=150, progress=False)
+    plain = mp.prune_oneshot(
+        model, 0.5, calibration, method=method, pattern="channels", reconstruct=False, batch_size=150, progress=False
+    )
     refit = mp.prune_oneshot(model, 0.5, calibration, method=method, pattern="channels", batch_size=150, progress=False)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the input model is untouched
     for smaller in (plain, refit):
@@ -60,8 +62,16 @@ def test_calibration_scores_beat_weight_norms_without_refit(images):
     bias.assign(np.where(np.arange(16) < 4, -100.0, 0.0).astype("float32"))  # ... that relu always zeroes
     errors = {}
     for method in ("magnitude", "wanda"):
-        pruned = mp.prune_oneshot(model, 0.25, images[:300], method=method, pattern="channels",
-                                  layers=["conv1"], reconstruct=False, progress=False)
+        pruned = mp.prune_oneshot(
+            model,
+            0.25,
+            images[:300],
+            method=method,
+            pattern="channels",
+            layers=["conv1"],
+            reconstruct=False,
+            progress=False,
+        )
         errors[method] = _output_error(model, pruned, images[300:])
     assert errors["wanda"] < 1e-6 < errors["magnitude"]
 
@@ -98,21 +108,28 @@ def test_channels_errors():
     with pytest.raises(ValueError, match="needs calibration_data"):
         mp.prune_oneshot(_convnet(), 0.5, None, method="wanda", pattern="channels", progress=False)
     with pytest.raises(ValueError, match="no prunable channel group"):
-        mp.prune_oneshot(_convnet(), 0.5, np.ones((4, 8, 8, 3), "float32"), pattern="channels", layers=["logits"],
-                         progress=False)
+        mp.prune_oneshot(
+            _convnet(), 0.5, np.ones((4, 8, 8, 3), "float32"), pattern="channels", layers=["logits"], progress=False
+        )
 
 
 def test_a_sparsity_that_removes_no_channel_says_so():
     # 16 and 24 units: 1% rounds to no unit in any group.
     model = _convnet()
-    with pytest.warns(UserWarning, match=r"sparsity 0.01 removes no unit of any of the 3 channel groups .*raise the sparsity"):
-        same = mp.prune_oneshot(model, 0.01, None, method="magnitude", pattern="channels", reconstruct=False, progress=False)
+    with pytest.warns(
+        UserWarning, match=r"sparsity 0.01 removes no unit of any of the 3 channel groups .*raise the sparsity"
+    ):
+        same = mp.prune_oneshot(
+            model, 0.01, None, method="magnitude", pattern="channels", reconstruct=False, progress=False
+        )
     assert same.count_params() == model.count_params()
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        smaller = mp.prune_oneshot(model, 0.1, None, method="magnitude", pattern="channels", reconstruct=False, progress=False)
+        smaller = mp.prune_oneshot(
+            model, 0.1, None, method="magnitude", pattern="channels", reconstruct=False, progress=False
+        )
     assert smaller.count_params() < model.count_params()
     assert not [w for w in caught if "removes no unit" in str(w.message)]
 
@@ -133,8 +150,16 @@ def test_attention_heads_and_ffn_units_go_and_the_refit_helps():
     model = _attention_block()
     errors = {}
     for reconstruct in (False, True):
-        smaller = mp.prune_oneshot(model, 0.5, x[:64], method="sparsegpt", pattern="channels",
-                                   reconstruct=reconstruct, batch_size=64, progress=False)
+        smaller = mp.prune_oneshot(
+            model,
+            0.5,
+            x[:64],
+            method="sparsegpt",
+            pattern="channels",
+            reconstruct=reconstruct,
+            batch_size=64,
+            progress=False,
+        )
         assert smaller.get_layer("mha").num_heads == 2 and smaller.get_layer("up").units == 16
         errors[reconstruct] = _output_error(model, smaller, x[64:])
     assert errors[True] < 0.85 * errors[False], errors

@@ -117,8 +117,12 @@ def test_global_scope_one_pass_equals_one_ranking_of_all_weights(steps, monkeypa
     one_pass = callback_module.magnitude_keep_and_zeroed_many
     monkeypatch.setattr(callback_module, "magnitude_keep_and_zeroed_many", lambda *a: passes.append(1) or one_pass(*a))
     model = keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(256, name="a"), keras.layers.Dense(128, name="b"),
-         keras.layers.Dense(10, name="c")]
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(256, name="a"),
+            keras.layers.Dense(128, name="b"),
+            keras.layers.Dense(10, name="c"),
+        ]
     )
     kernels = [model.get_layer(name).kernel for name in "abc"]
     if steps:
@@ -130,7 +134,10 @@ def test_global_scope_one_pass_equals_one_ranking_of_all_weights(steps, monkeypa
     for step in (1, 2):
         callback.update_masks(step)
         total = sum(w.size for w in before)
-        expected = reference_keep(np.concatenate([np.abs(w).ravel() for w in before]), num_to_prune(callback.schedule.sparsity_at(step), total))
+        expected = reference_keep(
+            np.concatenate([np.abs(w).ravel() for w in before]),
+            num_to_prune(callback.schedule.sparsity_at(step), total),
+        )
         for kernel, keep, value in zip(kernels, np.split(expected, np.cumsum([w.size for w in before])[:-1]), before):
             np.testing.assert_array_equal(mask_of(kernel).ravel(), keep)
             np.testing.assert_array_equal(kernel.numpy(), np.where(keep.reshape(value.shape), value, 0))
@@ -142,7 +149,8 @@ def test_global_scope_one_pass_equals_one_ranking_of_all_weights(steps, monkeypa
 def test_overrides_give_a_layer_its_own_schedule(blobs):
     model = tiny_mlp()
     callback = mp.PruneCallback(
-        mp.ConstantSparsity(0.5, frequency=1), overrides={"logits": mp.ConstantSparsity(0.25, frequency=1)},
+        mp.ConstantSparsity(0.5, frequency=1),
+        overrides={"logits": mp.ConstantSparsity(0.25, frequency=1)},
         log_per_layer=True,
     )
     history = fit(model, blobs, callback)
@@ -198,12 +206,23 @@ def test_a_previous_fit_does_not_bypass_the_masks(blobs):
 
 def test_user_constraint_is_kept_and_not_leaked_into_config(blobs):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, kernel_constraint="non_neg", name="d"),
-                              keras.layers.Dense(4, name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(8, kernel_constraint="non_neg", name="d"),
+            keras.layers.Dense(4, name="out"),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.5), "mse")
     x, y = blobs
-    model.fit(x, np.eye(4)[y], epochs=1, batch_size=16, verbose=0,
-              callbacks=[mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1))])
+    model.fit(
+        x,
+        np.eye(4)[y],
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+        callbacks=[mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1))],
+    )
     kernel = model.get_layer("d").kernel.numpy()
     assert kernel.min() >= 0 and int((kernel == 0).sum()) >= 64
     config = model.get_layer("d").get_config()
@@ -218,8 +237,9 @@ def test_logs_reach_history_and_csv_logger(blobs, tmp_path):
     batch_logs = []
     recorder = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batch_logs.append(dict(logs)))
     x, y = blobs
-    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0,
-                        callbacks=[callback, recorder, keras.callbacks.CSVLogger(str(path))])
+    history = model.fit(
+        x, y, epochs=3, batch_size=16, verbose=0, callbacks=[callback, recorder, keras.callbacks.CSVLogger(str(path))]
+    )
     total = sum(SIZES.values())
     at = lambda s: sum(num_to_prune(s, size) for size in SIZES.values()) / total  # noqa: E731
     sparsities = [at(0.0)] * 4 + [at(mp.PolynomialDecay(0.0, 0.5, 0, 8).sparsity_at(4))] * 4 + [at(0.5)] * 4
@@ -237,8 +257,9 @@ def test_logs_reach_history_and_csv_logger(blobs, tmp_path):
 )
 def test_steps_per_execution_counts_steps(blobs):
     model = tiny_mlp()
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  steps_per_execution=2)
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=2
+    )
     # Updates at 0, 3, 6: executions cover steps (0,1) (2,3) (4,5) (6,7).
     schedule = mp.PolynomialDecay(0.0, 0.6, 0, 6, frequency=3)
     fit(model, blobs, mp.PruneCallback(schedule), epochs=2)
@@ -301,8 +322,10 @@ def test_constructor_errors(kwargs, error, message):
         ({"layers": ["missing"]}, "layers: no layer named 'missing' in model 'mlp'"),
         ({"exclude": ["missing"]}, "exclude: no layer named 'missing'"),
         ({"overrides": {"missing": mp.ConstantSparsity(0.1)}}, "overrides: no layer named 'missing'"),
-        ({"layers": ["hidden"], "overrides": {"logits": mp.ConstantSparsity(0.1)}},
-         "overrides: layer 'logits' has no selected prunable weight"),
+        (
+            {"layers": ["hidden"], "overrides": {"logits": mp.ConstantSparsity(0.1)}},
+            "overrides: layer 'logits' has no selected prunable weight",
+        ),
     ],
 )
 def test_model_dependent_errors_at_train_begin(blobs, kwargs, message):
@@ -450,8 +473,9 @@ def test_recurrent_attention_embedding_and_separable_weights_are_pruned_exactly(
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     callback = mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, end_step=1, frequency=1), prune_depthwise=True)
     rng = np.random.default_rng(0)
-    model.fit(rng.integers(0, 40, (32, 6)), rng.integers(0, 3, 32), epochs=2, batch_size=8, verbose=0,
-              callbacks=[callback])
+    model.fit(
+        rng.integers(0, 40, (32, 6)), rng.integers(0, 3, 32), epochs=2, batch_size=8, verbose=0, callbacks=[callback]
+    )
     assert len(callback.targets) == 10
     for target in callback.targets:
         values = target.variable.numpy()

@@ -108,7 +108,11 @@ def test_digits_accuracy_with_half_the_channels(digits):
     steps = epochs * int(np.ceil(len(digits.x_train) / batch))
     schedule = mp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=steps // 2, frequency=10)
     pruned.fit(
-        digits.x_train, digits.y_train, batch_size=batch, epochs=epochs, verbose=0,
+        digits.x_train,
+        digits.y_train,
+        batch_size=batch,
+        epochs=epochs,
+        verbose=0,
         callbacks=[mp.PruneCallback(schedule, pattern="channels")],
     )
     smaller = mp.shrink(pruned)

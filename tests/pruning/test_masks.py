@@ -250,8 +250,10 @@ def _global_reference(weights, num_prune):
 @pytest.mark.parametrize("steps", [None, 64])  # continuous values, or steps of 1/64: ties across weights
 def test_one_threshold_over_several_weights_equals_one_ranking_of_all(sparsity, steps, one_pass_path):
     rng = np.random.default_rng(11)
-    weights = [rng.standard_normal(shape).astype(np.float32) * scale for shape, scale in
-               (((300, 200), 1.0), ((7_000,), 0.3), ((50, 40, 3), 3.0), ((20_000,), 1.0))]
+    weights = [
+        rng.standard_normal(shape).astype(np.float32) * scale
+        for shape, scale in (((300, 200), 1.0), ((7_000,), 0.3), ((50, 40, 3), 3.0), ((20_000,), 1.0))
+    ]
     if steps:
         weights = [np.round(w * steps) / steps for w in weights]
     weights[1][::3] = 0.0

@@ -40,14 +40,22 @@ def test_include_all_lists_biases_without_counting_them():
     report = mp.sparsity(model, include_all=True)
     biases = [r for r in report.rows if r.weight == "bias"]
     assert [(r.layer, r.size, r.zeros, r.prunable) for r in biases] == [
-        ("hidden", 32, 32, False), ("middle", 24, 24, False), ("logits", 4, 4, False),
+        ("hidden", 32, 32, False),
+        ("middle", 24, 24, False),
+        ("logits", 4, 4, False),
     ]
     assert report.overall == 0.0
 
 
 def test_depthwise_counts_only_once_masked():
-    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.DepthwiseConv2D(3, name="dw"),
-                              keras.layers.Flatten(), keras.layers.Dense(2, name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.DepthwiseConv2D(3, name="dw"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
     assert [r.layer for r in mp.sparsity(model).rows] == ["out"]
     callback = mp.PruneCallback(mp.ConstantSparsity(0.5), prune_depthwise=True)
     callback.set_model(model)
@@ -57,8 +65,14 @@ def test_depthwise_counts_only_once_masked():
 
 
 def test_stripped_depthwise_kernel_still_counts():
-    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.DepthwiseConv2D(3, name="dw"),
-                              keras.layers.Flatten(), keras.layers.Dense(2, name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.DepthwiseConv2D(3, name="dw"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
     callback = mp.PruneCallback(mp.ConstantSparsity(0.5), prune_depthwise=True)
     callback.set_model(model)
     callback.update_masks(0)
@@ -75,8 +89,15 @@ def test_str_and_to_dict():
     assert "* not prunable" in text
     data = report.to_dict()
     assert data["overall"] == pytest.approx(384 / 1376)
-    assert data["rows"][1] == {"layer": "middle", "weight": "kernel", "shape": [32, 24], "size": 768,
-                               "zeros": 384, "prunable": True, "sparsity": 0.5}
+    assert data["rows"][1] == {
+        "layer": "middle",
+        "weight": "kernel",
+        "shape": [32, 24],
+        "size": 768,
+        "zeros": 384,
+        "prunable": True,
+        "sparsity": 0.5,
+    }
 
 
 def test_bad_input():

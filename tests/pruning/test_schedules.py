@@ -139,8 +139,10 @@ def test_polynomial_decay_with_end_equal_to_begin_reaches_the_target_at_that_ste
 
 
 def test_end_equal_to_begin_prunes_once_then_holds():
-    for schedule in (PolynomialDecay(0.0, 0.6, begin_step=4, end_step=4, frequency=1),
-                     ConstantSparsity(0.6, begin_step=4, end_step=4, frequency=1)):
+    for schedule in (
+        PolynomialDecay(0.0, 0.6, begin_step=4, end_step=4, frequency=1),
+        ConstantSparsity(0.6, begin_step=4, end_step=4, frequency=1),
+    ):
         assert [step for step in range(50) if schedule.should_update(step)] == [4]
         assert schedule.last_update_step(3) is None
         assert schedule.last_update_step(40) == 4
@@ -192,8 +194,9 @@ def test_schedules_match_tfmot_step_by_step():
     pytest.importorskip("tensorflow_model_optimization")
     pytest.importorskip("tf_keras")
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    completed = subprocess.run([sys.executable, "-c", _TFMOT_SCHEDULES], capture_output=True, text=True,
-                               env=environment, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", _TFMOT_SCHEDULES], capture_output=True, text=True, env=environment, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     tfmot = json.loads(completed.stdout.strip().splitlines()[-1])
     ours = {

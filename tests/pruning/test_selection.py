@@ -40,7 +40,11 @@ def test_sequential_kernels_only_no_bias_bn_or_depthwise():
 def test_prune_depthwise_adds_depthwise_kernels():
     targets = all_targets(small_sequential(), prune_depthwise=True)
     assert names(targets) == [
-        "conv/kernel", "sep/depthwise_kernel", "sep/pointwise_kernel", "dw/depthwise_kernel", "up/kernel",
+        "conv/kernel",
+        "sep/depthwise_kernel",
+        "sep/pointwise_kernel",
+        "dw/depthwise_kernel",
+        "up/kernel",
         "logits/kernel",
     ]
 
@@ -58,24 +62,35 @@ def test_recurrent_embedding_attention_einsum_and_conv1d():
     model = keras.Model(tokens, x)
     assert names(all_targets(model)) == [
         "embed/embeddings",
-        "mha/query/kernel", "mha/key/kernel", "mha/value/kernel", "mha/output/kernel",
+        "mha/query/kernel",
+        "mha/key/kernel",
+        "mha/value/kernel",
+        "mha/output/kernel",
         "conv1d/kernel",
-        "lstm/kernel", "lstm/recurrent_kernel",
-        "gru/kernel", "gru/recurrent_kernel",
-        "forward_rnn/kernel", "forward_rnn/recurrent_kernel",
-        "backward_rnn/kernel", "backward_rnn/recurrent_kernel",
+        "lstm/kernel",
+        "lstm/recurrent_kernel",
+        "gru/kernel",
+        "gru/recurrent_kernel",
+        "forward_rnn/kernel",
+        "forward_rnn/recurrent_kernel",
+        "backward_rnn/kernel",
+        "backward_rnn/recurrent_kernel",
         "einsum/kernel",
     ]
     lstm = model.get_layer("lstm")
     assert select_targets(model, layers=["lstm"])[1].variable is lstm.cell.recurrent_kernel
     assert names(select_targets(model, layers=["bi"])) == [
-        "forward_rnn/kernel", "forward_rnn/recurrent_kernel", "backward_rnn/kernel", "backward_rnn/recurrent_kernel",
+        "forward_rnn/kernel",
+        "forward_rnn/recurrent_kernel",
+        "backward_rnn/kernel",
+        "backward_rnn/recurrent_kernel",
     ]
 
 
 def test_nested_functional_model_and_parent_name_selection():
-    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="inner_a"),
-                              keras.layers.Dense(4, name="inner_b")], name="block")
+    inner = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4, name="inner_a"), keras.layers.Dense(4, name="inner_b")], name="block"
+    )
     inputs = keras.Input((4,))
     outputs = keras.layers.Dense(2, name="head")(inner(inputs))
     model = keras.Model(inputs, outputs, name="outer")
@@ -121,7 +136,8 @@ def test_selectors_by_class_and_predicate_and_exclude():
     assert names(select_targets(model, layers=[lambda layer: layer.name.startswith("s")])) == ["sep/pointwise_kernel"]
     assert names(select_targets(model, layers=["conv", keras.layers.Dense])) == ["conv/kernel", "logits/kernel"]
     assert names(select_targets(model, exclude=["logits", keras.layers.Conv2DTranspose])) == [
-        "conv/kernel", "sep/pointwise_kernel",
+        "conv/kernel",
+        "sep/pointwise_kernel",
     ]
     assert names(select_targets(model, layers="conv")) == ["conv/kernel"]
 

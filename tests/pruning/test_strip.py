@@ -34,8 +34,9 @@ def pruned_model(blobs, user_constraint=False):
     if user_constraint:
         model.get_layer("hidden").kernel.constraint = keras.constraints.NonNeg()
     x, y = blobs
-    model.fit(x, y, epochs=1, batch_size=16, verbose=0,
-              callbacks=[mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1))])
+    model.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, callbacks=[mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1))]
+    )
     return model
 
 

@@ -110,7 +110,10 @@ def test_ineligible_model_fails_at_train_begin_with_one_line_per_violation():
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
     lines = str(error.value).splitlines()
     assert lines[0].startswith("target='xnnpack-sparse': no subgraph")
-    assert [line.split(":")[0].strip(" -") for line in lines[1:]] == ["stem", "cat (Concatenate) is not an op the sparse path runs (allowed"]
+    assert [line.split(":")[0].strip(" -") for line in lines[1:]] == [
+        "stem",
+        "cat (Concatenate) is not an op the sparse path runs (allowed",
+    ]
 
 
 def test_warns_when_the_schedule_stays_below_two_thirds():

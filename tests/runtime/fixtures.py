@@ -32,7 +32,9 @@ def _write(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tflite_fixtures")
     completed = subprocess.run(
         [sys.executable, "-m", "tests.runtime.make_fixtures", str(directory)],
-        cwd=REPO_ROOT, capture_output=True, text=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     if completed.returncode != 0:
@@ -48,12 +50,15 @@ def tflite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if given:
         directory = Path(given)
         if not (directory / "manifest.json").is_file():
-            pytest.fail(f"{FIXTURES_ENV}={given} has no manifest.json; "
-                        "write it with python -m tests.runtime.make_fixtures DIR")
+            pytest.fail(
+                f"{FIXTURES_ENV}={given} has no manifest.json; write it with python -m tests.runtime.make_fixtures DIR"
+            )
         return directory
     if not HAS_TF:
-        pytest.skip(f"no .tflite fixtures: set {FIXTURES_ENV}=DIR after "
-                    "`python -m tests.runtime.make_fixtures DIR` in an environment with TensorFlow")
+        pytest.skip(
+            f"no .tflite fixtures: set {FIXTURES_ENV}=DIR after "
+            "`python -m tests.runtime.make_fixtures DIR` in an environment with TensorFlow"
+        )
     return _write(tmp_path_factory)
 
 
@@ -72,8 +77,9 @@ def run_mobileprune(*args: str, blocked: tuple[str, ...] = ()) -> subprocess.Com
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": python_path}
     if not blocked:
-        return subprocess.run([sys.executable, "-m", "mobileprune", *args], cwd=REPO_ROOT,
-                              capture_output=True, text=True, env=env)
+        return subprocess.run(
+            [sys.executable, "-m", "mobileprune", *args], cwd=REPO_ROOT, capture_output=True, text=True, env=env
+        )
     # A None entry in sys.modules makes `import name` raise ImportError.
     code = (
         "import sys\n"

@@ -27,8 +27,9 @@ def test_timed_loop_times_invoke_alone(monkeypatch):
     ticks = iter(range(0, 10**9, 1000))  # every clock read advances 1 µs
     monkeypatch.setattr(benchmark_module.time, "perf_counter_ns", lambda: next(ticks))
     calls = []
-    samples = benchmark_module._timed_runs(lambda: calls.append(1), runs=25, min_seconds=0.0,
-                                           max_seconds=10.0, chunk=10, report=lambda f: None)
+    samples = benchmark_module._timed_runs(
+        lambda: calls.append(1), runs=25, min_seconds=0.0, max_seconds=10.0, chunk=10, report=lambda f: None
+    )
     # Whole chunks run; each sample is exactly the two reads around one invoke().
     assert len(samples) == len(calls) == 30
     assert set(samples) == {1000}
@@ -38,22 +39,23 @@ def test_timed_loop_keeps_going_until_min_seconds_and_stops_at_max_seconds(monke
     ticks = iter(range(0, 10**12, 10_000_000))  # 10 ms per clock read
     monkeypatch.setattr(benchmark_module.time, "perf_counter_ns", lambda: next(ticks))
     fractions = []
-    samples = benchmark_module._timed_runs(lambda: None, runs=1, min_seconds=1.0, max_seconds=5.0,
-                                           chunk=1, report=fractions.append)
+    samples = benchmark_module._timed_runs(
+        lambda: None, runs=1, min_seconds=1.0, max_seconds=5.0, chunk=1, report=fractions.append
+    )
     # Reads: start, then 2 per run plus 1 per chunk = 30 ms per run -> 1 s needs 34 runs.
     assert len(samples) == 34
     assert fractions == sorted(fractions) and 0 < fractions[0] < fractions[-1] <= 1
     ticks = iter(range(0, 10**12, 10_000_000))
     monkeypatch.setattr(benchmark_module.time, "perf_counter_ns", lambda: next(ticks))
-    capped = benchmark_module._timed_runs(lambda: None, runs=10**6, min_seconds=0.0, max_seconds=0.5,
-                                          chunk=1, report=lambda f: None)
+    capped = benchmark_module._timed_runs(
+        lambda: None, runs=10**6, min_seconds=0.0, max_seconds=0.5, chunk=1, report=lambda f: None
+    )
     assert len(capped) == 17
 
 
 def test_benchmark_reports_consistent_statistics(tflite_dir):
     progress = []
-    result = benchmark(tflite_dir / "conv.tflite", progress=lambda label, f: progress.append((label, f)),
-                       **QUICK)
+    result = benchmark(tflite_dir / "conv.tflite", progress=lambda label, f: progress.append((label, f)), **QUICK)
     assert isinstance(result, BenchmarkResult)
     assert result.count >= 30
     assert 0 < result.min_ms <= result.p50_ms <= result.p90_ms <= result.p99_ms <= result.max_ms
@@ -92,8 +94,9 @@ def test_benchmark_of_a_malformed_file_is_a_model_file_error(tflite_dir):
         benchmark(tflite_dir / "truncated.tflite", **QUICK)
 
 
-@pytest.mark.parametrize("bad", [{"runs": 0}, {"warmup_runs": -1}, {"min_seconds": -1.0},
-                                 {"max_seconds": 0.0}, {"runs": 2.5}])
+@pytest.mark.parametrize(
+    "bad", [{"runs": 0}, {"warmup_runs": -1}, {"min_seconds": -1.0}, {"max_seconds": 0.0}, {"runs": 2.5}]
+)
 def test_bad_counts_are_rejected_before_loading(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         benchmark("never-read.tflite", **{**QUICK, **bad})
@@ -145,8 +148,18 @@ def test_result_holds_latency_stats_and_to_dict_stays_flat():
     assert isinstance(result.latency, LatencyStats) and result.p90_ms == 2.5 and result.count == 1
     flat = result.to_dict()
     assert "latency" not in flat and flat["p90_ms"] == 2.5 and flat["count"] == 1
-    assert list(flat)[:10] == ["model", "path", "runtime", "num_threads", "model_bytes", "init_ms",
-                               "first_inference_ms", "warmup_runs", "warmup_mean_ms", "count"]
+    assert list(flat)[:10] == [
+        "model",
+        "path",
+        "runtime",
+        "num_threads",
+        "model_bytes",
+        "init_ms",
+        "first_inference_ms",
+        "warmup_runs",
+        "warmup_mean_ms",
+        "count",
+    ]
     assert list(flat)[-3:] == ["peak_rss_mib", "rss_delta_mib", "note"]
     assert BenchmarkResult.from_dict(json.loads(json.dumps(flat))) == result
 

@@ -60,7 +60,7 @@ def test_the_committed_schema_tables_match_the_installed_tflite_package():
             assert tables[name][: len(fields)] == fields, f"{name} changed: rerun scripts/generate_tflite_tables.py"
         for name, members in _tflite_tables.UNIONS.items():
             assert {k: unions[name][k] for k in members} == members
-    assert ("Tensor" in tables and "SparsityParameters" in tables and len(unions["BuiltinOptions"]) > 100)
+    assert "Tensor" in tables and "SparsityParameters" in tables and len(unions["BuiltinOptions"]) > 100
 
 
 def _corruptions(content: bytes) -> dict[str, tuple[bytes, str]]:
@@ -73,11 +73,19 @@ def _corruptions(content: bytes) -> dict[str, tuple[bytes, str]]:
     return {
         "root offset": (_patched(content, 0, "<I", size + 64), "root table offset"),
         "vtable": (_patched(content, graph._tab.Pos, "<i", -size), "vtable of a SubGraph"),
-        "table alignment": (_patched(content, _field_position(model, 2), "<I",
-                                     struct.unpack_from("<I", content, _field_position(model, 2))[0] + 1),
-                            "Model.Subgraphs"),
-        "string length": (_patched(content, tensor._tab.Vector(tensor._tab.Offset(10)) - 4, "<I", 10**6),
-                          "Tensor.Name"),
+        "table alignment": (
+            _patched(
+                content,
+                _field_position(model, 2),
+                "<I",
+                struct.unpack_from("<I", content, _field_position(model, 2))[0] + 1,
+            ),
+            "Model.Subgraphs",
+        ),
+        "string length": (
+            _patched(content, tensor._tab.Vector(tensor._tab.Offset(10)) - 4, "<I", 10**6),
+            "Tensor.Name",
+        ),
         "vector length": (_patched(content, _vector_start(graph, 0) - 4, "<I", 2**29), "SubGraph.Tensors"),
         "tensor buffer": (_patched(content, _field_position(tensor, 2), "<I", 9999), "tensor 0's buffer is 9999"),
         # Every operator names operator code 0 here (a default, so not stored): empty the code list instead.
@@ -87,8 +95,20 @@ def _corruptions(content: bytes) -> dict[str, tuple[bytes, str]]:
     }
 
 
-@pytest.mark.parametrize("kind", ["root offset", "vtable", "table alignment", "string length", "vector length",
-                                  "tensor buffer", "operator code", "operator input", "subgraph input"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "root offset",
+        "vtable",
+        "table alignment",
+        "string length",
+        "vector length",
+        "tensor buffer",
+        "operator code",
+        "operator input",
+        "subgraph input",
+    ],
+)
 def test_each_inconsistency_is_rejected_with_what_is_wrong(tflite_dir, kind):
     content = (tflite_dir / "mlp_float32.tflite").read_bytes()
     corrupt, words = _corruptions(content)[kind]
@@ -102,8 +122,11 @@ def test_a_constant_whose_shape_disagrees_with_its_buffer_is_rejected(tflite_dir
     content = (tflite_dir / "mlp_float32.tflite").read_bytes()
     model = _model(content)
     graph = model.Subgraphs(0)
-    constant = next(graph.Tensors(i) for i in range(graph.TensorsLength())
-                    if model.Buffers(graph.Tensors(i).Buffer()).DataLength() > 4)
+    constant = next(
+        graph.Tensors(i)
+        for i in range(graph.TensorsLength())
+        if model.Buffers(graph.Tensors(i).Buffer()).DataLength() > 4
+    )
     corrupt = _patched(content, _vector_start(constant, 0), "<i", constant.Shape(0) + 1)
     with pytest.raises(ModelFileError, match="but its buffer holds"):
         verify_tflite(corrupt)
@@ -118,16 +141,22 @@ def test_sparse_metadata_that_addresses_other_values_is_rejected(tflite_dir):
     levels = sparse.Sparsity()
     level = next(levels.DimMetadata(i) for i in range(levels.DimMetadataLength()) if levels.DimMetadata(i).Format())
     table = level.ArrayIndices()
-    indices = tflite.Int32Vector() if level.ArrayIndicesType() == 1 else (
-        tflite.Uint16Vector() if level.ArrayIndicesType() == 2 else tflite.Uint8Vector())
+    indices = (
+        tflite.Int32Vector()
+        if level.ArrayIndicesType() == 1
+        else (tflite.Uint16Vector() if level.ArrayIndicesType() == 2 else tflite.Uint8Vector())
+    )
     indices.Init(table.Bytes, table.Pos)
     width = {1: "<i", 2: "<H", 3: "<B"}[level.ArrayIndicesType()]
     corrupt = _patched(content, _vector_start(indices, 0), width, 250)  # past every dimension of the tensor
     with pytest.raises(ModelFileError, match="has an index outside"):
         verify_tflite(corrupt)
     segments = level.ArraySegments()
-    vector = tflite.Int32Vector() if level.ArraySegmentsType() == 1 else (
-        tflite.Uint16Vector() if level.ArraySegmentsType() == 2 else tflite.Uint8Vector())
+    vector = (
+        tflite.Int32Vector()
+        if level.ArraySegmentsType() == 1
+        else (tflite.Uint16Vector() if level.ArraySegmentsType() == 2 else tflite.Uint8Vector())
+    )
     vector.Init(segments.Bytes, segments.Pos)
     width = {1: "<i", 2: "<H", 3: "<B"}[level.ArraySegmentsType()]
     corrupt = _patched(content, _vector_start(vector, 0), width, 3)  # the first segment must start at 0
@@ -142,8 +171,11 @@ def test_every_entry_point_verifies_before_native_code(tflite_dir, tmp_path):
     path.write_bytes(corrupt)
     from mobileprune.runtime.benchmark import benchmark
 
-    for call in (lambda: inspect_tflite(path), lambda: load_interpreter(path, isolate=False),
-                 lambda: benchmark(path, isolate=False, runs=1, min_seconds=0)):
+    for call in (
+        lambda: inspect_tflite(path),
+        lambda: load_interpreter(path, isolate=False),
+        lambda: benchmark(path, isolate=False, runs=1, min_seconds=0),
+    ):
         with pytest.raises(ModelFileError, match="operator 0's input is 4242"):
             call()
 
@@ -152,7 +184,6 @@ def test_unreferenced_garbage_after_the_model_is_accepted(tflite_dir):
     # Appended bytes (padding, a second copy) are not part of the flatbuffer: the runtime ignores them too.
     content = (tflite_dir / "conv.tflite").read_bytes()
     verify_tflite(content + bytes(range(256)) * 4)
-
 
 
 def test_an_unknown_options_tag_is_skipped_like_flatbuffers_does(tflite_dir):

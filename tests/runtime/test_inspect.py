@@ -39,8 +39,10 @@ def test_int8_kernel_keeps_its_zeros_and_io_quantization_matches_the_interpreter
     assert (kernel.dtype, kernel.bytes) == ("int8", manifest["mlp_hidden_kernel"]["size"])
     assert kernel.zeros == manifest["mlp_hidden_kernel"]["zeros"]
     interpreter = load_interpreter(path, isolate=False)
-    for ours, theirs in ((report.inputs, interpreter.get_input_details()),
-                         (report.outputs, interpreter.get_output_details())):
+    for ours, theirs in (
+        (report.inputs, interpreter.get_input_details()),
+        (report.outputs, interpreter.get_output_details()),
+    ):
         assert len(ours) == len(theirs) == 1
         scale, zero_point = theirs[0]["quantization"]
         assert ours[0].dtype == "int8"
@@ -83,8 +85,9 @@ def test_report_is_json_and_summary_names_the_totals(tflite_dir):
     assert "input: " in summary and "scale=" in summary
 
 
-@pytest.mark.parametrize("name", ["empty.tflite", "random.tflite", "truncated.tflite",
-                                  "wrong_schema.tflite", "text.tflite"])
+@pytest.mark.parametrize(
+    "name", ["empty.tflite", "random.tflite", "truncated.tflite", "wrong_schema.tflite", "text.tflite"]
+)
 def test_malformed_files_raise_one_line_value_error(tflite_dir, name):
     with pytest.raises(ModelFileError) as caught:
         inspect_tflite(tflite_dir / name)

@@ -32,12 +32,21 @@ def _fake_importer(available: set[str], calls: list[str]):
 @pytest.mark.parametrize(
     "available, expected, tried",
     [
-        ({"ai_edge_litert.interpreter", "tflite_runtime.interpreter"}, "ai-edge-litert",
-         ["ai_edge_litert.interpreter"]),
-        ({"tflite_runtime.interpreter", "tensorflow.lite"}, "tflite-runtime",
-         ["ai_edge_litert.interpreter", "tflite_runtime.interpreter"]),
-        ({"tensorflow.lite"}, "tensorflow",
-         ["ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite"]),
+        (
+            {"ai_edge_litert.interpreter", "tflite_runtime.interpreter"},
+            "ai-edge-litert",
+            ["ai_edge_litert.interpreter"],
+        ),
+        (
+            {"tflite_runtime.interpreter", "tensorflow.lite"},
+            "tflite-runtime",
+            ["ai_edge_litert.interpreter", "tflite_runtime.interpreter"],
+        ),
+        (
+            {"tensorflow.lite"},
+            "tensorflow",
+            ["ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite"],
+        ),
     ],
 )
 def test_runtimes_are_tried_lightest_first_and_tensorflow_last(monkeypatch, available, expected, tried):

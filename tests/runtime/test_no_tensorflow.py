@@ -30,8 +30,9 @@ _MODULES = [
 
 def _loaded_modules_after(code: str) -> list[str]:
     script = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
-    completed = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 

@@ -60,9 +60,11 @@ def test_a_child_that_hangs_is_killed_after_the_timeout(tflite_dir, monkeypatch)
 
 def test_a_runtime_failure_in_the_child_is_a_model_error(tflite_dir, monkeypatch):
     # The child reports a runtime exception (e.g. a kernel refusing the model) as a property of the file.
-    code = ("import sys; sys.stdin.buffer.read(); "
-            "print('MOBILEPRUNE_RESULT {\"error\": \"the TFLite runtime failed on it (RuntimeError: Node 3 failed)\", "
-            "\"kind\": \"model\"}'); sys.exit(1)")
+    code = (
+        "import sys; sys.stdin.buffer.read(); "
+        'print(\'MOBILEPRUNE_RESULT {"error": "the TFLite runtime failed on it (RuntimeError: Node 3 failed)", '
+        '"kind": "model"}\'); sys.exit(1)'
+    )
     _fake_child(monkeypatch, code)
     with pytest.raises(ModelFileError, match=r"could not be loaded: the TFLite runtime failed on it \(RuntimeError"):
         benchmark(tflite_dir / "conv.tflite", **QUICK)

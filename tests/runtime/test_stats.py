@@ -44,8 +44,7 @@ def test_a_heavy_tail_is_named_in_the_note():
 
 
 def test_only_the_criterion_that_fails_is_named():
-    stats = LatencyStats(count=10, mean_ms=1.0, std_ms=0.5, min_ms=0.5, p50_ms=1.0,
-                         p90_ms=1.5, p99_ms=1.6, max_ms=1.7)
+    stats = LatencyStats(count=10, mean_ms=1.0, std_ms=0.5, min_ms=0.5, p50_ms=1.0, p90_ms=1.5, p99_ms=1.6, max_ms=1.7)
     note = spread_note(stats)
     assert "std/mean = 0.50 > 0.25" in note
     assert "p99/p50" not in note

@@ -25,7 +25,9 @@ def mobilenet_like(zeros=80, middle=None, size=100, first=None):
         last = middle.outputs[0]
     nodes.append(Node(10, "pw", "conv2d", (last,), ("p",), input_rank=4, weight_size=size, weight_zeros=zeros))
     nodes.append(Node(11, "gap", "mean", ("p",), ("g",), input_rank=4))
-    nodes.append(Node(12, "fc", "fully_connected", ("g",), ("out",), input_rank=2, weight_size=size, weight_zeros=zeros))
+    nodes.append(
+        Node(12, "fc", "fully_connected", ("g",), ("out",), input_rank=2, weight_size=size, weight_zeros=zeros)
+    )
     return nodes
 
 
@@ -81,17 +83,49 @@ def test_stem_rules(change, words):
 @pytest.mark.parametrize(
     "middle, words",
     [
-        (Node(5, "conv3", "conv2d", ("d",), ("m",), kernel=(3, 3), padding=(1, 1, 1, 1), input_rank=4),
-         "only as the stride-2 stem"),
+        (
+            Node(5, "conv3", "conv2d", ("d",), ("m",), kernel=(3, 3), padding=(1, 1, 1, 1), input_rank=4),
+            "only as the stride-2 stem",
+        ),
         (Node(5, "pw2", "conv2d", ("d",), ("m",), stride=(2, 2), input_rank=4), "1x1 convolution with stride"),
-        (Node(5, "dw7", "depthwise_conv2d", ("d",), ("m",), kernel=(7, 7), padding=(3, 3, 3, 3), input_rank=4),
-         "use 3x3 or 5x5"),
-        (Node(5, "dws", "depthwise_conv2d", ("d",), ("m",), kernel=(3, 3), stride=(2, 2), padding=None, input_rank=4),
-         "padding='same' pads only bottom/right"),
-        (Node(5, "dwa", "depthwise_conv2d", ("d",), ("m",), kernel=(3, 3), stride=(2, 2), padding=(0, 1, 1, 0),
-              input_rank=4), "ZeroPadding2D(1)"),
-        (Node(5, "dwm", "depthwise_conv2d", ("d",), ("m",), kernel=(3, 3), padding=(1, 1, 1, 1), depth_multiplier=2,
-              input_rank=4), "depth_multiplier"),
+        (
+            Node(5, "dw7", "depthwise_conv2d", ("d",), ("m",), kernel=(7, 7), padding=(3, 3, 3, 3), input_rank=4),
+            "use 3x3 or 5x5",
+        ),
+        (
+            Node(
+                5, "dws", "depthwise_conv2d", ("d",), ("m",), kernel=(3, 3), stride=(2, 2), padding=None, input_rank=4
+            ),
+            "padding='same' pads only bottom/right",
+        ),
+        (
+            Node(
+                5,
+                "dwa",
+                "depthwise_conv2d",
+                ("d",),
+                ("m",),
+                kernel=(3, 3),
+                stride=(2, 2),
+                padding=(0, 1, 1, 0),
+                input_rank=4,
+            ),
+            "ZeroPadding2D(1)",
+        ),
+        (
+            Node(
+                5,
+                "dwm",
+                "depthwise_conv2d",
+                ("d",),
+                ("m",),
+                kernel=(3, 3),
+                padding=(1, 1, 1, 1),
+                depth_multiplier=2,
+                input_rank=4,
+            ),
+            "depth_multiplier",
+        ),
         (Node(5, "cat", "other", ("d",), ("m",), input_rank=4, detail="CONCATENATION"), "CONCATENATION"),
         (Node(5, "int8", "unary", ("d",), ("m",), input_rank=4, is_float=False), "float only"),
         (Node(5, "sub", "add", ("d",), ("m",), input_rank=4, constant_ok=False), "rank-4 operands"),
@@ -105,8 +139,17 @@ def test_interior_rules(middle, words):
 def test_allowed_interior_ops_keep_the_subgraph():
     for middle in (
         Node(5, "relu", "unary", ("d",), ("m",), input_rank=4),
-        Node(5, "dw5", "depthwise_conv2d", ("d",), ("m",), kernel=(5, 5), stride=(2, 2), padding=(2, 2, 2, 2),
-             input_rank=4),
+        Node(
+            5,
+            "dw5",
+            "depthwise_conv2d",
+            ("d",),
+            ("m",),
+            kernel=(5, 5),
+            stride=(2, 2),
+            padding=(2, 2, 2, 2),
+            input_rank=4,
+        ),
         Node(5, "up", "resize_bilinear", ("d",), ("m",), input_rank=4),
     ):
         assert judge(mobilenet_like(middle=middle)).eligible, middle.label
@@ -114,8 +157,18 @@ def test_allowed_interior_ops_keep_the_subgraph():
 
 def test_zero_padding_before_a_valid_convolution_is_folded():
     pad = Node(-1, "pad", "pad", (INPUT,), ("padded",), padding=(1, 1, 1, 1), input_rank=4)
-    valid_stem = Node(0, "stem", "conv2d", ("padded",), ("s",), kernel=(3, 3), stride=(2, 2),
-                      padding=(0, 0, 0, 0), input_channels=3, input_rank=4)
+    valid_stem = Node(
+        0,
+        "stem",
+        "conv2d",
+        ("padded",),
+        ("s",),
+        kernel=(3, 3),
+        stride=(2, 2),
+        padding=(0, 0, 0, 0),
+        input_channels=3,
+        input_rank=4,
+    )
     nodes = [pad] + mobilenet_like(first=valid_stem)
     assert judge(nodes).eligible
     # A pad that is also read elsewhere cannot be folded.
@@ -157,15 +210,19 @@ def test_every_violation_up_to_the_stem_is_listed():
 
 
 def test_quantized_model_gets_the_int8_advice():
-    nodes = [n if n.label != "pw" else Node(10, "pw", "conv2d", ("d",), ("p",), input_rank=4, is_float=False)
-             for n in mobilenet_like()]
+    nodes = [
+        n if n.label != "pw" else Node(10, "pw", "conv2d", ("d",), ("p",), input_rank=4, is_float=False)
+        for n in mobilenet_like()
+    ]
     report = judge(nodes)
     assert not report.eligible and "structured pruning" in report.first_rule_broken
 
 
 def test_integer_shape_arithmetic_does_not_make_the_model_quantized():
     # Keras's Reshape head converts to SHAPE / STRIDED_SLICE / PACK on int32 tensors.
-    shape_ops = [Node(20, "shape", "other", ("out",), ("sh",), input_rank=2, is_float=False, detail="SHAPE"),
-                 Node(21, "pack", "other", ("sh",), ("pk",), input_rank=1, is_float=False, detail="PACK")]
+    shape_ops = [
+        Node(20, "shape", "other", ("out",), ("sh",), input_rank=2, is_float=False, detail="SHAPE"),
+        Node(21, "pack", "other", ("sh",), ("pk",), input_rank=1, is_float=False, detail="PACK"),
+    ]
     report = judge(mobilenet_like() + shape_ops)
     assert report.is_float and report.eligible

@@ -35,7 +35,9 @@ def bert(vocab=50, seq=12, hidden=32, heads=4, intermediate=64, layers=2, classe
     for i in range(layers):
         y = keras.layers.MultiHeadAttention(heads, hidden // heads, name=f"mha_{i}")(x, x)
         x = keras.layers.LayerNormalization(name=f"ln1_{i}")(keras.layers.Add()([x, y]))
-        y = keras.layers.EinsumDense("btd,df->btf", (None, intermediate), bias_axes="f", activation="gelu", name=f"ffn1_{i}")(x)
+        y = keras.layers.EinsumDense(
+            "btd,df->btf", (None, intermediate), bias_axes="f", activation="gelu", name=f"ffn1_{i}"
+        )(x)
         y = keras.layers.EinsumDense("btf,fd->btd", (None, hidden), bias_axes="d", name=f"ffn2_{i}")(y)
         x = keras.layers.LayerNormalization(name=f"ln2_{i}")(keras.layers.Add()([x, y]))
     x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
@@ -65,8 +67,14 @@ def hub_backbones():
     bert_sample = [token_sample, np.zeros_like(token_sample), mask_sample]
 
     gemma_backbone = keras_hub.models.Gemma3Backbone(
-        vocabulary_size=1000, image_size=None, num_layers=2, num_query_heads=4, num_key_value_heads=1,
-        hidden_dim=64, intermediate_dim=128, head_dim=16,
+        vocabulary_size=1000,
+        image_size=None,
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=1,
+        hidden_dim=64,
+        intermediate_dim=128,
+        head_dim=16,
     )
     hidden = gemma_backbone({"token_ids": tokens, "padding_mask": padding})
     gemma_pooled = keras.layers.GlobalAveragePooling1D(name="pool")(hidden)

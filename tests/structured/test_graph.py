@@ -37,8 +37,12 @@ def test_residual_add_ties_both_branches():
     tied = groups["stem"]
     assert tied.size == 8
     assert _members(tied) == {
-        ("stem", "out"), ("stem_bn", "out"), ("b", "out"), ("b_bn", "out"),
-        ("a", "in"), ("head", "in"),
+        ("stem", "out"),
+        ("stem_bn", "out"),
+        ("b", "out"),
+        ("b_bn", "out"),
+        ("a", "in"),
+        ("head", "in"),
     }
     # Channel i of the stem is channel i of b: the same position in both.
     stem = next(m for m in tied.members if m.layer == "stem")
@@ -60,8 +64,11 @@ def test_squeeze_excitation_is_followed():
     assert sorted(groups) == ["features", "project", "se_reduce"]
     # The excite layer's outputs are the feature map's channels.
     assert _members(groups["features"]) == {
-        ("features", "out"), ("features_bn", "out"), ("se_expand", "out"),
-        ("se_reduce", "in"), ("project", "in"),
+        ("features", "out"),
+        ("features_bn", "out"),
+        ("se_expand", "out"),
+        ("se_reduce", "in"),
+        ("project", "in"),
     }
     assert _members(groups["se_reduce"]) == {("se_reduce", "out"), ("se_expand", "in")}
 

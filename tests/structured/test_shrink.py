@@ -71,8 +71,10 @@ def test_mixed_layers_shrink_to_the_expected_sizes():
     randomize_batch_norm(model)
     mask_channels(model, 0.5)
     smaller = mp.shrink(model)
-    sizes = {name: smaller.get_layer(name).get_config().get("filters") or smaller.get_layer(name).units
-             for name in ("separable", "transpose", "per_position", "conv1d")}
+    sizes = {
+        name: smaller.get_layer(name).get_config().get("filters") or smaller.get_layer(name).units
+        for name in ("separable", "transpose", "per_position", "conv1d")
+    }
     assert sizes == {"separable": 4, "transpose": 3, "per_position": 2, "conv1d": 2}
     assert smaller.get_layer("transpose").kernel.shape == (2, 2, 3, 4)  # (kh, kw, out, in)
     assert smaller.get_layer("to_sequence").target_shape == (64, 3)

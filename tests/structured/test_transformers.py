@@ -169,10 +169,13 @@ def test_keras_hub_backbone_shrinks_saves_and_loads(hub, name, tmp_path):
     np.testing.assert_allclose(_out(keras.models.load_model(path), x), masked_out, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, layers, kind", [
-    ("bert", "'transformer_layer_0', 'transformer_layer_1'", "TransformerEncoder"),
-    ("vit", "'{backbone}'", "ViTBackbone"),
-])
+@pytest.mark.parametrize(
+    "name, layers, kind",
+    [
+        ("bert", "'transformer_layer_0', 'transformer_layer_1'", "TransformerEncoder"),
+        ("vit", "'{backbone}'", "ViTBackbone"),
+    ],
+)
 def test_keras_hub_encoder_heads_are_kept_with_one_warning(hub, name, layers, kind):
     # keras-hub derives these layers' head size from hidden_dim // num_heads: fewer heads cannot be rebuilt.
     model, x = hub()[name]
@@ -198,8 +201,14 @@ def test_grouped_query_attention_prunes_kv_heads_with_their_query_heads():
     keras_hub = pytest.importorskip("keras_hub")
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.Gemma3Backbone(
-        vocabulary_size=100, image_size=None, num_layers=1, num_query_heads=4, num_key_value_heads=2,
-        hidden_dim=32, intermediate_dim=64, head_dim=8,
+        vocabulary_size=100,
+        image_size=None,
+        num_layers=1,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        head_dim=8,
     )
     groups = {g.name: g for g in mp.channel_groups(backbone)}
     heads = groups["decoder_block_0/heads"]
@@ -281,7 +290,9 @@ def test_register_layer_rule_teaches_graph_shrink_and_macs(tmp_path):
         np.testing.assert_allclose(_out(smaller, x), _out(model, x), atol=1e-5)
         assert count_macs(smaller) == 6 * 8 * 8 * 3  # three projections, per token
         smaller.save(tmp_path / "gated.keras")
-        np.testing.assert_allclose(_out(keras.models.load_model(tmp_path / "gated.keras"), x), _out(model, x), atol=1e-5)
+        np.testing.assert_allclose(
+            _out(keras.models.load_model(tmp_path / "gated.keras"), x), _out(model, x), atol=1e-5
+        )
     finally:
         del _REGISTRY[GatedFFN]
 
@@ -323,7 +334,9 @@ def test_prune_callback_warns_once_when_nothing_can_be_pruned():
     x = np.random.default_rng(0).random((8, 6, 8)).astype("float32")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = model.fit(x, x, epochs=2, verbose=0, callbacks=[mp.PruneCallback(mp.ConstantSparsity(0.5), pattern="channels")])
+        history = model.fit(
+            x, x, epochs=2, verbose=0, callbacks=[mp.PruneCallback(mp.ConstantSparsity(0.5), pattern="channels")]
+        )
     nothing = [str(w.message) for w in caught if "finds nothing to prune" in str(w.message)]
     assert len(nothing) == 1 and "ffn (unknown layer type GatedFFN" in nothing[0]
     assert history.history["sparsity"] == [0.0, 0.0]
