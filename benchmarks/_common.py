@@ -35,9 +35,10 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from mobileprune.cli import _output
 from mobileprune.conversion.atomic import atomic_write_text

@@ -168,8 +168,8 @@ def _train(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _dense_and_pruned(spec: dict[str, Any], initial_weights: list):
     """Build the compiled dense model and its tfmot-wrapped twin, both at ``initial_weights``."""
-    import tf_keras
     import tensorflow_model_optimization as tfmot
+    import tf_keras
 
     def fresh_model():
         tf_keras.utils.set_random_seed(spec["seed"])
@@ -212,8 +212,8 @@ def _dense_and_pruned(spec: dict[str, Any], initial_weights: list):
 def _fit_interleaved(spec: dict[str, Any], dense, pruned, x_train, y_train) -> dict[str, list[float]]:
     """Fit one epoch of each model in turn (order alternating); return the timed epoch seconds."""
     import tensorflow as tf
-    import tf_keras
     import tensorflow_model_optimization as tfmot
+    import tf_keras
 
     timer = _EpochTimer(tf_keras)
     step_callback = tfmot.sparsity.keras.UpdatePruningStep()
@@ -299,8 +299,8 @@ def _mask_cost(spec: dict[str, Any]) -> dict[str, Any]:
     import statistics
 
     import tensorflow as tf
-    import tf_keras
     import tensorflow_model_optimization as tfmot
+    import tf_keras
 
     results = {}
     for name in spec["models"]:
@@ -314,7 +314,7 @@ def _mask_cost(spec: dict[str, Any]) -> dict[str, Any]:
 
         @tf.function
         def update_all():
-            for wrapper, (weight, mask, threshold) in triples:
+            for wrapper, (weight, mask, threshold) in triples:  # noqa: B023  (traced once, right here)
                 new_threshold, new_mask = wrapper.pruning_obj._maybe_update_block_mask(weight)
                 threshold.assign(new_threshold)
                 mask.assign(new_mask)

@@ -22,8 +22,7 @@ import json
 import os
 import tempfile
 import time
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

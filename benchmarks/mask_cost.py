@@ -51,7 +51,8 @@ import os
 import statistics
 import time
 import tracemalloc
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,7 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
         variable = group.variables[0]
         clock = [time.perf_counter()]
 
-        def lap(stage: str) -> None:
+        def lap(stage: str, clock: list[float] = clock) -> None:
             clock.append(time.perf_counter())
             stages[stage] += clock[-1] - clock[-2]
 

@@ -36,12 +36,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from benchmarks._common import machine_info, print_table, write_results
+from benchmarks._common import print_table, write_results
 
 
 def _device_description() -> dict[str, Any]:

@@ -40,7 +40,8 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -111,7 +112,7 @@ class PhasePeaks:
 
         return run
 
-    def __enter__(self) -> "PhasePeaks":
+    def __enter__(self) -> PhasePeaks:
         from mobileprune.oneshot import prune
 
         pruner = prune._CalibratedPruner

@@ -41,7 +41,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -350,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     dense_ppl = perplexity(model, windows)
     rows: list[dict[str, Any]] = [{"score": "dense", "group": "", "perplexity": dense_ppl}]
-    for score, group, pattern in variants:
+    for score, group, _pattern in variants:
         weights, info = sequential_prune(dense, ids, config.heads, config.num_layers, score, group, 0.5)
         write_weights(model, weights, config.num_layers)
         errors = [entry["error"] for entry in info.values()]

@@ -192,8 +192,8 @@ def worker_main(directory: str, seed: int) -> int:
         path.write_bytes(content)
         answer = {"index": index, "model": name, "kind": kind}
         for call, run in (
-            ("inspect", lambda: inspect_tflite(content)),
-            ("benchmark", lambda: benchmark(path, **BENCH_SETTINGS)),
+            ("inspect", lambda content=content: inspect_tflite(content)),
+            ("benchmark", lambda path=path: benchmark(path, **BENCH_SETTINGS)),
         ):
             print(f"BEGIN {call}", flush=True)  # the parent knows which call a crash interrupted
             try:

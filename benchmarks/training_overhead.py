@@ -31,8 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -189,6 +190,7 @@ def ablation_runs(initial_weights: list, prunable: Sequence[str]) -> dict[str, t
       ``fit``: the cost of the constraint inside the train step.
     """
     import keras
+
     import mobileprune as mp
 
     class BatchEndHook(keras.callbacks.Callback):

@@ -187,7 +187,6 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(temp)
         files, extra = make_files(size, folder)
         names = list(files)
-        paths = [files[name]["path"] for name in names]
         emulated: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         native: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         for round_number in range(rounds):

@@ -147,7 +147,7 @@ def _require_notebook_tools() -> None:
     pytest.skip(message)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build_module():
     _require_notebook_tools()
     spec = importlib.util.spec_from_file_location("notebook_build", NOTEBOOK_DIR / "build.py")
@@ -156,7 +156,7 @@ def _build_module():
     return module
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fresh_run(name: str):
     return _build_module().execute(NOTEBOOK_DIR / name, fast=True)
 

@@ -57,9 +57,10 @@ import json
 import os
 import re
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 
@@ -74,8 +75,8 @@ SUPPORTED_DTYPES = ("float32", "int8", "uint8")
 # mkstemp creates 0600 files; assets are ordinary project files.
 _FILE_MODE = 0o644
 
-PathLike = Union[str, "os.PathLike[str]"]
-ModelEntry = Union[PathLike, Tuple[PathLike, str]]
+PathLike = str | os.PathLike[str]
+ModelEntry = PathLike | tuple[PathLike, str]
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class _ModelPlan:
 
 def write_android_assets(
     models: Mapping[str, ModelEntry],
-    samples: Tuple[np.ndarray, np.ndarray],
+    samples: tuple[np.ndarray, np.ndarray],
     out_dir: PathLike,
     labels: Sequence[str] | None = None,
     baseline: str | None = None,

@@ -30,7 +30,8 @@ import dataclasses
 import os
 import sys
 import tempfile
-from typing import Iterator, TextIO
+from collections.abc import Iterator
+from typing import TextIO
 
 _STDERR_FD = 2
 #: Lines of hidden log shown with a failure: enough for the converter's own error dump.

@@ -27,8 +27,9 @@ import dataclasses
 import json
 import math
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TextIO
+from typing import Any, TextIO
 
 _PIPE_WIDTH = 200
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mobileprune import __version__
 from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK

@@ -33,7 +33,6 @@ from mobileprune.conversion.atomic import atomic_write_bytes, atomic_write_text
 from mobileprune.conversion.convert import convert
 from mobileprune.conversion.quantize import CalibrationProgress, normalize_integer_io, normalize_quantize
 from mobileprune.conversion.sources import load_source
-from mobileprune.conversion.sparse_layout import compact_sparse_layout
 from mobileprune.conversion.sparse import (
     choose_encoding,
     probe_inputs,
@@ -41,6 +40,7 @@ from mobileprune.conversion.sparse import (
     weight_tensors,
     worth_sparse_conversion,
 )
+from mobileprune.conversion.sparse_layout import compact_sparse_layout
 from mobileprune.conversion.verify import FidelityReport, verify
 from mobileprune.runtime.inspect import inspect_tflite
 from mobileprune.runtime.xnnpack_sparse import analyze_parsed, analyze_tflite
@@ -109,7 +109,7 @@ class ExportResult:
         return data
 
     @classmethod
-    def read(cls, path: str | os.PathLike, **fields: Any) -> "ExportResult":
+    def read(cls, path: str | os.PathLike, **fields: Any) -> ExportResult:
         """Describe the written file at ``path``: sizes, encoding, weights and ops come from the file.
 
         Args:

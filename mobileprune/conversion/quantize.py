@@ -26,7 +26,8 @@ tflite_bytes = converter.convert()
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 

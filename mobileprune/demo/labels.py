@@ -29,7 +29,8 @@ fig.savefig("labels.png")
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # Directions tried around each point, in order of preference: (dx, dy) unit steps and the
 # alignment that keeps the text on that side of the point.

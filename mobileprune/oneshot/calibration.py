@@ -30,7 +30,8 @@ calibration = Calibration(model, np.random.rand(64, 16).astype("float32"), batch
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 import numpy as np

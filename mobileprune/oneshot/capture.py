@@ -28,8 +28,9 @@ for stage in stages(order):
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from mobileprune import backend
 from mobileprune.oneshot.memory import release_free_memory
@@ -214,7 +215,7 @@ def stages(order: list[tuple[Any, int, int]]) -> list[Stage]:
     """Group consecutive layers that read the same input tensor; set each stage's stop layer."""
     groups: list[Stage] = []
     previous_group = None
-    for layer, input_group, calls in order:
+    for layer, input_group, _calls in order:
         if groups and input_group == previous_group:
             groups[-1].layers.append(layer)
         else:

@@ -21,7 +21,7 @@ mp.strip_pruning(model)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np

@@ -33,8 +33,8 @@ pruned = sparsegpt(w, x.T @ x, resolve_pattern("2:4"), 0.5)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import numpy as np
 from scipy.linalg import lapack

@@ -36,7 +36,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -49,7 +50,6 @@ from mobileprune.oneshot.memory import release_free_memory
 from mobileprune.oneshot.progress import Progress
 from mobileprune.oneshot.stats import InputStats
 from mobileprune.oneshot.views import view_for
-from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern
 from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.selection import PruneTarget, Selector, select_targets
@@ -359,7 +359,7 @@ class _CalibratedPruner:
         need_hessian = self.method == "sparsegpt"
         stats: dict[tuple, InputStats] = {}
         layer_key = {}
-        for target, view in pairs:
+        for _target, view in pairs:
             key = view.signature
             stats.setdefault(key, InputStats(view.d_in, need_hessian))
             layer_key.setdefault(id(view.hooked), []).append((key, view))

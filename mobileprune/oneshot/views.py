@@ -43,7 +43,8 @@ for x in view.rows(captured_input):  # (n, d_in) float32 chunks
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 import numpy as np

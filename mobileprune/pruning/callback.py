@@ -16,8 +16,9 @@ model.fit(x, y, epochs=3, callbacks=[callback])
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -30,7 +31,6 @@ from mobileprune.pruning.masks import magnitude_keep_and_zeroed_many, num_to_pru
 from mobileprune.pruning.patterns import MaskGroup, Pattern, WeightGroup, one_pass_min_size
 from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule
-from mobileprune.pruning.threads import thread_map
 from mobileprune.pruning.selection import (
     PruneTarget,
     Selector,
@@ -38,6 +38,7 @@ from mobileprune.pruning.selection import (
     select_targets,
     validate_selectors,
 )
+from mobileprune.pruning.threads import thread_map
 from mobileprune.pruning.xnnpack_sparse import resolve_target
 
 _SCOPES = ("layer", "global")

@@ -23,7 +23,8 @@ detach_mask(layer.kernel)                # back to the user's constraint
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import keras
 import numpy as np

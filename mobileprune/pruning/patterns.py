@@ -272,7 +272,7 @@ class Pattern:
     ```
     """
 
-    def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
+    def groups(self, model, targets: list[PruneTarget]) -> list[MaskGroup]:
         """Return the mask groups for the selected `targets` of `model`."""
         raise NotImplementedError
 
@@ -295,7 +295,7 @@ class Pattern:
 class UnstructuredPattern(Pattern):
     """Every weight is ranked on its own (the default)."""
 
-    def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
+    def groups(self, model, targets: list[PruneTarget]) -> list[MaskGroup]:
         return [WeightGroup(target.name, target.variable) for target in targets]
 
 
@@ -309,7 +309,7 @@ class BlockPattern(Pattern):
     def __init__(self, block: tuple[int, int]):
         self.block = (int(block[0]), int(block[1]))
 
-    def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
+    def groups(self, model, targets: list[PruneTarget]) -> list[MaskGroup]:
         out_rows, in_cols = self.block
         # (out, in) block -> (in, out) Keras matrix: `in_cols` along axis 0.
         return [
@@ -338,7 +338,7 @@ class NMPattern(Pattern):
     def sparsity(self) -> float:
         return 1.0 - self.n / self.m
 
-    def groups(self, model, targets: list["PruneTarget"]) -> list[MaskGroup]:
+    def groups(self, model, targets: list[PruneTarget]) -> list[MaskGroup]:
         return [NMGroup(target.name, target.variable, self.m, _einsum_in_axes(target)) for target in targets]
 
     def select(self, scores: np.ndarray, sparsity: float) -> np.ndarray:
@@ -348,7 +348,7 @@ class NMPattern(Pattern):
         return f"NMPattern({self.n}, {self.m})"
 
 
-def _einsum_in_axes(target: "PruneTarget") -> tuple[int, ...] | None:
+def _einsum_in_axes(target: PruneTarget) -> tuple[int, ...] | None:
     """The summed-over axes of the target's kernel when an `EinsumDense` owns it (else `None`)."""
     import keras
 

@@ -37,7 +37,8 @@ mp.register_prunable(keras.layers.PReLU, lambda layer: [])  # explicit: never pr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 

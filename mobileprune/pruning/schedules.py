@@ -119,7 +119,7 @@ class PruningSchedule:
         return {"begin_step": self.begin_step, "end_step": self.end_step, "frequency": self.frequency}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "PruningSchedule":
+    def from_config(cls, config: dict[str, Any]) -> PruningSchedule:
         return cls(**config)
 
     def __eq__(self, other: object) -> bool:

@@ -33,8 +33,9 @@ targets = select_targets(model, layers=[keras.layers.Dense], exclude=["logits"])
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any
 
 import keras
 
@@ -48,7 +49,7 @@ from mobileprune.layer_classes import (
 )
 from mobileprune.pruning.prunable import declared_weights, declared_weights_apply
 
-Selector = Union[str, type, Callable[[Any], bool]]
+Selector = str | type | Callable[[Any], bool]
 
 _ATTENTION_PROJECTIONS = ("query", "key", "value", "output")
 

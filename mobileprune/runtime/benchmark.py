@@ -26,9 +26,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from mobileprune.runtime.inputs import Inputs, match_inputs, random_inputs, set_inputs
 from mobileprune.runtime.stats import LatencyStats, latency_stats, spread_note
@@ -98,7 +99,7 @@ class BenchmarkResult:
         return flat
 
     @classmethod
-    def from_dict(cls, flat: Mapping[str, Any]) -> "BenchmarkResult":
+    def from_dict(cls, flat: Mapping[str, Any]) -> BenchmarkResult:
         """Rebuild a result from :meth:`to_dict`'s flat dict (e.g. one sent back by a child process)."""
         latency_keys = LatencyStats.__dataclass_fields__
         latency = LatencyStats(**{key: flat[key] for key in latency_keys})

@@ -16,11 +16,12 @@ set_inputs(interpreter, arrays)
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-Inputs = Union[Sequence[np.ndarray], Mapping[str, np.ndarray], np.ndarray]
+Inputs = Sequence[np.ndarray] | Mapping[str, np.ndarray] | np.ndarray
 
 
 def random_inputs(input_details: Sequence[Mapping[str, Any]], seed: int = 0) -> list[np.ndarray]:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from mobileprune.runtime.errors import ModelFileError
 from mobileprune.runtime.runtimes import RUNTIMES, error_line, find_runtime
 
-ModelSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
+ModelSource = str | os.PathLike | bytes | bytearray | memoryview
 
 __all__ = ["RUNTIMES", "ModelSource", "find_runtime", "load_interpreter", "read_model", "runtime_name"]
 

@@ -44,7 +44,8 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, Callable, IO
+from collections.abc import Callable
+from typing import IO, Any
 
 from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
 from mobileprune.runtime.isolation import child_env

@@ -17,8 +17,8 @@ print(stats.p50_ms, stats.p99_ms, spread_note(stats))
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -494,7 +494,7 @@ def find_subgraphs(nodes: list[Node], external: set) -> list[Subgraph]:
                 )
     by_index = {node.index: node for node in nodes}
     subgraphs = []
-    for key, group in members.items():
+    for group in members.values():
         exits = [n for n in group if roles[n.index] & EXIT]
         if not exits:
             continue

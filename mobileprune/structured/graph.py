@@ -185,7 +185,7 @@ class ChannelGraph:
     layer_units: dict[str, tuple[np.ndarray | None, np.ndarray | None]]
     rules: dict[str, LayerRule]
     barriers: list[tuple[str, str]]
-    nested: dict[str, "ChannelGraph"] = field(default_factory=dict)
+    nested: dict[str, ChannelGraph] = field(default_factory=dict)
     own_groups: list[ChannelGroup] = field(default_factory=list)
 
     def group(self, name: str) -> ChannelGroup:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 
 import keras
-
 from keras.src.models.functional import Functional
 
 from mobileprune.layer_classes import CONV_TRANSPOSES as _CONV_TRANSPOSE

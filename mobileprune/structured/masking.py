@@ -27,11 +27,11 @@ import numpy as np
 
 from mobileprune.structured.graph import build_graph
 from mobileprune.structured.importance import (
+    TaylorSaliency,
     channel_masks,
     check_criterion,
     check_fraction,
     check_round_to,
-    TaylorSaliency,
     group_scores,
     group_weights,
     select_channels,

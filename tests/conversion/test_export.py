@@ -109,8 +109,9 @@ def test_caller_model_keeps_its_pruning_masks(pruned_model, exports):
 
 
 def test_integer_io_uint8(pruned_model, digits, tmp_path):
-    import mobileprune as mp
     from ai_edge_litert.interpreter import Interpreter
+
+    import mobileprune as mp
 
     result = mp.export_tflite(
         pruned_model,

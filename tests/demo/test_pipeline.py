@@ -57,7 +57,7 @@ def test_rows_describe_the_written_files(tiny_run):
         assert row["p90_ms"] >= row["p50_ms"] > 0
     by_name = {row["name"]: row for row in rows}
     # Speedups are against the dense model of the same dtype.
-    for name, row in by_name.items():
+    for row in by_name.values():
         dense = by_name[f"dense_{row['quantize']}"]
         assert row["speedup"] == pytest.approx(dense["p50_ms"] / row["p50_ms"])
     assert by_name["pruned_float32"]["sparsity"] == pytest.approx(0.5, abs=0.02)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from mobileprune.oneshot.calibration import Calibration
-
 from tests.oneshot._models import mlp, token_model
 
 

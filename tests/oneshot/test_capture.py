@@ -7,7 +7,6 @@ import numpy as np
 
 from mobileprune.oneshot.calibration import Calibration
 from mobileprune.oneshot.capture import Stage, call_order, run_stage, stages
-
 from tests.oneshot._models import mixed, mlp
 
 
@@ -25,7 +24,7 @@ def test_order_and_shared_input_stages():
     ]
     order = call_order(model, calibration, layers)
     assert [layer.name for layer, _, _ in order] == ["d1", "query", "key", "value", "attention_output", "logits"]
-    assert [[l.name for l in s.layers] for s in stages(order)] == [
+    assert [[layer.name for layer in s.layers] for s in stages(order)] == [
         ["d1"],
         ["query", "key", "value"],
         ["attention_output"],

@@ -8,7 +8,6 @@ import pytest
 from mobileprune.oneshot import methods
 from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.resolve import resolve_pattern
-
 from tests.oneshot._models import correlated_inputs
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ from mobileprune.oneshot.views import view_for
 from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.selection import all_targets
-
 from tests.oneshot._models import correlated_inputs, mixed, mlp, token_model
 
 
@@ -33,7 +30,7 @@ def test_every_weight_gets_exactly_its_share(method, sequences):
     assert mp.prune_oneshot(model, 0.6, sequences, method=method, progress=False) is model
     kernels = _kernels(model)
     assert len(kernels) == 8
-    for name, (target, value) in kernels.items():
+    for name, (_target, value) in kernels.items():
         assert np.count_nonzero(value == 0) == num_to_prune(0.6, value.size), name
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from mobileprune.oneshot.stats import COLUMNS, InputStats
-
 from tests.oneshot._models import correlated_inputs
 
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import mobileprune as mp
-from mobileprune.oneshot.structured import _refit, Consumer
-
+from mobileprune.oneshot.structured import Consumer, _refit
 from tests.oneshot._models import correlated_inputs
 
 

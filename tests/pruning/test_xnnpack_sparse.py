@@ -156,5 +156,5 @@ def test_unknown_target_and_subclassed_model_are_one_line_errors():
     callback = mp.PruneCallback(mp.ConstantSparsity(0.8), target="xnnpack-sparse")
     callback.set_model(model)
     with pytest.raises(ValueError, match="subclassed") as error:
-        callback.targets
+        _ = callback.targets
     assert "\n" not in str(error.value)

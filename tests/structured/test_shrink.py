@@ -116,7 +116,7 @@ def test_nothing_to_remove_gives_an_equivalent_copy():
     copy = mp.shrink(model)
     assert copy is not model
     assert copy.count_params() == model.count_params()
-    assert [l.name for l in copy.layers] == [l.name for l in model.layers]
+    assert [layer.name for layer in copy.layers] == [layer.name for layer in model.layers]
     assert max_abs_diff(model, copy, _random_images((2, 8, 8, 3))) == 0.0
 
 
