@@ -24,7 +24,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mobileprune import _renamed
+
 __version__ = "0.1.0"
+_renamed.install()  # old module paths (mobileprune.runtime.inspect, ...) import with a DeprecationWarning
 
 # Public name -> module that defines it. Keep one line per name.
 _LAZY = {
@@ -61,9 +64,9 @@ _LAZY = {
     "benchmark": "mobileprune.runtime.benchmark",
     "compare_latency": "mobileprune.runtime.benchmark",
     "BenchmarkResult": "mobileprune.runtime.benchmark",
-    "inspect_tflite": "mobileprune.runtime.inspect",
-    "TfliteReport": "mobileprune.runtime.inspect",
-    "analyze_xnnpack_sparse": "mobileprune.runtime.xnnpack_sparse",
+    "inspect_tflite": "mobileprune.runtime.tflite_report",
+    "TfliteReport": "mobileprune.runtime.tflite_report",
+    "analyze_xnnpack_sparse": "mobileprune.runtime.tflite_graph",
     "load_interpreter": "mobileprune.runtime.interpreter",
     "runtime_name": "mobileprune.runtime.interpreter",
     "ModelFileError": "mobileprune.runtime.errors",

@@ -48,7 +48,7 @@ from mobileprune.oneshot.capture import call_order, forward, hooked_calls, run_s
 from mobileprune.oneshot.hold import hold_variables
 from mobileprune.oneshot.memory import release_free_memory
 from mobileprune.oneshot.progress import Progress
-from mobileprune.oneshot.stats import InputStats
+from mobileprune.oneshot.input_stats import InputStats
 from mobileprune.oneshot.views import view_for
 from mobileprune.pruning.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern
 from mobileprune.pruning.resolve import resolve_pattern

@@ -45,7 +45,7 @@ import numpy as np
 from mobileprune.oneshot.calibration import Calibration
 from mobileprune.oneshot.capture import Stage, call_order, run_stage
 from mobileprune.oneshot.progress import Progress
-from mobileprune.oneshot.stats import InputStats
+from mobileprune.oneshot.input_stats import InputStats
 from mobileprune.oneshot.views import LinearView, view_for
 from mobileprune.pruning.channel_pattern import ChannelMaskGroup
 from mobileprune.pruning.selection import all_targets, select_targets

@@ -1,7 +1,7 @@
 """The ``"xnnpack-sparse"`` pruning target: prune what XNNPACK's sparse kernels can use.
 
 Unstructured zeros make a float model faster on phones only through XNNPACK's
-sparse inference path (see :mod:`mobileprune.runtime.xnnpack_sparse` for its
+sparse inference path (see :mod:`mobileprune.runtime.xnnpack_rules` for its
 rules, read from the XNNPACK sources). This module applies the same rules to a
 Keras model, before training:
 
@@ -40,7 +40,7 @@ import keras
 import numpy as np
 
 from mobileprune import keras_private
-from mobileprune.runtime.xnnpack_sparse import (
+from mobileprune.runtime.xnnpack_rules import (
     ZERO_FRACTION_THRESHOLD,
     Node,
     SparseReport,
