@@ -47,6 +47,10 @@ _LAZY = {
     # one-shot pruning
     "prune_oneshot": "mobileprune.oneshot.prune",
     "hold_masks": "mobileprune.oneshot.hold",
+    "OneShotMethod": "mobileprune.oneshot.method_registry",
+    "register_oneshot_method": "mobileprune.oneshot.method_registry",
+    "get_oneshot_method": "mobileprune.oneshot.method_registry",
+    "serialize_oneshot_method": "mobileprune.oneshot.method_registry",
     # structured surgery
     "shrink": "mobileprune.structured.shrink",
     "channel_groups": "mobileprune.structured.graph",
@@ -54,6 +58,10 @@ _LAZY = {
     "register_layer_rule": "mobileprune.structured.layer_rules",
     "mask_channels": "mobileprune.structured.masking",
     "count_macs": "mobileprune.structured.macs",
+    "Importance": "mobileprune.structured.importance",
+    "register_importance": "mobileprune.structured.importance",
+    "get_importance": "mobileprune.structured.importance",
+    "serialize_importance": "mobileprune.structured.importance",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",
