@@ -45,8 +45,10 @@ def pruned_fraction(model) -> float:
     """Fraction of zeros over the kernels of the pruned layers (every EinsumDense/Dense but the head)."""
     import numpy as np
 
+    from mobileprune import keras_private
+
     zeros = total = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in keras_private.all_layers(model, include_self=False):
         if type(layer).__name__ in ("Dense", "EinsumDense") and layer.name not in EXCLUDE:
             kernel = layer.kernel.numpy()
             zeros += int(np.count_nonzero(kernel == 0))

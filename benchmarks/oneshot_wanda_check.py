@@ -89,10 +89,10 @@ def _projections(model, i: int) -> dict:
     """The six projection layers of block ``i``, by the names the weights dict uses."""
     attention = model.get_layer(f"block{i}_attention")
     return {
-        "query": attention._query_dense,
-        "key": attention._key_dense,
-        "value": attention._value_dense,
-        "output": attention._output_dense,
+        "query": attention.query_dense,
+        "key": attention.key_dense,
+        "value": attention.value_dense,
+        "output": attention.output_dense,
         "ffn_up": model.get_layer(f"block{i}_ffn_up"),
         "ffn_down": model.get_layer(f"block{i}_ffn_down"),
     }

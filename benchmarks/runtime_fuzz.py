@@ -181,7 +181,7 @@ def _reason_category(reason: str) -> str:
 def worker_main(directory: str, seed: int) -> int:
     """Read mutant indices on stdin, run the API on each, answer one JSON line per mutant."""
     from mobileprune.runtime.benchmark import benchmark
-    from mobileprune.runtime.inspect import inspect_tflite
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     models = load_models(Path(directory))
     scratch = Path(tempfile.mkdtemp(prefix="fuzz-worker-"))

@@ -62,10 +62,10 @@ def information_limit_bytes(report: Any) -> dict[str, float]:
     """The limit of one inspected file, split into values, positions and other constants.
 
     Args:
-        report: :class:`mobileprune.runtime.inspect.TfliteReport` of a dense-encoded file.
+        report: :class:`mobileprune.runtime.tflite_report.TfliteReport` of a dense-encoded file.
     """
     from mobileprune.conversion.sparse import weight_tensors
-    from mobileprune.runtime.inspect import _TENSOR_TYPES
+    from mobileprune.runtime.tflite_report import _TENSOR_TYPES
 
     bits_of = {name: bits for name, _, bits in _TENSOR_TYPES.values()}
     weights = weight_tensors(report)
@@ -140,7 +140,7 @@ def measure(name: str, model, calibration: np.ndarray, validation=None) -> dict[
     from mobileprune.conversion.sources import load_source
     from mobileprune.conversion.sparse import sparse_problem, weight_tensors
     from mobileprune.conversion.sparse_layout import compact_sparse_layout
-    from mobileprune.runtime.inspect import inspect_tflite
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     source = load_source(model)
     started = time.perf_counter()

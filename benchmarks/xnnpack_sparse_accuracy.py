@@ -8,7 +8,7 @@ blocks, global average pooling and a dense classifier. The dense network and
 the same network pruned with the target (PolynomialDecay to 80% and 90% of the
 1x1 / dense weights over the first 70% of training) get the same training
 budget and seeds; each pruned model is exported to float32 ``.tflite`` and
-checked with :func:`mobileprune.runtime.xnnpack_sparse.analyze_tflite`.
+checked with :func:`mobileprune.runtime.tflite_graph.analyze_tflite`.
 
 Run from the repository root:
 

@@ -87,7 +87,7 @@ def build_model(size: int, seed: int = 0):
 def make_files(size: int, folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Export the dense, sparse-S and zeros-S files; return per-file facts read back from them."""
     import mobileprune as mp
-    from mobileprune.runtime.xnnpack_sparse import analyze_tflite
+    from mobileprune.runtime.tflite_graph import analyze_tflite
 
     files: dict[str, dict[str, Any]] = {}
     stock, model = build_model(size)
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def predict_only(size: int, quick: bool) -> None:
     """Export the benchmark's files and record what ``analyze_tflite`` predicts for each."""
-    from mobileprune.runtime.xnnpack_sparse import analyze_tflite
+    from mobileprune.runtime.tflite_graph import analyze_tflite
 
     with tempfile.TemporaryDirectory(prefix="xnnpack-sparse-") as temp:
         files, extra = make_files(size, Path(temp))

@@ -24,7 +24,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mobileprune import _renamed
+
 __version__ = "0.1.0"
+_renamed.install()  # old module paths (mobileprune.runtime.inspect, ...) import with a DeprecationWarning
 
 # Public name -> module that defines it. Keep one line per name.
 _LAZY = {
@@ -44,6 +47,10 @@ _LAZY = {
     # one-shot pruning
     "prune_oneshot": "mobileprune.oneshot.prune",
     "hold_masks": "mobileprune.oneshot.hold",
+    "OneShotMethod": "mobileprune.oneshot.method_registry",
+    "register_oneshot_method": "mobileprune.oneshot.method_registry",
+    "get_oneshot_method": "mobileprune.oneshot.method_registry",
+    "serialize_oneshot_method": "mobileprune.oneshot.method_registry",
     # structured surgery
     "shrink": "mobileprune.structured.shrink",
     "channel_groups": "mobileprune.structured.graph",
@@ -51,6 +58,10 @@ _LAZY = {
     "register_layer_rule": "mobileprune.structured.layer_rules",
     "mask_channels": "mobileprune.structured.masking",
     "count_macs": "mobileprune.structured.macs",
+    "Importance": "mobileprune.structured.importance",
+    "register_importance": "mobileprune.structured.importance",
+    "get_importance": "mobileprune.structured.importance",
+    "serialize_importance": "mobileprune.structured.importance",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",
@@ -61,9 +72,9 @@ _LAZY = {
     "benchmark": "mobileprune.runtime.benchmark",
     "compare_latency": "mobileprune.runtime.benchmark",
     "BenchmarkResult": "mobileprune.runtime.benchmark",
-    "inspect_tflite": "mobileprune.runtime.inspect",
-    "TfliteReport": "mobileprune.runtime.inspect",
-    "analyze_xnnpack_sparse": "mobileprune.runtime.xnnpack_sparse",
+    "inspect_tflite": "mobileprune.runtime.tflite_report",
+    "TfliteReport": "mobileprune.runtime.tflite_report",
+    "analyze_xnnpack_sparse": "mobileprune.runtime.tflite_graph",
     "load_interpreter": "mobileprune.runtime.interpreter",
     "runtime_name": "mobileprune.runtime.interpreter",
     "ModelFileError": "mobileprune.runtime.errors",

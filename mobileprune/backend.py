@@ -54,6 +54,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from mobileprune import keras_private
+
 # Mask values of the running JAX train step, by id of the mask variable.
 _STEP_MASKS: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar(
     "mobileprune_step_masks", default=None
@@ -294,35 +296,8 @@ def _foreign_backend(cls: type) -> str | None:
     return None
 
 
-def _save_torch_optimizers_by_public_name() -> None:
-    """On PyTorch, let `.keras` files name each built-in optimizer by its public name.
-
-    Keras's serializer looks a class up in its registry of public names; the
-    torch subclasses are not in it, so their private module path is written.
-    Registering each under its public parent's name (the saving direction
-    only; loading "keras.optimizers.Adam" on PyTorch builds the torch subclass
-    again through `TorchOptimizer.__new__`) makes the file load on every backend.
-    """
-    import importlib
-    import pkgutil
-
-    from keras.src import api_export
-    from keras.src.backend.torch import optimizers as torch_optimizers
-
-    # Keras imports these modules only when the first optimizer is created.
-    for module in pkgutil.iter_modules(torch_optimizers.__path__):
-        importlib.import_module(f"{torch_optimizers.__name__}.{module.name}")
-    for public in vars(keras.optimizers).values():
-        public_name = api_export.get_name_from_symbol(public) if isinstance(public, type) else None
-        if public_name is None or not issubclass(public, keras.optimizers.Optimizer):
-            continue
-        for subclass in public.__subclasses__():
-            if subclass.__module__.startswith(f"{torch_optimizers.__name__}."):
-                api_export.REGISTERED_OBJS_TO_NAMES.setdefault(subclass, public_name)
-
-
 if name() == "torch":
-    _save_torch_optimizers_by_public_name()
+    keras_private.save_torch_optimizers_by_public_name()
 
 
 def loss_gradients(model: keras.Model, x: Any, y: Any, loss: Any, variables: list) -> list[np.ndarray]:
@@ -407,7 +382,7 @@ def bind_masks(model: keras.Model, pairs: Iterable[tuple[keras.Variable, keras.V
         holder = _holder_of(layer)
         if holder is None:
             holder = _MaskHolder(name=f"{_HOLDER_PREFIX}_{layer.name}")
-            layer._layers.append(holder)
+            keras_private.track_sublayer(layer, holder)
         known = {id(m) for m in holder.masks}
         holder.masks.extend(m for m in own if id(m) not in known)
     if name() == "jax" and not getattr(model, "_mobileprune_train_step", None):
@@ -420,7 +395,7 @@ def unbind_masks(model: keras.Model) -> None:
     for layer in _layers_owning_variables(model):
         holder = _holder_of(layer)
         if holder is not None:
-            layer._layers.remove(holder)
+            keras_private.untrack_sublayer(layer, holder)
     original = getattr(model, "_mobileprune_train_step", None)
     if original is not None:
         del model.train_step  # the instance attribute; the class's method shows again
@@ -470,15 +445,15 @@ class _MaskHolder(keras.layers.Layer):
 
 
 def _holder_of(layer) -> _MaskHolder | None:
-    return next((sub for sub in getattr(layer, "_layers", []) if isinstance(sub, _MaskHolder)), None)
+    return next((sub for sub in keras_private.tracked_sublayers(layer) if isinstance(sub, _MaskHolder)), None)
 
 
 def _own_variables(layer) -> list:
-    return list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
+    return keras_private.own_variables(layer)
 
 
 def _layers_owning_variables(model: keras.Model) -> list:
-    return [layer for layer in model._flatten_layers(include_self=True) if not isinstance(layer, _MaskHolder)]
+    return [layer for layer in keras_private.all_layers(model) if not isinstance(layer, _MaskHolder)]
 
 
 # ----------------------------------------------------------------- conversion

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from mobileprune import __version__
 from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 
-_SUBCOMMANDS = ("demo", "export", "bench", "inspect")
+# Subcommand -> its module in mobileprune.cli (`inspect_command`: a module named `inspect` would shadow the stdlib).
+_SUBCOMMANDS = {"demo": "demo", "export": "export", "bench": "bench", "inspect": "inspect_command"}
 
 _EPILOG = """examples:
   mobileprune demo                                  train, prune, export, verify, benchmark (digits)
@@ -41,14 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mobileprune {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _SUBCOMMANDS:
+    for module_name in _SUBCOMMANDS.values():
         try:
-            module = importlib.import_module(f"mobileprune.cli.{name}")
+            module = importlib.import_module(f"mobileprune.cli.{module_name}")
         except ModuleNotFoundError as error:
             # A subcommand whose own module is missing is a packaging bug;
             # one whose dependency is missing (e.g. TensorFlow on a device) is
             # expected and only that subcommand is unavailable.
-            if error.name == f"mobileprune.cli.{name}":
+            if error.name == f"mobileprune.cli.{module_name}":
                 raise
             continue
         module.register(subparsers)

@@ -42,8 +42,8 @@ from mobileprune.conversion.sparse import (
 )
 from mobileprune.conversion.sparse_layout import compact_sparse_layout
 from mobileprune.conversion.verify import FidelityReport, verify
-from mobileprune.runtime.inspect import inspect_tflite
-from mobileprune.runtime.xnnpack_sparse import analyze_parsed, analyze_tflite
+from mobileprune.runtime.tflite_graph import analyze_parsed, analyze_tflite
+from mobileprune.runtime.tflite_report import inspect_tflite
 
 
 @dataclass
@@ -70,7 +70,7 @@ class ExportResult:
         macs: estimated multiply-accumulates per inference, when known.
         xnnpack_sparse: whether XNNPACK would run the written file on its
             sparse (faster) path on ARM phones, where, and if not, why
-            (:class:`mobileprune.runtime.xnnpack_sparse.SparseReport`).
+            (:class:`mobileprune.runtime.xnnpack_rules.SparseReport`).
         batch_size: the fixed batch dimension of the file's input signature,
             or ``None`` when it is dynamic.
     """

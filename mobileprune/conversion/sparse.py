@@ -9,7 +9,7 @@ results. So a sparse file is only kept when it is smaller, loads and runs on
 the default interpreter, and gives the dense file's outputs on probe inputs.
 
 Weight tensors and their zeros are read from the file with
-:func:`mobileprune.runtime.inspect.inspect_tflite`.
+:func:`mobileprune.runtime.tflite_report.inspect_tflite`.
 
 Example:
 
@@ -38,7 +38,7 @@ def weight_tensors(report: Any) -> list[Any]:
     Biases, shape constants and lookup tables are left out: they are not pruned.
 
     Args:
-        report: a :class:`mobileprune.runtime.inspect.TfliteReport`.
+        report: a :class:`mobileprune.runtime.tflite_report.TfliteReport`.
     """
     return [
         tensor
@@ -51,7 +51,7 @@ def uses_sparse_encoding(report: Any) -> bool:
     """Whether any tensor of an inspected file is stored in TFLite's sparse format.
 
     Args:
-        report: a :class:`mobileprune.runtime.inspect.TfliteReport`.
+        report: a :class:`mobileprune.runtime.tflite_report.TfliteReport`.
     """
     return any(tensor.encoding == "sparse" for tensor in report.tensors)
 
@@ -79,11 +79,11 @@ def choose_encoding(
             ``True`` (sparse whatever happens; problems become a warning) or ``False``.
         probe: a few real inputs on which both files must agree.
         for_xnnpack: the model qualifies for XNNPACK's sparse inference path
-            (:mod:`mobileprune.runtime.xnnpack_sparse`); ``"auto"`` then keeps
+            (:mod:`mobileprune.runtime.xnnpack_rules`); ``"auto"`` then keeps
             the runnable sparse file whatever its size, since only the sparse
             encoding switches that path on.
     """
-    from mobileprune.runtime.inspect import inspect_tflite
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     if "sparse" not in candidates:
         if sparse is False:

@@ -36,6 +36,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from mobileprune import keras_private
+
 
 class Calibration:
     """Re-iterable, validated calibration batches for one model.
@@ -119,7 +121,7 @@ def _input_specs(model) -> list[tuple[str, tuple, str]]:
         )
     specs = []
     for tensor in keras.tree.flatten(inputs):
-        name = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+        name = keras_private.producing_operation(tensor)
         name = getattr(name, "name", None) or getattr(tensor, "name", "input")
         specs.append((name, tuple(tensor.shape), str(tensor.dtype)))
     return specs

@@ -32,18 +32,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mobileprune import backend
+from mobileprune import backend, keras_private
 from mobileprune.oneshot.memory import release_free_memory
 
 
-class _StopForward(Exception):
-    """Raised by the stop hook: the rest of the forward pass is not needed."""
+class _StopForward(keras_private.KerasTransparentError):
+    """Raised by the stop hook: the rest of the forward pass is not needed.
 
-    # Keras re-raises an exception that carries this flag as it is. Without it, each `Layer.__call__`
-    # on the way out raises a new exception with the call's arguments in its message, from a frame that
-    # keeps it in a local: a reference cycle (exception, traceback, frame) that holds every frame up to
-    # `prune_oneshot`, a stage's Hessian included, until the cyclic garbage collector happens to run.
-    _keras_call_info_injected = True
+    Keras re-raises it as it is: otherwise a reference cycle would hold every frame up to
+    `prune_oneshot`, a stage's Hessian included, until the cyclic garbage collector happens to run.
+    """
 
 
 @dataclass
@@ -134,30 +132,14 @@ def _releasing_graph(model) -> Any:
     this module reads. A functional model nested inside runs through its own
     `call` (its intermediates live until it returns).
     """
-    try:
-        from keras.src.models.functional import Functional
-        from keras.src.models.sequential import Sequential
-    except ImportError:
-        return None
-    if isinstance(model, Sequential) and type(model).call is Sequential.call:
-        model = getattr(model, "_functional", None)
-    if not isinstance(model, Functional) or type(model).call is not Functional.call:
-        return None
-    needed = ("_nodes_by_depth", "_get_operation_for_node", "inputs", "outputs")
-    return model if all(hasattr(model, name) for name in needed) else None
+    return keras_private.functional_graph(model, plain_call_only=True)
 
 
 def _run_releasing(graph, inputs: list) -> None:
     """Run the graph node by node as `Functional` does, dropping each tensor after its last consumer."""
     import keras
-    from keras.src.models.functional import operation_fn
 
-    nodes = [
-        node
-        for depth in sorted(graph._nodes_by_depth, reverse=True)
-        for node in graph._nodes_by_depth[depth]
-        if node.operation is not None and not node.is_input
-    ]
+    nodes = keras_private.graph_nodes(graph)
     uses: dict[int, int] = {}
     for node in nodes:
         for tensor in node.input_tensors:
@@ -170,7 +152,7 @@ def _run_releasing(graph, inputs: list) -> None:
         if any(id(tensor) not in values for tensor in node.input_tensors):
             continue  # not reachable from these inputs (as Functional skips it)
         args, kwargs = node.arguments.fill_in(values)
-        outputs = operation_fn(graph._get_operation_for_node(node), training=False)(*args, **kwargs)
+        outputs = keras_private.node_caller(graph, node, training=False)(*args, **kwargs)
         del args, kwargs
         for symbolic, value in zip(node.outputs, keras.tree.flatten(outputs)):
             values[id(symbolic)] = value

@@ -42,6 +42,7 @@ from scipy.linalg import lapack
 from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, num_to_prune
 from mobileprune.pruning.patterns import NMPattern, Pattern, UnstructuredPattern
 
+#: The built-in methods (`method_registry.ONESHOT_METHODS.names()` lists yours too).
 METHODS = ("magnitude", "wanda", "sparsegpt")
 
 
@@ -307,3 +308,13 @@ def reconstruction_error(hessian: np.ndarray, before: np.ndarray, after: np.ndar
     num = float(np.sum(delta * (hessian @ delta)))
     den = float(np.sum(before * (hessian @ before)))
     return num / den if den > 0 else num
+
+
+def damped_hessian(hessian: np.ndarray, dampening: float) -> np.ndarray:
+    """A copy of `hessian` with `dampening * mean(diag)` added to its diagonal (1 where an input was always 0)."""
+    h = hessian.copy()
+    diag = np.diagonal(h)
+    dead = diag <= 0
+    h[dead, dead] = 1.0
+    h[np.diag_indices_from(h)] += dampening * float(diag[~dead].mean() if (~dead).any() else 1.0)
+    return h

@@ -46,9 +46,10 @@ from mobileprune.oneshot import methods
 from mobileprune.oneshot.calibration import Calibration
 from mobileprune.oneshot.capture import call_order, forward, hooked_calls, run_stage, stages
 from mobileprune.oneshot.hold import hold_variables
+from mobileprune.oneshot.input_stats import InputStats
 from mobileprune.oneshot.memory import release_free_memory
+from mobileprune.oneshot.method_registry import LayerContext, OneShotMethod, get_oneshot_method
 from mobileprune.oneshot.progress import Progress
-from mobileprune.oneshot.stats import InputStats
 from mobileprune.oneshot.views import view_for
 from mobileprune.pruning.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern
 from mobileprune.pruning.resolve import resolve_pattern
@@ -65,7 +66,7 @@ def prune_oneshot(
     sparsity: float,
     calibration_data: Any = None,
     *,
-    method: str = "sparsegpt",
+    method: str | OneShotMethod = "sparsegpt",
     pattern: Any = "unstructured",
     layers: Sequence[Selector] | Selector | None = None,
     exclude: Sequence[Selector] | Selector | None = None,
@@ -134,12 +135,13 @@ def prune_oneshot(
     mp.export_tflite(mp.strip_pruning(model), "model.tflite")
     ```
     """
-    if method not in methods.METHODS:
-        raise ValueError(f"method must be one of {methods.METHODS}, got {method!r}.")
+    method = get_oneshot_method(method)
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
-    if scope == "global" and method != "magnitude":
-        raise ValueError(f"scope='global' ranks magnitudes across layers; it needs method='magnitude', not {method!r}.")
+    if scope == "global" and not method.global_scope:
+        raise ValueError(
+            f"scope='global' ranks magnitudes across layers; it needs method='magnitude', not {method.name!r}."
+        )
     sparsity = _check_sparsity(sparsity)
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise ValueError(f"block_size must be a positive int (e.g. 128), got {block_size!r}.")
@@ -204,6 +206,10 @@ def _check_hessian_rows(target: PruneTarget, view, rows: int, rows_per_sample: f
     )
 
 
+# How `_check_pattern`'s message names each pattern class.
+_PATTERN_WORDS = {UnstructuredPattern: "'unstructured'", NMPattern: "'n:m'", BlockPattern: "block"}
+
+
 def _check_sparsity(sparsity) -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.integer, np.floating)):
         raise TypeError(f"sparsity must be a number in [0, 1], got {type(sparsity).__name__}.")
@@ -213,15 +219,16 @@ def _check_sparsity(sparsity) -> float:
     return sparsity
 
 
-def _check_pattern(pattern: Pattern, given: Any, sparsity: float, method: str) -> None:
+def _check_pattern(pattern: Pattern, given: Any, sparsity: float, method: OneShotMethod) -> None:
     if isinstance(pattern, NMPattern) and abs(sparsity - pattern.sparsity) > 1e-9:
         raise ValueError(
             f"pattern {given!r} always prunes {pattern.sparsity:g} of each weight (1 - n/m), so it cannot reach "
             f"sparsity={sparsity:g}; pass sparsity={pattern.sparsity:g} or another pattern."
         )
-    if method == "sparsegpt" and not isinstance(pattern, (UnstructuredPattern, NMPattern)):
+    if not isinstance(pattern, method.patterns):
+        supported = " and ".join(_PATTERN_WORDS.get(cls, cls.__name__) for cls in method.patterns)
         raise ValueError(
-            f"method='sparsegpt' supports 'unstructured' and 'n:m' patterns, not {given!r}; "
+            f"method={method.name!r} supports {supported} patterns, not {given!r}; "
             "use method='wanda' or 'magnitude' for blocks."
         )
     if not isinstance(pattern, (UnstructuredPattern, NMPattern, BlockPattern)):
@@ -239,9 +246,9 @@ def _check_groups(pattern: Pattern, calibrated: list, by_magnitude: list) -> Non
         methods.matrix_group(pattern, shape, _path(target))
 
 
-def _split(targets: list[PruneTarget], method: str) -> tuple[list, list]:
+def _split(targets: list[PruneTarget], method: OneShotMethod) -> tuple[list, list]:
     """Targets with a calibration view, and those pruned by magnitude."""
-    if method == "magnitude":
+    if not method.needs_calibration:
         return [], list(targets)
     calibrated, by_magnitude, unsupported = [], [], []
     for target in targets:
@@ -254,7 +261,7 @@ def _split(targets: list[PruneTarget], method: str) -> tuple[list, list]:
             calibrated.append((target, view))
     if unsupported:
         warnings.warn(
-            f"prune_oneshot: method={method!r} cannot read the inputs of {', '.join(unsupported)}; "
+            f"prune_oneshot: method={method.name!r} cannot read the inputs of {', '.join(unsupported)}; "
             "pruned by magnitude instead (exclude=[...] to keep them dense).",
             stacklevel=3,
         )
@@ -322,7 +329,7 @@ class _CalibratedPruner:
                     f"{_path(target)}: the layer got no calibration activations (the model never calls it on "
                     "this data); exclude it (exclude=[...]) or check the model's call."
                 )
-        if self.method == "sparsegpt":
+        if self.method.needs_hessian:
             self._check_rows()
 
     def _check_rows(self) -> None:
@@ -356,7 +363,7 @@ class _CalibratedPruner:
         self._assign(pending)
 
     def _prune_stage(self, stage, pairs) -> list:
-        need_hessian = self.method == "sparsegpt"
+        need_hessian = self.method.needs_hessian
         stats: dict[tuple, InputStats] = {}
         layer_key = {}
         for _target, view in pairs:
@@ -378,7 +385,7 @@ class _CalibratedPruner:
             run_stage(self.model, self.calibration, stage, consume, on_batch=advance)
         release_free_memory()  # what the forward passes freed, before the solve allocates
         results = []
-        factors: dict[tuple, methods.InverseHessian] = {}  # one per input, shared by its layers
+        factors: dict = {}  # per input, shared by its layers (SparseGPT's Hessian factor)
         for target, view in pairs:
             stat = stats[view.signature]
             stat.finish(_path(target))
@@ -389,34 +396,20 @@ class _CalibratedPruner:
         start = time.perf_counter()
         kernel = np.asarray(target.variable.numpy())
         matrix = view.matrix(kernel)
-        if self.method == "wanda":
-            if stat.rows == 0:
-                raise ValueError(
-                    f"{_path(target)}: the layer got no calibration activations; exclude it or pass data that reaches it."
-                )
-            keep = methods.wanda(matrix, stat.sq_norms, self.pattern, self.sparsity, _path(target))
-            new = np.where(keep, matrix, 0).astype(matrix.dtype)
-            error = None
-        else:
+        if self.method.needs_hessian:
             # Checked up front from one sample; seen again here for data whose shape varies by batch.
             _check_hessian_rows(target, view, stat.rows, stat.rows / max(self.calibration.samples, 1))
-            inverse = factors.get(view.signature)
-            if inverse is None:
-                # The factor takes the Hessian's own memory: one d_in² array at a time, not several.
-                inverse = factors[view.signature] = methods.InverseHessian(stat.hessian, self.dampening, overwrite=True)
-                stat.hessian = None
-            with self.bar.task(f"sparsegpt {_path(target)}", view.d_in) as advance:
-                new = methods.sparsegpt(
-                    matrix,
-                    inverse,
-                    self.pattern,
-                    self.sparsity,
-                    self.block_size,
-                    on_rows=lambda rows: advance(rows, absolute=True),
-                ).astype(matrix.dtype)
-            error = inverse.reconstruction_error(matrix, new)
+        context = LayerContext(
+            _path(target), stat, self.block_size, self.dampening, factors, view.signature, self.bar.task
+        )
+        new, error = self.method.prune(matrix, self.pattern, self.sparsity, context)
+        new = np.asarray(new).astype(matrix.dtype)
+        if new.shape != matrix.shape:
+            raise ValueError(
+                f"method {self.method.name!r} returned shape {new.shape} for {_path(target)} {matrix.shape}"
+            )
         sparsity = 1.0 - np.count_nonzero(new) / new.size
-        self.bar.layer_done(_path(target), self.method, sparsity, error, time.perf_counter() - start)
+        self.bar.layer_done(_path(target), self.method.name, sparsity, error, time.perf_counter() - start)
         return target, view.kernel(new)
 
     def _assign(self, results: list) -> None:

@@ -44,8 +44,10 @@ import numpy as np
 
 from mobileprune.oneshot.calibration import Calibration
 from mobileprune.oneshot.capture import Stage, call_order, run_stage
+from mobileprune.oneshot.input_stats import InputStats
+from mobileprune.oneshot.method_registry import OneShotMethod, get_oneshot_method
+from mobileprune.oneshot.methods import damped_hessian
 from mobileprune.oneshot.progress import Progress
-from mobileprune.oneshot.stats import InputStats
 from mobileprune.oneshot.views import LinearView, view_for
 from mobileprune.pruning.channel_pattern import ChannelMaskGroup
 from mobileprune.pruning.selection import all_targets, select_targets
@@ -80,7 +82,7 @@ def prune_channels_oneshot(
     calibration_data,
     *,
     pattern,
-    method: str = "sparsegpt",
+    method: str | OneShotMethod = "sparsegpt",
     layers=None,
     exclude=None,
     dampening: float = 0.01,
@@ -106,7 +108,8 @@ def prune_channels_oneshot(
         reconstruct: refit the consumers (otherwise only remove).
         progress: show progress.
     """
-    if calibration_data is None and (method != "magnitude" or reconstruct):
+    method = get_oneshot_method(method)
+    if calibration_data is None and (method.needs_calibration or reconstruct):
         raise ValueError(
             "pattern='channels' needs calibration_data to score channels and refit their consumers; "
             "pass it, or use method='magnitude' with reconstruct=False."
@@ -130,7 +133,7 @@ def prune_channels_oneshot(
             consumers = _consumers(graph, mask_group, kernels)
             stats = _capture(work, calibration, consumers, bar, mask_group.group.name) if calibration else {}
             values = [np.asarray(w.variable.numpy()) for w in mask_group.weights]
-            if method == "magnitude" or not consumers:
+            if not method.needs_calibration or not consumers:
                 scores = mask_group.scores(values)
             else:
                 scores = _scores(consumers, stats, mask_group.group.size, method, dampening)
@@ -143,7 +146,7 @@ def prune_channels_oneshot(
                 error = _refit(consumers, stats, keep, dampening)
             bar.layer_done(
                 f"{mask_group.group.name} ({mask_group.group.size} units)",
-                f"channels/{method}",
+                f"channels/{method.name}",
                 1.0 - keep.mean(),
                 error,
                 time.perf_counter() - start,
@@ -209,32 +212,12 @@ def _capture(model, calibration, consumers: list[Consumer], bar, name: str) -> d
     return stats
 
 
-def _scores(consumers: list[Consumer], stats: dict, size: int, method: str, dampening: float) -> np.ndarray:
+def _scores(consumers: list[Consumer], stats: dict, size: int, method: OneShotMethod, dampening: float) -> np.ndarray:
     scores = np.zeros(size, dtype=np.float64)
     for consumer in consumers:
-        stat = stats[id(consumer.variable)]
         matrix = consumer.view.matrix(np.asarray(consumer.variable.numpy())).astype(np.float64)
-        rows = consumer.row_unit >= 0
-        if method == "wanda":
-            per_row = np.sqrt(stat.sq_norms) * np.linalg.norm(matrix, axis=1)
-            np.add.at(scores, consumer.row_unit[rows], per_row[rows])
-            continue
-        inverse = np.linalg.inv(_damped(stat.hessian, dampening))
-        for unit in range(size):
-            r = np.flatnonzero(consumer.row_unit == unit)
-            if r.size:
-                w = matrix[r]
-                scores[unit] += float(np.sum(w * np.linalg.solve(inverse[np.ix_(r, r)], w)))
+        scores += method.channel_scores(matrix, consumer.row_unit, stats[id(consumer.variable)], size, dampening)
     return scores
-
-
-def _damped(hessian: np.ndarray, dampening: float) -> np.ndarray:
-    h = hessian.copy()
-    diag = np.diagonal(h)
-    dead = diag <= 0
-    h[dead, dead] = 1.0
-    h[np.diag_indices_from(h)] += dampening * float(diag[~dead].mean() if (~dead).any() else 1.0)
-    return h
 
 
 def _refit(consumers: list[Consumer], stats: dict, keep: np.ndarray, dampening: float) -> float | None:
@@ -253,7 +236,7 @@ def _refit(consumers: list[Consumer], stats: dict, keep: np.ndarray, dampening: 
             target = np.vstack([matrix, np.asarray(consumer.bias.numpy(), np.float64).reshape(1, -1)])
             kept_rows = np.append(kept_rows, True)
         k = np.flatnonzero(kept_rows)
-        lhs = _damped(gram[np.ix_(k, k)], dampening)
+        lhs = damped_hessian(gram[np.ix_(k, k)], dampening)
         solution = np.linalg.solve(lhs, gram[k] @ target)
         refit = np.zeros_like(target)
         refit[k] = solution

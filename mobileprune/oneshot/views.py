@@ -49,6 +49,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from mobileprune import keras_private
+
 # Rows handed out at once, at least: enough for an efficient `XᵀX` product.
 CHUNK_ROWS = 1024
 
@@ -257,10 +259,14 @@ def _einsum_view(layer, hooked, kernel_shape) -> EinsumView | None:
 
 def _owner(target) -> Any:
     """The innermost layer whose own weights include `target.variable`."""
-    for layer in [target.layer] + list(target.layer._flatten_layers(include_self=False, recursive=True)):
-        for attribute in ("_kernel", "kernel", "pointwise_kernel"):
-            if getattr(layer, attribute, None) is target.variable:
-                return layer
+    for layer in keras_private.all_layers(target.layer):
+        kernels = (
+            keras_private.stored_kernel(layer),
+            getattr(layer, "kernel", None),
+            getattr(layer, "pointwise_kernel", None),
+        )
+        if any(kernel is target.variable for kernel in kernels):
+            return layer
     return None
 
 

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mobileprune import backend
+from mobileprune import backend, keras_private
 from mobileprune.pruning import compiled
 from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, magnitude_keep_and_zeroed, num_to_prune
 
@@ -355,7 +355,7 @@ def _einsum_in_axes(target: PruneTarget) -> tuple[int, ...] | None:
     owner = getattr(target, "layer", None)  # one-shot methods group plain (d_in, d_out) matrices: no layer
     if not isinstance(owner, keras.layers.Layer):
         return None
-    for layer in owner._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, keras.layers.EinsumDense) and getattr(layer, "_kernel", None) is target.variable:
+    for layer in keras_private.all_layers(owner):
+        if isinstance(layer, keras.layers.EinsumDense) and keras_private.stored_kernel(layer) is target.variable:
             return einsum_reduction_axes(layer.equation)
     return None

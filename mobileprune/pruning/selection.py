@@ -39,6 +39,7 @@ from typing import Any
 
 import keras
 
+from mobileprune import keras_private
 from mobileprune.layer_classes import (
     CONV_TRANSPOSES,
     CONVOLUTIONS,
@@ -148,7 +149,7 @@ def _children(layer) -> list:
     if isinstance(layer, keras.Model):
         return list(layer.layers)
     # Keras 3 has no public list of a plain layer's direct sub-layers.
-    return layer._flatten_layers(include_self=False, recursive=False)
+    return keras_private.sublayers(layer)
 
 
 def walk_layers(model) -> Iterator[tuple[Any, tuple]]:

@@ -1,7 +1,7 @@
 """The ``"xnnpack-sparse"`` pruning target: prune what XNNPACK's sparse kernels can use.
 
 Unstructured zeros make a float model faster on phones only through XNNPACK's
-sparse inference path (see :mod:`mobileprune.runtime.xnnpack_sparse` for its
+sparse inference path (see :mod:`mobileprune.runtime.xnnpack_rules` for its
 rules, read from the XNNPACK sources). This module applies the same rules to a
 Keras model, before training:
 
@@ -39,7 +39,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from mobileprune.runtime.xnnpack_sparse import (
+from mobileprune import keras_private
+from mobileprune.runtime.xnnpack_rules import (
     ZERO_FRACTION_THRESHOLD,
     Node,
     SparseReport,
@@ -318,14 +319,14 @@ def _record(tensor_map: dict, node: Any, outputs: Any) -> None:
 
 
 def _functional(model: Any) -> Any:
+    functional = keras_private.functional_graph(model)
     if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
         if functional is None:
             raise KerasGraphError(
                 f"Sequential model {model.name!r} has no input shape; start it with keras.Input(shape)"
             )
         return functional
-    if hasattr(model, "_nodes_by_depth") and hasattr(model, "inputs") and model.inputs:
+    if functional is not None and model.inputs:
         return model
     raise KerasGraphError(
         f"model {model.name!r} is subclassed: its layer graph cannot be read; build it as a Functional "
@@ -334,12 +335,7 @@ def _functional(model: Any) -> Any:
 
 
 def _graph_nodes(graph: Any) -> list:
-    ordered = []
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        for node in graph._nodes_by_depth[depth]:
-            if node.operation is not None and not node.is_input:
-                ordered.append(node)
-    return ordered
+    return keras_private.graph_nodes(graph)
 
 
 class _GraphBuilder:
@@ -368,7 +364,7 @@ class _GraphBuilder:
         for node in _graph_nodes(graph):
             layer = node.operation
             ins = [self._values[id(t)] for t in node.input_tensors if id(t) in self._values]
-            if isinstance(layer, keras.Model) or (hasattr(layer, "_nodes_by_depth") and hasattr(layer, "inputs")):
+            if isinstance(layer, keras.Model) or keras_private.is_functional(layer):
                 inner = _functional(layer)
                 outs = self.trace(inner, ins)
                 for tensor, value in zip(node.outputs, outs):

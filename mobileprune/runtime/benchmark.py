@@ -7,7 +7,7 @@ the process's peak resident memory. The timed loop sets the inputs once and
 times ``invoke()`` alone with ``time.perf_counter_ns``; it runs at least
 ``runs`` times and at least ``min_seconds``, and stops at ``max_seconds``.
 When the spread is too wide to trust, ``BenchmarkResult.note`` says which
-criterion failed (see :mod:`mobileprune.runtime.stats`).
+criterion failed (see :mod:`mobileprune.runtime.latency_stats`).
 
 Example:
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mobileprune.runtime.inputs import Inputs, match_inputs, random_inputs, set_inputs
-from mobileprune.runtime.stats import LatencyStats, latency_stats, spread_note
+from mobileprune.runtime.latency_stats import LatencyStats, latency_stats, spread_note
 
 #: ``progress(label, fraction)``: called between chunks of timed runs, never inside one.
 ProgressCallback = Callable[[str, float], None]

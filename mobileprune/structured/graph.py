@@ -63,6 +63,7 @@ from dataclasses import dataclass, field, replace
 import keras
 import numpy as np
 
+from mobileprune import keras_private
 from mobileprune.structured.layer_rules import InnerGroup, LayerRule, WeightAxes, rule_for
 
 
@@ -219,8 +220,7 @@ def ordered_nodes(model: keras.Model) -> list:
 
 
 def _node_of(tensor):
-    history = tensor._keras_history
-    return history.operation._inbound_nodes[history.node_index]
+    return keras_private.producing_node(tensor)
 
 
 def _model_outputs(model) -> list:

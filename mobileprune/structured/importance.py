@@ -18,7 +18,10 @@ Criteria:
   criterion structured pruners use for attention heads and FFN neurons.
 - a function ``f(weights, values) -> scores``: your own criterion, given the
   group's ``GroupWeight`` list and their current values, returning one score
-  per unit (higher is kept).
+  per unit (higher is kept);
+- your own ``Importance`` subclass, registered by name with
+  ``register_importance("name")`` (a registry in Keras's style: ``get_importance``
+  by name, ``serialize_importance`` back to the name).
 
 Example:
 
@@ -37,10 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mobileprune.registry import Registry
 from mobileprune.structured.graph import ChannelGraph, ChannelGroup, Member
 from mobileprune.structured.layer_rules import WeightAxes
 
-CRITERIA = ("l2", "l1", "bn", "taylor")
 _SCORED_KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
@@ -66,16 +69,135 @@ class GroupWeight:
         return self.member.role == "out" and self.axes.masked
 
 
+class Importance:
+    """A channel importance criterion: one score per unit of a channel group (higher is kept).
+
+    Subclass it, give it a `__call__`, and register it to use it by name
+    (`register_importance("mine")`); `get_config` returns its settings, which
+    `serialize_importance` writes next to its name. A plain function
+    `(weights, values) -> scores` is accepted too.
+
+    Attributes:
+        name: the registered name (set by `register_importance`).
+        needs_gradients: scores read `saliency` (`|w * dL/dw|`), which needs data.
+    """
+
+    name: str = ""
+    needs_gradients: bool = False
+
+    def __call__(self, weights: list[GroupWeight], values: list[np.ndarray], saliency=None) -> np.ndarray:
+        """Scores of the group's units from its weights, their values and (if needed) saliency."""
+        raise NotImplementedError(f"{type(self).__name__} must define __call__(weights, values, saliency)")
+
+    def get_config(self) -> dict:
+        """Settings that rebuild this criterion (`type(self)(**config)`)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Importance:
+        """Build the criterion from `get_config`'s dict."""
+        return cls(**config)
+
+
+IMPORTANCE = Registry("importance criterion", Importance, "register_importance")
+
+
+def register_importance(name: str, cls: type | None = None):
+    """Register an `Importance` subclass under `name` (also as a class decorator).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from mobileprune.structured.importance import Importance, register_importance
+
+    @register_importance("max_abs")
+    class MaxAbs(Importance):
+        def __call__(self, weights, values, saliency=None):
+            return np.max(np.abs(np.moveaxis(values[0], weights[0].axis, 0)).reshape(values[0].shape[weights[0].axis], -1), axis=1)
+    ```
+    """
+    return IMPORTANCE.register(name, cls)
+
+
+def get_importance(identifier) -> Importance:
+    """The `Importance` for a name, an instance, a `serialize_importance` dict or a function `(weights, values)`."""
+    if callable(identifier) and not isinstance(identifier, (Importance, type)):
+        return FunctionImportance(identifier)
+    return IMPORTANCE.get(identifier)
+
+
+def serialize_importance(criterion) -> str | dict:
+    """A registered criterion's name, or `{"name": ..., "config": ...}` when it has settings."""
+    return IMPORTANCE.serialize(get_importance(criterion))
+
+
+class FunctionImportance(Importance):
+    """Your function `(weights, values) -> scores` as a criterion (not serializable by name)."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, weights, values, saliency=None) -> np.ndarray:
+        return np.asarray(self.function(weights, values), dtype=np.float64).ravel()
+
+
+class _NormImportance(Importance):
+    order = 2
+
+    def __call__(self, weights, values, saliency=None) -> np.ndarray:
+        chosen = [(w, v) for w, v in zip(weights, values) if w.axes.attribute in _SCORED_KERNELS]
+        return _sum_normalised(chosen, order=self.order)
+
+
+@register_importance("l2")
+class L2Importance(_NormImportance):
+    """L2 norm of each unit's kernel weights (the default)."""
+
+    order = 2
+
+
+@register_importance("l1")
+class L1Importance(_NormImportance):
+    """L1 norm of each unit's kernel weights."""
+
+    order = 1
+
+
+@register_importance("bn")
+class BNImportance(Importance):
+    """`|gamma|` of the group's BatchNormalization layers ("network slimming"); L2 when it has none."""
+
+    def __call__(self, weights, values, saliency=None) -> np.ndarray:
+        chosen = [(w, v) for w, v in zip(weights, values) if w.axes.attribute == "gamma"]
+        return _sum_normalised(chosen, order=1) if chosen else L2Importance()(weights, values)
+
+
+@register_importance("taylor")
+class TaylorImportance(Importance):
+    """`sum |w * dL/dw|` per unit over kernels and biases (first-order Taylor), from `TaylorSaliency`."""
+
+    needs_gradients = True
+
+    def __call__(self, weights, values, saliency=None) -> np.ndarray:
+        if saliency is None:
+            raise ValueError("criterion 'taylor' needs data: pass data=(x, y) to ChannelPattern or mask_channels")
+        return _sum_normalised(list(zip(weights, saliency)), order=1)
+
+
+#: The built-in criteria's names (`IMPORTANCE.names()` lists yours too).
+CRITERIA = ("l2", "l1", "bn", "taylor")
+
+
 def check_criterion(criterion):
-    """Return ``criterion`` if it is a known name or a function, else raise a one-line ValueError."""
-    if callable(criterion):
-        return criterion
-    if criterion not in CRITERIA:
-        raise ValueError(
-            f"unknown importance criterion {criterion!r}; use one of {CRITERIA} or a function "
-            "(weights, values) -> one score per unit"
-        )
-    return criterion
+    """Return ``criterion`` in its simplest form (a built-in instance without settings becomes its name).
+
+    Raises a one-line ValueError for an unknown name.
+    """
+    importance = get_importance(criterion)
+    if type(importance) in (L2Importance, L1Importance, BNImportance, TaylorImportance):
+        return importance.name
+    return criterion if isinstance(criterion, (str, dict)) or callable(criterion) else importance
 
 
 def group_weights(graph: ChannelGraph, group: ChannelGroup, roles=("out",)) -> list[GroupWeight]:
@@ -121,29 +243,20 @@ def group_scores(weights: list[GroupWeight], values: list[np.ndarray], criterion
     Args:
         weights: the group's weights (``group_weights``).
         values: numpy values of ``weights``, same order.
-        criterion: ``"l2"``, ``"l1"``, ``"bn"``, ``"taylor"`` or a function
-            ``(weights, values) -> scores``.
+        criterion: a registered name (``"l2"``, ``"l1"``, ``"bn"``, ``"taylor"``,
+            yours), an ``Importance`` or a function ``(weights, values) -> scores``.
         saliency: for ``"taylor"``, ``|w * grad|`` per weight, same order
             (``TaylorSaliency.compute``).
     """
-    check_criterion(criterion)
-    if callable(criterion):
-        scores = np.asarray(criterion(weights, values), dtype=np.float64).ravel()
-        size = weights[0].member.positions.shape[0] if weights else 0
-        if scores.shape != (size,):
-            raise ValueError(f"importance function returned {scores.shape[0]} scores for a group of {size} units")
-        return scores
-    if criterion == "taylor":
-        if saliency is None:
-            raise ValueError("criterion 'taylor' needs data: pass data=(x, y) to ChannelPattern or mask_channels")
-        return _sum_normalised(list(zip(weights, saliency)), order=1)
-    if criterion == "bn":
-        chosen = [(w, v) for w, v in zip(weights, values) if w.axes.attribute == "gamma"]
-        if chosen:
-            return _sum_normalised(chosen, order=1)
-        criterion = "l2"
-    chosen = [(w, v) for w, v in zip(weights, values) if w.axes.attribute in _SCORED_KERNELS]
-    return _sum_normalised(chosen, order=1 if criterion == "l1" else 2)
+    importance = get_importance(criterion)
+    scores = np.asarray(importance(weights, values, saliency), dtype=np.float64)
+    size = weights[0].member.positions.shape[0] if weights else 0
+    if scores.shape != (size,):
+        raise ValueError(
+            f"importance criterion {importance.name or type(importance).__name__!r} returned "
+            f"{scores.size} scores for a group of {size} units; return one score per unit"
+        )
+    return scores
 
 
 def _sum_normalised(chosen, order: int) -> np.ndarray:

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from mobileprune import keras_private
 from mobileprune.layer_classes import CONV_TRANSPOSES as _CONV_TRANSPOSE
 from mobileprune.layer_classes import CONVOLUTIONS as _CONV
 from mobileprune.layer_classes import DEPTHWISE_CONVOLUTIONS as _DEPTHWISE
@@ -478,9 +479,7 @@ def _kernel_axis(dense, side: str) -> int:
 def _mha_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
     if not layer.built:
         return _barrier("MultiHeadAttention that is not built")
-    heads = attention_heads(
-        layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense, layer.num_heads
-    )
+    heads = attention_heads(layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense, layer.num_heads)
     return composite_rule((heads,), lambda config, kept: resize_heads(config, kept, "num_heads"))
 
 
@@ -509,9 +508,7 @@ def _norm_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
 
 
 def _nested_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
-    from keras.src.models.functional import Functional
-
-    if isinstance(layer, Functional):
+    if keras_private.is_functional(layer):
         return LayerRule("nested", reason="channels crossing a nested model's boundary are kept")
     return _barrier("subclassed model (no call graph to follow)")
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 import math
 
 import keras
-from keras.src.models.functional import Functional
 
+from mobileprune import keras_private
 from mobileprune.layer_classes import CONV_TRANSPOSES as _CONV_TRANSPOSE
 from mobileprune.layer_classes import CONVOLUTIONS as _CONV
 from mobileprune.layer_classes import DEPTHWISE_CONVOLUTIONS as _DEPTHWISE
@@ -129,10 +129,10 @@ def attention_macs(layer, query_shape, value_shape) -> int:
         value_shape: shape of the value (and key), batch first.
     """
     t_q, t_kv = _tokens(query_shape), _tokens(value_shape)
-    projections = t_q * (_size(layer._query_dense.kernel) + _size(layer._output_dense.kernel))
-    projections += t_kv * (_size(layer._key_dense.kernel) + _size(layer._value_dense.kernel))
-    value_dim = layer._value_dim or layer._key_dim
-    return projections + t_q * t_kv * layer.num_heads * (layer._key_dim + value_dim)
+    projections = t_q * (_size(layer.query_dense.kernel) + _size(layer.output_dense.kernel))
+    projections += t_kv * (_size(layer.key_dense.kernel) + _size(layer.value_dense.kernel))
+    value_dim = layer.value_dim or layer.key_dim
+    return projections + t_q * t_kv * layer.num_heads * (layer.key_dim + value_dim)
 
 
 def _size(variable) -> int:
@@ -151,7 +151,7 @@ def composite_macs(layer, tokens: int) -> int:
         tokens: positions of its (first) input, batch excluded.
     """
     total = 0
-    for sub in layer._flatten_layers(include_self=False, recursive=False):
+    for sub in keras_private.sublayers(layer):
         rule = registered_rule(sub)
         own = None if rule is None else rule(sub, None, None).macs
         if own is not None:
@@ -164,8 +164,8 @@ def composite_macs(layer, tokens: int) -> int:
             total += tokens // max(1, math.prod(sub.strides)) * _size(sub.kernel)
             continue
         if isinstance(sub, keras.layers.MultiHeadAttention):
-            value_dim = sub._value_dim or sub._key_dim
-            total += tokens * tokens * sub.num_heads * (sub._key_dim + value_dim)
+            value_dim = sub.value_dim or sub.key_dim
+            total += tokens * tokens * sub.num_heads * (sub.key_dim + value_dim)
         elif hasattr(sub, "num_query_heads") and hasattr(sub, "head_dim"):  # keras-hub attention
             total += tokens * tokens * sub.num_query_heads * sub.head_dim * 2
         total += composite_macs(sub, tokens)
@@ -186,7 +186,7 @@ def _call_macs(layer, inputs: list, outputs: list) -> int:
     macs = node_macs(layer, inputs[0].shape, outputs[0].shape)
     if macs or isinstance(layer, _KNOWN_ZERO):
         return macs
-    if isinstance(layer, keras.layers.Layer) and layer._flatten_layers(include_self=False, recursive=False):
+    if isinstance(layer, keras.layers.Layer) and keras_private.sublayers(layer):
         return composite_macs(layer, _tokens(inputs[0].shape))
     return 0
 
@@ -204,8 +204,8 @@ def count_macs(model: keras.Model) -> int:
 
     def call(operation, *args, **kwargs):
         nonlocal total
-        if isinstance(operation, Functional):
-            return operation._run_through_graph(args[0], call_fn=call)
+        if keras_private.is_functional(operation):
+            return keras_private.run_through_graph(operation, args[0], call)
         outputs = operation.compute_output_spec(*args, **kwargs)
         inputs = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
         if isinstance(operation, keras.layers.EinsumDense) and inputs:
@@ -215,8 +215,9 @@ def count_macs(model: keras.Model) -> int:
         )
         return outputs
 
-    graph = getattr(model, "_functional", None) or model
-    if not isinstance(graph, Functional):
+    graph = keras_private.functional_graph(model)
+    if graph is None:
         _model_outputs(model)  # the same clear error as the channel graph
-    graph._run_through_graph(graph.inputs, call_fn=call)
+        raise TypeError(f"count_macs needs a functional or Sequential model, got subclassed {type(model).__name__}")
+    keras_private.run_through_graph(graph, graph.inputs, call)
     return total

@@ -32,6 +32,7 @@ from mobileprune.structured.importance import (
     check_criterion,
     check_fraction,
     check_round_to,
+    get_importance,
     group_scores,
     group_weights,
     select_channels,
@@ -68,16 +69,17 @@ def mask_channels(
         Group name -> number of channels zeroed.
     """
     # Checked before the graph: a model without prunable groups would never reach them.
-    check_criterion(criterion)
+    criterion = check_criterion(criterion)
+    gradients = get_importance(criterion).needs_gradients
     if not callable(fraction):
         check_fraction(fraction)
     check_round_to(round_to)
-    if criterion == "taylor" and data is None:
-        raise ValueError("criterion 'taylor' needs data=(x, y) for its gradients")
+    if gradients and data is None:
+        raise ValueError(f"criterion {criterion!r} needs data=(x, y) for its gradients")
     graph = build_graph(model, warn=warn)
     per_group = [[w for w in group_weights(graph, group) if w.masked] for group in graph.groups]
     saliency = {}
-    if criterion == "taylor":
+    if gradients:
         variables = list({id(w.variable): w.variable for ws in per_group for w in ws}.values())
         found = TaylorSaliency(model, data, loss).compute(variables)
         saliency = {id(v): s for v, s in zip(variables, found)}

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from mobileprune import keras_private
 from mobileprune.structured.graph import ChannelGraph, build_graph
 from mobileprune.structured.importance import group_weights
 from mobileprune.structured.macs import count_macs
@@ -214,7 +215,7 @@ def _same_named_inputs(model):
     """Fresh inputs named like the original's, so input names (and signatures) survive."""
 
     def fresh(tensor):
-        name = tensor._keras_history.operation.name
+        name = keras_private.producing_operation(tensor).name
         return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=name)
 
     return keras.tree.map_structure(fresh, model.input)

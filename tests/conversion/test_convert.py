@@ -35,7 +35,7 @@ def test_flex_op_allowed_on_request():
 
     from mobileprune.conversion.convert import convert
     from mobileprune.conversion.sources import load_source
-    from mobileprune.runtime.inspect import inspect_tflite
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     source = load_source(_model_with(lambda x: keras.ops.cumprod(x, axis=1)))
     report = inspect_tflite(convert(source, allow_select_tf_ops=True))

@@ -35,7 +35,7 @@ def tokens():
 def test_recurrent_model_exports_with_builtin_ops_at_batch_one(text_model, tokens, tmp_path, quantize):
     import mobileprune as mp
     from mobileprune.conversion.verify import run_tflite
-    from mobileprune.runtime.inspect import inspect_tflite
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     result = mp.export_tflite(text_model, tmp_path / "text.tflite", quantize=quantize, validation_data=tokens)
     assert result.batch_size == 1
@@ -65,7 +65,7 @@ def test_a_fixed_batch_size_is_an_option_for_any_keras_model(tmp_path):
     import keras
 
     import mobileprune as mp
-    from mobileprune.runtime.inspect import inspect_tflite
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])

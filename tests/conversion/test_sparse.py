@@ -24,7 +24,7 @@ def candidates(pruned_model, digits):
 
 def test_weight_tensors_are_the_four_kernels(candidates, kernel_zeros):
     from mobileprune.conversion.sparse import uses_sparse_encoding, weight_tensors
-    from mobileprune.runtime.inspect import inspect_tflite
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     dense = inspect_tflite(candidates[(None, False)])
     assert {tensor.elements: tensor.zeros for tensor in weight_tensors(dense)} == kernel_zeros

@@ -39,7 +39,7 @@ def test_compact_file_is_smaller_and_computes_the_same(pruned_model, digits, ker
     from mobileprune.conversion.sources import load_source
     from mobileprune.conversion.sparse import weight_tensors
     from mobileprune.conversion.sparse_layout import compact_sparse_layout
-    from mobileprune.runtime.inspect import inspect_tflite
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     original = convert(load_source(pruned_model), quantize, digits.x_train[:50], sparse=True)
     compact = compact_sparse_layout(original)

@@ -268,7 +268,7 @@ def test_layer_without_calibration_activations():
         (dict(sparsity=0.7, pattern="2:4"), ValueError, r"always prunes 0.5 .* pass sparsity=0.5"),
         (dict(sparsity=0.5, pattern=(1, 4)), ValueError, "use method='wanda' or 'magnitude' for blocks"),
         (dict(sparsity=1.5), ValueError, r"sparsity must be in \[0, 1\]"),
-        (dict(sparsity=0.5, method="obs"), ValueError, "method must be one of"),
+        (dict(sparsity=0.5, method="obs"), ValueError, "unknown one-shot method 'obs'; registered: "),
         (dict(sparsity=0.5, method="wanda", scope="global"), ValueError, "needs method='magnitude'"),
         (dict(sparsity=0.5, block_size=0), ValueError, "block_size"),
     ],

@@ -17,7 +17,7 @@ from mobileprune.runtime.benchmark import (
 )
 from mobileprune.runtime.errors import ModelFileError
 from mobileprune.runtime.interpreter import runtime_name
-from mobileprune.runtime.stats import LatencyStats
+from mobileprune.runtime.latency_stats import LatencyStats
 from tests.runtime.fixtures import tflite_dir  # noqa: F401  (pytest fixture)
 
 QUICK = {"warmup_runs": 2, "runs": 30, "min_seconds": 0.0}

@@ -10,8 +10,8 @@ import pytest
 from mobileprune.runtime import _tflite_tables
 from mobileprune.runtime.errors import ModelFileError
 from mobileprune.runtime.flatbuffer_verify import verify_tflite
-from mobileprune.runtime.inspect import inspect_tflite
 from mobileprune.runtime.interpreter import load_interpreter
+from mobileprune.runtime.tflite_report import inspect_tflite
 from tests.runtime.fixtures import REPO_ROOT, tflite_dir  # noqa: F401  (pytest fixture)
 
 GOOD = ("mlp_float32.tflite", "mlp_int8.tflite", "sparse_mlp.tflite", "conv.tflite", "two_inputs.tflite")

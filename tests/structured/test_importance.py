@@ -98,3 +98,51 @@ def test_channel_masks_zero_the_right_slices():
         along = np.moveaxis(mask, weight.axis, 0).reshape(mask.shape[weight.axis], -1)
         np.testing.assert_array_equal(along.all(axis=1), keep)
         np.testing.assert_array_equal(along.any(axis=1), keep)
+
+
+def test_builtin_criteria_are_registered_importance_objects():
+    import mobileprune as mp
+    from mobileprune.structured.importance import CRITERIA, IMPORTANCE, check_criterion
+
+    assert set(CRITERIA) <= set(IMPORTANCE.names())
+    model, group, weights = _stem_group()
+    values = [np.asarray(w.variable.numpy()) for w in weights]
+    for name in ("l2", "l1", "bn"):
+        importance = mp.get_importance(name)
+        assert isinstance(importance, mp.Importance) and mp.serialize_importance(importance) == name
+        np.testing.assert_allclose(group_scores(weights, values, importance), group_scores(weights, values, name))
+        assert check_criterion(type(importance)()) == name  # a built-in object is its name
+    assert mp.get_importance("taylor").needs_gradients and not mp.get_importance("l2").needs_gradients
+
+
+def test_a_registered_criterion_is_used_by_name_everywhere():
+    import mobileprune as mp
+    from mobileprune.structured.masking import mask_channels
+
+    @mp.register_importance("last_units_first")
+    class LastUnitsFirst(mp.Importance):
+        def __init__(self, reverse: bool = False):
+            self.reverse = reverse
+
+        def __call__(self, weights, values, saliency=None):
+            order = np.arange(weights[0].member.positions.shape[0], dtype=np.float64)
+            return order[::-1].copy() if self.reverse else order
+
+        def get_config(self):
+            return {"reverse": self.reverse}
+
+    model, group, weights = _stem_group()
+    values = [np.asarray(w.variable.numpy()) for w in weights]
+    np.testing.assert_array_equal(group_scores(weights, values, "last_units_first"), np.arange(8))
+    serialized = mp.serialize_importance(LastUnitsFirst(reverse=True))
+    assert serialized == {"name": "last_units_first", "config": {"reverse": True}}
+    np.testing.assert_array_equal(group_scores(weights, values, serialized), np.arange(8)[::-1])
+    zeroed = mask_channels(model, 0.5, criterion="last_units_first")
+    assert zeroed["stem"] == 4
+    kernel = model.get_layer("stem").kernel.numpy()
+    assert not kernel[..., :4].any() and kernel[..., 4:].all()
+
+
+def test_unknown_criterion_lists_the_registered():
+    with pytest.raises(ValueError, match=r"registered: .*'bn'.*'l1'.*'l2'.*'taylor'.*register_importance"):
+        group_scores([], [], "l3")

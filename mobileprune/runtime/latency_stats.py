@@ -8,7 +8,7 @@ standard deviation is the population one (divide by ``n``), as TFLite's
 Example:
 
 ```python
-from mobileprune.runtime.stats import latency_stats, spread_note
+from mobileprune.runtime.latency_stats import latency_stats, spread_note
 
 stats = latency_stats([1.0, 1.1, 0.9, 1.0, 5.0])
 print(stats.p50_ms, stats.p99_ms, spread_note(stats))

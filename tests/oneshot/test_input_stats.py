@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobileprune.oneshot.stats import COLUMNS, InputStats
+from mobileprune.oneshot.input_stats import COLUMNS, InputStats
 from tests.oneshot._models import correlated_inputs
 
 

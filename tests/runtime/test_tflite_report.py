@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mobileprune.runtime.errors import ModelFileError
-from mobileprune.runtime.inspect import inspect_tflite
 from mobileprune.runtime.interpreter import load_interpreter
+from mobileprune.runtime.tflite_report import inspect_tflite
 from tests.runtime.fixtures import manifest, tflite_dir  # noqa: F401  (pytest fixtures)
 
 

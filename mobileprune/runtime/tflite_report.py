@@ -17,7 +17,7 @@ the work a sparse kernel would do.
 Example:
 
 ```python
-from mobileprune.runtime.inspect import inspect_tflite
+from mobileprune.runtime.tflite_report import inspect_tflite
 
 report = inspect_tflite("model.tflite")
 print(report.summary())

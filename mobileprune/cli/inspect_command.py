@@ -50,8 +50,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Inspect the file and print tables or JSON."""
-    from mobileprune.runtime.inspect import inspect_tflite
-    from mobileprune.runtime.xnnpack_sparse import analyze_tflite
+    from mobileprune.runtime.tflite_graph import analyze_tflite
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     try:
         report = inspect_tflite(args.model)

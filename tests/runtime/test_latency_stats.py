@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mobileprune.runtime.stats import LatencyStats, latency_stats, spread_note
+from mobileprune.runtime.latency_stats import LatencyStats, latency_stats, spread_note
 
 
 def test_statistics_of_one_to_hundred_match_hand_computed_values():

@@ -11,7 +11,7 @@ Example:
 
 ```python
 import numpy as np
-from mobileprune.oneshot.stats import InputStats
+from mobileprune.oneshot.input_stats import InputStats
 stats = InputStats(4, hessian=True)
 stats.add(np.ones((10, 4), "float32"))
 stats.finish("dense/kernel")

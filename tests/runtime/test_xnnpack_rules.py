@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mobileprune.runtime.xnnpack_sparse import Node, build_report
+from mobileprune.runtime.xnnpack_rules import Node, build_report
 
 INPUT = "input"
 
