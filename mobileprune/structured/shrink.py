@@ -161,8 +161,9 @@ def _clone_function(graph: ChannelGraph, keep_masks: dict[str, tuple], inner_kee
                     config[rule.size_key] = tuple(shape[:-1]) + (int(out_keep.sum()),)
             else:
                 config[rule.size_key] = int(out_keep.sum())
+        klass = rule.rebuild_as(config) if rule is not None and rule.rebuild_as is not None else layer.__class__
         try:
-            clone_layer = layer.__class__.from_config(config)
+            clone_layer = klass.from_config(config)
         except (TypeError, ValueError, NotImplementedError):
             # A custom layer without a usable config is a barrier: reuse it as is.
             clone_layer = layer
