@@ -51,6 +51,7 @@ _LAZY = {
     "register_layer_rule": "mobileprune.structured.layer_rules",
     "mask_channels": "mobileprune.structured.masking",
     "count_macs": "mobileprune.structured.macs",
+    "distill": "mobileprune.structured.distill",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",
