@@ -102,7 +102,7 @@ def _out(model, x) -> np.ndarray:
 
 
 def _heads_left(model) -> list[int]:
-    from mobileprune.structured.keras_hub_heads import HEAD_SIZED
+    from mobileprune.keras_hub_layers import HEAD_SIZED
 
     blocks = [layer for layer in model._flatten_layers() if type(layer) in HEAD_SIZED.values()]
     return [block.num_heads for block in blocks]

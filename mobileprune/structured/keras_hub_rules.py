@@ -13,9 +13,9 @@ rule for the same class replaces them.
   ``i``: both follow one ``num_heads``) and feed-forward neurons. keras-hub
   0.32 computes the head size as ``hidden_dim // num_heads`` in ``build``, so
   a block that loses heads is rebuilt as ``HeadSizedTransformerEncoder`` /
-  ``HeadSizedTransformerDecoder`` (``keras_hub_heads``): the same layer whose
+  ``HeadSizedTransformerDecoder`` (``mobileprune.keras_hub_layers``): the same layer whose
   config also carries ``key_dim``, registered so its ``.keras`` file loads
-  once ``mobileprune.structured.keras_hub_heads`` is imported. A block that
+  once ``mobileprune.keras_hub_layers`` is imported. A block that
   loses only neurons stays a keras-hub class.
 - ``ViTBackbone``: heads and feed-forward neurons, one unit = head (neuron)
   ``i`` of every block (the blocks are rebuilt from one ``num_heads`` and one
@@ -55,7 +55,7 @@ from keras_hub.src.models.gemma3.gemma3_layers import RMSNormalization as Gemma3
 from keras_hub.src.models.vit.vit_backbone import ViTBackbone
 from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTPatchingAndEmbedding
 
-from mobileprune.structured.keras_hub_heads import encoder_of, head_sized_class
+from mobileprune.keras_hub_layers import encoder_of, head_sized_class
 from mobileprune.structured.layer_rules import (
     ZERO_PRESERVING_ACTIVATIONS,
     InnerGroup,
@@ -155,7 +155,7 @@ def transformer_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
 
     A decoder's head ``i`` is one unit with cross-attention head ``i`` (both
     follow one ``num_heads``). Blocks that lose heads are rebuilt as the
-    head-sized subclasses of ``keras_hub_heads``.
+    head-sized subclasses of ``mobileprune.keras_hub_layers``.
     """
     inner = []
     attentions = _block_attentions(layer)

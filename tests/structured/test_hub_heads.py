@@ -11,12 +11,12 @@ keras = pytest.importorskip("keras")
 keras_hub = pytest.importorskip("keras_hub")
 
 import mobileprune as mp  # noqa: E402
-from mobileprune.structured import count_macs, mask_channels  # noqa: E402
-from mobileprune.structured.keras_hub_heads import (  # noqa: E402
+from mobileprune.keras_hub_layers import (  # noqa: E402
     HeadSizedTransformerDecoder,
     HeadSizedTransformerEncoder,
     HeadSizedViTBackbone,
 )
+from mobileprune.structured import count_macs, mask_channels  # noqa: E402
 
 SEQ, WIDTH, HEADS, FFN = 6, 24, 3, 16  # heads of 8
 

@@ -10,14 +10,14 @@ it. They are registered with ``keras.saving.register_keras_serializable``
 under the package ``"mobileprune"``, so a saved ``.keras`` file loads once
 this module is imported::
 
-    import mobileprune.structured.keras_hub_heads  # noqa: F401  (registers the layers)
+    import mobileprune.keras_hub_layers  # noqa: F401  (registers the layers)
     model = keras.models.load_model("shrunk.keras")
 
 Example:
 
 ```python
 import numpy as np
-from mobileprune.structured.keras_hub_heads import HeadSizedTransformerEncoder
+from mobileprune.keras_hub_layers import HeadSizedTransformerEncoder
 layer = HeadSizedTransformerEncoder(intermediate_dim=16, num_heads=2, key_dim=8)
 out = layer(np.zeros((1, 4, 32), "float32"))  # 2 heads of 8, model width 32
 assert layer._self_attention_layer._key_dim == 8 and out.shape == (1, 4, 32)
