@@ -6,8 +6,9 @@ and beta) are all exactly zero, and builds a new model without them: producer
 layers get fewer ``filters``/``units``, readers lose the matching input rows,
 BatchNormalization keeps the statistics of the channels that stay. The new
 model computes what the masked model computes (up to float rounding), is a
-plain Keras model (no custom layers), and converts to ``.tflite`` like any
-other.
+plain Keras model (no custom layers; a keras-hub block that lost attention
+heads becomes its head-sized subclass from ``mobileprune.keras_hub_layers``,
+see ``keras_hub_rules``), and converts to ``.tflite`` like any other.
 
 Channels are removed only when every member of their group agrees (all zero),
 and every group keeps at least one channel. The model's inputs and outputs are
