@@ -15,8 +15,9 @@ become mobileprune's head-sized keras-hub subclasses). Reported: the Keras
 outputs of the shrunk vs the masked model, the same after a ``.keras`` round
 trip and for the ``.tflite``, parameters removed, the sparsity
 ``mp.sparsity`` logs for the masked model, and LiteRT float32 latency (1
-thread) of dense and pruned timed round-robin (median of each round's p50,
-the rounds listed). The load average is recorded: the machine is shared.
+thread) of dense, pruned and *same shape* (the shrunk architecture with fresh
+random weights) timed round-robin (median of each round's p50, the rounds
+listed). The load average is recorded: the machine is shared.
 For reference, ``mask_channels(model, 0.5)`` (what the README's earlier
 numbers used) is reported too.
 
@@ -137,15 +138,20 @@ def prune(name: str, fraction, folder: Path) -> tuple[dict, object, object]:
 
 
 def run_backbone(name: str, folder: Path, rounds: int, runs: int, min_seconds: float) -> dict:
+    import keras
+
     import mobileprune as mp
 
     build, sample = BACKBONES[name]
     uniform, _, _ = prune(name, 0.5, folder)
     row, masked, shrunk = prune(name, _fraction, folder)
     entries = []
-    for kind, model in (("dense", build()), ("pruned", shrunk)):
+    # Same shape: the shrunk architecture with fresh random weights (clone_model re-initialises), so the
+    # pruned model's latency can be told apart from how the runtime handles that shape.
+    same_shape = keras.models.clone_model(shrunk)
+    for kind, model in (("dense", build()), ("pruned", shrunk), ("same shape", same_shape)):
         result = mp.export_tflite(model, folder / f"{name}-{kind}.tflite", sparse=False)
-        entries.append({"name": f"{name} {kind}", "path": result.path})
+        entries.append({"name": f"{name} {kind}", "path": result.path, "params": model.count_params()})
     row["tflite_max_abs_diff_vs_masked"] = tflite_diff(masked, entries[1]["path"], sample(1))
     time_round_robin(entries, rounds, runs, min_seconds)
     row |= {
@@ -154,7 +160,12 @@ def run_backbone(name: str, folder: Path, rounds: int, runs: int, min_seconds: f
         "pruned_p50_ms": entries[1]["p50_ms"],
         "dense_p50_rounds_ms": entries[0]["p50_rounds_ms"],
         "pruned_p50_rounds_ms": entries[1]["p50_rounds_ms"],
+        "same_shape_p50_ms": entries[2]["p50_ms"],
+        "same_shape_p50_rounds_ms": entries[2]["p50_rounds_ms"],
         "speedup_vs_dense": entries[0]["p50_ms"] / entries[1]["p50_ms"],
+        "pruned_vs_same_shape": entries[1]["p50_ms"] / entries[2]["p50_ms"],
+        "dense_params": entries[0]["params"],
+        "pruned_params": entries[1]["params"],
         "uniform_50pct": {key: uniform[key] for key in ("heads_left", "params_removed", "logged_sparsity")},
     }
     return row
@@ -182,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "macs_ratio",
         "dense_p50_ms",
         "pruned_p50_ms",
+        "same_shape_p50_ms",
         "speedup_vs_dense",
         "max_abs_diff_vs_masked",
         "max_abs_diff_after_keras_round_trip",
