@@ -20,7 +20,7 @@ global pool). Test accuracy on held-out data; the mean and spread over seeds.
 Run from the repository root:
 
 ```
-python -m benchmarks.distill_recovery --seeds 0 1 2   # writes results/distill_recovery.json
+python -m benchmarks.distill_recovery --seeds 0 1 2 --epochs 3 10   # writes results/distill_recovery.json
 python -m benchmarks.distill_recovery --quick         # smoke run (one seed, one epoch, temp dir)
 ```
 """
@@ -116,7 +116,8 @@ def _accuracy(model, x, y) -> float:
     return float((logits.argmax(-1) == y).mean())
 
 
-def run(task: str, seed: int, fraction: float, epochs: int, teacher_epochs: int | None) -> dict:
+def run(task: str, seed: int, fraction: float, epochs_list: Sequence[int], teacher_epochs: int | None) -> list[dict]:
+    """Rows for one task and seed: one per fine-tuning length, from the same teacher and pruned model."""
     import keras
 
     import mobileprune as mp
@@ -127,29 +128,33 @@ def run(task: str, seed: int, fraction: float, epochs: int, teacher_epochs: int 
     masked = _copy(teacher)
     mp.mask_channels(masked, fraction, warn=False)
     pruned = mp.shrink(masked, warn=False)
-    row = {
+    base = {
         "task": task,
         "seed": seed,
         "teacher_accuracy": _accuracy(teacher, x_test, y_test),
         "pruned_accuracy": _accuracy(pruned, x_test, y_test),
         "params_kept": pruned.count_params() / teacher.count_params(),
     }
-    keras.utils.set_random_seed(seed + 100)
-    plain = _compile(_copy(pruned))
-    plain.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
-    keras.utils.set_random_seed(seed + 100)
-    student = _copy(pruned)
-    mp.distill(student, teacher, x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
-    row["plain_accuracy"] = _accuracy(plain, x_test, y_test)
-    row["distilled_accuracy"] = _accuracy(student, x_test, y_test)
-    row["distilled_minus_plain"] = row["distilled_accuracy"] - row["plain_accuracy"]
-    return row
+    rows = []
+    for epochs in epochs_list:
+        keras.utils.set_random_seed(seed + 100)
+        plain = _compile(_copy(pruned))
+        plain.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
+        keras.utils.set_random_seed(seed + 100)
+        student = _copy(pruned)
+        mp.distill(student, teacher, x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
+        row = {**base, "epochs": epochs}
+        row["plain_accuracy"] = _accuracy(plain, x_test, y_test)
+        row["distilled_accuracy"] = _accuracy(student, x_test, y_test)
+        row["distilled_minus_plain"] = row["distilled_accuracy"] - row["plain_accuracy"]
+        rows.append(row)
+    return rows
 
 
 def summarize(rows: list[dict]) -> dict:
     summary = {}
-    for task in sorted({row["task"] for row in rows}):
-        task_rows = [row for row in rows if row["task"] == task]
+    for task, epochs in sorted({(row["task"], row["epochs"]) for row in rows}):
+        task_rows = [row for row in rows if row["task"] == task and row["epochs"] == epochs]
         entry = {}
         for key in ("teacher_accuracy", "pruned_accuracy", "plain_accuracy", "distilled_accuracy"):
             values = [row[key] for row in task_rows]
@@ -157,7 +162,7 @@ def summarize(rows: list[dict]) -> dict:
         gains = [row["distilled_minus_plain"] for row in task_rows]
         entry["distilled_minus_plain"] = {"mean": statistics.mean(gains), "min": min(gains), "max": max(gains)}
         entry["seeds"] = [row["seed"] for row in task_rows]
-        summary[task] = entry
+        summary[f"{task}, {epochs} epochs"] = entry
     return summary
 
 
@@ -167,18 +172,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--fraction", type=float, default=0.7, help="share of channels removed")
-    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (both recoveries)")
+    parser.add_argument("--epochs", nargs="+", type=int, default=[3], help="fine-tuning epochs (both recoveries)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    seeds, epochs, teacher_epochs = ([args.seeds[0]], 1, 2) if args.quick else (args.seeds, args.epochs, None)
+    seeds, epochs, teacher_epochs = ([args.seeds[0]], [1], 2) if args.quick else (args.seeds, args.epochs, None)
     load_before = os.getloadavg()
-    rows = [run(task, seed, args.fraction, epochs, teacher_epochs) for task in args.tasks for seed in seeds]
+    rows = [
+        row for task in args.tasks for seed in seeds for row in run(task, seed, args.fraction, epochs, teacher_epochs)
+    ]
     columns = [
         "task",
         "seed",
+        "epochs",
         "teacher_accuracy",
         "pruned_accuracy",
         "plain_accuracy",
@@ -186,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "distilled_minus_plain",
         "params_kept",
     ]
-    print_table(f"Recovery after {args.fraction:.0%} channel pruning, {epochs} fine-tuning epochs", rows, columns)
+    print_table(f"Recovery after {args.fraction:.0%} channel pruning", rows, columns)
     summary = summarize(rows)
     print(summary)
     payload = {
