@@ -12,13 +12,16 @@ is trained in place. Both models must output logits (no softmax).
 Example:
 
 ```python
+import keras
 import mobileprune as mp
 from mobileprune.demo.digits import build_digits_cnn, load_digits_split
 data = load_digits_split()
 teacher = build_digits_cnn()
 teacher.fit(data.x_train, data.y_train, epochs=3, verbose=0)
-mp.mask_channels(teacher, 0.5)
-student = mp.shrink(teacher)  # the masked teacher is the reference: copy it first to keep it dense
+masked = keras.models.clone_model(teacher)  # mask a copy: the teacher stays dense
+masked.set_weights(teacher.get_weights())
+mp.mask_channels(masked, 0.5)
+student = mp.shrink(masked)
 history = mp.distill(student, teacher, data.x_train, data.y_train, epochs=2, verbose=0)
 ```
 """
