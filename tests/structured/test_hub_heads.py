@@ -145,3 +145,36 @@ def test_pruning_only_neurons_keeps_the_keras_hub_class():
 def test_head_size_must_be_a_positive_int():
     with pytest.raises(ValueError, match="key_dim must be a positive int"):
         HeadSizedTransformerEncoder(intermediate_dim=8, num_heads=2, key_dim=0)
+
+
+# One backend is enough for this slow check; on PyTorch, the export child's registration is exercised by
+# test_transformers.py::test_keras_hub_vit_exports_to_tflite_after_shrink.
+@pytest.mark.tensorflow_only
+def test_saved_file_loads_in_a_fresh_process_through_the_export_loader(tmp_path):
+    # What `mobileprune export MODEL.keras` and the PyTorch export child do: a fresh interpreter that never
+    # imported mobileprune.keras_hub_layers itself.
+    import subprocess
+    import sys
+
+    model, x = _encoder_model()
+    mask_channels(model, lambda group: 1 / 3 if group.key == "heads" else 0.0)
+    path = tmp_path / "encoder.keras"
+    mp.shrink(model).save(path)
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np\n"
+        "from mobileprune.conversion.sources import load_source\n"
+        "model = load_source(sys.argv[1]).model\n"
+        "print(type(model.get_layer('enc')).__name__, model.get_layer('enc').num_heads)\n"
+        "np.save(sys.argv[3], np.asarray(model(np.load(sys.argv[2]))))\n"
+    )
+    out = tmp_path / "out.npy"
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(tmp_path / "x.npy"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split()[-2:] == ["HeadSizedTransformerEncoder", str(HEADS - 1)]
+    np.testing.assert_allclose(np.load(out), _out(model, x), atol=1e-5)
