@@ -62,6 +62,7 @@ _LAZY = {
     "register_importance": "mobileprune.structured.importance",
     "get_importance": "mobileprune.structured.importance",
     "serialize_importance": "mobileprune.structured.importance",
+    "distill": "mobileprune.structured.distill",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",

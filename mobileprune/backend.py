@@ -461,9 +461,12 @@ def _layers_owning_variables(model: keras.Model) -> list:
 # Run with KERAS_BACKEND=tensorflow: load the .keras file, write the inference
 # function (training=False, as TensorFlow's own converter does for Keras 3) as a SavedModel.
 _SAVED_MODEL_CHILD = """
+import importlib.util
 import sys
 import keras
 from mobileprune.backend import write_inference_saved_model
+if importlib.util.find_spec("keras_hub") is not None:
+    import mobileprune.keras_hub_layers  # registers mobileprune's head-sized keras-hub blocks
 model = keras.models.load_model(sys.argv[1], compile=False, safe_mode=True)
 write_inference_saved_model(model, sys.argv[2], None if sys.argv[3] == "dynamic" else int(sys.argv[3]))
 """

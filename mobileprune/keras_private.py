@@ -67,6 +67,11 @@ def untrack_sublayer(layer: Any, sublayer: Any) -> None:
     layer._layers.remove(sublayer)
 
 
+def replace_tracked_sublayer(layer: Any, old: Any, new: Any) -> None:
+    """Put `new` in `old`'s place among `layer`'s tracked sublayers (same weight order, same saved layout)."""
+    layer._tracker.replace_tracked_value("layers", old, new)
+
+
 def tracked_sublayers(layer: Any) -> list:
     """The sublayers `layer` tracks directly (those added by `track_sublayer` included)."""
     return list(getattr(layer, "_layers", []))

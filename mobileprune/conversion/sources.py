@@ -112,6 +112,14 @@ def load_source(model: Any) -> ModelSource:
     )
 
 
+def _register_keras_hub_layers() -> None:
+    # A shrunk keras-hub model may hold mobileprune's head-sized blocks: register them before loading.
+    import importlib.util
+
+    if importlib.util.find_spec("keras_hub") is not None:
+        import mobileprune.keras_hub_layers  # noqa: F401
+
+
 def _from_path(path: Path) -> ModelSource:
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
@@ -125,6 +133,7 @@ def _from_path(path: Path) -> ModelSource:
         raise ValueError(f"{path} is not a model file; pass a .keras file or a SavedModel directory")
     import keras
 
+    _register_keras_hub_layers()
     try:
         loaded = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises many types for a bad file

@@ -8,22 +8,21 @@ rule for the same class replaces them.
   (``gating_ffw``, ``gating_ffw_2`` -> ``ffw_linear``); rebuilt with fewer
   ``num_query_heads``/``num_key_value_heads`` and a smaller
   ``intermediate_dim``. ``head_dim`` is an argument, so heads keep their size.
-- ``TransformerEncoder``, ``TransformerDecoder``: feed-forward neurons only
-  (smaller ``intermediate_dim``). Their heads are kept, with one warning
-  naming the layers: keras-hub 0.32 computes the head size as ``hidden_dim
-  // num_heads`` inside ``build`` (``ViTEncoderBlock`` in ``__init__``) and
-  has no argument for it, so a layer rebuilt with fewer heads gets larger
-  heads. Swapping in a smaller ``MultiHeadAttention`` after the rebuild gives
-  the right outputs but not a loadable file: loading a ``.keras`` calls
-  ``build`` again, which makes the wide heads, and the saved weights no
-  longer fit. Keeping the head count and padding each head with zeros (query
-  rescaled) would load and compute the same, but saves no work: heads x head
-  size stays ``hidden_dim``.
-- ``ViTEncoder``: feed-forward neurons, one unit = neuron ``i`` of every
-  block (the blocks are rebuilt from one ``mlp_dim``); heads kept for the
-  same reason. ``ViTBackbone`` is handled as one layer (rebuilt
-  with a smaller ``mlp_dim``) rather than descended into, see
-  ``vit_backbone_rule``.
+- ``TransformerEncoder``, ``TransformerDecoder``: attention heads (a
+  decoder's self-attention head ``i`` together with its cross-attention head
+  ``i``: both follow one ``num_heads``) and feed-forward neurons. keras-hub
+  0.32 computes the head size as ``hidden_dim // num_heads`` in ``build``, so
+  a block that loses heads is rebuilt as ``HeadSizedTransformerEncoder`` /
+  ``HeadSizedTransformerDecoder`` (``mobileprune.keras_hub_layers``): the same layer whose
+  config also carries ``key_dim``, registered so its ``.keras`` file loads
+  once ``mobileprune.keras_hub_layers`` is imported. A block that
+  loses only neurons stays a keras-hub class.
+- ``ViTBackbone``: heads and feed-forward neurons, one unit = head (neuron)
+  ``i`` of every block (the blocks are rebuilt from one ``num_heads`` and one
+  ``mlp_dim``); handled as one layer rather than descended into (see
+  ``vit_backbone_rule``), rebuilt as ``HeadSizedViTBackbone`` when it loses
+  heads. A ``ViTEncoder`` used on its own loses FFN neurons only (one
+  warning); so does a user subclass of any of these blocks.
 - Normalizations and embeddings (``RMSNormalization``, ``ReversibleEmbedding``,
   ``PositionEmbedding``, ``TokenAndPositionEmbedding``,
   ``ViTPatchingAndEmbedding``) keep the model width: silent barriers.
@@ -56,6 +55,7 @@ from keras_hub.src.models.gemma3.gemma3_layers import RMSNormalization as Gemma3
 from keras_hub.src.models.vit.vit_backbone import ViTBackbone
 from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTPatchingAndEmbedding
 
+from mobileprune.keras_hub_layers import encoder_of, head_sized_class
 from mobileprune.structured.layer_rules import (
     ZERO_PRESERVING_ACTIVATIONS,
     InnerGroup,
@@ -105,12 +105,12 @@ def gemma3_decoder_block_rule(layer, input_shape=None, output_shape=None) -> Lay
     return composite_rule(tuple(inner), resize)
 
 
-# Why keras-hub's TransformerEncoder/Decoder and ViT blocks keep their heads (module docstring).
+# Why a block keeps its heads when it does (module docstring).
 HEADS_KEPT = (
-    "attention heads kept (keras-hub derives the head size as hidden_dim // num_heads, so a rebuild "
-    "with fewer heads changes every head and a saved .keras would not load); feed-forward neurons are "
-    "pruned. To prune heads, use a layer with an explicit head size (e.g. keras.layers.MultiHeadAttention "
-    "in a functional block) or teach mobileprune your own layer with mobileprune.register_layer_rule"
+    "attention heads kept (a subclass of a keras-hub block, or a ViTEncoder outside a ViTBackbone: keras-hub "
+    "derives the head size as hidden_dim // num_heads and mobileprune rebuilds only TransformerEncoder, "
+    "TransformerDecoder and ViTBackbone with an explicit head size); feed-forward neurons are pruned. To prune "
+    "its heads, teach mobileprune the layer with mobileprune.register_layer_rule"
 )
 
 
@@ -118,43 +118,94 @@ def _heads(layer) -> int:
     return getattr(layer, "num_heads", 1)
 
 
-def transformer_ffn_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
-    """FFN neurons of keras-hub's ``TransformerEncoder``/``TransformerDecoder`` (heads kept, see above)."""
-    inner = ()
+def _projections(attention) -> tuple:
+    return attention.query_dense, attention.key_dense, attention.value_dense, attention.output_dense
+
+
+def _head_units(attentions, num_heads: int) -> InnerGroup:
+    """Head ``i`` of every attention in ``attentions`` as one unit (they share one ``num_heads``)."""
+    slices = []
+    for attention in attentions:
+        slices.extend(attention_heads(*_projections(attention), num_heads).slices)
+    return InnerGroup("heads", num_heads, tuple(slices))
+
+
+def _head_sized(layer, attentions, ffn_key: str):
+    """(resize, rebuild_as) for a block rebuilt with fewer heads of the same size."""
+    key_dim = attentions[0].key_dim
+    own = type(layer)
+    target = head_sized_class(layer)
+
+    def resize(config: dict, kept: dict) -> dict:
+        if "heads" in kept:
+            config["num_heads"] = kept["heads"]
+            config["key_dim"] = key_dim
+        return _resize_key("ffn", ffn_key)(config, kept)
+
+    return resize, lambda config: target if config.get("key_dim") is not None else own
+
+
+def _block_attentions(layer) -> list:
+    names = ("_self_attention_layer", "_cross_attention_layer")
+    return [att for att in (getattr(layer, name, None) for name in names) if att is not None]
+
+
+def transformer_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
+    """Heads and FFN neurons of keras-hub's ``TransformerEncoder``/``TransformerDecoder``.
+
+    A decoder's head ``i`` is one unit with cross-attention head ``i`` (both
+    follow one ``num_heads``). Blocks that lose heads are rebuilt as the
+    head-sized subclasses of ``mobileprune.keras_hub_layers``.
+    """
+    inner = []
+    attentions = _block_attentions(layer)
+    heads_prunable = bool(attentions) and head_sized_class(layer) is not None
+    if heads_prunable:
+        inner.append(_head_units(attentions, _heads(layer)))
     if activation_name(layer) in ZERO_PRESERVING_ACTIVATIONS:  # a masked neuron must come out as 0
-        inner = (
+        inner.append(
             feed_forward(
                 [layer._feedforward_intermediate_dense], layer._feedforward_output_dense, layer.intermediate_dim
-            ),
+            )
         )
-    return composite_rule(
-        inner, _resize_key("ffn", "intermediate_dim"), kept_note=HEADS_KEPT if _heads(layer) > 1 else ""
-    )
+    if not heads_prunable:
+        note = HEADS_KEPT if _heads(layer) > 1 else ""
+        return composite_rule(tuple(inner), _resize_key("ffn", "intermediate_dim"), kept_note=note)
+    resize, rebuild_as = _head_sized(layer, attentions, "intermediate_dim")
+    return composite_rule(tuple(inner), resize, rebuild_as=rebuild_as)
+
+
+def _ffn_units(encoder) -> InnerGroup:
+    slices = []
+    for block in encoder.encoder_layers:
+        slices.extend(feed_forward([block.mlp.dense_1], block.mlp.dense_2, encoder.mlp_dim).slices)
+    return InnerGroup("ffn", encoder.mlp_dim, tuple(slices))
 
 
 def vit_encoder_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
     """FFN neurons of a ``ViTEncoder``, neuron ``i`` of every block as one unit (heads kept, see above)."""
-    slices = []
-    for block in layer.encoder_layers:
-        slices.extend(feed_forward([block.mlp.dense_1], block.mlp.dense_2, layer.mlp_dim).slices)
     return composite_rule(
-        (InnerGroup("ffn", layer.mlp_dim, tuple(slices)),),
-        _resize_key("ffn", "mlp_dim"),
-        kept_note=HEADS_KEPT if _heads(layer) > 1 else "",
+        (_ffn_units(layer),), _resize_key("ffn", "mlp_dim"), kept_note=HEADS_KEPT if _heads(layer) > 1 else ""
     )
 
 
 def vit_backbone_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
-    """A ``ViTBackbone`` as one composite layer: its encoder's FFN neurons, rebuilt via ``mlp_dim``.
+    """A ``ViTBackbone`` as one composite layer: heads and FFN neurons, head/neuron ``i`` of every block one unit.
 
     Treated as a layer rather than descended into because keras-hub 0.32's
     ``ViTPatchingAndEmbedding`` cannot be rebuilt from its own config (it
     writes ``num_patches`` that its constructor refuses), so the backbone
-    must be rebuilt as a ``ViTBackbone`` to load from ``.keras`` again.
+    must be rebuilt as a ``ViTBackbone`` (``HeadSizedViTBackbone`` when it
+    loses heads) to load from ``.keras`` again.
     """
-    encoder = next(sub for sub in layer.layers if isinstance(sub, ViTEncoder))
-    rule = vit_encoder_rule(encoder)
-    return composite_rule(rule.inner, _resize_key("ffn", "mlp_dim"), macs=_backbone_macs, kept_note=rule.kept_note)
+    encoder = encoder_of(layer)
+    attentions = [block.mha for block in encoder.encoder_layers]
+    if head_sized_class(layer) is None:
+        rule = vit_encoder_rule(encoder)
+        return composite_rule(rule.inner, _resize_key("ffn", "mlp_dim"), macs=_backbone_macs, kept_note=rule.kept_note)
+    resize, rebuild_as = _head_sized(layer, attentions, "mlp_dim")
+    inner = (_head_units(attentions, _heads(layer)), _ffn_units(encoder))
+    return composite_rule(inner, resize, macs=_backbone_macs, rebuild_as=rebuild_as)
 
 
 def _backbone_macs(layer, input_shapes, output_shapes) -> int:
@@ -173,8 +224,8 @@ def _width_keeper(reason: str, macs=None) -> LayerRule:
 
 
 register_layer_rule(Gemma3DecoderBlock, gemma3_decoder_block_rule, builtin=True)
-register_layer_rule(TransformerEncoder, transformer_ffn_rule, builtin=True)
-register_layer_rule(TransformerDecoder, transformer_ffn_rule, builtin=True)
+register_layer_rule(TransformerEncoder, transformer_rule, builtin=True)
+register_layer_rule(TransformerDecoder, transformer_rule, builtin=True)
 register_layer_rule(ViTEncoder, vit_encoder_rule, builtin=True)
 register_layer_rule(ViTBackbone, vit_backbone_rule, builtin=True)
 for _norm in (RMSNormalization, Gemma3RMSNormalization):

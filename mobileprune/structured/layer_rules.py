@@ -116,6 +116,8 @@ class LayerRule:
     macs: Callable | None = None
     # units a composite layer has but that cannot be pruned (why, and how to change it): one warning
     kept_note: str = ""
+    # resized config -> the class ``shrink`` rebuilds the layer as; None: the layer's own class
+    rebuild_as: Callable[[dict], type] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -483,7 +485,7 @@ def _mha_rule(layer, input_shape=None, output_shape=None) -> LayerRule:
     return composite_rule((heads,), lambda config, kept: resize_heads(config, kept, "num_heads"))
 
 
-def composite_rule(inner: tuple[InnerGroup, ...], resize, macs=None, kept_note: str = "") -> LayerRule:
+def composite_rule(inner: tuple[InnerGroup, ...], resize, macs=None, kept_note: str = "", rebuild_as=None) -> LayerRule:
     """The rule of a layer with prunable units inside (see ``register_layer_rule``).
 
     Args:
@@ -492,6 +494,8 @@ def composite_rule(inner: tuple[InnerGroup, ...], resize, macs=None, kept_note: 
         macs: optional ``(layer, input_shapes, output_shapes) -> int``.
         kept_note: units of the layer that stay unpruned and why; the graph
             warns once, naming every layer with the same note.
+        rebuild_as: optional ``resized config -> class`` for ``shrink`` to
+            rebuild the layer as (e.g. a subclass that takes a head size).
     """
     return LayerRule(
         "composite",
@@ -500,6 +504,7 @@ def composite_rule(inner: tuple[InnerGroup, ...], resize, macs=None, kept_note: 
         macs=macs,
         reason="the width of its inputs and outputs (the model width) is kept",
         kept_note=kept_note,
+        rebuild_as=rebuild_as,
     )
 
 

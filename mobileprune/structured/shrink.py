@@ -6,8 +6,9 @@ and beta) are all exactly zero, and builds a new model without them: producer
 layers get fewer ``filters``/``units``, readers lose the matching input rows,
 BatchNormalization keeps the statistics of the channels that stay. The new
 model computes what the masked model computes (up to float rounding), is a
-plain Keras model (no custom layers), and converts to ``.tflite`` like any
-other.
+plain Keras model (no custom layers; a keras-hub block that lost attention
+heads becomes its head-sized subclass from ``mobileprune.keras_hub_layers``,
+see ``keras_hub_rules``), and converts to ``.tflite`` like any other.
 
 Channels are removed only when every member of their group agrees (all zero),
 and every group keeps at least one channel. The model's inputs and outputs are
@@ -162,8 +163,9 @@ def _clone_function(graph: ChannelGraph, keep_masks: dict[str, tuple], inner_kee
                     config[rule.size_key] = tuple(shape[:-1]) + (int(out_keep.sum()),)
             else:
                 config[rule.size_key] = int(out_keep.sum())
+        klass = rule.rebuild_as(config) if rule is not None and rule.rebuild_as is not None else layer.__class__
         try:
-            clone_layer = layer.__class__.from_config(config)
+            clone_layer = klass.from_config(config)
         except (TypeError, ValueError, NotImplementedError):
             # A custom layer without a usable config is a barrier: reuse it as is.
             clone_layer = layer

@@ -1,0 +1,97 @@
+"""Recover accuracy after pruning by distilling from the unpruned model (Keras's ``Distiller``).
+
+``distill(student, teacher, x, y)`` fine-tunes ``student`` (typically the
+``shrink`` result) with ``keras.distillation.Distiller`` (Keras >= 3.12):
+the loss is ``student_loss_weight`` x the labels' loss plus the rest x the
+KL divergence between the teacher's and the student's softened logits
+(``LogitsDistillation``). It is a thin wrapper: it builds the ``Distiller``,
+compiles and fits it, gives the teacher back its ``trainable`` flag (the
+``Distiller`` freezes it for good) and returns the ``History``; ``student``
+is trained in place. Both models must output logits (no softmax).
+
+Example:
+
+```python
+import keras
+import mobileprune as mp
+from mobileprune.demo.digits import build_digits_cnn, load_digits_split
+data = load_digits_split()
+teacher = build_digits_cnn()
+teacher.fit(data.x_train, data.y_train, epochs=3, verbose=0)
+masked = keras.models.clone_model(teacher)  # mask a copy: the teacher stays dense
+masked.set_weights(teacher.get_weights())
+mp.mask_channels(masked, 0.5)
+student = mp.shrink(masked)
+history = mp.distill(student, teacher, data.x_train, data.y_train, epochs=2, verbose=0)
+```
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+def distill(
+    student: keras.Model,
+    teacher: keras.Model,
+    x,
+    y=None,
+    *,
+    epochs: int = 1,
+    batch_size: int | None = 32,
+    temperature: float = 3.0,
+    student_loss_weight: float = 0.5,
+    optimizer=None,
+    loss=None,
+    metrics=("accuracy",),
+    **fit_kwargs,
+):
+    """Fine-tune ``student`` on ``(x, y)`` with ``teacher``'s logits as soft targets.
+
+    Args:
+        student: the model to train (in place), e.g. ``mp.shrink(model)``.
+        teacher: the reference model (e.g. the model before pruning); frozen
+            during the fit, its ``trainable`` flag restored afterwards.
+        x: inputs, or a dataset yielding ``(x, y)`` (then ``y`` is ``None``).
+        y: integer or one-hot labels.
+        epochs: epochs of fine-tuning.
+        batch_size: batch size (``None`` for a dataset).
+        temperature: softening of both models' logits.
+        student_loss_weight: weight of the labels' loss in ``[0, 1]``; the
+            distillation loss gets the rest.
+        optimizer: default: a fresh Adam(1e-3).
+        loss: the labels' loss; default: ``student``'s compiled loss, else
+            sparse categorical cross-entropy from logits.
+        metrics: metrics on the student's outputs.
+        **fit_kwargs: passed to ``Distiller.fit`` (``validation_data``,
+            ``callbacks``, ``verbose``...).
+
+    Returns:
+        The ``keras.callbacks.History`` of the fit.
+    """
+    distillation = getattr(keras, "distillation", None)
+    if distillation is None:
+        raise ImportError(
+            f"mobileprune.distill needs keras.distillation (Keras >= 3.12), this is Keras {keras.__version__}; "
+            "upgrade with pip install -U 'keras>=3.12'"
+        )
+    if not 0.0 <= student_loss_weight <= 1.0:
+        raise ValueError(f"student_loss_weight must be in [0, 1], got {student_loss_weight}")
+    if loss is None:
+        loss = getattr(student, "loss", None) or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    was_trainable = teacher.trainable
+    distiller = distillation.Distiller(
+        teacher=teacher,
+        student=student,
+        distillation_losses=distillation.LogitsDistillation(temperature=temperature),
+        student_loss_weight=student_loss_weight,
+    )
+    try:
+        distiller.compile(
+            optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(1e-3),
+            loss=loss,
+            metrics=list(metrics),
+        )
+        return distiller.fit(x, y, epochs=epochs, batch_size=batch_size, **fit_kwargs)
+    finally:
+        teacher.trainable = was_trainable
