@@ -499,7 +499,8 @@ def compare_latency(
         progress: ``progress(name, fraction)`` for each model, fractions of all its rounds.
         rounds: interleaved rounds (>= 1); ``runs``, ``min_seconds``,
             ``max_seconds`` and ``warmup_runs`` are totals per model, split
-            evenly over the rounds (each round at least one run).
+            evenly over the rounds (each round at least one run). A single
+            model is measured in one round: there is nothing to interleave.
         **benchmark_kwargs: passed to :func:`benchmark` (``num_threads``, ``runs``, ...).
 
     Raises:
@@ -511,6 +512,7 @@ def compare_latency(
     named = dict(models) if isinstance(models, Mapping) else display_names(models)
     if not named:
         raise ValueError("compare_latency needs at least one model path")
+    rounds = 1 if len(named) == 1 else rounds
     baseline = next(iter(named)) if baseline is None else baseline
     if baseline not in named:
         raise ValueError(f"baseline {baseline!r} is not one of the models: {', '.join(named)}")

@@ -215,3 +215,9 @@ def test_isolated_benchmark_returns_a_full_result(tflite_dir):
     result = benchmark(tflite_dir / "mlp_float32.tflite", **QUICK)
     assert result.count >= 5 and result.p90_ms >= result.p50_ms > 0
     assert result.latency.p50_ms == result.p50_ms
+
+
+def test_a_single_model_is_measured_in_one_round(tflite_dir):
+    (row,) = compare_latency([tflite_dir / "mlp_float32.tflite"], rounds=20, warmup_runs=0, runs=3, min_seconds=0.0)
+    assert row.is_baseline and row.speedup == 1.0 and len(row.round_ms) == 1
+    assert row.result.count == 3  # not 20 rounds of one run each
