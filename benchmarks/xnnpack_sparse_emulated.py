@@ -20,20 +20,23 @@ randomised batch-norm statistics. Variants, all float32:
 - ``zeros-S``: the same weights exported with ``sparse=False``: the same
   zeros, stored dense, so XNNPACK is never asked for the sparse path.
 
-Each file runs in ``mobileprune bench`` calls under emulation
-(``benchmarks/arm64/python``, set up by ``benchmarks/arm64/setup.sh``), files
-interleaved and rounds repeated (order reversed every other round) so load
-from other processes hits all files alike. The measure is **emulated CPU
-seconds per inference**: in each round every file gets two calls, one with
-``--runs LOW`` and one with ``--runs LOW + EXTRA`` (same warm-up), and the
-difference of the two calls' CPU seconds divided by ``EXTRA`` is the cost of
-one inference. CPU seconds do not grow with other processes' load, and the
-difference cancels what a single call's CPU seconds included: the emulated
-Python start, imports and model load, about 6-7 s per call, which once made a
-ratio of two whole calls read 1.38x where the per-inference ratio was 2.4-3.0x.
-The p50 wall time of the longer call is recorded too (per inference, but it
-grows with load). The same files are also timed natively on this x86 machine
-(where the sparse path is off) for contrast.
+Each file is timed under emulation (``benchmarks/arm64/python``, set up by
+``benchmarks/arm64/setup.sh``), files interleaved and rounds repeated (order
+reversed every other round) so load from other processes hits all files alike.
+The measure is **emulated CPU seconds per inference, timed inside the emulated
+process**: it loads the file with ``mobileprune.runtime``'s loader, sets random
+inputs, runs the first inference and the warm-up, then reads
+``time.process_time()`` around ``--runs`` timed ``invoke()`` calls (and
+``perf_counter`` around each, for a wall p50; the whole loop iteration around
+an ``invoke()`` of the tiny MLP fixture cost 32 µs of emulated CPU, under 0.01%
+of a MobileNet inference). CPU seconds do not grow with
+other processes' load, and nothing outside the timed loop counts: the CPU
+seconds of a whole ``mobileprune bench`` call, used before, included the
+emulated Python start, imports and model load (5.2-5.6 s for the MLP fixture
+in 4 calls here, 6-7 s for a MobileNet), which
+once made a ratio of whole calls read 1.38x where the per-inference ratio was
+2.4-3.0x. The same files are also timed natively on this x86 machine with
+``mobileprune bench`` (where the sparse path is off) for contrast.
 
 Run from the repository root (after ``bash benchmarks/arm64/setup.sh``):
 
@@ -140,10 +143,10 @@ def model_rewrites(model) -> list[str]:
 
 
 def bench(python: list[str], path: str, runs: int, warmup: int) -> dict[str, float]:
-    """One ``mobileprune bench --json`` call on one file: its p50 ms and the call's CPU seconds.
+    """One ``mobileprune bench --json`` call on one file (the native x86 contrast): its p50 ms and CPU seconds.
 
-    CPU seconds (user + system of the child) include the interpreter start
-    and model load; :func:`per_inference` takes the difference of two calls.
+    The call's CPU seconds include the interpreter start and model load; they are
+    recorded, not compared (:func:`per_inference` is the emulated measure).
     """
     command = python + [
         "-m",
@@ -171,37 +174,42 @@ def bench(python: list[str], path: str, runs: int, warmup: int) -> dict[str, flo
     return {"p50_ms": row["p50_ms"], "cpu_s": cpu, "count": row["count"]}
 
 
-def per_inference(python: list[str], path: str, low: int, extra: int, warmup: int) -> dict[str, float]:
-    """Emulated CPU seconds of one inference: two calls that differ only in ``extra`` timed runs.
+#: Runs inside the emulated Python: per-inference CPU and wall time of one file, start-up excluded.
+_TIME_INSIDE = """
+import json, sys, time
+from mobileprune.runtime.inputs import random_inputs, set_inputs
+from mobileprune.runtime.interpreter import load_interpreter
+path, runs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+interpreter = load_interpreter(path, num_threads=1, isolate=False)
+set_inputs(interpreter, random_inputs(interpreter.get_input_details(), 0))
+for _ in range(1 + warmup):
+    interpreter.invoke()
+walls = []
+cpu_start = time.process_time()
+for _ in range(runs):
+    begin = time.perf_counter()
+    interpreter.invoke()
+    walls.append(time.perf_counter() - begin)
+cpu = time.process_time() - cpu_start
+walls.sort()
+print(json.dumps({"cpu_s_per_inference": cpu / runs, "p50_ms": 1000 * walls[len(walls) // 2], "runs": runs}))
+"""
 
-    Everything else a call spends (process start, imports, model load, first run,
-    warm-up) is the same in both and cancels in the difference.
-    """
-    short = bench(python, path, low, warmup)
-    long = bench(python, path, low + extra, warmup)
-    runs = long["count"] - short["count"]  # --min-seconds 0: exactly the runs asked for
-    return {
-        "cpu_s_per_inference": (long["cpu_s"] - short["cpu_s"]) / runs,
-        "p50_ms": long["p50_ms"],
-        "call_cpu_s": long["cpu_s"],
-        "short_call_cpu_s": short["cpu_s"],
-        "extra_runs": runs,
-    }
+
+def per_inference(python: list[str], path: str, runs: int, warmup: int) -> dict[str, float]:
+    """Emulated CPU seconds (and wall p50) of one inference, timed inside the emulated process."""
+    command = python + ["-c", _TIME_INSIDE, path, str(runs), str(warmup)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"timing {path} under emulation failed: {completed.stderr.strip()[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="96x96 input, 1 round, temp result folder")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=1, help="timed runs of the short call (emulation is slow)")
-    parser.add_argument(
-        "--extra-runs",
-        type=int,
-        default=8,
-        help="timed runs the long call adds; their CPU seconds / this is the per-inference cost "
-        "(8: the start-up CPU of two identical emulated calls differed by up to 0.4 s, under 10%% of "
-        "8 inferences of the sparsest MobileNet file, ~0.8 s each)",
-    )
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per file and round (emulation is slow)")
     parser.add_argument(
         "--predict-only",
         action="store_true",
@@ -225,9 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             # Alternate the order so a slow spell of the machine does not always hit the same file.
             order = names if round_number % 2 == 0 else names[::-1]
             for name in order:
-                emulated[name].append(
-                    per_inference(["nice", str(EMULATED_PYTHON)], files[name]["path"], args.runs, args.extra_runs, 1)
-                )
+                emulated[name].append(per_inference(["nice", str(EMULATED_PYTHON)], files[name]["path"], args.runs, 1))
                 native[name].append(bench(["nice", sys.executable], files[name]["path"], 50, 5))
 
     def median(samples, key):
@@ -270,10 +276,9 @@ def main(argv: list[str] | None = None) -> None:
         {
             "input_size": size,
             "rounds": rounds,
-            "method": "emulated CPU s per inference = (CPU of a call with runs + extra_runs - CPU of a call "
-            "with runs) / extra_runs, median over rounds",
+            "method": "emulated CPU s per inference: time.process_time() around the timed invoke() loop "
+            "inside the emulated process (start-up, load and warm-up excluded), median over rounds",
             "emulated_runs_per_round": args.runs,
-            "emulated_extra_runs": args.extra_runs,
             "emulator": _qemu_version(),
             "files": files,
             "emulated_per_round": emulated,
