@@ -61,6 +61,8 @@ _LAZY = {
     "benchmark": "mobileprune.runtime.benchmark",
     "compare_latency": "mobileprune.runtime.benchmark",
     "BenchmarkResult": "mobileprune.runtime.benchmark",
+    "LatencyComparison": "mobileprune.runtime.benchmark",
+    "Speedup": "mobileprune.runtime.speedup",
     "inspect_tflite": "mobileprune.runtime.inspect",
     "TfliteReport": "mobileprune.runtime.inspect",
     "analyze_xnnpack_sparse": "mobileprune.runtime.xnnpack_sparse",
