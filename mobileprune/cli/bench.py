@@ -70,7 +70,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         default=None,
-        help=f"interleaved rounds; --runs, --warmup and the seconds are split over them (default: {_default_rounds()})",
+        help=f"interleaved rounds; --runs and the seconds are split over them (default: {_default_rounds()})",
     )
     parser.add_argument(
         "--baseline", metavar="NAME", default=None, help="model the speedups are relative to (default: the first)"

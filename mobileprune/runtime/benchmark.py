@@ -55,7 +55,7 @@ _CHUNK_SECONDS = 0.1
 #: rounds between 30 and 36 µs, so 10 rounds gave 95% intervals as wide as 0.85-1.05 while
 #: 40 gave 0.98-1.01; 20 rounds (50 ms per file per round at the default 1 s) keep an
 #: interval of ranks 6..15 and batches of over 1,000 runs of such a model.
-#: ``runs``, ``min_seconds``, ``max_seconds`` and ``warmup_runs`` are totals split over the rounds.
+#: ``runs``, ``min_seconds`` and ``max_seconds`` are totals split over the rounds.
 DEFAULT_ROUNDS = 20
 
 
@@ -456,8 +456,9 @@ def measure_interleaved(
                 min_seconds / rounds,
                 max_seconds / rounds,
                 loaded[which].chunk,
-                lambda fraction, _done=done: report((_done + fraction) / batches),
+                _ignore,  # progress once per batch below: a line per chunk of a 30 µs model would be thousands
             )
+            report((done + 1) / batches)
             batch_ms = [ns / _NS_PER_MS for ns in timed]
             samples[which].extend(batch_ms)
             per_round[which].append(latency_stats(batch_ms))
@@ -497,10 +498,11 @@ def compare_latency(
         baseline: name of the reference model; the first one when ``None``.
         metric: latency field the speedup divides, ``baseline / model``, per round.
         progress: ``progress(name, fraction)`` for each model, fractions of all its rounds.
-        rounds: interleaved rounds (>= 1); ``runs``, ``min_seconds``,
-            ``max_seconds`` and ``warmup_runs`` are totals per model, split
-            evenly over the rounds (each round at least one run). A single
-            model is measured in one round: there is nothing to interleave.
+        rounds: interleaved rounds (>= 1); ``runs``, ``min_seconds`` and
+            ``max_seconds`` are totals per model, split evenly over the rounds
+            (each round at least one run); the warm-up runs once per model,
+            before the rounds. A single model is measured in one round: there
+            is nothing to interleave.
         **benchmark_kwargs: passed to :func:`benchmark` (``num_threads``, ``runs``, ...).
 
     Raises:
