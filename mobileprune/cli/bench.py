@@ -225,11 +225,15 @@ def _print_table(rows: list) -> None:
     ]
     first = rows[0].result
     threads = "default" if first.num_threads is None else first.num_threads
-    rounds = rows[0].interval.rounds if rows[0].interval is not None else 1
-    caption = (
-        f"{first.runtime}, {threads} thread(s), {rounds} rounds interleaved; speedup: median of per-round "
-        "p50 ratios (≈: within noise); --json: all statistics"
-    )
+    caption = f"{first.runtime}, {threads} thread(s); --json: all statistics"
+    if len(rows) > 1:
+        rounds = rows[0].interval.rounds if rows[0].interval is not None else 1
+        caption = (
+            f"{first.runtime}, {threads} thread(s), {rounds} rounds interleaved; speedup: median of per-round "
+            "p50 ratios (≈: within noise); --json: all statistics"
+        )
+    else:  # one model: nothing to compare
+        columns, table_rows = columns[:-2], [cells[:-2] for cells in table_rows]
     _output.print_table("mobileprune bench", columns, table_rows, caption=caption)
     for row in rows:
         if row.result.note:

@@ -42,6 +42,7 @@ def test_generous_budget_exits_0_and_prints_the_table(tflite_dir):
     assert completed.returncode == 0, completed.stderr
     assert "mlp_int8.tflite (baseline)" in completed.stdout
     assert re.search(r"p90 (ms|µs)", completed.stdout)
+    assert "95% range" not in completed.stdout and "interleaved" not in completed.stdout  # one file: no comparison
 
 
 def test_runtime_log_is_hidden_unless_verbose(tflite_dir):
