@@ -73,6 +73,8 @@ _LAZY = {
     "benchmark": "mobileprune.runtime.benchmark",
     "compare_latency": "mobileprune.runtime.benchmark",
     "BenchmarkResult": "mobileprune.runtime.benchmark",
+    "LatencyComparison": "mobileprune.runtime.benchmark",
+    "Speedup": "mobileprune.runtime.speedup",
     "inspect_tflite": "mobileprune.runtime.tflite_report",
     "TfliteReport": "mobileprune.runtime.tflite_report",
     "analyze_xnnpack_sparse": "mobileprune.runtime.tflite_graph",

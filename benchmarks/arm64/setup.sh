@@ -13,6 +13,17 @@
 #      `dpkg -x` into a sysroot: the host's apt sources and dpkg architectures are untouched,
 #   3. installs the manylinux aarch64 wheels (ai-edge-litert==$LITERT_VERSION, numpy and the
 #      runtime requirements of mobileprune) into a target folder with the host's pip.
+#
+# Why ai-edge-litert 1.4.0 while pyproject.toml asks for >=2.3: the package index has no Linux
+# aarch64 wheel of ai-edge-litert 2.x (checked with `pip download --platform manylinux_2_{17..39}_aarch64
+# --python-version 3.10/3.11/3.12/3.13 "ai-edge-litert>=2.3"`: only 1.1.0-1.4.0 exist), and 1.4.0 is the
+# LiteRT line of the Android app's 1.4.1. The emulated environment never installs mobileprune's own
+# metadata (the checkout is on PYTHONPATH) nor the `>=2.3` pin: its runtime side needs only what
+# requirements-runtime.txt lists plus one runtime, and any LiteRT/tflite-runtime works (see the
+# README's device install, `pip install --no-deps`). So the emulated install is consistent in itself;
+# the pip "dependency resolver" ERROR once printed here compared the *host* environment's packages
+# (mobileprune, ai-edge-quantizer: ai-edge-litert>=2.3) with the wheels put in the target folder,
+# which the host never imports; --no-warn-conflicts turns that false alarm off.
 set -euo pipefail
 
 ROOT="${MOBILEPRUNE_ARM64_HOME:-$HOME/.cache/mobileprune/arm64}"
@@ -65,7 +76,7 @@ fi
 if [ ! -f "$SITE/.complete" ]; then
   log "installing aarch64 wheels: ai-edge-litert==$LITERT_VERSION and mobileprune's runtime requirements"
   rm -rf "$SITE"
-  python3 -m pip install -q --disable-pip-version-check --no-compile --target "$SITE" \
+  python3 -m pip install -q --disable-pip-version-check --no-warn-conflicts --no-compile --target "$SITE" \
     --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
     --python-version 3.11 --implementation cp --only-binary=:all: \
     "ai-edge-litert==$LITERT_VERSION" -r "$REPO/requirements-runtime.txt"

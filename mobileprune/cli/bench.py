@@ -1,9 +1,10 @@
 """``mobileprune bench``: latency of one or more ``.tflite`` files, side by side.
 
-Runs each model with the installed TFLite runtime (ai-edge-litert,
-tflite-runtime or tf.lite; no TensorFlow needed), reports benchmark_model's
-statistics and the speedup of each model over the baseline (p50 / p50), and
-optionally fails when a model's p90 latency is over a budget.
+Runs the models with the installed TFLite runtime (ai-edge-litert,
+tflite-runtime or tf.lite; no TensorFlow needed) in interleaved rounds, reports
+benchmark_model's statistics, the speedup of each model over the baseline (the
+median of the per-round p50 ratios, with its 95% range; "≈" marks a difference
+within the noise) and optionally fails when a model's p90 latency is over a budget.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _BUDGET_METRIC = "p90_ms"
 _EPILOG = """examples:
   mobileprune bench model.tflite
   mobileprune bench dense.tflite pruned.tflite --threads 4 --runs 500
+  mobileprune bench dense.tflite pruned.tflite --rounds 40 --min-seconds 4
   mobileprune bench dense.tflite small.tflite --baseline small.tflite
   mobileprune bench model.tflite --budget-ms 5          # exit 1 if p90 > 5 ms
   mobileprune bench a.tflite b.tflite --budget-ms 5 --budget-model b.tflite --json
@@ -64,6 +66,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="stop a model after this long (default: %(default)s)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        default=None,
+        help=f"interleaved rounds; --runs and the seconds are split over them (default: {_default_rounds()})",
+    )
+    parser.add_argument(
         "--baseline", metavar="NAME", default=None, help="model the speedups are relative to (default: the first)"
     )
     parser.add_argument(
@@ -93,6 +102,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _default_rounds() -> int:
+    from mobileprune.runtime.benchmark import DEFAULT_ROUNDS
+
+    return DEFAULT_ROUNDS
+
+
 def run(args: argparse.Namespace) -> int:
     """Benchmark the models, print the table or JSON, and check the budget."""
     from mobileprune.runtime.benchmark import budget_violations, compare_latency, display_names
@@ -114,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
                     baseline=args.baseline,
                     metric=_SPEEDUP_METRIC,
                     progress=step,
+                    rounds=_default_rounds() if args.rounds is None else args.rounds,
                     num_threads=args.threads,
                     warmup_runs=args.warmup,
                     runs=args.runs,
@@ -150,6 +166,8 @@ def _check_options(args: argparse.Namespace, names: dict[str, str]) -> None:
     # Fail before any model runs: a typo should not cost a full benchmark.
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.rounds is not None and args.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
     if args.budget_ms is not None and not args.budget_ms > 0:
         raise ValueError(f"--budget-ms must be a positive number of ms, got {args.budget_ms:g}")
     for option, value in (("--baseline", args.baseline), ("--budget-model", args.budget_model)):
@@ -188,24 +206,51 @@ def _json_report(args: argparse.Namespace, rows: list, violations: list[str]) ->
 
 
 def _print_table(rows: list) -> None:
+    from mobileprune.runtime.speedup import NOISE_FLOOR
+
     # The terminal table keeps the columns people compare and fits 80 columns;
     # --json has every statistic. Sub-0.1 ms models read better in microseconds.
     unit, scale = ("µs", 1000.0) if max(row.result.p50_ms for row in rows) < 0.1 else ("ms", 1.0)
-    columns = ["model", "KiB", f"mean {unit}", f"p50 {unit}", f"p90 {unit}", f"p99 {unit}", "peak MiB", "speedup"]
+    columns = ["model", "KiB", f"p50 {unit}", f"p90 {unit}", f"p99 {unit}", "peak MiB", "speedup", "95% range"]
     table_rows = [
         [
             row.name + (" (baseline)" if row.is_baseline else ""),
             row.result.model_bytes / 1024,
-            *(scale * getattr(row.result, key) for key in ("mean_ms", "p50_ms", "p90_ms", "p99_ms")),
+            *(scale * getattr(row.result, key) for key in ("p50_ms", "p90_ms", "p99_ms")),
             row.result.peak_rss_mib,
-            f"{row.speedup:.2f}x",
+            _speedup_text(row),
+            "-" if row.is_baseline or row.interval is None else row.interval.range_text(),
         ]
         for row in rows
     ]
     first = rows[0].result
     threads = "default" if first.num_threads is None else first.num_threads
-    caption = f"{first.runtime}, {threads} thread(s); speedup = baseline p50 / p50; --json: all statistics"
+    caption = f"{first.runtime}, {threads} thread(s); --json: all statistics"
+    if len(rows) > 1:
+        rounds = rows[0].interval.rounds if rows[0].interval is not None else 1
+        caption = (
+            f"{first.runtime}, {threads} thread(s), {rounds} rounds interleaved; speedup: median of per-round "
+            "p50 ratios (≈: within noise); --json: all statistics"
+        )
+    else:  # one model: nothing to compare
+        columns, table_rows = columns[:-2], [cells[:-2] for cells in table_rows]
     _output.print_table("mobileprune bench", columns, table_rows, caption=caption)
     for row in rows:
         if row.result.note:
             print(f"note: {row.name}: {row.result.note}", file=sys.stdout)
+    for row in rows:
+        if not row.is_baseline and row.within_noise:
+            print(
+                f"note: {row.name}: no measurable difference from the baseline (its 95% range "
+                f"{row.interval.range_text()} comes within {NOISE_FLOOR:.0%} of 1.00)",
+                file=sys.stdout,
+            )
+
+
+def _speedup_text(row) -> str:
+    """The baseline is exactly 1.00x; others carry the ≈ of a difference within noise."""
+    if row.is_baseline:
+        return "1.00x"
+    if row.interval is None:
+        return f"{row.speedup:.2f}x"
+    return row.interval.text()

@@ -39,7 +39,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--sparsity", type=float, default=0.9, help="unstructured target sparsity")
     parser.add_argument("--channels", type=float, default=0.5, help="share of channels to remove")
-    parser.add_argument("--runs", type=int, default=300, help="timed interpreter runs per model")
+    parser.add_argument(
+        "--runs", type=int, default=300, help="timed interpreter runs per model, over all interleaved rounds"
+    )
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
     parser.add_argument(
         "--android-assets",
@@ -140,9 +142,22 @@ def comparison_table(rows: list[dict]):
     table = Table(
         title="mobileprune demo: digits, same training budget for every model",
         caption="acc: test accuracy of the .tflite file; agree: top-1 agreement with Keras; "
-        "speedup: p50 vs the dense model of the same dtype",
+        "speedup: median per-round p50 ratio to the dense model of the same dtype, measured in "
+        "interleaved rounds, with its 95% range (≈: within noise)",
     )
-    columns = ("model", "dtype", "acc %", "agree %", "KiB", "gzip KiB", "zeros %", "p50 us", "p90 us", "speedup")
+    columns = (
+        "model",
+        "dtype",
+        "acc %",
+        "agree %",
+        "KiB",
+        "gzip KiB",
+        "zeros %",
+        "p50 us",
+        "p90 us",
+        "speedup",
+        "range",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("model", "dtype") else "right")
     for row in rows:
@@ -156,6 +171,19 @@ def comparison_table(rows: list[dict]):
             f"{100 * row['sparsity']:.0f}",
             f"{1000 * row['p50_ms']:.1f}",
             f"{1000 * row['p90_ms']:.1f}",
-            f"{row['speedup']:.2f}x" if row.get("speedup") else "-",
+            _speedup_cell(row),
+            _range_cell(row),
         )
     return table
+
+
+def _speedup_cell(row: dict) -> str:
+    if not row.get("speedup"):
+        return "-"
+    return ("≈" if row.get("within_noise") and row["model"] != "dense" else "") + f"{row['speedup']:.2f}x"
+
+
+def _range_cell(row: dict) -> str:
+    if row["model"] == "dense" or row.get("speedup_low") is None:
+        return "-"
+    return f"{row['speedup_low']:.2f}-{row['speedup_high']:.2f}"

@@ -238,6 +238,7 @@ def _print_result(result) -> None:
         ["gzip -9", f"{result.gzip_bytes:,} bytes"],
         ["encoding", f"{result.encoding}: {result.encoding_reason}"],
         ["XNNPACK sparse path (ARM)", _xnnpack_line(result.xnnpack_sparse)],
+        *([["runtime memory", result.sparse_note]] if result.sparse_note else []),
         ["weight sparsity", f"{100 * result.overall_sparsity:.1f}%"],
         ["MACs", f"{result.macs:,}" if result.macs else "-"],
         ["ops", ", ".join(result.ops)],

@@ -73,6 +73,8 @@ class ExportResult:
             (:class:`mobileprune.runtime.xnnpack_rules.SparseReport`).
         batch_size: the fixed batch dimension of the file's input signature,
             or ``None`` when it is dynamic.
+        sparse_note: with the sparse encoding, that it saves download size but
+            not runtime memory (the runtime densifies the weights at load); else ``None``.
     """
 
     path: str
@@ -92,6 +94,7 @@ class ExportResult:
     macs: int | None = None
     xnnpack_sparse: Any = field(default=None, repr=False)
     batch_size: int | None = None
+    sparse_note: str | None = None
 
     @property
     def overall_sparsity(self) -> float:
@@ -133,6 +136,7 @@ class ExportResult:
             macs=report.macs,
             xnnpack_sparse=_xnnpack_sparse(written, report),
             batch_size=_fixed_batch(written),
+            sparse_note=report.sparse_memory_note,
             **fields,
         )
 

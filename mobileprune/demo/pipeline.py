@@ -8,7 +8,8 @@ steps so each can be read (and reused in the notebooks) on its own:
    physically shrunk (the one that gets faster);
 2. strip the pruning state, export each to float32 and int8 ``.tflite``;
 3. verify every file against its Keras model on the held-out digits;
-4. benchmark every file with the TFLite interpreter;
+4. benchmark the files of each dtype against their dense file with the TFLite
+   interpreter, in interleaved rounds (speedup with its 95% range);
 5. print one comparison table, write ``report.json`` and ``report.png``.
 
 Example:
@@ -45,7 +46,7 @@ class DemoConfig:
         batch_size: training batch size.
         target_sparsity: final sparsity of the unstructured pruning schedule.
         channel_fraction: share of channels removed by structured pruning.
-        bench_runs: timed interpreter runs per model (after warm-up).
+        bench_runs: timed interpreter runs per model (after warm-up), in all rounds together.
         num_threads: interpreter threads for the latency measurement.
         seed: seed for initialisation and data order.
         android_assets: when set, also write the files the Android app reads there.
@@ -196,18 +197,35 @@ def export_models(config: DemoConfig, models: list[TrainedModel], data, progress
 
 
 def benchmark_rows(config: DemoConfig, rows: list[dict], progress: Progress = _quiet) -> None:
-    """Measure interpreter latency of every exported file and add it to the rows."""
-    from mobileprune.runtime.benchmark import benchmark
+    """Measure interpreter latency of every exported file and add it to the rows.
 
-    for row in rows:
-        progress(f"benchmarking {row['name']}")
-        result = benchmark(row["path"], num_threads=config.num_threads, runs=config.bench_runs)
-        row["p50_ms"] = result.p50_ms
-        row["p90_ms"] = result.p90_ms
-        row["latency_note"] = result.note
-    baseline = {row["quantize"]: row["p50_ms"] for row in rows if row["model"] == "dense"}
-    for row in rows:
-        row["speedup"] = baseline[row["quantize"]] / row["p50_ms"] if row["p50_ms"] else None
+    The files of one dtype are compared with their dense file in interleaved rounds
+    (:func:`~mobileprune.runtime.benchmark.compare_latency`), so the speedup is the
+    median per-round p50 ratio with its 95% range, and ``within_noise`` marks a
+    difference the machine cannot resolve.
+    """
+    from mobileprune.runtime.benchmark import compare_latency
+
+    for quantize in dict.fromkeys(row["quantize"] for row in rows):
+        group = [row for row in rows if row["quantize"] == quantize]
+        progress(f"benchmarking the {quantize} files in interleaved rounds")
+        baseline = next((row["name"] for row in group if row["model"] == "dense"), group[0]["name"])
+        comparisons = compare_latency(
+            {row["name"]: row["path"] for row in group},
+            baseline=baseline,
+            num_threads=config.num_threads,
+            runs=config.bench_runs,
+        )
+        for row, comparison in zip(group, comparisons):
+            interval = comparison.interval
+            row["p50_ms"] = comparison.result.p50_ms
+            row["p90_ms"] = comparison.result.p90_ms
+            row["latency_note"] = comparison.result.note
+            row["speedup"] = comparison.speedup
+            row["speedup_low"] = None if interval is None else interval.low
+            row["speedup_high"] = None if interval is None else interval.high
+            row["rounds"] = None if interval is None else interval.rounds
+            row["within_noise"] = comparison.within_noise
 
 
 def write_report(config: DemoConfig, rows: list[dict]) -> dict:

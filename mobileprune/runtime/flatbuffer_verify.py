@@ -21,6 +21,14 @@ buffer, so this module does, in pure Python, in two passes:
    external (>2 GB layout) buffer offsets, and the sparse-tensor metadata
    that densification walks (traversal order, block map, segments, indices).
 
+A third check guards memory: every tensor's declared size (shape product x
+element size) and the size a shape constant asks for (the ``new_shape`` of a
+RESHAPE, the shape of a BROADCAST_TO or FILL) must stay under a cap,
+:func:`default_max_tensor_bytes` (a quarter of physical memory; set
+``MOBILEPRUNE_MAX_TENSOR_BYTES`` or pass ``max_tensor_bytes`` to raise it), so a
+flipped bit that asks for 12 GB is refused here, in milliseconds, instead of
+after the runtime has spent half a minute allocating it.
+
 Any inconsistency raises :class:`~mobileprune.runtime.errors.ModelFileError`
 naming what is wrong. A file that passes can still fail inside the runtime
 (an unsupported op, a kernel's own checks); that is what the child-process
@@ -38,6 +46,7 @@ verify_tflite(open("model.tflite", "rb").read(), name="model.tflite")  # raises 
 from __future__ import annotations
 
 import importlib
+import os
 import struct
 from typing import Any
 
@@ -60,27 +69,75 @@ _SCALAR_FORMATS = {1: "<B", 2: "<H", 4: "<i", 8: "<q"}
 # TensorType value -> bytes per element, for types stored one element per fixed width.
 _ELEMENT_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 15: 4, 16: 2, 18: 2}
 _INT4 = 17
+_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 8: "complex64"}
+_TYPE_NAMES.update({9: "int8", 10: "float64", 11: "complex128", 12: "uint64", 15: "uint32", 16: "uint16", 17: "int4"})
+# BuiltinOperator codes whose shape input (index) sets an output's size from constant data.
+_SHAPE_INPUTS = {22: 1, 94: 0, 130: 1}  # RESHAPE new_shape, FILL dims, BROADCAST_TO shape
+_OP_NAMES = {22: "RESHAPE", 94: "FILL", 130: "BROADCAST_TO"}
+_RESHAPE = 22
+
+#: Environment variable that sets the memory cap in bytes (e.g. ``MOBILEPRUNE_MAX_TENSOR_BYTES=40e9``).
+MAX_TENSOR_BYTES_ENV = "MOBILEPRUNE_MAX_TENSOR_BYTES"
+#: Cap where physical memory cannot be read.
+_FALLBACK_MAX_TENSOR_BYTES = 8 * 2**30
 
 
 class _Corrupt(Exception):
     """Internal: one inconsistency, turned into a ModelFileError by verify_tflite."""
 
 
-def verify_tflite(content: bytes, name: str = "<bytes>") -> None:
+class _TooLarge(Exception):
+    """Internal: a tensor over the memory cap, turned into a ModelFileError by verify_tflite."""
+
+
+def default_max_tensor_bytes() -> int:
+    """The memory cap for one tensor: ``MOBILEPRUNE_MAX_TENSOR_BYTES`` if set, else a quarter of physical memory.
+
+    A quarter: the runtime holds a tensor next to its inputs, outputs and the rest of the arena,
+    and an on-device model's largest activation is megabytes; 8 GiB where the size is unknown.
+
+    Raises:
+        ValueError: the environment variable is set but not a positive number.
+    """
+    given = os.environ.get(MAX_TENSOR_BYTES_ENV, "").strip()
+    if given:
+        try:
+            value = int(float(given))
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ValueError(f"{MAX_TENSOR_BYTES_ENV}={given!r} is not a positive number of bytes; e.g. 16e9")
+        return value
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (AttributeError, ValueError, OSError):
+        return _FALLBACK_MAX_TENSOR_BYTES
+
+
+def verify_tflite(content: bytes, name: str = "<bytes>", max_tensor_bytes: int | None = None) -> None:
     """Raise :class:`ModelFileError` unless ``content`` is a structurally consistent TFLite model.
 
     Args:
         content: the ``.tflite`` bytes (the ``TFL3`` identifier is assumed checked).
         name: file name used in the message.
+        max_tensor_bytes: largest size one tensor may declare, or a shape constant
+            ask for; :func:`default_max_tensor_bytes` when ``None``.
 
     Raises:
-        ModelFileError: the flatbuffer or its references are inconsistent.
+        ModelFileError: the flatbuffer or its references are inconsistent, or a tensor is over the cap.
     """
+    cap = default_max_tensor_bytes() if max_tensor_bytes is None else int(max_tensor_bytes)
     try:
         _Structure(content).verify()
-        _check_references(content)
+        _check_references(content, cap)
     except _Corrupt as error:
         raise ModelFileError(name, f"inconsistent TFLite flatbuffer: {error}") from None
+    except _TooLarge as error:
+        raise ModelFileError(
+            name,
+            f"{error}, over the {_gib(cap)} memory cap",
+            f"a corrupt file; if the model really needs it, raise the cap with {MAX_TENSOR_BYTES_ENV}=BYTES",
+        ) from None
     except (struct.error, LookupError, ValueError, OverflowError, TypeError, AttributeError) as error:
         # The structure pass makes every access in bounds; this is a last line of defence.
         raise ModelFileError(name, f"inconsistent TFLite flatbuffer ({type(error).__name__}: {error})") from None
@@ -195,7 +252,7 @@ class _Structure:
         return children
 
 
-def _check_references(content: bytes) -> None:
+def _check_references(content: bytes, cap: int) -> None:
     """Pass 2: indices and sizes the runtime trusts, read with the ``tflite`` accessors."""
     import tflite
 
@@ -209,7 +266,9 @@ def _check_references(content: bytes) -> None:
     for index in range(model.MetadataLength()):
         _index(model.Metadata(index).Buffer(), buffer_count, f"metadata {index}'s buffer")
     for index in range(subgraph_count):
-        _check_subgraph(model.Subgraphs(index), index, subgraph_count, buffer_sizes, code_count, len(content))
+        graph = model.Subgraphs(index)
+        _check_subgraph(graph, index, subgraph_count, buffer_sizes, code_count, len(content))
+        _check_memory(model, graph, index, cap)
     for index in range(model.SignatureDefsLength()):
         signature = model.SignatureDefs(index)
         graph = _index(signature.SubgraphIndex(), subgraph_count, f"signature {index}'s subgraph")
@@ -300,6 +359,73 @@ def _check_tensor(tensor: Any, label: str, buffer_sizes: list[int | None]) -> No
                     f"{label} has {scales} per-channel scales, which does not match "
                     f"dimension {axis} of its shape {shape}"
                 )
+
+
+def _check_memory(model: Any, graph: Any, index: int, cap: int) -> None:
+    """Pass 3: no tensor declares, and no shape constant asks for, more than ``cap`` bytes."""
+    for position in range(graph.TensorsLength()):
+        tensor = graph.Tensors(position)
+        size = _tensor_bytes(_values(tensor.ShapeAsNumpy()), int(tensor.Type()))
+        if size > cap:
+            raise _TooLarge(f"{_tensor_label(tensor, index, position)} declares {_gib(size)}")
+    for position in range(graph.OperatorsLength()):
+        op = graph.Operators(position)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
+        outputs, inputs = _values(op.OutputsAsNumpy()), _values(op.InputsAsNumpy())
+        if builtin not in _SHAPE_INPUTS or not outputs:
+            continue
+        shape = _constant_shape(model, graph, inputs, _SHAPE_INPUTS[builtin])
+        if shape is None and builtin == _RESHAPE:
+            shape = _reshape_option_shape(op)
+        output = graph.Tensors(outputs[0])
+        size = _tensor_bytes([dim for dim in shape or () if dim > 0], int(output.Type()))
+        if size > cap:
+            raise _TooLarge(
+                f"{_OP_NAMES[builtin]} operator {position} of subgraph {index} asks for shape {shape} "
+                f"({_gib(size)}) for {_tensor_label(output, index, outputs[0])}"
+            )
+
+
+def _constant_shape(model: Any, graph: Any, inputs: list[int], which: int) -> list[int] | None:
+    """The int32/int64 values of a constant shape input, or ``None`` when it is absent or computed."""
+    if which >= len(inputs) or inputs[which] < 0:
+        return None
+    tensor = graph.Tensors(inputs[which])
+    dtype = {2: np.int32, 4: np.int64}.get(int(tensor.Type()))
+    data = model.Buffers(tensor.Buffer()).DataAsNumpy()
+    if dtype is None or isinstance(data, int) or data.size == 0 or data.size % np.dtype(dtype).itemsize:
+        return None
+    return [int(v) for v in data.view(np.dtype(dtype).newbyteorder("<"))]
+
+
+def _reshape_option_shape(op: Any) -> list[int] | None:
+    import tflite
+
+    table = op.BuiltinOptions()
+    if table is None or UNIONS["BuiltinOptions"].get(int(op.BuiltinOptionsType())) != "ReshapeOptions":
+        return None
+    options = tflite.ReshapeOptions()
+    options.Init(table.Bytes, table.Pos)
+    return _values(options.NewShapeAsNumpy()) or None
+
+
+def _tensor_bytes(shape: list[int], dtype: int) -> int:
+    elements = 1
+    for dim in shape:
+        elements *= max(dim, 0)
+    return (elements + 1) // 2 if dtype == _INT4 else elements * _ELEMENT_BYTES.get(dtype, 1)
+
+
+def _tensor_label(tensor: Any, subgraph: int, position: int) -> str:
+    name = (tensor.Name() or b"").decode("utf-8", "replace")
+    shape = _values(tensor.ShapeAsNumpy())
+    dtype = _TYPE_NAMES.get(int(tensor.Type()), f"type {int(tensor.Type())}")
+    return f"tensor {position} of subgraph {subgraph} ({name!r}, shape {shape}, {dtype})"
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB" if size >= 2**28 else f"{size:,} bytes"
 
 
 def _check_sparsity(sparsity: Any, shape: list[int], stored: int, element_bytes: int | None, label: str) -> None:

@@ -47,7 +47,7 @@ def runtime_name(interpreter: Any | None = None) -> str:
     return module
 
 
-def read_model(model: ModelSource) -> tuple[str, bytes]:
+def read_model(model: ModelSource, max_tensor_bytes: int | None = None) -> tuple[str, bytes]:
     """Return ``(display name, content)`` of a path or an in-memory model, with quick checks.
 
     Checks that cost nothing (the file exists, is not empty, carries the
@@ -58,10 +58,13 @@ def read_model(model: ModelSource) -> tuple[str, bytes]:
 
     Args:
         model: path to a ``.tflite`` file, or its bytes.
+        max_tensor_bytes: the memory cap one tensor may declare (see
+            :func:`~mobileprune.runtime.flatbuffer_verify.default_max_tensor_bytes`).
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ModelFileError: the content is empty, not a TFLite flatbuffer, or inconsistent.
+        ModelFileError: the content is empty, not a TFLite flatbuffer, inconsistent,
+            or declares a tensor over the memory cap.
         TypeError: ``model`` is neither a path nor bytes.
     """
     if isinstance(model, (bytes, bytearray, memoryview)):
@@ -76,7 +79,7 @@ def read_model(model: ModelSource) -> tuple[str, bytes]:
     check_identifier(name, content)
     from mobileprune.runtime.flatbuffer_verify import verify_tflite
 
-    verify_tflite(content, name)
+    verify_tflite(content, name, max_tensor_bytes)
     return name, content
 
 

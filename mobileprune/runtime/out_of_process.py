@@ -299,11 +299,13 @@ def _serve(session_name: str) -> int:
         if pid == 0:  # the child: run the session and leave without the server's cleanup
             code = 1
             try:
+                # The child names itself: were the server to write this line, it could land inside
+                # a result line longer than PIPE_BUF (e.g. a benchmark's timings) and garble it.
+                _line(f"{_CHILD}{os.getpid()}")
                 code = session(pickle.loads(request))
             finally:
                 sys.stdout.flush()
                 os._exit(code)
-        _line(f"{_CHILD}{pid}")
         _, status = os.waitpid(pid, 0)
         _line(f"{_EXIT}{os.waitstatus_to_exitcode(status)}")
 

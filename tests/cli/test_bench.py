@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from tests.runtime.fixtures import run_mobileprune, tflite_dir  # noqa: F401  (pytest fixture)
 
 QUICK = ("--runs", "20", "--warmup", "2", "--min-seconds", "0")
@@ -40,6 +42,7 @@ def test_generous_budget_exits_0_and_prints_the_table(tflite_dir):
     assert completed.returncode == 0, completed.stderr
     assert "mlp_int8.tflite (baseline)" in completed.stdout
     assert re.search(r"p90 (ms|µs)", completed.stdout)
+    assert "95% range" not in completed.stdout and "interleaved" not in completed.stdout  # one file: no comparison
 
 
 def test_runtime_log_is_hidden_unless_verbose(tflite_dir):
@@ -68,17 +71,17 @@ def test_budget_on_one_named_model_ignores_the_others(tflite_dir):
 
 def test_json_has_every_model_with_speedups_over_the_chosen_baseline(tflite_dir):
     models = [str(tflite_dir / "mlp_float32.tflite"), str(tflite_dir / "mlp_int8.tflite")]
-    completed = run_mobileprune("bench", *models, *QUICK, "--json", "--baseline", "mlp_int8.tflite")
+    completed = run_mobileprune("bench", *models, *QUICK, "--json", "--baseline", "mlp_int8.tflite", "--rounds", "3")
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)  # nothing but JSON on stdout
     assert report["baseline"] == "mlp_int8.tflite" and report["budget"] is None
     rows = {row["name"]: row for row in report["models"]}
     assert list(rows) == ["mlp_float32.tflite", "mlp_int8.tflite"]
     assert rows["mlp_int8.tflite"]["speedup"] == 1.0
-    assert (
-        rows["mlp_float32.tflite"]["speedup"]
-        == rows["mlp_int8.tflite"]["p50_ms"] / rows["mlp_float32.tflite"]["p50_ms"]
-    )
+    base, other = rows["mlp_int8.tflite"]["round_ms"], rows["mlp_float32.tflite"]["round_ms"]
+    assert len(base) == len(other) == 3  # --rounds 3
+    assert rows["mlp_float32.tflite"]["speedup"] == pytest.approx(sorted(b / m for b, m in zip(base, other))[1])
+    assert rows["mlp_float32.tflite"]["speedup_low"] <= rows["mlp_float32.tflite"]["speedup"]
     assert all(row["count"] >= 20 for row in rows.values())
 
 
@@ -92,6 +95,24 @@ def test_missing_and_malformed_files_exit_2_with_one_line(tflite_dir):
         assert completed.returncode == 2, name
         assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
         assert completed.stderr.startswith("mobileprune bench: error: ") and expected in completed.stderr
+
+
+def test_a_file_and_its_twin_print_a_within_noise_speedup(tflite_dir, tmp_path):
+    twin = tmp_path / "twin.tflite"
+    twin.write_bytes((tflite_dir / "conv.tflite").read_bytes())
+    completed = run_mobileprune("bench", str(tflite_dir / "conv.tflite"), str(twin), *QUICK, "--rounds", "6")
+    assert completed.returncode == 0, completed.stderr
+    assert "95% range" in completed.stdout and "6 rounds interleaved" in completed.stdout
+    twin_line = next(line for line in completed.stdout.splitlines() if line.startswith("│ twin.tflite"))
+    speedup = twin_line.split("│")[-3].strip()
+    # Within noise it reads ≈ and a note says so; otherwise the files differ measurably on this run.
+    assert speedup.startswith("≈") == ("note: twin.tflite: no measurable difference" in completed.stdout)
+
+
+def test_bad_rounds_exit_2_before_running(tflite_dir):
+    completed = run_mobileprune("bench", str(tflite_dir / "conv.tflite"), "--rounds", "0")
+    assert completed.returncode == 2
+    assert "--rounds must be >= 1, got 0" in completed.stderr
 
 
 def test_unknown_baseline_exits_2_before_running(tflite_dir):

@@ -63,6 +63,9 @@ def test_float_pruned_model_is_stored_sparse_when_smaller(exports):
     assert result.file_bytes < result.converter_sparse_bytes  # compact index layout applied
     assert "DENSIFY" in result.ops
     assert all(tensor.encoding == "sparse" for tensor in result.weight_tensors)
+    # It saves download size, not memory: the result says so (and a dense file says nothing).
+    assert "densifies them at load" in result.sparse_note and result.to_dict()["sparse_note"] == result.sparse_note
+    assert exports["int8"].sparse_note is None
 
 
 @pytest.mark.parametrize("quantize", ["int8", "dynamic"])

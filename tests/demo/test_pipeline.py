@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mobileprune.demo.pipeline import DemoConfig, write_report
+from mobileprune.runtime.benchmark import DEFAULT_ROUNDS
 from tests.demo._rows import demo_rows
 
 NAMES = ["dense_float32", "dense_int8", "pruned_float32", "pruned_int8", "channels_float32", "channels_int8"]
@@ -40,8 +41,8 @@ def test_every_step_reports_progress_in_order(tiny_run):
         "training with channel pruning (50% of channels), then shrink",
     ]
     assert messages[3:9] == [f"exporting {name}.tflite" for name in NAMES]
-    assert messages[9:15] == [f"benchmarking {name}" for name in NAMES]
-    assert messages[15].startswith("writing Android assets to ")
+    assert messages[9:11] == [f"benchmarking the {dtype} files in interleaved rounds" for dtype in ("float32", "int8")]
+    assert messages[11].startswith("writing Android assets to ")
 
 
 @pytest.mark.needs_tf
@@ -56,10 +57,13 @@ def test_rows_describe_the_written_files(tiny_run):
         assert 0 <= row["tflite_accuracy"] <= 1 and row["agreement"] >= 0.9
         assert row["p90_ms"] >= row["p50_ms"] > 0
     by_name = {row["name"]: row for row in rows}
-    # Speedups are against the dense model of the same dtype.
+    # Speedups are against the dense model of the same dtype, measured in the same interleaved rounds.
     for row in by_name.values():
         dense = by_name[f"dense_{row['quantize']}"]
-        assert row["speedup"] == pytest.approx(dense["p50_ms"] / row["p50_ms"])
+        assert row["rounds"] == dense["rounds"] == DEFAULT_ROUNDS
+        assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"]
+        assert row["within_noise"] == (row is dense or row["speedup_low"] - 0.02 <= 1 <= row["speedup_high"] + 0.02)
+    assert all(by_name[f"dense_{dtype}"]["speedup"] == 1.0 for dtype in ("float32", "int8"))
     assert by_name["pruned_float32"]["sparsity"] == pytest.approx(0.5, abs=0.02)
     assert by_name["dense_float32"]["sparsity"] < 0.05
     channels = by_name["channels_float32"]

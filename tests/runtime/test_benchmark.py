@@ -102,16 +102,62 @@ def test_bad_counts_are_rejected_before_loading(bad):
         benchmark("never-read.tflite", **{**QUICK, **bad})
 
 
-def test_compare_latency_speedup_is_the_p50_ratio_to_the_baseline(tflite_dir):
+def test_compare_latency_speedup_is_the_median_per_round_p50_ratio(tflite_dir):
     paths = {"float": tflite_dir / "mlp_float32.tflite", "int8": tflite_dir / "mlp_int8.tflite"}
-    rows = compare_latency(paths, baseline="int8", **QUICK)
+    rows = compare_latency(paths, baseline="int8", rounds=5, **QUICK)
     assert [row.name for row in rows] == ["float", "int8"]
     by_name = {row.name: row for row in rows}
-    assert by_name["int8"].is_baseline and by_name["int8"].speedup == 1.0
-    assert by_name["float"].speedup == by_name["int8"].result.p50_ms / by_name["float"].result.p50_ms
-    assert rows[0].to_dict()["speedup"] == rows[0].speedup
+    base, other = by_name["int8"], by_name["float"]
+    assert base.is_baseline and base.speedup == 1.0 and base.within_noise
+    assert len(other.round_ms) == len(base.round_ms) == 5
+    ratios = sorted(b / m for b, m in zip(base.round_ms, other.round_ms))
+    assert other.speedup == pytest.approx(ratios[2])
+    assert (other.interval.low, other.interval.high) == (ratios[0], ratios[-1])  # 5 rounds: min-max
+    # Each round ran at least its share of the runs; the result pools every timed run.
+    assert other.result.count >= 30 and other.result.count >= 5 * 6
+    row = other.to_dict()
+    assert row["speedup"] == other.speedup and row["rounds"] == 5 and row["speedup_low"] == ratios[0]
     with pytest.raises(ValueError, match="baseline 'nope' is not one of the models: float, int8"):
         compare_latency(paths, baseline="nope", **QUICK)
+
+
+def test_a_file_against_its_twin_is_within_noise_in_or_out_of_process(tflite_dir, tmp_path):
+    twin = tmp_path / "twin.tflite"
+    twin.write_bytes((tflite_dir / "conv.tflite").read_bytes())
+    paths = [tflite_dir / "conv.tflite", twin]
+    for isolate in (True, False):
+        rows = compare_latency(paths, rounds=6, isolate=isolate, **QUICK)
+        assert all(row.result.peak_rss_mib > 0 for row in rows)
+        assert rows[1].interval.low <= rows[1].speedup <= rows[1].interval.high
+        assert rows[1].interval.rounds == 6
+
+
+def test_compare_latency_names_the_file_the_shared_child_fails_on(tflite_dir, monkeypatch, tmp_path):
+    good = tflite_dir / "mlp_float32.tflite"
+    with pytest.raises(ModelFileError, match="truncated.tflite"):
+        compare_latency([good, tflite_dir / "truncated.tflite"], **QUICK)
+    # A crash in the shared child (simulated: it dies by a signal) is traced to the file that fails alone.
+    from mobileprune.runtime import out_of_process
+
+    real = out_of_process.run_in_child
+
+    def crash_comparisons(session, request, on_progress, timeout):
+        if session.endswith("run_comparison_session"):
+            return -11, None, False
+        if request["path"].endswith("conv.tflite"):
+            return -11, None, False
+        return real(session, request, on_progress, timeout)
+
+    monkeypatch.setattr(out_of_process, "run_in_child", crash_comparisons)
+    with pytest.raises(
+        ModelFileError, match=r"conv.tflite could not be loaded: the TFLite runtime crashed \(SIGSEGV\)"
+    ):
+        compare_latency([good, tflite_dir / "conv.tflite"], **QUICK)
+
+
+def test_compare_latency_rejects_bad_rounds_before_running_any_model():
+    with pytest.raises(ValueError, match="rounds must be an int >= 1, got 0"):
+        compare_latency(["never-read.tflite"], rounds=0, **QUICK)
 
 
 def test_compare_latency_rejects_an_unknown_metric_before_running_any_model():
@@ -169,3 +215,9 @@ def test_isolated_benchmark_returns_a_full_result(tflite_dir):
     result = benchmark(tflite_dir / "mlp_float32.tflite", **QUICK)
     assert result.count >= 5 and result.p90_ms >= result.p50_ms > 0
     assert result.latency.p50_ms == result.p50_ms
+
+
+def test_a_single_model_is_measured_in_one_round(tflite_dir):
+    (row,) = compare_latency([tflite_dir / "mlp_float32.tflite"], rounds=20, warmup_runs=0, runs=3, min_seconds=0.0)
+    assert row.is_baseline and row.speedup == 1.0 and len(row.round_ms) == 1
+    assert row.result.count == 3  # not 20 rounds of one run each

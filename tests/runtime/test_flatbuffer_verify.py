@@ -193,3 +193,63 @@ def test_an_unknown_options_tag_is_skipped_like_flatbuffers_does(tflite_dir):
     mutated = _patched(content, _field_position(op, 3), "<B", 255)
     verify_tflite(mutated)  # a tag from a newer schema: not checkable here, not an error
     inspect_tflite(mutated)
+
+
+def _reshape(content: bytes):
+    """conv.tflite's RESHAPE (Flatten): (operator, its new_shape tensor, its output tensor index)."""
+    model = _model(content)
+    graph = model.Subgraphs(0)
+    for position in range(graph.OperatorsLength()):
+        op = graph.Operators(position)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == 22:
+            return model, graph, op
+    raise AssertionError("conv.tflite has no RESHAPE")
+
+
+def test_a_reshape_whose_new_shape_asks_for_more_than_the_cap_is_refused_before_loading(
+    tflite_dir, monkeypatch, tmp_path
+):
+    content = (tflite_dir / "conv.tflite").read_bytes()
+    model, graph, op = _reshape(content)
+    shape_tensor = graph.Tensors(int(op.InputsAsNumpy()[1]))
+    data_start = _vector_start(model.Buffers(shape_tensor.Buffer()), 0)  # Buffer.data: [1, 144] as int32
+    # One flipped bit in the second dimension: 144 -> 144 + 2**30 elements, 4 GiB of float32.
+    corrupt = _patched(content, data_start + 4, "<i", 144 | 2**30)
+    message = r"RESHAPE operator \d+ of subgraph 0 asks for shape \[1, 1073741968\] \(4\.0 GiB\)"
+    with pytest.raises(ModelFileError, match=message + r".*over the 1\.0 GiB memory cap") as caught:
+        verify_tflite(corrupt, "bad.tflite", max_tensor_bytes=2**30)
+    assert "\n" not in str(caught.value) and "MOBILEPRUNE_MAX_TENSOR_BYTES" in str(caught.value)
+    verify_tflite(corrupt, max_tensor_bytes=2**33)  # under a higher cap the sizes are consistent
+    # The environment variable sets the default cap, and benchmark() checks before any child allocates.
+    monkeypatch.setenv("MOBILEPRUNE_MAX_TENSOR_BYTES", str(2**30))
+    from mobileprune.runtime.benchmark import benchmark
+
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(corrupt)
+    with pytest.raises(ModelFileError, match="over the 1.0 GiB memory cap"):
+        benchmark(path, runs=1, min_seconds=0)
+
+
+def test_a_tensor_that_declares_more_than_the_cap_is_refused(tflite_dir):
+    content = (tflite_dir / "conv.tflite").read_bytes()
+    model, graph, op = _reshape(content)
+    output = graph.Tensors(int(op.OutputsAsNumpy()[0]))
+    corrupt = _patched(content, _vector_start(output, 0) + 4, "<i", 144 | 2**29)  # shape [1, 144 + 2**29]
+    with pytest.raises(ModelFileError, match=r"declares 2\.0 GiB, over the 1\.0 GiB memory cap"):
+        verify_tflite(corrupt, max_tensor_bytes=2**30)
+    verify_tflite(content, max_tensor_bytes=2**20)  # the real file's tensors are far under a 1 MiB cap
+
+
+def test_the_default_cap_is_a_quarter_of_memory_unless_the_environment_sets_it(monkeypatch):
+    import os
+
+    from mobileprune.runtime.flatbuffer_verify import default_max_tensor_bytes
+
+    monkeypatch.delenv("MOBILEPRUNE_MAX_TENSOR_BYTES", raising=False)
+    assert default_max_tensor_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    monkeypatch.setenv("MOBILEPRUNE_MAX_TENSOR_BYTES", "16e9")
+    assert default_max_tensor_bytes() == 16 * 10**9
+    monkeypatch.setenv("MOBILEPRUNE_MAX_TENSOR_BYTES", "lots")
+    with pytest.raises(ValueError, match="MOBILEPRUNE_MAX_TENSOR_BYTES='lots' is not a positive number"):
+        default_max_tensor_bytes()

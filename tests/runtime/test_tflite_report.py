@@ -110,3 +110,18 @@ def test_transpose_conv_and_batch_matmul_macs_are_exact(tflite_dir, manifest):
     assert macs == manifest["two_inputs_macs"]
     assert sorted(tuple(t.shape) for t in report.inputs) == [(1, 3, 5), (1, 4, 4, 2)]
     assert sorted(tuple(t.shape) for t in report.outputs) == [(1, 3, 3), (1, 8, 8, 3)]
+
+
+def test_a_sparse_encoded_file_says_it_saves_download_size_not_runtime_memory(tflite_dir, manifest):
+    expected = manifest["sparse_hidden_kernel"]
+    report = inspect_tflite(tflite_dir / "sparse_mlp.tflite")
+    note = report.sparse_memory_note
+    stored_kib = 4 * (expected["size"] - expected["zeros"]) / 1024
+    dense_kib = 4 * expected["size"] / 1024
+    assert note.startswith("1 weight tensor(s) use TFLite's sparse encoding")
+    assert f"{stored_kib:,.1f} KiB in the file instead of {dense_kib:,.1f} KiB" in note
+    assert "densifies them at load" in note
+    assert report.summary().splitlines()[-1] == f"note: {note}"
+    assert report.to_dict()["sparse_memory_note"] == note
+    dense = inspect_tflite(tflite_dir / "mlp_float32.tflite")
+    assert dense.sparse_memory_note is None and "note:" not in dense.summary()
