@@ -202,9 +202,10 @@ def export_tflite(
             get ``1``: with a dynamic batch their loops need TensorFlow (Flex)
             ops, with a fixed one they convert to builtin ``WHILE`` loops.
             ``ExportResult.batch_size`` says which was used. Recurrent models
-            export as float32, ``"dynamic"`` and ``"float16"``; ``"int8"`` and
-            ``"int16x8"`` are refused (TensorFlow's calibrator crashes on their
-            loops).
+            export as float32, ``"dynamic"``, ``"float16"`` and the weight-only
+            and dynamic ai-edge-quantizer modes; ``"int8"``, ``"int16x8"`` and
+            ``"static_*"`` are refused (the calibrators crash on, or cannot read,
+            their loops).
         block_size: for ``quantize="dynamic_int4"``: 32, 64, 128 or 256 weights
             share one scale (blockwise); ``None`` (default) is per channel.
 
@@ -225,7 +226,7 @@ def export_tflite(
     batch_size = _normalize_batch_size(batch_size)
     source = load_source(model)
     if source.recurrent:
-        _check_recurrent_quantization(quantize)
+        _check_recurrent_quantization(quantize if edge is None else edge.mode)
         batch_size = 1 if batch_size is None else batch_size
 
     def convert_with(encoding_sparse: bool) -> bytes:
@@ -299,11 +300,20 @@ def _normalize_batch_size(batch_size: int | None) -> int | None:
 
 def _check_recurrent_quantization(quantize: str | None) -> None:
     if quantize in ("int8", "int16x8"):
-        # Measured with TF 2.21: calibrating the WHILE loops that LSTM/GRU become kills the process (SIGSEGV).
+        # Measured with TF 2.21 (re-checked with ai-edge-quantizer's arrival): calibrating the WHILE loops
+        # that LSTM/GRU become still kills the process (SIGSEGV, exit 139, for LSTM and GRU alike).
         raise ValueError(
             f"quantize={quantize!r} is not available for models with recurrent layers (LSTM, GRU, ...): "
             "TensorFlow's int8 calibrator crashes on the loops they convert to; "
-            "use quantize='dynamic' (int8 weights) or 'float16'"
+            "use quantize='dynamic' (int8 weights), 'weight_int8', 'dynamic_int4' or 'float16'"
+        )
+    if quantize in ("static_int8", "static_int16"):
+        # Measured with ai-edge-quantizer 0.10: its calibrator cannot read the tensors inside the loops
+        # ("Tensor data is null"); weight-only and dynamic modes convert (LSTM: agreement 0.95-1.0).
+        raise ValueError(
+            f"quantize={quantize!r} is not available for models with recurrent layers (LSTM, GRU, ...): "
+            "ai-edge-quantizer cannot calibrate the loops they convert to; "
+            "use quantize='weight_int8', 'dynamic_int4' or 'dynamic'"
         )
 
 
