@@ -66,6 +66,7 @@ _LAZY = {
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",
+    "EdgeQuantize": "mobileprune.conversion.edge_quantizer",
     "verify": "mobileprune.conversion.verify",
     "FidelityReport": "mobileprune.conversion.verify",
     "write_android_assets": "mobileprune.android.assets",

@@ -465,11 +465,32 @@ import importlib.util
 import sys
 import keras
 from mobileprune.backend import write_inference_saved_model
+for package in filter(None, sys.argv[4].split(",")):  # registers the model's layer classes (keras_hub, ...)
+    __import__(package)
 if importlib.util.find_spec("keras_hub") is not None:
     import mobileprune.keras_hub_layers  # registers mobileprune's head-sized keras-hub blocks
 model = keras.models.load_model(sys.argv[1], compile=False, safe_mode=True)
 write_inference_saved_model(model, sys.argv[2], None if sys.argv[3] == "dynamic" else int(sys.argv[3]))
 """
+
+
+def _input_structure(model: keras.Model):
+    """The inputs a functional model is called with: a dict of KerasTensors, a list, or one tensor."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):  # a subclassed model, or one never called
+        return None
+
+
+def _layer_packages(model: keras.Model) -> list[str]:
+    """Top-level packages (other than Keras) whose layer classes the model uses, e.g. ``["keras_hub"]``."""
+    packages = {type(layer).__module__.split(".")[0] for layer in model._flatten_layers(include_self=True)}
+    return sorted(package for package in packages if package not in ("keras", "__main__", "builtins"))
+
+
+def _has_seed_state(model: keras.Model) -> bool:
+    """Whether a model holds seed-generator state (Dropout and other random layers): uint32 on JAX."""
+    return any(str(variable.dtype) == "uint32" for variable in model.variables)
 
 
 def write_inference_saved_model(model: keras.Model, directory: str, batch_size: int | None = None) -> None:
@@ -491,10 +512,16 @@ def write_inference_saved_model(model: keras.Model, directory: str, batch_size: 
     shutil.rmtree(directory, ignore_errors=True)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    signature = [tf.TensorSpec((batch_size, *x.shape[1:]), x.dtype, name=x.name) for x in model.inputs]
-    archive.add_endpoint(
-        "serve", functools.partial(model.__call__, training=False), signature if len(signature) == 1 else [signature]
-    )
+    structure = _input_structure(model)
+    if isinstance(structure, dict):
+        # Traced with the dict the model takes, each input named by its key (what a caller feeds).
+        signature = [
+            {key: tf.TensorSpec((batch_size, *x.shape[1:]), x.dtype, name=key) for key, x in structure.items()}
+        ]
+    else:
+        specs = [tf.TensorSpec((batch_size, *x.shape[1:]), x.dtype, name=x.name) for x in model.inputs]
+        signature = specs if len(specs) == 1 else [specs]
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
     archive.write_out(directory, verbose=False)
 
 
@@ -519,11 +546,16 @@ def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = 
         batch_size: fix the batch dimension of the converted signature; `None` keeps it dynamic.
     """
     tf = _import_tensorflow()
-    # On JAX a fixed-batch trace goes through jax2tf, which keeps the recurrent layers' uint32
-    # seed-generator state as a variable TFLite cannot hold: rebuild on TensorFlow in a child instead.
-    if name() == "tensorflow" or (name() == "jax" and batch_size is None):
-        if batch_size is None:
+    # On JAX a fixed-batch trace, or a model with seed generators (Dropout: keras-hub's BERT), goes
+    # through jax2tf, which keeps the uint32 seed-generator state as a variable TFLite cannot hold:
+    # rebuild on TensorFlow in a child instead.
+    in_process = name() == "tensorflow" or (name() == "jax" and batch_size is None and not _has_seed_state(model))
+    if in_process:
+        if batch_size is None and not isinstance(_input_structure(model), dict):
             return tf.lite.TFLiteConverter.from_keras_model(model)
+        # TensorFlow's from_keras_model traces a dict-input Functional with a flat list of inputs;
+        # keras-hub's BERT then fails and the converter's fallback raises a TypeError in
+        # tflite_keras_util: trace it with its dict instead.
         directory = str(Path(workdir) / f"saved_model_batch{batch_size}")
         write_inference_saved_model(model, directory, batch_size)  # rewritten: the weights may have changed
         return tf.lite.TFLiteConverter.from_saved_model(directory)
@@ -551,6 +583,7 @@ def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = 
                 str(keras_file),
                 str(saved_model),
                 "dynamic" if batch_size is None else str(batch_size),
+                ",".join(_layer_packages(model)),
             ],
             env=env,
             capture_output=True,

@@ -18,7 +18,15 @@ from mobileprune.cli import _native_logs, _output
 from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
 
 _COMMAND = "export"
-_QUANTIZE_CHOICES = ("none", "dynamic", "float16", "int8", "int16x8")
+# The converter's modes, then ai-edge-quantizer's (mobileprune.conversion.edge_quantizer).
+_QUANTIZE_CHOICES = ("none", "dynamic", "float16", "int8", "int16x8") + (
+    "weight_int8",
+    "weight_int4",
+    "dynamic_int4",
+    "static_int8",
+    "static_int16",
+)
+_NEEDS_CALIBRATION = ("int8", "int16x8", "static_int8", "static_int16")
 _SPARSE_CHOICES = {"auto": "auto", "on": True, "off": False}
 
 _EPILOG = """examples:
@@ -27,6 +35,8 @@ _EPILOG = """examples:
   mobileprune export model.keras -o m.tflite --quantize int8 --int8-io uint8 \\
       --calibration calib.npz --validation test.npz --json
   mobileprune export saved_model_dir/ -o m.tflite --quantize float16 --sparse off
+  mobileprune export bert.keras -o bert_int4.tflite --quantize dynamic_int4 --block-size 32
+  mobileprune export model.keras -o m.tflite --recipe my_ai_edge_quantizer_recipe.json
   mobileprune export model.keras -o pruned.tflite --validation test.npz \\
       --android-assets android_demo/app/src/main/assets
 
@@ -52,6 +62,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, metavar="OUT.tflite", help="file to write")
     parser.add_argument(
         "--quantize", choices=_QUANTIZE_CHOICES, default="none", help="quantization mode (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        choices=(32, 64, 128, 256),
+        default=None,
+        help="blockwise int4 scales for --quantize dynamic_int4 (default: per channel)",
+    )
+    parser.add_argument(
+        "--recipe",
+        metavar="RECIPE.json",
+        default=None,
+        help="an ai-edge-quantizer recipe run on the float file (instead of --quantize)",
     )
     parser.add_argument(
         "--int8-io", choices=("int8", "uint8"), default=None, help="integer model input/output (needs --quantize int8)"
@@ -141,7 +164,8 @@ def _export(
             result = export_tflite(
                 args.model,
                 args.output,
-                quantize=None if args.quantize == "none" else args.quantize,
+                quantize=args.recipe or (None if args.quantize == "none" else args.quantize),
+                block_size=args.block_size,
                 representative_data=None if calibration is None else calibration["x"],
                 validation_data=validation,
                 sparse=_SPARSE_CHOICES[args.sparse],
@@ -184,7 +208,13 @@ def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
         raise ValueError(f"output directory {output.parent} does not exist; create it first")
     if args.int8_io and args.quantize != "int8":
         raise ValueError(f"--int8-io {args.int8_io} needs --quantize int8")
-    if args.quantize in ("int8", "int16x8") and args.calibration is None:
+    if args.recipe is not None and args.quantize != "none":
+        raise ValueError(f"pass either --recipe or --quantize {args.quantize}, not both")
+    if args.recipe is not None and not Path(args.recipe).is_file():
+        raise ValueError(f"--recipe file {args.recipe} does not exist; pass an ai-edge-quantizer recipe .json")
+    if args.block_size is not None and args.quantize != "dynamic_int4":
+        raise ValueError(f"--block-size {args.block_size} needs --quantize dynamic_int4")
+    if args.quantize in _NEEDS_CALIBRATION and args.calibration is None:
         raise ValueError(f"--quantize {args.quantize} needs --calibration FILE.npz with typical inputs x")
     if args.calibration_samples < 1:
         raise ValueError("--calibration-samples must be at least 1")

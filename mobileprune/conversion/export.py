@@ -31,6 +31,7 @@ from typing import Any
 
 from mobileprune.conversion.atomic import atomic_write_bytes, atomic_write_text
 from mobileprune.conversion.convert import convert
+from mobileprune.conversion.edge_quantizer import check_calibration, edge_quantize_spec, quantize_float_tflite
 from mobileprune.conversion.quantize import CalibrationProgress, normalize_integer_io, normalize_quantize
 from mobileprune.conversion.sources import load_source
 from mobileprune.conversion.sparse import (
@@ -161,6 +162,7 @@ def export_tflite(
     calibration_samples: int | None = 500,
     progress: CalibrationProgress | None = None,
     batch_size: int | None = None,
+    block_size: int | None = None,
 ) -> ExportResult:
     """Convert a model to ``.tflite``, write it atomically and report what is in the file.
 
@@ -172,9 +174,15 @@ def export_tflite(
         path: destination ``.tflite`` file; an existing file is replaced only
             when the export succeeds.
         quantize: ``None`` (float32), ``"dynamic"``, ``"float16"``, ``"int8"``
-            (full integer) or ``"int16x8"``.
+            (full integer) or ``"int16x8"`` (the TFLite converter), or one of
+            ``ai-edge-quantizer``'s modes run on the float file:
+            ``"weight_int8"``, ``"weight_int4"``, ``"dynamic_int4"``,
+            ``"static_int8"``, ``"static_int16"``, an
+            :class:`~mobileprune.conversion.edge_quantizer.EdgeQuantize` or a
+            recipe ``.json`` path (see :mod:`mobileprune.conversion.edge_quantizer`).
         representative_data: calibration inputs (array, list of arrays per
-            input, or ``tf.data.Dataset``); required for ``"int8"`` and ``"int16x8"``.
+            input, or ``tf.data.Dataset``); required for ``"int8"``, ``"int16x8"``
+            and the ``static_*`` modes (arrays or a dict by input name).
         validation_data: ``(x, y)``, ``x``, or a ``tf.data.Dataset``; when given,
             :func:`~mobileprune.conversion.verify.verify` runs on the written file.
         sparse: ``"auto"`` keeps the sparse-format file if it is smaller and
@@ -198,17 +206,21 @@ def export_tflite(
             get ``1``: with a dynamic batch their loops need TensorFlow (Flex)
             ops, with a fixed one they convert to builtin ``WHILE`` loops.
             ``ExportResult.batch_size`` says which was used. Recurrent models
-            export as float32, ``"dynamic"`` and ``"float16"``; ``"int8"`` and
-            ``"int16x8"`` are refused (TensorFlow's calibrator crashes on their
-            loops).
+            export as float32, ``"dynamic"``, ``"float16"`` and the weight-only
+            and dynamic ai-edge-quantizer modes; ``"int8"``, ``"int16x8"`` and
+            ``"static_*"`` are refused (the calibrators crash on, or cannot read,
+            their loops).
+        block_size: for ``quantize="dynamic_int4"``: 32, 64, 128 or 256 weights
+            share one scale (blockwise); ``None`` (default) is per channel.
 
     Raises:
         ValueError: bad arguments or model path; ``SelectTfOpsRequiredError``
             (a ``ValueError``) when TensorFlow ops would be needed.
         TypeError: ``model`` is not something that can be exported.
     """
-    quantize = normalize_quantize(quantize)
-    io_type = normalize_integer_io(int8_io, quantize)
+    edge = edge_quantize_spec(quantize, block_size)
+    quantize = None if edge is not None else normalize_quantize(quantize)
+    io_type = normalize_integer_io(int8_io, quantize if edge is None else edge.name)
     sparse = _normalize_sparse(sparse)
     target = Path(path)
     if not target.parent.is_dir():
@@ -218,7 +230,7 @@ def export_tflite(
     batch_size = _normalize_batch_size(batch_size)
     source = load_source(model)
     if source.recurrent:
-        _check_recurrent_quantization(quantize)
+        _check_recurrent_quantization(quantize if edge is None else edge.mode)
         batch_size = 1 if batch_size is None else batch_size
 
     def convert_with(encoding_sparse: bool) -> bytes:
@@ -234,7 +246,13 @@ def export_tflite(
             batch_size,
         )
 
-    candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)
+    if edge is None:
+        candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)
+    else:
+        candidates, converter_sparse_bytes = (
+            _edge_candidates(edge, convert_with, sparse, representative_data, calibration_samples),
+            None,
+        )
     xnnpack = analyze_tflite(candidates.get("dense") or candidates["sparse"])
     needs_sparse = xnnpack is not None and xnnpack.structure_eligible
     chosen, reason = choose_encoding(
@@ -243,7 +261,7 @@ def export_tflite(
     atomic_write_bytes(target, candidates[chosen])
     result = ExportResult.read(
         target,
-        quantize=quantize,
+        quantize=quantize if edge is None else edge.name,
         int8_io=io_type,
         encoding_reason=reason,
         candidate_bytes={name: len(data) for name, data in candidates.items()},
@@ -266,6 +284,16 @@ def _convert_candidates(convert_with, sparse: bool | str) -> tuple[dict[str, byt
     return candidates, len(converter_sparse)
 
 
+def _edge_candidates(
+    edge, convert_with, sparse: bool | str, representative_data: Any, calibration_samples: int | None
+) -> dict[str, bytes]:
+    """ai-edge-quantizer's file, made from the dense float conversion (it writes dense tensors only)."""
+    if sparse is True:
+        raise ValueError(f"sparse=True is not available with quantize={edge.name!r}; use sparse='auto' or False")
+    check_calibration(edge, representative_data)
+    return {"dense": quantize_float_tflite(convert_with(False), edge, representative_data, calibration_samples)}
+
+
 def _normalize_batch_size(batch_size: int | None) -> int | None:
     if batch_size is None:
         return None
@@ -276,11 +304,20 @@ def _normalize_batch_size(batch_size: int | None) -> int | None:
 
 def _check_recurrent_quantization(quantize: str | None) -> None:
     if quantize in ("int8", "int16x8"):
-        # Measured with TF 2.21: calibrating the WHILE loops that LSTM/GRU become kills the process (SIGSEGV).
+        # Measured with TF 2.21 (re-checked with ai-edge-quantizer's arrival): calibrating the WHILE loops
+        # that LSTM/GRU become still kills the process (SIGSEGV, exit 139, for LSTM and GRU alike).
         raise ValueError(
             f"quantize={quantize!r} is not available for models with recurrent layers (LSTM, GRU, ...): "
             "TensorFlow's int8 calibrator crashes on the loops they convert to; "
-            "use quantize='dynamic' (int8 weights) or 'float16'"
+            "use quantize='dynamic' (int8 weights), 'weight_int8', 'dynamic_int4' or 'float16'"
+        )
+    if quantize in ("static_int8", "static_int16"):
+        # Measured with ai-edge-quantizer 0.10: its calibrator cannot read the tensors inside the loops
+        # ("Tensor data is null"); weight-only and dynamic modes convert (LSTM: agreement 0.95-1.0).
+        raise ValueError(
+            f"quantize={quantize!r} is not available for models with recurrent layers (LSTM, GRU, ...): "
+            "ai-edge-quantizer cannot calibrate the loops they convert to; "
+            "use quantize='weight_int8', 'dynamic_int4' or 'dynamic'"
         )
 
 

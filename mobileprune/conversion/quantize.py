@@ -91,7 +91,9 @@ def representative_dataset(
 
     Args:
         data: an array ``(N, ...)``, a list/tuple of arrays (one per model
-            input), or a ``tf.data.Dataset``.
+            input), a dict ``{input name: array}`` (fed by name, as the
+            converter's signature names its inputs), or a ``tf.data.Dataset``.
+            Integer arrays (token ids) stay int32; others become float32.
         input_count: number of model inputs.
         max_samples: stop after this many samples (arrays) or elements
             (dataset); ``None`` feeds everything.
@@ -99,6 +101,8 @@ def representative_dataset(
     """
     if _is_dataset(data):
         return _dataset_generator(data, input_count, max_samples, progress)
+    if isinstance(data, dict):
+        return _dict_generator(data, max_samples, progress)
     arrays = _as_input_arrays(data, input_count)
     total = len(arrays[0]) if max_samples is None else min(len(arrays[0]), max_samples)
     if total == 0:
@@ -183,7 +187,7 @@ def _as_input_arrays(data: Any, input_count: int) -> list[np.ndarray]:
             "pass one array per input"
         )
     try:
-        arrays = [np.asarray(part, dtype=np.float32) for part in parts]
+        arrays = [_calibration_array(part) for part in parts]
     except ValueError:  # ragged, e.g. (x, y) given where x alone is expected
         raise ValueError(
             "representative_data is not an array of inputs; pass the inputs x only "
@@ -192,6 +196,28 @@ def _as_input_arrays(data: Any, input_count: int) -> list[np.ndarray]:
     if any(array.ndim == 0 for array in arrays) or len({len(array) for array in arrays}) != 1:
         raise ValueError("representative_data arrays must all have the same number of samples on axis 0")
     return arrays
+
+
+def _calibration_array(part: Any) -> np.ndarray:
+    array = np.asarray(part)
+    # Token ids must reach an int32 input as int32 (the calibrator refuses float32 there).
+    return array.astype(np.int32) if array.dtype.kind in "iu" else array.astype(np.float32)
+
+
+def _dict_generator(data: dict, max_samples: int | None, progress: CalibrationProgress | None):
+    arrays = {str(name): _calibration_array(value) for name, value in data.items()}
+    counts = {len(array) for array in arrays.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise ValueError("representative_data arrays must all have the same, non-zero number of samples on axis 0")
+    total = counts.pop() if max_samples is None else min(counts.pop(), max_samples)
+
+    def generate() -> Iterator[dict[str, np.ndarray]]:
+        for index in range(total):
+            yield {name: array[index : index + 1] for name, array in arrays.items()}
+            if progress is not None:
+                progress((index + 1) / total)
+
+    return generate
 
 
 def _dataset_generator(dataset, input_count: int, max_elements: int | None, progress):

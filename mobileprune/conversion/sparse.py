@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 #: Stored element types of weight matrices and kernels.
-WEIGHT_DTYPES = ("float32", "float16", "int8", "uint8", "int16")
+WEIGHT_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int4")
 # The converter leaves tensors below about this zero fraction dense, so a
 # sparse conversion cannot pay off when no weight reaches it.
 MIN_SPARSITY_FOR_ENCODING = 0.3

@@ -91,6 +91,12 @@ def test_int8_export_with_validation_prints_json(digits, tmp_path):
         (["model.keras", "-o", "out.tflite", "--int8-io", "int8"], "--int8-io int8 needs --quantize int8"),
         (["model.keras", "-o", "out.tflite", "--validation", "labels.npz"], "has no array 'x' (found: y)"),
         (["model.keras", "-o", "nowhere/out.tflite"], "output directory nowhere does not exist"),
+        (
+            ["model.keras", "-o", "out.tflite", "--quantize", "static_int16"],
+            "--quantize static_int16 needs --calibration",
+        ),
+        (["model.keras", "-o", "out.tflite", "--block-size", "32"], "--block-size 32 needs --quantize dynamic_int4"),
+        (["model.keras", "-o", "out.tflite", "--recipe", "r.json"], "--recipe file r.json does not exist"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, monkeypatch, arguments, message):
@@ -185,3 +191,28 @@ def test_table_output_is_quiet_and_verbose_shows_the_native_log(tmp_path):
     # stdout still holds nothing but the JSON.
     assert "fully_quantize: 0, inference_type: 6" in verbose.stderr
     assert json.loads(verbose.stdout)["quantize"] == "int8"
+
+
+@pytest.mark.needs_tf
+def test_blockwise_int4_export_prints_json_and_a_bad_block_size_keeps_the_old_file(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(4)])
+    model.save(tmp_path / "mlp.keras")
+    np.savez(tmp_path / "validation.npz", x=np.random.default_rng(0).random((32, 64), dtype="float32"))
+    output = tmp_path / "mlp_int4.tflite"
+    arguments = [str(tmp_path / "mlp.keras"), "-o", str(output), "--validation", str(tmp_path / "validation.npz")]
+    completed = _run(*arguments, "--quantize", "dynamic_int4", "--block-size", "32", "--json")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout)
+    assert result["quantize"] == "dynamic_int4_b32" and result["file_bytes"] == output.stat().st_size
+    assert {tensor["dtype"] for tensor in result["weight_tensors"]} >= {"int4"}
+    assert result["fidelity"]["samples"] == 32
+    written = output.read_bytes()
+    # The second layer's input width (32) is not a multiple of 64: refused, the file is kept.
+    refused = _run(*arguments, "--quantize", "dynamic_int4", "--block-size", "64")
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not divisible by block size 64" in lines[0], refused.stderr[-2000:]
+    assert output.read_bytes() == written

@@ -80,3 +80,38 @@ def test_missing_tensorflow_is_one_line_naming_the_package(pruned_model, tmp_pat
         ImportError, match=r"^exporting to \.tflite needs TensorFlow.*pip install 'tensorflow>=2\.21,<2\.22'$"
     ):
         backend.tflite_converter(pruned_model, str(tmp_path))
+
+
+def _tiny_bert_classifier():
+    """A keras-hub BERT backbone (built from arguments, no download) in a dict-input classifier."""
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=64, num_layers=1, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=16
+    )
+    inputs = {
+        name: keras.Input((16,), dtype="int32", name=name) for name in ("token_ids", "segment_ids", "padding_mask")
+    }
+    model = keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs)["pooled_output"]))
+    rng = np.random.default_rng(0)
+    x = {
+        "token_ids": rng.integers(0, 64, (24, 16)).astype("int32"),
+        "segment_ids": np.zeros((24, 16), "int32"),
+        "padding_mask": np.ones((24, 16), "int32"),
+    }
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, rng.integers(0, 3, 24), epochs=1, batch_size=24, verbose=0)  # one step: seed state advanced
+    return model, x
+
+
+def test_trained_keras_hub_bert_takes_a_dict_and_exports_float_and_blockwise_int4(tmp_path):
+    """Dict inputs broke TensorFlow's Keras tracing; JAX's uint32 dropout seed state broke the converter."""
+    import mobileprune as mp
+
+    model, x = _tiny_bert_classifier()
+    dense = mp.export_tflite(model, tmp_path / "bert.tflite", validation_data=x)
+    assert dense.fidelity.samples == 24 and dense.fidelity.max_abs_diff < 1e-4
+    int4 = mp.export_tflite(
+        model, tmp_path / "bert_int4.tflite", quantize="dynamic_int4", block_size=32, validation_data=x
+    )
+    assert int4.quantize == "dynamic_int4_b32" and "int4" in {tensor.dtype for tensor in int4.weight_tensors}
+    assert int4.file_bytes < dense.file_bytes and int4.fidelity.agreement >= 0.9

@@ -97,3 +97,15 @@ def test_converter_settings_per_mode():
     assert converter.optimizations == [] and converter.representative_dataset is None
     with pytest.raises(ValueError, match="int16x8.*needs representative_data"):
         configure_converter(FakeConverter(), "int16x8")
+
+
+def test_calibration_feeds_a_dict_by_name_and_keeps_token_ids_integer():
+    from mobileprune.conversion.quantize import representative_dataset
+
+    data = {"token_ids": np.arange(12, dtype=np.int64).reshape(3, 4), "mask": np.ones((3, 4), dtype=np.float64)}
+    samples = list(representative_dataset(data, input_count=2, max_samples=2)())
+    assert len(samples) == 2 and set(samples[1]) == {"token_ids", "mask"}
+    assert samples[1]["token_ids"].dtype == np.int32 and samples[1]["mask"].dtype == np.float32
+    np.testing.assert_array_equal(samples[1]["token_ids"], [[4, 5, 6, 7]])
+    ids = list(representative_dataset(np.array([[1, 2]], dtype=np.int32))())
+    assert ids[0][0].dtype == np.int32

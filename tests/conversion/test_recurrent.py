@@ -52,11 +52,13 @@ def test_recurrent_model_exports_with_builtin_ops_at_batch_one(text_model, token
     np.testing.assert_allclose(run_tflite(result.path, tokens[0][:5]), expected, atol=MAX_ABS_DIFF[quantize])
 
 
-@pytest.mark.parametrize("quantize", ["int8", "int16x8"])
+@pytest.mark.parametrize("quantize", ["int8", "int16x8", "static_int8"])
 def test_full_integer_modes_are_refused_for_recurrent_models_before_converting(text_model, tokens, tmp_path, quantize):
     import mobileprune as mp
 
-    with pytest.raises(ValueError, match=r"not available for models with recurrent layers .* use quantize='dynamic'"):
+    with pytest.raises(
+        ValueError, match=r"not available for models with recurrent layers .* use quantize='(dynamic|weight_int8)'"
+    ):
         mp.export_tflite(text_model, tmp_path / "text.tflite", quantize=quantize, representative_data=tokens[0])
     assert not (tmp_path / "text.tflite").exists()
 
