@@ -161,6 +161,23 @@ def gather_magnitudes(values: np.ndarray, indices: np.ndarray) -> np.ndarray | N
     return sample
 
 
+def warm_up() -> None:
+    """Load (or compile) every loop for float32 and float64 now, on tiny arrays.
+
+    The first call of a loop in a process loads it from numba's disk cache:
+    about 0.5 s for the first real update otherwise. `MaskUpdater.warm_up`
+    runs this on a background thread at train begin.
+    """
+    if _loops() is None:
+        return
+    for dtype in _DTYPES:
+        values = np.linspace(-1.0, 1.0, 64, dtype=dtype)
+        keep, zeroed = np.empty(values.size, bool), np.empty_like(values)
+        found = bracket_pass(values, 0.2, 0.5, 0.8, keep, zeroed, capacity=64)
+        settle_inside(values, keep, zeroed, found, 0.5, 0.5, 0)
+        gather_magnitudes(values, np.arange(8))
+
+
 @functools.cache
 def _loops() -> Any:
     """The `_numba_loops` module, or `None` without numba (each loop compiles at first call, then is cached on disk)."""

@@ -79,6 +79,15 @@ def attach_mask(variable: keras.Variable) -> MaskConstraint:
     return constraint
 
 
+def attach_masks(variables: Iterable[keras.Variable]) -> bool:
+    """`attach_mask` each variable; return whether one of them had no mask yet (then a traced train step is stale)."""
+    newly_attached = False
+    for variable in variables:
+        newly_attached |= not isinstance(variable.constraint, MaskConstraint)
+        attach_mask(variable)
+    return newly_attached
+
+
 def detach_mask(variable: keras.Variable) -> bool:
     """Restore the variable's original constraint; return whether a mask was attached."""
     existing = variable.constraint

@@ -20,6 +20,7 @@ report.to_dict()["rows"][0]["zeros"]
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -115,6 +116,25 @@ class SparsityReport:
         if any(not row.prunable for row in self.rows):
             table.append("* not prunable, not counted in the overall figure")
         return "\n".join(table)
+
+
+def sparsity_logs(targets: list, pruned: Callable[[Any], int], per_layer: bool = False) -> dict[str, float]:
+    """What `PruneCallback` adds to Keras's logs: `sparsity` over `targets`, and `sparsity/<layer>` with `per_layer`.
+
+    Args:
+        targets: the selected weights (`PruneTarget`s).
+        pruned: how many entries of a variable its mask prunes now.
+        per_layer: add one entry per layer.
+    """
+    by_layer: dict[str, list[int]] = {}
+    for target in targets:
+        counts = by_layer.setdefault(target.layer.name, [0, 0])
+        counts[0] += pruned(target.variable)
+        counts[1] += int(np.prod(target.variable.shape))
+    logs = {"sparsity": sum(c[0] for c in by_layer.values()) / sum(c[1] for c in by_layer.values())}
+    if per_layer:
+        logs.update({f"sparsity/{name}": zeros / size for name, (zeros, size) in by_layer.items()})
+    return logs
 
 
 def _zeros(variable) -> int:

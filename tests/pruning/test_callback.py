@@ -110,7 +110,7 @@ def test_global_scope_exact_total_and_uneven_layers(blobs):
 
 @pytest.mark.parametrize("steps", [None, 32])  # continuous weights, or steps of 1/32: ties across layers
 def test_global_scope_one_pass_equals_one_ranking_of_all_weights(steps, monkeypatch):
-    from mobileprune.pruning import callback as callback_module
+    from mobileprune.pruning import engine as callback_module
     from tests.pruning.test_masks import reference_keep
 
     passes = []
@@ -143,7 +143,7 @@ def test_global_scope_one_pass_equals_one_ranking_of_all_weights(steps, monkeypa
             np.testing.assert_array_equal(kernel.numpy(), np.where(keep.reshape(value.shape), value, 0))
         before = [kernel.numpy().copy() for kernel in kernels]
     assert len(passes) == 2  # both updates took the one pass
-    assert callback._log_values["sparsity"] == pytest.approx(num_to_prune(0.8, total) / total)
+    assert callback.logs["sparsity"] == pytest.approx(num_to_prune(0.8, total) / total)
 
 
 def test_overrides_give_a_layer_its_own_schedule(blobs):
@@ -512,7 +512,7 @@ def test_large_weights_take_the_one_pass_path_with_the_exact_general_result(monk
     calls = []
     one_pass = masks.magnitude_keep_and_zeroed
     monkeypatch.setattr(
-        "mobileprune.pruning.patterns.magnitude_keep_and_zeroed",
+        "mobileprune.pruning.engine.magnitude_keep_and_zeroed",
         lambda *args: calls.append(args[0].size) or one_pass(*args),
     )
     keras.utils.set_random_seed(0)
