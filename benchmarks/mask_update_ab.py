@@ -16,6 +16,7 @@ Run from the repository root:
 
 ```
 python -m benchmarks.mask_update_ab                 # 4 rounds, writes results/mask_update_ab.json
+python -m benchmarks.mask_update_ab --new HEAD      # a commit instead of the working tree
 python -m benchmarks.mask_update_ab --rounds 2 --repeats 3 --model cifar_cnn
 ```
 """
@@ -81,6 +82,7 @@ print("RESULT " + json.dumps(result))
 def baseline_tree(commit: str, directory: Path) -> Path:
     """Extract `commit` of this repository into `directory` (read-only use)."""
     archive = subprocess.run(["git", "archive", commit], check=True, capture_output=True).stdout
+    directory.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
     return directory
 
@@ -108,14 +110,15 @@ def loadavg() -> list[float]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default=BASELINE, help="commit to compare against")
+    parser.add_argument("--new", default=None, help="commit to measure (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", default="resnet50", choices=("resnet50", "cifar_cnn"))
     args = parser.parse_args(argv)
-    new = Path.cwd()
     rounds = []
     with tempfile.TemporaryDirectory() as scratch:
-        old = baseline_tree(args.baseline, Path(scratch))
+        old = baseline_tree(args.baseline, Path(scratch) / "baseline")
+        new = Path.cwd() if args.new is None else baseline_tree(args.new, Path(scratch) / "new")
         for index in range(args.rounds):
             order = [("baseline", old), ("new", new)]
             if index % 2:
@@ -149,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {
         "model": args.model,
         "baseline": args.baseline,
-        "new": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "new": args.new
+        or "working tree at "
+        + subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "repeats": args.repeats,
         "rounds": rounds,
         "summary": summary,
