@@ -186,7 +186,7 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
     """
     from mobileprune import backend
     from mobileprune.pruning.engine import one_pass_min_size
-    from mobileprune.pruning.masks import num_to_prune
+    from mobileprune.sparsity_core.masks import num_to_prune
 
     stages = dict.fromkeys(("read", "one pass", "small weights", "mask assign", "weight assign"), 0.0)
     for group in _groups(callback):
@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _mask_threads() -> int:
-    from mobileprune.pruning.threads import worker_count
+    from mobileprune.sparsity_core.threads import worker_count
 
     return worker_count()
 

@@ -25,13 +25,13 @@ import numpy as np
 
 from mobileprune import backend
 from mobileprune.pruning import policies
-from mobileprune.pruning.constraint import MaskConstraint, attach_masks
 from mobileprune.pruning.engine import MaskUpdater, Update
-from mobileprune.pruning.patterns import Pattern
 from mobileprune.pruning.report import sparsity_logs
 from mobileprune.pruning.resolve import resolve_pattern
 from mobileprune.pruning.schedules import PruningSchedule, final_sparsity, schedules_of_groups, validate_overrides
-from mobileprune.pruning.selection import PruneTarget, Selector, select_targets, validate_selectors
+from mobileprune.sparsity_core.constraint import MaskConstraint, attach_masks
+from mobileprune.sparsity_core.patterns import Pattern
+from mobileprune.sparsity_core.selection import PruneTarget, Selector, select_targets, validate_selectors
 
 _SCOPES = ("layer", "global")
 _UNSET = object()
@@ -76,7 +76,7 @@ class PruneCallback(keras.callbacks.Callback):
             layout, e.g. `(1, 4)` = 4 consecutive input features of one output;
             `"n:m"` such as `"2:4"` (the n largest of every m consecutive input
             weights, from `begin_step` on); `"channels"` (whole output
-            channels); or a `Pattern` (see `mobileprune.pruning.patterns`).
+            channels); or a `Pattern` (see `mobileprune.sparsity_core.patterns`).
         prune_depthwise: also prune depthwise kernels (DepthwiseConv, SeparableConv).
         log_per_layer: add `sparsity/<layer>` to the logs.
         policy: `None`, a hardware policy's name or a `PruningPolicy` (see

@@ -25,10 +25,14 @@ Example:
 
 ```python
 from mobileprune.pruning.engine import MaskUpdater
-updater = MaskUpdater(mp.Pattern.__subclasses__()[0]())  # or the callback's `updater`
-updater.build(groups, schedules=[schedule] * len(groups), scope="layer")
-updater.apply(step=100)       # every bucket at its last update step <= 100
-updater.pruned(groups[0].variables[0])
+from mobileprune.sparsity_core.constraint import attach_mask
+from mobileprune.sparsity_core.patterns import UnstructuredPattern, WeightGroup
+
+attach_mask(kernel)
+updater = MaskUpdater(UnstructuredPattern())   # a PruneCallback's is `callback.updater`
+updater.build([WeightGroup("kernel", kernel)], [mp.ConstantSparsity(0.5)])
+updater.apply(step=100)                        # every bucket at its last update step <= 100
+updater.pruned(kernel)                         # round(0.5 * kernel size)
 ```
 """
 
@@ -42,13 +46,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from mobileprune import backend
-from mobileprune.pruning import compiled
 from mobileprune.pruning.buffers import BufferPool
-from mobileprune.pruning.constraint import set_mask, store_masks
-from mobileprune.pruning.masks import keep_mask, magnitude_keep_and_zeroed, magnitude_keep_and_zeroed_many, num_to_prune
-from mobileprune.pruning.patterns import MaskGroup, Pattern
 from mobileprune.pruning.schedules import PruningSchedule
-from mobileprune.pruning.threads import thread_map
+from mobileprune.sparsity_core import compiled
+from mobileprune.sparsity_core.constraint import set_mask, store_masks
+from mobileprune.sparsity_core.masks import (
+    keep_mask,
+    magnitude_keep_and_zeroed,
+    magnitude_keep_and_zeroed_many,
+    num_to_prune,
+)
+from mobileprune.sparsity_core.patterns import MaskGroup, Pattern
+from mobileprune.sparsity_core.threads import thread_map
 
 # Below this many weights `keep_mask` ranks a copy of the magnitudes as fast as the one pass
 # (a sample would be most of the weight): in NumPy, and in the compiled loops, whose fixed cost is lower.

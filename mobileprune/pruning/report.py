@@ -1,7 +1,7 @@
 """`sparsity(model)`: count the zeros of a model, weight by weight.
 
 The overall figure covers the prunable weights (see
-`mobileprune.pruning.selection`; depthwise kernels count once they carry a
+`mobileprune.sparsity_core.selection`; depthwise kernels count once they carry a
 pruning mask or, after `strip_pruning`, hold zeros), which is what a pruning
 target refers to. `include_all=True`
 adds rows for every other variable (biases, normalization...) without changing
@@ -27,8 +27,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from mobileprune.pruning.constraint import MaskConstraint
-from mobileprune.pruning.selection import all_targets
+from mobileprune.sparsity_core.constraint import MaskConstraint
+from mobileprune.sparsity_core.selection import all_targets
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import Any
 
 import keras
 
-from mobileprune.pruning.selection import check_names_exist
+from mobileprune.sparsity_core.selection import check_names_exist
 
 
 def _check_step(name: str, value: Any) -> int:

@@ -8,8 +8,8 @@ import numpy as np
 import mobileprune as mp
 from mobileprune import backend
 from mobileprune.pruning.buffers import BufferPool
-from mobileprune.pruning.constraint import mask_of
-from mobileprune.pruning.masks import keep_mask, num_to_prune
+from mobileprune.sparsity_core.constraint import mask_of
+from mobileprune.sparsity_core.masks import keep_mask, num_to_prune
 
 
 def test_a_released_buffer_is_reused_and_a_held_one_is_not():

@@ -16,11 +16,12 @@ pytestmark = pytest.mark.needs_tf
 import keras  # noqa: E402
 
 import mobileprune as mp  # noqa: E402
-from mobileprune.pruning import engine, masks  # noqa: E402
-from mobileprune.pruning.constraint import attach_mask, mask_of  # noqa: E402
+from mobileprune.pruning import engine  # noqa: E402
 from mobileprune.pruning.engine import MaskUpdater, Update  # noqa: E402
-from mobileprune.pruning.masks import num_to_prune  # noqa: E402
-from mobileprune.pruning.patterns import NMPattern, Pattern, UnstructuredPattern, WeightGroup  # noqa: E402
+from mobileprune.sparsity_core import masks  # noqa: E402
+from mobileprune.sparsity_core.constraint import attach_mask, mask_of  # noqa: E402
+from mobileprune.sparsity_core.masks import num_to_prune  # noqa: E402
+from mobileprune.sparsity_core.patterns import NMPattern, Pattern, UnstructuredPattern, WeightGroup  # noqa: E402
 
 
 def variable(values):

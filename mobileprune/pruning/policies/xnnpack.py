@@ -46,7 +46,7 @@ class XnnpackSparsePolicy(PruningPolicy):
 
         Args:
             model: the built Keras model.
-            candidates: :class:`~mobileprune.pruning.selection.PruneTarget` s
+            candidates: :class:`~mobileprune.sparsity_core.selection.PruneTarget` s
                 picked by ``layers=`` / ``exclude=``.
 
         Raises:

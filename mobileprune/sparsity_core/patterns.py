@@ -31,7 +31,7 @@ describe gets `False` unless it declares them itself.
 `scope="global"` the callback concatenates the scores of all groups that share
 a schedule and calls `select` once, so `select` must not assume the scores
 come from a single group. `Pattern.select` defaults to the exact bottom-k of
-`mobileprune.pruning.masks.keep_mask`.
+`mobileprune.sparsity_core.masks.keep_mask`.
 
 Layouts. Every weight is seen as a matrix `(fan_in, fan_out)`: the last axis
 is the output axis and all others are flattened into the input axis (a Keras
@@ -55,7 +55,7 @@ Dense kernel `(in, out)` as is; a Conv2D kernel `(kh, kw, in, out)` as
 Example:
 
 ```python
-from mobileprune.pruning.patterns import BlockPattern, NMPattern
+from mobileprune.sparsity_core.patterns import BlockPattern, NMPattern
 NMPattern(2, 4).sparsity, BlockPattern((1, 4)).block  # (0.5, (1, 4))
 ```
 """
@@ -67,10 +67,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, num_to_prune
+from mobileprune.sparsity_core.masks import keep_mask, keep_top_n_per_group, num_to_prune
 
 if TYPE_CHECKING:
-    from mobileprune.pruning.selection import PruneTarget
+    from mobileprune.sparsity_core.selection import PruneTarget
 
 
 def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:

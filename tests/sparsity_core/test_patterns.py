@@ -9,8 +9,9 @@ pytestmark = pytest.mark.needs_tf
 
 import keras  # noqa: E402
 
-from mobileprune.pruning.masks import num_to_prune  # noqa: E402
-from mobileprune.pruning.patterns import (  # noqa: E402
+from mobileprune.pruning.resolve import resolve_pattern  # noqa: E402
+from mobileprune.sparsity_core.masks import num_to_prune  # noqa: E402
+from mobileprune.sparsity_core.patterns import (  # noqa: E402
     BlockGroup,
     BlockPattern,
     NMGroup,
@@ -20,7 +21,6 @@ from mobileprune.pruning.patterns import (  # noqa: E402
     WeightGroup,
     as_matrix_shape,
 )
-from mobileprune.pruning.resolve import resolve_pattern  # noqa: E402
 
 
 def variable(values):

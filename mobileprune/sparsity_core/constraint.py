@@ -14,7 +14,7 @@ existing constraint keeps working: it runs first, then the mask.
 Example:
 
 ```python
-from mobileprune.pruning.constraint import attach_mask, detach_mask
+from mobileprune.sparsity_core.constraint import attach_mask, detach_mask
 constraint = attach_mask(layer.kernel)   # all-True mask to start
 constraint.mask.assign(keep)             # bool array shaped like the kernel
 detach_mask(layer.kernel)                # back to the user's constraint
