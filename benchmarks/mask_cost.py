@@ -41,6 +41,7 @@ Run from the repository root:
 ```
 python -m benchmarks.mask_cost            # full run, writes results/mask_cost.json
 python -m benchmarks.mask_cost --quick    # smoke run (small models only)
+python -m benchmarks.mask_cost --models resnet50 --skip-tfmot   # writes results/mask_cost_resnet50.json
 ```
 """
 
@@ -303,7 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         float_digits=1,
     )
     payload["stage_rows"] = stage_rows
-    print(f"wrote {write_results('mask_cost', payload, results_dir(args.quick, args.allow_dirty))}")
+    # A run of some models only gets a name of its own: the full run's file stays as it was.
+    name = "mask_cost" if set(args.models) == set(MODELS) else "_".join(["mask_cost", *args.models])
+    print(f"wrote {write_results(name, payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
 
