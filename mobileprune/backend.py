@@ -162,11 +162,10 @@ def on_accelerator(variable: keras.Variable) -> bool:
     GPU ranking was not measured against the host path; the host path stays).
     """
     backend = name()
-    value = variable.value
     if backend == "torch":
-        return value.device.type != "cpu"
+        return variable.value.device.type != "cpu"
     if backend == "jax":
-        return any(device.platform != "cpu" for device in value.devices())
+        return any(device.platform != "cpu" for device in variable.value.devices())
     return False
 
 
