@@ -41,6 +41,7 @@ Run from the repository root:
 ```
 python -m benchmarks.mask_cost            # full run, writes results/mask_cost.json
 python -m benchmarks.mask_cost --quick    # smoke run (small models only)
+python -m benchmarks.mask_cost --models resnet50 --skip-tfmot   # writes results/mask_cost_resnet50.json
 ```
 """
 
@@ -156,7 +157,7 @@ def measure_ours(model, scope: str, repeats: int) -> dict[str, Any]:
     _, peak_bytes = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     # Buffers released by the backend and kept for the next update (see `mobileprune.pruning.buffers`).
-    pool_idle_bytes = callback._buffers.idle_bytes()
+    pool_idle_bytes = callback.updater.buffer_stats()["idle_bytes"]
 
     masks = [variable.constraint.mask for variable in variables]
     mask_bytes = sum(int(np.prod(mask.shape)) * np.dtype(mask.dtype).itemsize for mask in masks)
@@ -177,7 +178,7 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
     """Run one ``scope="layer"`` update stage by stage on one thread; seconds per stage, summed over weights.
 
     The steps are those of ``PruneCallback``: ``read`` (the value as NumPy,
-    no copy), then ``WeightGroup.magnitude_update`` (the exact selection and
+    no copy), then ``MaskUpdater.magnitude_update`` (the exact selection and
     the zeroed copy, written into the callback's reused buffers as in the
     update), counted as ``one pass`` for weights of ``one_pass_min_size`` and more and as
     ``small weights`` for the others (``keep_mask`` on their magnitudes),
@@ -185,8 +186,8 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
     handed to the backend).
     """
     from mobileprune import backend
-    from mobileprune.pruning.masks import num_to_prune
-    from mobileprune.pruning.patterns import one_pass_min_size
+    from mobileprune.pruning.engine import one_pass_min_size
+    from mobileprune.sparsity_core.masks import num_to_prune
 
     stages = dict.fromkeys(("read", "one pass", "small weights", "mask assign", "weight assign"), 0.0)
     for group in _groups(callback):
@@ -199,7 +200,7 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
 
         value = backend.read_numpy(variable)
         lap("read")
-        result = group.magnitude_update(value, num_to_prune(sparsity, value.size), callback._buffers)
+        result = callback.updater.magnitude_update(value, num_to_prune(sparsity, value.size))
         if result is None:
             raise RuntimeError(f"{variable.name}: the sampled bracket missed; the stage table has no such stage")
         lap("one pass" if value.size >= one_pass_min_size(value.dtype) else "small weights")
@@ -213,7 +214,7 @@ def stage_seconds(callback, model, sparsity: float) -> dict[str, float]:
 
 def _groups(callback) -> list:
     """The mask groups of a prepared ``PruneCallback``."""
-    return [group for bucket in callback._buckets for group in bucket.groups]
+    return list(callback.updater.groups)
 
 
 def keras_numpy(variable) -> np.ndarray:
@@ -303,12 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         float_digits=1,
     )
     payload["stage_rows"] = stage_rows
-    print(f"wrote {write_results('mask_cost', payload, results_dir(args.quick, args.allow_dirty))}")
+    # A run of some models only gets a name of its own: the full run's file stays as it was.
+    name = "mask_cost" if set(args.models) == set(MODELS) else "_".join(["mask_cost", *args.models])
+    print(f"wrote {write_results(name, payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
 
 def _mask_threads() -> int:
-    from mobileprune.pruning.threads import worker_count
+    from mobileprune.sparsity_core.threads import worker_count
 
     return worker_count()
 

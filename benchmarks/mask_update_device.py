@@ -13,7 +13,10 @@ with ``KERAS_BACKEND`` set measures, on whatever device that backend uses:
   its parts: pulling the weights to host memory, ranking on the host, and
   writing masks and zeroed weights back to the device. The first update goes
   from dense to 50%; the timed ones then from 50% up to 90% (the ramp of a
-  schedule), each from restored weights.
+  schedule), each from restored weights; each is timed twice, as the
+  callback runs it (ranked on the device where the weights live on one,
+  ``MaskUpdater(ranking="auto")``) and forced through the host
+  (``ranking="host"``, the path before device ranking).
 
 Run from the repository root (each backend in its own process):
 
@@ -81,6 +84,7 @@ def mask_update_cost(repeats: int, quick: bool) -> dict[str, Any]:
     import keras
 
     import mobileprune as mp
+    from mobileprune import backend
 
     keras.utils.set_random_seed(0)
     if quick:
@@ -103,18 +107,27 @@ def mask_update_cost(repeats: int, quick: bool) -> dict[str, Any]:
     first = time.perf_counter() - start
     restore = [np.asarray(v.numpy()) for v in targets]
 
-    pull, push, full = [], [], []
-    buckets = callback._buckets
+    from mobileprune.pruning.engine import Update
+
+    pull, push, full, host_ranked = [], [], [], []
+    buckets = callback.updater.buckets
     for repeat in range(repeats):
         for variable, value in zip(targets, restore):
             variable.assign(value)
         _sync(targets)
         sparsity = 0.6 + 0.3 * repeat / max(1, repeats - 1)
-        # The whole update, as the callback runs it at an update step.
-        start = time.perf_counter()
-        callback._apply_all([(bucket, None, sparsity) for bucket in buckets])
-        _sync(targets)
-        full.append(time.perf_counter() - start)
+        # The whole update, as the callback runs it at an update step ("auto": on the device
+        # where the weights live on one), then the same update forced through the host.
+        for ranking, times in (("auto", full), ("host", host_ranked)):
+            for variable, value in zip(targets, restore):
+                variable.assign(value)
+            _sync(targets)
+            callback.updater.ranking = ranking
+            start = time.perf_counter()
+            callback.updater.update([Update(bucket, None, sparsity) for bucket in buckets])
+            _sync(targets)
+            times.append(time.perf_counter() - start)
+        callback.updater.ranking = "auto"
         # Its transfer parts on their own: weights to the host, and masks/weights back.
         start = time.perf_counter()
         host = [np.asarray(v.numpy()) for v in targets]
@@ -133,6 +146,9 @@ def mask_update_cost(repeats: int, quick: bool) -> dict[str, Any]:
         "first_update_s": first,
         "update_s": full,
         "update_median_s": median_full,
+        "ranks_on_device": any(backend.on_accelerator(v) for v in targets),
+        "host_ranked_update_s": host_ranked,
+        "host_ranked_update_median_s": statistics.median(host_ranked),
         "pull_to_host_median_s": statistics.median(pull),
         "push_to_device_median_s": statistics.median(push),
         "host_ranking_estimate_s": max(0.0, median_full - statistics.median(pull) - statistics.median(push)),

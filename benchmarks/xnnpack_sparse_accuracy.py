@@ -1,4 +1,4 @@
-"""Accuracy of ``PruneCallback(target="xnnpack-sparse")`` on the digits task.
+"""Accuracy of ``PruneCallback(policy="xnnpack-sparse")`` on the digits task.
 
 The reference digits CNN (``mobileprune.demo.digits``) cannot take XNNPACK's
 sparse path (full 3x3 convolutions, ``Flatten``), so this uses a small network
@@ -78,7 +78,7 @@ def train(sparsity: float, seed: int, epochs: int, data, folder: Path) -> dict:
     callbacks = []
     if sparsity:
         schedule = mp.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=int(0.7 * steps), frequency=20)
-        callbacks.append(mp.PruneCallback(schedule, target="xnnpack-sparse"))
+        callbacks.append(mp.PruneCallback(schedule, policy="xnnpack-sparse"))
     model.fit(x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
     accuracy = float(model.evaluate(x_test, data.y_test, verbose=0)[1])
     row = {"sparsity": sparsity, "seed": seed, "keras_accuracy": accuracy}

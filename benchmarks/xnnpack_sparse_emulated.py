@@ -13,7 +13,7 @@ by :func:`mobileprune.pruning.xnnpack_sparse.make_xnnpack_sparse_eligible`
 randomised batch-norm statistics. Variants, all float32:
 
 - ``dense``: no zeros;
-- ``sparse-S``: ``PruneCallback(ConstantSparsity(S), target="xnnpack-sparse")``
+- ``sparse-S``: ``PruneCallback(ConstantSparsity(S), policy="xnnpack-sparse")``
   prunes the 1x1 convolutions and the classifier to S, exported with
   ``mobileprune.export_tflite`` (which writes the sparse encoding because the
   model qualifies);
@@ -124,7 +124,7 @@ def make_files(size: int, folder: Path) -> tuple[dict[str, dict[str, Any]], dict
     for sparsity in SPARSITIES:
         model.set_weights(weights)
         model.compile(optimizer="sgd", loss="categorical_crossentropy")
-        callback = mp.PruneCallback(mp.ConstantSparsity(sparsity), target="xnnpack-sparse")
+        callback = mp.PruneCallback(mp.ConstantSparsity(sparsity), policy="xnnpack-sparse")
         callback.set_model(model)
         callback.update_masks(0)
         mp.strip_pruning(model)

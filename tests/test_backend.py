@@ -11,7 +11,7 @@ import keras  # noqa: E402
 
 import mobileprune as mp  # noqa: E402
 from mobileprune import backend  # noqa: E402
-from mobileprune.pruning.masks import num_to_prune  # noqa: E402
+from mobileprune.sparsity_core.masks import num_to_prune  # noqa: E402
 from tests.pruning.conftest import tiny_mlp  # noqa: E402
 
 SIZES = {"hidden": 512, "middle": 768, "logits": 96}

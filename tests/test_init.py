@@ -20,8 +20,8 @@ def test_every_public_name_resolves_to_its_module(name):
 
 def test_extension_points_and_readme_functions_are_top_level():
     from mobileprune.android.assets import write_android_assets
-    from mobileprune.pruning.patterns import MaskGroup, Pattern
-    from mobileprune.pruning.prunable import PrunableLayer, register_prunable
+    from mobileprune.sparsity_core.patterns import MaskGroup, Pattern
+    from mobileprune.sparsity_core.prunable import PrunableLayer, register_prunable
     from mobileprune.structured.macs import count_macs
     from mobileprune.structured.masking import mask_channels
 

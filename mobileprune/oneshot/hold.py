@@ -3,7 +3,7 @@
 After `prune_oneshot` (or any pruning done outside `PruneCallback`), the
 model holds exact zeros but nothing keeps them at zero once `fit` updates
 the weights. `hold_masks` attaches the same mask constraint `PruneCallback`
-uses (`mobileprune.pruning.constraint`) with `mask = (weight != 0)` to every
+uses (`mobileprune.sparsity_core.constraint`) with `mask = (weight != 0)` to every
 selected prunable weight that has zeros, so a plain `model.fit` fine-tunes
 the surviving weights only. `mobileprune.strip_pruning` removes the masks
 before export, as after `PruneCallback`.
@@ -27,8 +27,8 @@ import keras
 import numpy as np
 
 from mobileprune import backend
-from mobileprune.pruning.constraint import attach_mask
-from mobileprune.pruning.selection import Selector, select_targets
+from mobileprune.sparsity_core.constraint import attach_mask
+from mobileprune.sparsity_core.selection import Selector, select_targets
 
 
 def hold_masks(

@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 
 from mobileprune.oneshot import methods
-from mobileprune.pruning.patterns import BlockPattern, NMPattern, UnstructuredPattern
 from mobileprune.registry import Registry
+from mobileprune.sparsity_core.patterns import BlockPattern, NMPattern, UnstructuredPattern
 
 
 @dataclass

@@ -39,8 +39,8 @@ from types import SimpleNamespace
 import numpy as np
 from scipy.linalg import lapack
 
-from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, num_to_prune
-from mobileprune.pruning.patterns import NMPattern, Pattern, UnstructuredPattern
+from mobileprune.sparsity_core.masks import keep_mask, keep_top_n_per_group, num_to_prune
+from mobileprune.sparsity_core.patterns import NMPattern, Pattern, UnstructuredPattern
 
 #: The built-in methods (`method_registry.ONESHOT_METHODS.names()` lists yours too).
 METHODS = ("magnitude", "wanda", "sparsegpt")

@@ -51,9 +51,9 @@ from mobileprune.oneshot.memory import release_free_memory
 from mobileprune.oneshot.method_registry import LayerContext, OneShotMethod, get_oneshot_method
 from mobileprune.oneshot.progress import Progress
 from mobileprune.oneshot.views import view_for
-from mobileprune.pruning.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern
 from mobileprune.pruning.resolve import resolve_pattern
-from mobileprune.pruning.selection import PruneTarget, Selector, select_targets
+from mobileprune.sparsity_core.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern
+from mobileprune.sparsity_core.selection import PruneTarget, Selector, select_targets
 
 # SparseGPT and the least-squares reconstruction need at least one calibration
 # row (a sample's token, pixel or vector) per this many inputs of a layer;

@@ -50,7 +50,7 @@ from mobileprune.oneshot.methods import damped_hessian
 from mobileprune.oneshot.progress import Progress
 from mobileprune.oneshot.views import LinearView, view_for
 from mobileprune.pruning.channel_pattern import ChannelMaskGroup
-from mobileprune.pruning.selection import all_targets, select_targets
+from mobileprune.sparsity_core.selection import all_targets, select_targets
 from mobileprune.structured.graph import build_graph
 from mobileprune.structured.importance import group_weights
 from mobileprune.structured.shrink import shrink

@@ -274,7 +274,7 @@ def view_for(target) -> LinearView | None:
     """Return the `LinearView` of one `PruneTarget`, or `None` when only magnitude applies.
 
     Args:
-        target: a `mobileprune.pruning.selection.PruneTarget`.
+        target: a `mobileprune.sparsity_core.selection.PruneTarget`.
     """
     hooked = _owner(target)
     shape = tuple(target.variable.shape)

@@ -83,6 +83,11 @@ class BufferPool:
                 if sys.getrefcount(buffer) <= _POOL_REFERENCES + 1
             )
 
+    def count(self) -> int:
+        """How many buffers the pool holds (in use or idle)."""
+        with self._lock:
+            return sum(len(buffers) for buffers in self._buffers.values())
+
     def clear(self) -> None:
         """Forget every buffer: idle ones are freed now, those in use when their holder lets go."""
         with self._lock:

@@ -36,7 +36,7 @@ import warnings
 
 import numpy as np
 
-from mobileprune.pruning.patterns import MaskGroup, Pattern
+from mobileprune.sparsity_core.patterns import MaskGroup, Pattern
 from mobileprune.structured.graph import ChannelGroup, build_graph
 from mobileprune.structured.importance import (
     GroupWeight,

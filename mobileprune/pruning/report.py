@@ -1,7 +1,7 @@
 """`sparsity(model)`: count the zeros of a model, weight by weight.
 
 The overall figure covers the prunable weights (see
-`mobileprune.pruning.selection`; depthwise kernels count once they carry a
+`mobileprune.sparsity_core.selection`; depthwise kernels count once they carry a
 pruning mask or, after `strip_pruning`, hold zeros), which is what a pruning
 target refers to. `include_all=True`
 adds rows for every other variable (biases, normalization...) without changing
@@ -20,14 +20,15 @@ report.to_dict()["rows"][0]["zeros"]
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 
-from mobileprune.pruning.constraint import MaskConstraint
-from mobileprune.pruning.selection import all_targets
+from mobileprune.sparsity_core.constraint import MaskConstraint
+from mobileprune.sparsity_core.selection import all_targets
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,25 @@ class SparsityReport:
         if any(not row.prunable for row in self.rows):
             table.append("* not prunable, not counted in the overall figure")
         return "\n".join(table)
+
+
+def sparsity_logs(targets: list, pruned: Callable[[Any], int], per_layer: bool = False) -> dict[str, float]:
+    """What `PruneCallback` adds to Keras's logs: `sparsity` over `targets`, and `sparsity/<layer>` with `per_layer`.
+
+    Args:
+        targets: the selected weights (`PruneTarget`s).
+        pruned: how many entries of a variable its mask prunes now.
+        per_layer: add one entry per layer.
+    """
+    by_layer: dict[str, list[int]] = {}
+    for target in targets:
+        counts = by_layer.setdefault(target.layer.name, [0, 0])
+        counts[0] += pruned(target.variable)
+        counts[1] += int(np.prod(target.variable.shape))
+    logs = {"sparsity": sum(c[0] for c in by_layer.values()) / sum(c[1] for c in by_layer.values())}
+    if per_layer:
+        logs.update({f"sparsity/{name}": zeros / size for name, (zeros, size) in by_layer.items()})
+    return logs
 
 
 def _zeros(variable) -> int:

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from mobileprune.pruning.channel_pattern import ChannelPattern
-from mobileprune.pruning.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern
+from mobileprune.sparsity_core.patterns import BlockPattern, NMPattern, Pattern, UnstructuredPattern
 
 _NM_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 

@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import keras
+
+from mobileprune.sparsity_core.selection import check_names_exist
 
 
 def _check_step(name: str, value: Any) -> int:
@@ -230,3 +233,45 @@ class ConstantSparsity(PruningSchedule):
 
     def get_config(self) -> dict[str, Any]:
         return {"target_sparsity": self.target_sparsity, **super().get_config()}
+
+
+def validate_overrides(overrides: dict[str, PruningSchedule] | None) -> dict[str, PruningSchedule]:
+    """Check `PruneCallback(overrides=...)`: layer names mapped to schedules; return a copy."""
+    overrides = dict(overrides or {})
+    for name, override in overrides.items():
+        if not isinstance(name, str) or not isinstance(override, PruningSchedule):
+            raise TypeError(f"overrides maps layer names to PruningSchedule objects; got {name!r}: {override!r}.")
+    return overrides
+
+
+def schedules_of_groups(
+    model: Any, targets: list, groups: list, default: PruningSchedule, overrides: dict[str, PruningSchedule]
+) -> list[PruningSchedule]:
+    """The schedule of each mask group: that of its first selected variable (a channel group also masks others).
+
+    A selected variable follows the innermost override in its layer chain, else `default`.
+
+    Raises:
+        ValueError: an override names no layer of the model, or a layer with no selected weight.
+    """
+    check_names_exist(model, list(overrides), "overrides")
+    used = set()
+    schedule_of = {}
+    for target in targets:
+        schedule = default
+        for layer in target.chain:  # innermost override wins
+            if layer.name in overrides:
+                schedule = overrides[layer.name]
+                used.add(layer.name)
+        schedule_of[id(target.variable)] = schedule
+    unused = sorted(set(overrides) - used)
+    if unused:
+        raise ValueError(f"overrides: layer {unused[0]!r} has no selected prunable weight; remove it from overrides.")
+    owners = [next((v for v in group.variables if id(v) in schedule_of), group.variables[0]) for group in groups]
+    return [schedule_of.get(id(owner), default) for owner in owners]
+
+
+def final_sparsity(schedules: Iterable[PruningSchedule]) -> float | None:
+    """The lowest final sparsity of `schedules` (`None` when one of them does not say)."""
+    finals = [getattr(s, "final_sparsity", getattr(s, "target_sparsity", None)) for s in schedules]
+    return None if any(f is None for f in finals) else min(finals)

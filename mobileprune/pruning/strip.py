@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 
 from mobileprune import backend
-from mobileprune.pruning.constraint import detach_mask
+from mobileprune.sparsity_core.constraint import detach_mask
 
 
 def strip_pruning(model: keras.Model) -> keras.Model:

@@ -1,4 +1,4 @@
-"""The ``"xnnpack-sparse"`` pruning target: prune what XNNPACK's sparse kernels can use.
+"""The ``"xnnpack-sparse"`` pruning policy's analysis: prune what XNNPACK's sparse kernels can use.
 
 Unstructured zeros make a float model faster on phones only through XNNPACK's
 sparse inference path (see :mod:`mobileprune.runtime.xnnpack_rules` for its
@@ -7,11 +7,8 @@ Keras model, before training:
 
 - :func:`analyze_keras` maps the layers of a Functional / Sequential model to
   the rule checker's graph and reports candidate subgraphs and violations;
-- :class:`XnnpackSparseTarget` is what ``PruneCallback(..., target="xnnpack-sparse")``
-  uses: it checks the structure at train begin (one line per violation: layer,
-  rule, fix), keeps only the weights the sparse path reads (the 1x1
-  convolutions and dense layers of eligible subgraphs) and warns when their
-  final zero fraction is not above 2/3;
+- :class:`mobileprune.pruning.policies.XnnpackSparsePolicy` (what
+  ``PruneCallback(..., policy="xnnpack-sparse")`` uses) builds on it;
 - :func:`make_xnnpack_sparse_eligible` rewrites what only needs a local change:
   a stride-2 convolution with ``padding="same"`` (which pads bottom/right only)
   becomes ``ZeroPadding2D(k // 2)`` + ``padding="valid"``, and an asymmetric
@@ -27,13 +24,12 @@ from mobileprune.pruning.xnnpack_sparse import make_xnnpack_sparse_eligible
 
 model = make_xnnpack_sparse_eligible(keras.applications.MobileNetV2(weights=None))
 model.compile("adam", "sparse_categorical_crossentropy")
-callback = mp.PruneCallback(mp.PolynomialDecay(0.0, 0.85, 0, 1000), target="xnnpack-sparse")
+callback = mp.PruneCallback(mp.PolynomialDecay(0.0, 0.85, 0, 1000), policy="xnnpack-sparse")
 ```
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import keras
@@ -41,15 +37,11 @@ import numpy as np
 
 from mobileprune import keras_private
 from mobileprune.runtime.xnnpack_rules import (
-    ZERO_FRACTION_THRESHOLD,
     Node,
     SparseReport,
     build_report,
     explicit_padding,
 )
-
-#: The accepted spellings of ``PruneCallback(target=...)``.
-TARGETS = ("xnnpack-sparse",)
 
 _IDENTITY_LAYERS = (
     keras.layers.Dropout,
@@ -96,112 +88,6 @@ def keras_graph(model: Any) -> tuple[list[Node], set, dict[str, tuple[Any, str]]
     inputs = [builder.new_value(tensor) for tensor in graph.inputs]
     outputs = builder.trace(graph, inputs)
     return builder.nodes, set(inputs) | set(outputs), builder.weights
-
-
-class XnnpackSparseTarget:
-    """Pruning policy for XNNPACK's sparse path; ``PruneCallback(target="xnnpack-sparse")`` makes one.
-
-    Example:
-
-    ```python
-    policy = XnnpackSparseTarget()
-    targets = policy.select(model, select_targets(model))  # only eligible 1x1 / dense kernels
-    ```
-    """
-
-    name = "xnnpack-sparse"
-
-    def __init__(self):
-        self._labels: dict[int, str] = {}
-
-    def select(self, model: Any, candidates: list) -> list:
-        """Keep the candidates the sparse path reads; raise listing every violation if there are none.
-
-        Args:
-            model: the built Keras model.
-            candidates: :class:`~mobileprune.pruning.selection.PruneTarget` s
-                picked by ``layers=`` / ``exclude=``.
-
-        Raises:
-            ValueError: no subgraph can run sparse; one line per violation.
-        """
-        try:
-            report, weights = analyze_keras(model)
-        except KerasGraphError as error:
-            raise ValueError(f"target='xnnpack-sparse': {error}") from None
-        usable = [s for s in report.subgraphs if s.structure_ok]
-        if not report.is_float or not usable:
-            lines = list(report.problems)
-            for subgraph in report.subgraphs:
-                lines.extend(subgraph.violations)
-            lines = list(dict.fromkeys(lines))
-            raise ValueError(
-                "target='xnnpack-sparse': no subgraph of the model can run on XNNPACK's sparse path "
-                f"({len(lines)} problem(s); mobileprune.make_xnnpack_sparse_eligible fixes padding):\n"
-                + "\n".join(f"  - {line}" for line in lines)
-            )
-        wanted = {}
-        for subgraph in usable:
-            for label in subgraph.pointwise:
-                layer, role = weights[label]
-                wanted[(id(layer), role)] = label
-        chosen = [t for t in candidates if (id(t.layer), t.role) in wanted]
-        if not chosen:
-            names = ", ".join(sorted(wanted.values())[:8])
-            raise ValueError(
-                "target='xnnpack-sparse': layers=/exclude= leave none of the weights the sparse path "
-                f"uses ({names}); select them"
-            )
-        self._labels = {id(t.variable): wanted[(id(t.layer), t.role)] for t in chosen}
-        return chosen
-
-    def check_schedule(self, final_sparsity: float | None) -> None:
-        """Warn at train begin when the schedule cannot reach the threshold.
-
-        Args:
-            final_sparsity: the schedule's last sparsity, if it has one.
-        """
-        if final_sparsity is not None and final_sparsity <= ZERO_FRACTION_THRESHOLD:
-            warnings.warn(_below_message(final_sparsity, "the schedule ends at"), stacklevel=3)
-
-    def check_final(self, targets: list) -> float:
-        """Warn when the pruned weights are, together, not more than 2/3 zeros; return their zero fraction.
-
-        Args:
-            targets: the selected weights after training.
-        """
-        size = zeros = 0
-        for target in targets:
-            values = keras.ops.convert_to_numpy(target.variable)
-            size += values.size
-            zeros += int(values.size - np.count_nonzero(values))
-        fraction = zeros / size if size else 0.0
-        if 3 * zeros <= 2 * size:
-            warnings.warn(_below_message(fraction, "after training, the 1x1/dense weights are"), stacklevel=3)
-        return fraction
-
-
-def resolve_target(target: Any) -> XnnpackSparseTarget | None:
-    """Turn ``PruneCallback``'s ``target=`` argument into a policy (``None`` for no target).
-
-    Args:
-        target: ``None`` or ``"xnnpack-sparse"``.
-    """
-    if target is None:
-        return None
-    if isinstance(target, str) and target.lower().replace("_", "-") in TARGETS:
-        return XnnpackSparseTarget()
-    raise ValueError(f"target={target!r} is not known; use None or 'xnnpack-sparse'")
-
-
-def _below_message(fraction: float, what: str) -> str:
-    return (
-        f"target='xnnpack-sparse': {what} {100 * fraction:.1f}% zeros; XNNPACK runs a subgraph sparse only "
-        f"above {100 * ZERO_FRACTION_THRESHOLD:.1f}%, so this model will run dense (use a final sparsity of 0.7-0.9)"
-    )
-
-
-# ---------------------------------------------------------------- the rewrite
 
 
 def make_xnnpack_sparse_eligible(model: Any) -> Any:

@@ -24,7 +24,7 @@ def test_export_from_the_active_backend_keeps_zeros_and_predictions(
     pruned_model, kernel_zeros, digits, tmp_path, quantize
 ):
     import mobileprune as mp
-    from mobileprune.pruning.constraint import MaskConstraint
+    from mobileprune.sparsity_core.constraint import MaskConstraint
 
     result = mp.export_tflite(
         pruned_model,

@@ -105,7 +105,7 @@ def test_unpruned_model_skips_the_sparse_conversion(digits, tmp_path):
 
 
 def test_caller_model_keeps_its_pruning_masks(pruned_model, exports):
-    from mobileprune.pruning.constraint import mask_of
+    from mobileprune.sparsity_core.constraint import mask_of
 
     masked = [variable for variable in pruned_model.trainable_variables if mask_of(variable) is not None]
     assert len(masked) == 4  # the four kernels, still masked after several exports

@@ -55,7 +55,7 @@ def test_a_keras_model_keeps_its_masks_through_conversion(pruned_model):
     # The converter never reads variable.constraint, so nothing is detached (see test_export's
     # test_masks_left_attached_change_nothing_in_the_file for the file itself).
     from mobileprune.conversion.sources import load_source
-    from mobileprune.pruning.constraint import mask_of
+    from mobileprune.sparsity_core.constraint import mask_of
 
     source = load_source(pruned_model)
     kernels = [variable for variable in pruned_model.trainable_variables if mask_of(variable) is not None]

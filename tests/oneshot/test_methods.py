@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mobileprune.oneshot import methods
-from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.resolve import resolve_pattern
+from mobileprune.sparsity_core.masks import num_to_prune
 from tests.oneshot._models import correlated_inputs
 
 

@@ -9,9 +9,9 @@ import pytest
 import mobileprune as mp
 from mobileprune.oneshot import methods
 from mobileprune.oneshot.views import view_for
-from mobileprune.pruning.masks import num_to_prune
 from mobileprune.pruning.resolve import resolve_pattern
-from mobileprune.pruning.selection import all_targets
+from mobileprune.sparsity_core.masks import num_to_prune
+from mobileprune.sparsity_core.selection import all_targets
 from tests.oneshot._models import correlated_inputs, mixed, mlp, token_model
 
 
@@ -65,7 +65,7 @@ def _nm_kept(group, value: np.ndarray, m: int) -> np.ndarray:
 @pytest.mark.parametrize("pattern, n, m", [("2:4", 2, 4), ("4:8", 4, 8)])
 def test_nm_on_einsum_kernels_groups_as_prune_callback_does(method, pattern, n, m, sequences):
     """Attention projections: groups run along the summed axes, as NMPattern groups them during training."""
-    from mobileprune.pruning.patterns import NMGroup
+    from mobileprune.sparsity_core.patterns import NMGroup
 
     model = _attention()
     x = sequences[:, :6]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mobileprune.oneshot.views import view_for
-from mobileprune.pruning.selection import all_targets
+from mobileprune.sparsity_core.selection import all_targets
 
 
 def _check(layer_input, layer, output, role="kernel", bias=True):

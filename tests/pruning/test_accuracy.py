@@ -18,7 +18,7 @@ import keras  # noqa: E402
 
 import mobileprune as mp  # noqa: E402
 from mobileprune.demo.digits import build_digits_cnn  # noqa: E402
-from mobileprune.pruning.masks import num_to_prune  # noqa: E402
+from mobileprune.sparsity_core.masks import num_to_prune  # noqa: E402
 
 EPOCHS, BATCH_SIZE, SEED = 12, 32, 0
 RAMP_END_STEP = 200  # a multiple of the update frequency, so the final sparsity is reached exactly

@@ -8,8 +8,8 @@ import numpy as np
 import mobileprune as mp
 from mobileprune import backend
 from mobileprune.pruning.buffers import BufferPool
-from mobileprune.pruning.constraint import mask_of
-from mobileprune.pruning.masks import keep_mask, num_to_prune
+from mobileprune.sparsity_core.constraint import mask_of
+from mobileprune.sparsity_core.masks import keep_mask, num_to_prune
 
 
 def test_a_released_buffer_is_reused_and_a_held_one_is_not():
@@ -66,7 +66,7 @@ def test_updates_reuse_the_callback_buffers_and_stay_exact():
         np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(kernel)), np.where(expected, dense, 0))
     # Per weight a mask and a weight buffer in use, at most one released pair: nothing new after
     # the second update (four updates of fresh buffers would leave 16 here).
-    pooled = sum(len(buffers) for buffers in callback._buffers._buffers.values())
+    pooled = callback.updater.buffer_stats()["buffers"]
     assert len(callback.targets) == 2 and pooled <= 2 * 2 * 2
 
 

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.needs_tf
 import keras  # noqa: E402
 
 import mobileprune as mp  # noqa: E402
-from mobileprune.pruning.constraint import MaskConstraint, mask_of  # noqa: E402
-from mobileprune.pruning.masks import num_to_prune  # noqa: E402
+from mobileprune.sparsity_core.constraint import MaskConstraint, mask_of  # noqa: E402
+from mobileprune.sparsity_core.masks import num_to_prune  # noqa: E402
 from tests.pruning.conftest import kernel_zeros, tiny_mlp  # noqa: E402
 
 SIZES = {"hidden": 512, "middle": 768, "logits": 96}
@@ -110,8 +110,8 @@ def test_global_scope_exact_total_and_uneven_layers(blobs):
 
 @pytest.mark.parametrize("steps", [None, 32])  # continuous weights, or steps of 1/32: ties across layers
 def test_global_scope_one_pass_equals_one_ranking_of_all_weights(steps, monkeypatch):
-    from mobileprune.pruning import callback as callback_module
-    from tests.pruning.test_masks import reference_keep
+    from mobileprune.pruning import engine as callback_module
+    from tests.sparsity_core.test_masks import reference_keep
 
     passes = []
     one_pass = callback_module.magnitude_keep_and_zeroed_many
@@ -143,7 +143,7 @@ def test_global_scope_one_pass_equals_one_ranking_of_all_weights(steps, monkeypa
             np.testing.assert_array_equal(kernel.numpy(), np.where(keep.reshape(value.shape), value, 0))
         before = [kernel.numpy().copy() for kernel in kernels]
     assert len(passes) == 2  # both updates took the one pass
-    assert callback._log_values["sparsity"] == pytest.approx(num_to_prune(0.8, total) / total)
+    assert callback.logs["sparsity"] == pytest.approx(num_to_prune(0.8, total) / total)
 
 
 def test_overrides_give_a_layer_its_own_schedule(blobs):
@@ -427,7 +427,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np
 import keras
 import mobileprune as mp
-from mobileprune.pruning.constraint import mask_of
+from mobileprune.sparsity_core.constraint import mask_of
 from tests.pruning.conftest import tiny_mlp
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
@@ -507,12 +507,12 @@ def test_one_shot_schedule_prunes_at_begin_step_and_holds(blobs):
 
 
 def test_large_weights_take_the_one_pass_path_with_the_exact_general_result(monkeypatch):
-    from mobileprune.pruning import masks
+    from mobileprune.sparsity_core import masks
 
     calls = []
     one_pass = masks.magnitude_keep_and_zeroed
     monkeypatch.setattr(
-        "mobileprune.pruning.patterns.magnitude_keep_and_zeroed",
+        "mobileprune.pruning.engine.magnitude_keep_and_zeroed",
         lambda *args: calls.append(args[0].size) or one_pass(*args),
     )
     keras.utils.set_random_seed(0)

@@ -73,7 +73,7 @@ def test_excluded_producer_keeps_its_group_dense():
 
 
 def test_groups_cover_every_selected_weight():
-    from mobileprune.pruning.selection import select_targets
+    from mobileprune.sparsity_core.selection import select_targets
 
     model = residual_model()
     targets = select_targets(model)

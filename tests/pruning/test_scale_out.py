@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobileprune.pruning.masks import num_to_prune
+from mobileprune.sparsity_core.masks import num_to_prune
 from tests.pruning.conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ import json
 import numpy as np
 import keras
 import mobileprune as mp
-from mobileprune.pruning.constraint import mask_of
+from mobileprune.sparsity_core.constraint import mask_of
 from tests.pruning.conftest import tiny_mlp
 
 devices = keras.distribution.list_devices("cpu")
@@ -253,7 +253,7 @@ def test_torch_backend_has_no_keras_distribution_so_prune_in_a_single_process():
 def test_update_masks_is_deterministic_so_ranks_with_equal_weights_agree():
     """What a torch DDP loop relies on: equal weights and step give equal masks on every rank."""
     import mobileprune as mp
-    from mobileprune.pruning.constraint import mask_of
+    from mobileprune.sparsity_core.constraint import mask_of
     from tests.pruning.conftest import tiny_mlp
 
     masks = []

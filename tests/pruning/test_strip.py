@@ -10,7 +10,7 @@ pytestmark = pytest.mark.needs_tf
 import keras  # noqa: E402
 
 import mobileprune as mp  # noqa: E402
-from mobileprune.pruning.constraint import MaskConstraint  # noqa: E402
+from mobileprune.sparsity_core.constraint import MaskConstraint  # noqa: E402
 from tests.pruning.conftest import run_python, tiny_mlp  # noqa: E402
 
 _LOAD_WITHOUT_MOBILEPRUNE = """

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.needs_tf
 import keras  # noqa: E402
 
 import mobileprune as mp  # noqa: E402
-from mobileprune.pruning.xnnpack_sparse import analyze_keras, make_xnnpack_sparse_eligible, resolve_target  # noqa: E402
+from mobileprune.pruning import policies  # noqa: E402
+from mobileprune.pruning.xnnpack_sparse import analyze_keras, make_xnnpack_sparse_eligible  # noqa: E402
 
 L = keras.layers
 
@@ -89,7 +90,7 @@ def test_rewrite_makes_padding_symmetric_and_keeps_shapes():
 
 def test_policy_prunes_only_the_weights_the_sparse_path_reads():
     model = small_net()
-    callback = mp.PruneCallback(mp.ConstantSparsity(0.8), target="xnnpack-sparse")
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.8), policy="xnnpack-sparse")
     callback.set_model(model)
     assert sorted(t.name for t in callback.targets) == ["logits/kernel", "pw1/kernel", "pw2/kernel"]
     callback.update_masks(0)
@@ -104,12 +105,12 @@ def test_policy_prunes_only_the_weights_the_sparse_path_reads():
 
 def test_ineligible_model_fails_at_train_begin_with_one_line_per_violation():
     model = small_net(stem_same=True, concat=True)
-    callback = mp.PruneCallback(mp.ConstantSparsity(0.8), target="xnnpack-sparse")
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.8), policy="xnnpack-sparse")
     x, y = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, np.int32)
     with pytest.raises(ValueError) as error:
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
     lines = str(error.value).splitlines()
-    assert lines[0].startswith("target='xnnpack-sparse': no subgraph")
+    assert lines[0].startswith("policy='xnnpack-sparse': no subgraph")
     assert [line.split(":")[0].strip(" -") for line in lines[1:]] == [
         "stem",
         "cat (Concatenate) is not an op the sparse path runs (allowed",
@@ -120,7 +121,7 @@ def test_warns_when_the_schedule_stays_below_two_thirds():
     model = small_net()
     x = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
     y = np.arange(8) % 10
-    callback = mp.PruneCallback(mp.ConstantSparsity(0.5), target="xnnpack-sparse")
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5), policy="xnnpack-sparse")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, epochs=1, batch_size=4, verbose=0, callbacks=[callback])
@@ -132,16 +133,46 @@ def test_warns_when_the_schedule_stays_below_two_thirds():
 def test_no_warning_above_the_threshold():
     model = small_net()
     x = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
-    callback = mp.PruneCallback(mp.ConstantSparsity(0.8), target="xnnpack-sparse")
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.8), policy="xnnpack-sparse")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, np.arange(8) % 10, epochs=1, batch_size=4, verbose=0, callbacks=[callback])
     assert not [w for w in caught if "xnnpack-sparse" in str(w.message)]
 
 
-def test_unknown_target_and_subclassed_model_are_one_line_errors():
-    with pytest.raises(ValueError, match="target='gpu' is not known"):
-        resolve_target("gpu")
+def test_policies_come_from_the_registry_by_name_and_serialise_back():
+    policy = policies.get("XNNPACK_sparse")
+    assert isinstance(policy, policies.XnnpackSparsePolicy) and policies.get(policy) is policy
+    assert policies.serialize(policy) == {"class_name": "xnnpack-sparse", "config": {}}
+    assert type(policies.get(policies.serialize(policy))) is policies.XnnpackSparsePolicy
+    assert policies.get(None) is None and "xnnpack-sparse" in policies.names()
+
+
+def test_a_registered_user_policy_narrows_the_selection():
+    @policies.register_policy("test-dense-only")
+    class DenseOnly(policies.PruningPolicy):
+        def select(self, model, candidates):
+            return [t for t in candidates if t.name == "logits/kernel"]
+
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5), policy="test-dense-only")
+    callback.set_model(small_net())
+    assert [t.name for t in callback.targets] == ["logits/kernel"]
+    assert isinstance(callback.policy, DenseOnly)
+    with pytest.raises(ValueError, match="already registered"):
+        policies.register_policy("test-dense-only")(type("Other", (policies.PruningPolicy,), {}))
+
+
+def test_target_keyword_still_works_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="renamed policy="):
+        callback = mp.PruneCallback(mp.ConstantSparsity(0.8), target="xnnpack-sparse")
+    assert isinstance(callback.policy, policies.XnnpackSparsePolicy)
+    with pytest.warns(DeprecationWarning, match="renamed policy="):
+        assert callback.target == "xnnpack-sparse"
+
+
+def test_unknown_policy_and_subclassed_model_are_one_line_errors():
+    with pytest.raises(ValueError, match="policy='gpu' is not known"):
+        mp.PruneCallback(mp.ConstantSparsity(0.8), policy="gpu")
 
     class Tiny(keras.Model):
         def __init__(self):
@@ -153,7 +184,7 @@ def test_unknown_target_and_subclassed_model_are_one_line_errors():
 
     model = Tiny()
     model(np.zeros((1, 3), np.float32))
-    callback = mp.PruneCallback(mp.ConstantSparsity(0.8), target="xnnpack-sparse")
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.8), policy="xnnpack-sparse")
     callback.set_model(model)
     with pytest.raises(ValueError, match="subclassed") as error:
         _ = callback.targets

@@ -21,11 +21,17 @@ class Pattern:
     def begin_update(self) -> None: ...  # optional: once per mask update, before any weight changes
 ```
 
+Two declared attributes let the update engine (`mobileprune.pruning.engine`)
+take its fast paths: `MaskGroup.whole_weight_magnitude` (the group is one
+weight scored by magnitude, as `WeightGroup`) and `Pattern.bottom_k_select`
+(`select` is the exact bottom-k). A subclass that overrides the methods they
+describe gets `False` unless it declares them itself.
+
 `values` holds the current numpy values of `variables`, in order. With
 `scope="global"` the callback concatenates the scores of all groups that share
 a schedule and calls `select` once, so `select` must not assume the scores
 come from a single group. `Pattern.select` defaults to the exact bottom-k of
-`mobileprune.pruning.masks.keep_mask`.
+`mobileprune.sparsity_core.masks.keep_mask`.
 
 Layouts. Every weight is seen as a matrix `(fan_in, fan_out)`: the last axis
 is the output axis and all others are flattened into the input axis (a Keras
@@ -49,7 +55,7 @@ Dense kernel `(in, out)` as is; a Conv2D kernel `(kh, kw, in, out)` as
 Example:
 
 ```python
-from mobileprune.pruning.patterns import BlockPattern, NMPattern
+from mobileprune.sparsity_core.patterns import BlockPattern, NMPattern
 NMPattern(2, 4).sparsity, BlockPattern((1, 4)).block  # (0.5, (1, 4))
 ```
 """
@@ -57,28 +63,15 @@ NMPattern(2, 4).sparsity, BlockPattern((1, 4)).block  # (0.5, (1, 4))
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mobileprune import backend, keras_private
-from mobileprune.pruning import compiled
-from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, magnitude_keep_and_zeroed, num_to_prune
+from mobileprune import keras_private
+from mobileprune.sparsity_core.masks import keep_mask, keep_top_n_per_group, num_to_prune
 
 if TYPE_CHECKING:
-    from mobileprune.pruning.buffers import BufferPool
-    from mobileprune.pruning.selection import PruneTarget
-
-
-# Below this many weights `keep_mask` ranks a copy of the magnitudes as fast as the one pass
-# (a sample would be most of the weight): in NumPy, and in the compiled loops, whose fixed cost is lower.
-ONE_PASS_MIN_SIZE = 1 << 16
-COMPILED_ONE_PASS_MIN_SIZE = 1 << 13
-
-
-def one_pass_min_size(dtype: Any) -> int:
-    """The smallest weight of `dtype` that `WeightGroup.magnitude_update` ranks in one pass."""
-    return COMPILED_ONE_PASS_MIN_SIZE if compiled.available(dtype) else ONE_PASS_MIN_SIZE
+    from mobileprune.sparsity_core.selection import PruneTarget
 
 
 def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -88,6 +81,12 @@ def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return (math.prod(shape[:-1]), int(shape[-1]))
 
 
+def _reset_unless_declared(cls: type, flag: str, methods: tuple[str, ...]) -> None:
+    """Set `cls.<flag>` to `False` when `cls` overrides one of `methods` without declaring `flag` itself."""
+    if flag not in cls.__dict__ and any(method in cls.__dict__ for method in methods):
+        setattr(cls, flag, False)
+
+
 class MaskGroup:
     """Weights whose masks follow from one score vector.
 
@@ -95,6 +94,16 @@ class MaskGroup:
         name: readable name (`"<layer>/<weight>"`) for reports and errors.
         variables: the `keras.Variable` objects the group masks.
     """
+
+    # Declared, not guessed from the type: `True` when the group is one whole weight whose
+    # units are its entries, scored by magnitude (`scores` = `abs(value).ravel()`, `expand` =
+    # reshape). A subclass that overrides `scores` or `expand` is reset to `False` unless it
+    # sets the attribute itself.
+    whole_weight_magnitude: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _reset_unless_declared(cls, "whole_weight_magnitude", ("scores", "expand"))
 
     def __init__(self, name: str, variables: list):
         self.name = name
@@ -119,6 +128,8 @@ class MaskGroup:
 class WeightGroup(MaskGroup):
     """One variable, one unit per weight (unstructured magnitude pruning)."""
 
+    whole_weight_magnitude = True
+
     def __init__(self, name: str, variable):
         super().__init__(name, [variable])
         self.shape = tuple(variable.shape)
@@ -128,31 +139,6 @@ class WeightGroup(MaskGroup):
 
     def expand(self, keep: np.ndarray) -> list[np.ndarray]:
         return [keep.reshape(self.shape)]
-
-    def magnitude_update(
-        self, value: np.ndarray, num_prune: int, buffers: BufferPool | None = None
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """`(keep, zeroed)`: drop the `num_prune` smallest magnitudes of `value`, or `None` if the sample missed.
-
-        The same mask as `keep_mask(self.scores([value]), num_prune)`, written
-        with the zeroed weights into buffers `backend.adopt` hands over without
-        a copy: from `buffers` when given, else new ones. A weight of
-        `one_pass_min_size(dtype)` entries or more (8,192 with compiled loops,
-        else 65,536) takes one pass (`masks.magnitude_keep_and_zeroed`);
-        it returns `None` when the threshold falls outside the sampled bracket
-        (then the general path ranks it). Smaller weights, and the counts 0
-        and all, are ranked by `keep_mask` directly.
-        """
-        take = backend.empty_adoptable if buffers is None else buffers.take
-        keep = take(self.shape, bool)
-        zeroed = take(self.shape, value.dtype)
-        if value.size >= one_pass_min_size(value.dtype) and 0 < num_prune < value.size:
-            if not magnitude_keep_and_zeroed(np.ascontiguousarray(value), num_prune, keep, zeroed):
-                return None
-            return keep, zeroed
-        keep[...] = keep_mask(np.abs(value).ravel(), num_prune).reshape(self.shape)
-        np.multiply(value, keep, out=zeroed)
-        return keep, zeroed
 
     def unit_sizes(self) -> int:
         return 1
@@ -271,6 +257,15 @@ class Pattern:
         def groups(self, model, targets): ...
     ```
     """
+
+    # Declared, not guessed from the type: `True` when `select` keeps all but exactly the
+    # `round(sparsity * n)` lowest scores, ties pruned at the smaller index (this base class's
+    # `select`). A subclass that overrides `select` is reset to `False` unless it sets it.
+    bottom_k_select: bool = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _reset_unless_declared(cls, "bottom_k_select", ("select",))
 
     def groups(self, model, targets: list[PruneTarget]) -> list[MaskGroup]:
         """Return the mask groups for the selected `targets` of `model`."""

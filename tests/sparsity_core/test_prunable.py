@@ -10,8 +10,8 @@ pytestmark = pytest.mark.needs_tf
 import keras  # noqa: E402
 
 import mobileprune as mp  # noqa: E402
-from mobileprune.pruning.prunable import register_prunable, unregister_prunable  # noqa: E402
-from mobileprune.pruning.selection import all_targets, select_targets  # noqa: E402
+from mobileprune.sparsity_core.prunable import register_prunable, unregister_prunable  # noqa: E402
+from mobileprune.sparsity_core.selection import all_targets, select_targets  # noqa: E402
 
 
 class Gated(keras.layers.Layer, mp.PrunableLayer):

@@ -8,7 +8,7 @@ pytestmark = pytest.mark.needs_tf
 
 import keras  # noqa: E402
 
-from mobileprune.pruning.selection import all_targets, select_targets  # noqa: E402
+from mobileprune.sparsity_core.selection import all_targets, select_targets  # noqa: E402
 
 
 def names(targets):

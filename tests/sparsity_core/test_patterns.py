@@ -9,8 +9,9 @@ pytestmark = pytest.mark.needs_tf
 
 import keras  # noqa: E402
 
-from mobileprune.pruning.masks import num_to_prune  # noqa: E402
-from mobileprune.pruning.patterns import (  # noqa: E402
+from mobileprune.pruning.resolve import resolve_pattern  # noqa: E402
+from mobileprune.sparsity_core.masks import num_to_prune  # noqa: E402
+from mobileprune.sparsity_core.patterns import (  # noqa: E402
     BlockGroup,
     BlockPattern,
     NMGroup,
@@ -20,7 +21,6 @@ from mobileprune.pruning.patterns import (  # noqa: E402
     WeightGroup,
     as_matrix_shape,
 )
-from mobileprune.pruning.resolve import resolve_pattern  # noqa: E402
 
 
 def variable(values):
@@ -40,26 +40,6 @@ def test_weight_group_round_trip():
     keep = np.arange(12) % 2 == 0
     np.testing.assert_array_equal(group.expand(keep)[0], keep.reshape(3, 4))
     assert group.unit_sizes() == 1
-
-
-@pytest.mark.parametrize("size", [4_000, 8_192, 20_000, 70_000])
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_magnitude_update_equals_keep_mask_on_both_sides_of_the_one_pass_size(size, dtype, monkeypatch):
-    from mobileprune.pruning import masks, patterns
-
-    passes = []
-    one_pass = patterns.magnitude_keep_and_zeroed
-    monkeypatch.setattr(patterns, "magnitude_keep_and_zeroed", lambda *a: passes.append(1) or one_pass(*a))
-    values = (np.random.default_rng(size).standard_normal((size // 4, 4)) * 0.05).astype(dtype)
-    group = WeightGroup("w", variable(values))
-    num_prune = num_to_prune(0.9, size)
-    keep, zeroed = group.magnitude_update(values, num_prune)
-    expected = masks.keep_mask(np.abs(values).ravel(), num_prune).reshape(values.shape)
-    np.testing.assert_array_equal(keep, expected)
-    np.testing.assert_array_equal(zeroed, np.where(expected, values, 0))
-    assert bool(passes) == (size >= patterns.one_pass_min_size(values.dtype))
-    # Compiled loops (float32 here) pay off from a smaller size than the NumPy pass (float16).
-    assert patterns.one_pass_min_size("float32") < patterns.one_pass_min_size("float16")
 
 
 def test_block_1x4_runs_along_the_input_axis_of_a_dense_kernel():

@@ -14,7 +14,7 @@ existing constraint keeps working: it runs first, then the mask.
 Example:
 
 ```python
-from mobileprune.pruning.constraint import attach_mask, detach_mask
+from mobileprune.sparsity_core.constraint import attach_mask, detach_mask
 constraint = attach_mask(layer.kernel)   # all-True mask to start
 constraint.mask.assign(keep)             # bool array shaped like the kernel
 detach_mask(layer.kernel)                # back to the user's constraint
@@ -77,6 +77,15 @@ def attach_mask(variable: keras.Variable) -> MaskConstraint:
     constraint = MaskConstraint(mask, inner=existing)
     variable.constraint = constraint
     return constraint
+
+
+def attach_masks(variables: Iterable[keras.Variable]) -> bool:
+    """`attach_mask` each variable; return whether one of them had no mask yet (then a traced train step is stale)."""
+    newly_attached = False
+    for variable in variables:
+        newly_attached |= not isinstance(variable.constraint, MaskConstraint)
+        attach_mask(variable)
+    return newly_attached
 
 
 def detach_mask(variable: keras.Variable) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobileprune.pruning import masks
-from mobileprune.pruning.masks import keep_mask, keep_top_n_per_group, num_to_prune
+from mobileprune.sparsity_core import compiled, masks
+from mobileprune.sparsity_core.masks import keep_mask, keep_top_n_per_group, num_to_prune
 
 
 def reference_keep(scores, num_prune):
@@ -136,7 +136,7 @@ def test_pruning_an_infinite_score_raises():
 def test_thread_map_keeps_order_runs_nested_maps_inline_and_can_be_serial():
     import threading
 
-    from mobileprune.pruning.threads import thread_map
+    from mobileprune.sparsity_core.threads import thread_map
 
     assert thread_map(lambda x: x * x, range(10)) == [x * x for x in range(10)]
     nested = thread_map(lambda x: thread_map(lambda y: x + y, [1, 2]), [10, 20])
@@ -149,7 +149,7 @@ def test_thread_map_keeps_order_runs_nested_maps_inline_and_can_be_serial():
 @pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
 def test_true_positions_match_flatnonzero(size, density):
     flags = np.random.default_rng(size).random(size) < density
-    np.testing.assert_array_equal(masks._true_positions(flags), np.flatnonzero(flags))
+    np.testing.assert_array_equal(compiled.true_positions(flags), np.flatnonzero(flags))
 
 
 def test_repruning_at_the_same_sparsity_keeps_exactly_the_zeros():
@@ -183,7 +183,7 @@ def test_comparison_passes_split_over_threads_stay_exact(monkeypatch, zero_fract
 @pytest.fixture(params=["compiled", "numpy"])
 def one_pass_path(request, monkeypatch):
     """Run a test on the compiled loops and again on the NumPy loop they replace where numba is missing."""
-    from mobileprune.pruning import compiled
+    from mobileprune.sparsity_core import compiled
 
     if request.param == "numpy":
         monkeypatch.setattr(compiled, "_loops", lambda: None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobileprune.pruning import compiled
+from mobileprune.sparsity_core import compiled
 
 
 def _reference(values, low, guess, high):
@@ -63,3 +63,18 @@ def test_settle_inside_keeps_above_the_threshold_and_the_late_ties(guess):
     np.testing.assert_array_equal(keep, [False, False, False, False, True, True, True, True])
     np.testing.assert_array_equal(zeroed, np.where(keep, values, 0))
     assert zeroed[7] == values[7]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_twin_gives_the_compiled_sweep_bit_for_bit(dtype):
+    values = np.random.default_rng(3).standard_normal(300_000).astype(dtype)
+    values[::7] = 0.0
+    low, guess, high = (values.dtype.type(x) for x in (0.6, 0.7, 0.8))
+    outputs = []
+    for sweep in (compiled.bracket_pass_numpy, lambda *a: compiled.bracket_pass(*a, capacity=1024)):
+        keep, zeroed = np.empty(values.size, bool), np.empty_like(values)
+        found = sweep(values, low, guess, high, keep, zeroed)
+        compiled.settle(values, keep, zeroed, found, guess, values.dtype.type(0.75), 3)
+        outputs.append((keep, zeroed, found.above_low, found.positions))
+    for numpy_part, compiled_part in zip(*outputs):
+        np.testing.assert_array_equal(numpy_part, compiled_part)

@@ -17,7 +17,7 @@ Example:
 
 ```python
 import numpy as np
-from mobileprune.pruning.masks import keep_mask, num_to_prune
+from mobileprune.sparsity_core.masks import keep_mask, num_to_prune
 scores = np.abs(np.array([0.3, 0.0, 0.1, 0.1, 2.0]))
 keep_mask(scores, num_to_prune(0.6, scores.size))  # [True, False, False, False, True]
 ```
@@ -31,8 +31,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mobileprune.pruning import compiled
-from mobileprune.pruning.threads import thread_map, worker_count
+from mobileprune.sparsity_core import compiled
+from mobileprune.sparsity_core.threads import thread_map, worker_count
 
 # From this size on, selection samples a bracket instead of partitioning a copy.
 _BRACKET_MIN_SIZE = 1 << 16
@@ -51,8 +51,6 @@ _MARGIN_FLOOR = 8
 _PARALLEL_MIN_SIZE = 1 << 22
 # Block length when locating the n-th tie, so no index list of all ties is built.
 _CHUNK = 1 << 16
-# Block length of the NumPy one-pass magnitude update: its scratch stays in the CPU's cache.
-_FUSED_CHUNK = 1 << 18
 
 
 def num_to_prune(sparsity: float, size: int) -> int:
@@ -149,24 +147,6 @@ def _sample_indices(size: int, sample_size: int) -> np.ndarray:
     return indices
 
 
-def _true_positions(flags: np.ndarray) -> np.ndarray:
-    """Flat indices of the `True` entries of 1-D bool `flags`, in order; fast when they are few.
-
-    `np.flatnonzero` costs about a nanosecond per entry. Viewed as 8-byte
-    words, the flags take an eighth of that, and only the words holding a
-    `True` are unpacked.
-    """
-    whole = flags.size - flags.size % 8
-    packed = flags[:whole].view(np.uint64)
-    # `flatnonzero` is fast on bool only: test the words first, then gather them as words.
-    words = np.flatnonzero(packed != 0)
-    unpacked = np.flatnonzero(packed[words].view(bool))
-    positions = (words[unpacked >> 3] << 3) | (unpacked & 7)
-    if whole < flags.size:
-        positions = np.concatenate([positions, whole + np.flatnonzero(flags[whole:])])
-    return positions
-
-
 def _compare_passes(scores: np.ndarray, low, high) -> tuple:
     """Compare every score with the bracket: `(up_to_high, above_low, their counts, inside positions)`.
 
@@ -184,7 +164,7 @@ def _compare_passes(scores: np.ndarray, low, high) -> tuple:
         part = scores[start:stop]
         up = np.less_equal(part, high, out=up_to_high[start:stop])
         above = np.greater(part, low, out=above_low[start:stop])
-        inside = _true_positions(np.logical_and(up, above)) + start
+        inside = compiled.true_positions(np.logical_and(up, above)) + start
         return int(np.count_nonzero(up)), int(np.count_nonzero(above)), inside
 
     parts = thread_map(compare, list(zip(edges[:-1], edges[1:])))
@@ -272,8 +252,8 @@ def magnitude_keep_and_zeroed(values: np.ndarray, num_prune: int, keep_out: np.n
     magnitude is above the guess) come from that one read. Only the entries
     inside the bracket are ranked, and only those between the guess and the
     exact threshold are rewritten at the end. The pass is
-    `compiled.bracket_pass` where numba has a loop for the dtype, else the
-    same in NumPy, one cache-sized block at a time.
+    `compiled.sweep`: numba's loop where it has one for the dtype, else its
+    NumPy twin, one cache-sized block at a time.
 
     Args:
         values: weights of any shape, C-contiguous.
@@ -352,8 +332,7 @@ def magnitude_keep_and_zeroed_many(
 
     def sweep(i: int) -> compiled.BracketPass:
         capacity = _bracket_capacity(sizes[i], total, k)
-        found = compiled.bracket_pass(flats[i], low, guess, high, keeps[i], zeroeds[i], capacity)
-        return _bracket_pass_numpy(flats[i], low, guess, high, keeps[i], zeroeds[i]) if found is None else found
+        return compiled.sweep(flats[i], low, guess, high, keeps[i], zeroeds[i], capacity)
 
     founds = thread_map(sweep, range(len(flats)), parallel)
     _check_finite(sum(found.nan_count for found in founds), high)
@@ -362,7 +341,7 @@ def magnitude_keep_and_zeroed_many(
     if k < 0 and low == 0:
         # The threshold is zero: keep every nonzero weight, and the zeros after the first `num_prune`.
         thread_map(
-            lambda i: _settle_inside(flats[i], keeps[i], zeroeds[i], founds[i], guess, low, 0),
+            lambda i: compiled.settle(flats[i], keeps[i], zeroeds[i], founds[i], guess, low, 0),
             range(len(flats)),
             parallel,
         )
@@ -383,7 +362,7 @@ def magnitude_keep_and_zeroed_many(
         ties_pruned.append(min(int(np.count_nonzero(found.magnitudes == threshold)), left))
         left -= ties_pruned[-1]
     thread_map(
-        lambda i: _settle_inside(flats[i], keeps[i], zeroeds[i], founds[i], guess, threshold, ties_pruned[i]),
+        lambda i: compiled.settle(flats[i], keeps[i], zeroeds[i], founds[i], guess, threshold, ties_pruned[i]),
         range(len(flats)),
         parallel,
     )
@@ -394,50 +373,6 @@ def _bracket_capacity(part: int, size: int, k: int) -> int:
     """How many of `part` scores (out of `size`, ranked for the `k`-th) the sampled bracket is expected to hold, with room to spare."""
     sample_size, margin = _sample_plan(size, k)
     return int(part * 2.0 * (2.0 * margin + 1.0) / sample_size) + 1024
-
-
-def _bracket_pass_numpy(
-    flat: np.ndarray, low, guess, high, keep: np.ndarray, zeroed: np.ndarray
-) -> compiled.BracketPass:
-    """`compiled.bracket_pass` in NumPy, one cache-sized block at a time (any dtype, no numba)."""
-    size = flat.size
-    magnitudes = np.empty(min(size, _FUSED_CHUNK), dtype=flat.dtype)
-    above_low = np.empty(magnitudes.size, dtype=bool)
-    above_high = np.empty(magnitudes.size, dtype=bool)
-    count_above_low = 0
-    inside, finite = [], True
-    for start in range(0, size, _FUSED_CHUNK):
-        stop = min(size, start + _FUSED_CHUNK)
-        block, span = flat[start:stop], slice(0, stop - start)
-        magnitude = np.abs(block, out=magnitudes[span])
-        finite &= not np.isnan(np.maximum.reduce(magnitude))  # a NaN passes no comparison: catch it here
-        kept = np.greater(magnitude, guess, out=keep[start:stop])
-        np.multiply(block, kept.view(np.uint8), out=zeroed[start:stop])  # faster than a bool operand
-        above = np.greater(magnitude, low, out=above_low[span])
-        count_above_low += int(np.count_nonzero(above))
-        # Above `high` is a subset of above `low`: the difference is the bracket.
-        over = np.greater(magnitude, high, out=above_high[span])
-        inside.append(_true_positions(np.not_equal(above, over, out=above)) + start)
-    positions = np.concatenate(inside)
-    return compiled.BracketPass(count_above_low, 0 if finite else 1, positions, np.abs(flat[positions]))
-
-
-def _settle_inside(
-    flat: np.ndarray, keep: np.ndarray, zeroed: np.ndarray, found, guess, threshold, ties_pruned: int
-) -> None:
-    """Keep the bracket's weights above `threshold` and its ties after the first `ties_pruned` (index order).
-
-    The pass kept those above `guess`: only the weights whose state changes are written.
-    """
-    if compiled.settle_inside(flat, keep, zeroed, found, guess, threshold, ties_pruned):
-        return
-    positions, magnitudes = found.positions, found.magnitudes
-    exact = magnitudes > threshold
-    exact[np.flatnonzero(magnitudes == threshold)[ties_pruned:]] = True
-    changed = exact != (magnitudes > guess)
-    moved, kept = positions[changed], exact[changed]
-    keep[moved] = kept
-    zeroed[moved] = np.where(kept, flat[moved], 0)
 
 
 def keep_top_n_per_group(scores: np.ndarray, n: int, m: int) -> np.ndarray:

@@ -18,14 +18,15 @@ threshold would be a scattered write for half of the bracket.
 
 numba compiles these loops on first use (then caches them on disk) for
 float32 and float64 weights. Without numba, or for other dtypes,
-`bracket_pass` returns `None` and the caller runs the NumPy loop; both give
-the same masks, bit for bit (tested).
+`bracket_pass` returns `None`; its NumPy twin `bracket_pass_numpy` lives here
+too, and `sweep` / `settle` pick one or the other. Both give the same masks,
+bit for bit (tested).
 
 Example:
 
 ```python
 import numpy as np
-from mobileprune.pruning import compiled
+from mobileprune.sparsity_core import compiled
 values = np.random.default_rng(0).normal(size=100_000).astype("float32")
 keep, zeroed = np.empty(values.size, bool), np.empty_like(values)
 inside = compiled.bracket_pass(values, 1.5, 1.6, 1.7, keep, zeroed, capacity=20_000)
@@ -44,6 +45,8 @@ import numpy as np
 # vectorised sweep that writes them and the scan that reads them.
 _CHUNK = 4096
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Block length of the NumPy twin of the sweep: its scratch stays in the CPU's cache.
+_FUSED_CHUNK = 1 << 18
 
 
 class BracketPass(NamedTuple):
@@ -161,11 +164,91 @@ def gather_magnitudes(values: np.ndarray, indices: np.ndarray) -> np.ndarray | N
     return sample
 
 
+def settle(
+    values: np.ndarray, keep: np.ndarray, zeroed: np.ndarray, found: BracketPass, guess, threshold, ties_pruned: int
+) -> None:
+    """`settle_inside` in its compiled loop where there is one, else in NumPy (the same writes)."""
+    if settle_inside(values, keep, zeroed, found, guess, threshold, ties_pruned):
+        return
+    positions, magnitudes = found.positions, found.magnitudes
+    exact = magnitudes > threshold
+    exact[np.flatnonzero(magnitudes == threshold)[ties_pruned:]] = True
+    changed = exact != (magnitudes > guess)
+    moved, kept = positions[changed], exact[changed]
+    keep[moved] = kept
+    zeroed[moved] = np.where(kept, values[moved], 0)
+
+
+def sweep(values: np.ndarray, low, guess, high, keep: np.ndarray, zeroed: np.ndarray, capacity: int) -> BracketPass:
+    """`bracket_pass` in its compiled loop where there is one, else `bracket_pass_numpy`."""
+    found = bracket_pass(values, low, guess, high, keep, zeroed, capacity)
+    return bracket_pass_numpy(values, low, guess, high, keep, zeroed) if found is None else found
+
+
+def bracket_pass_numpy(flat: np.ndarray, low, guess, high, keep: np.ndarray, zeroed: np.ndarray) -> BracketPass:
+    """`bracket_pass` in NumPy, one cache-sized block at a time (any dtype, no numba); the same result."""
+    size = flat.size
+    magnitudes = np.empty(min(size, _FUSED_CHUNK), dtype=flat.dtype)
+    above_low = np.empty(magnitudes.size, dtype=bool)
+    above_high = np.empty(magnitudes.size, dtype=bool)
+    count_above_low = 0
+    inside, finite = [], True
+    for start in range(0, size, _FUSED_CHUNK):
+        stop = min(size, start + _FUSED_CHUNK)
+        block, span = flat[start:stop], slice(0, stop - start)
+        magnitude = np.abs(block, out=magnitudes[span])
+        finite &= not np.isnan(np.maximum.reduce(magnitude))  # a NaN passes no comparison: catch it here
+        kept = np.greater(magnitude, guess, out=keep[start:stop])
+        np.multiply(block, kept.view(np.uint8), out=zeroed[start:stop])  # faster than a bool operand
+        above = np.greater(magnitude, low, out=above_low[span])
+        count_above_low += int(np.count_nonzero(above))
+        # Above `high` is a subset of above `low`: the difference is the bracket.
+        over = np.greater(magnitude, high, out=above_high[span])
+        inside.append(true_positions(np.not_equal(above, over, out=above)) + start)
+    positions = np.concatenate(inside)
+    return BracketPass(count_above_low, 0 if finite else 1, positions, np.abs(flat[positions]))
+
+
+def true_positions(flags: np.ndarray) -> np.ndarray:
+    """Flat indices of the `True` entries of 1-D bool `flags`, in order; fast when they are few.
+
+    `np.flatnonzero` costs about a nanosecond per entry. Viewed as 8-byte
+    words, the flags take an eighth of that, and only the words holding a
+    `True` are unpacked.
+    """
+    whole = flags.size - flags.size % 8
+    packed = flags[:whole].view(np.uint64)
+    # `flatnonzero` is fast on bool only: test the words first, then gather them as words.
+    words = np.flatnonzero(packed != 0)
+    unpacked = np.flatnonzero(packed[words].view(bool))
+    positions = (words[unpacked >> 3] << 3) | (unpacked & 7)
+    if whole < flags.size:
+        positions = np.concatenate([positions, whole + np.flatnonzero(flags[whole:])])
+    return positions
+
+
+def warm_up() -> None:
+    """Load (or compile) every loop for float32 and float64 now, on tiny arrays.
+
+    The first call of a loop in a process loads it from numba's disk cache:
+    about 0.5 s for the first real update otherwise. `MaskUpdater.warm_up`
+    runs this on a background thread at train begin.
+    """
+    if _loops() is None:
+        return
+    for dtype in _DTYPES:
+        values = np.linspace(-1.0, 1.0, 64, dtype=dtype)
+        keep, zeroed = np.empty(values.size, bool), np.empty_like(values)
+        found = bracket_pass(values, 0.2, 0.5, 0.8, keep, zeroed, capacity=64)
+        settle_inside(values, keep, zeroed, found, 0.5, 0.5, 0)
+        gather_magnitudes(values, np.arange(8))
+
+
 @functools.cache
 def _loops() -> Any:
     """The `_numba_loops` module, or `None` without numba (each loop compiles at first call, then is cached on disk)."""
     try:
-        from mobileprune.pruning import _numba_loops
+        from mobileprune.sparsity_core import _numba_loops
     except ImportError:  # numba is a dependency, but a platform without its wheels still works, slower
         return None
     return _numba_loops

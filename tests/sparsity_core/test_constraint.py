@@ -9,7 +9,7 @@ pytestmark = pytest.mark.needs_tf
 
 import keras  # noqa: E402
 
-from mobileprune.pruning.constraint import MaskConstraint, attach_mask, detach_mask, mask_of, set_mask  # noqa: E402
+from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, detach_mask, mask_of, set_mask  # noqa: E402
 
 
 def test_attach_starts_all_true_bool_and_reuses():

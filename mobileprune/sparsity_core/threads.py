@@ -8,7 +8,7 @@ worker runs inline, so nested maps never wait on a full pool.
 Example:
 
 ```python
-from mobileprune.pruning.threads import thread_map
+from mobileprune.sparsity_core.threads import thread_map
 thread_map(lambda x: x * x, [1, 2, 3])  # [1, 4, 9]
 ```
 """

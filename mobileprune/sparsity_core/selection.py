@@ -25,7 +25,7 @@ itself), so the name of a nested model selects everything inside it.
 Example:
 
 ```python
-from mobileprune.pruning.selection import select_targets
+from mobileprune.sparsity_core.selection import select_targets
 targets = select_targets(model, layers=[keras.layers.Dense], exclude=["logits"])
 [target.name for target in targets]  # ['dense1/kernel']
 ```
@@ -48,7 +48,7 @@ from mobileprune.layer_classes import (
     RNN_CELLS,
     SEPARABLE_CONVOLUTIONS,
 )
-from mobileprune.pruning.prunable import declared_weights, declared_weights_apply
+from mobileprune.sparsity_core.prunable import declared_weights, declared_weights_apply
 
 Selector = str | type | Callable[[Any], bool]
 
@@ -105,7 +105,7 @@ def prunable_weights(layer, prune_depthwise: bool = False) -> list[tuple[str, An
     """Return `(role, variable)` for each prunable weight owned directly by `layer`.
 
     A layer that declares its own (`get_prunable_weights`, or
-    `register_prunable`) gets exactly those; see `mobileprune.pruning.prunable`.
+    `register_prunable`) gets exactly those; see `mobileprune.sparsity_core.prunable`.
     """
     if not layer.built:
         return []
