@@ -570,7 +570,7 @@ def _input_structure(model: keras.Model):
 
 def _layer_packages(model: keras.Model) -> list[str]:
     """Top-level packages (other than Keras) whose layer classes the model uses, e.g. ``["keras_hub"]``."""
-    packages = {type(layer).__module__.split(".")[0] for layer in model._flatten_layers(include_self=True)}
+    packages = {type(layer).__module__.split(".")[0] for layer in keras_private.all_layers(model)}
     return sorted(package for package in packages if package not in ("keras", "__main__", "builtins"))
 
 
