@@ -16,11 +16,11 @@ def test_order_and_shared_input_stages():
     mha = model.get_layer("mha")
     layers = [
         model.get_layer("logits"),
-        mha._value_dense,
-        mha._query_dense,
-        mha._key_dense,
+        mha.value_dense,
+        mha.query_dense,
+        mha.key_dense,
         model.get_layer("d1"),
-        mha._output_dense,
+        mha.output_dense,
     ]
     order = call_order(model, calibration, layers)
     assert [layer.name for layer, _, _ in order] == ["d1", "query", "key", "value", "attention_output", "logits"]

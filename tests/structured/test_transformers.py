@@ -48,7 +48,7 @@ def test_hand_built_encoder_loses_heads_and_ffn_units_exactly(name, tmp_path):
     smaller = mp.shrink(model)
 
     assert [smaller.get_layer(f"mha_{i}").num_heads for i in range(2)] == [2, 2]
-    assert smaller.get_layer("mha_0")._key_dim == model.get_layer("mha_0")._key_dim  # heads keep their size
+    assert smaller.get_layer("mha_0").key_dim == model.get_layer("mha_0").key_dim  # heads keep their size
     first = smaller.get_layer(f"{ffn}_0")
     assert (first.units if name == "vit" else first.kernel.shape[-1]) == 32
     np.testing.assert_allclose(_out(smaller, x), masked_out, atol=1e-4)
@@ -370,7 +370,7 @@ def test_user_importance_function():
         return np.arange(weights[0].member.positions.shape[0], dtype=float)
 
     mask_channels(model, 0.5, criterion=later_units_first)
-    value_kernel = model.get_layer("mha_0")._value_dense.kernel.numpy()  # (hidden, heads, key_dim)
+    value_kernel = model.get_layer("mha_0").value_dense.kernel.numpy()  # (hidden, heads, key_dim)
     assert [bool(np.any(value_kernel[:, h])) for h in range(4)] == [False, False, True, True]
     with pytest.raises(ValueError, match="returned 3 scores for a group of 4 units"):
         mask_channels(vit(), 0.5, criterion=lambda weights, values: np.ones(3))
