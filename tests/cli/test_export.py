@@ -185,3 +185,19 @@ def test_table_output_is_quiet_and_verbose_shows_the_native_log(tmp_path):
     # stdout still holds nothing but the JSON.
     assert "fully_quantize: 0, inference_type: 6" in verbose.stderr
     assert json.loads(verbose.stdout)["quantize"] == "int8"
+
+
+def test_a_sparse_encoded_export_says_it_saves_download_size_not_runtime_memory(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(10)])
+    kernel = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.9)] = 0  # 90% zeros: stored sparse
+    model.layers[0].kernel.assign(kernel)
+    model.save(tmp_path / "sparse.keras")
+    completed = _run(str(tmp_path / "sparse.keras"), "-o", str(tmp_path / "sparse.tflite"))
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    table = " ".join(completed.stdout.replace("│", " ").split())  # rich wraps the long cell over rows
+    assert "encoding sparse" in table and "runtime memory" in table
+    assert "densifies them at load" in table
