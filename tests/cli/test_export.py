@@ -216,3 +216,19 @@ def test_blockwise_int4_export_prints_json_and_a_bad_block_size_keeps_the_old_fi
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "not divisible by block size 64" in lines[0], refused.stderr[-2000:]
     assert output.read_bytes() == written
+
+
+def test_a_sparse_encoded_export_says_it_saves_download_size_not_runtime_memory(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(10)])
+    kernel = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.9)] = 0  # 90% zeros: stored sparse
+    model.layers[0].kernel.assign(kernel)
+    model.save(tmp_path / "sparse.keras")
+    completed = _run(str(tmp_path / "sparse.keras"), "-o", str(tmp_path / "sparse.tflite"))
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    table = " ".join(completed.stdout.replace("│", " ").split())  # rich wraps the long cell over rows
+    assert "encoding sparse" in table and "runtime memory" in table
+    assert "densifies them at load" in table
