@@ -20,7 +20,7 @@ policies.get("dense-only"), policies.serialize(policies.get("xnnpack-sparse"))  
 ```
 """
 
-from mobileprune.pruning.policies.registry import PruningPolicy, get, names, register_policy, serialize
+from mobileprune.pruning.policies.policy_registry import PruningPolicy, get, names, register_policy, serialize
 from mobileprune.pruning.policies.xnnpack import XnnpackSparsePolicy
 
 __all__ = ["PruningPolicy", "XnnpackSparsePolicy", "get", "names", "register_policy", "serialize"]

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mobileprune.pruning.policies.registry import PruningPolicy, register_policy
+from mobileprune.pruning.policies.policy_registry import PruningPolicy, register_policy
 from mobileprune.pruning.xnnpack_sparse import KerasGraphError, analyze_keras
 from mobileprune.runtime.xnnpack_sparse import ZERO_FRACTION_THRESHOLD
 

@@ -1,9 +1,9 @@
-"""The policy base class and the name registry behind `mobileprune.pruning.policies`.
+"""The policy base class and its name registry (a `mobileprune.registry.Registry`) behind `mobileprune.pruning.policies`.
 
 Example:
 
 ```python
-from mobileprune.pruning.policies.registry import PruningPolicy, get, register_policy
+from mobileprune.pruning.policies.policy_registry import PruningPolicy, get, register_policy
 
 @register_policy("keep-all")
 class KeepAll(PruningPolicy):
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-_REGISTRY: dict[str, type[PruningPolicy]] = {}
+from mobileprune.registry import Registry
 
 
 class PruningPolicy:
@@ -50,6 +50,9 @@ class PruningPolicy:
         return f"{type(self).__name__}()"
 
 
+_POLICIES = Registry("pruning policy", PruningPolicy, "pruning.policies.register_policy")
+
+
 def _canonical(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
@@ -60,27 +63,16 @@ def register_policy(name: str) -> Callable[[type[PruningPolicy]], type[PruningPo
     Args:
         name: the name users pass as `policy=` (case and `_`/`-` do not matter).
     """
-
-    def register(cls: type[PruningPolicy]) -> type[PruningPolicy]:
-        if not (isinstance(cls, type) and issubclass(cls, PruningPolicy)):
-            raise TypeError(f"register_policy({name!r}) decorates a PruningPolicy subclass, got {cls!r}.")
-        key = _canonical(name)
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
-            raise ValueError(f"A pruning policy named {key!r} is already registered; choose another name.")
-        cls.name = key
-        _REGISTRY[key] = cls
-        return cls
-
-    return register
+    return _POLICIES.register(_canonical(name))
 
 
 def names() -> list[str]:
     """The registered policy names."""
-    return sorted(_REGISTRY)
+    return list(_POLICIES.names())
 
 
 def get(identifier: Any) -> PruningPolicy | None:
-    """Build a policy from `None`, a registered name, `{"class_name": name, "config": {...}}` or an instance.
+    """Build a policy from `None`, a registered name, a `serialize` result or an instance.
 
     Args:
         identifier: what `PruneCallback(policy=...)` received.
@@ -88,22 +80,16 @@ def get(identifier: Any) -> PruningPolicy | None:
     Returns:
         The policy, or `None` for `None`.
     """
-    if identifier is None or isinstance(identifier, PruningPolicy):
-        return identifier
-    config: dict[str, Any] = {}
-    if isinstance(identifier, dict) and "class_name" in identifier:
-        identifier, config = identifier["class_name"], dict(identifier.get("config") or {})
-    if isinstance(identifier, str) and _canonical(identifier) in _REGISTRY:
-        return _REGISTRY[_canonical(identifier)](**config)
-    raise ValueError(
-        f"policy={identifier!r} is not known; use None, one of {names()} or a PruningPolicy (register_policy adds one)."
-    )
-
-
-def serialize(policy: PruningPolicy | None) -> dict[str, Any] | None:
-    """`{"class_name": name, "config": ...}` that `get` turns back into the policy (`None` for `None`)."""
-    if policy is None:
+    if identifier is None:
         return None
-    if not policy.name or _REGISTRY.get(policy.name) is not type(policy):
-        raise ValueError(f"{policy!r} is not registered; decorate its class with register_policy(name).")
-    return {"class_name": policy.name, "config": policy.get_config()}
+    if isinstance(identifier, str):
+        identifier = _canonical(identifier)
+    try:
+        return _POLICIES.get(identifier)
+    except ValueError as error:
+        raise ValueError(f"policy={identifier!r}: {error}") from None
+
+
+def serialize(policy: PruningPolicy | None) -> str | dict[str, Any] | None:
+    """The policy's name (or `{"name", "config"}` when it has settings) that `get` turns back into it."""
+    return None if policy is None else _POLICIES.serialize(policy)
