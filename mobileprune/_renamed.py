@@ -32,6 +32,11 @@ RENAMED = {
     "mobileprune.runtime.xnnpack_sparse": ("mobileprune.runtime.xnnpack_rules", "mobileprune.runtime.tflite_graph"),
     "mobileprune.oneshot.stats": ("mobileprune.oneshot.input_stats",),
     "mobileprune.cli.inspect": ("mobileprune.cli.inspect_command",),
+    # moved into the core that training and one-shot pruning share (issue 19)
+    **{
+        f"mobileprune.pruning.{name}": (f"mobileprune.sparsity_core.{name}",)
+        for name in ("selection", "prunable", "patterns", "masks", "constraint", "compiled", "threads")
+    },
 }
 
 
@@ -42,16 +47,20 @@ class _RenamedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(fullname, self) if fullname in RENAMED else None
 
     def create_module(self, spec):
-        return None  # a plain module
-
-    def exec_module(self, module) -> None:
-        new = RENAMED[module.__name__]
+        new = RENAMED[spec.name]
         warnings.warn(
-            f"{module.__name__} was renamed: import from {' / '.join(new)} (the old path goes in mobileprune 0.2)",
+            f"{spec.name} moved to {' / '.join(new)}; import it from there (the old path goes in mobileprune 0.2)",
             DeprecationWarning,
             stacklevel=2,
         )
-        for name in new:
+        # One new module: the old path is that very module (monkeypatching either patches both).
+        return importlib.import_module(new[0]) if len(new) == 1 else None
+
+    def exec_module(self, module) -> None:
+        new = RENAMED.get(module.__name__)
+        if new is None:
+            return  # the moved module itself, already executed
+        for name in new:  # several new modules: a plain module holding all their names
             for key, value in vars(importlib.import_module(name)).items():
                 if not key.startswith("__"):
                     module.__dict__.setdefault(key, value)
