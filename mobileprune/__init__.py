@@ -51,6 +51,12 @@ _LAZY = {
     "register_layer_rule": "mobileprune.structured.layer_rules",
     "mask_channels": "mobileprune.structured.masking",
     "count_macs": "mobileprune.structured.macs",
+    # latency budgets
+    "build_latency_table": "mobileprune.latency.table",
+    "LatencyTable": "mobileprune.latency.table",
+    "prune_to_latency": "mobileprune.latency.allocate",
+    "LatencyAllocation": "mobileprune.latency.allocate",
+    "LatencyBudgetCallback": "mobileprune.latency.allocate",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",

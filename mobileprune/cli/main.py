@@ -21,13 +21,14 @@ from collections.abc import Sequence
 from mobileprune import __version__
 from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 
-_SUBCOMMANDS = ("demo", "export", "bench", "inspect")
+_SUBCOMMANDS = ("demo", "export", "bench", "inspect", "latency_table")
 
 _EPILOG = """examples:
   mobileprune demo                                  train, prune, export, verify, benchmark (digits)
   mobileprune export model.keras -o model.tflite --quantize int8
   mobileprune bench model.tflite pruned.tflite --threads 1 --budget-ms 5
   mobileprune inspect model.tflite --json
+  mobileprune latency-table model.keras --dtype int8 --threads 1 --out table.json
 """
 
 
