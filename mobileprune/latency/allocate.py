@@ -37,7 +37,7 @@ import keras
 import numpy as np
 
 from mobileprune.latency.sites import model_sites
-from mobileprune.latency.table import LatencyTable, TableError
+from mobileprune.latency.table import LatencyTable, TableError, fingerprint
 from mobileprune.structured.graph import build_graph
 from mobileprune.structured.importance import (
     TaylorSaliency,
@@ -139,7 +139,8 @@ def allocate(
             if group in touching:
                 touching[group].append(index)
     site_ms = [table.site_ms(site, site.values(widths)) for site in sites]
-    full = table.overhead_ms + sum(site_ms)
+    model_key = fingerprint(sites, table)
+    full = table.total_ms(model_key, sum(site_ms))
     total = full
     candidates = {name: candidate_widths(size, 1 if "/" in name else step) for name, size in sizes.items()}
 
@@ -167,7 +168,7 @@ def allocate(
         _, saved, widths[name], new_ms = useful[name]
         for index, ms in new_ms.items():
             site_ms[index] = ms
-        total = table.overhead_ms + sum(site_ms)
+        total = table.total_ms(model_key, sum(site_ms))
         stale = {g for i in touching[name] for g in sites[i].groups if g in moves}
         for group in stale | {name}:
             moves[group] = lowered(group)

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from mobileprune.latency.sites import config_key, model_sites
-from mobileprune.latency.table import LatencyTable, TableError, build_latency_table, site_configs, site_grid
+from mobileprune.latency.table import (
+    LatencyTable,
+    TableError,
+    build_latency_table,
+    fingerprint,
+    site_configs,
+    site_grid,
+)
 from tests.latency.helpers import config_cost, synthetic_table, tiny_cnn
 
 FAST = dict(step=8, levels=2, rounds=1, min_seconds=0.0, min_runs=3)
@@ -34,6 +41,8 @@ def test_build_measures_every_grid_configuration_once(measured):
     assert table.overhead_ms > 0
     assert table.runtime["name"] and table.runtime["version"]
     assert table.machine["cores"] >= 1 and table.machine["architecture"]
+    ((dense, half),) = [c["points"] for c in table.calibrations.values()]
+    assert dense[0] > half[0] > 0 and dense[1] > 0 and half[1] > 0  # (sum of sites, measured) of each
     converted = [s for s in stages if s[0] == "convert"]
     assert converted[-1][1:] == (len(keys), len(keys))
     # A bigger conv costs more than a smaller one at the same place (8 vs 16 channels in and out).
@@ -109,6 +118,7 @@ def _mutations(document: dict):
         ("overhead_ms", "fast"),
         ("entries", []),
         ("machine", "x"),
+        ("calibrations", {"m": {"points": [[1.0]]}}),
     ]:
         yield json.dumps({**document, key: value}), key
     first = next(iter(document["entries"]))
@@ -129,3 +139,17 @@ def test_malformed_table_files_give_one_line_errors(tmp_path):
             assert named in message
     with pytest.raises(TableError, match="cannot read"):
         LatencyTable.load(tmp_path / "missing.json")
+
+
+def test_calibration_scales_the_sum_by_the_measured_ratio_interpolated_in_the_sum():
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4)
+    sites = model_sites(model)
+    full, half = (table.predict(sites, w) - table.overhead_ms for w in ({}, {"a": 8, "b": 8}))
+    key = fingerprint(sites, table)
+    table.calibrations[key] = {"points": [[full, table.overhead_ms + 2 * full], [half, table.overhead_ms + half]]}
+    assert table.predict(sites) == pytest.approx(table.overhead_ms + 2 * full)
+    assert table.predict(sites, {"a": 8, "b": 8}) == pytest.approx(table.overhead_ms + half)
+    again = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    assert again.predict(sites) == pytest.approx(table.predict(sites))
+    assert synthetic_table(tiny_cnn(24)).calibrations == {}  # another architecture has its own
