@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from mobileprune import backend
 from mobileprune.latency.sites import model_sites
 from mobileprune.latency.table import LatencyTable, TableError, fingerprint
 from mobileprune.structured.graph import build_graph
@@ -296,6 +297,7 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         due = self.begin_step <= self.step <= self.end_step and (self.step - self.begin_step) % self.frequency == 0
         if due or (self.step >= self.end_step and self.report is None):
+            backend.sync_training_state(self.model)
             scores = unit_scores(self.model, self._graph, self.importance, self.data)
             try:
                 self.report = allocate(self._sites, self.table, scores, self.current_budget())
@@ -305,6 +307,9 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        if not self._keeps:
+            return
+        backend.sync_training_state(self.model)
         for group in self._graph.groups:
             keep = self._keeps.get(group.name)
             if keep is None or keep.all():
