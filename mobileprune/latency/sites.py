@@ -21,7 +21,7 @@ from mobileprune.latency.sites import model_sites
 sites = model_sites(build_digits_cnn(compile=False))
 conv2 = next(s for s in sites if s.layers[0] == "conv2")
 assert conv2.dims == ("in", "out")
-print(conv2.values({"conv1": 16, "conv2": 32}))  # {'in': 16, 'out': 32}
+print(conv2.values({"conv1": 16, "conv2": 32}))  # {'in': 16, 'out': 1152}: the Flatten after it is chained
 ```
 """
 
