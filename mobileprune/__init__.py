@@ -63,6 +63,12 @@ _LAZY = {
     "get_importance": "mobileprune.structured.importance",
     "serialize_importance": "mobileprune.structured.importance",
     "distill": "mobileprune.structured.distill",
+    # latency budgets
+    "build_latency_table": "mobileprune.latency.table",
+    "LatencyTable": "mobileprune.latency.table",
+    "prune_to_latency": "mobileprune.latency.allocate",
+    "LatencyAllocation": "mobileprune.latency.allocate",
+    "LatencyBudgetCallback": "mobileprune.latency.allocate",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",

@@ -693,3 +693,15 @@ def _import_tensorflow():
             "exporting to .tflite needs TensorFlow's converter on every Keras backend: pip install 'tensorflow>=2.21,<2.22'"
         ) from None
     return tf
+
+
+def sync_training_state(model: keras.Model) -> None:
+    """Make `model`'s variables current inside `fit`, so a callback may read and assign them.
+
+    JAX: `fit` keeps the weights in its own state between epochs and leaves the
+    variables empty; `jax_state_sync()` writes the state back, and the next
+    batch reads the variables again (with whatever the callback assigned).
+    TensorFlow and PyTorch train the variables themselves: nothing to do.
+    """
+    if name() == "jax" and hasattr(model, "jax_state_sync"):
+        model.jax_state_sync()

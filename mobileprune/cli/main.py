@@ -22,13 +22,20 @@ from mobileprune import __version__
 from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 
 # Subcommand -> its module in mobileprune.cli (`inspect_command`: a module named `inspect` would shadow the stdlib).
-_SUBCOMMANDS = {"demo": "demo", "export": "export", "bench": "bench", "inspect": "inspect_command"}
+_SUBCOMMANDS = {
+    "demo": "demo",
+    "export": "export",
+    "bench": "bench",
+    "inspect": "inspect_command",
+    "latency-table": "latency_table",
+}
 
 _EPILOG = """examples:
   mobileprune demo                                  train, prune, export, verify, benchmark (digits)
   mobileprune export model.keras -o model.tflite --quantize int8
   mobileprune bench model.tflite pruned.tflite --threads 1 --budget-ms 5
   mobileprune inspect model.tflite --json
+  mobileprune latency-table model.keras --dtype int8 --threads 1 --out table.json
 """
 
 

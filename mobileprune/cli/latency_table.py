@@ -1,0 +1,142 @@
+"""``mobileprune latency-table``: measure a model's op configurations on this machine's LiteRT.
+
+Cuts the model into the op chains its ``.tflite`` runs, converts every
+configuration those chains can take after channel pruning (on a grid of
+channel counts) to a tiny ``.tflite`` and times it with the LiteRT
+interpreter. The JSON table (runtime version, threads, machine) feeds
+``mp.prune_to_latency``; an existing ``--out`` file of the same dtype and
+threads is extended, not re-measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from mobileprune.cli import _native_logs, _output
+from mobileprune.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME_ERROR
+
+_COMMAND = "latency-table"
+
+_EPILOG = """examples:
+  mobileprune latency-table model.keras --dtype int8 --threads 1 --out table.json
+  mobileprune latency-table other.keras --dtype int8 --out table.json   # reuses the shared entries
+  mobileprune latency-table model.keras --step 4 --levels 8 --rounds 5 --out fine.json --json
+
+exit codes: 0 ok, 2 bad input (missing or malformed model or table, bad option),
+3 runtime error (no TFLite runtime, conversion failure).
+"""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``latency-table`` subcommand."""
+    parser = subparsers.add_parser(
+        _COMMAND,
+        help="measure a model's per-op LiteRT latency table (for prune_to_latency)",
+        description=__doc__.split("\n\n")[1],
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help=".keras model file")
+    parser.add_argument("--out", required=True, metavar="FILE", help="JSON table to write (extended if it exists)")
+    parser.add_argument("--dtype", choices=("float32", "int8"), default="int8", help="(default: %(default)s)")
+    parser.add_argument("--threads", type=int, metavar="N", default=1, help="interpreter threads (default: 1)")
+    parser.add_argument("--step", type=int, metavar="N", default=8, help="channel multiple of the grid (default: 8)")
+    parser.add_argument("--levels", type=int, metavar="N", default=4, help="grid points per dim (default: 4)")
+    parser.add_argument("--rounds", type=int, metavar="N", default=3, help="interleaved timing rounds (default: 3)")
+    parser.add_argument("--json", action="store_true", help="print a summary as JSON on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the runtime's own log lines")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build or extend the table and write it."""
+    from pathlib import Path
+
+    for option in ("threads", "step", "levels", "rounds"):
+        if getattr(args, option) < 1:
+            _output.error(_COMMAND, f"--{option} must be >= 1, got {getattr(args, option)}")
+            return EXIT_BAD_INPUT
+    if not Path(args.model).is_file():
+        _output.error(_COMMAND, f"no such model file: {args.model}; check the path")
+        return EXIT_BAD_INPUT
+    from mobileprune.latency.table import LatencyTable, TableError, build_latency_table
+
+    try:
+        table = LatencyTable.load(args.out) if Path(args.out).exists() else None
+        if table is not None:
+            table.check_matches(args.dtype, args.threads)
+        model = _load_model(args.model)
+    except (TableError, ValueError, OSError) as error:
+        _output.error(_COMMAND, str(error))
+        return EXIT_BAD_INPUT
+    before = len(table.entries) if table is not None else 0
+    started = time.perf_counter()
+    with _native_logs.hide_native_logs(args.verbose) as native:
+        try:
+            with _output.progress(_output.wants_progress(args.json, native.terminal), native.terminal) as step:
+                table = build_latency_table(
+                    model,
+                    dtype=args.dtype,
+                    threads=args.threads,
+                    table=table,
+                    step=args.step,
+                    levels=args.levels,
+                    rounds=args.rounds,
+                    progress=lambda stage, done, total: step(stage, done / total if total else 1.0),
+                )
+        except (TableError, ValueError) as error:
+            _output.error(_COMMAND, str(error))
+            return EXIT_BAD_INPUT
+        except (ImportError, RuntimeError, OSError) as error:
+            native.show()
+            _output.error(_COMMAND, f"{type(error).__name__}: {error}")
+            return EXIT_RUNTIME_ERROR
+    table.save(args.out)
+    summary = {
+        "out": args.out,
+        "dtype": table.dtype,
+        "threads": table.threads,
+        "entries": len(table.entries),
+        "measured": len(table.entries) - before,
+        "reused": _reused(model, table) - (len(table.entries) - before),
+        "seconds": round(time.perf_counter() - started, 2),
+        "overhead_ms": table.overhead_ms,
+        "full_model_ms": table.predict_model(model),
+        "runtime": table.runtime,
+    }
+    if args.json:
+        _output.print_json(summary)
+    else:
+        print(
+            f"{args.out}: {summary['measured']} configurations measured, {summary['reused']} reused, "
+            f"{summary['entries']} in the table ({summary['seconds']} s); predicted full model "
+            f"{summary['full_model_ms']:.3f} ms ({table.runtime.get('name')} {table.runtime.get('version')}, "
+            f"{table.dtype}, {table.threads} thread(s))"
+        )
+    return EXIT_OK
+
+
+def _reused(model, table) -> int:
+    from mobileprune.latency.sites import config_key, model_sites
+    from mobileprune.latency.table import site_configs
+
+    keys = {
+        config_key(config)
+        for site in model_sites(model)
+        for config in site_configs(site, table.dtype, table.threads, table.step, table.levels)
+    }
+    return len(keys)
+
+
+def _load_model(path: str):
+    import keras
+
+    import mobileprune  # noqa: F401  (registers the package's layers for loading)
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        message = " ".join(str(error).split())[:300]
+        raise ValueError(f"cannot load {path} as a Keras model ({type(error).__name__}: {message})") from None

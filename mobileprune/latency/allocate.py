@@ -1,0 +1,323 @@
+"""Choose every channel group's width to fit a latency budget, keeping the most importance.
+
+``prune_to_latency(model, budget_ms, table)`` scores every unit of every
+channel group (any criterion of ``mobileprune.structured.importance``; each
+group's scores are divided by their mean, so a unit of average importance
+counts 1 in every layer), then walks down from the full model like NetAdapt:
+each step lowers the one group whose next smaller width (a multiple of
+``step``) loses the least importance per predicted millisecond saved, until
+the table predicts the budget is met. The kept units of a group are its most
+important ones. The model is masked in place (the pruned channels' weights
+zeroed, as ``mask_channels`` does) and ``shrink`` returns the smaller model.
+
+``LatencyBudgetCallback`` does the same during training: at its update
+steps it lowers the budget from ``start_ms`` to ``budget_ms`` (linearly in
+steps), re-runs the allocation on the current weights and zeroes the pruned
+channels, which it keeps at zero after every batch; ``shrink`` afterwards.
+
+Example:
+
+```python
+import mobileprune as mp
+from mobileprune.demo.digits import build_digits_cnn
+from mobileprune.latency.table import build_latency_table
+model = build_digits_cnn(compile=False)
+table = build_latency_table(model, dtype="float32", levels=2, rounds=2)
+budget = 0.8 * table.predict_model(model)
+small, report = mp.prune_to_latency(model, budget, table=table)
+print(report.widths, report.predicted_ms)
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from mobileprune import backend
+from mobileprune.latency.sites import model_sites
+from mobileprune.latency.table import LatencyTable, TableError, fingerprint
+from mobileprune.structured.graph import build_graph
+from mobileprune.structured.importance import (
+    TaylorSaliency,
+    channel_masks,
+    check_criterion,
+    group_scores,
+    group_weights,
+)
+from mobileprune.structured.shrink import shrink
+
+
+@dataclass(frozen=True)
+class LatencyAllocation:
+    """What ``prune_to_latency`` chose.
+
+    Args:
+        budget_ms: the budget asked for.
+        predicted_ms: the table's prediction at the chosen widths.
+        full_ms: the prediction for the unpruned model.
+        widths: group name -> kept units.
+        sizes: group name -> units before pruning.
+        importance_kept: share of the total (per-group normalised) importance kept.
+    """
+
+    budget_ms: float
+    predicted_ms: float
+    full_ms: float
+    widths: dict[str, int]
+    sizes: dict[str, int]
+    importance_kept: float
+
+    def __str__(self) -> str:
+        kept = sum(self.widths.values()) / max(1, sum(self.sizes.values()))
+        return (
+            f"predicted {self.predicted_ms:.3f} ms (budget {self.budget_ms:.3f}, full {self.full_ms:.3f}); "
+            f"{kept:.1%} of channels, {self.importance_kept:.1%} of importance kept"
+        )
+
+
+def candidate_widths(size: int, step: int) -> list[int]:
+    """Widths a group of ``size`` units may keep: the multiples of ``step`` below it, and ``size``."""
+    return sorted({*range(step, size, step), size} if size > step else {size})
+
+
+def _checked(budget_ms, table) -> LatencyTable:
+    if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)) or not budget_ms > 0:
+        raise ValueError(f"budget_ms must be a positive number of milliseconds, got {budget_ms!r}")
+    if isinstance(table, (str, bytes)) or hasattr(table, "__fspath__"):
+        table = LatencyTable.load(table)
+    if not isinstance(table, LatencyTable):
+        raise TypeError(
+            "table must be a LatencyTable or the path of one; build it with mp.build_latency_table(model) "
+            "or mobileprune latency-table MODEL.keras"
+        )
+    return table
+
+
+def unit_scores(model: keras.Model, graph, importance="l2", data=None, loss=None) -> dict[str, np.ndarray]:
+    """Group name -> importance per unit, divided by the group's mean (so groups compare)."""
+    check_criterion(importance)
+    if importance == "taylor" and data is None:
+        raise ValueError("importance 'taylor' needs data=(x, y) for its gradients")
+    per_group = {g.name: [w for w in group_weights(graph, g) if w.masked] for g in graph.groups}
+    saliency = {}
+    if importance == "taylor":
+        variables = list({id(w.variable): w.variable for ws in per_group.values() for w in ws}.values())
+        saliency = dict(zip(map(id, variables), TaylorSaliency(model, data, loss).compute(variables)))
+    scores = {}
+    for group in graph.groups:
+        weights = per_group[group.name]
+        if not weights:
+            continue
+        values = [np.asarray(w.variable.numpy()) for w in weights]
+        found = [saliency[id(w.variable)] for w in weights] if saliency else None
+        raw = np.asarray(group_scores(weights, values, importance, found), dtype=np.float64)
+        scores[group.name] = raw / raw.mean() if raw.mean() > 0 else np.ones_like(raw)
+    return scores
+
+
+def allocate(
+    sites, table: LatencyTable, scores: dict[str, np.ndarray], budget_ms: float, step: int | None = None
+) -> LatencyAllocation:
+    """Greedy NetAdapt-like allocation of widths over ``scores``' groups to fit ``budget_ms``.
+
+    Args:
+        sites: the model's sites (``model_sites``).
+        table: its latency table.
+        scores: group name -> per-unit importance (``unit_scores``).
+        budget_ms: the latency budget.
+        step: width multiple (default: the table's step; 1 for inner groups).
+    """
+    step = step or table.step
+    sizes = {name: len(values) for name, values in scores.items()}
+    ranked = {name: np.sort(values)[::-1] for name, values in scores.items()}
+    widths = dict(sizes)
+    touching: dict[str, list[int]] = {name: [] for name in scores}
+    for index, site in enumerate(sites):
+        for group in site.groups:
+            if group in touching:
+                touching[group].append(index)
+    site_ms = [table.site_ms(site, site.values(widths)) for site in sites]
+    model_key = fingerprint(sites, table)
+    full = table.total_ms(model_key, sum(site_ms))
+    total = full
+    candidates = {name: candidate_widths(size, 1 if "/" in name else step) for name, size in sizes.items()}
+
+    def lowered(name: str):
+        """(importance lost, ms saved, new site times) of lowering ``name`` one candidate width."""
+        options = [w for w in candidates[name] if w < widths[name]]
+        if not options:
+            return None
+        new_width = options[-1]
+        trial = dict(widths, **{name: new_width})
+        new_ms = {i: table.site_ms(sites[i], sites[i].values(trial)) for i in touching[name]}
+        saved = sum(site_ms[i] - ms for i, ms in new_ms.items())
+        lost = float(ranked[name][new_width : widths[name]].sum())
+        return lost, saved, new_width, new_ms
+
+    moves = {name: lowered(name) for name in scores}
+    while total > budget_ms:
+        useful = {n: m for n, m in moves.items() if m is not None and m[1] > 1e-9}
+        if not useful:
+            raise ValueError(
+                f"the budget {budget_ms:.4g} ms is below the smallest predicted latency {total:.4g} ms "
+                f"(full model {full:.4g} ms); raise the budget"
+            )
+        name = min(useful, key=lambda n: useful[n][0] / useful[n][1])
+        _, saved, widths[name], new_ms = useful[name]
+        for index, ms in new_ms.items():
+            site_ms[index] = ms
+        total = table.total_ms(model_key, sum(site_ms))
+        stale = {g for i in touching[name] for g in sites[i].groups if g in moves}
+        for group in stale | {name}:
+            moves[group] = lowered(group)
+    kept = sum(float(ranked[n][: widths[n]].sum()) for n in scores)
+    whole = sum(float(ranked[n].sum()) for n in scores)
+    return LatencyAllocation(float(budget_ms), total, full, widths, sizes, kept / whole if whole else 1.0)
+
+
+def apply_widths(graph, scores: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, np.ndarray]:
+    """Zero every group's least important units beyond its width in place; group name -> keep mask."""
+    keeps = {}
+    for group in graph.groups:
+        if group.name not in widths:
+            continue
+        order = np.lexsort((np.arange(group.size), -scores[group.name]))  # best first, then by index
+        keep = np.zeros(group.size, dtype=bool)
+        keep[order[: widths[group.name]]] = True
+        keeps[group.name] = keep
+        weights = [w for w in group_weights(graph, group) if w.masked]
+        values = [np.asarray(w.variable.numpy()) for w in weights]
+        for weight, value, mask in zip(weights, values, channel_masks(weights, keep)):
+            weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
+    return keeps
+
+
+def prune_to_latency(
+    model: keras.Model,
+    budget_ms: float,
+    table,
+    data=None,
+    importance="l2",
+    loss=None,
+    step: int | None = None,
+    shrink_model: bool = True,
+) -> tuple[keras.Model, LatencyAllocation]:
+    """Mask ``model`` in place to the widths that fit ``budget_ms`` and return the shrunk model and the report.
+
+    Args:
+        model: a functional or built Sequential model (masked in place).
+        budget_ms: the latency budget in ms, as the table predicts it.
+        table: a ``LatencyTable`` of this model (``build_latency_table``) or the path of one.
+        data: ``(x, y)`` for ``importance="taylor"``.
+        importance: ``"l2"``, ``"l1"``, ``"bn"``, ``"taylor"`` or a function (see ``mask_channels``).
+        loss: loss for ``"taylor"`` (default: the compiled loss).
+        step: width multiple (default: the table's step).
+        shrink_model: return ``mp.shrink(model)``; ``False`` returns ``model`` itself, masked.
+
+    Raises:
+        ValueError: a non-positive budget, or one below what the table predicts at the smallest widths.
+        TableError: a malformed table, or one that lacks this model's configurations.
+    """
+    table = _checked(budget_ms, table)
+    graph = build_graph(model, warn=False)
+    sites = model_sites(model, graph)
+    scores = unit_scores(model, graph, importance, data, loss)
+    report = allocate(sites, table, scores, float(budget_ms), step)
+    apply_widths(graph, scores, report.widths)
+    return (shrink(model, warn=False) if shrink_model else model), report
+
+
+class LatencyBudgetCallback(keras.callbacks.Callback):
+    """Lower a latency budget gradually while training: re-allocate widths and keep the pruned channels at zero.
+
+    At ``begin_step`` and every ``frequency`` steps until ``end_step`` the
+    budget is ``start_ms + (budget_ms - start_ms) * progress`` (``start_ms``:
+    the table's prediction for the full model), the widths are re-allocated on
+    the current weights and the channels outside them zeroed. After every
+    batch the zeroed channels are zeroed again, so training cannot revive them.
+    Call ``mp.shrink(model)`` after ``fit``.
+
+    Args:
+        table: the model's ``LatencyTable`` (or its path).
+        budget_ms: the final budget.
+        begin_step, end_step: the steps (batches) over which the budget falls.
+        frequency: steps between re-allocations.
+        importance: a criterion of ``mask_channels``.
+        data: ``(x, y)`` for ``importance="taylor"``.
+
+    Example:
+
+    ```python
+    callback = LatencyBudgetCallback(table, budget_ms=1.5, begin_step=0, end_step=300, frequency=50)
+    model.fit(x, y, epochs=3, callbacks=[callback])
+    small = mp.shrink(model)
+    ```
+    """
+
+    def __init__(
+        self,
+        table,
+        budget_ms: float,
+        begin_step: int = 0,
+        end_step: int = 1000,
+        frequency: int = 100,
+        importance="l2",
+        data=None,
+    ):
+        super().__init__()
+        self.table = _checked(budget_ms, table)
+        if not (0 <= begin_step < end_step) or frequency < 1:
+            raise ValueError(
+                f"need 0 <= begin_step < end_step and frequency >= 1, got {begin_step}, {end_step}, {frequency}"
+            )
+        self.budget_ms, self.begin_step, self.end_step, self.frequency = (
+            float(budget_ms),
+            begin_step,
+            end_step,
+            frequency,
+        )
+        self.importance, self.data = check_criterion(importance), data
+        self.step = 0
+        self.report: LatencyAllocation | None = None
+        self._keeps: dict[str, np.ndarray] = {}
+
+    def on_train_begin(self, logs=None):
+        self._graph = build_graph(self.model, warn=False)
+        self._sites = model_sites(self.model, self._graph)
+
+    def current_budget(self) -> float:
+        """The budget at the current step."""
+        full = self.table.predict(self._sites)
+        progress = min(1.0, max(0.0, (self.step - self.begin_step) / (self.end_step - self.begin_step)))
+        return full + (self.budget_ms - full) * progress
+
+    def on_train_batch_begin(self, batch, logs=None):
+        due = self.begin_step <= self.step <= self.end_step and (self.step - self.begin_step) % self.frequency == 0
+        if due or (self.step >= self.end_step and self.report is None):
+            backend.sync_training_state(self.model)
+            scores = unit_scores(self.model, self._graph, self.importance, self.data)
+            try:
+                self.report = allocate(self._sites, self.table, scores, self.current_budget())
+            except ValueError as error:
+                raise TableError(str(error)) from None
+            self._keeps = apply_widths(self._graph, scores, self.report.widths)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if not self._keeps:
+            return
+        backend.sync_training_state(self.model)
+        for group in self._graph.groups:
+            keep = self._keeps.get(group.name)
+            if keep is None or keep.all():
+                continue
+            weights = [w for w in group_weights(self._graph, group) if w.masked]
+            for weight, mask in zip(weights, channel_masks(weights, keep)):
+                value = np.asarray(weight.variable.numpy())
+                weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
+
+
+__all__ = ["LatencyAllocation", "LatencyBudgetCallback", "allocate", "candidate_widths", "prune_to_latency"]

@@ -1,0 +1,509 @@
+"""Measured LiteRT latency tables: build, cache, save, load, predict.
+
+``build_latency_table(model, dtype="int8", threads=1)`` cuts ``model`` into
+sites (``mobileprune.latency.sites``), picks a grid of channel counts for each
+site's dims (both ends of its range and the multiples of a spacing that is a
+power-of-two multiple of ``step`` giving at most ``levels`` points), converts
+every distinct chain configuration to a tiny ``.tflite`` and times it with the
+LiteRT interpreter. Configurations already in ``table`` are not measured again,
+so a second model reuses every shape it shares with the first.
+
+Timing: all the tiny interpreters stay loaded and are timed in ``rounds``
+interleaved rounds (every configuration once per round, so a burst of load
+from another process hits them all alike); an entry is the minimum over rounds
+of the round's median, minus the same statistic of an empty (one ``RESHAPE``)
+model: the interpreter's fixed invoke cost, which the whole model pays once.
+``LatencyTable.predict(sites, widths)`` is that fixed cost plus the sum over
+sites of a multilinear interpolation between the grid points around each
+site's channel counts.
+
+Example:
+
+```python
+import mobileprune as mp
+from mobileprune.demo.digits import build_digits_cnn
+from mobileprune.latency.table import LatencyTable, build_latency_table
+model = build_digits_cnn(compile=False)
+table = build_latency_table(model, dtype="float32", threads=1, levels=2, rounds=2)
+table.save("digits_f32.json")
+print(LatencyTable.load("digits_f32.json").predict_model(model, {"conv1": 16}))
+```
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mobileprune.latency.sites import Site, config_key, describe, model_sites
+
+FORMAT = "mobileprune-latency-table"
+VERSION = 1
+DTYPES = ("float32", "int8")
+#: ``progress(stage, done, total)``; stage is ``"convert"`` or ``"measure"``.
+TableProgress = Callable[[str, int, int], None]
+
+
+class TableError(ValueError):
+    """A latency table file or object that cannot be used (one line: the problem and the fix)."""
+
+
+@dataclass
+class LatencyTable:
+    """Latency of op configurations on one runtime, dtype and thread count.
+
+    Args:
+        dtype: ``"float32"`` or ``"int8"`` (int8 weights and activations, int8 inputs and outputs).
+        threads: interpreter threads.
+        overhead_ms: the fixed cost of one ``invoke()`` (an empty model).
+        entries: configuration key -> ``{"ms": op latency, "what": description}``.
+        runtime: runtime package and version, e.g. ``{"name": "ai-edge-litert", "version": "2.1.0"}``.
+        machine: where it was measured (processor, cores, OS).
+        step: the channel multiple the grid spacing is built from.
+        levels: the most grid points per dim between the ends.
+        calibrations: model fingerprint -> ``{"points": [[sum of sites ms, measured ms], ...]}``.
+    """
+
+    dtype: str
+    threads: int
+    overhead_ms: float = 0.0
+    entries: dict[str, dict] = field(default_factory=dict)
+    runtime: dict = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)
+    step: int = 8
+    levels: int = 4
+    calibrations: dict[str, dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The JSON document ``save`` writes."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "dtype": self.dtype,
+            "threads": self.threads,
+            "overhead_ms": self.overhead_ms,
+            "step": self.step,
+            "levels": self.levels,
+            "runtime": self.runtime,
+            "machine": self.machine,
+            "entries": self.entries,
+            "calibrations": self.calibrations,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the table as JSON (to a temporary file first, so a failed write loses nothing)."""
+        path = Path(path)
+        temporary = path.with_name(path.name + ".partial")
+        temporary.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+        temporary.replace(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LatencyTable:
+        """Read a table written by ``save``; any malformed content raises one ``TableError`` line."""
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise TableError(f"cannot read latency table {path}: {error.strerror or error}") from None
+        try:
+            document = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise TableError(
+                f"latency table {path} is not valid JSON ({error}); rebuild it with mobileprune latency-table"
+            ) from None
+        return cls.from_dict(document, str(path))
+
+    @classmethod
+    def from_dict(cls, document, name: str = "<table>") -> LatencyTable:
+        """Validate and rebuild a table from ``to_dict``'s document."""
+        fix = "rebuild it with mobileprune latency-table"
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise TableError(f"{name} is not a mobileprune latency table (no format {FORMAT!r}); {fix}")
+        if document.get("version") != VERSION:
+            raise TableError(f"{name} has table version {document.get('version')!r}, expected {VERSION}; {fix}")
+        if document.get("dtype") not in DTYPES:
+            raise TableError(f"{name}: dtype must be one of {DTYPES}, got {document.get('dtype')!r}; {fix}")
+        for key in ("threads", "step", "levels"):
+            value = document.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TableError(f"{name}: {key} must be a positive int, got {value!r}; {fix}")
+        overhead = document.get("overhead_ms")
+        if not _is_ms(overhead):
+            raise TableError(f"{name}: overhead_ms must be a number >= 0, got {overhead!r}; {fix}")
+        entries = document.get("entries")
+        if not isinstance(entries, dict):
+            raise TableError(f"{name}: entries must be an object of configuration key -> entry; {fix}")
+        for key, entry in entries.items():
+            if not isinstance(entry, dict) or not _is_ms(entry.get("ms")):
+                raise TableError(f"{name}: entry {key!r} has no latency 'ms' >= 0; {fix}")
+        for key in ("runtime", "machine", "calibrations"):
+            if not isinstance(document.get(key, {}), dict):
+                raise TableError(f"{name}: {key} must be an object; {fix}")
+        for key, calibration in document.get("calibrations", {}).items():
+            points = calibration.get("points") if isinstance(calibration, dict) else None
+            if not isinstance(points, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(_is_ms(v) and v > 0 for v in p) for p in points
+            ):
+                raise TableError(f"{name}: calibrations[{key!r}] needs points [[sum ms, measured ms], ...] > 0; {fix}")
+        return cls(
+            dtype=document["dtype"],
+            threads=document["threads"],
+            overhead_ms=float(overhead),
+            entries=dict(entries),
+            runtime=dict(document.get("runtime", {})),
+            machine=dict(document.get("machine", {})),
+            step=document["step"],
+            levels=document["levels"],
+            calibrations=dict(document.get("calibrations", {})),
+        )
+
+    # -- prediction ------------------------------------------------------------
+    def site_ms(self, site: Site, values: dict[str, int]) -> float:
+        """Interpolated latency of one site at the channel counts ``values`` of its dims."""
+        grids = site_grid(site, self.step, self.levels)
+        corners = []
+        for dim in site.dims:
+            points = grids[dim]
+            value = min(max(values[dim], points[0]), points[-1])
+            upper = int(np.searchsorted(points, value))
+            if points[min(upper, len(points) - 1)] == value or upper == 0:
+                corners.append([(points[min(upper, len(points) - 1)], 1.0)])
+                continue
+            low, high = points[upper - 1], points[upper]
+            share = (value - low) / (high - low)
+            corners.append([(low, 1.0 - share), (high, share)])
+        total = 0.0
+        for combination in itertools.product(*corners):
+            weight = float(np.prod([w for _, w in combination])) if combination else 1.0
+            if weight == 0.0:
+                continue
+            point = {dim: p for dim, (p, _) in zip(site.dims, combination)}
+            total += weight * self.lookup(site, point)
+        return total
+
+    def lookup(self, site: Site, point: dict[str, int]) -> float:
+        """Measured latency of ``site`` at a grid point; ``TableError`` when the table lacks it."""
+        config = site.config(point, self.dtype, self.threads)
+        entry = self.entries.get(config_key(config))
+        if entry is None:
+            raise TableError(
+                f"the latency table has no entry for layer {site.layers[0]!r} ({describe(config)}); "
+                f"build one for this model: mobileprune latency-table MODEL.keras --dtype {self.dtype} "
+                f"--threads {self.threads}"
+            )
+        return float(entry["ms"])
+
+    def predict(self, sites: list[Site], widths: dict[str, int] | None = None) -> float:
+        """Predicted latency in ms of the model the ``sites`` come from, at ``widths`` (missing: full)."""
+        widths = widths or {}
+        return self.total_ms(fingerprint(sites, self), sum(self.site_ms(site, site.values(widths)) for site in sites))
+
+    def total_ms(self, model_fingerprint: str, sites_ms: float) -> float:
+        """Fixed cost plus the sum of the sites, scaled by the model's calibration when it has one.
+
+        Ops timed alone run with their weights hot in cache; in the whole model
+        they are not: on MobileNetV2 96x96 float32 the whole model measured
+        1.3-1.5x the sum of its ops (load 13 on 2 cores). A calibration stores
+        (sum, measured) for the dense model and a half-width one; the ratio is
+        interpolated linearly in the sum between them (held constant outside).
+        """
+        calibration = self.calibrations.get(model_fingerprint)
+        if not calibration or not sites_ms:
+            return self.overhead_ms + sites_ms
+        points = sorted(calibration["points"])
+        sums = [p[0] for p in points]
+        ratios = [max(p[1] - self.overhead_ms, 1e-9) / p[0] for p in points]
+        return self.overhead_ms + float(np.interp(sites_ms, sums, ratios)) * sites_ms
+
+    def predict_model(self, model, widths: dict[str, int] | None = None) -> float:
+        """``predict`` on ``model``'s sites (group name -> kept units; missing groups are full)."""
+        return self.predict(model_sites(model), widths)
+
+    def check_matches(self, dtype: str, threads: int) -> None:
+        """Raise ``TableError`` when the table was measured for another dtype or thread count."""
+        if (self.dtype, self.threads) != (dtype, threads):
+            raise TableError(
+                f"the latency table is for dtype {self.dtype} with {self.threads} thread(s), not {dtype} with "
+                f"{threads}; build a matching one with mobileprune latency-table --dtype {dtype} --threads {threads}"
+            )
+
+
+def fingerprint(sites: list[Site], table: LatencyTable) -> str:
+    """Key of a model's architecture in ``table`` (its sites' full-width configurations)."""
+    keys = [config_key(site.config(site.values({}), table.dtype, table.threads)) for site in sites]
+    return config_key({"sites": keys})
+
+
+def _is_ms(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value >= 0
+
+
+def site_grid(site: Site, step: int = 8, levels: int = 4) -> dict[str, list[int]]:
+    """Channel counts measured for each dim of ``site``: both ends and multiples of a spacing.
+
+    The spacing is ``step * 2**k``, the smallest giving at most ``levels``
+    points inside the range, so two models whose ranges overlap share points.
+
+    Args:
+        site: the site.
+        step: channel multiple (XNNPACK packs 8 float or 16 int8 channels at a time on x86).
+        levels: the most points per dim besides the two ends.
+    """
+    bounds = site.bounds(lambda group: min(step, site.sizes.get(group, step)) if "/" not in group else 1)
+    grids = {}
+    for dim, (low, high) in bounds.items():
+        spacing = step
+        while (high - low) / spacing > levels:
+            spacing *= 2
+        first = -(-low // spacing) * spacing
+        grids[dim] = sorted({low, high, *range(first, high, spacing)} - {0})
+    return grids
+
+
+def site_configs(site: Site, dtype: str, threads: int, step: int, levels: int) -> list[dict]:
+    """Every configuration of ``site`` on its grid."""
+    grids = site_grid(site, step, levels)
+    return [
+        site.config(dict(zip(site.dims, point)), dtype, threads)
+        for point in itertools.product(*(grids[dim] for dim in site.dims))
+    ]
+
+
+def build_latency_table(
+    model,
+    dtype: str = "int8",
+    threads: int = 1,
+    table: LatencyTable | None = None,
+    step: int = 8,
+    levels: int = 4,
+    rounds: int = 3,
+    min_seconds: float = 0.01,
+    min_runs: int = 5,
+    progress: TableProgress | None = None,
+    calibrate: bool = True,
+) -> LatencyTable:
+    """Measure every configuration ``model``'s sites can take on ``dtype``/``threads`` LiteRT.
+
+    Args:
+        model: a functional or built Sequential Keras model.
+        dtype: ``"float32"`` or ``"int8"``.
+        threads: interpreter threads.
+        table: a table to extend (its entries are reused, not re-measured); must match dtype and threads.
+        step: channel multiple of the grid (see ``site_grid``).
+        levels: grid points per dim besides the ends.
+        rounds: interleaved timing rounds (the minimum of the round medians is kept).
+        min_seconds: time each configuration at least this long per round.
+        min_runs: and at least this many runs per round.
+        progress: ``progress(stage, done, total)``.
+        calibrate: also convert and time the whole model, dense and at half width, in the same
+            rounds, and store the ratio of measured to summed latency (see ``LatencyTable.total_ms``).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    for key, value in (("threads", threads), ("step", step), ("levels", levels), ("rounds", rounds)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+    if table is None:
+        table = LatencyTable(dtype, threads, step=step, levels=levels, runtime=_runtime(), machine=machine())
+    else:
+        table.check_matches(dtype, threads)
+        if (table.step, table.levels) != (step, levels):
+            raise TableError(
+                f"the table's grid is step={table.step} levels={table.levels}, not step={step} levels={levels}; "
+                "extend it with the same grid or start a new table"
+            )
+    missing: dict[str, dict] = {}
+    sites = model_sites(model)
+    for site in sites:
+        for config in site_configs(site, dtype, threads, step, levels):
+            key = config_key(config)
+            if key not in table.entries:
+                missing.setdefault(key, config)
+    report = progress or (lambda stage, done, total: None)
+    contents = {}
+    for index, (key, config) in enumerate(missing.items()):
+        report("convert", index, len(missing))
+        contents[key] = convert_config(config)
+    report("convert", len(missing), len(missing))
+    model_key = fingerprint(sites, table)
+    widths = {}
+    if calibrate and model_key not in table.calibrations:
+        widths = half_widths(sites, step)
+        contents["__dense__"] = convert_model(model, dtype)
+        contents["__half__"] = convert_model(_masked_copy(model, widths), dtype)
+    if not missing and not widths:
+        return table
+    contents["__overhead__"] = empty_model(dtype)
+    timings = time_models(contents, threads, rounds, min_seconds, min_runs, lambda d, t: report("measure", d, t))
+    overhead = timings.pop("__overhead__")
+    if not table.entries or not table.overhead_ms:
+        table.overhead_ms = overhead
+    for key, config in missing.items():
+        table.entries[key] = {"ms": max(0.0, timings[key] - table.overhead_ms), "what": describe(config)}
+    if widths:
+        points = [
+            [sum(table.site_ms(site, site.values(w)) for site in sites), timings[name]]
+            for name, w in (("__dense__", {}), ("__half__", widths))
+        ]
+        table.calibrations[model_key] = {"points": points, "model": getattr(model, "name", "")}
+    return table
+
+
+def half_widths(sites: list[Site], step: int) -> dict[str, int]:
+    """Every channel group at half its size, rounded to ``step`` (at least ``step``, at most the size)."""
+    sizes = {}
+    for site in sites:
+        sizes.update(site.sizes)
+    return {g: min(size, max(step, int(round(size / 2 / step)) * step)) for g, size in sizes.items() if "/" not in g}
+
+
+def _masked_copy(model, widths: dict[str, int]):
+    import keras
+
+    from mobileprune.structured.masking import mask_channels
+    from mobileprune.structured.shrink import shrink
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    mask_channels(copy, lambda group: 1.0 - widths.get(group.name, group.size) / group.size, warn=False)
+    return shrink(copy, warn=False)
+
+
+def config_model(config: dict):
+    """The Keras model of one configuration: inputs of its shapes through its chained layers."""
+    import keras
+
+    inputs = [keras.Input(tuple(shape), batch_size=1) for shape in config["inputs"]]
+    tensor = inputs if len(inputs) > 1 else inputs[0]
+    for layer in config["layers"]:
+        tensor = keras.saving.deserialize_keras_object(layer)(tensor)
+    return keras.Model(inputs, tensor)
+
+
+def convert_config(config: dict, seed: int = 0) -> bytes:
+    """The ``.tflite`` bytes of one configuration (int8: random calibration data, int8 inputs and outputs)."""
+    model = config_model(config)
+    return convert_model(model, config["dtype"], seed)
+
+
+def convert_model(model, dtype: str, seed: int = 0) -> bytes:
+    """``model`` as ``.tflite`` bytes the way tables measure it (batch 1; int8 with int8 inputs and outputs)."""
+    from mobileprune.conversion.convert import convert
+    from mobileprune.conversion.sources import load_source
+
+    # The inputs already have batch 1 (config_model), so the converter traces the model in this process:
+    # measured 1.2 s per configuration against 2.4 s through a fixed-batch SavedModel (load 14 on 2 cores).
+    batch_size = None if all(t.shape[0] == 1 for t in model.inputs) else 1
+    if dtype == "float32":
+        return convert(load_source(model), batch_size=batch_size)
+    rng = np.random.default_rng(seed)
+    shapes = [tuple(t.shape[1:]) for t in model.inputs]
+    samples = [[rng.uniform(-1, 1, (1, *s)).astype("float32") for s in shapes] for _ in range(4)]
+    data = [np.concatenate([s[i] for s in samples]) for i in range(len(shapes))]
+    return convert(
+        load_source(model),
+        quantize="int8",
+        representative_data=data if len(data) > 1 else data[0],
+        int8_io="int8",
+        batch_size=batch_size,
+    )
+
+
+def empty_model(dtype: str) -> bytes:
+    """A one-op model (a reshape of 4 numbers): what one ``invoke()`` costs with nothing to compute."""
+    import keras
+
+    inputs = keras.Input((4,), batch_size=1)
+    return convert_model(keras.Model(inputs, keras.layers.Reshape((2, 2))(inputs)), dtype)
+
+
+def time_models(
+    contents: dict[str, bytes],
+    threads: int,
+    rounds: int = 3,
+    min_seconds: float = 0.01,
+    min_runs: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, float]:
+    """Time every model in ``rounds`` interleaved rounds; name -> min over rounds of the round median (ms)."""
+    found = time_rounds(contents, threads, rounds, min_seconds, min_runs, progress)
+    return {name: min(medians) for name, medians in found.items()}
+
+
+def time_rounds(
+    contents: dict[str, bytes],
+    threads: int,
+    rounds: int = 3,
+    min_seconds: float = 0.01,
+    min_runs: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, list[float]]:
+    """Name -> the median latency (ms) of each interleaved round (every model once per round, in turn)."""
+    from mobileprune.runtime.inputs import random_inputs, set_inputs
+    from mobileprune.runtime.interpreter import load_interpreter
+
+    invokes = {}
+    for name, content in contents.items():
+        interpreter = load_interpreter(content, num_threads=threads, isolate=False)
+        set_inputs(interpreter, random_inputs(interpreter.get_input_details(), 0))
+        interpreter.invoke()  # first run: lazy initialisation, delegate preparation
+        invokes[name] = interpreter
+    found: dict[str, list[float]] = {name: [] for name in invokes}
+    total = rounds * len(invokes)
+    for round_index in range(rounds):
+        for index, (name, interpreter) in enumerate(invokes.items()):
+            found[name].append(_round_median(interpreter.invoke, min_seconds, min_runs))
+            if progress:
+                progress(round_index * len(invokes) + index + 1, total)
+    return found
+
+
+def _round_median(invoke, min_seconds: float, min_runs: int) -> float:
+    clock = time.perf_counter_ns
+    invoke()  # warm the caches after the previous model ran
+    samples = []
+    started = clock()
+    while len(samples) < min_runs or clock() - started < min_seconds * 1e9:
+        begin = clock()
+        invoke()
+        samples.append(clock() - begin)
+    return float(np.median(samples)) / 1e6
+
+
+def _runtime() -> dict:
+    for package in ("ai-edge-litert", "tflite-runtime", "tensorflow"):
+        try:
+            return {"name": package, "version": importlib.metadata.version(package)}
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {"name": "unknown", "version": ""}
+
+
+def machine() -> dict:
+    """Processor, core count, OS and Python of this machine (recorded in every table)."""
+    processor = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "processor": processor,
+        "architecture": platform.machine(),
+        "cores": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+__all__ = ["LatencyTable", "TableError", "build_latency_table", "site_grid", "time_models", "time_rounds"]

@@ -1,0 +1,97 @@
+"""prune_to_latency: widths that meet the predicted budget, keep the important channels, shrink to match.
+
+Runs on every Keras backend: the table here is synthetic (a known cost per configuration), so nothing is converted.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import mobileprune as mp
+from mobileprune.latency.allocate import LatencyBudgetCallback, allocate, candidate_widths, unit_scores
+from mobileprune.latency.sites import model_sites
+from mobileprune.latency.table import TableError
+from mobileprune.structured.graph import build_graph
+from tests.latency.helpers import all_width_assignments, synthetic_table, tiny_cnn
+
+
+def test_candidate_widths_are_multiples_of_the_step_and_the_full_size():
+    assert candidate_widths(20, 8) == [8, 16, 20]
+    assert candidate_widths(6, 8) == [6]
+
+
+@pytest.mark.parametrize("share", [0.9, 0.6, 0.35])
+def test_allocation_meets_the_predicted_budget_and_shrinks_to_its_widths(share):
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4)
+    budget = share * table.predict_model(model)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    small, report = mp.prune_to_latency(model, budget, table=table)
+    assert report.predicted_ms <= budget < report.full_ms
+    assert report.predicted_ms == pytest.approx(table.predict_model(model, report.widths))
+    assert all(w % 4 == 0 for w in report.widths.values())
+    assert {g.name: g.size for g in mp.channel_groups(small)} == report.widths
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(small(x)), atol=1e-4)
+
+
+def test_greedy_is_close_to_the_best_assignment_on_the_grid():
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4)
+    graph = build_graph(model, warn=False)
+    sites = model_sites(model, graph)
+    scores = unit_scores(model, graph)
+    budget = 0.5 * table.predict(sites)
+    report = allocate(sites, table, scores, budget)
+    sorted_scores = {n: np.sort(s)[::-1] for n, s in scores.items()}
+    best = max(
+        sum(sorted_scores[n][:w].sum() for n, w in widths.items())
+        for widths in all_width_assignments({"a": 16, "b": 16}, 4)
+        if table.predict(sites, widths) <= budget
+    )
+    kept = sum(sorted_scores[n][:w].sum() for n, w in report.widths.items())
+    assert kept >= 0.9 * best
+
+
+def test_important_channels_are_kept():
+    model = tiny_cnn(16)
+    kernel = model.get_layer("b").kernel
+    value = np.asarray(kernel.numpy())
+    value[..., [3, 11]] *= 100.0  # two channels of b far more important than the rest
+    kernel.assign(value)
+    table = synthetic_table(model, step=4)
+    _, report = mp.prune_to_latency(model, 0.4 * table.predict_model(model), table=table, shrink_model=False)
+    assert report.widths["b"] < 16
+    norms = np.linalg.norm(np.asarray(model.get_layer("b").kernel.numpy()).reshape(-1, 16), axis=0)
+    assert norms[3] > 0 and norms[11] > 0
+    assert int((norms > 0).sum()) == report.widths["b"]
+
+
+def test_budgets_that_cannot_be_met_or_are_not_numbers_are_refused(tmp_path):
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4)
+    with pytest.raises(ValueError, match="below the smallest predicted latency") as caught:
+        mp.prune_to_latency(model, table.overhead_ms / 2, table=table)
+    assert "\n" not in str(caught.value)
+    for bad in (0, -1.0, "2", True):
+        with pytest.raises(ValueError, match="budget_ms must be a positive number"):
+            mp.prune_to_latency(model, bad, table=table)
+    (tmp_path / "t.json").write_text("{}")
+    with pytest.raises(TableError, match="not a mobileprune latency table"):
+        mp.prune_to_latency(model, 1.0, table=tmp_path / "t.json")
+
+
+def test_callback_lowers_the_budget_while_training_and_keeps_pruned_channels_at_zero():
+    model = tiny_cnn(16)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    table = synthetic_table(model, step=4)
+    budget = 0.5 * table.predict_model(model)
+    callback = LatencyBudgetCallback(table, budget, begin_step=0, end_step=6, frequency=2)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8, 8, 3)).astype("float32"), rng.integers(0, 4, 64)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.report.budget_ms == pytest.approx(budget)
+    assert callback.report.predicted_ms <= budget
+    small = mp.shrink(model)
+    assert {g.name: g.size for g in mp.channel_groups(small)} == callback.report.widths

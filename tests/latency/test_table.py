@@ -1,0 +1,155 @@
+"""Latency tables: measured on a tiny model, cached, saved, validated; prediction is overhead + sum of sites."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mobileprune.latency.sites import config_key, model_sites
+from mobileprune.latency.table import (
+    LatencyTable,
+    TableError,
+    build_latency_table,
+    fingerprint,
+    site_configs,
+    site_grid,
+)
+from tests.latency.helpers import config_cost, synthetic_table, tiny_cnn
+
+FAST = dict(step=8, levels=2, rounds=1, min_seconds=0.0, min_runs=3)
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """A float32 table of tiny_cnn(16), measured once for the module, and the stages reported."""
+    stages = []
+    table = build_latency_table(tiny_cnn(16), dtype="float32", progress=lambda *a: stages.append(a), **FAST)
+    return table, stages
+
+
+def _keys(model, step=8, levels=2, dtype="float32"):
+    return {config_key(config) for site in model_sites(model) for config in site_configs(site, dtype, 1, step, levels)}
+
+
+@pytest.mark.tensorflow_only  # measuring converts each configuration; the TF leg covers it
+def test_build_measures_every_grid_configuration_once(measured):
+    table, stages = measured
+    keys = _keys(tiny_cnn(16))
+    assert set(table.entries) == keys
+    assert all(entry["ms"] >= 0 for entry in table.entries.values())
+    assert table.overhead_ms > 0
+    assert table.runtime["name"] and table.runtime["version"]
+    assert table.machine["cores"] >= 1 and table.machine["architecture"]
+    ((dense, half),) = [c["points"] for c in table.calibrations.values()]
+    assert dense[0] > half[0] > 0 and dense[1] > 0 and half[1] > 0  # (sum of sites, measured) of each
+    converted = [s for s in stages if s[0] == "convert"]
+    assert converted[-1][1:] == (len(keys), len(keys))
+    # A bigger conv costs more than a smaller one at the same place (8 vs 16 channels in and out).
+    site_b = next(s for s in model_sites(tiny_cnn(16)) if s.layers[0] == "b")
+    assert table.lookup(site_b, {"in": 16, "out": 16}) > table.lookup(site_b, {"in": 8, "out": 8})
+
+
+@pytest.mark.tensorflow_only  # measuring converts each configuration; the TF leg covers it
+def test_extending_reuses_shared_entries_and_measures_only_new_ones(measured):
+    table, _ = measured
+    copy = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    stages = []
+    again = build_latency_table(tiny_cnn(16), dtype="float32", table=copy, progress=lambda *a: stages.append(a), **FAST)
+    assert again.entries == table.entries
+    assert [s for s in stages if s[0] == "convert"][-1][1:] == (0, 0)
+    # A wider model shares the 8- and 16-channel configurations of the head and pooling.
+    wider = tiny_cnn(24)
+    shared = _keys(wider) & set(table.entries)
+    assert shared
+    stages.clear()
+    build_latency_table(wider, dtype="float32", table=copy, progress=lambda *a: stages.append(a), **FAST)
+    assert [s for s in stages if s[0] == "convert"][-1][2] == len(_keys(wider) - shared)
+
+
+@pytest.mark.tensorflow_only  # measuring converts each configuration; the TF leg covers it
+def test_save_load_round_trip(measured, tmp_path):
+    table, _ = measured
+    path = tmp_path / "table.json"
+    table.save(path)
+    assert LatencyTable.load(path) == table
+    assert not (tmp_path / "table.json.partial").exists()
+
+
+def test_prediction_is_overhead_plus_sum_of_sites_and_interpolates():
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4, levels=4)
+    sites = model_sites(model)
+    on_grid = {"a": 8, "b": 12}
+    expected = table.overhead_ms + sum(config_cost(site.config(site.values(on_grid), "float32", 1)) for site in sites)
+    assert table.predict(sites, on_grid) == pytest.approx(expected)
+    # Half-way between two grid points is half-way between their latencies (multilinear).
+    grid = site_grid(next(s for s in sites if s.layers[0] == "a"), 4, 4)["out"]
+    assert grid == [4, 8, 12, 16]
+    low, high = table.predict(sites, {"a": 8}), table.predict(sites, {"a": 12})
+    assert table.predict(sites, {"a": 10}) == pytest.approx((low + high) / 2)
+    assert table.predict(sites) > table.predict(sites, {"a": 4, "b": 4})
+
+
+def test_missing_configuration_names_the_layer_and_the_fix():
+    table = synthetic_table(tiny_cnn(16))
+    with pytest.raises(TableError, match=r"no entry for layer .*mobileprune latency-table") as caught:
+        table.predict_model(tiny_cnn(24))
+    assert "\n" not in str(caught.value)
+
+
+def test_wrong_dtype_or_threads_is_refused():
+    table = synthetic_table(tiny_cnn(16))
+    with pytest.raises(TableError, match="--dtype int8 --threads 1"):
+        table.check_matches("int8", 1)
+
+
+def _mutations(document: dict):
+    yield "not json {", None
+    yield json.dumps([1, 2]), None
+    for key, value in [
+        ("format", "other"),
+        ("version", 99),
+        ("dtype", "float16"),
+        ("threads", 0),
+        ("threads", "1"),
+        ("step", True),
+        ("overhead_ms", -1),
+        ("overhead_ms", "fast"),
+        ("entries", []),
+        ("machine", "x"),
+        ("calibrations", {"m": {"points": [[1.0]]}}),
+    ]:
+        yield json.dumps({**document, key: value}), key
+    first = next(iter(document["entries"]))
+    for bad in ({}, {"ms": None}, {"ms": -0.5}, "1.0"):
+        yield json.dumps({**document, "entries": {**document["entries"], first: bad}}), first
+
+
+def test_malformed_table_files_give_one_line_errors(tmp_path):
+    document = synthetic_table(tiny_cnn(16)).to_dict()
+    path = tmp_path / "table.json"
+    for text, named in _mutations(document):
+        path.write_text(text)
+        with pytest.raises(TableError) as caught:
+            LatencyTable.load(path)
+        message = str(caught.value)
+        assert "\n" not in message and "latency-table" in message
+        if named:
+            assert named in message
+    with pytest.raises(TableError, match="cannot read"):
+        LatencyTable.load(tmp_path / "missing.json")
+
+
+def test_calibration_scales_the_sum_by_the_measured_ratio_interpolated_in_the_sum():
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4)
+    sites = model_sites(model)
+    full, half = (table.predict(sites, w) - table.overhead_ms for w in ({}, {"a": 8, "b": 8}))
+    key = fingerprint(sites, table)
+    table.calibrations[key] = {"points": [[full, table.overhead_ms + 2 * full], [half, table.overhead_ms + half]]}
+    assert table.predict(sites) == pytest.approx(table.overhead_ms + 2 * full)
+    assert table.predict(sites, {"a": 8, "b": 8}) == pytest.approx(table.overhead_ms + half)
+    again = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    assert again.predict(sites) == pytest.approx(table.predict(sites))
+    assert synthetic_table(tiny_cnn(24)).calibrations == {}  # another architecture has its own
