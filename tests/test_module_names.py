@@ -86,6 +86,7 @@ NO_SIBLING_TEST = {
     "keras_hub_rules": "tests/structured/test_transformers.py (keras-hub backbones built from arguments)",
     "policy_registry": "tests/pruning/test_xnnpack_sparse.py (get by name, serialize round trip, user registration)",
     "xnnpack": "tests/pruning/test_xnnpack_sparse.py (the xnnpack-sparse policy through PruneCallback)",
+    "sites": "tests/latency/test_table.py, test_allocate.py (every table build and allocation cuts a model into sites)",
     "keras_hub_layers": "tests/structured/test_hub_heads.py (the head-sized blocks through mask, shrink and .keras reload)",
     # pruning/ is being reorganised on another branch (issue 19 item 2); these are covered by its tests today.
     "resolve": "tests/pruning/test_patterns.py, test_channel_pattern.py (resolve_pattern)",

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import keras
 
+from mobileprune import keras_private
 from mobileprune.structured.graph import ChannelGraph, build_graph, ordered_nodes
 
 # Layers that start a new site even when they read a tensor with one consumer.
@@ -250,7 +251,7 @@ def _site(chain: list, graph: ChannelGraph, root_group: dict[int, str], sizes: d
 def _channels_of(tensor, graph: ChannelGraph, root_group: dict[int, str]) -> Channels:
     shape = tuple(tensor.shape[1:])
     full = int(shape[-1]) if shape and shape[-1] is not None else 1
-    producer = tensor._keras_history.operation.name
+    producer = keras_private.producing_operation(tensor).name
     units = graph.layer_units.get(producer, (None, None))[1]
     if units is None or len(units) != full:
         return Channels(shape, full, ())

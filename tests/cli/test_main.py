@@ -10,7 +10,7 @@ from mobileprune.cli.exit_codes import EXIT_BAD_INPUT
 def test_every_subcommand_is_registered_under_its_name():
     parser = cli_main.build_parser()
     choices = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(choices) == set(cli_main._SUBCOMMANDS) == {"demo", "export", "bench", "inspect"}
+    assert set(choices) == set(cli_main._SUBCOMMANDS) == {"demo", "export", "bench", "inspect", "latency-table"}
     assert "inspect_command" not in choices
 
 
