@@ -41,6 +41,11 @@ _LAZY = {
     "MaskGroup": "mobileprune.pruning.patterns",
     "PrunableLayer": "mobileprune.pruning.prunable",
     "register_prunable": "mobileprune.pruning.prunable",
+    # weight clustering
+    "ClusterCallback": "mobileprune.clustering.callback",
+    "cluster_weights": "mobileprune.clustering.apply",
+    "strip_clustering": "mobileprune.clustering.apply",
+    "unique_values": "mobileprune.clustering.apply",
     # one-shot pruning
     "prune_oneshot": "mobileprune.oneshot.prune",
     "hold_masks": "mobileprune.oneshot.hold",
