@@ -73,6 +73,9 @@ class ExportResult:
             (:class:`mobileprune.runtime.xnnpack_sparse.SparseReport`).
         batch_size: the fixed batch dimension of the file's input signature,
             or ``None`` when it is dynamic.
+        weight_unique_values: distinct values of each weight tensor, read from
+            the file (a clustered weight has at most ``k``; per output channel:
+            ``channel_unique_values`` in ``weight_tensors``).
     """
 
     path: str
@@ -92,6 +95,7 @@ class ExportResult:
     macs: int | None = None
     xnnpack_sparse: Any = field(default=None, repr=False)
     batch_size: int | None = None
+    weight_unique_values: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def overall_sparsity(self) -> float:
@@ -128,6 +132,7 @@ class ExportResult:
             gzip_bytes=len(gzip.compress(written, compresslevel=9)),
             encoding="sparse" if uses_sparse_encoding(report) else "dense",
             weight_sparsity=_sparsity_by_short_name(weights),
+            weight_unique_values=dict(zip(_sparsity_by_short_name(weights), (t.unique_values for t in weights))),
             weight_tensors=weights,
             ops=list(dict.fromkeys(op.op for op in report.ops)),
             macs=report.macs,
