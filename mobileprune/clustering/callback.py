@@ -149,12 +149,8 @@ class ClusterCallback(keras.callbacks.Callback):
                 groups = int(variable.shape[-1]) if self.per_channel and len(variable.shape) >= 2 else 1
                 before = variable.constraint
                 constraint = attach_cluster(variable, (groups, self.k))
-                if self.preserve_sparsity and not isinstance(variable.constraint, MaskConstraint):
-                    values = backend.read_numpy(variable)
-                    if not np.all(values):
-                        attach_mask(variable)
-                        set_mask(variable, values != 0, values)
-                        constraint.owns_mask = True
+                if self.preserve_sparsity:
+                    self._hold_zeros(variable, constraint)
                 if isinstance(variable.constraint, MaskConstraint):
                     pairs.append((variable, variable.constraint.mask))
                 pairs += [(variable, constraint.centroids), (variable, constraint.pull)]
@@ -162,6 +158,21 @@ class ClusterCallback(keras.callbacks.Callback):
         for pair in pairs:  # one variable per call: bind_masks keys its pairs by weight
             backend.bind_masks(model, [pair])
         return newly
+
+    @staticmethod
+    def _hold_zeros(variable, constraint: ClusterConstraint) -> None:
+        """Mask the weight's current zeros: in a pruning mask already there, else in one of our own."""
+        values = backend.read_numpy(variable)
+        if np.all(values):
+            return
+        keep = values != 0
+        if isinstance(variable.constraint, MaskConstraint):
+            # A PruneCallback before its begin_step holds an all-True mask: its zeros join it.
+            set_mask(variable, mask_of(variable) & keep, values)
+            return
+        attach_mask(variable)
+        set_mask(variable, keep, values)
+        constraint.owns_mask = True
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch_begin = batch

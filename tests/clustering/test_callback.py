@@ -56,7 +56,8 @@ def test_pruning_and_clustering_in_one_fit_keep_the_zeros(images, cluster_first)
         assert _unique(kernel) <= 6 and 0 in kernel, name  # zero is one of the k values
 
 
-def test_existing_zeros_are_kept_without_pruning(images):
+@pytest.mark.parametrize("with_pruning", [False, True])
+def test_existing_zeros_are_kept(images, with_pruning):
     import keras
 
     import mobileprune as mp
@@ -67,7 +68,10 @@ def test_existing_zeros_are_kept_without_pruning(images):
     values = np.array(keras.ops.convert_to_numpy(kernel))
     values[::2] = 0.0
     kernel.assign(values)
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[mp.ClusterCallback(k=4, end_step=3)])
+    callbacks = [mp.ClusterCallback(k=4, end_step=3)]
+    if with_pruning:  # its mask stays all-True until begin_step: the zeros must be held anyway
+        callbacks.insert(0, mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=100)))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
     mp.strip_clustering(model)
     after = kernels(model)["logits"]
     assert np.all(after[::2] == 0) and _unique(after) <= 4
