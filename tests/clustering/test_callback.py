@@ -17,7 +17,9 @@ def _unique(array: np.ndarray, per_channel: bool = False) -> int:
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_fit_then_strip_leaves_at_most_k_values_and_plain_variables(images, per_channel):
+def test_fit_then_strip_leaves_at_most_k_values_and_plain_variables(images, per_channel, tmp_path):
+    import keras
+
     import mobileprune as mp
 
     x, y = images
@@ -35,6 +37,10 @@ def test_fit_then_strip_leaves_at_most_k_values_and_plain_variables(images, per_
     assert mp.unique_values(model, per_channel=per_channel) == {
         f"{name}/kernel": _unique(kernel, per_channel) for name, kernel in clustered.items()
     }
+    model.save(tmp_path / "clustered.keras")
+    loaded = keras.models.load_model(tmp_path / "clustered.keras")  # plain Keras, the same values
+    for name, kernel in kernels(loaded).items():
+        np.testing.assert_array_equal(kernel, clustered[name])
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # a plain model trains again: values spread
     assert _unique(kernels(model)["logits"]) > 4
 
