@@ -51,3 +51,18 @@ def test_unique_values_of_a_sparse_encoded_tensor_count_the_left_out_zeros(clust
     for tensor in encoded:
         assert tensor.unique_values <= 4 and tensor.channel_unique_values is None
         assert np.isclose(tensor.sparsity, 0.5, atol=0.01)
+
+
+@pytest.mark.tensorflow_only  # the command reads the file only: one backend is enough
+def test_inspect_command_lists_unique_values(clustered, tmp_path):
+    import json
+
+    import mobileprune as mp
+    from tests.runtime.fixtures import run_mobileprune
+
+    path = mp.export_tflite(clustered, tmp_path / "c.tflite", sparse=False).path
+    completed = run_mobileprune("inspect", path, "--json")
+    assert completed.returncode == 0, completed.stderr
+    kernels = [t for t in json.loads(completed.stdout)["tensors"] if t["elements"] in (72, 512)]
+    assert len(kernels) == 2 and all(2 <= t["unique_values"] <= 4 for t in kernels)
+    assert "unique" in run_mobileprune("inspect", path).stdout
