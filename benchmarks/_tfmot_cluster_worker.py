@@ -75,43 +75,55 @@ def _cluster_all(spec: dict[str, Any]) -> dict[str, Any]:
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from benchmarks._tfmot_worker import _version, digits_cnn
+    from benchmarks._tfmot_worker import _version
 
     arrays = np.load(spec["arrays"])
     clustering = tfmot.clustering.keras
     results, stored = {}, {}
     for config in spec["configs"]:
-        tf_keras.backend.clear_session()
-        tf_keras.utils.set_random_seed(spec["seed"])
-        model = digits_cnn(tf_keras)
-        start = config["start"]
-        model.set_weights([arrays[f"{start}_{i}"] for i in range(len(model.get_weights()))])
-
-        def wrap(layer, k=config["k"], preserve=config["preserve_sparsity"]):
-            if layer.name not in spec["layers"]:
-                return layer
-            return clustering.cluster_weights(
-                layer,
-                number_of_clusters=k,
-                cluster_centroids_init=clustering.CentroidInitialization.KMEANS_PLUS_PLUS,
-                preserve_sparsity=preserve,
-            )
-
-        clustered = tf_keras.models.clone_model(model, clone_function=wrap)
-        clustered.compile(
-            optimizer=tf_keras.optimizers.Adam(spec["learning_rate"]),
-            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        clustered.fit(
-            arrays["x_train"], arrays["y_train"], batch_size=spec["batch_size"], epochs=spec["epochs"], verbose=0
-        )
-        stripped = clustering.strip_clustering(clustered)
-        for i, weight in enumerate(stripped.get_weights()):
+        try:
+            results[config["name"]], weights = _cluster_one(spec, config, arrays, clustering, tf_keras)
+        except Exception as error:  # a configuration tfmot refuses is recorded, not fatal
+            results[config["name"]] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"}
+            continue
+        for i, weight in enumerate(weights):
             stored[f"{config['name']}|{i}"] = weight
-        logits = stripped.predict(arrays["x_test"], batch_size=256, verbose=0)
-        results[config["name"]] = {"keras_accuracy": float(np.mean(np.argmax(logits, -1) == arrays["y_test"]))}
     np.savez(spec["out"], **stored)
     return {"configs": results, "tfmot_version": _version("tensorflow-model-optimization")}
+
+
+def _cluster_one(spec: dict[str, Any], config: dict[str, Any], arrays: Any, clustering: Any, tf_keras: Any):
+    """Cluster, fine-tune and strip one configuration; return its accuracy and plain weights."""
+    import numpy as np
+
+    from benchmarks._tfmot_worker import digits_cnn
+
+    tf_keras.backend.clear_session()
+    tf_keras.utils.set_random_seed(spec["seed"])
+    model = digits_cnn(tf_keras)
+    start = config["start"]
+    model.set_weights([arrays[f"{start}_{i}"] for i in range(len(model.get_weights()))])
+
+    def wrap(layer, k=config["k"], preserve=config["preserve_sparsity"]):
+        if layer.name not in spec["layers"]:
+            return layer
+        return clustering.cluster_weights(
+            layer,
+            number_of_clusters=k,
+            cluster_centroids_init=clustering.CentroidInitialization.KMEANS_PLUS_PLUS,
+            preserve_sparsity=preserve,
+        )
+
+    clustered = tf_keras.models.clone_model(model, clone_function=wrap)
+    clustered.compile(
+        optimizer=tf_keras.optimizers.Adam(spec["learning_rate"]),
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    clustered.fit(arrays["x_train"], arrays["y_train"], batch_size=spec["batch_size"], epochs=spec["epochs"], verbose=0)
+    stripped = clustering.strip_clustering(clustered)
+    logits = stripped.predict(arrays["x_test"], batch_size=256, verbose=0)
+    accuracy = float(np.mean(np.argmax(logits, -1) == arrays["y_test"]))
+    return {"keras_accuracy": accuracy}, stripped.get_weights()
 
 
 def _main(argv: list[str]) -> int:
