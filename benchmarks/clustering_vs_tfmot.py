@@ -273,6 +273,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate while clustering")
     parser.add_argument("--skip-tfmot", action="store_true")
     parser.add_argument("--name", default="clustering_vs_tfmot", help="JSON file stem under benchmarks/results")
+    parser.add_argument("--show", action="store_true", help="print the table of the committed result file and exit")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.clusters, args.sparsities = [0], [8], [0.0, 0.9]
@@ -282,6 +283,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.show:
+        return show(args.name)
     from mobileprune.demo.digits import load_digits_split
 
     data = load_digits_split()
@@ -300,6 +303,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         float_digits=1,
     )
     print(f"wrote {path}")
+    return 0
+
+
+def show(name: str) -> int:
+    """Print the table of ``benchmarks/results/<name>.json`` (what the README quotes)."""
+    import json
+
+    from benchmarks._common import RESULTS_DIR
+
+    document = json.loads((RESULTS_DIR / f"{name}.json").read_text())
+    results = document["results"]
+    load = results["load_average"][-1][0]
+    print_table(
+        f"Digits CNN, kernels of {', '.join(LAYERS)} clustered, {results['settings']['epochs']} fine-tuning epochs, "
+        f"mean of seeds {results['seeds_done']} (commit {document['machine'].get('git')}, load {load:.2f})",
+        results["rows"],
+        float_digits=1,
+    )
     return 0
 
 
