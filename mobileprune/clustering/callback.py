@@ -147,14 +147,15 @@ class ClusterCallback(keras.callbacks.Callback):
             for target in targets:
                 variable = target.variable
                 groups = int(variable.shape[-1]) if self.per_channel and len(variable.shape) >= 2 else 1
-                before = variable.constraint
+                before, before_cluster = variable.constraint, cluster_constraint_of(variable)
                 constraint = attach_cluster(variable, (groups, self.k))
                 if self.preserve_sparsity:
                     self._hold_zeros(variable, constraint)
                 if isinstance(variable.constraint, MaskConstraint):
                     pairs.append((variable, variable.constraint.mask))
                 pairs += [(variable, constraint.centroids), (variable, constraint.pull)]
-                newly |= variable.constraint is not before
+                # Nested inside a pruning mask, the variable's constraint object stays the same: compare both.
+                newly |= variable.constraint is not before or constraint is not before_cluster
         for pair in pairs:  # one variable per call: bind_masks keys its pairs by weight
             backend.bind_masks(model, [pair])
         return newly

@@ -120,3 +120,16 @@ def test_bad_input_is_one_line_and_changes_nothing(images, kwargs, message):
     assert all(variable.constraint is None for variable in model.variables)
     for name, kernel in kernels(model).items():
         np.testing.assert_array_equal(kernel, before[name])
+
+
+def test_a_second_fit_that_adds_clustering_to_a_pruned_model_retraces_the_step(images):
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    prune = mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, frequency=1000))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[prune])  # traced with the masks only
+    cluster = mp.ClusterCallback(k=3, update_every=1, begin_step=6, end_step=6)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[prune, cluster])
+    for name, kernel in kernels(model).items():  # snapped by the train step itself, before any strip
+        assert _unique(kernel) <= 3 and np.count_nonzero(kernel == 0) == round(0.5 * kernel.size), name
