@@ -44,6 +44,11 @@ _LAZY = {
     "MaskGroup": "mobileprune.sparsity_core.patterns",
     "PrunableLayer": "mobileprune.sparsity_core.prunable",
     "register_prunable": "mobileprune.sparsity_core.prunable",
+    # weight clustering
+    "ClusterCallback": "mobileprune.clustering.cluster_callback",
+    "cluster_weights": "mobileprune.clustering.cluster",
+    "strip_clustering": "mobileprune.clustering.cluster",
+    "unique_values": "mobileprune.clustering.cluster",
     # one-shot pruning
     "prune_oneshot": "mobileprune.oneshot.prune",
     "hold_masks": "mobileprune.oneshot.hold",

@@ -2,7 +2,7 @@
 
 Prints the file size, inputs and outputs with their quantization, op counts
 with multiply-accumulates (dense, and scaled by weight density) and one row per
-tensor: shape, dtype, bytes, zeros and whether it is stored in TFLite's sparse
+tensor: shape, dtype, bytes, zeros, distinct values (a clustered weight has at most k) and whether it is stored in TFLite's sparse
 encoding; last, whether LiteRT's XNNPACK would run the file on its sparse (faster)
 path on ARM phones, and if not, the first rule it breaks (``--json``: key
 ``"xnnpack_sparse"``). Reads the flatbuffer directly: needs neither TensorFlow nor a runtime.
@@ -104,11 +104,12 @@ def _print_tensors(tensors, title: str) -> None:
             t.dtype,
             t.bytes,
             None if t.sparsity is None else f"{100 * t.sparsity:.1f}%",
+            t.unique_values,
             t.encoding,
         ]
         for t in tensors
     ]
-    _output.print_table(title, ["#", "name", "shape", "dtype", "bytes", "zeros", "encoding"], rows)
+    _output.print_table(title, ["#", "name", "shape", "dtype", "bytes", "zeros", "unique", "encoding"], rows)
 
 
 def _join(values) -> str:

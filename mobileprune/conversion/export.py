@@ -76,6 +76,9 @@ class ExportResult:
             or ``None`` when it is dynamic.
         sparse_note: with the sparse encoding, that it saves download size but
             not runtime memory (the runtime densifies the weights at load); else ``None``.
+        weight_unique_values: distinct values of each weight tensor, read from
+            the file (a clustered weight has at most ``k``; per output channel:
+            ``channel_unique_values`` in ``weight_tensors``).
     """
 
     path: str
@@ -96,6 +99,7 @@ class ExportResult:
     xnnpack_sparse: Any = field(default=None, repr=False)
     batch_size: int | None = None
     sparse_note: str | None = None
+    weight_unique_values: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def overall_sparsity(self) -> float:
@@ -132,6 +136,7 @@ class ExportResult:
             gzip_bytes=len(gzip.compress(written, compresslevel=9)),
             encoding="sparse" if uses_sparse_encoding(report) else "dense",
             weight_sparsity=_sparsity_by_short_name(weights),
+            weight_unique_values=dict(zip(_sparsity_by_short_name(weights), (t.unique_values for t in weights))),
             weight_tensors=weights,
             ops=list(dict.fromkeys(op.op for op in report.ops)),
             macs=report.macs,

@@ -83,6 +83,12 @@ class TensorInfo:
         encoding: ``"sparse"`` when stored with TFLite SparsityParameters, else ``"dense"``.
         scale: quantization scales (empty when not quantized).
         zero_point: quantization zero points (empty when not quantized).
+        unique_values: distinct stored values of a constant (a clustered
+            weight has at most ``k``), else ``None``.
+        channel_unique_values: most distinct values in one output channel
+            (the quantized dimension if per-channel quantized, else axis 0:
+            FULLY_CONNECTED's and CONV_2D's output channel); ``None`` when
+            not a dense constant of rank >= 2.
     """
 
     index: int
@@ -98,6 +104,8 @@ class TensorInfo:
     encoding: str
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
+    unique_values: int | None = None
+    channel_unique_values: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -351,6 +359,11 @@ def _tensor_info(tensor: Any, index: int, subgraph: int, buffers: list[np.ndarra
     sparse = tensor.Sparsity() is not None
     zeros = _count_zeros(data, type_name, numpy_dtype, elements, sparse) if is_constant else None
     scale, zero_point = _quantization(tensor.Quantization())
+    unique, channel_unique = (
+        _count_unique(data, type_name, numpy_dtype, elements, shape, sparse, tensor.Quantization())
+        if is_constant
+        else (None, None)
+    )
     return TensorInfo(
         index=index,
         subgraph=subgraph,
@@ -365,6 +378,8 @@ def _tensor_info(tensor: Any, index: int, subgraph: int, buffers: list[np.ndarra
         encoding="sparse" if sparse else "dense",
         scale=scale,
         zero_point=zero_point,
+        unique_values=unique,
+        channel_unique_values=channel_unique,
     )
 
 
@@ -386,6 +401,25 @@ def _count_zeros(data: np.ndarray, type_name: str, numpy_dtype: str | None, elem
         # Only stored values exist; every element not stored is a zero.
         return elements - (stored_count - stored_zeros)
     return stored_zeros
+
+
+def _count_unique(
+    data: np.ndarray, type_name: str, numpy_dtype: str | None, elements: int, shape: tuple, sparse: bool, params: Any
+) -> tuple[int | None, int | None]:
+    """Distinct values of a constant, and the most in one output channel (clustered weights)."""
+    if numpy_dtype is None or type_name in ("int4", "bfloat16"):
+        return None, None
+    itemsize = np.dtype(numpy_dtype).itemsize
+    values = data[: data.size - data.size % itemsize].view(numpy_dtype)
+    if sparse:  # stored non-zeros, plus the zeros the encoding left out
+        return int(np.unique(values).size + (values.size < elements and not np.any(values == 0))), None
+    if values.size != elements or len(shape) < 2:
+        return int(np.unique(values).size), None
+    axis = int(params.QuantizedDimension()) if params is not None and len(_quantization(params)[0]) > 1 else 0
+    # Sorting each channel once: distinct values are the places where a sorted row changes.
+    rows = np.sort(np.moveaxis(values.reshape(shape), axis, 0).reshape(shape[axis], -1), axis=1)
+    per_row = 1 + np.count_nonzero(rows[:, 1:] != rows[:, :-1], axis=1) if rows.shape[1] else np.zeros(1, int)
+    return int(np.unique(values).size), int(per_row.max())
 
 
 def _quantization(params: Any) -> tuple[tuple[float, ...], tuple[int, ...]]:

@@ -1,0 +1,340 @@
+"""Weight clustering, mobileprune against tfmot: zipped .tflite size and accuracy on the digits CNN.
+
+One run, the same starting weights for both libraries:
+
+1. the digits CNN (``mobileprune.demo.digits``, 315,146 parameters) is trained
+   dense (``--base-epochs``, Adam 1e-3); for 50% and 90% sparsity a copy is
+   pruned from it with ``PruneCallback`` (polynomial decay over 70% of
+   ``--prune-epochs``) and stripped: three starting models;
+2. from each start, for k in 8, 16, 32, the kernels of conv2, dense1 and
+   logits (99.9% of the weights; see ``LAYERS`` for conv1) are clustered and fine-tuned ``--epochs`` epochs (Adam ``--lr``, batch 32) by
+   - **tfmot** 0.8.1 ``cluster_weights`` (k-means++ centroids,
+     ``preserve_sparsity=True`` for a pruned start; tf-keras, in a subprocess,
+     ``benchmarks._tfmot_cluster_worker``), then ``strip_clustering``;
+   - **ours** ``ClusterCallback(k)`` (k-means++, sparsity kept) with the
+     pruning masks held in the same fit, then ``strip_clustering``;
+   - **ours one-shot** ``cluster_weights(k)`` with no fine-tuning;
+3. every result is loaded into the Keras 3 model and converted the same way
+   (``export_tflite``: float32, and int8 PTQ with 128 calibration images), so
+   the sizes differ only by the weights: gzip -9 of each file, test accuracy
+   of each file, distinct values per weight (whole tensor / per channel);
+4. the int8 download (best of gzip and xz over the dense encoding, as
+   ``benchmarks.size_limit``) is compared with the information limit of a
+   clustered, sparse int8 file: per output channel, the zero-order entropy of
+   the non-zero values times their count, plus the zero positions
+   (``n x H(density)``), plus one byte per distinct value per channel
+   (codebook), plus every other constant as stored.
+
+Run from the repository root:
+
+```
+python -m benchmarks.clustering_vs_tfmot --seeds 0        # writes results/clustering_vs_tfmot.json
+python -m benchmarks.clustering_vs_tfmot --quick          # smoke run, temp folder
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
+from benchmarks.size_limit import binary_entropy, compressed_sizes
+
+# conv1 (288 weights, 0.09% of the network) stays unclustered for both: at 90% sparsity its 29 kept weights are
+# too few for tfmot's sparsity-preserving k-means++ (InvalidArgumentError "num_to_sample <= points.rows()").
+LAYERS = ("conv2", "dense1", "logits")
+METHODS = ("tfmot", "ours", "ours_oneshot")
+
+
+def _compiled(weights: list, lr: float):
+    import keras
+
+    from mobileprune.demo.digits import build_digits_cnn
+
+    model = build_digits_cnn(compile=False)
+    model.set_weights(weights)
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    return model
+
+
+def starting_weights(data, seed: int, args) -> dict[str, list]:
+    """Dense base and its 50% / 90% pruned copies, each as plain weights."""
+    import keras
+
+    import mobileprune as mp
+    from mobileprune.demo.digits import build_digits_cnn
+
+    keras.utils.set_random_seed(seed)
+    base = _compiled(build_digits_cnn(seed=seed, compile=False).get_weights(), 1e-3)
+    base.fit(data.x_train, data.y_train, batch_size=32, epochs=args.base_epochs, verbose=0)
+    starts = {"s0": base.get_weights()}
+    steps = -(-len(data.x_train) // 32) * args.prune_epochs
+    for sparsity in args.sparsities:
+        if sparsity == 0:
+            continue
+        model = _compiled(starts["s0"], 1e-3)
+        schedule = mp.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=int(0.7 * steps), frequency=20)
+        callback = mp.PruneCallback(schedule, layers=list(LAYERS))
+        model.fit(data.x_train, data.y_train, batch_size=32, epochs=args.prune_epochs, verbose=0, callbacks=[callback])
+        starts[f"s{int(round(100 * sparsity))}"] = mp.strip_pruning(model).get_weights()
+    return starts
+
+
+def cluster_ours(start: list, data, k: int, args, seed: int) -> tuple[list, list]:
+    """Fine-tune with ClusterCallback (masks held), and the one-shot cluster_weights; return both weights."""
+    import mobileprune as mp
+
+    model = _compiled(start, args.lr)
+    # preserve_sparsity (the default) holds a pruned start's zeros exactly, as tfmot's preserve_sparsity does.
+    callbacks = [mp.ClusterCallback(k, layers=list(LAYERS), update_every=10, seed=seed)]
+    model.fit(data.x_train, data.y_train, batch_size=32, epochs=args.epochs, verbose=0, callbacks=callbacks)
+    trained = mp.strip_clustering(model).get_weights()
+    oneshot = mp.cluster_weights(_compiled(start, args.lr), k, layers=list(LAYERS), seed=seed).get_weights()
+    return trained, oneshot
+
+
+def measure(weights: list, data, workdir: Path) -> dict[str, Any]:
+    """Convert float32 and int8 the same way for every method; sizes, accuracy, distinct values, limit."""
+    import mobileprune as mp
+
+    model = _compiled(weights, 1e-3)
+    row: dict[str, Any] = {"unique_per_weight": mp.unique_values(model, layers=list(LAYERS))}
+    row["unique_per_channel"] = mp.unique_values(model, per_channel=True, layers=list(LAYERS))
+    kernels = [model.get_layer(name).kernel for name in LAYERS]
+    row["sparsity"] = float(
+        sum(np.sum(np.asarray(k) == 0) for k in kernels) / sum(int(np.prod(k.shape)) for k in kernels)
+    )
+    for quantize in (None, "int8"):
+        label = quantize or "float32"
+        result = mp.export_tflite(
+            model,
+            workdir / f"{label}.tflite",
+            quantize=quantize,
+            representative_data=data.x_train[:128],
+            validation_data=(data.x_test, data.y_test),
+            sparse=False,
+        )
+        content = Path(result.path).read_bytes()
+        row[f"{label}_gzip_bytes"] = len(gzip.compress(content, compresslevel=9))
+        row[f"{label}_accuracy"] = result.fidelity.tflite_accuracy
+        row[f"{label}_channel_unique_max"] = max(
+            t.channel_unique_values or 0 for t in result.weight_tensors if len(t.shape) >= 2
+        )
+        if quantize == "int8":
+            row["int8_download_bytes"] = min(compressed_sizes(content).values())
+            row["int8_limit_bytes"] = clustered_limit_bytes(content)
+            row["int8_download_over_limit"] = row["int8_download_bytes"] / row["int8_limit_bytes"]
+    return row
+
+
+def clustered_limit_bytes(content: bytes) -> float:
+    """Information limit of a clustered, sparse int8 file (see the module docstring)."""
+    from mobileprune.runtime.inspect import inspect_tflite
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from mobileprune.conversion.sparse import weight_tensors
+
+    report = inspect_tflite(content)
+    weight_indices = {t.index for t in weight_tensors(report) if t.dtype == "int8" and len(t.shape) >= 2}
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    tensors = model.subgraphs[0].tensors
+    bits, other = 0.0, 0
+    for index, tensor in enumerate(tensors):
+        data = model.buffers[tensor.buffer].data
+        if data is None or len(data) == 0:
+            continue
+        if index not in weight_indices:
+            other += len(data)
+            continue
+        values = np.frombuffer(bytes(data), np.int8).reshape(tuple(tensor.shape))
+        axis = int(tensor.quantization.quantizedDimension) if tensor.quantization is not None else 0
+        rows = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+        nonzero = rows != 0
+        bits += rows.size * binary_entropy(float(nonzero.mean()))  # zero positions
+        for row, kept in zip(rows, nonzero):
+            symbols, counts = np.unique(row[kept], return_counts=True)
+            if counts.size:
+                p = counts / counts.sum()
+                bits += counts.sum() * float(-(p * np.log2(p)).sum()) + 8 * symbols.size  # values + codebook
+    return bits / 8 + other
+
+
+def run_seed(data, seed: int, args) -> list[dict[str, Any]]:
+    """Every (sparsity, k, method) of one seed."""
+    from benchmarks._tfmot_cluster_worker import run_tfmot_clustering
+
+    starts = starting_weights(data, seed, args)
+    configs = [
+        {"name": f"{start}_k{k}", "start": start, "k": k, "preserve_sparsity": start != "s0"}
+        for start in starts
+        for k in args.clusters
+    ]
+    arrays = {"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test, "y_test": data.y_test}
+    for start, weights in starts.items():
+        arrays.update({f"{start}_{i}": w for i, w in enumerate(weights)})
+    pending = None
+    if not args.skip_tfmot:  # the tfmot child trains while this process trains its own (no timing is measured)
+        spec = {"configs": configs, "epochs": args.epochs, "batch_size": 32, "learning_rate": args.lr, "seed": seed}
+        pool = ThreadPoolExecutor(1)
+        pending = pool.submit(run_tfmot_clustering, {**spec, "layers": list(LAYERS)}, arrays)
+        pool.shutdown(wait=False)
+    runs, ours_by_config = [], {}
+    with tempfile.TemporaryDirectory(prefix="mobileprune-cluster-") as workdir:
+        for start, weights in starts.items():
+            row = {"seed": seed, "start": start, "k": None, "method": "unclustered"}
+            runs.append({**row, **measure(weights, data, Path(workdir))})
+        for config in configs:
+            ours_by_config[config["name"]] = cluster_ours(starts[config["start"]], data, config["k"], args, seed)
+        tfmot = pending.result() if pending is not None else None
+        for config in configs:
+            ours, oneshot = ours_by_config[config["name"]]
+            candidates = {"ours": ours, "ours_oneshot": oneshot}
+            if tfmot is not None:
+                outcome = tfmot["configs"][config["name"]]
+                if "error" in outcome:
+                    row = {"seed": seed, "start": config["start"], "k": config["k"], "method": "tfmot"}
+                    runs.append({**row, **outcome})
+                    print(f"seed {seed} {config['name']} tfmot failed: {outcome['error']}", flush=True)
+                else:
+                    candidates["tfmot"] = outcome["weights"]
+            for method, weights in candidates.items():
+                row = {"seed": seed, "start": config["start"], "k": config["k"], "method": method}
+                runs.append({**row, **measure(weights, data, Path(workdir))})
+                print(_line(runs[-1]), flush=True)
+    return runs
+
+
+def _line(run: dict[str, Any]) -> str:
+    return (
+        f"seed {run['seed']} {run['start']} k={run['k']} {run['method']}: float32 {run['float32_gzip_bytes']:,} B "
+        f"{100 * run['float32_accuracy']:.1f}%, int8 {run['int8_gzip_bytes']:,} B {100 * run['int8_accuracy']:.1f}%"
+    )
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (start, k, method): means over seeds."""
+    keys = sorted(
+        {(r["start"], r["k"] or 0, r["method"]) for r in runs}, key=lambda key: (int(key[0][1:]), key[1], key[2])
+    )
+    rows = []
+    for start, k, method in keys:
+        group = [
+            r for r in runs if r["start"] == start and (r["k"] or 0) == k and r["method"] == method and "error" not in r
+        ]
+        if not group:
+            continue
+
+        def mean(field: str, group: list = group) -> float:
+            return statistics.mean(r[field] for r in group)
+
+        rows.append(
+            {
+                "sparsity": f"{mean('sparsity'):.2f}",
+                "k": k or "-",
+                "method": method,
+                "f32 gzip KiB": mean("float32_gzip_bytes") / 1024,
+                "f32 acc %": 100 * mean("float32_accuracy"),
+                "int8 gzip KiB": mean("int8_gzip_bytes") / 1024,
+                "int8 acc %": 100 * mean("int8_accuracy"),
+                "int8 uniq/ch": max(r["int8_channel_unique_max"] for r in group),
+                "int8 best KiB": mean("int8_download_bytes") / 1024,
+                "limit KiB": mean("int8_limit_bytes") / 1024,
+                "seeds": len(group),
+            }
+        )
+    return rows
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_harness_arguments(parser)
+    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--clusters", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.5, 0.9])
+    parser.add_argument("--base-epochs", type=int, default=20)
+    parser.add_argument("--prune-epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=5, help="clustering fine-tuning epochs")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate while clustering")
+    parser.add_argument("--skip-tfmot", action="store_true")
+    parser.add_argument("--name", default="clustering_vs_tfmot", help="JSON file stem under benchmarks/results")
+    parser.add_argument("--show", action="store_true", help="print the table of the committed result file and exit")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.clusters, args.sparsities = [0], [8], [0.0, 0.9]
+        args.base_epochs, args.prune_epochs, args.epochs = 2, 2, 1
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.show:
+        return show(args.name)
+    from mobileprune.demo.digits import load_digits_split
+
+    data = load_digits_split()
+    started = time.perf_counter()
+    load = [os.getloadavg()]
+    runs = []
+    for seed in args.seeds:
+        runs += run_seed(data, seed, args)
+        load.append(os.getloadavg())
+        path = _write(args, runs, load, time.perf_counter() - started)  # after every seed: a long run keeps each
+    rows = summarise(runs)
+    print_table(
+        f"Digits CNN, kernels of {', '.join(LAYERS)} clustered, {args.epochs} fine-tuning epochs, mean of seeds {args.seeds} "
+        f"(load {load[-1][0]:.2f})",
+        rows,
+        float_digits=1,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def show(name: str) -> int:
+    """Print the table of ``benchmarks/results/<name>.json`` (what the README quotes)."""
+    import json
+
+    from benchmarks._common import RESULTS_DIR
+
+    document = json.loads((RESULTS_DIR / f"{name}.json").read_text())
+    results = document["results"]
+    load = results["load_average"][-1][0]
+    print_table(
+        f"Digits CNN, kernels of {', '.join(LAYERS)} clustered, {results['settings']['epochs']} fine-tuning epochs, "
+        f"mean of seeds {results['seeds_done']} (commit {document['machine'].get('git')}, load {load:.2f})",
+        results["rows"],
+        float_digits=1,
+    )
+    return 0
+
+
+def _write(args: argparse.Namespace, runs: list[dict[str, Any]], load: list, seconds: float) -> Path:
+    payload = {
+        "settings": vars(args),
+        "seeds_done": sorted({run["seed"] for run in runs}),
+        "rows": summarise(runs),
+        "runs": runs,
+        "load_average": load,
+        "seconds": seconds,
+    }
+    return write_results(args.name, payload, results_dir(args.quick, args.allow_dirty))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Centroid arithmetic for weight clustering, in NumPy: initialise, assign, re-estimate, snap.
+
+A weight is clustered either as one group (`per_channel=False`: `k` values
+for the whole tensor) or per output channel (the last axis of a Keras kernel:
+`Dense (in, out)`, `Conv2D (kh, kw, in, out)`), `k` values per channel.
+Centroids are kept as a `(groups, k)` array sorted along its last axis, so
+the nearest centroid of a value is found by counting the midpoints below it.
+
+Sparsity-preserving clustering keeps zero as a fixed centroid that the pruned
+(masked) weights belong to; the other `k - 1` centroids are fitted to the
+weights that are kept. `free_centroids` holds only those `k - 1`.
+
+Example:
+
+```python
+import numpy as np
+from mobileprune.clustering.centroids import initial_centroids, snap
+w = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+c = initial_centroids(w, None, k=4, init="kmeans++", per_channel=False, seed=0)  # (1, 4)
+len(np.unique(snap(w, c, per_channel=False)))  # 4
+```
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INITS = ("linear", "kmeans++")
+
+# kmeans++ seeding costs O(n * k * log k); a random subset of this many kept weights
+# per group gives the same seeds' spread (measured on the digits CNN: the final
+# accuracy did not change) at a fraction of the time on a 300k-weight kernel.
+_SEED_SAMPLE = 20_000
+
+
+def as_groups(values: np.ndarray, per_channel: bool) -> np.ndarray:
+    """View a weight as `(members, groups)`: one column, or one column per output channel."""
+    return values.reshape(-1, values.shape[-1]) if per_channel and values.ndim >= 2 else values.reshape(-1, 1)
+
+
+def group_size(shape: tuple[int, ...], per_channel: bool) -> int:
+    """Number of weights in one group (the whole tensor, or one output channel)."""
+    size = int(np.prod(shape)) if shape else 1
+    return size // shape[-1] if per_channel and len(shape) >= 2 else size
+
+
+def initial_centroids(
+    values: np.ndarray, keep: np.ndarray | None, k: int, init: str, per_channel: bool, seed: int
+) -> np.ndarray:
+    """Return sorted `(groups, k_free)` centroids fitted to the kept weights of `values`.
+
+    Args:
+        values: the weight.
+        keep: bool mask shaped like `values` (`False`: pruned, belongs to the
+            fixed zero centroid), or `None` when every weight is clustered.
+        k: clusters per group, zero included when `keep` is given.
+        init: `"linear"` (evenly spaced between the group's min and max, as
+            tfmot's default) or `"kmeans++"` (scikit-learn's seeding).
+        per_channel: one set of centroids per output channel.
+        seed: seed of the kmeans++ draws.
+    """
+    k_free = k - 1 if keep is not None else k
+    groups = as_groups(values, per_channel)
+    kept = None if keep is None else as_groups(keep, per_channel)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for column in range(groups.shape[1]):
+        members = groups[:, column] if kept is None else groups[kept[:, column], column]
+        rows.append(_init_one(members.astype(np.float64), k_free, init, rng))
+    return np.sort(np.stack(rows), axis=-1).astype(np.float32)
+
+
+def _init_one(members: np.ndarray, k_free: int, init: str, rng: np.random.Generator) -> np.ndarray:
+    if members.size == 0:
+        return np.zeros(k_free)  # an all-pruned group: every value is the zero centroid
+    distinct = np.unique(members)
+    if distinct.size <= k_free:
+        # Already at most k values (e.g. a channel of a pruned weight): keep them, repeat the last.
+        return np.concatenate([distinct, np.full(k_free - distinct.size, distinct[-1])])
+    if init == "linear":
+        return np.linspace(distinct[0], distinct[-1], k_free)
+    from sklearn.cluster import kmeans_plusplus
+
+    sample = members if members.size <= _SEED_SAMPLE else rng.choice(members, _SEED_SAMPLE, replace=False)
+    centers, _ = kmeans_plusplus(sample.reshape(-1, 1), k_free, random_state=int(rng.integers(2**31)))
+    return centers.reshape(-1)
+
+
+def nearest(groups: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid of each entry of `(members, groups)` (centroids sorted)."""
+    midpoints = (centroids[:, 1:] + centroids[:, :-1]) / 2  # (groups, k - 1)
+    return np.sum(groups[..., None] > midpoints[None], axis=-1)
+
+
+def snap(values: np.ndarray, centroids: np.ndarray, per_channel: bool, keep: np.ndarray | None = None) -> np.ndarray:
+    """Return `values` with each weight replaced by its nearest centroid (and pruned ones by 0)."""
+    groups = as_groups(values, per_channel)
+    index = nearest(groups, centroids)
+    snapped = np.take_along_axis(centroids.T, index, axis=0).reshape(values.shape).astype(values.dtype)
+    return snapped if keep is None else np.where(keep, snapped, np.zeros((), values.dtype))
+
+
+def reestimate(values: np.ndarray, centroids: np.ndarray, per_channel: bool, keep: np.ndarray | None) -> np.ndarray:
+    """One Lloyd step: each centroid becomes the mean of the kept weights nearest to it.
+
+    A centroid with no member keeps its value. The result is sorted again.
+    """
+    groups = as_groups(values, per_channel).astype(np.float64)
+    n_groups, k = centroids.shape
+    flat = (nearest(groups, centroids) + np.arange(n_groups) * k).reshape(-1)
+    weights = groups.reshape(-1)
+    if keep is not None:
+        kept = as_groups(keep, per_channel).reshape(-1)
+        flat, weights = flat[kept], weights[kept]
+    sums = np.bincount(flat, weights=weights, minlength=n_groups * k).reshape(n_groups, k)
+    counts = np.bincount(flat, minlength=n_groups * k).reshape(n_groups, k)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+    return np.sort(means, axis=-1).astype(np.float32)
+
+
+def fit_kmeans(values: np.ndarray, keep: np.ndarray | None, k: int, init: str, per_channel: bool, seed: int):
+    """Cluster a trained weight with scikit-learn's `KMeans` and return `(snapped values, centroids)`.
+
+    Seeds come from `initial_centroids`; `KMeans` runs Lloyd's iterations to
+    convergence on each group's kept weights. Pruned weights stay exactly zero.
+    """
+    from sklearn.cluster import KMeans
+
+    seeds = initial_centroids(values, keep, k, init, per_channel, seed)
+    groups = as_groups(values, per_channel)
+    kept = None if keep is None else as_groups(keep, per_channel)
+    fitted = seeds.astype(np.float64)
+    for column in range(groups.shape[1]):
+        members = groups[:, column] if kept is None else groups[kept[:, column], column]
+        distinct = np.unique(seeds[column]).size
+        if members.size == 0 or np.unique(members).size <= distinct:
+            continue  # nothing to fit: the seeds are the group's own values
+        start = np.unique(seeds[column]).reshape(-1, 1)
+        model = KMeans(n_clusters=distinct, init=start, n_init=1, random_state=seed).fit(members.reshape(-1, 1))
+        centers = model.cluster_centers_.reshape(-1)
+        fitted[column] = np.concatenate([centers, np.full(seeds.shape[1] - distinct, centers[-1])])
+    centroids = np.sort(fitted, axis=-1).astype(np.float32)
+    return snap(values, centroids, per_channel, keep), centroids
+
+
+def unique_per_group(values: np.ndarray, per_channel: bool) -> int:
+    """The largest number of distinct values in one group (tensor or output channel)."""
+    groups = as_groups(values, per_channel)
+    return max(int(np.unique(groups[:, column]).size) for column in range(groups.shape[1]))

@@ -1,0 +1,129 @@
+"""Cluster a trained model in one call, strip clustering state after training, count unique values.
+
+`cluster_weights` is the after-training path: scikit-learn's `KMeans` (seeded
+by `"kmeans++"` or `"linear"`) on each weight, or each output channel, and
+every weight replaced by its centroid; zeros stay zero. `strip_clustering`
+ends training-time clustering (`ClusterCallback`): every weight is snapped
+exactly onto its centroid, the constraints and their variables are removed,
+and so are pruning masks (it calls `strip_pruning`), leaving a plain Keras
+model. `unique_values` reports what a file will hold.
+
+Example:
+
+```python
+import mobileprune as mp
+mp.cluster_weights(model, k=16, exclude=["logits"])
+mp.unique_values(model)  # {'conv1/kernel': 16, 'conv2/kernel': 16, 'dense1/kernel': 16}
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from mobileprune import backend
+from mobileprune.clustering.centroids import fit_kmeans, snap, unique_per_group
+from mobileprune.clustering.clusterable import check_settings, select_clusterable
+from mobileprune.clustering.snap_constraint import cluster_constraint_of, detach_cluster
+from mobileprune.pruning.strip import strip_pruning
+from mobileprune.sparsity_core.constraint import mask_of
+from mobileprune.sparsity_core.selection import Selector, all_targets
+
+
+def cluster_weights(
+    model: keras.Model,
+    k: int = 16,
+    *,
+    init: str = "kmeans++",
+    per_channel: bool = False,
+    layers: Sequence[Selector] | Selector | None = None,
+    exclude: Sequence[Selector] | Selector | None = None,
+    preserve_sparsity: bool = True,
+    seed: int = 0,
+) -> keras.Model:
+    """Replace each selected weight by the nearest of `k` k-means centroids, in place; return `model`.
+
+    Args:
+        model: a built Keras model.
+        k: clusters per weight (or per output channel), zero included when
+            zeros are kept.
+        init: `"kmeans++"` or `"linear"` seeding of `KMeans`.
+        per_channel: `k` centroids per output channel (last kernel axis).
+        layers, exclude: selectors (names, classes, predicates), as in `PruneCallback`.
+        preserve_sparsity: zeros (and weights masked by pruning) stay exactly 0.
+        seed: seed of the kmeans++ draws.
+
+    Raises:
+        ValueError: `k < 2`, an unknown `init`, a named layer with no
+            clusterable weight, or a weight with fewer entries than `k`;
+            nothing is changed then.
+
+    Example:
+
+    ```python
+    mp.cluster_weights(model, k=8, per_channel=True)
+    ```
+    """
+    check_settings(k, init)
+    targets = select_clusterable(model, k, per_channel, layers, exclude)
+    for target in targets:
+        values = backend.read_numpy(target.variable)
+        keep = _kept(target.variable, values) if preserve_sparsity else None
+        clustered, _ = fit_kmeans(values, keep, k, init, per_channel, seed)
+        target.variable.assign(clustered)
+    return model
+
+
+def _kept(variable, values: np.ndarray) -> np.ndarray | None:
+    mask = mask_of(variable)
+    if mask is not None:
+        return mask & (values != 0)
+    return None if np.all(values) else values != 0
+
+
+def strip_clustering(model: keras.Model) -> keras.Model:
+    """Snap every clustered weight onto its centroid, remove clustering and pruning state; return `model`.
+
+    Idempotent; a no-op (besides `strip_pruning`) on a model never clustered.
+
+    Example:
+
+    ```python
+    model.fit(x, y, callbacks=[mp.ClusterCallback(k=16)])
+    mp.strip_clustering(model).save("clustered.keras")  # plain Keras
+    ```
+    """
+    if not hasattr(model, "variables"):
+        raise TypeError(f"strip_clustering expects a Keras model, got {type(model).__name__}.")
+    clustered = False
+    for variable in model.variables:
+        constraint = cluster_constraint_of(variable)
+        if constraint is None:
+            continue
+        if constraint.ready:
+            values = backend.read_numpy(variable)
+            centroids = np.asarray(keras.ops.convert_to_numpy(constraint.centroids), np.float32)
+            variable.assign(snap(values, centroids, constraint.per_channel, mask_of(variable)))
+        clustered |= detach_cluster(variable)
+    if clustered:
+        backend.unbind_masks(model)
+        model.train_function = None  # the traced step read the centroids
+    return strip_pruning(model)
+
+
+def unique_values(
+    model: keras.Model, per_channel: bool = False, layers: Sequence[Selector] | Selector | None = None
+) -> dict[str, int]:
+    """Distinct values of each clusterable weight (largest per output channel if `per_channel`).
+
+    Example:
+
+    ```python
+    mp.unique_values(model, per_channel=True)  # {'dense1/kernel': 8, ...}
+    ```
+    """
+    targets = all_targets(model) if layers is None else select_clusterable(model, 2, False, layers, None)
+    return {t.name: unique_per_group(backend.read_numpy(t.variable), per_channel) for t in targets}

@@ -1,0 +1,216 @@
+"""`ClusterCallback`: weight clustering during `model.fit`, sparsity kept, on every Keras 3 backend.
+
+Design (and how it differs from tfmot's). tfmot wraps each layer: the forward
+pass uses `centroids[assignment]`, gradients reach the centroids (the sum of
+their members' gradients) and, straight through, the original weights. Here
+nothing is wrapped. A `ClusterConstraint` on each weight variable runs after
+every optimizer update inside the compiled train step (as pruning's masks do)
+and moves each weight a fraction `pull` of the way to its nearest centroid.
+Every `update_every` steps the callback re-estimates each centroid as the mean
+of its members (one Lloyd step) and raises `pull` linearly from 0 at
+`begin_step` to 1 at `end_step`; from then on every weight sits exactly on a
+centroid. While `pull < 1` a weight settles where its gradient balances the
+pull, so the mean of a cluster moves the way its members' gradients push it:
+the centroids learn from the loss, as tfmot's do, without a second copy of
+the weights or any gradient plumbing (the train step is plain Keras, so JAX,
+PyTorch and TensorFlow all run it). After `end_step` the centroids are fixed;
+biases and unclustered layers keep training around them.
+
+Sparsity: a weight with a pruning mask (from `PruneCallback` in the same fit,
+or attached here for a weight that already has zeros, `preserve_sparsity=True`)
+keeps its masked weights at exactly 0, a fixed centroid; the other `k - 1`
+centroids are fitted to the kept weights only.
+
+Example:
+
+```python
+import mobileprune as mp
+prune = mp.PruneCallback(mp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=300))
+cluster = mp.ClusterCallback(k=16, begin_step=300, end_step=600)
+model.fit(x, y, epochs=10, callbacks=[prune, cluster])
+mp.strip_clustering(model)  # plain Keras weights: at most 16 values per kernel, zeros kept
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from mobileprune import backend
+from mobileprune.clustering.centroids import initial_centroids, reestimate
+from mobileprune.clustering.clusterable import check_settings, select_clusterable
+from mobileprune.clustering.snap_constraint import ClusterConstraint, attach_cluster, cluster_constraint_of
+from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, mask_of, set_mask
+from mobileprune.sparsity_core.selection import PruneTarget, Selector
+
+
+class ClusterCallback(keras.callbacks.Callback):
+    """Cluster the weights of a model while it trains (see the module docstring for the design).
+
+    Args:
+        k: clusters per weight (or per output channel), zero included for a
+            pruned weight.
+        init: `"kmeans++"` (scikit-learn's seeding) or `"linear"` (evenly
+            spaced between the smallest and largest weight).
+        per_channel: `k` centroids per output channel (last kernel axis)
+            instead of per weight.
+        layers, exclude: selectors (names, classes, predicates), as in `PruneCallback`.
+        begin_step: optimizer step at which centroids are first fitted.
+        end_step: step from which every weight sits exactly on a centroid;
+            `None`: three quarters of the way through this `fit`.
+        update_every: steps between two centroid re-estimations.
+        preserve_sparsity: keep the zeros a weight has when clustering starts
+            (weights pruned in the same fit keep theirs regardless).
+        seed: seed of the kmeans++ draws.
+        verbose: 1 prints the selection and each update.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=5, callbacks=[mp.ClusterCallback(k=8, init="linear", exclude=["logits"])])
+    mp.strip_clustering(model)
+    ```
+    """
+
+    def __init__(
+        self,
+        k: int = 16,
+        *,
+        init: str = "kmeans++",
+        per_channel: bool = False,
+        layers: Sequence[Selector] | Selector | None = None,
+        exclude: Sequence[Selector] | Selector | None = None,
+        begin_step: int = 0,
+        end_step: int | None = None,
+        update_every: int = 50,
+        preserve_sparsity: bool = True,
+        seed: int = 0,
+        verbose: int = 0,
+    ):
+        super().__init__()
+        check_settings(k, init)
+        if int(update_every) < 1:
+            raise ValueError(f"update_every must be >= 1 step, got {update_every!r}.")
+        if end_step is not None and end_step < begin_step:
+            raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
+        self.k, self.init, self.per_channel = k, init, bool(per_channel)
+        self.layers, self.exclude = layers, exclude
+        self.begin_step, self.end_step, self.update_every = int(begin_step), end_step, int(update_every)
+        self.preserve_sparsity, self.seed, self.verbose = bool(preserve_sparsity), int(seed), verbose
+        self._targets: list[PruneTarget] = []
+        self._free: dict[int, np.ndarray] = {}
+        self._step = 0
+        self._end = 0
+        self._next_update: int | None = None
+        self._steps_per_execution = 1
+        self._batch_begin = 0
+
+    @property
+    def targets(self) -> list[PruneTarget]:
+        """The clustered weights (once `fit` has started)."""
+        return list(self._targets)
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError(f"Model {model.name!r} is not compiled; call model.compile(optimizer=...) before fit.")
+        backend.check_optimizer(model)
+        targets = select_clusterable(model, self.k, self.per_channel, self.layers, self.exclude)
+        self._step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        self._end = self._resolve_end()
+        # Read once: `self.model` per batch would sync the JAX trainer's state every batch.
+        self._steps_per_execution = int(model.steps_per_execution)
+        newly = self._attach(model, targets)
+        if newly and getattr(model, "train_function", None) is not None:
+            model.make_train_function(force=True)  # traced without the new constraints
+        self._targets = targets
+        self._next_update = max(self._step, self.begin_step) if self._step <= self._end else None
+        if self.verbose:
+            size = sum(int(np.prod(t.variable.shape)) for t in targets)
+            print(f"ClusterCallback: {len(targets)} weights ({size:,} values), k={self.k}, steps {self._end}")
+
+    def _resolve_end(self) -> int:
+        if self.end_step is not None:
+            return int(self.end_step)
+        steps, epochs = self.params.get("steps"), self.params.get("epochs")
+        if not steps or not epochs:
+            raise ValueError("ClusterCallback cannot tell how long this fit runs; pass end_step=<optimizer step>.")
+        start = max(self._step, self.begin_step)
+        return start + int(0.75 * (self._step + steps * epochs - start))
+
+    def _attach(self, model, targets: list[PruneTarget]) -> bool:
+        newly, pairs = False, []
+        with backend.variable_scope(model):
+            for target in targets:
+                variable = target.variable
+                groups = int(variable.shape[-1]) if self.per_channel and len(variable.shape) >= 2 else 1
+                before, before_cluster = variable.constraint, cluster_constraint_of(variable)
+                constraint = attach_cluster(variable, (groups, self.k))
+                if self.preserve_sparsity:
+                    self._hold_zeros(variable, constraint)
+                if isinstance(variable.constraint, MaskConstraint):
+                    pairs.append((variable, variable.constraint.mask))
+                pairs += [(variable, constraint.centroids), (variable, constraint.pull)]
+                # Nested inside a pruning mask, the variable's constraint object stays the same: compare both.
+                newly |= variable.constraint is not before or constraint is not before_cluster
+        for pair in pairs:  # one variable per call: bind_masks keys its pairs by weight
+            backend.bind_masks(model, [pair])
+        return newly
+
+    @staticmethod
+    def _hold_zeros(variable, constraint: ClusterConstraint) -> None:
+        """Mask the weight's current zeros: in a pruning mask already there, else in one of our own."""
+        values = backend.read_numpy(variable)
+        if np.all(values):
+            return
+        keep = values != 0
+        if isinstance(variable.constraint, MaskConstraint):
+            # A PruneCallback before its begin_step holds an all-True mask: its zeros join it.
+            set_mask(variable, mask_of(variable) & keep, values)
+            return
+        attach_mask(variable)
+        set_mask(variable, keep, values)
+        constraint.owns_mask = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_begin = batch
+        if self._next_update is None:
+            return
+        if self._step + self._steps_per_execution - 1 >= self._next_update:
+            self.model  # noqa: B018  (the JAX trainer puts its live state back into the variables)
+            self._update(self._step)
+
+    def _update(self, step: int) -> None:
+        pull = 1.0 if step >= self._end else (step - self.begin_step) / max(1, self._end - self.begin_step)
+        for target in self._targets:
+            variable = target.variable
+            constraint = _constraint(variable)
+            values = backend.read_numpy(variable)
+            keep = mask_of(variable)
+            free = self._free.get(id(variable))
+            k_free = self.k - 1 if keep is not None else self.k
+            if free is None or free.shape[1] != k_free:
+                free = initial_centroids(values, keep, self.k, self.init, self.per_channel, self.seed)
+            else:
+                free = reestimate(values, free, self.per_channel, keep)
+            self._free[id(variable)] = free
+            padded = np.concatenate([free, np.repeat(free[:, -1:], self.k - k_free, axis=1)], axis=1)
+            constraint.centroids.assign(np.sort(padded, axis=1))
+            constraint.pull.assign(np.float32(min(1.0, max(0.0, pull))))
+            constraint.ready = True
+        if self.verbose:
+            print(f"ClusterCallback: step {step}, pull {min(1.0, pull):.2f}")
+        self._next_update = None if step >= self._end else min(step + self.update_every, self._end)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += batch - self._batch_begin + 1
+
+
+def _constraint(variable) -> ClusterConstraint:
+    constraint = cluster_constraint_of(variable)
+    if constraint is None:
+        raise ValueError(f"{variable.name} lost its cluster constraint; was strip_clustering called during fit?")
+    return constraint

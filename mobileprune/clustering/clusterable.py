@@ -1,0 +1,74 @@
+"""Which weights are clustered, and the one-line checks on what the user asked for.
+
+Clusterable weights are exactly the prunable ones (`mobileprune.sparsity_core.selection`:
+Dense, Conv, Embedding, RNN and attention kernels, and what your own layers
+declare); biases and normalization vectors stay as they are, as in tfmot.
+
+Example:
+
+```python
+from mobileprune.clustering.clusterable import select_clusterable
+targets = select_clusterable(model, k=16, per_channel=False, layers=None, exclude=["logits"])
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mobileprune.clustering.centroids import INITS, group_size
+from mobileprune.sparsity_core.selection import PruneTarget, Selector, all_targets, select_targets, walk_layers
+
+_CLUSTERABLE = "Dense, Conv, Embedding, RNN and attention kernels"
+
+
+def check_settings(k: int, init: str) -> None:
+    """Raise a one-line error for a cluster count below 2 or an unknown initialisation."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k must be an integer >= 2 (the number of clusters per weight), got {k!r}; e.g. k=16.")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}.")
+
+
+def select_clusterable(
+    model,
+    k: int,
+    per_channel: bool,
+    layers: Sequence[Selector] | Selector | None = None,
+    exclude: Sequence[Selector] | Selector | None = None,
+) -> list[PruneTarget]:
+    """Return the weights to cluster, after checking every named layer and every weight's size.
+
+    Raises:
+        ValueError: a named layer has no clusterable weight, or a selected
+            weight (or output channel) has fewer weights than `k`.
+    """
+    _check_named_layers(model, layers)
+    targets = select_targets(model, layers, exclude)
+    for target in targets:
+        shape = tuple(int(d) for d in target.variable.shape)
+        size = group_size(shape, per_channel)
+        if size < k:
+            where = "per output channel" if per_channel and len(shape) >= 2 else "in all"
+            raise ValueError(
+                f"{target.name} has {size} weights {where}, fewer than k={k} clusters; "
+                f"use k <= {size} or exclude=[{target.layer.name!r}]."
+            )
+    return targets
+
+
+def _check_named_layers(model, layers) -> None:
+    if layers is None:
+        return
+    names = [layers] if isinstance(layers, str) else [s for s in layers if isinstance(s, str)]
+    if not names:
+        return
+    found = {layer.name: layer for layer, parents in walk_layers(model) if parents}
+    owners = {id(layer) for target in all_targets(model) for layer in target.chain}
+    for name in names:
+        layer = found.get(name)
+        if layer is not None and id(layer) not in owners:
+            raise ValueError(
+                f"layers: layer {name!r} ({type(layer).__name__}) has no clusterable weight "
+                f"(clusterable: {_CLUSTERABLE}); remove it from layers."
+            )

@@ -1,0 +1,144 @@
+"""The cluster constraint: pulls each weight towards its nearest centroid inside the train step.
+
+Keras 3 optimizers apply `variable.constraint` after every update, inside the
+compiled train step; pruning's `MaskConstraint` uses that to hold zeros, and
+clustering uses it the same way. `ClusterConstraint` moves every weight a
+fraction `pull` of the way to its nearest centroid (`pull = 1`: exactly onto
+it). Centroids and `pull` are non-trainable variables that the train step
+reads as model state (`backend.bind_masks`, so JAX sees their current values);
+`ClusterCallback` changes them between steps.
+
+Nesting with pruning: the cluster constraint always sits *inside* a
+`MaskConstraint` (`Mask(Cluster(user's constraint))`), whichever callback
+attaches first, so `PruneCallback` keeps finding its mask on the variable.
+With zero a fixed centroid of the masked weights, masking after snapping is
+the same as snapping after masking: a pruned weight ends at exactly 0, a
+kept one at one of the `k - 1` other centroids.
+
+Example:
+
+```python
+from mobileprune.clustering.snap_constraint import attach_cluster, cluster_constraint_of
+constraint = attach_cluster(layer.kernel, centroids_shape=(1, 16))
+constraint.centroids.assign(sorted_centroids)   # (groups, k) sorted along the last axis
+constraint.pull.assign(1.0)                     # snap exactly from the next step on
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from mobileprune import backend
+from mobileprune.sparsity_core.constraint import MaskConstraint
+
+
+class ClusterConstraint(keras.constraints.Constraint):
+    """Move a weight towards its nearest centroid, after a user's own constraint.
+
+    Args:
+        centroids: non-trainable float variable `(groups, k)`, sorted along
+            the last axis; `groups` is 1 or the number of output channels.
+        pull: non-trainable float scalar variable in `[0, 1]`.
+        inner: the constraint the variable had before, or `None`.
+        owns_mask: whether clustering attached the `MaskConstraint` around
+            it (sparsity kept without `PruneCallback`) and must remove it.
+    """
+
+    def __init__(
+        self, centroids: keras.Variable, pull: keras.Variable, inner: Callable | None = None, owns_mask: bool = False
+    ):
+        self.centroids = centroids
+        self.pull = pull
+        self.inner = inner
+        self.owns_mask = owns_mask
+        self.ready = False  # set once the centroids hold fitted values
+
+    @property
+    def per_channel(self) -> bool:
+        return int(self.centroids.shape[0]) > 1
+
+    def __call__(self, weight: Any) -> Any:
+        if self.inner is not None:
+            weight = self.inner(weight)
+        weight = ops.convert_to_tensor(weight)
+        centroids = ops.cast(ops.convert_to_tensor(backend.mask_value(self.centroids)), weight.dtype)
+        pull = ops.cast(ops.convert_to_tensor(backend.mask_value(self.pull)), weight.dtype)
+        snapped = snap_tensor(weight, centroids)
+        # `pull == 1` returns the centroid itself: w + 1 * (c - w) is not always c in floating point.
+        return ops.where(pull >= 1, snapped, weight + pull * (snapped - weight))
+
+    def get_config(self) -> dict[str, Any]:
+        # Never serialized: the constraint lives on the variable, not in the layer config.
+        return {}
+
+
+def snap_tensor(weight: Any, centroids: Any) -> Any:
+    """Replace each entry of `weight` by its nearest centroid (backend ops, any Keras backend).
+
+    `centroids` is `(groups, k)`, sorted; `groups == 1` for one set per
+    tensor, else one set per entry of the last axis.
+    """
+    groups, k = int(centroids.shape[0]), int(centroids.shape[1])
+    midpoints = (centroids[:, 1:] + centroids[:, :-1]) / 2
+    # One comparison per midpoint: (..., groups, k - 1), summed to the index of the nearest centroid.
+    if groups == 1:
+        index = ops.sum(ops.cast(ops.expand_dims(weight, -1) > midpoints[0], "int32"), axis=-1)
+        return ops.take(centroids[0], index)
+    index = ops.sum(ops.cast(ops.expand_dims(weight, -1) > midpoints, "int32"), axis=-1)
+    offsets = ops.arange(groups, dtype="int32") * k
+    return ops.take(ops.reshape(centroids, (-1,)), index + offsets)
+
+
+def cluster_constraint_of(variable: keras.Variable) -> ClusterConstraint | None:
+    """Return the variable's cluster constraint (directly or inside its pruning mask), or `None`."""
+    existing = variable.constraint
+    if isinstance(existing, MaskConstraint):
+        existing = existing.inner
+    return existing if isinstance(existing, ClusterConstraint) else None
+
+
+def attach_cluster(variable: keras.Variable, centroids_shape: tuple[int, int]) -> ClusterConstraint:
+    """Give `variable` a cluster constraint (reusing one of the same shape) and return it.
+
+    The new centroids start at zero and `pull` at 0, so the constraint changes
+    nothing until the caller sets them. The variables are created by the
+    caller's strategy scope and are not tracked by any layer (never saved).
+    """
+    existing = cluster_constraint_of(variable)
+    if existing is not None and tuple(existing.centroids.shape) == tuple(centroids_shape):
+        return existing
+    mask = variable.constraint if isinstance(variable.constraint, MaskConstraint) else None
+    inner = mask.inner if mask is not None else variable.constraint
+    if isinstance(inner, ClusterConstraint):
+        inner = inner.inner
+    constraint = ClusterConstraint(
+        keras.Variable(np.zeros(centroids_shape, np.float32), trainable=False, name=f"{variable.name}_centroids"),
+        keras.Variable(np.float32(0.0), trainable=False, name=f"{variable.name}_pull"),
+        inner=inner,
+    )
+    if mask is not None:
+        mask.inner = constraint
+    else:
+        variable.constraint = constraint
+    return constraint
+
+
+def detach_cluster(variable: keras.Variable) -> bool:
+    """Remove the variable's cluster constraint (and a mask clustering attached); return whether one was there."""
+    mask = variable.constraint if isinstance(variable.constraint, MaskConstraint) else None
+    constraint = cluster_constraint_of(variable)
+    if constraint is None:
+        return False
+    if mask is None:
+        variable.constraint = constraint.inner
+    elif constraint.owns_mask:
+        variable.constraint = constraint.inner
+    else:
+        mask.inner = constraint.inner
+    return True

@@ -1,0 +1,55 @@
+"""Centroid arithmetic (NumPy): initialisation, nearest centroid, one Lloyd step, the zero centroid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mobileprune.clustering.centroids import fit_kmeans, initial_centroids, reestimate, snap, unique_per_group
+
+
+@pytest.fixture
+def weight():
+    return np.random.default_rng(0).normal(size=(40, 6)).astype("float32")
+
+
+def test_linear_init_spans_the_weights_evenly(weight):
+    centroids = initial_centroids(weight, None, k=5, init="linear", per_channel=False, seed=0)
+    assert centroids.shape == (1, 5)
+    np.testing.assert_allclose(centroids[0], np.linspace(weight.min(), weight.max(), 5), atol=1e-6)
+
+
+@pytest.mark.parametrize("init", ["linear", "kmeans++"])
+def test_snap_leaves_at_most_k_values_per_group(weight, init):
+    for per_channel in (False, True):
+        centroids = initial_centroids(weight, None, k=4, init=init, per_channel=per_channel, seed=1)
+        assert centroids.shape == ((6 if per_channel else 1), 4)
+        snapped = snap(weight, centroids, per_channel)
+        assert unique_per_group(snapped, per_channel) <= 4
+        # every weight went to its nearest centroid
+        groups = snapped.reshape(-1, 6) if per_channel else snapped.reshape(-1, 1)
+        source = weight.reshape(-1, 6) if per_channel else weight.reshape(-1, 1)
+        best = np.abs(source[..., None] - centroids[None]).min(axis=-1)
+        np.testing.assert_allclose(np.abs(groups - source), best, atol=1e-6)
+
+
+def test_reestimate_moves_each_centroid_to_the_mean_of_its_members():
+    values = np.array([0.9, 1.1, 2.8, 3.2, 10.0], dtype="float32")
+    updated = reestimate(values, np.array([[1.0, 3.0, 7.0]], np.float32), per_channel=False, keep=None)
+    np.testing.assert_allclose(updated[0], [1.0, 3.0, 10.0], rtol=1e-6)
+    masked = reestimate(values, np.array([[1.0, 3.0, 7.0]], np.float32), False, keep=values < 5)
+    np.testing.assert_allclose(masked[0], [1.0, 3.0, 7.0], rtol=1e-6)  # no kept member: unchanged
+
+
+def test_kept_weights_get_k_minus_one_centroids_and_zeros_stay_exact(weight):
+    keep = np.abs(weight) > 0.5
+    snapped, centroids = fit_kmeans(weight, keep, k=4, init="kmeans++", per_channel=False, seed=0)
+    assert centroids.shape == (1, 3) and not np.any(centroids == 0)
+    assert np.all(snapped[~keep] == 0) and np.all(snapped[keep] != 0)
+    assert len(np.unique(snapped)) == 4
+
+
+def test_groups_with_fewer_distinct_values_than_k_keep_them():
+    values = np.array([[0.0, 1.0], [0.0, 2.0], [0.5, 2.0]], np.float32)
+    snapped, _ = fit_kmeans(values, values != 0, k=4, init="linear", per_channel=True, seed=0)
+    np.testing.assert_array_equal(snapped, values)

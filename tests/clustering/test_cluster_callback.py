@@ -1,0 +1,135 @@
+"""ClusterCallback during fit (alone and with PruneCallback), strip_clustering, cluster_weights, bad input.
+
+Backend-neutral: runs in the TensorFlow, JAX and PyTorch legs of .ci/run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.clustering.conftest import kernels, tiny_cnn
+
+
+def _unique(array: np.ndarray, per_channel: bool = False) -> int:
+    groups = array.reshape(-1, array.shape[-1]) if per_channel else array.reshape(-1, 1)
+    return max(len(np.unique(groups[:, c])) for c in range(groups.shape[1]))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fit_then_strip_leaves_at_most_k_values_and_plain_variables(images, per_channel, tmp_path):
+    import keras
+
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    callback = mp.ClusterCallback(k=4, per_channel=per_channel, update_every=2, end_step=6)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])  # 12 steps
+    clustered = kernels(model)
+    for name, kernel in clustered.items():
+        # From end_step on, the train step itself keeps each weight on a centroid.
+        assert _unique(kernel, per_channel) <= 4, name
+    mp.strip_clustering(model)
+    assert all(variable.constraint is None for variable in model.variables)
+    for name, kernel in kernels(model).items():
+        np.testing.assert_array_equal(kernel, clustered[name])
+    assert mp.unique_values(model, per_channel=per_channel) == {
+        f"{name}/kernel": _unique(kernel, per_channel) for name, kernel in clustered.items()
+    }
+    model.save(tmp_path / "clustered.keras")
+    loaded = keras.models.load_model(tmp_path / "clustered.keras")  # plain Keras, the same values
+    for name, kernel in kernels(loaded).items():
+        np.testing.assert_array_equal(kernel, clustered[name])
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # a plain model trains again: values spread
+    assert _unique(kernels(model)["logits"]) > 4
+
+
+@pytest.mark.parametrize("cluster_first", [True, False])
+def test_pruning_and_clustering_in_one_fit_keep_the_zeros(images, cluster_first):
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    prune = mp.PruneCallback(mp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=4, frequency=2))
+    cluster = mp.ClusterCallback(k=6, update_every=2, end_step=8, init="linear")
+    callbacks = [cluster, prune] if cluster_first else [prune, cluster]
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=callbacks)
+    mp.strip_clustering(model)
+    assert all(variable.constraint is None for variable in model.variables)
+    for name, kernel in kernels(model).items():
+        assert np.count_nonzero(kernel == 0) == round(0.5 * kernel.size), name  # exactly the schedule's zeros
+        assert _unique(kernel) <= 6 and 0 in kernel, name  # zero is one of the k values
+
+
+@pytest.mark.parametrize("with_pruning", [False, True])
+def test_existing_zeros_are_kept(images, with_pruning):
+    import keras
+
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    kernel = model.get_layer("logits").kernel
+    values = np.array(keras.ops.convert_to_numpy(kernel))
+    values[::2] = 0.0
+    kernel.assign(values)
+    callbacks = [mp.ClusterCallback(k=4, end_step=3)]
+    if with_pruning:  # its mask stays all-True until begin_step: the zeros must be held anyway
+        callbacks.insert(0, mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=100)))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
+    mp.strip_clustering(model)
+    after = kernels(model)["logits"]
+    assert np.all(after[::2] == 0) and _unique(after) <= 4
+
+
+def test_cluster_weights_after_training(images):
+    import mobileprune as mp
+
+    model = tiny_cnn()
+    before = kernels(model)
+    mp.cluster_weights(model, k=5, init="kmeans++", exclude=["conv"])
+    after = kernels(model)
+    np.testing.assert_array_equal(after["conv"], before["conv"])
+    assert _unique(after["logits"]) == 5
+    assert np.abs(after["logits"] - before["logits"]).max() < np.ptp(before["logits"]) / 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 1}, "k must be an integer >= 2"),
+        ({"k": 8, "init": "random"}, "init must be one of 'linear', 'kmeans++'"),
+        ({"k": 80}, "conv/kernel has 72 weights in all, fewer than k=80 clusters; use k <= 72"),
+        ({"k": 16, "per_channel": True}, "conv/kernel has 9 weights per output channel, fewer than k=16"),
+        ({"k": 4, "layers": ["bn"]}, "layer 'bn' (BatchNormalization) has no clusterable weight"),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(images, kwargs, message):
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    before = kernels(model)
+    with pytest.raises(ValueError) as error:
+        mp.cluster_weights(model, **kwargs)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(ValueError) as error:
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[mp.ClusterCallback(**kwargs)])
+    assert message in str(error.value)
+    assert all(variable.constraint is None for variable in model.variables)
+    for name, kernel in kernels(model).items():
+        np.testing.assert_array_equal(kernel, before[name])
+
+
+def test_a_second_fit_that_adds_clustering_to_a_pruned_model_retraces_the_step(images):
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    prune = mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, frequency=1000))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[prune])  # traced with the masks only
+    cluster = mp.ClusterCallback(k=3, update_every=1, begin_step=6, end_step=6)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[prune, cluster])
+    for name, kernel in kernels(model).items():  # snapped by the train step itself, before any strip
+        assert _unique(kernel) <= 3 and np.count_nonzero(kernel == 0) == round(0.5 * kernel.size), name

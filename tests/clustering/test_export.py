@@ -1,0 +1,68 @@
+"""A clustered model's .tflite keeps at most k values per weight; export and inspect report them.
+
+Backend-neutral: runs in the TensorFlow, JAX and PyTorch legs of .ci/run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.clustering.conftest import tiny_cnn
+
+pytestmark = pytest.mark.needs_tf
+
+
+@pytest.fixture(scope="module")
+def clustered(images):
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    prune = mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, frequency=1000))
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[prune, mp.ClusterCallback(k=4, end_step=4)])
+    return mp.strip_clustering(model)
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_export_reads_back_at_most_k_values_per_channel(clustered, images, tmp_path, quantize):
+    import mobileprune as mp
+
+    result = mp.export_tflite(
+        clustered, tmp_path / "c.tflite", quantize=quantize, representative_data=images[0], sparse=False
+    )
+    kernels = [t for t in result.weight_tensors if t.elements in (72, 512)]  # conv, logits
+    assert len(kernels) == 2 and set(result.weight_unique_values) >= {t.name.split(";")[0] for t in kernels}
+    for tensor in kernels:
+        # The same 4 values (zero among them) in every output channel; float32 keeps them for the whole tensor.
+        assert 2 <= tensor.channel_unique_values <= 4
+        if quantize is None:
+            assert tensor.unique_values <= 4
+    report = mp.inspect_tflite(result.path)
+    assert [t.unique_values for t in report.weights if t.elements in (72, 512)] == [t.unique_values for t in kernels]
+
+
+def test_unique_values_of_a_sparse_encoded_tensor_count_the_left_out_zeros(clustered, tmp_path):
+    import mobileprune as mp
+
+    result = mp.export_tflite(clustered, tmp_path / "s.tflite", sparse=True)
+    encoded = [t for t in result.weight_tensors if t.encoding == "sparse"]
+    assert encoded, "the 50%-zero kernels are sparse-encoded when forced"
+    for tensor in encoded:
+        assert tensor.unique_values <= 4 and tensor.channel_unique_values is None
+        assert np.isclose(tensor.sparsity, 0.5, atol=0.01)
+
+
+@pytest.mark.tensorflow_only  # the command reads the file only: one backend is enough
+def test_inspect_command_lists_unique_values(clustered, tmp_path):
+    import json
+
+    import mobileprune as mp
+    from tests.runtime.fixtures import run_mobileprune
+
+    path = mp.export_tflite(clustered, tmp_path / "c.tflite", sparse=False).path
+    completed = run_mobileprune("inspect", path, "--json")
+    assert completed.returncode == 0, completed.stderr
+    kernels = [t for t in json.loads(completed.stdout)["tensors"] if t["elements"] in (72, 512)]
+    assert len(kernels) == 2 and all(2 <= t["unique_values"] <= 4 for t in kernels)
+    assert "unique" in run_mobileprune("inspect", path).stdout
