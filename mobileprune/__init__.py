@@ -51,6 +51,10 @@ _LAZY = {
     "register_layer_rule": "mobileprune.structured.layer_rules",
     "mask_channels": "mobileprune.structured.masking",
     "count_macs": "mobileprune.structured.macs",
+    # quantization-aware training
+    "quantize_aware": "mobileprune.quantization.apply",
+    "is_quantization_aware": "mobileprune.quantization.apply",
+    "activation_quantizers": "mobileprune.quantization.apply",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",
