@@ -486,9 +486,12 @@ def _layers_owning_variables(model: keras.Model) -> list:
 # Run with KERAS_BACKEND=tensorflow: load the .keras file, write the inference
 # function (training=False, as TensorFlow's own converter does for Keras 3) as a SavedModel.
 _SAVED_MODEL_CHILD = """
+import importlib
 import sys
 import keras
 from mobileprune.backend import write_inference_saved_model
+for module in sys.argv[4:]:  # where the model's registered custom layers are defined
+    importlib.import_module(module)
 model = keras.models.load_model(sys.argv[1], compile=False, safe_mode=True)
 write_inference_saved_model(model, sys.argv[2], None if sys.argv[3] == "dynamic" else int(sys.argv[3]))
 """
@@ -520,7 +523,7 @@ def write_inference_saved_model(model: keras.Model, directory: str, batch_size: 
     archive.write_out(directory, verbose=False)
 
 
-def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = None):
+def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = None, tf_ops_needed: bool = False):
     """Return a `tf.lite.TFLiteConverter` for a Keras 3 model built on the active backend.
 
     TensorFlow and JAX convert in this process with TensorFlow's own
@@ -539,11 +542,14 @@ def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = 
         model: the (stripped) model.
         workdir: an existing directory that outlives the converter.
         batch_size: fix the batch dimension of the converted signature; `None` keeps it dynamic.
+        tf_ops_needed: the converter must see the TensorFlow ops Keras emits on its TensorFlow
+            backend (the `FakeQuantWithMinMaxVars*` ops of a quantization-aware model): a JAX
+            model then takes the child-process route too, since jax2tf would trace their JAX arithmetic.
     """
     tf = _import_tensorflow()
     # On JAX a fixed-batch trace goes through jax2tf, which keeps the recurrent layers' uint32
     # seed-generator state as a variable TFLite cannot hold: rebuild on TensorFlow in a child instead.
-    if name() == "tensorflow" or (name() == "jax" and batch_size is None):
+    if name() == "tensorflow" or (name() == "jax" and batch_size is None and not tf_ops_needed):
         if batch_size is None:
             return tf.lite.TFLiteConverter.from_keras_model(model)
         directory = str(Path(workdir) / f"saved_model_batch{batch_size}")
@@ -573,6 +579,7 @@ def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = 
                 str(keras_file),
                 str(saved_model),
                 "dynamic" if batch_size is None else str(batch_size),
+                *_layer_modules(model),
             ],
             env=env,
             capture_output=True,
@@ -586,6 +593,12 @@ def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = 
                 "(custom layers must be importable and registered with keras.saving.register_keras_serializable)"
             )
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+
+
+def _layer_modules(model: keras.Model) -> list[str]:
+    """Importable modules, outside Keras, that define the model's layer classes (the child imports them)."""
+    modules = {type(layer).__module__ for layer in model._flatten_layers(include_self=False, recursive=True)}
+    return sorted(m for m in modules if not m.startswith(("keras.", "__main__")) and m != "__main__")
 
 
 def _import_tensorflow():

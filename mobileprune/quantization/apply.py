@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 
 from mobileprune.pruning.constraint import MaskConstraint, attach_mask, set_mask
 from mobileprune.quantization.layers import (
@@ -319,7 +320,7 @@ def _copy_weights(original: keras.layers.Layer, copy: keras.layers.Layer) -> Non
     if isinstance(original, keras.Model) or not original.weights:
         return
     for source, target in zip(original.weights, copy.weights, strict=True):
-        target.assign(source)
+        target.assign(np.array(keras.ops.convert_to_numpy(source)))  # a copy: JAX may donate the buffer
         if isinstance(source.constraint, MaskConstraint):
             attach_mask(target)
             set_mask(target, source.constraint.mask.numpy())
