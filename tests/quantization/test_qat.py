@@ -145,3 +145,60 @@ def test_unsupported_layers_get_one_warning_naming_them():
         mp.quantize_aware(keras.Model(inputs, outputs))
     messages = [str(w.message) for w in caught if "quantize_aware" in str(w.message)]
     assert len(messages) == 1 and "norm (LayerNormalization)" in messages[0] and "stay float" in messages[0]
+
+
+def wrapped_kernel_zeros(qat) -> dict[str, tuple[int, int]]:
+    """``(elements, exact zeros)`` of each wrapped kernel, by layer name."""
+    from mobileprune.quantization.layers import QuantizeWrapper
+
+    return {
+        layer.name: (int(np.prod(layer.layer.kernel.shape)), int(np.count_nonzero(layer.layer.kernel.numpy() == 0)))
+        for layer in qat.layers
+        if isinstance(layer, QuantizeWrapper)
+    }
+
+
+def assert_zeros_read_back(qat, result) -> None:
+    """Each kernel's file tensor has at least its exact zeros (a tiny kept weight may also round to 0)."""
+    in_file = [(tensor.elements, tensor.zeros) for tensor in result.weight_tensors]
+    kernels = wrapped_kernel_zeros(qat)
+    assert sum(zeros for _, zeros in kernels.values()) > 0.4 * sum(size for size, _ in kernels.values())
+    for name, (size, zeros) in kernels.items():
+        assert any(elements == size and found >= zeros for elements, found in in_file), (name, zeros, in_file)
+
+
+@pytest.mark.parametrize("order", ["prune_then_qat", "prune_during_qat"])
+def test_pruned_zeros_stay_exactly_zero_in_the_int8_file(float_model, digits, tmp_path, order):
+    import mobileprune as mp
+
+    steps = int(np.ceil(len(digits.x_train) / 64))
+    if order == "prune_then_qat":
+        pruned = keras.models.clone_model(float_model)
+        pruned.set_weights(float_model.get_weights())
+        pruned.compile(keras.optimizers.Adam(1e-3), LOSS)
+        schedule = mp.PolynomialDecay(0.0, 0.7, begin_step=0, end_step=steps, frequency=4)
+        pruned.fit(
+            digits.x_train, digits.y_train, epochs=2, batch_size=64, verbose=0, callbacks=[mp.PruneCallback(schedule)]
+        )
+        qat = compile_qat(mp.quantize_aware(pruned))  # the masks come along: plain fit keeps the zeros
+        qat.fit(digits.x_train, digits.y_train, epochs=1, batch_size=64, verbose=0)
+    else:
+        qat = compile_qat(mp.quantize_aware(float_model))
+        callback = mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, frequency=4), pattern="2:4")
+        qat.fit(digits.x_train, digits.y_train, epochs=2, batch_size=64, verbose=0, callbacks=[callback])
+    result = mp.export_tflite(qat, tmp_path / "pqat.tflite", quantize="int8", sparse=False)
+    assert_zeros_read_back(qat, result)
+
+
+def test_cli_export_of_a_quantization_aware_file_needs_no_calibration(float_model, tmp_path, capsys):
+    import mobileprune as mp
+    from mobileprune.cli.main import main
+
+    path = tmp_path / "qat.keras"
+    qat = compile_qat(mp.quantize_aware(float_model))
+    qat.predict(np.zeros((2, 8, 8, 1), "float32"), verbose=0)
+    qat.save(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "qat.tflite"), "--quantize", "int8"]) == 0
+    assert "quantization-aware" in capsys.readouterr().out
+    ops = [op.op for op in mp.inspect_tflite(str(tmp_path / "qat.tflite")).ops]
+    assert ops.count("QUANTIZE") == 1 and ops.count("DEQUANTIZE") == 1
