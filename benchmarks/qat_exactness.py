@@ -188,19 +188,30 @@ _INT8_OPS = {
 }  # fmt: skip
 
 
+_COLUMNS = [
+    "model",
+    "qat_keras_acc",
+    "int8_file_acc",
+    "top1_agreement",
+    "max_diff_steps",
+    "p99_diff_steps",
+    "quantize_ops",
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one epoch each, results to a temp folder")
     parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
     add_harness_arguments(parser)
     args = parser.parse_args()
-    epochs, qat_epochs = (1, 1) if args.quick else (8, 3)
+    epochs, qat_epochs = (1, 1) if args.quick else (5, 2)
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models:
             rows.append(run_case(name, epochs, qat_epochs, Path(workdir)))
-            print_table("QAT int8 file vs quantization-aware Keras model", rows[-1:])
+            print_table("QAT int8 file vs quantization-aware Keras model", rows[-1:], _COLUMNS)
     print_table(
         "QAT int8 file vs quantization-aware Keras model",
         rows,
