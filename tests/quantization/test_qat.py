@@ -20,7 +20,7 @@ def small_cnn(seed: int = 0) -> keras.Model:
     """Conv+BN+ReLU, a depthwise residual, max pooling, global pooling and a softmax head."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(12, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.Conv2D(12, 3, padding="same", use_bias=False, name="stem")(inputs)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU(6.0)(x)
     branch = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
@@ -162,7 +162,7 @@ def assert_zeros_read_back(qat, result) -> None:
     """Each kernel's file tensor has at least its exact zeros (a tiny kept weight may also round to 0)."""
     in_file = [(tensor.elements, tensor.zeros) for tensor in result.weight_tensors]
     kernels = wrapped_kernel_zeros(qat)
-    assert sum(zeros for _, zeros in kernels.values()) > 0.4 * sum(size for size, _ in kernels.values())
+    assert sum(zeros for _, zeros in kernels.values()) > 0.3 * sum(size for size, _ in kernels.values())
     for name, (size, zeros) in kernels.items():
         assert any(elements == size and found >= zeros for elements, found in in_file), (name, zeros, in_file)
 
@@ -184,7 +184,9 @@ def test_pruned_zeros_stay_exactly_zero_in_the_int8_file(float_model, digits, tm
         qat.fit(digits.x_train, digits.y_train, epochs=1, batch_size=64, verbose=0)
     else:
         qat = compile_qat(mp.quantize_aware(float_model))
-        callback = mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=0, frequency=4), pattern="2:4")
+        callback = mp.PruneCallback(
+            mp.ConstantSparsity(0.5, begin_step=0, frequency=4), pattern="2:4", exclude=["stem"]
+        )
         qat.fit(digits.x_train, digits.y_train, epochs=2, batch_size=64, verbose=0, callbacks=[callback])
     result = mp.export_tflite(qat, tmp_path / "pqat.tflite", quantize="int8", sparse=False)
     assert_zeros_read_back(qat, result)
@@ -202,3 +204,6 @@ def test_cli_export_of_a_quantization_aware_file_needs_no_calibration(float_mode
     assert "quantization-aware" in capsys.readouterr().out
     ops = [op.op for op in mp.inspect_tflite(str(tmp_path / "qat.tflite")).ops]
     assert ops.count("QUANTIZE") == 1 and ops.count("DEQUANTIZE") == 1
+    assert main(["inspect", str(tmp_path / "qat.tflite"), "--tensors", "all"]) == 0
+    printed = capsys.readouterr().out
+    assert "quantization-aware:" in printed and "per-channel (12)" in printed  # the stem's 12 weight scales
