@@ -68,9 +68,15 @@ def digits_cnn():
 def mobilenet_v2():
     import keras
 
-    return keras.applications.MobileNetV2(
+    model = keras.applications.MobileNetV2(
         input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
     )
+    # Keras's MobileNetV2 uses BN momentum 0.999: its moving statistics would still be near their
+    # initial values after a few epochs from scratch, and QAT folds (frozen) moving statistics.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
 
 
 def residual_net():

@@ -301,9 +301,8 @@ def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
     def call_function(layer, *args, **kwargs):
         original = originals.get(id(layer), layer)  # nested models are cloned by Keras itself
         args = keras.tree.map_structure(lambda t: quantize_input(t) if isinstance(t, keras.KerasTensor) else t, args)
-        if id(original) in plan.absorbed:
-            return args[0]
-        outputs = layer(*args, **kwargs)
+        # A folded BatchNormalization is its convolution's output (the wrapper applied it).
+        outputs = args[0] if id(original) in plan.absorbed else layer(*args, **kwargs)
         if id(original) in plan.quantize_output and isinstance(outputs, keras.KerasTensor):
             outputs = ActivationQuantizer(ema_decay, name=f"{original.name}_quant")(outputs)
         return outputs

@@ -17,13 +17,14 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def small_cnn(seed: int = 0) -> keras.Model:
-    """Conv+BN+ReLU, a depthwise residual, max pooling, global pooling and a softmax head."""
+    """Conv+BN+ReLU6, a depthwise+BN residual, max pooling, global pooling and a logits head."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(12, 3, padding="same", use_bias=False, name="stem")(inputs)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU(6.0)(x)
-    branch = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    branch = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    branch = keras.layers.BatchNormalization()(branch)  # folded, then quantized before the Add
     x = keras.layers.Add()([x, branch])
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_b")(x)
