@@ -491,7 +491,10 @@ import sys
 import keras
 from mobileprune.backend import write_inference_saved_model
 for module in sys.argv[4:]:  # where the model's registered custom layers are defined
-    importlib.import_module(module)
+    try:
+        importlib.import_module(module)
+    except ImportError:  # e.g. a script's module: loading then says which class is missing
+        pass
 model = keras.models.load_model(sys.argv[1], compile=False, safe_mode=True)
 write_inference_saved_model(model, sys.argv[2], None if sys.argv[3] == "dynamic" else int(sys.argv[3]))
 """
