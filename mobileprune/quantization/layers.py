@@ -216,7 +216,9 @@ def activation_name(function: Any) -> str:
 
 def quantize_weight(kernel: Any, kind: str) -> Any:
     """Symmetric narrow-range int8 fake quant of a kernel along the axis TFLite quantizes."""
-    if kind == "dense":
+    if kind == "dense" or len(kernel.shape) == 3:
+        # 1-D convolutions run as CONV_2D on an expanded kernel; measured with TF 2.21, the converter
+        # cannot reshape a per-channel quantized kernel ("'tfl.reshape' op requires 'output' type"), so per tensor.
         limit = ops.maximum(ops.max(ops.abs(kernel)), _MIN_WEIGHT_RANGE)
         return fake_quant_with_min_max_vars(kernel, -limit, limit, num_bits=8, narrow_range=True)
     shape = tuple(kernel.shape)
