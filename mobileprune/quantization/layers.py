@@ -20,7 +20,7 @@ op, which the TFLite converter turns into int8 tensors):
   convolutions, the ``in * multiplier`` channel for depthwise. Dense is per
   tensor: measured with TF 2.21, a per-channel fake quant on a Dense kernel
   fails conversion ("'tfl.transpose' op has mismatched quantized axes",
-  the converter transposes the kernel to [out, in]). A following
+  the converter transposes the kernel to [out, in]); so are 1-D convolutions (their kernel is reshaped for CONV_2D). A following
   BatchNormalization is folded into the kernel before quantizing, as the
   converter folds it, using its moving statistics (frozen during QAT).
 
