@@ -74,6 +74,10 @@ _LAZY = {
     "prune_to_latency": "mobileprune.latency.allocate",
     "LatencyAllocation": "mobileprune.latency.allocate",
     "LatencyBudgetCallback": "mobileprune.latency.allocate",
+    # quantization-aware training
+    "quantize_aware": "mobileprune.quantization.aware_model",
+    "is_quantization_aware": "mobileprune.quantization.aware_model",
+    "activation_quantizers": "mobileprune.quantization.aware_model",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",

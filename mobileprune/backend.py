@@ -547,12 +547,16 @@ def _layers_owning_variables(model: keras.Model) -> list:
 # Run with KERAS_BACKEND=tensorflow: load the .keras file, write the inference
 # function (training=False, as TensorFlow's own converter does for Keras 3) as a SavedModel.
 _SAVED_MODEL_CHILD = """
+import importlib
 import importlib.util
 import sys
 import keras
 from mobileprune.backend import write_inference_saved_model
-for package in filter(None, sys.argv[4].split(",")):  # registers the model's layer classes (keras_hub, ...)
-    __import__(package)
+for module in sys.argv[4:]:  # where the model's registered custom layers are defined
+    try:
+        importlib.import_module(module)
+    except ImportError:  # e.g. a script's module: loading then says which class is missing
+        pass
 if importlib.util.find_spec("keras_hub") is not None:
     import mobileprune.keras_hub_layers  # registers mobileprune's head-sized keras-hub blocks
 model = keras.models.load_model(sys.argv[1], compile=False, safe_mode=True)
@@ -566,12 +570,6 @@ def _input_structure(model: keras.Model):
         return model.input
     except (AttributeError, ValueError):  # a subclassed model, or one never called
         return None
-
-
-def _layer_packages(model: keras.Model) -> list[str]:
-    """Top-level packages (other than Keras) whose layer classes the model uses, e.g. ``["keras_hub"]``."""
-    packages = {type(layer).__module__.split(".")[0] for layer in keras_private.all_layers(model)}
-    return sorted(package for package in packages if package not in ("keras", "__main__", "builtins"))
 
 
 def _has_seed_state(model: keras.Model) -> bool:
@@ -611,7 +609,7 @@ def write_inference_saved_model(model: keras.Model, directory: str, batch_size: 
     archive.write_out(directory, verbose=False)
 
 
-def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = None):
+def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = None, tf_ops_needed: bool = False):
     """Return a `tf.lite.TFLiteConverter` for a Keras 3 model built on the active backend.
 
     TensorFlow and JAX convert in this process with TensorFlow's own
@@ -630,12 +628,18 @@ def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = 
         model: the (stripped) model.
         workdir: an existing directory that outlives the converter.
         batch_size: fix the batch dimension of the converted signature; `None` keeps it dynamic.
+        tf_ops_needed: the converter must see the TensorFlow ops Keras emits on its TensorFlow
+            backend (the `FakeQuantWithMinMaxVars*` ops of a quantization-aware model): a JAX
+            model then takes the child-process route too, since jax2tf would trace their JAX arithmetic.
     """
     tf = _import_tensorflow()
     # On JAX a fixed-batch trace, or a model with seed generators (Dropout: keras-hub's BERT), goes
-    # through jax2tf, which keeps the uint32 seed-generator state as a variable TFLite cannot hold:
-    # rebuild on TensorFlow in a child instead.
-    in_process = name() == "tensorflow" or (name() == "jax" and batch_size is None and not _has_seed_state(model))
+    # through jax2tf, which keeps the uint32 seed-generator state as a variable TFLite cannot hold;
+    # and jax2tf would trace a quantization-aware model's fake-quant arithmetic, not the TensorFlow
+    # FakeQuant ops the converter reads: rebuild on TensorFlow in a child instead.
+    in_process = name() == "tensorflow" or (
+        name() == "jax" and batch_size is None and not tf_ops_needed and not _has_seed_state(model)
+    )
     if in_process:
         if batch_size is None and not isinstance(_input_structure(model), dict):
             return tf.lite.TFLiteConverter.from_keras_model(model)
@@ -669,7 +673,7 @@ def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = 
                 str(keras_file),
                 str(saved_model),
                 "dynamic" if batch_size is None else str(batch_size),
-                ",".join(_layer_packages(model)),
+                *_layer_modules(model),
             ],
             env=env,
             capture_output=True,
@@ -683,6 +687,14 @@ def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = 
                 "(custom layers must be importable and registered with keras.saving.register_keras_serializable)"
             )
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+
+
+def _layer_modules(model: keras.Model) -> list[str]:
+    """Importable modules, outside Keras, that define the model's layer classes (the child imports them)."""
+    modules = {
+        type(layer).__module__ for layer in keras_private.all_layers(model)
+    }  # the model too: a keras-hub Backbone
+    return sorted(m for m in modules if not m.startswith(("keras.", "__main__")) and m != "__main__")
 
 
 def _import_tensorflow():

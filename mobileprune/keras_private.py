@@ -124,13 +124,13 @@ def functional_graph(model: Any, plain_call_only: bool = False) -> Any:
     return model
 
 
-def graph_nodes(graph: Any) -> list:
-    """The layer-call nodes of a `Functional` graph in an order they can run (inputs skipped)."""
+def graph_nodes(graph: Any, include_inputs: bool = False) -> list:
+    """The layer-call nodes of a `Functional` graph in an order they can run (inputs skipped unless asked)."""
     return [
         node
         for depth in sorted(graph._nodes_by_depth, reverse=True)
         for node in graph._nodes_by_depth[depth]
-        if node.operation is not None and not node.is_input
+        if include_inputs or (node.operation is not None and not node.is_input)
     ]
 
 

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         _output.print_json(result.to_dict())
     else:
-        _print_result(result)
+        _print_result(result, getattr(args, "quantization_aware", False))
     return EXIT_OK
 
 
@@ -214,7 +214,8 @@ def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
         raise ValueError(f"--recipe file {args.recipe} does not exist; pass an ai-edge-quantizer recipe .json")
     if args.block_size is not None and args.quantize != "dynamic_int4":
         raise ValueError(f"--block-size {args.block_size} needs --quantize dynamic_int4")
-    if args.quantize in _NEEDS_CALIBRATION and args.calibration is None:
+    args.quantization_aware = _is_quantization_aware_file(model)
+    if args.quantize in _NEEDS_CALIBRATION and args.calibration is None and not args.quantization_aware:
         raise ValueError(f"--quantize {args.quantize} needs --calibration FILE.npz with typical inputs x")
     if args.calibration_samples < 1:
         raise ValueError("--calibration-samples must be at least 1")
@@ -235,6 +236,16 @@ def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
                 f"got {validation[1].dtype} {validation[1].shape}; save y=labels.argmax(-1) for one-hot"
             )
     return calibration, validation
+
+
+def _is_quantization_aware_file(model: Path) -> bool:
+    """Whether a .keras archive holds a quantization-aware model (read from its config, without TensorFlow)."""
+    if not (model.is_file() and zipfile.is_zipfile(model)):
+        return False
+    with zipfile.ZipFile(model) as archive:
+        if "config.json" not in archive.namelist():
+            return False
+        return '"mobileprune>ActivationQuantizer"' in archive.read("config.json").decode("utf-8", "replace")
 
 
 def _load_npz(path: str, option: str) -> dict[str, Any]:
@@ -259,10 +270,11 @@ def _load_npz(path: str, option: str) -> dict[str, Any]:
     return arrays
 
 
-def _print_result(result) -> None:
+def _print_result(result, quantization_aware: bool = False) -> None:
     quantize = result.quantize or "float32"
     summary = [
         ["file", result.path],
+        *([["quantization-aware", "yes: int8 ranges from training, no calibration"]] if quantization_aware else []),
         ["quantize", quantize + (f" ({result.int8_io} input/output)" if result.int8_io else "")],
         ["size", f"{result.file_bytes:,} bytes"],
         ["gzip -9", f"{result.gzip_bytes:,} bytes"],

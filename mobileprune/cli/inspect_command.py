@@ -64,10 +64,13 @@ def run(args: argparse.Namespace) -> int:
         document = report.to_dict()
         document["tensors"] = [t.to_dict() for t in tensors]
         document["xnnpack_sparse"] = xnnpack.to_dict()
+        document["quantization_aware"] = _trained_ranges(report) > 0
         _output.print_json(document)
         return EXIT_OK
     print(report.summary())
     print(xnnpack.summary())
+    if _trained_ranges(report):
+        print(f"quantization-aware: {_trained_ranges(report)} int8 tensors take their range from training (FakeQuant)")
     _print_io(report)
     _print_ops(report)
     _print_tensors(tensors, title="weights" if args.tensors == "weights" else "tensors")
@@ -81,6 +84,17 @@ def _print_io(report) -> None:
         for t in group
     ]
     _output.print_table("inputs and outputs", ["role", "name", "shape", "dtype", "scale", "zero point"], rows)
+
+
+def _trained_ranges(report) -> int:
+    """How many tensors got their int8 range from a training-time fake quant (the converter keeps the op's name)."""
+    return sum(1 for t in report.tensors if t.scale and "FakeQuantWithMinMaxVars" in t.name)
+
+
+def _scale(tensor) -> str | None:
+    if not tensor.scale:
+        return None
+    return f"{tensor.scale[0]:.4g}" if len(tensor.scale) == 1 else f"per-channel ({len(tensor.scale)})"
 
 
 def _print_ops(report) -> None:
@@ -106,10 +120,11 @@ def _print_tensors(tensors, title: str) -> None:
             None if t.sparsity is None else f"{100 * t.sparsity:.1f}%",
             t.unique_values,
             t.encoding,
+            _scale(t),
         ]
         for t in tensors
     ]
-    _output.print_table(title, ["#", "name", "shape", "dtype", "bytes", "zeros", "unique", "encoding"], rows)
+    _output.print_table(title, ["#", "name", "shape", "dtype", "bytes", "zeros", "unique", "encoding", "scale"], rows)
 
 
 def _join(values) -> str:

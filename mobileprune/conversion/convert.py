@@ -22,6 +22,7 @@ import re
 import warnings
 from typing import Any
 
+from mobileprune.conversion.quantization_aware import configure_quantization_aware, is_quantization_aware
 from mobileprune.conversion.quantize import CalibrationProgress, configure_converter
 from mobileprune.conversion.sources import ModelSource
 
@@ -78,6 +79,9 @@ def convert(
     """
     with source.stripped():
         converter = source.converter(batch_size)
+        if is_quantization_aware(source.model):  # int8 ranges come from training
+            configure_quantization_aware(converter, quantize, int8_io, sparse)
+            return _run_converter(converter, source.description, allow_select_tf_ops)
         configure_converter(
             converter,
             quantize,

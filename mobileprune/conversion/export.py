@@ -32,6 +32,7 @@ from typing import Any
 from mobileprune.conversion.atomic import atomic_write_bytes, atomic_write_text
 from mobileprune.conversion.convert import convert
 from mobileprune.conversion.edge_quantizer import check_calibration, edge_quantize_spec, quantize_float_tflite
+from mobileprune.conversion.quantization_aware import check_quantization_aware_mode, is_quantization_aware
 from mobileprune.conversion.quantize import CalibrationProgress, normalize_integer_io, normalize_quantize
 from mobileprune.conversion.sources import load_source
 from mobileprune.conversion.sparse import (
@@ -234,6 +235,8 @@ def export_tflite(
         raise ValueError(f"output path {target} is a directory; pass a file path such as {target / 'model.tflite'}")
     batch_size = _normalize_batch_size(batch_size)
     source = load_source(model)
+    if is_quantization_aware(source.model):  # int8 from its trained ranges, no calibration
+        check_quantization_aware_mode(quantize)
     if source.recurrent:
         _check_recurrent_quantization(quantize if edge is None else edge.mode)
         batch_size = 1 if batch_size is None else batch_size

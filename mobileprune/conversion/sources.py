@@ -143,12 +143,13 @@ def _from_path(path: Path) -> ModelSource:
 
 def _from_keras3(model, kind: str, description: str) -> ModelSource:
     from mobileprune import backend
+    from mobileprune.conversion.quantization_aware import is_quantization_aware
 
     workdir = tempfile.TemporaryDirectory(prefix="mobileprune-convert-")
 
     def make_converter(batch_size: int | None):
         # The TemporaryDirectory lives as long as this closure (the source).
-        return backend.tflite_converter(model, workdir.name, batch_size)
+        return backend.tflite_converter(model, workdir.name, batch_size, tf_ops_needed=is_quantization_aware(model))
 
     def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
         return _first_output(model.predict(x, batch_size=batch_size, verbose=0))

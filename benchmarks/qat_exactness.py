@@ -1,0 +1,247 @@
+"""QAT exactness: the int8 ``.tflite`` file against the quantization-aware Keras model it came from.
+
+For each architecture: train the float model a few epochs, ``mp.quantize_aware`` it,
+fine-tune a little, export with ``quantize="int8"`` (no calibration data), then on
+held-out data compare the file with the Keras model: top-1 agreement, and the
+|difference| of the logits counted in steps of the int8 output tensor (the logits
+quantizer's scale); also the QUANTIZE/DEQUANTIZE count in the file (2 = fully int8).
+
+Architectures: the digits CNN, MobileNetV2(alpha=0.35, weights=None) on 32x32 digits,
+a residual net, a ViT-style encoder (Dense / MultiHeadAttention / LayerNormalization:
+attention and normalization stay float, see the README) and a 1-D keyword-spotting net on
+generated MFCC-like sequences.
+
+Example:
+
+```
+python -m benchmarks.qat_exactness            # full run -> benchmarks/results/qat_exactness.json
+python -m benchmarks.qat_exactness --quick    # one epoch each, to a temp folder
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
+
+
+def digits_data(size: int = 8, channels: int = 1):
+    from mobileprune.demo.digits import load_digits_split
+
+    split = load_digits_split()
+    factor = size // 8
+
+    def grow(x):
+        x = np.kron(x, np.ones((1, factor, factor, 1), dtype=np.float32)) if factor > 1 else x
+        return np.repeat(x, channels, axis=-1)
+
+    return grow(split.x_train), split.y_train, grow(split.x_test), split.y_test
+
+
+def kws_data(seed: int = 0, frames: int = 49, coefficients: int = 10, classes: int = 8, count: int = 1600):
+    """MFCC-like sequences: each class a sum of two class-specific temporal waves per coefficient, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, frames, dtype=np.float32)[:, None]
+    freqs = rng.uniform(1, 6, size=(classes, 2, coefficients)).astype(np.float32)
+    labels = rng.integers(0, classes, size=count)
+    phase = rng.uniform(0, 2 * np.pi, size=(count, 1, coefficients)).astype(np.float32)
+    f = freqs[labels]
+    x = np.sin(2 * np.pi * f[:, 0][:, None, :] * t + phase) + 0.5 * np.sin(2 * np.pi * f[:, 1][:, None, :] * t)
+    x = (x + 0.6 * rng.standard_normal(x.shape)).astype(np.float32)
+    cut = int(count * 0.75)
+    return x[:cut], labels[:cut], x[cut:], labels[cut:]
+
+
+def digits_cnn():
+    from mobileprune.demo.digits import build_digits_cnn
+
+    return build_digits_cnn(width=0.5, seed=0, compile=False)
+
+
+def mobilenet_v2():
+    import keras
+
+    model = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
+    )
+    # Keras's MobileNetV2 uses BN momentum 0.999: its moving statistics would still be near their
+    # initial values after a few epochs from scratch, and QAT folds (frozen) moving statistics.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
+
+
+def residual_net():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    for _ in range(2):
+        y = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(x)
+        y = keras.layers.ReLU()(keras.layers.BatchNormalization()(y))
+        y = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(y))
+        x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+
+
+def vit_encoder():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Reshape((4, 2, 4, 2))(inputs)
+    x = keras.layers.Permute((1, 3, 2, 4))(x)
+    x = keras.layers.Reshape((16, 4))(x)  # 16 patches of 2x2
+    x = keras.layers.Dense(32)(x)
+    for _ in range(2):
+        y = keras.layers.LayerNormalization()(x)
+        y = keras.layers.MultiHeadAttention(num_heads=2, key_dim=16)(y, y)
+        x = keras.layers.Add()([x, y])
+        y = keras.layers.LayerNormalization()(x)
+        y = keras.layers.Dense(64, activation="relu")(y)
+        x = keras.layers.Add()([x, keras.layers.Dense(32)(y)])
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization()(x))
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+
+
+def kws_net():
+    import keras
+
+    inputs = keras.Input((49, 10))
+    x = keras.layers.Conv1D(32, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.DepthwiseConv1D(3, padding="same", use_bias=False)(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.Conv1D(32, 1, use_bias=False)(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.MaxPooling1D()(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(8, name="logits")(x))
+
+
+CASES = {
+    "digits_cnn": (digits_cnn, lambda: digits_data()),
+    "mobilenet_v2_0.35": (mobilenet_v2, lambda: digits_data(32, 3)),
+    "residual_net": (residual_net, lambda: digits_data()),
+    "vit_encoder": (vit_encoder, lambda: digits_data()),
+    "kws_1d": (kws_net, kws_data),
+}
+
+
+def logits_step(qat) -> float:
+    """Scale of the int8 output: the activation quantizer on the model's output tensor."""
+    import mobileprune as mp
+    from mobileprune import keras_private
+
+    layer = keras_private.producing_operation(qat.outputs[0])
+    return mp.activation_quantizers(qat)[layer.name][0]
+
+
+def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
+    import keras
+
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+
+    build, data = CASES[name]
+    x_train, y_train, x_test, y_test = data()
+    keras.utils.set_random_seed(0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = build()
+    model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
+    float_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
+    qat = mp.quantize_aware(model)
+    qat.compile(keras.optimizers.Adam(5e-4), loss, metrics=["accuracy"])
+    start = time.perf_counter()
+    qat.fit(x_train, y_train, epochs=qat_epochs, batch_size=32, verbose=0)
+    qat_seconds = time.perf_counter() - start
+    result = mp.export_tflite(qat, workdir / f"{name}.tflite", quantize="int8", sparse=False)
+    ops = [op.op for op in mp.inspect_tflite(str(result.path)).ops]
+    keras_logits = qat.predict(x_test, verbose=0)
+    file_logits = run_tflite(str(result.path), x_test)
+    steps = np.abs(file_logits - keras_logits) / logits_step(qat)
+    return {
+        "model": name,
+        "float_acc": float(float_accuracy),
+        "qat_keras_acc": float(np.mean(keras_logits.argmax(1) == y_test)),
+        "int8_file_acc": float(np.mean(file_logits.argmax(1) == y_test)),
+        "top1_agreement": float(np.mean(keras_logits.argmax(1) == file_logits.argmax(1))),
+        "max_diff_steps": float(steps.max()),
+        "p99_diff_steps": float(np.quantile(steps, 0.99)),
+        "mean_diff_steps": float(steps.mean()),
+        "quantize_ops": ops.count("QUANTIZE"),
+        "dequantize_ops": ops.count("DEQUANTIZE"),
+        "float_ops": sorted({op for op in ops if op not in _INT8_OPS}),
+        "file_bytes": result.file_bytes,
+        "qat_fit_seconds": qat_seconds,
+        "held_out": len(x_test),
+    }
+
+
+# Ops that only exist as int8 kernels in a fully quantized file here (anything else marks a float island).
+_INT8_OPS = {
+    "QUANTIZE", "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN", "MAX_POOL_2D",
+    "AVERAGE_POOL_2D", "RESHAPE", "SOFTMAX", "PAD", "CONCATENATION", "TRANSPOSE", "EXPAND_DIMS", "SQUEEZE", "MUL",
+}  # fmt: skip
+
+
+_COLUMNS = [
+    "model",
+    "qat_keras_acc",
+    "int8_file_acc",
+    "top1_agreement",
+    "max_diff_steps",
+    "p99_diff_steps",
+    "quantize_ops",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one epoch each, results to a temp folder")
+    parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
+    add_harness_arguments(parser)
+    args = parser.parse_args()
+    epochs, qat_epochs = (1, 1) if args.quick else (5, 2)
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in args.models:
+            rows.append(run_case(name, epochs, qat_epochs, Path(workdir)))
+            print_table("QAT int8 file vs quantization-aware Keras model", rows[-1:], _COLUMNS)
+    print_table(
+        "QAT int8 file vs quantization-aware Keras model",
+        rows,
+        [
+            "model",
+            "qat_keras_acc",
+            "int8_file_acc",
+            "top1_agreement",
+            "max_diff_steps",
+            "p99_diff_steps",
+            "quantize_ops",
+        ],
+    )
+    payload = {
+        "epochs": epochs,
+        "qat_epochs": qat_epochs,
+        "targets": {"top1_agreement": 0.995, "max_diff_steps": 2},
+        "rows": rows,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
+    print("wrote", write_results("qat_exactness", payload, results_dir(args.quick, args.allow_dirty)))
+
+
+if __name__ == "__main__":
+    main()

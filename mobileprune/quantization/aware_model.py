@@ -1,0 +1,327 @@
+"""``quantize_aware``: a copy of a Keras model that trains with int8 simulated where LiteRT computes int8.
+
+The copy is a plain functional ``keras.Model``: it trains with ``fit``,
+saves and loads as ``.keras`` (the learned activation ranges are
+variables), and exports to a fully int8 ``.tflite`` without calibration
+data (``export_tflite(qat_model, path, quantize="int8")``).
+
+Where the quantizers go follows what the TFLite converter keeps after
+fusing: Conv/DepthwiseConv/Dense (+ BatchNormalization, folded) (+ ReLU or
+ReLU6) is one op, quantized once after the activation; Add, Subtract,
+Multiply, Concatenate, global average pooling and other activations get a
+quantizer on their output; Reshape, Flatten, Dropout, max/average pooling,
+padding and cropping pass their input's range through; softmax, sigmoid and
+tanh have TFLite's fixed output ranges. Every float model input gets one.
+Producers that feed only a Concatenate take the Concatenate's range (one
+scale for all its inputs, as TFLite's int8 concatenation wants).
+
+The copy has its own variables, initialized from the model's; pruning masks
+attached to the model's weights (``PruneCallback``) are attached to the
+copy's too, so pruned weights stay exactly zero while it trains.
+
+Example:
+
+```python
+import mobileprune as mp
+qat = mp.quantize_aware(model)          # model: trained float model
+qat.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+qat.fit(x_train, y_train, epochs=2)
+mp.export_tflite(qat, "model_int8.tflite", quantize="int8", validation_data=(x_test, y_test))
+```
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from mobileprune import keras_private
+from mobileprune.quantization.quantizer_layers import (
+    FIXED_RANGE_ACTIVATIONS,
+    FUSABLE_ACTIVATIONS,
+    ActivationQuantizer,
+    QuantizeWrapper,
+    activation_name,
+    weight_kind,
+)
+from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, set_mask
+
+_PASS_THROUGH = (
+    keras.layers.Reshape,
+    keras.layers.Flatten,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Permute,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,
+)
+_REQUANTIZING = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Concatenate,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.LeakyReLU,
+)
+_RECURRENT = (keras.layers.RNN, keras.layers.Bidirectional)
+
+
+@dataclass
+class _Plan:
+    """What happens to each layer of the original graph (keys: ``id(layer)``)."""
+
+    wrap: dict[int, Any] = field(default_factory=dict)  # compute layer -> folded BatchNormalization or None
+    absorbed: set[int] = field(default_factory=set)  # BatchNormalizations folded into their conv
+    quantize_output: set[int] = field(default_factory=set)
+    pre_activation: set[int] = field(default_factory=set)  # wrapped layers with a non-fusable activation
+    unsupported: list[str] = field(default_factory=list)
+
+
+def quantize_aware(model: keras.Model, ema_decay: float = 0.99) -> keras.Model:
+    """Return a copy of ``model`` that simulates LiteRT int8 in training and inference.
+
+    Args:
+        model: a built Sequential or functional Keras 3 model (float32),
+            pruning masks attached or not. It is not changed.
+        ema_decay: moving-average decay of the activation ranges.
+
+    Raises:
+        ValueError: the model is already quantization-aware, quantized by
+            Keras (``model.quantize``), has recurrent layers, or is a
+            subclassed model without a functional graph.
+
+    Warns:
+        UserWarning: once, naming the layers int8 cannot be simulated for;
+            they stay float in the ``.tflite`` file (DEQUANTIZE/QUANTIZE around them).
+    """
+    functional = _as_functional(model)
+    _check_quantizable(functional)
+    plan = _Plan()
+    _plan_graph(functional, plan)
+    if plan.unsupported:
+        warnings.warn(
+            f"quantize_aware: no int8 simulation for {', '.join(sorted(set(plan.unsupported)))}; "
+            "they stay float in the int8 .tflite file (dequantized before, quantized after them)",
+            stacklevel=2,
+        )
+    return _rebuild(functional, plan, ema_decay)
+
+
+def is_quantization_aware(model: Any) -> bool:
+    """Whether ``model`` contains the quantizers :func:`quantize_aware` inserts."""
+    return any(isinstance(layer, ActivationQuantizer | QuantizeWrapper) for layer in _all_layers(model))
+
+
+def activation_quantizers(model: keras.Model) -> dict[str, tuple[float, int]]:
+    """Per-tensor int8 ``(scale, zero_point)`` of every activation quantizer, by layer name."""
+    return {
+        layer.name: layer.scale_and_zero_point()
+        for layer in _all_layers(model)
+        if isinstance(layer, ActivationQuantizer) and layer.built
+    }
+
+
+def _as_functional(model: Any) -> keras.Model:
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"quantize_aware needs a Keras 3 model, got {type(model).__name__}")
+    if isinstance(model, keras.Sequential):
+        if not model.built or not model.inputs:
+            raise ValueError(
+                f"Sequential model {model.name!r} has no input shape; start it with keras.Input(shape) or build it first"
+            )
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    if not keras_private.is_functional(model):
+        raise ValueError(
+            f"model {model.name!r} is a subclassed model without a functional graph; "
+            "build it as a functional or Sequential model (subclassed layers inside are fine)"
+        )
+    return model
+
+
+def _check_quantizable(model: keras.Model) -> None:
+    layers = list(_all_layers(model))
+    if any(isinstance(layer, ActivationQuantizer | QuantizeWrapper) for layer in layers):
+        raise ValueError(f"model {model.name!r} is already quantization-aware; pass the float model")
+    keras_quantized = [layer.name for layer in layers if getattr(layer, "quantization_mode", None)]
+    if keras_quantized:
+        raise ValueError(
+            f"model {model.name!r} is already quantized by Keras (model.quantize) in {', '.join(keras_quantized[:3])}; "
+            "pass the float model before model.quantize"
+        )
+    recurrent = [layer.name for layer in layers if isinstance(layer, _RECURRENT)]
+    if recurrent:
+        raise ValueError(
+            f"quantization-aware training does not support recurrent layers ({', '.join(recurrent[:3])}): "
+            "TFLite's int8 converter cannot calibrate their loops; export with quantize='dynamic' instead"
+        )
+
+
+def _all_layers(model: Any):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+        inner = getattr(layer, "layer", None)
+        if isinstance(inner, keras.layers.Layer):
+            yield inner
+
+
+def _graph_nodes(model: keras.Model) -> list[Any]:
+    return keras_private.graph_nodes(model, include_inputs=True)
+
+
+def _plan_graph(model: keras.Model, plan: _Plan) -> None:
+    nodes = _graph_nodes(model)
+    consumers: dict[int, list[Any]] = {}
+    for node in nodes:
+        for parent in node.parent_nodes:
+            consumers.setdefault(id(parent), []).append(node)
+    output_layers = {id(keras_private.producing_operation(tensor)) for tensor in model.outputs}
+    calls: dict[int, int] = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+
+    def only_consumer(node) -> Any:
+        users = consumers.get(id(node), [])
+        if len(users) != 1 or id(node.operation) in output_layers:
+            return None
+        return users[0]
+
+    for node in nodes:
+        layer = node.operation
+        if isinstance(layer, keras.layers.InputLayer) or id(layer) in plan.absorbed:
+            continue
+        if isinstance(layer, keras.Model):
+            _plan_graph(layer, plan)
+            continue
+        end = node  # the node whose output is the op's output once fused
+        if weight_kind(layer) is not None and calls[id(layer)] == 1:
+            follower = only_consumer(node)
+            bn = follower.operation if follower is not None else None
+            fold = isinstance(bn, keras.layers.BatchNormalization) and calls[id(bn)] == 1 and bn.axis in (-1, [-1])
+            fold = fold and activation_name(layer.activation) == "linear"
+            plan.wrap[id(layer)] = bn if fold else None
+            if fold:
+                plan.absorbed.add(id(bn))
+                end = follower
+            name = activation_name(layer.activation)
+            if name not in FUSABLE_ACTIVATIONS:
+                plan.pre_activation.add(id(layer))
+                if name in FIXED_RANGE_ACTIVATIONS:
+                    continue
+        elif _is_fusable_activation(layer) or isinstance(layer, _REQUANTIZING):
+            pass
+        elif _is_fixed_range(layer) or isinstance(layer, _PASS_THROUGH):
+            continue
+        else:
+            plan.unsupported.append(f"{layer.name} ({type(layer).__name__})")
+        follower = only_consumer(end)
+        fuses = follower is not None and _is_fusable_activation(follower.operation)
+        fuses = fuses and activation_name(getattr(layer, "activation", keras.activations.linear)) == "linear"
+        feeds_concat = bool(consumers.get(id(end))) and id(end.operation) not in output_layers
+        feeds_concat = feeds_concat and all(
+            isinstance(c.operation, keras.layers.Concatenate) for c in consumers[id(end)]
+        )
+        if not fuses and not feeds_concat:
+            plan.quantize_output.add(id(end.operation))
+
+
+def _is_fusable_activation(layer: Any) -> bool:
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.negative_slope == 0 and layer.threshold == 0 and layer.max_value in (None, 6, 6.0)
+    return isinstance(layer, keras.layers.Activation) and activation_name(layer.activation) in ("relu", "relu6")
+
+
+def _is_fixed_range(layer: Any) -> bool:
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return isinstance(layer, keras.layers.Activation) and activation_name(layer.activation) in FIXED_RANGE_ACTIVATIONS
+
+
+def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
+    originals: dict[int, Any] = {}
+    pairs: list[tuple[Any, Any]] = []  # (original layer, its copy) whose weights to copy
+
+    def clone_function(layer):
+        if id(layer) in plan.wrap:
+            bn = plan.wrap[id(layer)]
+            inner, inner_bn = _copy_layer(layer), None if bn is None else _copy_layer(bn)
+            pairs.append((layer, inner))
+            if bn is not None:
+                pairs.append((bn, inner_bn))
+            new = QuantizeWrapper(inner, inner_bn, pre_activation_quantizer=id(layer) in plan.pre_activation)
+        else:
+            new = _copy_layer(layer)
+            if id(layer) not in plan.absorbed:  # a folded BatchNormalization's copy is never called
+                pairs.append((layer, new))
+        originals[id(new)] = layer
+        return new
+
+    inputs = keras.tree.map_structure(
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name), model.input
+    )
+    top_inputs = {id(t) for t in keras.tree.flatten(inputs)}
+    quantized_inputs: dict[int, Any] = {}
+
+    def quantize_input(tensor):
+        if id(tensor) not in top_inputs or not _is_float(tensor.dtype):
+            return tensor
+        if id(tensor) not in quantized_inputs:
+            quantized_inputs[id(tensor)] = ActivationQuantizer(ema_decay, name=f"{tensor.name}_quant")(tensor)
+        return quantized_inputs[id(tensor)]
+
+    def call_function(layer, *args, **kwargs):
+        original = originals.get(id(layer), layer)  # nested models are cloned by Keras itself
+        args = keras.tree.map_structure(lambda t: quantize_input(t) if isinstance(t, keras.KerasTensor) else t, args)
+        # A folded BatchNormalization is its convolution's output (the wrapper applied it).
+        outputs = args[0] if id(original) in plan.absorbed else layer(*args, **kwargs)
+        if id(original) in plan.quantize_output and isinstance(outputs, keras.KerasTensor):
+            outputs = ActivationQuantizer(ema_decay, name=f"{original.name}_quant")(outputs)
+        return outputs
+
+    clone = keras.models.clone_model(
+        model, input_tensors=inputs, clone_function=clone_function, call_function=call_function, recursive=True
+    )
+    for original, copy in pairs:
+        _copy_weights(original, copy)
+    return keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_qat")
+
+
+def _copy_weights(original: keras.layers.Layer, copy: keras.layers.Layer) -> None:
+    if isinstance(original, keras.Model) or not original.weights:
+        return
+    for source, target in zip(original.weights, copy.weights, strict=True):
+        target.assign(np.array(keras.ops.convert_to_numpy(source)))  # a copy: JAX may donate the buffer
+        if isinstance(source.constraint, MaskConstraint):
+            attach_mask(target)
+            set_mask(target, source.constraint.mask.numpy())
+
+
+def _is_float(dtype: Any) -> bool:
+    return "float" in str(dtype)
