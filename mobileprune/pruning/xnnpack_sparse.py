@@ -105,7 +105,7 @@ def make_xnnpack_sparse_eligible(model: Any) -> Any:
     change slightly: call this before training, not on a trained model. Other
     violations (ops the sparse path does not run, 3x3 full convolutions inside
     the network) need a design change and are reported by
-    ``PruneCallback(target="xnnpack-sparse")``.
+    ``PruneCallback(policy="xnnpack-sparse")``.
 
     Args:
         model: a built Functional or Sequential Keras model with one input.

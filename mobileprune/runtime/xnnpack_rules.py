@@ -376,7 +376,7 @@ def _zeros_message(zeros: int, size: int) -> str:
         return "no 1x1 convolution or dense layer in the subgraph (nothing for the sparse kernels to do)"
     return (
         f"only {100 * zeros / size:.1f}% of its 1x1/dense weights are zero; the sparse path needs more "
-        f"than {100 * ZERO_FRACTION_THRESHOLD:.1f}% (prune them further, e.g. target='xnnpack-sparse' at 0.8)"
+        f"than {100 * ZERO_FRACTION_THRESHOLD:.1f}% (prune them further, e.g. policy='xnnpack-sparse' at 0.8)"
     )
 
 
