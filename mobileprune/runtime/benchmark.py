@@ -249,6 +249,20 @@ def benchmark(
     return measure(content, name, str(model_path), inputs=inputs, progress=report, **settings)
 
 
+def _runtime_missing() -> bool:
+    """Child side: report a missing TFLite runtime to the parent (True) before any model is read."""
+    from mobileprune.runtime.errors import RuntimeNotFoundError
+    from mobileprune.runtime.interpreter import find_runtime
+    from mobileprune.runtime.out_of_process import emit_result
+
+    try:
+        find_runtime()
+    except RuntimeNotFoundError as error:
+        emit_result({"error": str(error), "kind": "runtime-missing"})
+        return True
+    return False
+
+
 #: The child-process side of ``benchmark(isolate=True)``, as ``out_of_process`` names sessions.
 _SESSION = "mobileprune.runtime.benchmark:run_session"
 
@@ -260,14 +274,10 @@ def run_session(request: dict[str, Any]) -> int:
         request: ``content``, ``name``, ``path``, ``settings`` (keyword arguments
             of :func:`measure`) and ``inputs``.
     """
-    from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
-    from mobileprune.runtime.interpreter import find_runtime
+    from mobileprune.runtime.errors import ModelFileError
     from mobileprune.runtime.out_of_process import emit_progress, emit_result, last_line
 
-    try:
-        find_runtime()
-    except RuntimeNotFoundError as error:
-        emit_result({"error": str(error), "kind": "runtime-missing"})
+    if _runtime_missing():
         return 1
     try:
         result = measure(
@@ -623,14 +633,10 @@ def run_comparison_session(request: dict[str, Any]) -> int:
         request: ``models`` (``(name, path, content)`` each), ``rounds``, ``settings``
             (keyword arguments of :func:`measure_interleaved`) and ``inputs``.
     """
-    from mobileprune.runtime.errors import ModelFileError, RuntimeNotFoundError
-    from mobileprune.runtime.interpreter import find_runtime
+    from mobileprune.runtime.errors import ModelFileError
     from mobileprune.runtime.out_of_process import emit_progress, emit_result, last_line
 
-    try:
-        find_runtime()
-    except RuntimeNotFoundError as error:
-        emit_result({"error": str(error), "kind": "runtime-missing"})
+    if _runtime_missing():
         return 1
     try:
         measured = measure_interleaved(
