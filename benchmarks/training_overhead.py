@@ -367,7 +367,11 @@ def _main_backends(args, argv: list[str]) -> int:
         f"frequency {args.frequency}, median of {args.epochs} interleaved epochs (load {os.getloadavg()[0]:.2f})",
         rows,
     )
-    print(f"wrote {write_results('training_overhead_backends', payload, results_dir(args.quick, args.allow_dirty))}")
+    # A subset of the backends (a re-run of one) gets its own file beside the full run's.
+    name = "training_overhead_backends"
+    if sorted(backends) != ["jax", "tensorflow", "torch"]:
+        name += "_" + "_".join(backends)
+    print(f"wrote {write_results(name, payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
 
