@@ -62,55 +62,54 @@ def _check(key_dim) -> None:
         raise ValueError(f"key_dim must be a positive int (the head size), got {key_dim!r}")
 
 
-@keras.saving.register_keras_serializable(package="mobileprune")
-class HeadSizedTransformerEncoder(TransformerEncoder):
-    """keras-hub's ``TransformerEncoder`` with an explicit head size ``key_dim``.
+class HeadSized:
+    """What the head-sized blocks share: a checked ``key_dim`` in the config, and attentions remade with it.
+
+    Put it first among the bases (``class Mine(HeadSized, KerasHubBlock)``); the
+    subclass calls ``set_head_sizes`` once keras-hub has built its attentions.
 
     Args:
-        key_dim: size of each attention head (``None``: ``hidden_dim // num_heads``).
-        **kwargs: ``TransformerEncoder`` arguments.
-    """
-
-    def __init__(self, *args, key_dim: int | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        _check(key_dim)
-        self.key_dim = key_dim
-
-    def build(self, inputs_shape):
-        super().build(inputs_shape)
-        if self.key_dim is not None:
-            set_head_size(self, "_self_attention_layer", self.key_dim, inputs_shape, inputs_shape)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "key_dim": self.key_dim}
-
-
-@keras.saving.register_keras_serializable(package="mobileprune")
-class HeadSizedTransformerDecoder(TransformerDecoder):
-    """keras-hub's ``TransformerDecoder`` with an explicit head size (self- and cross-attention).
-
-    Args:
-        key_dim: size of each attention head (``None``: ``hidden_dim // num_heads``).
-        **kwargs: ``TransformerDecoder`` arguments.
+        key_dim: size of each attention head (``None``: keras-hub's ``hidden_dim // num_heads``).
+        **kwargs: the keras-hub class's arguments.
     """
 
     def __init__(self, *args, key_dim: int | None = None, **kwargs):
         _check(key_dim)
-        # Set before keras-hub's __init__, which builds at once when given decoder_sequence_shape.
+        # Set before keras-hub's __init__: TransformerDecoder builds at once when given decoder_sequence_shape.
         object.__setattr__(self, "key_dim", key_dim)
         super().__init__(*args, **kwargs)
 
-    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
-        super().build(decoder_sequence_shape, encoder_sequence_shape)
+    def set_head_sizes(self, attentions) -> None:
+        """Give each ``(owner, attribute, query_shape, value_shape)`` attention heads of ``key_dim``."""
         if self.key_dim is None:
             return
-        shape = decoder_sequence_shape
-        set_head_size(self, "_self_attention_layer", self.key_dim, shape, shape)
-        if self._cross_attention_layer is not None:
-            set_head_size(self, "_cross_attention_layer", self.key_dim, shape, encoder_sequence_shape)
+        for owner, attribute, query_shape, value_shape in attentions:
+            set_head_size(owner, attribute, self.key_dim, query_shape, value_shape)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "key_dim": self.key_dim}
+
+
+@keras.saving.register_keras_serializable(package="mobileprune")
+class HeadSizedTransformerEncoder(HeadSized, TransformerEncoder):
+    """keras-hub's ``TransformerEncoder`` with an explicit head size ``key_dim`` (see ``HeadSized``)."""
+
+    def build(self, inputs_shape):
+        super().build(inputs_shape)
+        self.set_head_sizes([(self, "_self_attention_layer", inputs_shape, inputs_shape)])
+
+
+@keras.saving.register_keras_serializable(package="mobileprune")
+class HeadSizedTransformerDecoder(HeadSized, TransformerDecoder):
+    """keras-hub's ``TransformerDecoder`` with an explicit head size, self- and cross-attention (see ``HeadSized``)."""
+
+    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        super().build(decoder_sequence_shape, encoder_sequence_shape)
+        shape = decoder_sequence_shape
+        attentions = [(self, "_self_attention_layer", shape, shape)]
+        if self._cross_attention_layer is not None:
+            attentions.append((self, "_cross_attention_layer", shape, encoder_sequence_shape))
+        self.set_head_sizes(attentions)
 
 
 def encoder_of(backbone) -> ViTEncoder:
@@ -119,27 +118,17 @@ def encoder_of(backbone) -> ViTEncoder:
 
 
 @keras.saving.register_keras_serializable(package="mobileprune")
-class HeadSizedViTBackbone(ViTBackbone):
-    """keras-hub's ``ViTBackbone`` whose encoder blocks have heads of ``key_dim``.
-
-    Args:
-        key_dim: size of each attention head (``None``: ``hidden_dim // num_heads``).
-        **kwargs: ``ViTBackbone`` arguments.
-    """
+class HeadSizedViTBackbone(HeadSized, ViTBackbone):
+    """keras-hub's ``ViTBackbone`` whose encoder blocks have heads of ``key_dim`` (see ``HeadSized``)."""
 
     def __init__(self, *args, key_dim: int | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        _check(key_dim)
-        self.key_dim = key_dim
-        if key_dim is None:
-            return
+        super().__init__(*args, key_dim=key_dim, **kwargs)
         shape = (None, None, self.hidden_dim)
-        for block in encoder_of(self).encoder_layers:
-            set_head_size(block, "mha", key_dim, shape, shape)
-            block.key_dim = key_dim  # what the block's own config reports
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "key_dim": self.key_dim}
+        blocks = encoder_of(self).encoder_layers
+        self.set_head_sizes([(block, "mha", shape, shape) for block in blocks])
+        if key_dim is not None:
+            for block in blocks:
+                block.key_dim = key_dim  # what the block's own config reports
 
 
 # keras-hub class -> its head-sized subclass (a subclass maps to itself).

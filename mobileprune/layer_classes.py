@@ -34,3 +34,13 @@ DEPTHWISE_CONVOLUTIONS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseCo
 DENSE = (keras.layers.Dense, keras.layers.EinsumDense)
 #: The RNN cells whose `kernel` and `recurrent_kernel` are prunable.
 RNN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
+#: Merging layers that combine same-shaped inputs element by element (channel `c` of the output reads
+#: channel `c` of every input), so their inputs' channels are tied together. Concatenate is not one.
+ELEMENTWISE_MERGES = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+)

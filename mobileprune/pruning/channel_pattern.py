@@ -43,6 +43,7 @@ from mobileprune.structured.importance import (
     channel_masks,
     check_criterion,
     check_round_to,
+    get_importance,
     group_scores,
     group_weights,
     select_channels,
@@ -57,7 +58,8 @@ class ChannelMaskGroup(MaskGroup):
     Args:
         group: the channel group.
         weights: its maskable weights (``group_weights`` with ``masked``).
-        criterion: importance criterion (``"l2"``, ``"l1"``, ``"bn"``).
+        criterion: importance criterion (a registered name, an ``Importance`` or a function).
+        saliency: for a criterion that ``needs_gradients``: ``() -> {id(variable): |w * grad|}``.
     """
 
     def __init__(self, group: ChannelGroup, weights: list[GroupWeight], criterion, saliency=None):
@@ -65,11 +67,11 @@ class ChannelMaskGroup(MaskGroup):
         self.group = group
         self.weights = weights
         self.criterion = criterion
-        self.saliency = saliency  # () -> {id(variable): |w * grad|}, for "taylor"
+        self.saliency = saliency
 
     def scores(self, values: list[np.ndarray]) -> np.ndarray:
         saliency = None
-        if self.criterion == "taylor":
+        if self.saliency is not None:
             by_variable = self.saliency()
             saliency = [by_variable[id(w.variable)] for w in self.weights]
         return group_scores(self.weights, values, self.criterion, saliency)
@@ -138,8 +140,12 @@ class ChannelPattern(Pattern):
     def __init__(self, criterion="l2", round_to: int | None = None, data=None, taylor_batches: int = 4, loss=None):
         self.criterion = check_criterion(criterion)
         self.round_to = check_round_to(round_to)
-        if self.criterion == "taylor" and data is None:
-            raise ValueError("ChannelPattern('taylor') needs data=(x, y) (a sample of the training data) for gradients")
+        # Asked of the criterion, not of its name: a registered criterion of yours may need gradients too.
+        self.needs_gradients = get_importance(self.criterion).needs_gradients
+        if self.needs_gradients and data is None:
+            raise ValueError(
+                f"ChannelPattern({self.criterion!r}) needs data=(x, y) (a sample of the training data) for gradients"
+            )
         self.data = data
         self.taylor_batches = taylor_batches
         self.loss = loss
@@ -181,7 +187,7 @@ class ChannelPattern(Pattern):
                 continue
             mask_groups.append(ChannelMaskGroup(group, weights, self.criterion))
             covered.update(id(w.variable) for w in weights)
-        if self.criterion == "taylor":
+        if self.needs_gradients:
             channel_groups = [g for g in mask_groups if isinstance(g, ChannelMaskGroup)]
             variables = list({id(v): v for g in channel_groups for v in g.variables}.values())
             saliency = self._saliency = self._saliency_for(model, variables)

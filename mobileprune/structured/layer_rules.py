@@ -58,6 +58,7 @@ from mobileprune import keras_private
 from mobileprune.layer_classes import CONV_TRANSPOSES as _CONV_TRANSPOSE
 from mobileprune.layer_classes import CONVOLUTIONS as _CONV
 from mobileprune.layer_classes import DEPTHWISE_CONVOLUTIONS as _DEPTHWISE
+from mobileprune.layer_classes import ELEMENTWISE_MERGES
 from mobileprune.layer_classes import SEPARABLE_CONVOLUTIONS as _SEPARABLE
 
 # Activations with f(0) == 0: a zeroed channel stays exactly zero through them.
@@ -234,15 +235,6 @@ _PASS_THROUGH = (
     keras.layers.UpSampling1D,
     keras.layers.UpSampling2D,
     keras.layers.UpSampling3D,
-)
-
-_ELEMENTWISE = (
-    keras.layers.Add,
-    keras.layers.Subtract,
-    keras.layers.Multiply,
-    keras.layers.Average,
-    keras.layers.Maximum,
-    keras.layers.Minimum,
 )
 
 
@@ -663,7 +655,7 @@ def _register_builtin() -> None:
     register_layer_rule(
         keras.layers.BatchNormalization, lambda layer, i=None, o=None: _batch_norm_rule(layer, i), builtin=True
     )
-    for klass in _ELEMENTWISE:
+    for klass in ELEMENTWISE_MERGES:
         multiply = LayerRule("elementwise", extra={"multiply": klass is keras.layers.Multiply})
         register_layer_rule(klass, multiply, exact=True, builtin=True)
     register_layer_rule(

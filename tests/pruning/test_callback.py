@@ -384,11 +384,23 @@ print(json.dumps({"backend": keras.backend.backend(), "steps_at_load": steps, "b
 """
 
 
-def test_resume_in_a_fresh_process_never_lowers_sparsity(tmp_path):
+@pytest.fixture(scope="module")
+def saved_mid_schedule(tmp_path_factory):
+    """Phase one, run once for both resume tests: its JSON, the saved model and the zeros of "middle".
+
+    Phase two only reads these files, so the two tests share one fresh-process training run.
+    """
     from tests.pruning.conftest import run_python
 
-    model_path, zeros_path = str(tmp_path / "mid.keras"), str(tmp_path / "zeros.npy")
-    first = run_python(_RESUME_PHASE_ONE, model_path, zeros_path)
+    folder = tmp_path_factory.mktemp("resume")
+    model_path, zeros_path = str(folder / "mid.keras"), str(folder / "zeros.npy")
+    return run_python(_RESUME_PHASE_ONE, model_path, zeros_path), model_path, zeros_path
+
+
+def test_resume_in_a_fresh_process_never_lowers_sparsity(saved_mid_schedule):
+    from tests.pruning.conftest import run_python
+
+    first, model_path, zeros_path = saved_mid_schedule
     second = run_python(_RESUME_PHASE_TWO, model_path, zeros_path)
     schedule = mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=16, frequency=2)
     assert first["steps"] == second["steps_at_load"] == 8
@@ -402,12 +414,11 @@ def test_resume_in_a_fresh_process_never_lowers_sparsity(tmp_path):
     assert second["zeros"] == num_to_prune(0.8, 768)
 
 
-def test_resume_on_another_backend_from_a_keras_file(tmp_path):
+def test_resume_on_another_backend_from_a_keras_file(saved_mid_schedule):
     """Saved mid-schedule on the active backend, resumed on the next one in a fresh process."""
     from tests.pruning.conftest import next_backend, run_python
 
-    model_path, zeros_path = str(tmp_path / "mid.keras"), str(tmp_path / "zeros.npy")
-    first = run_python(_RESUME_PHASE_ONE, model_path, zeros_path)
+    first, model_path, zeros_path = saved_mid_schedule
     other = next_backend()
     second = run_python(_RESUME_PHASE_TWO, model_path, zeros_path, env={"KERAS_BACKEND": other})
     assert second["backend"] == other != keras.backend.backend()

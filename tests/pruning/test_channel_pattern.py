@@ -121,3 +121,39 @@ def test_digits_accuracy_with_half_the_channels(digits):
     smaller.fit(digits.x_train, digits.y_train, batch_size=batch, epochs=3, verbose=0)
     accuracy = smaller.evaluate(digits.x_test, digits.y_test, verbose=0)[1]
     assert accuracy >= dense_accuracy - 0.02, (accuracy, dense_accuracy)
+
+
+class _GradientL1(mp.Importance):
+    """A user criterion that needs gradients: Taylor's score, recording the saliency it was given."""
+
+    needs_gradients = True
+    seen: list = []
+
+    def __call__(self, weights, values, saliency=None):
+        type(self).seen.append(saliency)
+        return mp.get_importance("taylor")(weights, values, saliency)
+
+
+def test_a_registered_criterion_that_needs_gradients_gets_data_and_saliency():
+    """ChannelPattern asks the criterion (`needs_gradients`), not its name, whether to take gradients."""
+    from mobileprune.sparsity_core.selection import select_targets
+
+    mp.register_importance("test_gradient_l1", _GradientL1)
+    with pytest.raises(ValueError, match=r"ChannelPattern\('test_gradient_l1'\) needs data=\(x, y\)"):
+        ChannelPattern("test_gradient_l1")
+    model = residual_model()
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    data = (rng.random((64, 8, 8, 3)).astype("float32"), rng.integers(0, 5, 64))
+
+    def scores(criterion):
+        groups = ChannelPattern(criterion, data=data).groups(model, select_targets(model))
+        channel_groups = [g for g in groups if isinstance(g, ChannelMaskGroup)]
+        return [g.scores([np.asarray(v.numpy()) for v in g.variables]) for g in channel_groups]
+
+    _GradientL1.seen.clear()
+    mine, taylor = scores("test_gradient_l1"), scores("taylor")
+    assert len(_GradientL1.seen) == len(mine) == 2 and all(s is not None for s in _GradientL1.seen)
+    for ours, reference in zip(mine, taylor):
+        np.testing.assert_array_equal(ours, reference)
+    assert any(s.max() > 0 for s in mine)  # real gradients, not all-zero placeholders

@@ -45,52 +45,57 @@ def bert(vocab=50, seq=12, hidden=32, heads=4, intermediate=64, layers=2, classe
     return keras.Model(inputs, outputs, name="tiny_bert")
 
 
-def hub_backbones():
-    """The keras-hub backbones of issue 9, each under a small Dense head: name -> (model, sample input)."""
+def _samples(seq: int):
+    """Token ids, a padding mask (last two tokens of row 1 padded) and two 32x32 images."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 1000, (2, seq)).astype("int32")
+    mask = np.ones((2, seq), "int32")
+    mask[1, -2:] = 0
+    return tokens, mask, rng.random((2, 32, 32, 3)).astype("float32")
+
+
+def hub_backbone(name: str):
+    """One keras-hub backbone of issue 9 (``"bert"``, ``"gemma3"``, ``"vit"``) under a small Dense head.
+
+    Returns ``(model, sample input)``. Only the one asked for is built (each
+    test mutates its model, so none is shared): building all three for each of
+    the five tests that use one cost the JAX leg about 80 s (the five tests took
+    195 s before, 115 s after, on the shared machine at load 8-14).
+    """
     import keras_hub
 
-    rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
     seq = 8
+    token_sample, mask_sample, image_sample = _samples(seq)
     tokens = keras.Input((seq,), dtype="int32", name="token_ids")
     padding = keras.Input((seq,), dtype="int32", name="padding_mask")
-    token_sample = rng.integers(1, 1000, (2, seq)).astype("int32")
-    mask_sample = np.ones((2, seq), "int32")
-    mask_sample[1, -2:] = 0
-
-    bert_backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=128, max_sequence_length=32
-    )
-    segments = keras.Input((seq,), dtype="int32", name="segment_ids")
-    pooled = bert_backbone({"token_ids": tokens, "segment_ids": segments, "padding_mask": padding})["pooled_output"]
-    bert_model = keras.Model([tokens, segments, padding], keras.layers.Dense(3, name="head")(pooled))
-    bert_sample = [token_sample, np.zeros_like(token_sample), mask_sample]
-
-    gemma_backbone = keras_hub.models.Gemma3Backbone(
-        vocabulary_size=1000,
-        image_size=None,
-        num_layers=2,
-        num_query_heads=4,
-        num_key_value_heads=1,
-        hidden_dim=64,
-        intermediate_dim=128,
-        head_dim=16,
-    )
-    hidden = gemma_backbone({"token_ids": tokens, "padding_mask": padding})
-    gemma_pooled = keras.layers.GlobalAveragePooling1D(name="pool")(hidden)
-    gemma_model = keras.Model([tokens, padding], keras.layers.Dense(3, name="head")(gemma_pooled))
-    gemma_sample = [token_sample, mask_sample]
-
-    vit_backbone = keras_hub.models.ViTBackbone(
-        image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=64, mlp_dim=128
-    )
-    images = keras.Input((32, 32, 3), name="images")
-    vit_hidden = vit_backbone(images)
-    vit_pooled = keras.layers.GlobalAveragePooling1D(name="pool")(vit_hidden)
-    vit_model = keras.Model(images, keras.layers.Dense(3, name="head")(vit_pooled))
-    vit_sample = rng.random((2, 32, 32, 3)).astype("float32")
-    return {
-        "bert": (bert_model, bert_sample),
-        "gemma3": (gemma_model, gemma_sample),
-        "vit": (vit_model, vit_sample),
-    }
+    if name == "bert":
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=128, max_sequence_length=32
+        )
+        segments = keras.Input((seq,), dtype="int32", name="segment_ids")
+        pooled = backbone({"token_ids": tokens, "segment_ids": segments, "padding_mask": padding})["pooled_output"]
+        model = keras.Model([tokens, segments, padding], keras.layers.Dense(3, name="head")(pooled))
+        return model, [token_sample, np.zeros_like(token_sample), mask_sample]
+    if name == "gemma3":
+        backbone = keras_hub.models.Gemma3Backbone(
+            vocabulary_size=1000,
+            image_size=None,
+            num_layers=2,
+            num_query_heads=4,
+            num_key_value_heads=1,
+            hidden_dim=64,
+            intermediate_dim=128,
+            head_dim=16,
+        )
+        hidden = backbone({"token_ids": tokens, "padding_mask": padding})
+        pooled = keras.layers.GlobalAveragePooling1D(name="pool")(hidden)
+        return keras.Model([tokens, padding], keras.layers.Dense(3, name="head")(pooled)), [token_sample, mask_sample]
+    if name == "vit":
+        backbone = keras_hub.models.ViTBackbone(
+            image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=64, mlp_dim=128
+        )
+        images = keras.Input((32, 32, 3), name="images")
+        pooled = keras.layers.GlobalAveragePooling1D(name="pool")(backbone(images))
+        return keras.Model(images, keras.layers.Dense(3, name="head")(pooled)), image_sample
+    raise ValueError(f"unknown keras-hub test backbone {name!r}; pick 'bert', 'gemma3' or 'vit'")

@@ -12,6 +12,7 @@ keras_hub = pytest.importorskip("keras_hub")
 
 import mobileprune as mp  # noqa: E402
 from mobileprune.keras_hub_layers import (  # noqa: E402
+    HeadSized,
     HeadSizedTransformerDecoder,
     HeadSizedTransformerEncoder,
     HeadSizedViTBackbone,
@@ -142,9 +143,29 @@ def test_pruning_only_neurons_keeps_the_keras_hub_class():
     assert type(block) is keras_hub.layers.TransformerEncoder and block.intermediate_dim == FFN // 2
 
 
-def test_head_size_must_be_a_positive_int():
-    with pytest.raises(ValueError, match="key_dim must be a positive int"):
-        HeadSizedTransformerEncoder(intermediate_dim=8, num_heads=2, key_dim=0)
+@pytest.mark.parametrize(
+    "klass", [HeadSizedTransformerEncoder, HeadSizedTransformerDecoder, HeadSizedViTBackbone], ids=lambda k: k.__name__
+)
+def test_head_size_must_be_a_positive_int(klass):
+    # Checked by the shared HeadSized base before keras-hub builds anything.
+    for bad in (0, 2.0, "8"):
+        with pytest.raises(ValueError, match="key_dim must be a positive int"):
+            klass(key_dim=bad)
+
+
+@pytest.mark.parametrize("klass", [HeadSizedTransformerEncoder, HeadSizedTransformerDecoder])
+def test_key_dim_is_in_the_config_and_sizes_every_attention(klass):
+    layer = klass(intermediate_dim=FFN, num_heads=2, key_dim=5)
+    rebuilt = klass.from_config(layer.get_config())
+    assert rebuilt.key_dim == 5 and rebuilt.get_config()["key_dim"] == 5
+    x = np.zeros((1, SEQ, WIDTH), "float32")
+    out = rebuilt(x, x) if klass is HeadSizedTransformerDecoder else rebuilt(x)
+    assert tuple(out.shape) == (1, SEQ, WIDTH)
+    names = ("_self_attention_layer", "_cross_attention_layer")
+    attentions = [getattr(rebuilt, name) for name in names if getattr(rebuilt, name, None) is not None]
+    assert len(attentions) == (2 if klass is HeadSizedTransformerDecoder else 1)
+    assert all((a.num_heads, a.key_dim, a.value_dim) == (2, 5, 5) for a in attentions)
+    assert isinstance(rebuilt, HeadSized)
 
 
 # One backend is enough for this slow check; on PyTorch, the export child's registration is exercised by

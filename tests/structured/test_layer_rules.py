@@ -8,6 +8,7 @@ pytestmark = pytest.mark.needs_tf
 
 keras = pytest.importorskip("keras")
 
+from mobileprune.layer_classes import ELEMENTWISE_MERGES  # noqa: E402
 from mobileprune.structured.layer_rules import rule_for  # noqa: E402
 
 
@@ -108,3 +109,11 @@ def test_register_layer_rule_overrides_builtin_and_respects_subclasses():
 def test_layer_norm_is_a_silent_barrier():
     rule = rule_for(keras.layers.LayerNormalization())
     assert rule.kind == "barrier" and rule.silent
+
+
+@pytest.mark.parametrize("klass", ELEMENTWISE_MERGES, ids=lambda klass: klass.__name__)
+def test_every_elementwise_merge_ties_its_inputs_channels(klass):
+    rule = rule_for(klass())
+    assert rule.kind == "elementwise"
+    assert rule.extra["multiply"] is (klass is keras.layers.Multiply)
+    assert keras.layers.Concatenate not in ELEMENTWISE_MERGES  # concatenation maps index ranges instead

@@ -14,7 +14,7 @@ keras = pytest.importorskip("keras")
 import mobileprune as mp  # noqa: E402
 from mobileprune.structured import count_macs, mask_channels  # noqa: E402
 from mobileprune.structured.graph import build_graph  # noqa: E402
-from tests.structured._transformers import bert, hub_backbones, vit  # noqa: E402
+from tests.structured._transformers import bert, hub_backbone, vit  # noqa: E402
 
 
 def _out(model, x) -> np.ndarray:
@@ -122,7 +122,7 @@ def test_einsum_with_transposed_kernel_is_read_from_its_equation():
 @pytest.fixture(scope="module")
 def hub():
     pytest.importorskip("keras_hub")
-    return hub_backbones
+    return hub_backbone
 
 
 EXPECTED_HUB_GROUPS = {
@@ -148,7 +148,7 @@ def _backbone(model):
 
 @pytest.mark.parametrize("name", ["bert", "gemma3", "vit"])
 def test_keras_hub_backbone_shrinks_saves_and_loads(hub, name, tmp_path):
-    model, x = hub()[name]
+    model, x = hub(name)
     backbone_name = _backbone(model).name
     expected = {key.format(backbone=backbone_name): size for key, size in EXPECTED_HUB_GROUPS[name].items()}
     assert {g.name: g.size for g in mp.channel_groups(model)} == expected
@@ -225,7 +225,7 @@ def test_grouped_query_attention_prunes_kv_heads_with_their_query_heads():
 
 
 def test_keras_hub_vit_exports_to_tflite_after_shrink(hub, tmp_path):
-    model, x = hub()["vit"]
+    model, x = hub("vit")
     mask_channels(model, 0.5)
     smaller = mp.shrink(model)
     result = mp.export_tflite(smaller, tmp_path / "hub_vit.tflite")
@@ -388,7 +388,7 @@ def test_fraction_per_group_prunes_heads_and_neurons_by_different_shares():
 
 def test_prune_callback_channels_prunes_a_keras_hub_backbone(hub):
     # The scenario: pattern="channels" used to remove 0 parameters from keras-hub backbones.
-    model, x = hub()["gemma3"]
+    model, x = hub("gemma3")
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
     y = np.array([0, 1])
     callback = mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1), pattern="channels")
