@@ -46,8 +46,10 @@ from mobileprune.quantization.quantizer_layers import (
     FUSABLE_ACTIVATIONS,
     ActivationQuantizer,
     FixedRangeQuantizer,
+    FloatLayerNormalization,
     QuantizeWrapper,
     activation_name,
+    float_layer_normalization_fits,
     weight_kind,
 )
 from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, set_mask
@@ -102,6 +104,8 @@ class _Plan:
     pre_activation: set[int] = field(default_factory=set)  # wrapped layers with a non-fusable activation
     fixed_output: dict[int, str] = field(default_factory=dict)  # softmax/sigmoid/tanh: TFLite's fixed int8 grid
     attention: set[int] = field(default_factory=set)  # MultiHeadAttention layers run as QuantizedAttention
+    float_norms: list[str] = field(default_factory=list)  # LayerNormalizations run as FloatLayerNormalization
+    float_norm_ids: set[int] = field(default_factory=set)
     unsupported: list[str] = field(default_factory=list)
 
 
@@ -126,10 +130,15 @@ def quantize_aware(model: keras.Model, ema_decay: float = 0.99) -> keras.Model:
     _check_quantizable(functional)
     plan = _Plan()
     _plan_graph(functional, plan)
+    notes = []
     if plan.unsupported:
+        notes.append(f"no int8 simulation for {', '.join(sorted(set(plan.unsupported)))}")
+    if plan.float_norms:
+        notes.append(f"{', '.join(plan.float_norms)} normalize in float (simulated exactly)")
+    if notes:
         warnings.warn(
-            f"quantize_aware: no int8 simulation for {', '.join(sorted(set(plan.unsupported)))}; "
-            "they stay float in the int8 .tflite file (dequantized before, quantized after them)",
+            f"quantize_aware: {'; '.join(notes)}; they stay float in the int8 .tflite file "
+            "(dequantized before, quantized after them)",
             stacklevel=2,
         )
     return _rebuild(functional, plan, ema_decay)
@@ -246,6 +255,9 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
             pass
         elif _is_simulated_attention(layer, node, calls):
             plan.attention.add(id(layer))
+        elif float_layer_normalization_fits(layer):
+            plan.float_norms.append(f"{layer.name} ({type(layer).__name__})")
+            plan.float_norm_ids.add(id(layer))
         elif _is_fixed_range(layer):
             plan.fixed_output[id(layer)] = (
                 "softmax" if isinstance(layer, keras.layers.Softmax) else activation_name(layer.activation)
@@ -296,10 +308,12 @@ def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
     pairs: list[tuple[Any, Any]] = []  # (original layer, its copy) whose weights to copy
 
     def clone_function(layer):
-        if id(layer) in plan.attention:
+        if id(layer) in plan.attention or id(layer) in plan.float_norm_ids:
             inner = _copy_layer(layer)
             pairs.append((layer, inner))
-            new = QuantizedAttention(inner, ema_decay)
+            new = (
+                QuantizedAttention(inner, ema_decay) if id(layer) in plan.attention else FloatLayerNormalization(inner)
+            )
         elif id(layer) in plan.wrap:
             bn = plan.wrap[id(layer)]
             inner, inner_bn = _copy_layer(layer), None if bn is None else _copy_layer(bn)

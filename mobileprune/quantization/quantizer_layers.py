@@ -178,6 +178,8 @@ class QuantizeWrapper(keras.layers.Layer):
         kernel, bias = self.folded_kernel_and_bias()
         if self.kind == "einsum":  # one FULLY_CONNECTED: the bias is added before the output reshape
             outputs = einsum_as_matmul(self.layer.equation, inputs, quantize_weight(kernel, "dense"), bias)
+        elif self.kind == "dense":
+            outputs = fully_connected(inputs, quantize_weight(kernel, "dense"), bias)
         else:
             if self.kind == "separable":
                 inputs = self.depthwise_quantizer(self._depthwise(inputs), training=training)
@@ -214,10 +216,6 @@ class QuantizeWrapper(keras.layers.Layer):
 
     def _apply(self, inputs: Any, kernel: Any) -> Any:
         layer = self.layer
-        if self.kind == "dense":
-            return ops.matmul(inputs, kernel)
-        if self.kind == "einsum":
-            return einsum_as_matmul(layer.equation, inputs, kernel)
         if self.kind == "embedding":  # an int8 GATHER from the table, on the table's scale
             return ops.take(kernel, ops.cast(inputs, "int32"), axis=0)
         if self.kind == "separable":  # the 1x1 pointwise convolution
@@ -310,20 +308,34 @@ def _shared(source: str, kernel: str) -> int:
 
 
 def einsum_as_matmul(equation: str, inputs: Any, kernel: Any, bias: Any = None) -> Any:
-    """An :func:`einsum_dims` einsum written as reshape, matmul (+ bias) and reshape."""
-    contracted, kernel_free = einsum_dims(equation)
+    """An :func:`einsum_dims` einsum written as one :func:`fully_connected` between reshapes."""
+    contracted, _ = einsum_dims(equation)
     kernel_shape = tuple(kernel.shape)
     inner = int(np_prod(kernel_shape[:contracted]))
     outer = int(np_prod(kernel_shape[contracted:]))
     free_shape = _free_shape(inputs, len(inputs.shape) - contracted)
-    if contracted > 1:
-        inputs = ops.reshape(inputs, (*free_shape, inner))
-    outputs = ops.matmul(inputs, ops.reshape(kernel, (inner, outer)))
+    flat = ops.reshape(inputs, (-1, inner))
+    outputs = fully_connected(
+        flat, ops.reshape(kernel, (inner, outer)), None if bias is None else ops.reshape(bias, (outer,))
+    )
+    return ops.reshape(outputs, (*free_shape, *kernel_shape[contracted:]))
+
+
+def fully_connected(inputs: Any, kernel: Any, bias: Any = None) -> Any:
+    """``inputs @ kernel + bias`` as TFLite's FULLY_CONNECTED computes it: on 2-D rows.
+
+    Inputs of rank > 2 are flattened first. Measured with TF 2.21: TensorFlow's matmul of a
+    3-D tensor by a 2-D kernel is a tensordot whose bias add comes after its output reshape;
+    the converter then cannot fuse the bias, and the matmul stays a float op.
+    """
+    rank = len(inputs.shape)
+    free_shape = _free_shape(inputs, rank - 1) if rank > 2 else None
+    if rank > 2:
+        inputs = ops.reshape(inputs, (-1, inputs.shape[-1]))
+    outputs = ops.matmul(inputs, kernel)
     if bias is not None:
-        outputs = ops.add(outputs, ops.reshape(bias, (outer,)))
-    if kernel_free > 1:
-        outputs = ops.reshape(outputs, (*free_shape, *kernel_shape[contracted:]))
-    return outputs
+        outputs = ops.add(outputs, bias)
+    return outputs if free_shape is None else ops.reshape(outputs, (*free_shape, kernel.shape[-1]))
 
 
 def _free_shape(inputs: Any, count: int) -> tuple:
@@ -361,3 +373,61 @@ def quantize_weight(kernel: Any, kind: str) -> Any:
     limit = ops.maximum(ops.max(ops.abs(kernel), axis=axes), _MIN_WEIGHT_RANGE)
     quantized = fake_quant_with_min_max_vars(kernel, -limit, limit, num_bits=8, narrow_range=True, axis=-1)
     return ops.reshape(quantized, shape)
+
+
+@keras.saving.register_keras_serializable(package="mobileprune")
+class FloatLayerNormalization(keras.layers.Layer):
+    """A LayerNormalization the int8 file runs in float, between a DEQUANTIZE and a QUANTIZE.
+
+    Measured with TF 2.21: given Keras's LayerNormalization on an int8 tensor, the converter
+    quantizes only its first op (the MEAN, onto the input's own grid: it keeps the input's
+    scale) and runs the rest in float, so the file normalizes with a rounded mean (5 output
+    steps off on the test ViT). The same normalization written with sums, which the
+    converter leaves float, is one float island computing what Keras computes; its
+    input and output are the int8 tensors around it.
+
+    Args:
+        layer: the ``keras.layers.LayerNormalization`` (its weights and config).
+        **kwargs: ``keras.layers.Layer`` arguments.
+    """
+
+    def __init__(self, layer: keras.layers.LayerNormalization, **kwargs: Any):
+        kwargs.setdefault("name", f"float_{layer.name}")
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def build(self, input_shape: Any) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        layer = self.layer
+        axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+        count = float(np_prod(inputs.shape[axis] for axis in axes))
+        mean = ops.multiply(ops.sum(inputs, axis=axes, keepdims=True), 1.0 / count)
+        centered = ops.subtract(inputs, mean)
+        variance = ops.multiply(ops.sum(ops.square(centered), axis=axes, keepdims=True), 1.0 / count)
+        outputs = ops.multiply(centered, ops.rsqrt(ops.add(variance, layer.epsilon)))
+        shape = [inputs.shape[i] if i in [a % len(inputs.shape) for a in axes] else 1 for i in range(len(inputs.shape))]
+        if layer.gamma is not None:
+            outputs = ops.multiply(outputs, ops.reshape(layer.gamma, shape[1:]))
+        if layer.beta is not None:
+            outputs = ops.add(outputs, ops.reshape(layer.beta, shape[1:]))
+        return outputs
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "layer": keras.saving.serialize_keras_object(self.layer)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FloatLayerNormalization:
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
+def float_layer_normalization_fits(layer: Any) -> bool:
+    """Whether :class:`FloatLayerNormalization` computes this layer (no RMS scaling)."""
+    return type(layer) is keras.layers.LayerNormalization and not layer.rms_scaling

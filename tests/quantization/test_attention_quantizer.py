@@ -124,7 +124,7 @@ def test_embedding_softmax_and_separable_convs_export_like_keras(digits, tmp_pat
     outputs = keras.layers.Dense(10, activation="softmax", name="probabilities")(features.output)
     model = keras.Model(features.input, outputs)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # every layer here is simulated: no warning
+        warnings.simplefilter("error", UserWarning)  # every layer here is simulated: no warning
         qat = mp.quantize_aware(model)
     qat.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     qat.fit(prepare(digits.x_train), digits.y_train, epochs=1, batch_size=64, verbose=0)
@@ -150,3 +150,42 @@ def test_reusing_the_float_models_trained_optimizer_is_one_clear_error_and_loses
         qat.fit(digits.x_train[:64], digits.y_train[:64], batch_size=32, verbose=0)
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+
+
+def test_a_functional_model_nested_in_one_is_simulated_inside(digits, tmp_path):
+    import mobileprune as mp
+    from mobileprune import keras_private
+    from mobileprune.quantization.quantizer_layers import QuantizeWrapper
+
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((8, 8, 1))
+    inner_out = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="inner_conv")(inner_in)
+    backbone = keras.Model(inner_in, keras.layers.GlobalAveragePooling2D()(inner_out), name="backbone")
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(backbone(inputs)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        qat = mp.quantize_aware(model)
+    wrapped = [layer.name for layer in keras_private.all_layers(qat) if isinstance(layer, QuantizeWrapper)]
+    assert "quant_inner_conv" in wrapped and "quant_logits" in wrapped
+    qat.compile(keras.optimizers.Adam(1e-3), LOSS)
+    qat.fit(digits.x_train[:128], digits.y_train[:128], epochs=1, batch_size=64, verbose=0)
+
+
+def test_a_subclassed_model_is_refused_naming_its_functional_part():
+    import mobileprune as mp
+
+    class Classifier(keras.Model):
+        def __init__(self):
+            super().__init__()
+            inputs = keras.Input((4,))
+            self.body = keras.Model(inputs, keras.layers.Dense(4)(inputs), name="body")
+            self.head = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.head(self.body(x))
+
+    model = Classifier()
+    model(np.zeros((1, 4), "float32"))
+    with pytest.raises(ValueError, match="functional part.*body.*assign them back"):
+        mp.quantize_aware(model)
