@@ -91,8 +91,11 @@ def test_int8_attention_file_predicts_like_the_keras_model(trained_vit, digits, 
     file_logits = run_tflite(str(result.path), digits.x_test)
     step = mp.activation_quantizers(qat)["logits_quant"][0]
     steps = np.abs(file_logits - keras_logits) / step
+    # Each int8 op alone matches its simulation to within one step (fixed-point requantization
+    # rounds some 0.1-0.4% of the values the other way); chained through attention, at most 2 steps.
     assert steps.max() <= 2.01, steps.max()
-    assert np.mean(keras_logits.argmax(1) == file_logits.argmax(1)) >= 0.995
+    assert np.quantile(steps, 0.99) <= 1.01, np.quantile(steps, 0.99)
+    assert np.mean(keras_logits.argmax(1) == file_logits.argmax(1)) >= 0.98  # a one-epoch model has near ties
 
 
 def tokens_model() -> tuple[keras.Model, callable]:
@@ -189,3 +192,28 @@ def test_a_subclassed_model_is_refused_naming_its_functional_part():
     model(np.zeros((1, 4), "float32"))
     with pytest.raises(ValueError, match="functional part.*body.*assign them back"):
         mp.quantize_aware(model)
+
+
+@pytest.mark.tensorflow_only
+def test_a_keras_hub_encoder_block_is_named_and_kept_float_exactly(digits, tmp_path):
+    import keras_hub
+
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Dense(16)(keras.layers.Reshape((8, 8))(inputs))
+    x = keras_hub.layers.TransformerEncoder(intermediate_dim=32, num_heads=2, name="encoder")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(keras.layers.GlobalAveragePooling1D()(x)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        qat = mp.quantize_aware(model)
+    messages = [str(w.message) for w in caught if "quantize_aware" in str(w.message)]
+    assert len(messages) == 1 and "encoder (TransformerEncoder)" in messages[0] and "stay float" in messages[0]
+    qat.compile(keras.optimizers.Adam(1e-3), LOSS)
+    qat.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, batch_size=64, verbose=0)
+    result = mp.export_tflite(qat, tmp_path / "hub.tflite", quantize="int8", sparse=False)
+    # The block runs float in the file (float weights, no dynamic-range int8): the logits follow the model.
+    diff = np.abs(run_tflite(str(result.path), digits.x_test) - qat.predict(digits.x_test, verbose=0))
+    assert diff.max() / mp.activation_quantizers(qat)["logits_quant"][0] <= 2.01
