@@ -11,9 +11,16 @@ ReLU6) is one op, quantized once after the activation; Add, Subtract,
 Multiply, Concatenate, global average pooling and other activations get a
 quantizer on their output; Reshape, Flatten, Dropout, max/average pooling,
 padding and cropping pass their input's range through; softmax, sigmoid and
-tanh have TFLite's fixed output ranges. Every float model input gets one.
+tanh are rounded to TFLite's fixed output grids. Every float model input gets one.
 Producers that feed only a Concatenate take the Concatenate's range (one
 scale for all its inputs, as TFLite's int8 concatenation wants).
+SeparableConv1D/2D are two int8 ops (depthwise, then 1x1) with a quantizer
+between; EinsumDense (matrix-product equations) and Dense on sequences are
+one FULLY_CONNECTED each; Embedding is an int8 GATHER; MultiHeadAttention is
+its int8 pieces (``attention_quantizer``); LayerNormalization is one float
+island computed exactly (``FloatLayerNormalization``). Functional models
+nested in the graph are quantized inside; other layers (a keras-hub block,
+a custom layer) stay float in the file, named in one warning.
 
 The copy has its own variables, initialized from the model's; pruning masks
 attached to the model's weights (``PruneCallback``) are attached to the

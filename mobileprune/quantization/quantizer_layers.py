@@ -13,8 +13,12 @@ op, which the TFLite converter turns into int8 tensors):
   would need a gradient through the range, which the moving average does
   not: chosen because it is what tfmot's default 8-bit scheme does and it
   needs no tuning of a second learning rate.
-* :class:`QuantizeWrapper`: runs a Conv1D/Conv2D, DepthwiseConv1D/2D or
-  Dense layer's own computation with its kernel fake-quantized symmetric
+* :class:`FixedRangeQuantizer`: the fixed int8 output grid of softmax,
+  logistic (scale 1/256, zero point -128) and tanh (1/128, 0).
+* :class:`FloatLayerNormalization`: a LayerNormalization the file runs in
+  float (written so that the converter leaves all of it float).
+* :class:`QuantizeWrapper`: runs a Conv1D/Conv2D, DepthwiseConv1D/2D,
+  SeparableConv1D/2D, Dense, EinsumDense or Embedding layer's own computation with its kernel fake-quantized symmetric
   narrow-range ([-127, 127], so 0 maps to exactly 0 and pruned weights stay
   zero) along the axis the TFLite op quantizes: the output channel for
   convolutions, the ``in * multiplier`` channel for depthwise. Dense is per
