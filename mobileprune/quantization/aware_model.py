@@ -135,6 +135,7 @@ def quantize_aware(model: keras.Model, ema_decay: float = 0.99) -> keras.Model:
     """
     functional = _as_functional(model)
     _check_quantizable(functional)
+    _warn_optimizer_state(model)
     plan = _Plan()
     _plan_graph(functional, plan)
     notes = []
@@ -184,6 +185,25 @@ def _as_functional(model: Any) -> keras.Model:
         )
         raise ValueError(f"model {model.name!r} is a subclassed model without a functional graph; {fix}")
     return model
+
+
+def _warn_optimizer_state(model: keras.Model) -> None:
+    """One line when the model's optimizer has trained: its state belongs to the float model's variables.
+
+    Measured with Keras 3.15: compiling the copy with ``model.optimizer`` fails on TensorFlow
+    ("recreate a new optimizer instance") but on JAX trains the copy with the float model's
+    moments, silently.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not getattr(optimizer, "built", False):
+        return
+    steps = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    if steps:
+        warnings.warn(
+            f"quantize_aware: {model.name!r}'s {type(optimizer).__name__} holds {steps} steps of state for the "
+            "float model's variables (kept there); compile the copy with a new optimizer, not model.optimizer",
+            stacklevel=3,
+        )
 
 
 def _check_quantizable(model: keras.Model) -> None:
