@@ -144,6 +144,11 @@ def run_through_graph(graph: Any, inputs: Any, call_fn: Callable) -> Any:
     return graph._run_through_graph(inputs, call_fn=call_fn)
 
 
+def node_call_arguments(node: Any) -> tuple[tuple, dict]:
+    """The positional and keyword arguments (symbolic tensors and constants) a graph node was called with."""
+    return tuple(node.arguments.args), dict(node.arguments.kwargs)
+
+
 def producing_node(tensor: Any) -> Any:
     """The graph node whose call produced the symbolic `tensor`."""
     history = tensor._keras_history

@@ -11,9 +11,16 @@ ReLU6) is one op, quantized once after the activation; Add, Subtract,
 Multiply, Concatenate, global average pooling and other activations get a
 quantizer on their output; Reshape, Flatten, Dropout, max/average pooling,
 padding and cropping pass their input's range through; softmax, sigmoid and
-tanh have TFLite's fixed output ranges. Every float model input gets one.
+tanh are rounded to TFLite's fixed output grids. Every float model input gets one.
 Producers that feed only a Concatenate take the Concatenate's range (one
 scale for all its inputs, as TFLite's int8 concatenation wants).
+SeparableConv1D/2D are two int8 ops (depthwise, then 1x1) with a quantizer
+between; EinsumDense (matrix-product equations) and Dense on sequences are
+one FULLY_CONNECTED each; Embedding is an int8 GATHER; MultiHeadAttention is
+its int8 pieces (``attention_quantizer``); LayerNormalization is one float
+island computed exactly (``FloatLayerNormalization``). Functional models
+nested in the graph are quantized inside; other layers (a keras-hub block,
+a custom layer) stay float in the file, named in one warning.
 
 The copy has its own variables, initialized from the model's; pruning masks
 attached to the model's weights (``PruneCallback``) are attached to the
@@ -40,12 +47,16 @@ import keras
 import numpy as np
 
 from mobileprune import keras_private
+from mobileprune.quantization.attention_quantizer import QuantizedAttention, attention_is_simulated
 from mobileprune.quantization.quantizer_layers import (
     FIXED_RANGE_ACTIVATIONS,
     FUSABLE_ACTIVATIONS,
     ActivationQuantizer,
+    FixedRangeQuantizer,
+    FloatLayerNormalization,
     QuantizeWrapper,
     activation_name,
+    float_layer_normalization_fits,
     weight_kind,
 )
 from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, set_mask
@@ -87,6 +98,7 @@ _REQUANTIZING = (
     keras.layers.LeakyReLU,
 )
 _RECURRENT = (keras.layers.RNN, keras.layers.Bidirectional)
+_SIMULATING = (ActivationQuantizer, QuantizeWrapper, QuantizedAttention)
 
 
 @dataclass
@@ -97,6 +109,10 @@ class _Plan:
     absorbed: set[int] = field(default_factory=set)  # BatchNormalizations folded into their conv
     quantize_output: set[int] = field(default_factory=set)
     pre_activation: set[int] = field(default_factory=set)  # wrapped layers with a non-fusable activation
+    fixed_output: dict[int, str] = field(default_factory=dict)  # softmax/sigmoid/tanh: TFLite's fixed int8 grid
+    attention: set[int] = field(default_factory=set)  # MultiHeadAttention layers run as QuantizedAttention
+    float_norms: list[str] = field(default_factory=list)  # LayerNormalizations run as FloatLayerNormalization
+    float_norm_ids: set[int] = field(default_factory=set)
     unsupported: list[str] = field(default_factory=list)
 
 
@@ -119,12 +135,18 @@ def quantize_aware(model: keras.Model, ema_decay: float = 0.99) -> keras.Model:
     """
     functional = _as_functional(model)
     _check_quantizable(functional)
+    _warn_optimizer_state(model)
     plan = _Plan()
     _plan_graph(functional, plan)
+    notes = []
     if plan.unsupported:
+        notes.append(f"no int8 simulation for {', '.join(sorted(set(plan.unsupported)))}")
+    if plan.float_norms:
+        notes.append(f"{', '.join(plan.float_norms)} normalize in float (simulated exactly)")
+    if notes:
         warnings.warn(
-            f"quantize_aware: no int8 simulation for {', '.join(sorted(set(plan.unsupported)))}; "
-            "they stay float in the int8 .tflite file (dequantized before, quantized after them)",
+            f"quantize_aware: {'; '.join(notes)}; they stay float in the int8 .tflite file "
+            "(dequantized before, quantized after them)",
             stacklevel=2,
         )
     return _rebuild(functional, plan, ema_decay)
@@ -132,7 +154,7 @@ def quantize_aware(model: keras.Model, ema_decay: float = 0.99) -> keras.Model:
 
 def is_quantization_aware(model: Any) -> bool:
     """Whether ``model`` contains the quantizers :func:`quantize_aware` inserts."""
-    return any(isinstance(layer, ActivationQuantizer | QuantizeWrapper) for layer in _all_layers(model))
+    return any(isinstance(layer, _SIMULATING) for layer in _all_layers(model))
 
 
 def activation_quantizers(model: keras.Model) -> dict[str, tuple[float, int]]:
@@ -154,16 +176,39 @@ def _as_functional(model: Any) -> keras.Model:
             )
         return keras.Model(model.inputs, model.outputs, name=model.name)
     if not keras_private.is_functional(model):
-        raise ValueError(
-            f"model {model.name!r} is a subclassed model without a functional graph; "
-            "build it as a functional or Sequential model (subclassed layers inside are fine)"
+        parts = [layer.name for layer in model.layers if keras_private.functional_graph(layer) is not None]
+        fix = (
+            f"quantize its functional part(s) {', '.join(parts)} with mp.quantize_aware and assign them back "
+            "(its own layers then stay float in the file), or build it as a functional model"
+            if parts
+            else "build it as a functional or Sequential model (subclassed layers inside are fine)"
         )
+        raise ValueError(f"model {model.name!r} is a subclassed model without a functional graph; {fix}")
     return model
+
+
+def _warn_optimizer_state(model: keras.Model) -> None:
+    """One line when the model's optimizer has trained: its state belongs to the float model's variables.
+
+    Measured with Keras 3.15: compiling the copy with ``model.optimizer`` fails on TensorFlow
+    ("recreate a new optimizer instance") but on JAX trains the copy with the float model's
+    moments, silently.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not getattr(optimizer, "built", False):
+        return
+    steps = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    if steps:
+        warnings.warn(
+            f"quantize_aware: {model.name!r}'s {type(optimizer).__name__} holds {steps} steps of state for the "
+            "float model's variables (kept there); compile the copy with a new optimizer, not model.optimizer",
+            stacklevel=3,
+        )
 
 
 def _check_quantizable(model: keras.Model) -> None:
     layers = list(_all_layers(model))
-    if any(isinstance(layer, ActivationQuantizer | QuantizeWrapper) for layer in layers):
+    if any(isinstance(layer, _SIMULATING) for layer in layers):
         raise ValueError(f"model {model.name!r} is already quantization-aware; pass the float model")
     keras_quantized = [layer.name for layer in layers if getattr(layer, "quantization_mode", None)]
     if keras_quantized:
@@ -221,25 +266,38 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
             follower = only_consumer(node)
             bn = follower.operation if follower is not None else None
             fold = isinstance(bn, keras.layers.BatchNormalization) and calls[id(bn)] == 1 and bn.axis in (-1, [-1])
+            fold = fold and weight_kind(layer) in ("conv", "depthwise", "dense")
             fold = fold and activation_name(layer.activation) == "linear"
             plan.wrap[id(layer)] = bn if fold else None
             if fold:
                 plan.absorbed.add(id(bn))
                 end = follower
-            name = activation_name(layer.activation)
+            name = activation_name(getattr(layer, "activation", keras.activations.linear))
             if name not in FUSABLE_ACTIVATIONS:
                 plan.pre_activation.add(id(layer))
                 if name in FIXED_RANGE_ACTIVATIONS:
+                    plan.fixed_output[id(layer)] = name
                     continue
         elif _is_fusable_activation(layer) or isinstance(layer, _REQUANTIZING):
             pass
-        elif _is_fixed_range(layer) or isinstance(layer, _PASS_THROUGH):
+        elif _is_simulated_attention(layer, node, calls):
+            plan.attention.add(id(layer))
+        elif float_layer_normalization_fits(layer):
+            plan.float_norms.append(f"{layer.name} ({type(layer).__name__})")
+            plan.float_norm_ids.add(id(layer))
+        elif _is_fixed_range(layer):
+            plan.fixed_output[id(layer)] = (
+                "softmax" if isinstance(layer, keras.layers.Softmax) else activation_name(layer.activation)
+            )
+            continue
+        elif isinstance(layer, _PASS_THROUGH):
             continue
         else:
             plan.unsupported.append(f"{layer.name} ({type(layer).__name__})")
         follower = only_consumer(end)
         fuses = follower is not None and _is_fusable_activation(follower.operation)
         fuses = fuses and activation_name(getattr(layer, "activation", keras.activations.linear)) == "linear"
+        fuses = fuses and not isinstance(layer, keras.layers.Embedding)  # GATHER has no fused activation
         feeds_concat = bool(consumers.get(id(end))) and id(end.operation) not in output_layers
         feeds_concat = feeds_concat and all(
             isinstance(c.operation, keras.layers.Concatenate) for c in consumers[id(end)]
@@ -252,6 +310,14 @@ def _is_fusable_activation(layer: Any) -> bool:
     if isinstance(layer, keras.layers.ReLU):
         return layer.negative_slope == 0 and layer.threshold == 0 and layer.max_value in (None, 6, 6.0)
     return isinstance(layer, keras.layers.Activation) and activation_name(layer.activation) in ("relu", "relu6")
+
+
+def _is_simulated_attention(layer: Any, node: Any, calls: dict[int, int]) -> bool:
+    if not isinstance(layer, keras.layers.MultiHeadAttention) or calls[id(layer)] != 1:
+        return False
+    args, kwargs = keras_private.node_call_arguments(node)
+    query = args[0] if args else kwargs.get("query")
+    return attention_is_simulated(layer, kwargs, len(query.shape) if query is not None else None)
 
 
 def _is_fixed_range(layer: Any) -> bool:
@@ -269,7 +335,13 @@ def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
     pairs: list[tuple[Any, Any]] = []  # (original layer, its copy) whose weights to copy
 
     def clone_function(layer):
-        if id(layer) in plan.wrap:
+        if id(layer) in plan.attention or id(layer) in plan.float_norm_ids:
+            inner = _copy_layer(layer)
+            pairs.append((layer, inner))
+            new = (
+                QuantizedAttention(inner, ema_decay) if id(layer) in plan.attention else FloatLayerNormalization(inner)
+            )
+        elif id(layer) in plan.wrap:
             bn = plan.wrap[id(layer)]
             inner, inner_bn = _copy_layer(layer), None if bn is None else _copy_layer(bn)
             pairs.append((layer, inner))
@@ -303,6 +375,8 @@ def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
         outputs = args[0] if id(original) in plan.absorbed else layer(*args, **kwargs)
         if id(original) in plan.quantize_output and isinstance(outputs, keras.KerasTensor):
             outputs = ActivationQuantizer(ema_decay, name=f"{original.name}_quant")(outputs)
+        elif id(original) in plan.fixed_output and isinstance(outputs, keras.KerasTensor):
+            outputs = FixedRangeQuantizer(plan.fixed_output[id(original)], name=f"{original.name}_quant")(outputs)
         return outputs
 
     clone = keras.models.clone_model(

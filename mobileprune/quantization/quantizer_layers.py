@@ -13,8 +13,12 @@ op, which the TFLite converter turns into int8 tensors):
   would need a gradient through the range, which the moving average does
   not: chosen because it is what tfmot's default 8-bit scheme does and it
   needs no tuning of a second learning rate.
-* :class:`QuantizeWrapper`: runs a Conv1D/Conv2D, DepthwiseConv1D/2D or
-  Dense layer's own computation with its kernel fake-quantized symmetric
+* :class:`FixedRangeQuantizer`: the fixed int8 output grid of softmax,
+  logistic (scale 1/256, zero point -128) and tanh (1/128, 0).
+* :class:`FloatLayerNormalization`: a LayerNormalization the file runs in
+  float (written so that the converter leaves all of it float).
+* :class:`QuantizeWrapper`: runs a Conv1D/Conv2D, DepthwiseConv1D/2D,
+  SeparableConv1D/2D, Dense, EinsumDense or Embedding layer's own computation with its kernel fake-quantized symmetric
   narrow-range ([-127, 127], so 0 maps to exactly 0 and pruned weights stay
   zero) along the axis the TFLite op quantizes: the output channel for
   convolutions, the ``in * multiplier`` channel for depthwise. Dense is per
@@ -47,8 +51,10 @@ _MIN_WEIGHT_RANGE = 1e-3
 
 #: Activations TFLite fuses into Conv/Depthwise/FullyConnected/Add (quantized after them).
 FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
-#: Activations whose int8 output range TFLite fixes (no quantizer after them).
-FIXED_RANGE_ACTIVATIONS = ("softmax", "sigmoid", "tanh")
+#: Activations whose int8 output range TFLite fixes: ``(min, max)`` of the int8 grid (scale 1/256,
+#: zero point -128 for softmax and logistic; scale 1/128, zero point 0 for tanh).
+FIXED_RANGES = {"softmax": (0.0, 255.0 / 256.0), "sigmoid": (0.0, 255.0 / 256.0), "tanh": (-1.0, 127.0 / 128.0)}
+FIXED_RANGE_ACTIVATIONS = tuple(FIXED_RANGES)
 
 
 @keras.saving.register_keras_serializable(package="mobileprune")
@@ -99,6 +105,37 @@ class ActivationQuantizer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mobileprune")
+class FixedRangeQuantizer(ActivationQuantizer):
+    """Fake-quantize to the fixed int8 output range TFLite gives softmax, logistic or tanh.
+
+    The int8 kernels write their output on that grid whatever the data, so the
+    simulation rounds there too (without it, the Keras model sees the unrounded
+    probabilities: up to half a step of 1/256 off the file's, fed to what follows).
+
+    Args:
+        activation: ``"softmax"``, ``"sigmoid"`` or ``"tanh"``.
+        **kwargs: ``keras.layers.Layer`` arguments.
+    """
+
+    def __init__(self, activation: str = "softmax", **kwargs: Any):
+        kwargs.pop("ema_decay", None)
+        super().__init__(**kwargs)
+        self.activation = activation
+
+    def build(self, input_shape: Any) -> None:
+        low, high = FIXED_RANGES[self.activation]
+        self.range_min = self.add_weight(shape=(), initializer=keras.initializers.Constant(low), trainable=False)
+        self.range_max = self.add_weight(shape=(), initializer=keras.initializers.Constant(high), trainable=False)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        low, high = FIXED_RANGES[self.activation]
+        return fake_quant_with_min_max_vars(inputs, low, high, num_bits=8, narrow_range=False)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="mobileprune")
 class QuantizeWrapper(keras.layers.Layer):
     """Run ``layer`` with its kernel fake-quantized the way TFLite's int8 op stores it.
 
@@ -125,8 +162,11 @@ class QuantizeWrapper(keras.layers.Layer):
         self.layer = layer
         self.batch_norm = batch_norm
         self.kind = weight_kind(layer)
-        self.activation = layer.activation
+        self.activation = getattr(layer, "activation", None) or keras.activations.linear
         self.pre_activation_quantizer = ActivationQuantizer(name="pre_activation") if pre_activation_quantizer else None
+        # A separable convolution is two int8 ops in the file (DEPTHWISE_CONV_2D, then a 1x1 CONV_2D):
+        # the tensor between them is quantized too.
+        self.depthwise_quantizer = ActivationQuantizer(name="depthwise_output") if self.kind == "separable" else None
 
     def build(self, input_shape: Any) -> None:
         if not self.layer.built:
@@ -135,18 +175,32 @@ class QuantizeWrapper(keras.layers.Layer):
             self.batch_norm.build(self.layer.compute_output_shape(input_shape))
         if self.pre_activation_quantizer is not None:
             self.pre_activation_quantizer.build(self.layer.compute_output_shape(input_shape))
+        if self.depthwise_quantizer is not None:
+            self.depthwise_quantizer.build(())
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         kernel, bias = self.folded_kernel_and_bias()
-        outputs = self._apply(inputs, quantize_weight(kernel, self.kind))
-        if bias is not None:
-            outputs = ops.add(outputs, bias)
+        if self.kind == "einsum":  # one FULLY_CONNECTED: the bias is added before the output reshape
+            outputs = einsum_as_matmul(self.layer.equation, inputs, quantize_weight(kernel, "dense"), bias)
+        elif self.kind == "dense":
+            outputs = fully_connected(inputs, quantize_weight(kernel, "dense"), bias)
+        else:
+            if self.kind == "separable":
+                inputs = self.depthwise_quantizer(self._depthwise(inputs), training=training)
+            outputs = self._apply(inputs, quantize_weight(kernel, self.kind))
+            if bias is not None:
+                outputs = ops.add(outputs, bias)
         if self.pre_activation_quantizer is not None:
             outputs = self.pre_activation_quantizer(outputs, training=training)
         return self.activation(outputs)
 
     def folded_kernel_and_bias(self) -> tuple[Any, Any]:
         """The kernel and bias with the BatchNormalization folded in, as the converter folds it."""
+        if self.kind == "embedding":
+            return ops.convert_to_tensor(self.layer.embeddings), None
+        if self.kind == "separable":  # the pointwise kernel; the depthwise one is quantized in _depthwise
+            bias = None if self.layer.bias is None else ops.convert_to_tensor(self.layer.bias)
+            return ops.convert_to_tensor(self.layer.pointwise_kernel), bias
         kernel = ops.convert_to_tensor(self.layer.kernel)
         bias = None if self.layer.bias is None else ops.convert_to_tensor(self.layer.bias)
         bn = self.batch_norm
@@ -166,8 +220,10 @@ class QuantizeWrapper(keras.layers.Layer):
 
     def _apply(self, inputs: Any, kernel: Any) -> Any:
         layer = self.layer
-        if self.kind == "dense":
-            return ops.matmul(inputs, kernel)
+        if self.kind == "embedding":  # an int8 GATHER from the table, on the table's scale
+            return ops.take(kernel, ops.cast(inputs, "int32"), axis=0)
+        if self.kind == "separable":  # the 1x1 pointwise convolution
+            return ops.conv(inputs, kernel, strides=1, padding="valid", data_format=layer.data_format)
         if self.kind == "depthwise":
             return ops.depthwise_conv(
                 inputs,
@@ -178,6 +234,17 @@ class QuantizeWrapper(keras.layers.Layer):
                 dilation_rate=layer.dilation_rate,
             )
         return layer.convolution_op(inputs, kernel)
+
+    def _depthwise(self, inputs: Any) -> Any:
+        layer = self.layer
+        return ops.depthwise_conv(
+            inputs,
+            quantize_weight(ops.convert_to_tensor(layer.depthwise_kernel), "depthwise"),
+            strides=layer.strides,
+            padding=layer.padding,
+            data_format=layer.data_format,
+            dilation_rate=layer.dilation_rate,
+        )
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)
@@ -199,14 +266,95 @@ class QuantizeWrapper(keras.layers.Layer):
 
 
 def weight_kind(layer: keras.layers.Layer) -> str | None:
-    """``"conv"``, ``"depthwise"`` or ``"dense"`` for a layer :class:`QuantizeWrapper` runs, else ``None``."""
+    """``"conv"``, ``"depthwise"``, ``"separable"``, ``"dense"``, ``"einsum"`` or ``"embedding"`` for a layer
+    :class:`QuantizeWrapper` runs, else ``None``."""
     if type(layer) in (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D):
         return "depthwise" if layer.data_format == "channels_last" else None
     if type(layer) in (keras.layers.Conv1D, keras.layers.Conv2D):
         return "conv" if layer.data_format == "channels_last" and layer.groups == 1 else None
     if type(layer) is keras.layers.Dense:
         return "dense"
+    if type(layer) in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
+        return "separable" if layer.data_format == "channels_last" else None
+    if type(layer) is keras.layers.Embedding:
+        return None if layer.mask_zero else "embedding"
+    if type(layer) is keras.layers.EinsumDense and einsum_dims(layer.equation, layer.bias_axes) is not None:
+        return "einsum"
     return None
+
+
+def einsum_dims(equation: str, bias_axes: str | None = None) -> tuple[int, int] | None:
+    """``(contracted, kernel_free)`` dimension counts when ``equation`` is a matrix product, else ``None``.
+
+    That is ``"<free><contracted>,<contracted><kernel_free>-><free><kernel_free>"`` (what
+    ``Dense`` and MultiHeadAttention's projections compute), with the bias, if any, on
+    all the kernel's free dimensions: the converter then emits one FULLY_CONNECTED for
+    it once it is written as a reshape, a matmul and a reshape (see :func:`einsum_as_matmul`).
+    """
+    try:
+        operands, output = equation.replace(" ", "").split("->")
+        source, kernel = operands.split(",")
+    except ValueError:
+        return None
+    if "." in kernel or len(set(source + kernel)) != len(source) + len(kernel) - _shared(source, kernel):
+        return None
+    contracted = _shared(source, kernel)
+    free, kernel_free = source[: len(source) - contracted], kernel[contracted:]
+    if contracted == 0 or source[len(free) :] != kernel[:contracted] or output != free + kernel_free:
+        return None
+    if bias_axes and bias_axes != kernel_free:
+        return None
+    return contracted, len(kernel_free)
+
+
+def _shared(source: str, kernel: str) -> int:
+    return len(set(source) & set(kernel))
+
+
+def einsum_as_matmul(equation: str, inputs: Any, kernel: Any, bias: Any = None) -> Any:
+    """An :func:`einsum_dims` einsum written as one :func:`fully_connected` between reshapes."""
+    contracted, _ = einsum_dims(equation)
+    kernel_shape = tuple(kernel.shape)
+    inner = int(np_prod(kernel_shape[:contracted]))
+    outer = int(np_prod(kernel_shape[contracted:]))
+    free_shape = _free_shape(inputs, len(inputs.shape) - contracted)
+    flat = ops.reshape(inputs, (-1, inner))
+    outputs = fully_connected(
+        flat, ops.reshape(kernel, (inner, outer)), None if bias is None else ops.reshape(bias, (outer,))
+    )
+    return ops.reshape(outputs, (*free_shape, *kernel_shape[contracted:]))
+
+
+def fully_connected(inputs: Any, kernel: Any, bias: Any = None) -> Any:
+    """``inputs @ kernel + bias`` as TFLite's FULLY_CONNECTED computes it: on 2-D rows.
+
+    Inputs of rank > 2 are flattened first. Measured with TF 2.21: TensorFlow's matmul of a
+    3-D tensor by a 2-D kernel is a tensordot whose bias add comes after its output reshape;
+    the converter then cannot fuse the bias, and the matmul stays a float op.
+    """
+    rank = len(inputs.shape)
+    free_shape = _free_shape(inputs, rank - 1) if rank > 2 else None
+    if rank > 2:
+        inputs = ops.reshape(inputs, (-1, inputs.shape[-1]))
+    outputs = ops.matmul(inputs, kernel)
+    if bias is not None:
+        outputs = ops.add(outputs, bias)
+    return outputs if free_shape is None else ops.reshape(outputs, (*free_shape, kernel.shape[-1]))
+
+
+def _free_shape(inputs: Any, count: int) -> tuple:
+    """The first ``count`` dimensions for a reshape: -1 for the batch, static sizes where known."""
+    static = tuple(inputs.shape[:count])
+    dynamic = ops.shape(inputs) if any(size is None for size in static[1:]) else static
+    return (-1, *(size if size is not None else dynamic[i] for i, size in enumerate(static) if i > 0))
+
+
+def np_prod(values: Any) -> int:
+    """Product of a shape's dimensions (1 for an empty shape)."""
+    result = 1
+    for value in values:
+        result *= int(value)
+    return result
 
 
 def activation_name(function: Any) -> str:
@@ -216,7 +364,8 @@ def activation_name(function: Any) -> str:
 
 def quantize_weight(kernel: Any, kind: str) -> Any:
     """Symmetric narrow-range int8 fake quant of a kernel along the axis TFLite quantizes."""
-    if kind == "dense" or len(kernel.shape) == 3:
+    if kind in ("dense", "einsum", "embedding") or len(kernel.shape) == 3:
+        # GATHER takes a per-tensor table (the output keeps its scale); EinsumDense is a FULLY_CONNECTED.
         # 1-D convolutions run as CONV_2D on an expanded kernel; measured with TF 2.21, the converter
         # cannot reshape a per-channel quantized kernel ("'tfl.reshape' op requires 'output' type"), so per tensor.
         limit = ops.maximum(ops.max(ops.abs(kernel)), _MIN_WEIGHT_RANGE)
@@ -228,3 +377,61 @@ def quantize_weight(kernel: Any, kind: str) -> Any:
     limit = ops.maximum(ops.max(ops.abs(kernel), axis=axes), _MIN_WEIGHT_RANGE)
     quantized = fake_quant_with_min_max_vars(kernel, -limit, limit, num_bits=8, narrow_range=True, axis=-1)
     return ops.reshape(quantized, shape)
+
+
+@keras.saving.register_keras_serializable(package="mobileprune")
+class FloatLayerNormalization(keras.layers.Layer):
+    """A LayerNormalization the int8 file runs in float, between a DEQUANTIZE and a QUANTIZE.
+
+    Measured with TF 2.21: given Keras's LayerNormalization on an int8 tensor, the converter
+    quantizes only its first op (the MEAN, onto the input's own grid: it keeps the input's
+    scale) and runs the rest in float, so the file normalizes with a rounded mean (5 output
+    steps off on the test ViT). The same normalization written with sums, which the
+    converter leaves float, is one float island computing what Keras computes; its
+    input and output are the int8 tensors around it.
+
+    Args:
+        layer: the ``keras.layers.LayerNormalization`` (its weights and config).
+        **kwargs: ``keras.layers.Layer`` arguments.
+    """
+
+    def __init__(self, layer: keras.layers.LayerNormalization, **kwargs: Any):
+        kwargs.setdefault("name", f"float_{layer.name}")
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def build(self, input_shape: Any) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        layer = self.layer
+        axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+        count = float(np_prod(inputs.shape[axis] for axis in axes))
+        mean = ops.multiply(ops.sum(inputs, axis=axes, keepdims=True), 1.0 / count)
+        centered = ops.subtract(inputs, mean)
+        variance = ops.multiply(ops.sum(ops.square(centered), axis=axes, keepdims=True), 1.0 / count)
+        outputs = ops.multiply(centered, ops.rsqrt(ops.add(variance, layer.epsilon)))
+        shape = [inputs.shape[i] if i in [a % len(inputs.shape) for a in axes] else 1 for i in range(len(inputs.shape))]
+        if layer.gamma is not None:
+            outputs = ops.multiply(outputs, ops.reshape(layer.gamma, shape[1:]))
+        if layer.beta is not None:
+            outputs = ops.add(outputs, ops.reshape(layer.beta, shape[1:]))
+        return outputs
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "layer": keras.saving.serialize_keras_object(self.layer)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FloatLayerNormalization:
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
+def float_layer_normalization_fits(layer: Any) -> bool:
+    """Whether :class:`FloatLayerNormalization` computes this layer (no RMS scaling)."""
+    return type(layer) is keras.layers.LayerNormalization and not layer.rms_scaling

@@ -1,0 +1,145 @@
+"""``QuantizedAttention``: Keras ``MultiHeadAttention`` computed the way LiteRT's int8 kernels run it.
+
+The converter has no attention op: it lowers the layer to its pieces, and
+each becomes an int8 kernel with its own output range once the graph gives
+it one. This layer computes MultiHeadAttention from those pieces, with a
+fake quantizer on every tensor the int8 file keeps:
+
+* the query, key and value projections: one FULLY_CONNECTED each (kernel
+  symmetric per tensor, bias int32), output quantized; the 1/sqrt(key_dim)
+  query scaling is folded into the query kernel and bias (no MUL op, and the
+  same product: per-tensor symmetric rounding commutes with a positive scale);
+* the scores ``q @ k^T``: an int8 BATCH_MATMUL, output quantized;
+* softmax: an int8 SOFTMAX whose output grid TFLite fixes (scale 1/256, zero
+  point -128), rounded there;
+* the context ``p @ v``: an int8 BATCH_MATMUL, output quantized;
+* the output projection: one FULLY_CONNECTED (its output quantizer is the one
+  ``quantize_aware`` puts after any requantizing layer).
+
+It wraps the original layer (its variables, config and ``.keras`` file
+layout), for the configuration a ViT or BERT-style encoder uses: rank-3
+query/value, attention over the sequence axis, no gate, no sliding window,
+no attention mask (see :func:`attention_is_simulated`).
+
+Example:
+
+```python
+from mobileprune.quantization.attention_quantizer import QuantizedAttention
+attention = QuantizedAttention(keras.layers.MultiHeadAttention(num_heads=2, key_dim=16))
+y = attention(x, x)
+```
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+from mobileprune.quantization.quantizer_layers import (
+    ActivationQuantizer,
+    FixedRangeQuantizer,
+    einsum_as_matmul,
+    einsum_dims,
+    quantize_weight,
+)
+
+#: Call arguments of MultiHeadAttention this simulation does not cover (masks change the softmax input).
+_UNSUPPORTED_CALL_ARGUMENTS = ("attention_mask", "use_causal_mask", "return_attention_scores")
+
+
+def attention_is_simulated(layer: Any, call_kwargs: dict[str, Any], query_rank: int | None) -> bool:
+    """Whether :class:`QuantizedAttention` computes this MultiHeadAttention call exactly as Keras does."""
+    if type(layer) is not keras.layers.MultiHeadAttention or query_rank != 3:
+        return False
+    if any(call_kwargs.get(name) not in (None, False) for name in _UNSUPPORTED_CALL_ARGUMENTS):
+        return False
+    config = layer.get_config()
+    axes = config.get("attention_axes")
+    if config.get("use_gate") or config.get("sliding_window") is not None or axes not in (None, (1,), [1], 1):
+        return False
+    return True
+
+
+@keras.saving.register_keras_serializable(package="mobileprune")
+class QuantizedAttention(keras.layers.Layer):
+    """MultiHeadAttention with int8 simulated at every tensor the int8 file keeps.
+
+    Args:
+        layer: a ``keras.layers.MultiHeadAttention`` (see :func:`attention_is_simulated`).
+        ema_decay: moving-average decay of the inner activation ranges.
+        **kwargs: ``keras.layers.Layer`` arguments.
+    """
+
+    simulates_int8 = True
+
+    def __init__(self, layer: keras.layers.MultiHeadAttention, ema_decay: float = 0.99, **kwargs: Any):
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.ema_decay = float(ema_decay)
+        self.query_quantizer = ActivationQuantizer(ema_decay, name="query")
+        self.key_quantizer = ActivationQuantizer(ema_decay, name="key")
+        self.value_quantizer = ActivationQuantizer(ema_decay, name="value")
+        self.scores_quantizer = ActivationQuantizer(ema_decay, name="scores")
+        self.probabilities_quantizer = FixedRangeQuantizer("softmax", name="probabilities")
+        self.context_quantizer = ActivationQuantizer(ema_decay, name="context")
+        self.dropout = keras.layers.Dropout(layer.dropout, seed=layer.get_config().get("seed"))
+
+    def build(self, query_shape: Any, value_shape: Any, key_shape: Any = None) -> None:
+        if not self.layer.built:
+            self.layer.build(query_shape, value_shape, key_shape)
+        for quantizer in self._quantizers():
+            quantizer.build(())
+
+    def _quantizers(self) -> list[ActivationQuantizer]:
+        return [
+            self.query_quantizer,
+            self.key_quantizer,
+            self.value_quantizer,
+            self.scores_quantizer,
+            self.probabilities_quantizer,
+            self.context_quantizer,
+        ]
+
+    def call(self, query: Any, value: Any, key: Any = None, training: bool | None = None) -> Any:
+        key = value if key is None else key
+        layer = self.layer
+        scale = 1.0 / math.sqrt(float(layer.key_dim))
+        q = self.query_quantizer(_project(layer.query_dense, query, scale), training=training)
+        k = self.key_quantizer(_project(layer.key_dense, key), training=training)
+        v = self.value_quantizer(_project(layer.value_dense, value), training=training)
+        # [B, T, N, H] -> [B, N, T, H]: the heads become BATCH_MATMUL's batch dimension.
+        q, k, v = (ops.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
+        scores = self.scores_quantizer(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), training=training)
+        probabilities = self.probabilities_quantizer(ops.softmax(scores, axis=-1))
+        probabilities = self.dropout(probabilities, training=training)
+        context = self.context_quantizer(ops.matmul(probabilities, v), training=training)
+        context = ops.transpose(context, (0, 2, 1, 3))  # [B, T, N, H]
+        return _project(layer.output_dense, context)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["layer"] = keras.saving.serialize_keras_object(self.layer)
+        config["ema_decay"] = self.ema_decay
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> QuantizedAttention:
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
+def _project(dense: keras.layers.EinsumDense, inputs: Any, scale: float = 1.0) -> Any:
+    """One of the attention's EinsumDense projections as one int8 FULLY_CONNECTED (kernel scaled by ``scale``)."""
+    if einsum_dims(dense.equation, dense.bias_axes) is None:  # MultiHeadAttention builds only matmul equations
+        raise ValueError(f"{dense.name}: einsum {dense.equation!r} is not a matrix product")
+    kernel = ops.convert_to_tensor(dense.kernel)
+    bias = None if dense.bias is None else ops.convert_to_tensor(dense.bias)
+    if scale != 1.0:
+        kernel = ops.multiply(kernel, scale)
+        bias = None if bias is None else ops.multiply(bias, scale)
+    return einsum_as_matmul(dense.equation, inputs, quantize_weight(kernel, "dense"), bias)

@@ -1,0 +1,223 @@
+"""Transformer layers under quantize_aware: MultiHeadAttention, EinsumDense, Embedding, softmax, separable convs.
+
+The attention simulation is the part that differs by backend (transposes, batched matmuls,
+softmax): training, save and reload run on every backend; the int8 file's exactness is
+checked on TensorFlow only (the other backends export through the same TensorFlow child).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.needs_tf
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def tiny_vit(seed: int = 0) -> keras.Model:
+    """16 patches of 2x2 digits pixels, one pre-norm encoder block, a logits head."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Reshape((4, 2, 4, 2))(inputs)
+    x = keras.layers.Permute((1, 3, 2, 4))(x)
+    x = keras.layers.Reshape((16, 4))(x)
+    x = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 16), bias_axes="d", name="embed")(x)
+    y = keras.layers.LayerNormalization(name="norm")(x)
+    y = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, name="attention")(y, y)
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+
+
+def quantize_quietly(model: keras.Model) -> keras.Model:
+    import mobileprune as mp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the LayerNormalization stays float: one warning, tested below
+        qat = mp.quantize_aware(model)
+    qat.compile(keras.optimizers.Adam(1e-3), LOSS)
+    return qat
+
+
+@pytest.fixture(scope="module")
+def trained_vit(digits):
+    model = tiny_vit()
+    model.compile(keras.optimizers.Adam(3e-3), LOSS)
+    model.fit(digits.x_train, digits.y_train, epochs=2, batch_size=64, verbose=0)
+    return model
+
+
+def test_attention_is_simulated_and_reloads_with_its_ranges(trained_vit, digits, tmp_path):
+    import mobileprune as mp
+    from mobileprune.quantization.attention_quantizer import QuantizedAttention
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qat = mp.quantize_aware(trained_vit)
+    messages = [str(w.message) for w in caught if "stay float" in str(w.message)]
+    assert len(messages) == 1 and "norm (LayerNormalization)" in messages[0] and "attention" not in messages[0]
+    attention = [layer for layer in qat.layers if isinstance(layer, QuantizedAttention)]
+    assert len(attention) == 1 and "quant_embed" in [layer.name for layer in qat.layers]
+    # Untrained ranges aside, the copy computes what the float model does (same weights, same attention).
+    before = attention[0].query_quantizer.scale_and_zero_point()
+    qat.compile(keras.optimizers.Adam(1e-3), LOSS)
+    qat.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, batch_size=64, verbose=0)
+    assert attention[0].query_quantizer.scale_and_zero_point() != before  # the inner ranges learn
+    probabilities = attention[0].probabilities_quantizer.scale_and_zero_point()
+    assert probabilities == (pytest.approx(1 / 256), -128)  # TFLite's fixed int8 softmax output
+    path = tmp_path / "vit.keras"
+    qat.save(path)
+    reloaded = keras.models.load_model(path)
+    x = digits.x_test[:64]
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-5)
+
+
+@pytest.mark.tensorflow_only
+def test_int8_attention_file_predicts_like_the_keras_model(trained_vit, digits, tmp_path):
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+
+    qat = quantize_quietly(trained_vit)
+    qat.fit(digits.x_train, digits.y_train, epochs=1, batch_size=64, verbose=0)
+    result = mp.export_tflite(qat, tmp_path / "vit.tflite", quantize="int8", sparse=False)
+    ops = [op.op for op in mp.inspect_tflite(str(result.path)).ops]
+    assert ops.count("BATCH_MATMUL") == 2 and "SOFTMAX" in ops
+    # Only the LayerNormalization is a float island: one DEQUANTIZE/QUANTIZE pair around it.
+    assert ops.count("QUANTIZE") == 2 and ops.count("DEQUANTIZE") == 2, ops
+    keras_logits = qat.predict(digits.x_test, verbose=0)
+    file_logits = run_tflite(str(result.path), digits.x_test)
+    step = mp.activation_quantizers(qat)["logits_quant"][0]
+    steps = np.abs(file_logits - keras_logits) / step
+    # Each int8 op alone matches its simulation to within one step (fixed-point requantization
+    # rounds some 0.1-0.4% of the values the other way); chained through attention, at most 2 steps.
+    assert steps.max() <= 2.01, steps.max()
+    assert np.quantile(steps, 0.99) <= 1.01, np.quantile(steps, 0.99)
+    assert np.mean(keras_logits.argmax(1) == file_logits.argmax(1)) >= 0.98  # a one-epoch model has near ties
+
+
+def tokens_model() -> tuple[keras.Model, callable]:
+    inputs = keras.Input((8,), dtype="int32")
+    x = keras.layers.Embedding(17, 8, name="embedding")(inputs)
+    x = keras.layers.SeparableConv1D(8, 3, padding="same", activation="relu", name="sep1d")(x)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(x)), pixel_tokens
+
+
+def pixel_tokens(images: np.ndarray) -> np.ndarray:
+    """Eight pixels of each digit as tokens 0..16 (the digits' grey levels)."""
+    return np.rint(images.reshape(-1, 64)[:, ::8] * 16).astype("int32")
+
+
+def image_model() -> tuple[keras.Model, callable]:
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", activation="relu", name="sep2d")(inputs)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x)), lambda x: x
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("body", [tokens_model, image_model])
+def test_embedding_softmax_and_separable_convs_export_like_keras(digits, tmp_path, body):
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+
+    keras.utils.set_random_seed(0)
+    features, prepare = body()
+    outputs = keras.layers.Dense(10, activation="softmax", name="probabilities")(features.output)
+    model = keras.Model(features.input, outputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # every layer here is simulated: no warning
+        qat = mp.quantize_aware(model)
+    qat.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    qat.fit(prepare(digits.x_train), digits.y_train, epochs=1, batch_size=64, verbose=0)
+    result = mp.export_tflite(qat, tmp_path / "model.tflite", quantize="int8", sparse=False)
+    ops = [op.op for op in mp.inspect_tflite(str(result.path)).ops]
+    assert {"DEPTHWISE_CONV_2D", "CONV_2D", "SOFTMAX"} <= set(ops), ops
+    assert ops.count("DEQUANTIZE") == 1, ops
+    x = prepare(digits.x_test)
+    diff = np.abs(run_tflite(str(result.path), x) - qat.predict(x, verbose=0))
+    assert diff.max() <= 2.01 / 256, diff.max() * 256  # softmax output: steps of 1/256
+
+
+def test_a_trained_optimizer_gets_one_line_and_keeps_its_state(digits):
+    import mobileprune as mp
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    model.fit(digits.x_train[:64], digits.y_train[:64], batch_size=32, verbose=0)
+    weights = [w.copy() for w in model.get_weights()]
+    state = [keras.ops.convert_to_numpy(v).copy() for v in model.optimizer.variables]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        mp.quantize_aware(model)
+    messages = [str(w.message) for w in caught if "optimizer" in str(w.message)]
+    assert len(messages) == 1 and "2 steps" in messages[0] and "new optimizer" in messages[0]
+    assert "\n" not in messages[0]
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    after = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    assert all(np.array_equal(a, b) for a, b in zip(state, after))
+
+
+def test_a_functional_model_nested_in_one_is_simulated_inside(digits, tmp_path):
+    import mobileprune as mp
+    from mobileprune import keras_private
+    from mobileprune.quantization.quantizer_layers import QuantizeWrapper
+
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((8, 8, 1))
+    inner_out = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="inner_conv")(inner_in)
+    backbone = keras.Model(inner_in, keras.layers.GlobalAveragePooling2D()(inner_out), name="backbone")
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(backbone(inputs)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        qat = mp.quantize_aware(model)
+    wrapped = [layer.name for layer in keras_private.all_layers(qat) if isinstance(layer, QuantizeWrapper)]
+    assert "quant_inner_conv" in wrapped and "quant_logits" in wrapped
+    qat.compile(keras.optimizers.Adam(1e-3), LOSS)
+    qat.fit(digits.x_train[:128], digits.y_train[:128], epochs=1, batch_size=64, verbose=0)
+
+
+def test_a_subclassed_model_is_refused_naming_its_functional_part():
+    import mobileprune as mp
+
+    class Classifier(keras.Model):
+        def __init__(self):
+            super().__init__()
+            inputs = keras.Input((4,))
+            self.body = keras.Model(inputs, keras.layers.Dense(4)(inputs), name="body")
+            self.head = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.head(self.body(x))
+
+    model = Classifier()
+    model(np.zeros((1, 4), "float32"))
+    with pytest.raises(ValueError, match="functional part.*body.*assign them back"):
+        mp.quantize_aware(model)
+
+
+@pytest.mark.tensorflow_only
+def test_a_keras_hub_encoder_block_is_named_and_kept_float_exactly(digits, tmp_path):
+    import keras_hub
+
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Dense(16)(keras.layers.Reshape((8, 8))(inputs))
+    x = keras_hub.layers.TransformerEncoder(intermediate_dim=32, num_heads=2, name="encoder")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(keras.layers.GlobalAveragePooling1D()(x)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        qat = mp.quantize_aware(model)
+    messages = [str(w.message) for w in caught if "quantize_aware" in str(w.message)]
+    assert len(messages) == 1 and "encoder (TransformerEncoder)" in messages[0] and "stay float" in messages[0]
+    qat.compile(keras.optimizers.Adam(1e-3), LOSS)
+    qat.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, batch_size=64, verbose=0)
+    result = mp.export_tflite(qat, tmp_path / "hub.tflite", quantize="int8", sparse=False)
+    # The block runs float in the file (float weights, no dynamic-range int8): the logits follow the model.
+    diff = np.abs(run_tflite(str(result.path), digits.x_test) - qat.predict(digits.x_test, verbose=0))
+    assert diff.max() / mp.activation_quantizers(qat)["logits_quant"][0] <= 2.01
