@@ -5,6 +5,9 @@ The model is the trained byte-level decoder of ``benchmarks/_byte_lm.py``
 by perplexity on its validation windows (files never seen in training). Rows:
 
 - *float*: the Keras model;
+- *float, uniform attention*: the Keras model with every query projection
+  zeroed (all attention scores 0: uniform attention over the causal prefix), an
+  ablation of what the PTQ file's collapsed score tensors do;
 - *PTQ int8*: ``mp.export_tflite(quantize="int8")`` calibrated on training
   windows (full integer, as in ``benchmarks/int4_export.py``), file perplexity;
 - *QAT, ranges only*: ``mp.quantize_aware(model)`` with its activation ranges
@@ -75,6 +78,24 @@ def ptq_attention_diagnosis(path: str, window: np.ndarray) -> list[dict[str, Any
             }
         )
     return rows
+
+
+def uniform_attention_perplexity(model, windows: np.ndarray) -> float:
+    """Perplexity of the float model with every query projection zeroed: all scores 0, uniform causal attention.
+
+    What the PTQ file computes if its score tensors carry no information, with everything else in float.
+    """
+    import keras
+
+    from benchmarks._byte_lm import perplexity
+
+    ablated = keras.models.clone_model(model)
+    ablated.set_weights(model.get_weights())
+    for layer in ablated.layers:
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            for variable in layer.query_dense.weights:
+                variable.assign(np.zeros(variable.shape, "float32"))
+    return perplexity(ablated, windows)
 
 
 def why_ptq_loses(diagnosis: list[dict[str, Any]]) -> str:
@@ -172,7 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     model, training = trained_lm(config, corpus)
     windows = corpus.validation_windows[:16] if args.quick else corpus.validation_windows
     rng = np.random.default_rng(2)
-    rows: list[dict[str, Any]] = [{"model": "float (Keras)", "keras_perplexity": perplexity(model, windows)}]
+    rows: list[dict[str, Any]] = [
+        {"model": "float (Keras)", "keras_perplexity": perplexity(model, windows)},
+        {
+            "model": "float, uniform attention (ablation)",
+            "keras_perplexity": uniform_attention_perplexity(model, windows),
+        },
+    ]
     with tempfile.TemporaryDirectory(prefix="qat-byte-lm-") as directory:
         folder = Path(directory)
         ptq_path = folder / "ptq.tflite"
@@ -196,8 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(qat_row("QAT, ranges only (0 steps)", qat, folder / "qat0.tflite", windows))
         tuning = fine_tune(qat, corpus, config, steps, rng)
         rows.append(qat_row(f"QAT, {steps} steps", qat, folder / "qat.tflite", windows))
-    float_ppl, ptq_ppl = rows[0]["keras_perplexity"], rows[1]["file_perplexity"]
-    for row in rows[2:]:
+    float_ppl, ptq_ppl = rows[0]["keras_perplexity"], rows[2]["file_perplexity"]
+    for row in rows[3:]:
         row["recovered"] = (ptq_ppl - row["file_perplexity"]) / (ptq_ppl - float_ppl)
     load_after = os.getloadavg()
     print_table(
@@ -211,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "ptq_loss_percent": 100.0 * (ptq_ppl / float_ppl - 1.0),
         "why_ptq_loses": why_ptq_loses(diagnosis),
+        # How much of the PTQ loss uniform attention alone (in float) reproduces.
+        "uniform_attention_share_of_ptq_loss": (rows[1]["keras_perplexity"] - float_ppl) / (ptq_ppl - float_ppl),
         "why_qat_does_not": "quantize_aware does not simulate MultiHeadAttention with use_causal_mask (see "
         "quantize_aware_warnings): the attention stays float in the QAT file (float_ops), so the score tensor "
         "is never int8 there; the LayerNormalizations stay float too. The recovery comes from that float island "
