@@ -305,6 +305,30 @@ def _check_same_start(dense, pruned) -> None:
                 raise RuntimeError(f"pruned model starts from different weights at {key}")
 
 
+class _StepTimer:
+    """Factory for a tf-keras callback timing one epoch and each of its steps (tf_keras is child-only)."""
+
+    def __new__(cls, tf_keras):
+        class StepTimer(tf_keras.callbacks.Callback):
+            seconds = float("nan")
+            step_seconds: list[float] = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.step_seconds = []
+                self._start = time.perf_counter()
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self._step_start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.step_seconds.append(time.perf_counter() - self._step_start)
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds = time.perf_counter() - self._start
+
+        return StepTimer()
+
+
 class _EpochTimer:
     """Factory for a tf-keras callback timing one epoch (created lazily: tf_keras is child-only)."""
 
@@ -408,8 +432,8 @@ def _qat(spec: dict[str, Any]) -> dict[str, Any]:
     (``[{"name", "scheme"}]``, scheme ``"qat"`` or ``"pqat"``; the weights of start ``k`` are
     the arrays ``start{k}|<layer name>|<index>``, loaded layer by layer, by name), ``epochs``, ``batch_size``,
     ``learning_rate``, ``seed``, ``out_dir``. The ``"qat"`` start is fit one epoch at a time
-    interleaved with a float tf-keras copy of the same weights (epoch times of both; the
-    first epoch is tracing and is left out by the caller). Writes ``<name>.tflite``
+    interleaved with a float tf-keras copy of the same weights (epoch times of both, and the
+    step times of every epoch after the first, which traces). Writes ``<name>.tflite``
     (``Optimize.DEFAULT``, tfmot's documented conversion) and ``<name>_logits.npy`` (the
     quantization-aware Keras model on ``x_test``) to ``out_dir``.
     """
@@ -445,8 +469,9 @@ def _qat(spec: dict[str, Any]) -> dict[str, Any]:
                 loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"],
             )
-        timer = _EpochTimer(tf_keras)
+        timer = _StepTimer(tf_keras)
         times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+        steps: dict[str, list[float]] = {name: [] for name, _, _ in runs}
         tf.random.set_seed(spec["seed"])
         for epoch in range(spec["epochs"]):
             for name, compiled, _ in runs if epoch % 2 == 0 else runs[::-1]:
@@ -460,6 +485,8 @@ def _qat(spec: dict[str, Any]) -> dict[str, Any]:
                     verbose=0,
                 )
                 times[name].append(timer.seconds)
+                if epoch > 0:  # the first epoch traces the step
+                    steps[name].extend(timer.step_seconds)
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         (out_dir / f"{start['name']}.tflite").write_bytes(converter.convert())
@@ -467,6 +494,7 @@ def _qat(spec: dict[str, Any]) -> dict[str, Any]:
         np.save(out_dir / f"{start['name']}_logits.npy", logits)
         result["runs"][start["name"]] = {
             "epoch_seconds": times,
+            "step_seconds": steps,
             "keras_accuracy": float(np.mean(np.argmax(logits, axis=-1) == arrays["y_test"])),
         }
     return result
