@@ -17,6 +17,8 @@ Tasks (``spec["task"]``):
   test accuracy of both.
 - ``"mask_cost"``: time one full tfmot mask update of named models and
   measure the bytes of mask state per masked weight.
+- ``"qat"``: tfmot quantization-aware training (``quantize_model``) and its
+  pruning-preserving variant (PQAT) from given weights, each int8 file written.
 
 Example (from the repository root):
 
@@ -93,7 +95,60 @@ def digits_cnn(keras_module: Any):
     )
 
 
-MODEL_BUILDERS = {"cifar_cnn": cifar_cnn, "digits_cnn": digits_cnn}
+def depthwise_net(keras_module: Any, width: int = 8, input_shape: tuple = (8, 8, 1)):
+    """Build a MobileNetV2-style depthwise-heavy CNN with ``keras_module`` (the QAT accuracy task's net).
+
+    A stem conv, then four inverted residual blocks (1x1 expand + BN + ReLU,
+    3x3 depthwise + BN + ReLU, 1x1 linear bottleneck + BN, Add when the shape
+    allows), global average pooling and a logits layer. Every BatchNormalization
+    follows its convolution directly, the pattern both tfmot and mobileprune fold.
+
+    Args:
+        keras_module: ``keras`` (Keras 3) or ``tf_keras`` (legacy).
+        width: channels of the stem and of the bottlenecks (expansions are 4x).
+        input_shape: image shape.
+    """
+    layers = keras_module.layers
+    inputs = keras_module.Input(input_shape)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
+    for index, (stride, out) in enumerate([(1, width), (2, 2 * width), (1, 2 * width), (2, 4 * width)]):
+        name = f"block{index}"
+        y = layers.Conv2D(4 * x.shape[-1], 1, use_bias=False, name=f"{name}_expand")(x)
+        y = layers.ReLU(name=f"{name}_expand_relu")(layers.BatchNormalization(name=f"{name}_expand_bn")(y))
+        y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
+        y = layers.ReLU(name=f"{name}_dw_relu")(layers.BatchNormalization(name=f"{name}_dw_bn")(y))
+        y = layers.Conv2D(out, 1, use_bias=False, name=f"{name}_project")(y)
+        y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
+        x = layers.Add(name=f"{name}_add")([x, y]) if stride == 1 and out == x.shape[-1] else y
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(10, name="logits")(x)
+    return keras_module.Model(inputs, outputs, name="depthwise_net")
+
+
+def small_cnn(keras_module: Any, width: int = 8, input_shape: tuple = (8, 8, 1)):
+    """Build a small digits CNN with ``keras_module``: two 3x3 convolutions, max pooling, two Dense layers.
+
+    Args:
+        keras_module: ``keras`` (Keras 3) or ``tf_keras`` (legacy).
+        width: channels of the first convolution (the second has twice as many).
+        input_shape: image shape.
+    """
+    layers = keras_module.layers
+    inputs = keras_module.Input(input_shape)
+    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.Flatten(name="flatten")(layers.MaxPooling2D(name="pool")(x))
+    x = layers.Dense(4 * width, activation="relu", name="dense1")(x)
+    return keras_module.Model(inputs, layers.Dense(10, name="logits")(x), name="small_cnn")
+
+
+MODEL_BUILDERS = {
+    "cifar_cnn": cifar_cnn,
+    "digits_cnn": digits_cnn,
+    "depthwise_net": depthwise_net,
+    "small_cnn": small_cnn,
+}
 
 
 def run_tfmot(spec: dict[str, Any], arrays: dict[str, Any] | None = None, timeout: float = 7200.0) -> dict[str, Any]:
@@ -250,6 +305,30 @@ def _check_same_start(dense, pruned) -> None:
                 raise RuntimeError(f"pruned model starts from different weights at {key}")
 
 
+class _StepTimer:
+    """Factory for a tf-keras callback timing one epoch and each of its steps (tf_keras is child-only)."""
+
+    def __new__(cls, tf_keras):
+        class StepTimer(tf_keras.callbacks.Callback):
+            seconds = float("nan")
+            step_seconds: list[float] = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.step_seconds = []
+                self._start = time.perf_counter()
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self._step_start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.step_seconds.append(time.perf_counter() - self._step_start)
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds = time.perf_counter() - self._start
+
+        return StepTimer()
+
+
 class _EpochTimer:
     """Factory for a tf-keras callback timing one epoch (created lazily: tf_keras is child-only)."""
 
@@ -346,7 +425,98 @@ def legacy_model(tf_keras: Any, name: str):
     return getattr(tf_keras.applications, applications[name])(weights=None)
 
 
-_TASKS = {"train": _train, "mask_cost": _mask_cost}
+def _qat(spec: dict[str, Any]) -> dict[str, Any]:
+    """tfmot QAT and pruning-preserving QAT (PQAT) from given start weights; write each int8 file.
+
+    Spec keys: ``model``, ``model_args`` (keyword arguments of its builder), ``starts``
+    (``[{"name", "scheme"}]``, scheme ``"qat"`` or ``"pqat"``; the weights of start ``k`` are
+    the arrays ``start{k}|<layer name>|<index>``, loaded layer by layer, by name), ``epochs``, ``batch_size``,
+    ``learning_rate``, ``seed``, ``out_dir``. The ``"qat"`` start is fit one epoch at a time
+    interleaved with a float tf-keras copy of the same weights (epoch times of both, and the
+    step times of every epoch after the first, which traces). Writes ``<name>.tflite``
+    (``Optimize.DEFAULT``, tfmot's documented conversion) and ``<name>_logits.npy`` (the
+    quantization-aware Keras model on ``x_test``) to ``out_dir``.
+    """
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    arrays = np.load(spec["arrays"])
+    out_dir = Path(spec["out_dir"])
+    quantize = tfmot.quantization.keras
+    result: dict[str, Any] = {"tfmot_version": _version("tensorflow-model-optimization"), "runs": {}}
+    for index, start in enumerate(spec["starts"]):
+        weights: dict[str, list] = {}
+        for key in sorted(arrays.files):
+            if key.startswith(f"start{index}|"):
+                _, layer, position = key.split("|")
+                weights.setdefault(layer, []).append((int(position), arrays[key]))
+
+        if start["scheme"] == "pqat":
+            annotated = quantize.quantize_annotate_model(_legacy_with_weights(spec, weights))
+            model = quantize.quantize_apply(
+                annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+            )
+        else:
+            model = quantize.quantize_model(_legacy_with_weights(spec, weights))
+        runs = [("qat", model, [])]
+        if start["scheme"] == "qat":
+            runs.append(("float", _legacy_with_weights(spec, weights), []))
+        for _, compiled, _ in runs:
+            compiled.compile(
+                optimizer=tf_keras.optimizers.Adam(spec["learning_rate"]),
+                loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+        timer = _StepTimer(tf_keras)
+        times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+        steps: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+        tf.random.set_seed(spec["seed"])
+        for epoch in range(spec["epochs"]):
+            for name, compiled, _ in runs if epoch % 2 == 0 else runs[::-1]:
+                compiled.fit(
+                    arrays["x_train"],
+                    arrays["y_train"],
+                    batch_size=spec["batch_size"],
+                    epochs=epoch + 1,
+                    initial_epoch=epoch,
+                    callbacks=[timer],
+                    verbose=0,
+                )
+                times[name].append(timer.seconds)
+                if epoch > 0:  # the first epoch traces the step
+                    steps[name].extend(timer.step_seconds)
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        (out_dir / f"{start['name']}.tflite").write_bytes(converter.convert())
+        logits = model.predict(arrays["x_test"], batch_size=256, verbose=0)
+        np.save(out_dir / f"{start['name']}_logits.npy", logits)
+        result["runs"][start["name"]] = {
+            "epoch_seconds": times,
+            "step_seconds": steps,
+            "keras_accuracy": float(np.mean(np.argmax(logits, axis=-1) == arrays["y_test"])),
+        }
+    return result
+
+
+def _legacy_with_weights(spec: dict[str, Any], weights: dict[str, list]):
+    """The spec's model built in tf-keras, each layer's weights set by layer name (every shape checked)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(spec["seed"])
+    model = MODEL_BUILDERS[spec["model"]](tf_keras, **spec.get("model_args", {}))
+    with_weights = [layer for layer in model.layers if layer.weights]
+    if {layer.name for layer in with_weights} != set(weights):
+        raise RuntimeError(
+            f"weights given for {sorted(weights)}, the tf-keras model has {[x.name for x in with_weights]}"
+        )
+    for layer in with_weights:
+        layer.set_weights([value for _, value in sorted(weights[layer.name], key=lambda item: item[0])])
+    return model
+
+
+_TASKS = {"train": _train, "mask_cost": _mask_cost, "qat": _qat}
 
 
 def _main(argv: list[str]) -> int:

@@ -31,6 +31,7 @@ EXPECTED_NOTEBOOKS = [
     "04_latency_on_device.ipynb",
     "05_one_shot_pruning.ipynb",
     "06_transformer_heads_and_ffn.ipynb",
+    "07_quantization_aware_training.ipynb",
 ]
 
 
@@ -133,6 +134,16 @@ KEY_NUMBERS = {
         Key("parameters and MACs per file", r"^(dense|masked|shrunk)\s+[\d.]+%\s+([\d,]+)\s+([\d,]+)\s"),
         Key("file KiB per model", r"^(?:dense|masked|shrunk)\s+[\d.]+%\s+[\d,]+\s+[\d,]+\s+([\d.]+)\s", rel_tol=0.01),
         Key("file accuracy per model", r"^(?:dense|masked|shrunk)\s+([\d.]+)%", abs_tol=5.0),
+    ],
+    # Same training in both runs (only the latency rounds differ); accuracies still get a tolerance across machines.
+    "07_quantization_aware_training.ipynb": [
+        Key("float parameters", r"float model: ([\d,]+) parameters"),
+        Key("float accuracy", r"float model: [\d,]+ parameters, test accuracy ([\d.]+)%", abs_tol=5.0),
+        Key("pruned zeros", r"pruned: ([\d.]+)% of the prunable weights are zero \(([\d,]+) / ([\d,]+)\)"),
+        Key("file accuracy", r"^(float32|PTQ int8|QAT int8|PQAT int8)\s+([\d.]+)%", abs_tol=5.0),
+        Key("file KiB", r"^(?:float32|PTQ int8|QAT int8|PQAT int8)\s+[\d.]+%\s+[\d.]+%\s+([\d.]+)\s", rel_tol=0.01),
+        Key("zeros in the file", r"^(float32|PTQ|PQAT)(?: int8)?\s+[\d.]+%\s+([\d.]+)%", abs_tol=0.2),
+        Key("zeros read back", r"(\d+) kernels, pruned zeros all kept in the int8 file: (\w+)"),
     ],
 }
 

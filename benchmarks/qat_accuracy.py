@@ -1,0 +1,547 @@
+"""QAT accuracy: does int8 post-training quantization (PTQ) lose here, and what do QAT, PQAT and tfmot get back.
+
+The task: sklearn's digits (1,347 train / 450 test images, 8x8). The net (``--model``,
+built by ``benchmarks/_tfmot_worker.py`` so that the tf-keras side is the same):
+``small_cnn`` (default: two 3x3 convolutions, max pooling, two Dense layers) or
+``depthwise_net`` (MobileNetV2-style inverted residual blocks with BatchNormalization;
+about 7x slower to train on this machine: TensorFlow's CPU depthwise backprop). Per seed:
+
+1. **float**: trained ``--epochs`` from scratch, then fine-tuned ``--qat-epochs``
+   more in float (the control: the same number of training epochs as QAT).
+2. **PTQ**: that fine-tuned float model, ``export_tflite(quantize="int8")``
+   calibrated on 256 training images (min/max, per-channel convolution weights,
+   per-tensor Dense weights: the converter's defaults).
+3. **QAT**: ``mp.quantize_aware`` of the model of step 1, fine-tuned
+   ``--qat-epochs``; its int8 file (no calibration data).
+4. **pruned + PTQ** / **PQAT** at each ``--sparsities``: the model of step 1
+   pruned with ``PruneCallback`` (polynomial decay over ``--prune-epochs``),
+   then ``--qat-epochs`` in float with the masks held and PTQ, or
+   ``--qat-epochs`` of QAT with the masks held (PQAT). The zeros of every
+   kernel are read back from the int8 file.
+5. **tfmot** (``--skip-tfmot`` to leave out): tfmot 0.8.1's ``quantize_model``
+   from the same float weights as step 3 and its
+   ``Default8BitPrunePreserveQuantizeScheme`` from the same pruned weights as
+   step 4, in a legacy tf-keras subprocess, same epochs, batch and learning rate.
+
+Where PTQ could lose is printed per activation tensor: TFLite int8 quantizes each
+activation tensor with one scale set by its widest channel, so the table gives the
+int8 levels the median channel's range covers (255 would be a channel as wide as the
+tensor). A recovered fraction is only reported when PTQ loses accuracy.
+
+Timing (interleaved, load average recorded): the QAT fine-tune's epochs against
+the float control's, fit one epoch each in turn (first epoch is tracing, left
+out); the QAT int8 file against the PTQ int8 file of the same model with
+``compare_latency`` (``--rounds`` interleaved rounds, one child process).
+
+Example:
+
+```
+python -m benchmarks.qat_accuracy            # full run -> benchmarks/results/qat_accuracy.json
+python -m benchmarks.qat_accuracy --quick    # one seed, few epochs, to a temp folder
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
+from benchmarks._tfmot_worker import MODEL_BUILDERS, run_tfmot
+from benchmarks.training_overhead import EpochTimer
+
+CALIBRATION_IMAGES = 256
+
+
+def load_task() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Digits split (fixed, seed 0): train images, labels, test images, labels."""
+    from mobileprune.demo.digits import load_digits_split
+
+    split = load_digits_split()
+    return split.x_train, split.y_train, split.x_test, split.y_test
+
+
+#: The architecture of the run (``--model``); the tf-keras side builds the same one by name.
+ARCHITECTURE = {"name": "small_cnn"}
+
+
+def build(width: int, seed: int):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return MODEL_BUILDERS[ARCHITECTURE["name"]](keras, width=width)
+
+
+def compile_model(model, learning_rate: float):
+    import keras
+
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def copy_of(model, width: int, seed: int):
+    """A fresh float model with ``model``'s weights (masks not attached)."""
+    clone = build(width, seed)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def keras_logits(model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=256, verbose=0))
+
+
+def file_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    from mobileprune.conversion.verify import run_tflite
+
+    return run_tflite(str(path), x)
+
+
+def fit_interleaved(runs: dict[str, tuple[Any, list]], x, y, batch_size: int, epochs: int) -> dict[str, list[float]]:
+    """Fit each model one epoch at a time in turn (order alternating); every epoch's seconds."""
+    timer = EpochTimer()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for epoch in range(epochs):
+        for name in order if epoch % 2 == 0 else order[::-1]:
+            model, callbacks = runs[name]
+            model.fit(
+                x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, callbacks=[timer, *callbacks],
+                verbose=0,
+            )  # fmt: skip
+            times[name].append(timer.seconds)
+    return times
+
+
+def epoch_ratio(times: dict[str, list[float]], name: str, reference: str) -> float:
+    """Median epoch seconds of ``name`` over ``reference``, first (tracing) epoch left out."""
+    return statistics.median(times[name][1:]) / statistics.median(times[reference][1:])
+
+
+def range_spread(model, x: np.ndarray) -> list[dict[str, Any]]:
+    """Per activation tensor PTQ quantizes: int8 levels the median channel's range gets.
+
+    The tensors are the outputs of the ReLUs, the linear bottlenecks (BatchNormalization
+    not followed by a ReLU) and the Adds: where the converter puts an int8 tensor after
+    fusing convolution + BatchNormalization + ReLU. The range is min/max over ``x``, as
+    TFLite's calibration takes it.
+    """
+    import keras
+
+    layer_names = {layer.name for layer in model.layers}
+    names = [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, keras.layers.ReLU | keras.layers.Add)
+        or getattr(getattr(layer, "activation", None), "__name__", "") == "relu"
+        or (layer.name.endswith("project_bn") and layer.name.split("_")[0] + "_add" not in layer_names)
+    ]
+    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
+    outputs = probe.predict(x, batch_size=256, verbose=0)
+    rows = []
+    for name, values in zip(names, outputs):
+        flat = values.reshape(-1, values.shape[-1])
+        tensor_range = max(float(flat.max()), 0.0) - min(float(flat.min()), 0.0)
+        channel_ranges = np.maximum(flat.max(0), 0.0) - np.minimum(flat.min(0), 0.0)
+        rows.append(
+            {
+                "tensor": name,
+                "tensor_range": tensor_range,
+                "widest_over_median_channel": float(channel_ranges.max() / max(np.median(channel_ranges), 1e-12)),
+                "median_channel_levels": float(255 * np.median(channel_ranges) / max(tensor_range, 1e-12)),
+            }
+        )
+    return rows
+
+
+def kernel_zeros(model) -> list[tuple[str, int, int]]:
+    """``(name, elements, exact zeros)`` of every convolution and Dense kernel (QAT wrappers looked into)."""
+    rows = []
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        kernel = getattr(inner, "kernel", None)
+        if kernel is not None:
+            values = np.asarray(kernel.numpy() if hasattr(kernel, "numpy") else kernel)
+            rows.append((inner.name, int(values.size), int(np.count_nonzero(values == 0))))
+    return rows
+
+
+def zeros_kept(kernels: list[tuple[str, int, int]], path: Path) -> dict[str, Any]:
+    """Read the int8 file's weight tensors back: does each kernel's tensor hold at least its zeros?
+
+    Kernels are matched to file tensors of the same element count (greedily, fewest zeros
+    first); a kept weight that rounds to 0 in int8 can only add zeros, so ``>=`` is exact
+    preservation of the pruned count.
+    """
+    import mobileprune as mp
+    from mobileprune.conversion.sparse import weight_tensors
+
+    tensors = [(t.elements, t.zeros or 0, t.dtype) for t in weight_tensors(mp.inspect_tflite(str(path)))]
+    unused = sorted(tensors, key=lambda item: item[1])
+    missing = []
+    for name, elements, zeros in sorted(kernels, key=lambda item: -item[2]):
+        match = next((t for t in unused if t[0] == elements and t[1] >= zeros), None)
+        if match is None:
+            missing.append(name)
+        else:
+            unused.remove(match)
+    pruned = sum(zeros for _, _, zeros in kernels)
+    return {
+        "kernel_zeros": pruned,
+        "kernel_elements": sum(elements for _, elements, _ in kernels),
+        "file_int8_zeros": sum(zeros for elements, zeros, dtype in tensors if dtype == "int8"),
+        "all_zeros_kept": not missing,
+        "kernels_missing_zeros": missing,
+    }
+
+
+def export_ptq(model, path: Path, x_train: np.ndarray):
+    import mobileprune as mp
+
+    return mp.export_tflite(
+        model, path, quantize="int8", representative_data=x_train[:CALIBRATION_IMAGES], sparse=False
+    )
+
+
+def export_qat(model, path: Path):
+    import mobileprune as mp
+
+    return mp.export_tflite(model, path, quantize="int8", sparse=False)
+
+
+def prune(model, sparsity: float, args, x_train, y_train):
+    """``model`` (a trained float model) pruned to ``sparsity`` in place (every conv and Dense kernel), masks attached."""
+    import mobileprune as mp
+
+    compile_model(model, args.finetune_learning_rate * 2)
+    steps = -(-len(x_train) // args.batch_size) * args.prune_epochs
+    schedule = mp.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=int(0.8 * steps), frequency=10)
+    model.fit(
+        x_train, y_train, epochs=args.prune_epochs, batch_size=args.batch_size, verbose=0,
+        callbacks=[mp.PruneCallback(schedule)],
+    )  # fmt: skip
+    return model
+
+
+def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
+    """Every model of one seed; files written under ``workdir/seed<k>``."""
+    import keras
+
+    import mobileprune as mp
+
+    x_train, y_train, x_test, y_test = data
+    folder = workdir / f"seed{seed}"
+    folder.mkdir()
+    model = compile_model(build(args.width, seed), args.learning_rate)
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=0)
+    trained_weights = named_weights(model)
+    row: dict[str, Any] = {"seed": seed, "float_acc_before_finetune": accuracy(keras_logits(model, x_test), y_test)}
+
+    # QAT and the float control, from the same trained weights, epochs interleaved.
+    keras.utils.set_random_seed(seed)
+    control = compile_model(copy_of(model, args.width, seed), args.finetune_learning_rate)
+    qat = compile_model(mp.quantize_aware(model), args.finetune_learning_rate)
+    times = fit_interleaved({"float": (control, []), "qat": (qat, [])}, x_train, y_train, args.batch_size,
+                            args.qat_epochs)  # fmt: skip
+    ptq = export_ptq(control, folder / "ptq.tflite", x_train)
+    qat_file = export_qat(qat, folder / "qat.tflite")
+    qat_keras = keras_logits(qat, x_test)
+    qat_file_logits = file_logits(qat_file.path, x_test)
+    row.update(
+        float_acc=accuracy(keras_logits(control, x_test), y_test),
+        ptq_acc=accuracy(file_logits(ptq.path, x_test), y_test),
+        qat_keras_acc=accuracy(qat_keras, y_test),
+        qat_file_acc=accuracy(qat_file_logits, y_test),
+        qat_file_agreement=float(np.mean(qat_keras.argmax(1) == qat_file_logits.argmax(1))),
+        ptq_bytes=ptq.file_bytes,
+        qat_bytes=qat_file.file_bytes,
+        float_epoch_s=times["float"],
+        qat_epoch_s=times["qat"],
+        qat_over_float_epoch=epoch_ratio(times, "qat", "float"),
+        range_spread=range_spread(control, x_train[:CALIBRATION_IMAGES]),
+    )
+    row["ptq_loss_points"] = 100 * (row["float_acc"] - row["ptq_acc"])
+    row["qat_gain_points"] = 100 * (row["qat_file_acc"] - row["ptq_acc"])
+    row["files"] = {"ptq": str(ptq.path), "qat": str(qat_file.path)}
+
+    pruned_starts = {}
+    row["pruned"] = {}
+    for sparsity in args.sparsities:
+        pruned = prune(model_from(trained_weights, args, seed), sparsity, args, x_train, y_train)
+        pruned_starts[sparsity] = named_weights(pruned)
+        held = compile_model(copy_of(pruned, args.width, seed), args.finetune_learning_rate)
+        _hold_masks(pruned, held)
+        pqat = compile_model(mp.quantize_aware(pruned), args.finetune_learning_rate)
+        fit_interleaved({"float": (held, []), "pqat": (pqat, [])}, x_train, y_train, args.batch_size, args.qat_epochs)
+        mp.strip_pruning(held)
+        ptq_pruned = export_ptq(held, folder / f"pruned{sparsity}_ptq.tflite", x_train)
+        pqat_file = export_qat(pqat, folder / f"pqat{sparsity}.tflite")
+        pqat_keras = keras_logits(pqat, x_test)
+        pqat_file_logits = file_logits(pqat_file.path, x_test)
+        row["pruned"][str(sparsity)] = {
+            "pruned_float_acc": accuracy(keras_logits(held, x_test), y_test),
+            "pruned_ptq_acc": accuracy(file_logits(ptq_pruned.path, x_test), y_test),
+            "pqat_keras_acc": accuracy(pqat_keras, y_test),
+            "pqat_file_acc": accuracy(pqat_file_logits, y_test),
+            "pqat_file_agreement": float(np.mean(pqat_keras.argmax(1) == pqat_file_logits.argmax(1))),
+            "pqat_zeros": zeros_kept(kernel_zeros(pqat), pqat_file.path),
+            "pruned_ptq_zeros": zeros_kept(kernel_zeros(held), ptq_pruned.path),
+            "pqat_bytes": pqat_file.file_bytes,
+            "pqat_gzip_bytes": pqat_file.gzip_bytes,
+        }
+    if not args.skip_tfmot:
+        row["tfmot"] = run_tfmot_side(seed, args, data, trained_weights, pruned_starts, folder)
+    return row
+
+
+def named_weights(model) -> dict[str, list[np.ndarray]]:
+    """Layer name -> that layer's weights (the tf-keras side loads them by name, not by position)."""
+    return {layer.name: [np.array(w) for w in layer.get_weights()] for layer in model.layers if layer.weights}
+
+
+def model_from(weights: dict[str, list[np.ndarray]], args, seed: int):
+    model = build(args.width, seed)
+    for name, values in weights.items():
+        model.get_layer(name).set_weights(values)
+    return model
+
+
+def _hold_masks(pruned, held) -> None:
+    """Attach ``pruned``'s masks to ``held`` (a float copy), so float fine-tuning keeps the same zeros."""
+    from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, set_mask
+
+    for source, target in zip(pruned.weights, held.weights, strict=True):
+        if isinstance(source.constraint, MaskConstraint):
+            attach_mask(target)
+            set_mask(target, source.constraint.mask.numpy())
+
+
+def run_tfmot_side(seed: int, args, data, trained_weights: dict, pruned_starts: dict, folder: Path) -> dict[str, Any]:
+    """tfmot QAT (from the trained weights) and PQAT (from each pruned start) in the legacy subprocess."""
+    x_train, y_train, x_test, y_test = data
+    starts = [{"name": "qat", "scheme": "qat"}] + [
+        {"name": f"pqat{sparsity}", "scheme": "pqat"} for sparsity in pruned_starts
+    ]
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    for index, weights in enumerate([trained_weights, *pruned_starts.values()]):
+        arrays.update(
+            {f"start{index}|{layer}|{i}": value for layer, values in weights.items() for i, value in enumerate(values)}
+        )
+    spec = {
+        "task": "qat",
+        "model": ARCHITECTURE["name"],
+        "model_args": {"width": args.width},
+        "starts": starts,
+        "epochs": args.qat_epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.finetune_learning_rate,
+        "seed": seed,
+        "out_dir": str(folder),
+    }
+    result = run_tfmot(spec, arrays)
+    rows = {"tfmot_version": result["tfmot_version"]}
+    for start in starts:
+        name, run = start["name"], result["runs"][start["name"]]
+        logits = np.load(folder / f"{name}_logits.npy")
+        path = folder / f"{name}.tflite"
+        in_file = file_logits(path, x_test)
+        rows[name] = {
+            "keras_acc": run["keras_accuracy"],
+            "file_acc": accuracy(in_file, y_test),
+            "file_agreement": float(np.mean(logits.argmax(1) == in_file.argmax(1))),
+            "max_abs_diff": float(np.abs(logits - in_file).max()),
+            "quantize_ops": _op_count(path, "QUANTIZE"),
+            "dequantize_ops": _op_count(path, "DEQUANTIZE"),
+            "file_bytes": path.stat().st_size,
+        }
+        if start["scheme"] == "qat":
+            rows[name]["epoch_seconds"] = run["epoch_seconds"]
+            rows[name]["qat_over_float_epoch"] = epoch_ratio(run["epoch_seconds"], "qat", "float")
+        else:
+            sparsity = float(name[len("pqat") :])
+            starts_zeros = [
+                (layer, int(values[0].size), int(np.count_nonzero(values[0] == 0)))
+                for layer, values in pruned_starts[sparsity].items()
+                if values[0].ndim >= 2
+            ]
+            rows[name]["zeros"] = zeros_kept(starts_zeros, path)
+    return rows
+
+
+def _op_count(path: Path, op: str) -> int:
+    import mobileprune as mp
+
+    return [item.op for item in mp.inspect_tflite(str(path)).ops].count(op)
+
+
+def latency(files: dict[str, str], rounds: int) -> dict[str, Any]:
+    """The QAT int8 file against the PTQ int8 file, interleaved rounds in one child process."""
+    from mobileprune.runtime.benchmark import compare_latency
+
+    rows = compare_latency(files, baseline="ptq_int8", rounds=rounds, runs=rounds * 50, min_seconds=rounds * 0.25)
+    return {
+        row.name: {
+            "p50_ms": row.result.p50_ms,
+            "round_p50_ms": list(row.round_ms),
+            "speedup_over_ptq": row.speedup,
+            "interval": None if row.interval is None else [row.interval.low, row.interval.high],
+            "within_noise": row.within_noise,
+        }
+        for row in rows
+    }
+
+
+def summarise(rows: list[dict[str, Any]], sparsities: list[float], with_tfmot: bool) -> dict[str, Any]:
+    mean = statistics.mean
+    loss = mean(r["float_acc"] - r["ptq_acc"] for r in rows)
+    gain = mean(r["qat_file_acc"] - r["ptq_acc"] for r in rows)
+    summary: dict[str, Any] = {
+        "float_acc": mean(r["float_acc"] for r in rows),
+        "ptq_acc": mean(r["ptq_acc"] for r in rows),
+        "qat_file_acc": mean(r["qat_file_acc"] for r in rows),
+        "ptq_loss_points": 100 * loss,
+        "qat_recovered_fraction": gain / loss if loss > 0 else None,
+        "qat_over_float_epoch_median": statistics.median(r["qat_over_float_epoch"] for r in rows),
+        "pruned": {},
+    }
+    for sparsity in sparsities:
+        level = [r["pruned"][str(sparsity)] for r in rows]
+        summary["pruned"][str(sparsity)] = {
+            "pruned_ptq_acc": mean(p["pruned_ptq_acc"] for p in level),
+            "pqat_file_acc": mean(p["pqat_file_acc"] for p in level),
+            "pqat_ge_pruned_ptq_every_seed": all(p["pqat_file_acc"] >= p["pruned_ptq_acc"] for p in level),
+            "pqat_all_zeros_kept": all(p["pqat_zeros"]["all_zeros_kept"] for p in level),
+        }
+        if with_tfmot:
+            tf_level = [r["tfmot"][f"pqat{sparsity}"] for r in rows]
+            summary["pruned"][str(sparsity)]["tfmot_pqat_file_acc"] = mean(t["file_acc"] for t in tf_level)
+            summary["pruned"][str(sparsity)]["tfmot_pqat_all_zeros_kept"] = all(
+                t["zeros"]["all_zeros_kept"] for t in tf_level
+            )
+    if with_tfmot:
+        summary["tfmot_qat_file_acc"] = mean(r["tfmot"]["qat"]["file_acc"] for r in rows)
+        summary["tfmot_qat_over_float_epoch_median"] = statistics.median(
+            r["tfmot"]["qat"]["qat_over_float_epoch"] for r in rows
+        )
+    return summary
+
+
+def print_tables(rows: list[dict[str, Any]], summary: dict[str, Any], args) -> None:
+    print_table(
+        "Activation ranges (seed 0, float control): int8 levels the median channel gets, per tensor",
+        rows[0]["range_spread"],
+    )
+    table = []
+    for r in rows:
+        line = {
+            "seed": r["seed"], "float %": 100 * r["float_acc"], "PTQ int8 %": 100 * r["ptq_acc"],
+            "QAT int8 %": 100 * r["qat_file_acc"], "QAT agree %": 100 * r["qat_file_agreement"],
+            "QAT/float epoch": r["qat_over_float_epoch"],
+        }  # fmt: skip
+        if "tfmot" in r:
+            line["tfmot QAT int8 %"] = 100 * r["tfmot"]["qat"]["file_acc"]
+            line["tfmot agree %"] = 100 * r["tfmot"]["qat"]["file_agreement"]
+            line["tfmot QAT/float epoch"] = r["tfmot"]["qat"]["qat_over_float_epoch"]
+        table.append(line)
+    print_table(f"PTQ vs QAT ({args.qat_epochs} fine-tune epochs each), int8 files on 450 test images", table)
+    pruned = []
+    for r in rows:
+        for sparsity, p in r["pruned"].items():
+            line = {
+                "seed": r["seed"], "sparsity": sparsity, "pruned float %": 100 * p["pruned_float_acc"],
+                "pruned+PTQ %": 100 * p["pruned_ptq_acc"], "PQAT int8 %": 100 * p["pqat_file_acc"],
+                "zeros kept": p["pqat_zeros"]["all_zeros_kept"], "file zeros": p["pqat_zeros"]["file_int8_zeros"],
+                "pruned zeros": p["pqat_zeros"]["kernel_zeros"],
+            }  # fmt: skip
+            if "tfmot" in r:
+                line["tfmot PQAT %"] = 100 * r["tfmot"][f"pqat{sparsity}"]["file_acc"]
+                line["tfmot zeros kept"] = r["tfmot"][f"pqat{sparsity}"]["zeros"]["all_zeros_kept"]
+            pruned.append(line)
+    print_table("Pruned then PTQ vs PQAT (int8 files)", pruned)
+    print_table("Summary (means over seeds)", [{k: v for k, v in summary.items() if not isinstance(v, dict)}])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, few epochs, results to a temp folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--model", choices=["depthwise_net", "small_cnn"], default="small_cnn")
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=15, help="float training from scratch")
+    parser.add_argument("--prune-epochs", type=int, default=6)
+    parser.add_argument("--qat-epochs", type=int, default=4, help="fine-tune epochs of QAT, PQAT and the controls")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--finetune-learning-rate", type=float, default=5e-4)
+    parser.add_argument("--sparsities", type=float, nargs="*", default=[0.5, 0.9])
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds")
+    parser.add_argument("--skip-tfmot", action="store_true")
+    add_harness_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.prune_epochs, args.qat_epochs, args.rounds = [0], 3, 2, 2, 4
+    if args.qat_epochs < 2:
+        parser.error("--qat-epochs must be >= 2 (the first epoch is tracing and is not timed)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    ARCHITECTURE["name"] = args.model
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load_before = os.getloadavg()
+    data = load_task()
+    with tempfile.TemporaryDirectory(prefix="mobileprune-qat-accuracy-") as workdir:
+        rows = []
+        for seed in args.seeds:
+            rows.append(run_seed(seed, args, data, Path(workdir)))
+            r = rows[-1]
+            print(
+                f"seed {seed}: float {100 * r['float_acc']:.2f}%, PTQ {100 * r['ptq_acc']:.2f}%, "
+                f"QAT {100 * r['qat_file_acc']:.2f}% (load {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
+        files = rows[0].pop("files")
+        lat = latency({"ptq_int8": files["ptq"], "qat_int8": files["qat"]}, args.rounds)
+        for r in rows[1:]:
+            r.pop("files")
+    summary = summarise(rows, args.sparsities, not args.skip_tfmot)
+    summary["qat_over_ptq_latency"] = 1 / lat["qat_int8"]["speedup_over_ptq"]
+    print_tables(rows, summary, args)
+    print_table(
+        f"LiteRT latency, 1 thread, {args.rounds} interleaved rounds (seed 0 files)",
+        [{"file": name, **{k: v for k, v in item.items() if k != "round_p50_ms"}} for name, item in lat.items()],
+    )
+    payload = {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("allow_dirty",)},
+        "targets": {
+            "ptq_loss_points": ">= 1",
+            "qat_recovered_fraction": ">= 0.75",
+            "pqat_file_acc": ">= pruned_ptq_acc, every seed",
+            "qat_over_ptq_latency": "within 5%",
+            "qat_over_float_epoch": "<= 1.3",
+        },
+        "summary": summary,
+        "latency": lat,
+        "rows": rows,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
+    print("wrote", write_results("qat_accuracy", payload, results_dir(args.quick, args.allow_dirty)))
+
+
+if __name__ == "__main__":
+    main()
