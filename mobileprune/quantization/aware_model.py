@@ -47,6 +47,7 @@ import keras
 import numpy as np
 
 from mobileprune import keras_private
+from mobileprune.layer_classes import ELEMENTWISE_MERGES
 from mobileprune.quantization.attention_quantizer import QuantizedAttention, attention_is_simulated
 from mobileprune.quantization.quantizer_layers import (
     FIXED_RANGE_ACTIVATIONS,
@@ -85,13 +86,9 @@ _PASS_THROUGH = (
     keras.layers.UpSampling1D,
     keras.layers.UpSampling2D,
 )
+# Each of these writes a new int8 tensor with its own range (the converter requantizes there).
 _REQUANTIZING = (
-    keras.layers.Add,
-    keras.layers.Subtract,
-    keras.layers.Multiply,
-    keras.layers.Average,
-    keras.layers.Maximum,
-    keras.layers.Minimum,
+    *ELEMENTWISE_MERGES,
     keras.layers.Concatenate,
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
