@@ -61,6 +61,9 @@ class LatencyAllocation:
         widths: group name -> kept units.
         sizes: group name -> units before pruning.
         importance_kept: share of the total (per-group normalised) importance kept.
+        measured_ms: the converted model's measured latency (``measure=True``), else ``None``.
+        tolerance: the measurement meets the budget up to ``budget_ms * tolerance``.
+        tries: every allocation the measuring loop converted and timed (``MeasuredTry``), in order.
     """
 
     budget_ms: float
@@ -69,13 +72,25 @@ class LatencyAllocation:
     widths: dict[str, int]
     sizes: dict[str, int]
     importance_kept: float
+    measured_ms: float | None = None
+    tolerance: float = 1.05
+    tries: tuple = ()
+
+    @property
+    def budget_met(self) -> bool | None:
+        """Whether the *measured* latency is within ``budget_ms * tolerance``; ``None`` when nothing was measured."""
+        return None if self.measured_ms is None else self.measured_ms <= self.budget_ms * self.tolerance
 
     def __str__(self) -> str:
         kept = sum(self.widths.values()) / max(1, sum(self.sizes.values()))
-        return (
+        text = (
             f"predicted {self.predicted_ms:.3f} ms (budget {self.budget_ms:.3f}, full {self.full_ms:.3f}); "
             f"{kept:.1%} of channels, {self.importance_kept:.1%} of importance kept"
         )
+        if self.measured_ms is None:
+            return text + "; not measured"
+        verdict = "met" if self.budget_met else "NOT met"
+        return text + f"; measured {self.measured_ms:.3f} ms after {len(self.tries)} tries, budget {verdict}"
 
 
 def candidate_widths(size: int, step: int) -> list[int]:
@@ -204,18 +219,28 @@ def prune_to_latency(
     loss=None,
     step: int | None = None,
     shrink_model: bool = True,
+    measure=False,
+    tolerance: float = 1.05,
+    max_tries: int = 3,
 ) -> tuple[keras.Model, LatencyAllocation]:
     """Mask ``model`` in place to the widths that fit ``budget_ms`` and return the shrunk model and the report.
 
     Args:
         model: a functional or built Sequential model (masked in place).
-        budget_ms: the latency budget in ms, as the table predicts it.
+        budget_ms: the latency budget in ms.
         table: a ``LatencyTable`` of this model (``build_latency_table``) or the path of one.
         data: ``(x, y)`` for ``importance="taylor"``.
         importance: ``"l2"``, ``"l1"``, ``"bn"``, ``"taylor"`` or a function (see ``mask_channels``).
         loss: loss for ``"taylor"`` (default: the compiled loss).
         step: width multiple (default: the table's step).
         shrink_model: return ``mp.shrink(model)``; ``False`` returns ``model`` itself, masked.
+        measure: ``False``: trust the table's prediction (nothing is converted; ``report.budget_met`` is
+            ``None``). ``True``: convert and time each allocation on the table's LiteRT settings and correct
+            the prediction with the measurement, at most ``max_tries`` times (``budget_loop``); the measured
+            points are added to ``table.calibrations`` (save the table to keep them). A callable
+            ``measure(shrunk_model) -> (ms, round medians)`` replaces the timing.
+        tolerance: with ``measure``, a measurement up to ``budget_ms * tolerance`` meets the budget.
+        max_tries: with ``measure``, the most allocations converted and timed.
 
     Raises:
         ValueError: a non-positive budget, or one below what the table predicts at the smallest widths.
@@ -225,7 +250,15 @@ def prune_to_latency(
     graph = build_graph(model, warn=False)
     sites = model_sites(model, graph)
     scores = unit_scores(model, graph, importance, data, loss)
-    report = allocate(sites, table, scores, float(budget_ms), step)
+    if measure is not False:
+        from mobileprune.latency.budget_loop import measured_allocation
+
+        timer = measure if callable(measure) else None
+        report = measured_allocation(
+            model, graph, sites, scores, table, float(budget_ms), step, tolerance, max_tries, timer
+        )
+    else:
+        report = allocate(sites, table, scores, float(budget_ms), step)
     apply_widths(graph, scores, report.widths)
     return (shrink(model, warn=False) if shrink_model else model), report
 
