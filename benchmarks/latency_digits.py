@@ -4,7 +4,8 @@ For each seed: train the digits CNN (``mobileprune.demo.digits``), build its
 float32 LiteRT latency table once (shared by the seeds: same architecture; 1
 thread, CPU clock), then
 
-- *latency*: ``mp.prune_to_latency(..., measure=True)`` at each ``--shares``
+- *latency*: ``mp.prune_to_latency(..., measure=True, method=...)`` (greedy
+  and knapsack, the same importance: per-group normalised L2) at each ``--shares``
   of the table's prediction for the full model (the allocation is converted,
   timed and corrected until the measured latency meets the budget);
 - *uniform*: ``mask_channels`` with one fraction for every group (kept counts
@@ -77,10 +78,13 @@ def run_seed(seed: int, data, table, args) -> tuple[dict, object]:
         table = build_latency_table(model, dtype="float32", threads=1, step=args.step, levels=args.levels)
     full = table.predict_model(model)
     models, accs, reports = {}, {}, {}
-    for share in args.shares:
-        name = f"latency {share:.2f}"
-        small, reports[name] = mp.prune_to_latency(_copy(model), share * full, table=table, measure=True)
-        models[name] = small
+    for method in args.methods:
+        for share in args.shares:
+            name = f"{method} {share:.2f}"
+            small, reports[name] = mp.prune_to_latency(
+                _copy(model), share * full, table=table, measure=True, method=method
+            )
+            models[name] = small
     for fraction in args.fractions:
         models[f"uniform {fraction:.2f}"] = _uniform(model, fraction, args.step)
     for name, small in models.items():
@@ -100,6 +104,7 @@ def run_seed(seed: int, data, table, args) -> tuple[dict, object]:
         as_accurate = [u[0] for u in uniform if u[1] >= acc]
         row["latency"].append(
             {
+                "method": name.split()[0],
                 "share": float(name.split()[1]),
                 "budget_ms": report.budget_ms,
                 "acc": acc,
@@ -121,6 +126,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--shares", nargs="+", type=float, default=[0.5, 0.3], help="budgets: shares of the dense")
+    parser.add_argument("--methods", nargs="+", default=["greedy", "knapsack"], choices=("greedy", "knapsack"))
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.3, 0.5, 0.65, 0.8], help="uniform")
     parser.add_argument("--train-epochs", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs after pruning")
@@ -147,18 +153,19 @@ def main(argv=None) -> int:
     by_share = {}
     for row in rows:
         for found in row["latency"]:
-            by_share.setdefault(found["share"], []).append(found)
+            by_share.setdefault((found["method"], found["share"]), []).append(found)
     summary = {
-        f"share {share:.2f}": {
+        f"{method} {share:.2f}": {
             "mean_acc_gain_points": statistics.mean(f["acc_gain_points"] for f in found),
             "speed_ratios_at_same_acc": [f["speed_ratio_at_same_acc"] for f in found],
             "budget_met": sum(f["budget_met"] for f in found),
             "seeds": len(found),
         }
-        for share, found in by_share.items()
+        for (method, share), found in by_share.items()
     }
     payload = {
         "shares": args.shares,
+        "methods": args.methods,
         "uniform_fractions": args.fractions,
         "train_epochs": args.train_epochs,
         "finetune_epochs": args.epochs,

@@ -133,10 +133,18 @@ def unit_scores(model: keras.Model, graph, importance="l2", data=None, loss=None
     return scores
 
 
+METHODS = ("greedy", "knapsack")
+
+
 def allocate(
-    sites, table: LatencyTable, scores: dict[str, np.ndarray], budget_ms: float, step: int | None = None
+    sites,
+    table: LatencyTable,
+    scores: dict[str, np.ndarray],
+    budget_ms: float,
+    step: int | None = None,
+    method: str = "greedy",
 ) -> LatencyAllocation:
-    """Greedy NetAdapt-like allocation of widths over ``scores``' groups to fit ``budget_ms``.
+    """Allocate widths over ``scores``' groups to fit ``budget_ms``: greedy (NetAdapt-like) or knapsack.
 
     Args:
         sites: the model's sites (``model_sites``).
@@ -144,7 +152,20 @@ def allocate(
         scores: group name -> per-unit importance (``unit_scores``).
         budget_ms: the latency budget.
         step: width multiple (default: the table's step; 1 for inner groups).
+        method: ``"greedy"``, or ``"knapsack"`` (``knapsack``: exact dynamic programming over the width grid;
+            chain models only, where every site depends on at most two consecutive groups).
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "knapsack":
+        if chain_order(sites, set(scores)) is None:
+            raise ValueError(
+                "method='knapsack' needs a chain model (each layer reads one channel group and writes the next); "
+                "this one has residual or concatenated groups: use method='greedy'"
+            )
+        found = knapsack(sites, table, scores, budget_ms, step)
+        if found is not None:
+            return found
     step = step or table.step
     sizes = {name: len(values) for name, values in scores.items()}
     ranked = {name: np.sort(values)[::-1] for name, values in scores.items()}
@@ -193,6 +214,96 @@ def allocate(
     return LatencyAllocation(float(budget_ms), total, full, widths, sizes, kept / whole if whole else 1.0)
 
 
+def chain_order(sites, groups) -> list[str] | None:
+    """``groups`` in producer order when every site depends on at most two consecutive ones, else ``None``.
+
+    A plain CNN or MLP (each layer reads one group and writes the next) is a
+    chain; residual adds and concatenations tie groups across the model and
+    are not.
+    """
+    order: list[str] = []
+    for site in sites:
+        for channels in (*site.inputs, *site.outputs):
+            for name, _ in channels.per_group:
+                if name in groups and name not in order:
+                    order.append(name)
+    order += sorted(g for g in groups if g not in order)
+    index = {name: i for i, name in enumerate(order)}
+    for site in sites:
+        found = sorted(index[g] for g in site.groups if g in index)
+        if found and found[-1] - found[0] > 1:
+            return None
+    return order
+
+
+def knapsack(sites, table: LatencyTable, scores: dict[str, np.ndarray], budget_ms: float, step=None, bins: int = 400):
+    """The most importance within the budget over every group's candidate widths, by dynamic programming.
+
+    Exact on the width grid (up to latency rounded up to ``bins`` steps of the
+    budget) for chain models (``chain_order``): each site's latency depends on
+    at most two consecutive groups, so the state after deciding group ``i`` is
+    its width and the latency spent. Returns ``None`` for other models.
+    """
+    step = step or table.step
+    order = chain_order(sites, set(scores))
+    if order is None:
+        return None
+    ranked = {name: np.sort(values)[::-1] for name, values in scores.items()}
+    sizes = {name: len(values) for name, values in scores.items()}
+    options = [candidate_widths(sizes[g], 1 if "/" in g else step) for g in order]
+    position = {name: i for i, name in enumerate(order)}
+    owner = [max((position[g] for g in site.groups if g in position), default=-1) for site in sites]
+    model_key = fingerprint(sites, table)
+    full_sum = table.sites_ms(sites)
+    low, high = 0.0, full_sum  # the largest sum of sites whose calibrated total fits the budget
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if table.total_ms(model_key, middle) <= budget_ms else (low, middle)
+    unit = max(low, 1e-12) / bins
+
+    def cost(i: int, widths: dict[str, int]) -> int:
+        spent = sum(table.site_ms(s, s.values(widths)) for s, o in zip(sites, owner) if o == i)
+        return int(np.ceil(spent / unit - 1e-9))
+
+    fixed = cost(-1, {})
+    gain = [[float(ranked[g][:w].sum()) for w in options[i]] for i, g in enumerate(order)]
+    value = np.full((len(options[0]), bins + 1), -np.inf)
+    for a, width in enumerate(options[0]):
+        spent = fixed + cost(0, {order[0]: width})
+        if spent <= bins:
+            value[a, spent] = gain[0][a]
+    back = []
+    for i in range(1, len(order)):
+        new = np.full((len(options[i]), bins + 1), -np.inf)
+        pointer = np.zeros((len(options[i]), bins + 1), dtype=int)
+        for b, width in enumerate(options[i]):
+            for a, previous in enumerate(options[i - 1]):
+                spent = cost(i, {order[i - 1]: previous, order[i]: width})
+                if spent > bins:
+                    continue
+                shifted = np.full(bins + 1, -np.inf)
+                shifted[spent:] = value[a, : bins + 1 - spent] + gain[i][b]
+                better = shifted > new[b]
+                new[b][better], pointer[b][better] = shifted[better], a
+        value = new
+        back.append(pointer)
+    if not np.isfinite(value).any():
+        return None
+    a, spent = np.unravel_index(int(np.argmax(value)), value.shape)
+    chosen = [int(a)]
+    for i in range(len(order) - 1, 0, -1):
+        previous = int(back[i - 1][chosen[-1], spent])
+        width_cost = cost(i, {order[i - 1]: options[i - 1][previous], order[i]: options[i][chosen[-1]]})
+        spent -= width_cost
+        chosen.append(previous)
+    widths = {g: options[i][c] for i, (g, c) in enumerate(zip(order, reversed(chosen)))}
+    total = table.total_ms(model_key, table.sites_ms(sites, widths))
+    kept = sum(float(ranked[n][: widths[n]].sum()) for n in scores)
+    whole = sum(float(ranked[n].sum()) for n in scores)
+    full = table.total_ms(model_key, full_sum)
+    return LatencyAllocation(float(budget_ms), total, full, widths, sizes, kept / whole if whole else 1.0)
+
+
 def apply_widths(graph, scores: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, np.ndarray]:
     """Zero every group's least important units beyond its width in place; group name -> keep mask."""
     keeps = {}
@@ -222,6 +333,7 @@ def prune_to_latency(
     measure=False,
     tolerance: float = 1.05,
     max_tries: int = 3,
+    method: str = "greedy",
 ) -> tuple[keras.Model, LatencyAllocation]:
     """Mask ``model`` in place to the widths that fit ``budget_ms`` and return the shrunk model and the report.
 
@@ -241,6 +353,7 @@ def prune_to_latency(
             ``measure(shrunk_model) -> (ms, round medians)`` replaces the timing.
         tolerance: with ``measure``, a measurement up to ``budget_ms * tolerance`` meets the budget.
         max_tries: with ``measure``, the most allocations converted and timed.
+        method: ``"greedy"`` or ``"knapsack"`` (see ``allocate``).
 
     Raises:
         ValueError: a non-positive budget, or one below what the table predicts at the smallest widths.
@@ -255,10 +368,10 @@ def prune_to_latency(
 
         timer = measure if callable(measure) else None
         report = measured_allocation(
-            model, graph, sites, scores, table, float(budget_ms), step, tolerance, max_tries, timer
+            model, graph, sites, scores, table, float(budget_ms), step, tolerance, max_tries, timer, method
         )
     else:
-        report = allocate(sites, table, scores, float(budget_ms), step)
+        report = allocate(sites, table, scores, float(budget_ms), step, method)
     apply_widths(graph, scores, report.widths)
     return (shrink(model, warn=False) if shrink_model else model), report
 
@@ -353,4 +466,12 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
                 weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
 
 
-__all__ = ["LatencyAllocation", "LatencyBudgetCallback", "allocate", "candidate_widths", "prune_to_latency"]
+__all__ = [
+    "LatencyAllocation",
+    "LatencyBudgetCallback",
+    "allocate",
+    "candidate_widths",
+    "chain_order",
+    "knapsack",
+    "prune_to_latency",
+]

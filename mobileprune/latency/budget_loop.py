@@ -103,6 +103,7 @@ def measured_allocation(
     tolerance: float = 1.05,
     max_tries: int = 3,
     measure: Callable[[keras.Model], tuple[float, list[float]]] | None = None,
+    method: str = "greedy",
 ):
     """Allocate, measure, correct the table's calibration and re-allocate (see the module doc).
 
@@ -115,6 +116,7 @@ def measured_allocation(
         tolerance: a measurement up to ``budget_ms * tolerance`` meets the budget.
         max_tries: the most allocations converted and measured.
         measure: ``measure(shrunk model) -> (ms, round medians)``; default ``measure_model`` on the table.
+        method: the allocation (``allocate``'s ``"greedy"`` or ``"knapsack"``).
 
     Returns:
         The ``LatencyAllocation`` of the chosen try, with ``measured_ms`` and every try in ``tries``.
@@ -132,7 +134,7 @@ def measured_allocation(
     tries: list[tuple[MeasuredTry, object]] = []
     for _ in range(max_tries):
         try:
-            report = allocate(sites, table, scores, budget_ms, step)
+            report = allocate(sites, table, scores, budget_ms, step, method)
         except ValueError:
             if not tries:
                 raise
