@@ -31,6 +31,7 @@ EXPECTED_NOTEBOOKS = [
     "04_latency_on_device.ipynb",
     "05_one_shot_pruning.ipynb",
     "06_transformer_heads_and_ffn.ipynb",
+    "08_latency_budget.ipynb",
 ]
 
 
@@ -133,6 +134,13 @@ KEY_NUMBERS = {
         Key("parameters and MACs per file", r"^(dense|masked|shrunk)\s+[\d.]+%\s+([\d,]+)\s+([\d,]+)\s"),
         Key("file KiB per model", r"^(?:dense|masked|shrunk)\s+[\d.]+%\s+[\d,]+\s+[\d,]+\s+([\d.]+)\s", rel_tol=0.01),
         Key("file accuracy per model", r"^(?:dense|masked|shrunk)\s+([\d.]+)%", abs_tol=5.0),
+    ],
+    # Widths, latencies and the uniform fraction follow this machine's timings: only the sizes are compared.
+    "08_latency_budget.ipynb": [
+        Key("dense parameters", r"dense: ([\d,]+) parameters"),
+        Key("dense accuracy", r"dense: [\d,]+ parameters, test accuracy ([\d.]+)%", abs_tol=5.0),
+        Key("group sizes", r"^(\w+)\s+(\d+) ->\s+\d+ units$"),
+        Key("table clock", r"clock: (\w+)\)$"),
     ],
 }
 
