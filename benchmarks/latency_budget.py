@@ -22,7 +22,7 @@ measurement. Targets: |predicted / measured - 1| <= 10% and measured <= budget x
 Run from the repository root:
 
 ```
-python -m benchmarks.latency_budget --models mobilenetv2        # writes results/latency_budget_mobilenetv2.json
+python -m benchmarks.latency_budget --models mobilenetv2 --dtypes float32  # results/latency_budget_mobilenetv2_float32.json
 python -m benchmarks.latency_budget --models mobilenetv2 --quick # smoke run (48x48, 1 budget, temp dir)
 python -m benchmarks.latency_budget --models mobilenetv2 --diagnose  # results/latency_diagnosis_mobilenetv2.json
 ```
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
             "max_abs_first_error": max(abs(r.get("first_error", r["error"])) for r in rows),
         },
     }
-    name = "latency_budget_" + "_".join(args.models) + ("" if args.clock == "auto" else f"_{args.clock}")
+    name = "_".join(["latency_budget", *args.models, *args.dtypes] + ([] if args.clock == "auto" else [args.clock]))
     print(f"wrote {write_results(name, payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
