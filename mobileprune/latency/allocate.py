@@ -37,6 +37,7 @@ import keras
 import numpy as np
 
 from mobileprune import backend
+from mobileprune.latency.budget_loop import apply_widths, measured_allocation
 from mobileprune.latency.sites import model_sites
 from mobileprune.latency.table import LatencyTable, TableError, fingerprint
 from mobileprune.structured.graph import build_graph
@@ -304,23 +305,6 @@ def knapsack(sites, table: LatencyTable, scores: dict[str, np.ndarray], budget_m
     return LatencyAllocation(float(budget_ms), total, full, widths, sizes, kept / whole if whole else 1.0)
 
 
-def apply_widths(graph, scores: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, np.ndarray]:
-    """Zero every group's least important units beyond its width in place; group name -> keep mask."""
-    keeps = {}
-    for group in graph.groups:
-        if group.name not in widths:
-            continue
-        order = np.lexsort((np.arange(group.size), -scores[group.name]))  # best first, then by index
-        keep = np.zeros(group.size, dtype=bool)
-        keep[order[: widths[group.name]]] = True
-        keeps[group.name] = keep
-        weights = [w for w in group_weights(graph, group) if w.masked]
-        values = [np.asarray(w.variable.numpy()) for w in weights]
-        for weight, value, mask in zip(weights, values, channel_masks(weights, keep)):
-            weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
-    return keeps
-
-
 def prune_to_latency(
     model: keras.Model,
     budget_ms: float,
@@ -364,11 +348,17 @@ def prune_to_latency(
     sites = model_sites(model, graph)
     scores = unit_scores(model, graph, importance, data, loss)
     if measure is not False:
-        from mobileprune.latency.budget_loop import measured_allocation
-
-        timer = measure if callable(measure) else None
         report = measured_allocation(
-            model, graph, sites, scores, table, float(budget_ms), step, tolerance, max_tries, timer, method
+            model,
+            graph,
+            sites,
+            scores,
+            table,
+            float(budget_ms),
+            lambda budget: allocate(sites, table, scores, budget, step, method),
+            tolerance,
+            max_tries,
+            measure if callable(measure) else None,
         )
     else:
         report = allocate(sites, table, scores, float(budget_ms), step, method)

@@ -43,6 +43,7 @@ import keras
 import numpy as np
 
 from mobileprune.latency.table import LatencyTable, convert_model, fingerprint, time_rounds
+from mobileprune.structured.importance import channel_masks, group_weights
 from mobileprune.structured.shrink import shrink
 
 #: Re-allocate upwards when the measurement is this far under the budget (widths given away for nothing).
@@ -79,10 +80,25 @@ def measure_model(
     return min(found), found
 
 
+def apply_widths(graph, scores: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, np.ndarray]:
+    """Zero every group's least important units beyond its width in place; group name -> keep mask."""
+    keeps = {}
+    for group in graph.groups:
+        if group.name not in widths:
+            continue
+        order = np.lexsort((np.arange(group.size), -scores[group.name]))  # best first, then by index
+        keep = np.zeros(group.size, dtype=bool)
+        keep[order[: widths[group.name]]] = True
+        keeps[group.name] = keep
+        weights = [w for w in group_weights(graph, group) if w.masked]
+        values = [np.asarray(w.variable.numpy()) for w in weights]
+        for weight, value, mask in zip(weights, values, channel_masks(weights, keep)):
+            weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
+    return keeps
+
+
 def pruned_copy(model: keras.Model, graph, scores: dict[str, np.ndarray], widths: dict[str, int]) -> keras.Model:
     """``shrink`` of ``model`` masked to ``widths``; ``model``'s weights are restored afterwards."""
-    from mobileprune.latency.allocate import apply_widths
-
     saved = [np.array(v.numpy()) for v in model.weights]
     try:
         apply_widths(graph, scores, widths)
@@ -99,11 +115,10 @@ def measured_allocation(
     scores: dict[str, np.ndarray],
     table: LatencyTable,
     budget_ms: float,
-    step: int | None = None,
+    allocator: Callable[[float], object] | None = None,
     tolerance: float = 1.05,
     max_tries: int = 3,
     measure: Callable[[keras.Model], tuple[float, list[float]]] | None = None,
-    method: str = "greedy",
 ):
     """Allocate, measure, correct the table's calibration and re-allocate (see the module doc).
 
@@ -112,29 +127,29 @@ def measured_allocation(
         graph, sites, scores: its ``ChannelGraph``, sites and unit scores.
         table: its latency table; the measured points are added to its calibrations.
         budget_ms: the budget in measured ms.
-        step: width multiple (default: the table's).
+        allocator: ``allocator(budget_ms) -> LatencyAllocation`` on the current table (``allocate``'s greedy or
+            knapsack over ``sites`` and ``scores``).
         tolerance: a measurement up to ``budget_ms * tolerance`` meets the budget.
         max_tries: the most allocations converted and measured.
         measure: ``measure(shrunk model) -> (ms, round medians)``; default ``measure_model`` on the table.
-        method: the allocation (``allocate``'s ``"greedy"`` or ``"knapsack"``).
 
     Returns:
         The ``LatencyAllocation`` of the chosen try, with ``measured_ms`` and every try in ``tries``.
     """
-    from mobileprune.latency.allocate import allocate
-
     if not isinstance(max_tries, int) or isinstance(max_tries, bool) or max_tries < 1:
         raise ValueError(f"max_tries must be a positive int, got {max_tries!r}")
     if not isinstance(tolerance, (int, float)) or not tolerance >= 1.0:
         raise ValueError(
             f"tolerance must be a number >= 1 (1.05: 5% over the budget still meets it), got {tolerance!r}"
         )
+    if not callable(allocator):
+        raise TypeError("allocator must be a function budget_ms -> LatencyAllocation (see prune_to_latency)")
     measure = measure or (lambda small: measure_model(small, table))
     model_key = fingerprint(sites, table)
     tries: list[tuple[MeasuredTry, object]] = []
     for _ in range(max_tries):
         try:
-            report = allocate(sites, table, scores, budget_ms, step, method)
+            report = allocator(budget_ms)
         except ValueError:
             if not tries:
                 raise
@@ -157,4 +172,4 @@ def measured_allocation(
     return replace(report, measured_ms=chosen.measured_ms, tolerance=float(tolerance), tries=tuple(t for t, _ in tries))
 
 
-__all__ = ["MeasuredTry", "measure_model", "measured_allocation", "pruned_copy"]
+__all__ = ["MeasuredTry", "apply_widths", "measure_model", "measured_allocation", "pruned_copy"]
