@@ -10,6 +10,12 @@ the table predicts the budget is met. The kept units of a group are its most
 important ones. The model is masked in place (the pruned channels' weights
 zeroed, as ``mask_channels`` does) and ``shrink`` returns the smaller model.
 
+``method="knapsack"`` replaces the greedy walk by exact dynamic programming
+over every group's candidate widths (models whose groups form a chain).
+``measure=True`` converts and times each allocation and corrects the
+prediction with the measurement until the budget is met as measured
+(``mobileprune.latency.budget_loop``).
+
 ``LatencyBudgetCallback`` does the same during training: at its update
 steps it lowers the budget from ``start_ms`` to ``budget_ms`` (linearly in
 steps), re-runs the allocation on the current weights and zeroes the pruned
