@@ -1,16 +1,22 @@
-"""Latency-allocated vs uniform channel pruning on digits, at (nearly) equal latency, same fine-tuning.
+"""Latency-allocated vs uniform channel pruning on digits, compared at measured latency, same fine-tuning.
 
 For each seed: train the digits CNN (``mobileprune.demo.digits``), build its
-float32 LiteRT latency table (shared by the seeds: same architecture), then
+float32 LiteRT latency table once (shared by the seeds: same architecture; 1
+thread, CPU clock), then
 
-- *latency*: ``mp.prune_to_latency`` at ``--share`` of the table's prediction for the full model;
+- *latency*: ``mp.prune_to_latency(..., measure=True, method=...)`` (greedy
+  and knapsack, the same importance: per-group normalised L2) at each ``--shares``
+  of the table's prediction for the full model (the allocation is converted,
+  timed and corrected until the measured latency meets the budget);
 - *uniform*: ``mask_channels`` with one fraction for every group (kept counts
-  rounded up to the table's step), the fraction whose predicted latency is
-  closest to the latency-allocated model's;
+  rounded up to the table's step) at each of ``--fractions``, a latency curve;
 
-both shrunk, fine-tuned ``--epochs`` epochs with the same optimizer and batch
-size, converted and timed in the same interleaved rounds (1 thread; min of
-round medians). Reported: test accuracy and measured latency of both per seed.
+every model shrunk, fine-tuned ``--epochs`` epochs with the same optimizer and
+batch size, converted, and all of a seed's models timed in the same
+interleaved rounds (min of round medians, CPU clock). Compared per latency
+model: accuracy against the uniform curve interpolated at the same measured
+latency (points gained), and speed against the fastest uniform model at least
+as accurate (ratio of measured latencies).
 
 Run from the repository root:
 
@@ -47,72 +53,87 @@ def _accuracy(model, data) -> float:
     return float((logits.argmax(axis=1) == data.y_test).mean())
 
 
-def _uniform(model, table, target_ms: float, step: int):
-    """The uniform fraction whose predicted latency is closest to ``target_ms``; (shrunk model, fraction, ms)."""
+def _uniform(model, fraction: float, step: int):
+    """``model`` with one ``fraction`` of every group zeroed (kept counts rounded up to ``step``), shrunk."""
     import mobileprune as mp
-    from mobileprune.latency.sites import model_sites
-    from mobileprune.structured.importance import kept_count
 
-    sites = model_sites(model)
-    groups = mp.channel_groups(model, warn=False)
-    best = None
-    for fraction in np.arange(0.05, 0.96, 0.025):
-        widths = {g.name: kept_count(g.size, float(fraction), step) for g in groups}
-        ms = table.predict(sites, widths)
-        if best is None or abs(ms - target_ms) < abs(best[1] - target_ms):
-            best = (float(fraction), ms)
     copy = _copy(model)
-    mp.mask_channels(copy, best[0], round_to=step, warn=False)
-    return mp.shrink(copy, warn=False), best[0], best[1]
+    mp.mask_channels(copy, fraction, round_to=step, warn=False)
+    return mp.shrink(copy, warn=False)
 
 
-def run_seed(seed: int, data, table, args) -> dict:
+def _fine_tuned_accuracy(small, data, args) -> float:
+    small.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=32, verbose=0)
+    return _accuracy(small, data)
+
+
+def run_seed(seed: int, data, table, args) -> tuple[dict, object]:
     import mobileprune as mp
     from mobileprune.demo.digits import build_digits_cnn
-    from mobileprune.latency.table import convert_model, time_rounds
+    from mobileprune.latency.table import build_latency_table, convert_model, time_rounds
 
     model = build_digits_cnn(seed=seed)
     model.fit(data.x_train, data.y_train, epochs=args.train_epochs, batch_size=32, verbose=0)
     if table is None:
-        from mobileprune.latency.table import build_latency_table
-
         table = build_latency_table(model, dtype="float32", threads=1, step=args.step, levels=args.levels)
-    budget = args.share * table.predict_model(model)
-    latency_model, report = mp.prune_to_latency(_copy(model), budget, table=table)
-    uniform_model, fraction, uniform_predicted = _uniform(model, table, report.predicted_ms, args.step)
-    row = {"seed": seed, "dense_acc": _accuracy(model, data), "budget_ms": budget}
-    for name, small in (("latency", latency_model), ("uniform", uniform_model)):
-        small.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=32, verbose=0)
-        row[f"{name}_acc"] = _accuracy(small, data)
-        row[f"{name}_params"] = small.count_params()
-    contents = {
-        name: convert_model(small, "float32")
-        for name, small in (("latency", latency_model), ("uniform", uniform_model))
-    }
-    rounds = time_rounds(contents, 1, rounds=args.timing_rounds, min_seconds=args.seconds)
-    row.update(
-        latency_predicted_ms=report.predicted_ms,
-        uniform_predicted_ms=uniform_predicted,
-        uniform_fraction=fraction,
-        latency_measured_ms=min(rounds["latency"]),
-        uniform_measured_ms=min(rounds["uniform"]),
-        latency_widths=report.widths,
-    )
-    row["acc_gain_points"] = 100 * (row["latency_acc"] - row["uniform_acc"])
-    row["speed_ratio"] = row["uniform_measured_ms"] / row["latency_measured_ms"]
+    full = table.predict_model(model)
+    models, accs, reports = {}, {}, {}
+    for method in args.methods:
+        for share in args.shares:
+            name = f"{method} {share:.2f}"
+            small, reports[name] = mp.prune_to_latency(
+                _copy(model), share * full, table=table, measure=True, method=method
+            )
+            models[name] = small
+    for fraction in args.fractions:
+        models[f"uniform {fraction:.2f}"] = _uniform(model, fraction, args.step)
+    for name, small in models.items():
+        accs[name] = _fine_tuned_accuracy(small, data, args)
+    contents = {name: convert_model(small, "float32") for name, small in models.items()}
+    rounds = time_rounds(contents, 1, args.timing_rounds, args.seconds, 5, None, table.clock)
+    measured = {name: min(found) for name, found in rounds.items()}
+    uniform = sorted((measured[n], accs[n]) for n in models if n.startswith("uniform"))
+    row = {"seed": seed, "dense_acc": _accuracy(model, data), "full_predicted_ms": full}
+    row["uniform"] = [
+        {"fraction": float(n.split()[1]), "acc": accs[n], "ms": measured[n]} for n in models if "uni" in n
+    ]
+    row["latency"] = []
+    for name, report in reports.items():
+        ms, acc = measured[name], accs[name]
+        at_same_ms = float(np.interp(ms, [u[0] for u in uniform], [u[1] for u in uniform]))
+        as_accurate = [u[0] for u in uniform if u[1] >= acc]
+        row["latency"].append(
+            {
+                "method": name.split()[0],
+                "share": float(name.split()[1]),
+                "budget_ms": report.budget_ms,
+                "acc": acc,
+                "ms": ms,
+                "loop_measured_ms": report.measured_ms,
+                "tries": len(report.tries),
+                "widths": report.widths,
+                "budget_met": ms <= report.budget_ms * 1.05,
+                "uniform_acc_at_same_ms": at_same_ms,
+                "inside_uniform_range": uniform[0][0] <= ms <= uniform[-1][0],
+                "acc_gain_points": 100 * (acc - at_same_ms),
+                "speed_ratio_at_same_acc": (min(as_accurate) / ms) if as_accurate else None,
+            }
+        )
     return row, table
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--share", type=float, default=0.5, help="budget as a share of the full model's prediction")
+    parser.add_argument("--shares", nargs="+", type=float, default=[0.5, 0.3], help="budgets: shares of the dense")
+    parser.add_argument("--methods", nargs="+", default=["greedy", "knapsack"], choices=("greedy", "knapsack"))
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.3, 0.5, 0.65, 0.8], help="uniform")
     parser.add_argument("--train-epochs", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs after pruning")
     parser.add_argument("--step", type=int, default=8)
     parser.add_argument("--levels", type=int, default=4)
     parser.add_argument("--timing-rounds", type=int, default=7)
-    parser.add_argument("--seconds", type=float, default=0.2)
+    parser.add_argument("--seconds", type=float, default=0.1)
     parser.add_argument("--quick", action="store_true")
     add_harness_arguments(parser)
     args = parser.parse_args(argv)
@@ -126,24 +147,35 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         row, table = run_seed(seed, data, table, args)
         rows.append(row)
-    columns = [k for k in rows[0] if k != "latency_widths"]
-    print_table(
-        f"digits: latency-allocated vs uniform at {args.share:.0%} of the predicted dense latency", rows, columns
-    )
+        flat = [{"seed": seed, **{k: v for k, v in r.items() if k != "widths"}} for r in row["latency"]]
+        print_table(f"seed {seed}: latency-allocated vs the uniform curve (measured, CPU clock)", flat)
+        print_table(f"seed {seed}: uniform", row["uniform"])
+    by_share = {}
+    for row in rows:
+        for found in row["latency"]:
+            by_share.setdefault((found["method"], found["share"]), []).append(found)
+    summary = {
+        f"{method} {share:.2f}": {
+            "mean_acc_gain_points": statistics.mean(f["acc_gain_points"] for f in found),
+            "speed_ratios_at_same_acc": [f["speed_ratio_at_same_acc"] for f in found],
+            "budget_met": sum(f["budget_met"] for f in found),
+            "seeds": len(found),
+        }
+        for (method, share), found in by_share.items()
+    }
     payload = {
-        "share": args.share,
+        "shares": args.shares,
+        "methods": args.methods,
+        "uniform_fractions": args.fractions,
         "train_epochs": args.train_epochs,
         "finetune_epochs": args.epochs,
-        "grid": {"step": args.step, "levels": args.levels},
+        "grid": {"step": args.step, "levels": args.levels, "clock": table.clock},
         "load_avg_before": load_before,
         "load_avg_after": [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]],
         "rows": rows,
-        "summary": {
-            "mean_acc_gain_points": statistics.mean(r["acc_gain_points"] for r in rows),
-            "mean_speed_ratio": statistics.mean(r["speed_ratio"] for r in rows),
-            "seeds": len(rows),
-        },
+        "summary": summary,
     }
+    print(summary)
     print(f"wrote {write_results('latency_digits', payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 

@@ -32,6 +32,7 @@ EXPECTED_NOTEBOOKS = [
     "05_one_shot_pruning.ipynb",
     "06_transformer_heads_and_ffn.ipynb",
     "07_quantization_aware_training.ipynb",
+    "08_latency_budget.ipynb",
 ]
 
 
@@ -144,6 +145,13 @@ KEY_NUMBERS = {
         Key("file KiB", r"^(?:float32|PTQ int8|QAT int8|PQAT int8)\s+[\d.]+%\s+[\d.]+%\s+([\d.]+)\s", rel_tol=0.01),
         Key("zeros in the file", r"^(float32|PTQ|PQAT)(?: int8)?\s+[\d.]+%\s+([\d.]+)%", abs_tol=0.2),
         Key("zeros read back", r"(\d+) kernels, pruned zeros all kept in the int8 file: (\w+)"),
+    ],
+    # Widths, latencies and the uniform fraction follow this machine's timings: only the sizes are compared.
+    "08_latency_budget.ipynb": [
+        Key("dense parameters", r"dense: ([\d,]+) parameters"),
+        Key("dense accuracy", r"dense: [\d,]+ parameters, test accuracy ([\d.]+)%", abs_tol=5.0),
+        Key("group sizes", r"^(\w+)\s+(\d+) ->\s+\d+ units$"),
+        Key("table clock", r"clock: (\w+)\)$"),
     ],
 }
 

@@ -44,6 +44,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--step", type=int, metavar="N", default=8, help="channel multiple of the grid (default: 8)")
     parser.add_argument("--levels", type=int, metavar="N", default=4, help="grid points per dim (default: 4)")
     parser.add_argument("--rounds", type=int, metavar="N", default=3, help="interleaved timing rounds (default: 3)")
+    parser.add_argument(
+        "--clock",
+        choices=("auto", "cpu", "wall"),
+        default="auto",
+        help="cpu: the invoking thread's CPU time (1 thread; leaves out other programs' turns on a shared "
+        "machine); auto: an existing table's clock, else cpu with 1 thread and wall with more (default: auto)",
+    )
     parser.add_argument("--json", action="store_true", help="print a summary as JSON on stdout")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the runtime's own log lines")
     parser.set_defaults(func=run)
@@ -84,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                     step=args.step,
                     levels=args.levels,
                     rounds=args.rounds,
+                    clock=table.clock if table is not None and args.clock == "auto" else args.clock,
                     progress=lambda stage, done, total: step(stage, done / total if total else 1.0),
                 )
         except (TableError, ValueError) as error:
@@ -105,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "overhead_ms": table.overhead_ms,
         "full_model_ms": table.predict_model(model),
         "runtime": table.runtime,
+        "clock": table.clock,
     }
     if args.json:
         _output.print_json(summary)
@@ -113,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.out}: {summary['measured']} configurations measured, {summary['reused']} reused, "
             f"{summary['entries']} in the table ({summary['seconds']} s); predicted full model "
             f"{summary['full_model_ms']:.3f} ms ({table.runtime.get('name')} {table.runtime.get('version')}, "
-            f"{table.dtype}, {table.threads} thread(s))"
+            f"{table.dtype}, {table.threads} thread(s), {table.clock} clock)"
         )
     return EXIT_OK
 

@@ -10,6 +10,12 @@ the table predicts the budget is met. The kept units of a group are its most
 important ones. The model is masked in place (the pruned channels' weights
 zeroed, as ``mask_channels`` does) and ``shrink`` returns the smaller model.
 
+``method="knapsack"`` replaces the greedy walk by exact dynamic programming
+over every group's candidate widths (models whose groups form a chain).
+``measure=True`` converts and times each allocation and corrects the
+prediction with the measurement until the budget is met as measured
+(``mobileprune.latency.budget_loop``).
+
 ``LatencyBudgetCallback`` does the same during training: at its update
 steps it lowers the budget from ``start_ms`` to ``budget_ms`` (linearly in
 steps), re-runs the allocation on the current weights and zeroes the pruned
@@ -37,6 +43,7 @@ import keras
 import numpy as np
 
 from mobileprune import backend
+from mobileprune.latency.budget_loop import apply_widths, measured_allocation
 from mobileprune.latency.sites import model_sites
 from mobileprune.latency.table import LatencyTable, TableError, fingerprint
 from mobileprune.structured.graph import build_graph
@@ -44,6 +51,7 @@ from mobileprune.structured.importance import (
     TaylorSaliency,
     channel_masks,
     check_criterion,
+    get_importance,
     group_scores,
     group_weights,
 )
@@ -61,6 +69,9 @@ class LatencyAllocation:
         widths: group name -> kept units.
         sizes: group name -> units before pruning.
         importance_kept: share of the total (per-group normalised) importance kept.
+        measured_ms: the converted model's measured latency (``measure=True``), else ``None``.
+        tolerance: the measurement meets the budget up to ``budget_ms * tolerance``.
+        tries: every allocation the measuring loop converted and timed (``MeasuredTry``), in order.
     """
 
     budget_ms: float
@@ -69,13 +80,25 @@ class LatencyAllocation:
     widths: dict[str, int]
     sizes: dict[str, int]
     importance_kept: float
+    measured_ms: float | None = None
+    tolerance: float = 1.05
+    tries: tuple = ()
+
+    @property
+    def budget_met(self) -> bool | None:
+        """Whether the *measured* latency is within ``budget_ms * tolerance``; ``None`` when nothing was measured."""
+        return None if self.measured_ms is None else self.measured_ms <= self.budget_ms * self.tolerance
 
     def __str__(self) -> str:
         kept = sum(self.widths.values()) / max(1, sum(self.sizes.values()))
-        return (
+        text = (
             f"predicted {self.predicted_ms:.3f} ms (budget {self.budget_ms:.3f}, full {self.full_ms:.3f}); "
             f"{kept:.1%} of channels, {self.importance_kept:.1%} of importance kept"
         )
+        if self.measured_ms is None:
+            return text + "; not measured"
+        verdict = "met" if self.budget_met else "NOT met"
+        return text + f"; measured {self.measured_ms:.3f} ms after {len(self.tries)} tries, budget {verdict}"
 
 
 def candidate_widths(size: int, step: int) -> list[int]:
@@ -99,11 +122,12 @@ def _checked(budget_ms, table) -> LatencyTable:
 def unit_scores(model: keras.Model, graph, importance="l2", data=None, loss=None) -> dict[str, np.ndarray]:
     """Group name -> importance per unit, divided by the group's mean (so groups compare)."""
     check_criterion(importance)
-    if importance == "taylor" and data is None:
-        raise ValueError("importance 'taylor' needs data=(x, y) for its gradients")
+    needs_gradients = get_importance(importance).needs_gradients
+    if needs_gradients and data is None:
+        raise ValueError(f"importance {importance!r} scores gradients: pass data=(x, y)")
     per_group = {g.name: [w for w in group_weights(graph, g) if w.masked] for g in graph.groups}
     saliency = {}
-    if importance == "taylor":
+    if needs_gradients:
         variables = list({id(w.variable): w.variable for ws in per_group.values() for w in ws}.values())
         saliency = dict(zip(map(id, variables), TaylorSaliency(model, data, loss).compute(variables)))
     scores = {}
@@ -118,10 +142,18 @@ def unit_scores(model: keras.Model, graph, importance="l2", data=None, loss=None
     return scores
 
 
+METHODS = ("greedy", "knapsack")
+
+
 def allocate(
-    sites, table: LatencyTable, scores: dict[str, np.ndarray], budget_ms: float, step: int | None = None
+    sites,
+    table: LatencyTable,
+    scores: dict[str, np.ndarray],
+    budget_ms: float,
+    step: int | None = None,
+    method: str = "greedy",
 ) -> LatencyAllocation:
-    """Greedy NetAdapt-like allocation of widths over ``scores``' groups to fit ``budget_ms``.
+    """Allocate widths over ``scores``' groups to fit ``budget_ms``: greedy (NetAdapt-like) or knapsack.
 
     Args:
         sites: the model's sites (``model_sites``).
@@ -129,7 +161,20 @@ def allocate(
         scores: group name -> per-unit importance (``unit_scores``).
         budget_ms: the latency budget.
         step: width multiple (default: the table's step; 1 for inner groups).
+        method: ``"greedy"``, or ``"knapsack"`` (``knapsack``: exact dynamic programming over the width grid;
+            chain models only, where every site depends on at most two consecutive groups).
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "knapsack":
+        if chain_order(sites, set(scores)) is None:
+            raise ValueError(
+                "method='knapsack' needs a chain model (each layer reads one channel group and writes the next); "
+                "this one has residual or concatenated groups: use method='greedy'"
+            )
+        found = knapsack(sites, table, scores, budget_ms, step)
+        if found is not None:
+            return found
     step = step or table.step
     sizes = {name: len(values) for name, values in scores.items()}
     ranked = {name: np.sort(values)[::-1] for name, values in scores.items()}
@@ -178,21 +223,94 @@ def allocate(
     return LatencyAllocation(float(budget_ms), total, full, widths, sizes, kept / whole if whole else 1.0)
 
 
-def apply_widths(graph, scores: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, np.ndarray]:
-    """Zero every group's least important units beyond its width in place; group name -> keep mask."""
-    keeps = {}
-    for group in graph.groups:
-        if group.name not in widths:
-            continue
-        order = np.lexsort((np.arange(group.size), -scores[group.name]))  # best first, then by index
-        keep = np.zeros(group.size, dtype=bool)
-        keep[order[: widths[group.name]]] = True
-        keeps[group.name] = keep
-        weights = [w for w in group_weights(graph, group) if w.masked]
-        values = [np.asarray(w.variable.numpy()) for w in weights]
-        for weight, value, mask in zip(weights, values, channel_masks(weights, keep)):
-            weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
-    return keeps
+def chain_order(sites, groups) -> list[str] | None:
+    """``groups`` in producer order when every site depends on at most two consecutive ones, else ``None``.
+
+    A plain CNN or MLP (each layer reads one group and writes the next) is a
+    chain; residual adds and concatenations tie groups across the model and
+    are not.
+    """
+    order: list[str] = []
+    for site in sites:
+        for channels in (*site.inputs, *site.outputs):
+            for name, _ in channels.per_group:
+                if name in groups and name not in order:
+                    order.append(name)
+    order += sorted(g for g in groups if g not in order)
+    index = {name: i for i, name in enumerate(order)}
+    for site in sites:
+        found = sorted(index[g] for g in site.groups if g in index)
+        if found and found[-1] - found[0] > 1:
+            return None
+    return order
+
+
+def knapsack(sites, table: LatencyTable, scores: dict[str, np.ndarray], budget_ms: float, step=None, bins: int = 400):
+    """The most importance within the budget over every group's candidate widths, by dynamic programming.
+
+    Exact on the width grid (up to latency rounded up to ``bins`` steps of the
+    budget) for chain models (``chain_order``): each site's latency depends on
+    at most two consecutive groups, so the state after deciding group ``i`` is
+    its width and the latency spent. Returns ``None`` for other models.
+    """
+    step = step or table.step
+    order = chain_order(sites, set(scores))
+    if order is None:
+        return None
+    ranked = {name: np.sort(values)[::-1] for name, values in scores.items()}
+    sizes = {name: len(values) for name, values in scores.items()}
+    options = [candidate_widths(sizes[g], 1 if "/" in g else step) for g in order]
+    position = {name: i for i, name in enumerate(order)}
+    owner = [max((position[g] for g in site.groups if g in position), default=-1) for site in sites]
+    model_key = fingerprint(sites, table)
+    full_sum = table.sites_ms(sites)
+    low, high = 0.0, full_sum  # the largest sum of sites whose calibrated total fits the budget
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if table.total_ms(model_key, middle) <= budget_ms else (low, middle)
+    unit = max(low, 1e-12) / bins
+
+    def cost(i: int, widths: dict[str, int]) -> int:
+        spent = sum(table.site_ms(s, s.values(widths)) for s, o in zip(sites, owner) if o == i)
+        return int(np.ceil(spent / unit - 1e-9))
+
+    fixed = cost(-1, {})
+    gain = [[float(ranked[g][:w].sum()) for w in options[i]] for i, g in enumerate(order)]
+    value = np.full((len(options[0]), bins + 1), -np.inf)
+    for a, width in enumerate(options[0]):
+        spent = fixed + cost(0, {order[0]: width})
+        if spent <= bins:
+            value[a, spent] = gain[0][a]
+    back = []
+    for i in range(1, len(order)):
+        new = np.full((len(options[i]), bins + 1), -np.inf)
+        pointer = np.zeros((len(options[i]), bins + 1), dtype=int)
+        for b, width in enumerate(options[i]):
+            for a, previous in enumerate(options[i - 1]):
+                spent = cost(i, {order[i - 1]: previous, order[i]: width})
+                if spent > bins:
+                    continue
+                shifted = np.full(bins + 1, -np.inf)
+                shifted[spent:] = value[a, : bins + 1 - spent] + gain[i][b]
+                better = shifted > new[b]
+                new[b][better], pointer[b][better] = shifted[better], a
+        value = new
+        back.append(pointer)
+    if not np.isfinite(value).any():
+        return None
+    a, spent = np.unravel_index(int(np.argmax(value)), value.shape)
+    chosen = [int(a)]
+    for i in range(len(order) - 1, 0, -1):
+        previous = int(back[i - 1][chosen[-1], spent])
+        width_cost = cost(i, {order[i - 1]: options[i - 1][previous], order[i]: options[i][chosen[-1]]})
+        spent -= width_cost
+        chosen.append(previous)
+    widths = {g: options[i][c] for i, (g, c) in enumerate(zip(order, reversed(chosen)))}
+    total = table.total_ms(model_key, table.sites_ms(sites, widths))
+    kept = sum(float(ranked[n][: widths[n]].sum()) for n in scores)
+    whole = sum(float(ranked[n].sum()) for n in scores)
+    full = table.total_ms(model_key, full_sum)
+    return LatencyAllocation(float(budget_ms), total, full, widths, sizes, kept / whole if whole else 1.0)
 
 
 def prune_to_latency(
@@ -204,18 +322,30 @@ def prune_to_latency(
     loss=None,
     step: int | None = None,
     shrink_model: bool = True,
+    measure=False,
+    tolerance: float = 1.05,
+    max_tries: int = 3,
+    method: str = "greedy",
 ) -> tuple[keras.Model, LatencyAllocation]:
     """Mask ``model`` in place to the widths that fit ``budget_ms`` and return the shrunk model and the report.
 
     Args:
         model: a functional or built Sequential model (masked in place).
-        budget_ms: the latency budget in ms, as the table predicts it.
+        budget_ms: the latency budget in ms.
         table: a ``LatencyTable`` of this model (``build_latency_table``) or the path of one.
         data: ``(x, y)`` for ``importance="taylor"``.
         importance: ``"l2"``, ``"l1"``, ``"bn"``, ``"taylor"`` or a function (see ``mask_channels``).
         loss: loss for ``"taylor"`` (default: the compiled loss).
         step: width multiple (default: the table's step).
         shrink_model: return ``mp.shrink(model)``; ``False`` returns ``model`` itself, masked.
+        measure: ``False``: trust the table's prediction (nothing is converted; ``report.budget_met`` is
+            ``None``). ``True``: convert and time each allocation on the table's LiteRT settings and correct
+            the prediction with the measurement, at most ``max_tries`` times (``budget_loop``); the measured
+            points are added to ``table.calibrations`` (save the table to keep them). A callable
+            ``measure(shrunk_model) -> (ms, round medians)`` replaces the timing.
+        tolerance: with ``measure``, a measurement up to ``budget_ms * tolerance`` meets the budget.
+        max_tries: with ``measure``, the most allocations converted and timed.
+        method: ``"greedy"`` or ``"knapsack"`` (see ``allocate``).
 
     Raises:
         ValueError: a non-positive budget, or one below what the table predicts at the smallest widths.
@@ -225,7 +355,21 @@ def prune_to_latency(
     graph = build_graph(model, warn=False)
     sites = model_sites(model, graph)
     scores = unit_scores(model, graph, importance, data, loss)
-    report = allocate(sites, table, scores, float(budget_ms), step)
+    if measure is not False:
+        report = measured_allocation(
+            model,
+            graph,
+            sites,
+            scores,
+            table,
+            float(budget_ms),
+            lambda budget: allocate(sites, table, scores, budget, step, method),
+            tolerance,
+            max_tries,
+            measure if callable(measure) else None,
+        )
+    else:
+        report = allocate(sites, table, scores, float(budget_ms), step, method)
     apply_widths(graph, scores, report.widths)
     return (shrink(model, warn=False) if shrink_model else model), report
 
@@ -320,4 +464,12 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
                 weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
 
 
-__all__ = ["LatencyAllocation", "LatencyBudgetCallback", "allocate", "candidate_widths", "prune_to_latency"]
+__all__ = [
+    "LatencyAllocation",
+    "LatencyBudgetCallback",
+    "allocate",
+    "candidate_widths",
+    "chain_order",
+    "knapsack",
+    "prune_to_latency",
+]

@@ -11,8 +11,15 @@ so a second model reuses every shape it shares with the first.
 Timing: all the tiny interpreters stay loaded and are timed in ``rounds``
 interleaved rounds (every configuration once per round, so a burst of load
 from another process hits them all alike); an entry is the minimum over rounds
-of the round's median, minus the same statistic of an empty (one ``RESHAPE``)
-model: the interpreter's fixed invoke cost, which the whole model pays once.
+of the round's median, minus the same statistic of an empty model (one tiny
+``RELU``, which XNNPACK takes as a delegate partition like any site): the
+interpreter's fixed invoke cost plus one partition's, which the whole model
+pays once. ``clock="cpu"`` (the default with 1 thread) times ``invoke()`` in
+CPU time of the calling thread, where a 1-thread interpreter runs: on a
+shared machine the wall clock of a 2 ms model counts the time the scheduler
+gave other processes (MobileNetV2 96x96: round medians 6-10 ms for a model
+whose quiet runs take 2 ms, at load 15 on 2 cores), far more often than the
+wall clock of a 20 us site, which biased every sum of sites low.
 ``LatencyTable.predict(sites, widths)`` is that fixed cost plus the sum over
 sites of a multilinear interpolation between the grid points around each
 site's channel counts.
@@ -49,6 +56,7 @@ from mobileprune.latency.sites import Site, config_key, describe, model_sites
 FORMAT = "mobileprune-latency-table"
 VERSION = 1
 DTYPES = ("float32", "int8")
+CLOCKS = ("cpu", "wall")
 #: ``progress(stage, done, total)``; stage is ``"convert"`` or ``"measure"``.
 TableProgress = Callable[[str, int, int], None]
 
@@ -71,6 +79,7 @@ class LatencyTable:
         step: the channel multiple the grid spacing is built from.
         levels: the most grid points per dim between the ends.
         calibrations: model fingerprint -> ``{"points": [[sum of sites ms, measured ms], ...]}``.
+        clock: ``"cpu"`` (CPU time of the invoking thread; 1 thread only) or ``"wall"``.
     """
 
     dtype: str
@@ -82,6 +91,7 @@ class LatencyTable:
     step: int = 8
     levels: int = 4
     calibrations: dict[str, dict] = field(default_factory=dict)
+    clock: str = "wall"
 
     def to_dict(self) -> dict:
         """The JSON document ``save`` writes."""
@@ -97,6 +107,7 @@ class LatencyTable:
             "machine": self.machine,
             "entries": self.entries,
             "calibrations": self.calibrations,
+            "clock": self.clock,
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -144,6 +155,9 @@ class LatencyTable:
         for key, entry in entries.items():
             if not isinstance(entry, dict) or not _is_ms(entry.get("ms")):
                 raise TableError(f"{name}: entry {key!r} has no latency 'ms' >= 0; {fix}")
+        clock = document.get("clock", "wall")  # tables written before the clock was recorded used the wall clock
+        if clock not in CLOCKS:
+            raise TableError(f"{name}: clock must be one of {CLOCKS}, got {clock!r}; {fix}")
         for key in ("runtime", "machine", "calibrations"):
             if not isinstance(document.get(key, {}), dict):
                 raise TableError(f"{name}: {key} must be an object; {fix}")
@@ -163,6 +177,7 @@ class LatencyTable:
             step=document["step"],
             levels=document["levels"],
             calibrations=dict(document.get("calibrations", {})),
+            clock=clock,
         )
 
     # -- prediction ------------------------------------------------------------
@@ -222,6 +237,18 @@ class LatencyTable:
         sums = [p[0] for p in points]
         ratios = [max(p[1] - self.overhead_ms, 1e-9) / p[0] for p in points]
         return self.overhead_ms + float(np.interp(sites_ms, sums, ratios)) * sites_ms
+
+    def add_calibration(self, model_fingerprint: str, sites_ms: float, measured_ms: float, model: str = "") -> None:
+        """Record that a model whose sites sum to ``sites_ms`` measured ``measured_ms`` (replaces a point within 1%)."""
+        if not (sites_ms > 0 and measured_ms > 0):
+            raise ValueError(f"calibration needs sums and measurements > 0, got {sites_ms!r}, {measured_ms!r}")
+        calibration = self.calibrations.setdefault(model_fingerprint, {"points": [], "model": model})
+        points = [p for p in calibration["points"] if abs(p[0] / sites_ms - 1.0) > 0.01]
+        calibration["points"] = sorted(points + [[float(sites_ms), float(measured_ms)]])
+
+    def sites_ms(self, sites: list[Site], widths: dict[str, int] | None = None) -> float:
+        """The plain sum over ``sites`` at ``widths`` (no fixed cost, no calibration)."""
+        return sum(self.site_ms(site, site.values(widths or {})) for site in sites)
 
     def predict_model(self, model, widths: dict[str, int] | None = None) -> float:
         """``predict`` on ``model``'s sites (group name -> kept units; missing groups are full)."""
@@ -289,6 +316,7 @@ def build_latency_table(
     min_runs: int = 5,
     progress: TableProgress | None = None,
     calibrate: bool = True,
+    clock: str = "auto",
 ) -> LatencyTable:
     """Measure every configuration ``model``'s sites can take on ``dtype``/``threads`` LiteRT.
 
@@ -305,16 +333,25 @@ def build_latency_table(
         progress: ``progress(stage, done, total)``.
         calibrate: also convert and time the whole model, dense and at half width, in the same
             rounds, and store the ratio of measured to summed latency (see ``LatencyTable.total_ms``).
+        clock: ``"cpu"``, ``"wall"`` or ``"auto"`` (cpu with 1 thread, wall with more; see the module doc).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    clock = resolve_clock(clock, threads)
     for key, value in (("threads", threads), ("step", step), ("levels", levels), ("rounds", rounds)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{key} must be a positive int, got {value!r}")
     if table is None:
-        table = LatencyTable(dtype, threads, step=step, levels=levels, runtime=_runtime(), machine=machine())
+        table = LatencyTable(
+            dtype, threads, step=step, levels=levels, runtime=_runtime(), machine=machine(), clock=clock
+        )
     else:
         table.check_matches(dtype, threads)
+        if table.clock != clock:
+            raise TableError(
+                f"the table was timed with the {table.clock} clock, not {clock}; extend it with "
+                f"clock={table.clock!r} or start a new table"
+            )
         if (table.step, table.levels) != (step, levels):
             raise TableError(
                 f"the table's grid is step={table.step} levels={table.levels}, not step={step} levels={levels}; "
@@ -342,7 +379,9 @@ def build_latency_table(
     if not missing and not widths:
         return table
     contents["__overhead__"] = empty_model(dtype)
-    timings = time_models(contents, threads, rounds, min_seconds, min_runs, lambda d, t: report("measure", d, t))
+    timings = time_models(
+        contents, threads, rounds, min_seconds, min_runs, lambda d, t: report("measure", d, t), clock=clock
+    )
     overhead = timings.pop("__overhead__")
     if not table.entries or not table.overhead_ms:
         table.overhead_ms = overhead
@@ -355,6 +394,19 @@ def build_latency_table(
         ]
         table.calibrations[model_key] = {"points": points, "model": getattr(model, "name", "")}
     return table
+
+
+def resolve_clock(clock: str, threads: int) -> str:
+    """``"auto"`` -> ``"cpu"`` with 1 thread, ``"wall"`` with more; ``"cpu"`` with more threads is refused."""
+    if clock == "auto":
+        return "cpu" if threads == 1 else "wall"
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be 'auto' or one of {CLOCKS}, got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(
+            f"clock='cpu' times the calling thread, so it needs threads=1 (got {threads}); use clock='wall'"
+        )
+    return clock
 
 
 def half_widths(sites: list[Site], step: int) -> dict[str, int]:
@@ -418,11 +470,15 @@ def convert_model(model, dtype: str, seed: int = 0) -> bytes:
 
 
 def empty_model(dtype: str) -> bytes:
-    """A one-op model (a reshape of 4 numbers): what one ``invoke()`` costs with nothing to compute."""
+    """A one-op model (``RELU`` of 8 numbers): one ``invoke()`` and one delegate partition, nothing to compute.
+
+    Every configuration runs as its own XNNPACK partition, the whole model as
+    one, so the per-partition cost is part of the fixed cost, not of each site.
+    """
     import keras
 
-    inputs = keras.Input((4,), batch_size=1)
-    return convert_model(keras.Model(inputs, keras.layers.Reshape((2, 2))(inputs)), dtype)
+    inputs = keras.Input((8,), batch_size=1)
+    return convert_model(keras.Model(inputs, keras.layers.ReLU()(inputs)), dtype)
 
 
 def time_models(
@@ -432,9 +488,10 @@ def time_models(
     min_seconds: float = 0.01,
     min_runs: int = 5,
     progress: Callable[[int, int], None] | None = None,
+    clock: str = "wall",
 ) -> dict[str, float]:
     """Time every model in ``rounds`` interleaved rounds; name -> min over rounds of the round median (ms)."""
-    found = time_rounds(contents, threads, rounds, min_seconds, min_runs, progress)
+    found = time_rounds(contents, threads, rounds, min_seconds, min_runs, progress, clock)
     return {name: min(medians) for name, medians in found.items()}
 
 
@@ -445,11 +502,16 @@ def time_rounds(
     min_seconds: float = 0.01,
     min_runs: int = 5,
     progress: Callable[[int, int], None] | None = None,
+    clock: str = "wall",
 ) -> dict[str, list[float]]:
-    """Name -> the median latency (ms) of each interleaved round (every model once per round, in turn)."""
+    """Name -> the median latency (ms) of each interleaved round (every model once per round, in turn).
+
+    ``clock``: ``"wall"`` (``perf_counter``) or ``"cpu"`` (``thread_time`` of this thread: 1 thread only).
+    """
     from mobileprune.runtime.inputs import random_inputs, set_inputs
     from mobileprune.runtime.interpreter import load_interpreter
 
+    clock = resolve_clock(clock, threads)
     invokes = {}
     for name, content in contents.items():
         interpreter = load_interpreter(content, num_threads=threads, isolate=False)
@@ -460,21 +522,22 @@ def time_rounds(
     total = rounds * len(invokes)
     for round_index in range(rounds):
         for index, (name, interpreter) in enumerate(invokes.items()):
-            found[name].append(_round_median(interpreter.invoke, min_seconds, min_runs))
+            found[name].append(_round_median(interpreter.invoke, min_seconds, min_runs, clock))
             if progress:
                 progress(round_index * len(invokes) + index + 1, total)
     return found
 
 
-def _round_median(invoke, min_seconds: float, min_runs: int) -> float:
-    clock = time.perf_counter_ns
+def _round_median(invoke, min_seconds: float, min_runs: int, clock: str = "wall") -> float:
+    wall = time.perf_counter_ns
+    timer = time.thread_time_ns if clock == "cpu" else wall
     invoke()  # warm the caches after the previous model ran
     samples = []
-    started = clock()
-    while len(samples) < min_runs or clock() - started < min_seconds * 1e9:
-        begin = clock()
+    started = wall()
+    while len(samples) < min_runs or wall() - started < min_seconds * 1e9:
+        begin = timer()
         invoke()
-        samples.append(clock() - begin)
+        samples.append(timer() - begin)
     return float(np.median(samples)) / 1e6
 
 
@@ -506,4 +569,13 @@ def machine() -> dict:
     }
 
 
-__all__ = ["LatencyTable", "TableError", "build_latency_table", "site_grid", "time_models", "time_rounds"]
+__all__ = [
+    "CLOCKS",
+    "LatencyTable",
+    "TableError",
+    "build_latency_table",
+    "resolve_clock",
+    "site_grid",
+    "time_models",
+    "time_rounds",
+]

@@ -95,3 +95,39 @@ def test_callback_lowers_the_budget_while_training_and_keeps_pruned_channels_at_
     assert callback.report.predicted_ms <= budget
     small = mp.shrink(model)
     assert {g.name: g.size for g in mp.channel_groups(small)} == callback.report.widths
+
+
+@pytest.mark.parametrize("share", [0.7, 0.4])
+def test_knapsack_finds_the_best_assignment_on_the_grid_of_a_chain_model(share):
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4)
+    graph = build_graph(model, warn=False)
+    sites = model_sites(model, graph)
+    scores = unit_scores(model, graph)
+    budget = share * table.predict(sites)
+    found = allocate(sites, table, scores, budget, method="knapsack")
+    greedy = allocate(sites, table, scores, budget)
+    sorted_scores = {n: np.sort(s)[::-1] for n, s in scores.items()}
+    best = max(
+        sum(sorted_scores[n][:w].sum() for n, w in widths.items())
+        for widths in all_width_assignments({"a": 16, "b": 16}, 4)
+        if table.predict(sites, widths) <= budget
+    )
+    kept = sum(sorted_scores[n][:w].sum() for n, w in found.widths.items())
+    assert found.predicted_ms <= budget
+    assert found.predicted_ms == pytest.approx(table.predict(sites, found.widths))
+    assert kept >= 0.99 * best
+    assert found.importance_kept >= greedy.importance_kept - 1e-9
+
+
+def test_knapsack_refuses_a_model_whose_groups_are_not_a_chain():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(8, 1, name="a")(inputs)
+    c = keras.layers.Conv2D(8, 1, name="c")(keras.layers.Conv2D(8, 1, name="b")(a))
+    model = keras.Model(inputs, keras.layers.Conv2D(8, 1, name="d")(keras.layers.Concatenate()([a, c])))
+    table = synthetic_table(model, step=4)
+    with pytest.raises(ValueError, match="needs a chain model.*method='greedy'"):
+        mp.prune_to_latency(model, 0.5 * table.predict_model(model), table=table, method="knapsack")
+    with pytest.raises(ValueError, match="method must be one of"):
+        mp.prune_to_latency(model, 1.0, table=table, method="best")

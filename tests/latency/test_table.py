@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import mobileprune as mp
 from mobileprune.latency.sites import config_key, model_sites
 from mobileprune.latency.table import (
     LatencyTable,
@@ -153,3 +154,21 @@ def test_calibration_scales_the_sum_by_the_measured_ratio_interpolated_in_the_su
     again = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))
     assert again.predict(sites) == pytest.approx(table.predict(sites))
     assert synthetic_table(tiny_cnn(24)).calibrations == {}  # another architecture has its own
+
+
+@pytest.mark.tensorflow_only  # converts and times the pruned model; the TF leg covers it
+def test_measuring_loop_converts_and_times_the_pruned_model_on_litert(measured):
+    table, _ = measured
+    table = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))  # the loop adds calibration points
+    assert table.clock == "cpu"  # 1 thread: timed on the invoking thread's CPU clock
+    model = tiny_cnn(16)
+    key = fingerprint(model_sites(model), table)
+    before = len(table.calibrations[key]["points"])
+    budget = (table.predict_model(model) + table.predict_model(model, {"a": 8, "b": 8})) / 2
+    small, report = mp.prune_to_latency(model, budget, table=table, measure=True, max_tries=2)
+    assert 1 <= len(report.tries) <= 2
+    assert all(t.measured_ms > 0 and len(t.round_ms) == 5 for t in report.tries)
+    assert report.measured_ms in [t.measured_ms for t in report.tries]
+    assert report.budget_met == (report.measured_ms <= 1.05 * budget)
+    assert len(table.calibrations[key]["points"]) >= before  # each measurement is a point (a close one replaced)
+    assert {g.name: g.size for g in mp.channel_groups(small)} == report.widths

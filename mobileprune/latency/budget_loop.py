@@ -1,0 +1,175 @@
+"""Close the loop on a latency budget: allocate from the table, convert and measure the pruned model, correct.
+
+A latency table predicts a whole model as its fixed cost plus the sum of its
+sites; the whole model still runs differently from its ops timed alone (its
+weights are not hot in cache between invokes; the converter fuses across
+sites). ``measured_allocation`` therefore does what a careful user would:
+
+1. allocate widths from the table (``allocate``);
+2. shrink a copy to them, convert it the way tables are measured (batch 1,
+   the table's dtype) and time it on the table's LiteRT settings (threads,
+   clock; ``rounds`` interleaved rounds, min of round medians, the tables'
+   statistic);
+3. store (sum of sites, measured) as a calibration point of this model in the
+   table (``LatencyTable.add_calibration``), so the next prediction scales the
+   sum by the ratio measured near it;
+4. repeat while the measurement is over ``budget x tolerance`` (or more than
+   10% under the budget, where width is being given away), at most
+   ``max_tries`` times.
+
+The candidate kept is the one that met the budget *as measured* with the most
+importance; when none did, the fastest one measured, and the report says the
+budget was not met (``budget_met`` is ``False``). Nothing is reported as met
+that was not measured.
+
+Example:
+
+```python
+import mobileprune as mp
+from mobileprune.demo.digits import build_digits_cnn
+model = build_digits_cnn(compile=False)
+table = mp.build_latency_table(model, dtype="float32", levels=2, rounds=2)
+small, report = mp.prune_to_latency(model, 0.6 * table.predict_model(model), table=table, measure=True)
+print(report.measured_ms, report.budget_met, [t.measured_ms for t in report.tries])
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import keras
+import numpy as np
+
+from mobileprune.latency.table import LatencyTable, convert_model, fingerprint, time_rounds
+from mobileprune.structured.importance import channel_masks, group_weights
+from mobileprune.structured.shrink import shrink
+
+#: Re-allocate upwards when the measurement is this far under the budget (widths given away for nothing).
+UNDER_BUDGET = 0.9
+
+
+@dataclass(frozen=True)
+class MeasuredTry:
+    """One allocation of the loop and what its converted model measured.
+
+    Args:
+        widths: group name -> kept units.
+        sites_ms: the table's plain sum over the sites at ``widths``.
+        predicted_ms: the prediction the allocation used (fixed cost, sum, calibration so far).
+        measured_ms: min over rounds of the round medians of the converted model.
+        round_ms: each round's median.
+        importance_kept: share of the (per-group normalised) importance kept.
+    """
+
+    widths: dict[str, int]
+    sites_ms: float
+    predicted_ms: float
+    measured_ms: float
+    round_ms: tuple[float, ...]
+    importance_kept: float
+
+
+def measure_model(
+    model: keras.Model, table: LatencyTable, rounds: int = 5, seconds: float = 0.1
+) -> tuple[float, list[float]]:
+    """Convert ``model`` as tables are measured and time it on ``table``'s settings; (ms, round medians)."""
+    contents = {"model": convert_model(model, table.dtype)}
+    found = time_rounds(contents, table.threads, rounds, seconds, 5, None, table.clock)["model"]
+    return min(found), found
+
+
+def apply_widths(graph, scores: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, np.ndarray]:
+    """Zero every group's least important units beyond its width in place; group name -> keep mask."""
+    keeps = {}
+    for group in graph.groups:
+        if group.name not in widths:
+            continue
+        order = np.lexsort((np.arange(group.size), -scores[group.name]))  # best first, then by index
+        keep = np.zeros(group.size, dtype=bool)
+        keep[order[: widths[group.name]]] = True
+        keeps[group.name] = keep
+        weights = [w for w in group_weights(graph, group) if w.masked]
+        values = [np.asarray(w.variable.numpy()) for w in weights]
+        for weight, value, mask in zip(weights, values, channel_masks(weights, keep)):
+            weight.variable.assign(np.where(mask, value, 0).astype(value.dtype))
+    return keeps
+
+
+def pruned_copy(model: keras.Model, graph, scores: dict[str, np.ndarray], widths: dict[str, int]) -> keras.Model:
+    """``shrink`` of ``model`` masked to ``widths``; ``model``'s weights are restored afterwards."""
+    saved = [np.array(v.numpy()) for v in model.weights]
+    try:
+        apply_widths(graph, scores, widths)
+        return shrink(model, warn=False)
+    finally:
+        for variable, value in zip(model.weights, saved):
+            variable.assign(value)
+
+
+def measured_allocation(
+    model: keras.Model,
+    graph,
+    sites,
+    scores: dict[str, np.ndarray],
+    table: LatencyTable,
+    budget_ms: float,
+    allocator: Callable[[float], object] | None = None,
+    tolerance: float = 1.05,
+    max_tries: int = 3,
+    measure: Callable[[keras.Model], tuple[float, list[float]]] | None = None,
+):
+    """Allocate, measure, correct the table's calibration and re-allocate (see the module doc).
+
+    Args:
+        model: the unpruned model (its weights are left as they were).
+        graph, sites, scores: its ``ChannelGraph``, sites and unit scores.
+        table: its latency table; the measured points are added to its calibrations.
+        budget_ms: the budget in measured ms.
+        allocator: ``allocator(budget_ms) -> LatencyAllocation`` on the current table (``allocate``'s greedy or
+            knapsack over ``sites`` and ``scores``).
+        tolerance: a measurement up to ``budget_ms * tolerance`` meets the budget.
+        max_tries: the most allocations converted and measured.
+        measure: ``measure(shrunk model) -> (ms, round medians)``; default ``measure_model`` on the table.
+
+    Returns:
+        The ``LatencyAllocation`` of the chosen try, with ``measured_ms`` and every try in ``tries``.
+    """
+    if not isinstance(max_tries, int) or isinstance(max_tries, bool) or max_tries < 1:
+        raise ValueError(f"max_tries must be a positive int, got {max_tries!r}")
+    if not isinstance(tolerance, (int, float)) or not tolerance >= 1.0:
+        raise ValueError(
+            f"tolerance must be a number >= 1 (1.05: 5% over the budget still meets it), got {tolerance!r}"
+        )
+    if not callable(allocator):
+        raise TypeError("allocator must be a function budget_ms -> LatencyAllocation (see prune_to_latency)")
+    measure = measure or (lambda small: measure_model(small, table))
+    model_key = fingerprint(sites, table)
+    tries: list[tuple[MeasuredTry, object]] = []
+    for _ in range(max_tries):
+        try:
+            report = allocator(budget_ms)
+        except ValueError:
+            if not tries:
+                raise
+            break  # the corrected prediction says the budget is out of reach: keep what was measured
+        if any(t.widths == report.widths for t, _ in tries):
+            break  # the correction moved nothing: measuring the same widths again tells nothing new
+        measured, rounds = measure(pruned_copy(model, graph, scores, report.widths))
+        sums = table.sites_ms(sites, report.widths)
+        found = MeasuredTry(
+            dict(report.widths), sums, report.predicted_ms, float(measured), tuple(rounds), report.importance_kept
+        )
+        tries.append((found, report))
+        table.add_calibration(model_key, sums, float(measured), getattr(model, "name", ""))
+        if UNDER_BUDGET * budget_ms <= measured <= tolerance * budget_ms:
+            break
+    met = [(t, r) for t, r in tries if t.measured_ms <= tolerance * budget_ms]
+    chosen, report = (
+        max(met, key=lambda pair: pair[0].importance_kept) if met else min(tries, key=lambda p: p[0].measured_ms)
+    )
+    return replace(report, measured_ms=chosen.measured_ms, tolerance=float(tolerance), tries=tuple(t for t, _ in tries))
+
+
+__all__ = ["MeasuredTry", "apply_widths", "measure_model", "measured_allocation", "pruned_copy"]
