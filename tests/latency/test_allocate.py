@@ -131,3 +131,29 @@ def test_knapsack_refuses_a_model_whose_groups_are_not_a_chain():
         mp.prune_to_latency(model, 0.5 * table.predict_model(model), table=table, method="knapsack")
     with pytest.raises(ValueError, match="method must be one of"):
         mp.prune_to_latency(model, 1.0, table=table, method="best")
+
+
+class _GradientMagnitude(mp.Importance):
+    """A user criterion that scores |w * grad| (as "taylor" does) under its own registered name."""
+
+    needs_gradients = True
+
+    def __call__(self, weights, values, saliency=None):
+        return mp.get_importance("taylor")(weights, values, saliency)
+
+
+def test_unit_scores_ask_the_criterion_whether_it_needs_gradients():
+    """A registered criterion with needs_gradients demands data and scores exactly like "taylor"."""
+    mp.register_importance("test_latency_gradient", _GradientMagnitude)
+    model = tiny_cnn(8)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    graph = build_graph(model)
+    with pytest.raises(ValueError, match="'test_latency_gradient' scores gradients: pass data="):
+        unit_scores(model, graph, "test_latency_gradient")
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(16, 8, 8, 3)).astype("float32"), rng.integers(0, 4, 16))
+    mine = unit_scores(model, graph, "test_latency_gradient", data=data)
+    taylor = unit_scores(model, graph, "taylor", data=data)
+    assert mine.keys() == taylor.keys() and mine
+    for name in mine:
+        np.testing.assert_allclose(mine[name], taylor[name], rtol=1e-5)
