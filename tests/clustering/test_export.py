@@ -66,3 +66,21 @@ def test_inspect_command_lists_unique_values(clustered, tmp_path):
     kernels = [t for t in json.loads(completed.stdout)["tensors"] if t["elements"] in (72, 512)]
     assert len(kernels) == 2 and all(2 <= t["unique_values"] <= 4 for t in kernels)
     assert "unique" in run_mobileprune("inspect", path).stdout
+
+
+@pytest.mark.tensorflow_only  # the read-back is of the file: one backend is enough
+@pytest.mark.parametrize("quantize", [None, "float16"])
+def test_depthwise_filter_values_are_counted_per_output_channel(tmp_path, quantize):
+    import keras
+
+    import mobileprune as mp
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.DepthwiseConv2D(3, name="dw")])
+    kernel = model.get_layer("dw").kernel  # (3, 3, 4, 1): output channel c is kernel[..., c, 0]
+    signs = np.where(np.arange(9).reshape(3, 3, 1, 1) % 2 == 0, 1.0, -1.0)
+    kernel.assign((signs * (1 + np.arange(4)).reshape(1, 1, 4, 1) / 8).astype("float32"))  # 2 values a channel
+    path = mp.export_tflite(model, tmp_path / "dw.tflite", quantize=quantize).path
+    (filter_,) = [t for t in mp.inspect_tflite(path).tensors if t.is_constant and t.shape == (1, 3, 3, 4)]
+    assert filter_.unique_values == 8  # 4 channels x 2 values
+    assert filter_.channel_unique_values == 2  # counted along the last axis, TFLite's depthwise channel
