@@ -13,8 +13,10 @@ centroid. While `pull < 1` a weight settles where its gradient balances the
 pull, so the mean of a cluster moves the way its members' gradients push it:
 the centroids learn from the loss, as tfmot's do, without a second copy of
 the weights or any gradient plumbing (the train step is plain Keras, so JAX,
-PyTorch and TensorFlow all run it). After `end_step` the centroids are fixed;
-biases and unclustered layers keep training around them.
+PyTorch and TensorFlow all run it). After `end_step` the centroids are fixed,
+in this fit and in any later fit with the same callback (a fit that starts
+past `end_step` fits them once, at its first step); biases and unclustered
+layers keep training around them.
 
 Sparsity: a weight with a pruning mask (from `PruneCallback` in the same fit,
 or attached here for a weight that already has zeros, `preserve_sparsity=True`)
@@ -107,6 +109,7 @@ class ClusterCallback(keras.callbacks.Callback):
         self._next_update: int | None = None
         self._steps_per_execution = 1
         self._batch_begin = 0
+        self._done = False  # the centroids are final (end_step reached)
 
     @property
     def targets(self) -> list[PruneTarget]:
@@ -120,14 +123,16 @@ class ClusterCallback(keras.callbacks.Callback):
         backend.check_optimizer(model)
         targets = select_clusterable(model, self.k, self.per_channel, self.layers, self.exclude)
         self._step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-        self._end = self._resolve_end()
+        if not self._done:  # a later fit of a finished callback keeps its centroids: no new end, no update
+            self._end = self._resolve_end()
         # Read once: `self.model` per batch would sync the JAX trainer's state every batch.
         self._steps_per_execution = int(model.steps_per_execution)
         newly = self._attach(model, targets)
         if newly and getattr(model, "train_function", None) is not None:
             model.make_train_function(force=True)  # traced without the new constraints
         self._targets = targets
-        self._next_update = max(self._step, self.begin_step) if self._step <= self._end else None
+        # A fit that starts past end_step fits the centroids once, at its first step, and snaps.
+        self._next_update = None if self._done else max(self._step, min(self.begin_step, self._end))
         if self.verbose:
             size = sum(int(np.prod(t.variable.shape)) for t in targets)
             print(f"ClusterCallback: {len(targets)} weights ({size:,} values), k={self.k}, steps {self._end}")
@@ -194,7 +199,7 @@ class ClusterCallback(keras.callbacks.Callback):
             k_free = self.k - 1 if keep is not None else self.k
             if free is None or free.shape[1] != k_free:
                 free = initial_centroids(values, keep, self.k, self.init, self.per_channel, self.seed)
-            else:
+            elif step <= self._end:  # an update that comes late (steps_per_execution) only snaps
                 free = reestimate(values, free, self.per_channel, keep)
             self._free[id(variable)] = free
             padded = np.concatenate([free, np.repeat(free[:, -1:], self.k - k_free, axis=1)], axis=1)
@@ -203,7 +208,8 @@ class ClusterCallback(keras.callbacks.Callback):
             constraint.ready = True
         if self.verbose:
             print(f"ClusterCallback: step {step}, pull {min(1.0, pull):.2f}")
-        self._next_update = None if step >= self._end else min(step + self.update_every, self._end)
+        self._done = step >= self._end
+        self._next_update = None if self._done else min(step + self.update_every, self._end)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += batch - self._batch_begin + 1
