@@ -86,16 +86,34 @@ def _init_one(members: np.ndarray, k_free: int, init: str, rng: np.random.Genera
     return centers.reshape(-1)
 
 
-def nearest(groups: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid of each entry of `(members, groups)` (centroids sorted)."""
-    midpoints = (centroids[:, 1:] + centroids[:, :-1]) / 2  # (groups, k - 1)
-    return np.sum(groups[..., None] > midpoints[None], axis=-1)
+def midpoints(centroids: np.ndarray) -> np.ndarray:
+    """The nearest-centroid boundaries `(groups, k - 1)` of sorted centroids `(groups, k)`."""
+    return (centroids[:, 1:] + centroids[:, :-1]) / 2
 
 
-def snap(values: np.ndarray, centroids: np.ndarray, per_channel: bool, keep: np.ndarray | None = None) -> np.ndarray:
-    """Return `values` with each weight replaced by its nearest centroid (and pruned ones by 0)."""
+def nearest(groups: np.ndarray, centroids: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray:
+    """Index of the centroid of each entry of `(members, groups)`: the count of boundaries below it.
+
+    `bounds` (`(groups, k - 1)`, non-decreasing) defaults to the midpoints
+    (nearest centroid); `rate_bounds` gives the entropy-weighted ones.
+    """
+    limits = midpoints(centroids) if bounds is None else bounds
+    return np.sum(groups[..., None] > limits[None], axis=-1)
+
+
+def snap(
+    values: np.ndarray,
+    centroids: np.ndarray,
+    per_channel: bool,
+    keep: np.ndarray | None = None,
+    bounds: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return `values` with each weight replaced by its centroid (and pruned ones by 0).
+
+    The centroid is the nearest one, or the one `bounds` (see `nearest`) assigns.
+    """
     groups = as_groups(values, per_channel)
-    index = nearest(groups, centroids)
+    index = nearest(groups, centroids, bounds)
     snapped = np.take_along_axis(centroids.T, index, axis=0).reshape(values.shape).astype(values.dtype)
     return snapped if keep is None else np.where(keep, snapped, np.zeros((), values.dtype))
 
@@ -118,11 +136,90 @@ def reestimate(values: np.ndarray, centroids: np.ndarray, per_channel: bool, kee
     return np.sort(means, axis=-1).astype(np.float32)
 
 
-def fit_kmeans(values: np.ndarray, keep: np.ndarray | None, k: int, init: str, per_channel: bool, seed: int):
+def rate_bounds(
+    values: np.ndarray, keep: np.ndarray | None, centroids: np.ndarray, per_channel: bool, size_weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Entropy-constrained Lloyd iterations from `centroids`; return `(centroids, bounds)`, both padded to `k`.
+
+    Each weight goes to the centroid `j` that minimises `(w - c_j)^2 + lam * L_j`,
+    where `L_j = -log2(p_j)` is the bits an entropy coder (gzip, xz) spends on a
+    member of cluster `j` and `lam = size_weight * D`, `D` the group's mean
+    squared error at the start: the download shrinks by moving borderline
+    weights into the more populated neighbour (Chou, Lookabaugh and Gray's
+    entropy-constrained vector quantization, here in one dimension).
+    `size_weight=0` is plain k-means. A cluster that loses every member is
+    dropped (its slot repeats the last centroid; its boundary is +inf).
+    """
+    groups = as_groups(values, per_channel).astype(np.float64)
+    kept = None if keep is None else as_groups(keep, per_channel)
+    n_groups, k = centroids.shape
+    out_centroids = centroids.astype(np.float64).copy()
+    out_bounds = midpoints(out_centroids)
+    for column in range(n_groups):
+        members = groups[:, column] if kept is None else groups[kept[:, column], column]
+        start = np.unique(centroids[column]).astype(np.float64)
+        if members.size == 0 or start.size < 2 or size_weight <= 0:
+            continue
+        fitted, bounds = _rate_fit(members, start, size_weight)
+        pad = k - fitted.size
+        out_centroids[column] = np.concatenate([fitted, np.full(pad, fitted[-1])])
+        out_bounds[column] = np.concatenate([bounds, np.full(pad, np.finfo(np.float32).max)])
+    return out_centroids.astype(np.float32), out_bounds.astype(np.float32)
+
+
+def _rate_fit(members: np.ndarray, centroids: np.ndarray, size_weight: float, iterations: int = 30):
+    index = np.searchsorted(midpoints(centroids[None])[0], members, side="left")
+    counts = np.bincount(index, minlength=centroids.size)
+    lam = size_weight * float(np.mean((members - centroids[index]) ** 2))
+    for _ in range(iterations):
+        alive = counts > 0
+        centroids = np.bincount(index, weights=members, minlength=centroids.size)[alive] / counts[alive]
+        bits = -np.log2(counts[alive] / members.size)
+        centroids, bits = _undominated(centroids, bits, lam)
+        bounds = _bounds(centroids, bits, lam)
+        new_index = np.searchsorted(bounds, members, side="left")
+        counts = np.bincount(new_index, minlength=centroids.size)
+        if new_index.size == index.size and np.array_equal(new_index, index):
+            break
+        index = new_index
+    alive = counts > 0
+    centroids = np.bincount(index, weights=members, minlength=centroids.size)[alive] / counts[alive]
+    bits = -np.log2(counts[alive] / members.size)
+    centroids, bits = _undominated(centroids, bits, lam)
+    return centroids, _bounds(centroids, bits, lam)
+
+
+def _bounds(centroids: np.ndarray, bits: np.ndarray, lam: float) -> np.ndarray:
+    # Where (w - c_j)^2 + lam L_j = (w - c_j+1)^2 + lam L_j+1.
+    return (centroids[:-1] + centroids[1:]) / 2 + lam * (bits[1:] - bits[:-1]) / (2 * (centroids[1:] - centroids[:-1]))
+
+
+def _undominated(centroids: np.ndarray, bits: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the clusters whose interval is empty (boundaries out of order) until they are ordered."""
+    while centroids.size > 1:
+        bounds = _bounds(centroids, bits, lam)
+        crossed = np.flatnonzero(bounds[1:] <= bounds[:-1])
+        if crossed.size == 0:
+            break
+        drop = crossed[0] + 1  # the cluster between two crossed boundaries
+        centroids, bits = np.delete(centroids, drop), np.delete(bits, drop)
+    return centroids, bits
+
+
+def fit_kmeans(
+    values: np.ndarray,
+    keep: np.ndarray | None,
+    k: int,
+    init: str,
+    per_channel: bool,
+    seed: int,
+    size_weight: float = 0.0,
+):
     """Cluster a trained weight with scikit-learn's `KMeans` and return `(snapped values, centroids)`.
 
     Seeds come from `initial_centroids`; `KMeans` runs Lloyd's iterations to
-    convergence on each group's kept weights. Pruned weights stay exactly zero.
+    convergence on each group's kept weights; `size_weight > 0` then trades
+    squared error for entropy (`rate_bounds`). Pruned weights stay exactly zero.
     """
     from sklearn.cluster import KMeans
 
@@ -140,7 +237,10 @@ def fit_kmeans(values: np.ndarray, keep: np.ndarray | None, k: int, init: str, p
         centers = model.cluster_centers_.reshape(-1)
         fitted[column] = np.concatenate([centers, np.full(seeds.shape[1] - distinct, centers[-1])])
     centroids = np.sort(fitted, axis=-1).astype(np.float32)
-    return snap(values, centroids, per_channel, keep), centroids
+    if size_weight <= 0:
+        return snap(values, centroids, per_channel, keep), centroids
+    centroids, bounds = rate_bounds(values, keep, centroids, per_channel, size_weight)
+    return snap(values, centroids, per_channel, keep, bounds), centroids
 
 
 def unique_per_group(values: np.ndarray, per_channel: bool) -> int:

@@ -42,6 +42,7 @@ def cluster_weights(
     layers: Sequence[Selector] | Selector | None = None,
     exclude: Sequence[Selector] | Selector | None = None,
     preserve_sparsity: bool = True,
+    size_weight: float = 0.0,
     seed: int = 0,
 ) -> keras.Model:
     """Replace each selected weight by the nearest of `k` k-means centroids, in place; return `model`.
@@ -54,6 +55,8 @@ def cluster_weights(
         per_channel: `k` centroids per output channel (last kernel axis).
         layers, exclude: selectors (names, classes, predicates), as in `PruneCallback`.
         preserve_sparsity: zeros (and weights masked by pruning) stay exactly 0.
+        size_weight: trade squared error for a smaller download (see
+            `ClusterCallback`); 0 is plain k-means.
         seed: seed of the kmeans++ draws.
 
     Raises:
@@ -67,12 +70,12 @@ def cluster_weights(
     mp.cluster_weights(model, k=8, per_channel=True)
     ```
     """
-    check_settings(k, init)
+    check_settings(k, init, size_weight)
     targets = select_clusterable(model, k, per_channel, layers, exclude)
     for target in targets:
         values = backend.read_numpy(target.variable)
         keep = _kept(target.variable, values) if preserve_sparsity else None
-        clustered, _ = fit_kmeans(values, keep, k, init, per_channel, seed)
+        clustered, _ = fit_kmeans(values, keep, k, init, per_channel, seed, size_weight)
         target.variable.assign(clustered)
     return model
 
@@ -106,7 +109,8 @@ def strip_clustering(model: keras.Model) -> keras.Model:
         if constraint.ready:
             values = backend.read_numpy(variable)
             centroids = np.asarray(keras.ops.convert_to_numpy(constraint.centroids), np.float32)
-            variable.assign(snap(values, centroids, constraint.per_channel, mask_of(variable)))
+            bounds = np.asarray(keras.ops.convert_to_numpy(constraint.bounds), np.float32)
+            variable.assign(snap(values, centroids, constraint.per_channel, mask_of(variable), bounds))
         clustered |= detach_cluster(variable)
     if clustered:
         backend.unbind_masks(model)

@@ -42,7 +42,7 @@ import keras
 import numpy as np
 
 from mobileprune import backend
-from mobileprune.clustering.centroids import initial_centroids, reestimate
+from mobileprune.clustering.centroids import initial_centroids, midpoints, rate_bounds, reestimate
 from mobileprune.clustering.clusterable import check_settings, select_clusterable
 from mobileprune.clustering.snap_constraint import ClusterConstraint, attach_cluster, cluster_constraint_of
 from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, mask_of, set_mask
@@ -66,6 +66,13 @@ class ClusterCallback(keras.callbacks.Callback):
         update_every: steps between two centroid re-estimations.
         preserve_sparsity: keep the zeros a weight has when clustering starts
             (weights pruned in the same fit keep theirs regardless).
+        size_weight: trade squared error for a smaller download. 0: each
+            weight goes to its nearest centroid (k-means). Above 0, to the
+            centroid that minimises `(w - c)^2 + size_weight * D * bits(c)`,
+            `D` the mean squared error of the nearest-centroid assignment and
+            `bits(c) = -log2(share of the weights in c)`, what an entropy
+            coder (gzip, xz) spends per member: borderline weights move into
+            the more populated cluster (see `centroids.rate_bounds`).
         seed: seed of the kmeans++ draws.
         verbose: 1 prints the selection and each update.
 
@@ -89,11 +96,13 @@ class ClusterCallback(keras.callbacks.Callback):
         end_step: int | None = None,
         update_every: int = 50,
         preserve_sparsity: bool = True,
+        size_weight: float = 0.0,
         seed: int = 0,
         verbose: int = 0,
     ):
         super().__init__()
-        check_settings(k, init)
+        check_settings(k, init, size_weight)
+        self.size_weight = float(size_weight)
         if int(update_every) < 1:
             raise ValueError(f"update_every must be >= 1 step, got {update_every!r}.")
         if end_step is not None and end_step < begin_step:
@@ -158,7 +167,7 @@ class ClusterCallback(keras.callbacks.Callback):
                     self._hold_zeros(variable, constraint)
                 if isinstance(variable.constraint, MaskConstraint):
                     pairs.append((variable, variable.constraint.mask))
-                pairs += [(variable, constraint.centroids), (variable, constraint.pull)]
+                pairs += [(variable, constraint.centroids), (variable, constraint.bounds), (variable, constraint.pull)]
                 # Nested inside a pruning mask, the variable's constraint object stays the same: compare both.
                 newly |= variable.constraint is not before or constraint is not before_cluster
         for pair in pairs:  # one variable per call: bind_masks keys its pairs by weight
@@ -201,9 +210,15 @@ class ClusterCallback(keras.callbacks.Callback):
                 free = initial_centroids(values, keep, self.k, self.init, self.per_channel, self.seed)
             elif step <= self._end:  # an update that comes late (steps_per_execution) only snaps
                 free = reestimate(values, free, self.per_channel, keep)
+            if self.size_weight > 0:
+                free, bounds = rate_bounds(values, keep, free, self.per_channel, self.size_weight)
+            else:
+                bounds = midpoints(free)
             self._free[id(variable)] = free
-            padded = np.concatenate([free, np.repeat(free[:, -1:], self.k - k_free, axis=1)], axis=1)
-            constraint.centroids.assign(np.sort(padded, axis=1))
+            extra = self.k - k_free  # the zero centroid's slot: a copy of the last, never chosen
+            constraint.centroids.assign(np.concatenate([free, np.repeat(free[:, -1:], extra, axis=1)], axis=1))
+            top = np.full((free.shape[0], extra), np.finfo(np.float32).max, np.float32)
+            constraint.bounds.assign(np.concatenate([bounds, top], axis=1).astype(np.float32))
             constraint.pull.assign(np.float32(min(1.0, max(0.0, pull))))
             constraint.ready = True
         if self.verbose:

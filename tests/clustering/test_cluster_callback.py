@@ -103,6 +103,7 @@ def test_cluster_weights_after_training(images):
         ({"k": 80}, "conv/kernel has 72 weights in all, fewer than k=80 clusters; use k <= 72"),
         ({"k": 16, "per_channel": True}, "conv/kernel has 9 weights per output channel, fewer than k=16"),
         ({"k": 4, "layers": ["bn"]}, "layer 'bn' (BatchNormalization) has no clusterable weight"),
+        ({"k": 4, "size_weight": -1.0}, "size_weight must be a number in [0, 10]"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(images, kwargs, message):
@@ -181,3 +182,27 @@ def test_a_fit_that_starts_past_end_step_clusters_at_its_first_step(images):
     record = _record_values(kernel)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[mp.ClusterCallback(k=4, end_step=3), record])
     assert max(values.size for values in record.seen) <= 4
+
+
+def _bits(values: np.ndarray) -> float:
+    _, counts = np.unique(values, return_counts=True)
+    shares = counts / counts.sum()
+    return float(-(shares * np.log2(shares)).sum())
+
+
+def test_size_weight_in_fit_and_after_training_spends_fewer_bits(images):
+    import mobileprune as mp
+
+    x, y = images
+    bits = {}
+    for size_weight in (0.0, 2.0):
+        model = tiny_cnn()
+        callback = mp.ClusterCallback(k=6, update_every=2, end_step=6, size_weight=size_weight)
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])
+        mp.strip_clustering(model)
+        logits = kernels(model)["logits"]
+        assert len(np.unique(logits)) <= 6
+        oneshot = kernels(mp.cluster_weights(tiny_cnn(), k=6, size_weight=size_weight))["logits"]
+        bits[size_weight] = (_bits(logits), _bits(oneshot))
+    # The entropy-weighted assignment moves borderline weights into the fuller clusters: fewer bits per weight.
+    assert bits[2.0][0] < bits[0.0][0] and bits[2.0][1] < bits[0.0][1], bits
