@@ -247,3 +247,61 @@ def unique_per_group(values: np.ndarray, per_channel: bool) -> int:
     """The largest number of distinct values in one group (tensor or output channel)."""
     groups = as_groups(values, per_channel)
     return max(int(np.unique(groups[:, column]).size) for column in range(groups.shape[1]))
+
+
+INT8_MAX = 127  # TFLite int8 weights: symmetric, per output channel, codes in [-127, 127]
+
+
+def channel_scales(values: np.ndarray) -> np.ndarray:
+    """The int8 scale of each output channel, `max |w| / 127`, as TFLite's converters set it (1 for all-zero)."""
+    peak = np.abs(as_groups(values, True)).max(axis=0).astype(np.float64)
+    return np.where(peak > 0, peak / INT8_MAX, 1.0)
+
+
+def int8_codes(
+    values: np.ndarray, keep: np.ndarray | None, k: int, init: str, seed: int, start: np.ndarray | None = None
+) -> np.ndarray:
+    """`k` integer codes shared by every output channel (sorted), for weights `scale_c * code`.
+
+    -127 and +127 are always codes, so each channel keeps its largest weight
+    exactly and its int8 scale does not change; the other codes (`k - 2`, one
+    fewer when zero is kept for pruned weights) are fitted by Lloyd's
+    iterations to all channels' scaled weights together, from kmeans++ or
+    linear seeds (or from `start`), and rounded to integers.
+    """
+    scaled = as_groups(values, True) / channel_scales(values)[None]
+    members = scaled.reshape(-1) if keep is None else scaled[as_groups(keep, True)]
+    free = k - 2 - (keep is not None)
+    pinned = np.array([-INT8_MAX, INT8_MAX], np.float64)
+    rng = np.random.default_rng(seed)
+    sample = members if members.size <= 200_000 else rng.choice(members, 200_000, replace=False)
+    inner = sample[np.abs(sample) < INT8_MAX]
+    if start is None:
+        codes = _init_one(inner.astype(np.float64), free, init, rng) if inner.size else np.zeros(free)
+    else:  # the previous codes (ClusterCallback's updates): a few Lloyd steps from them
+        previous = np.setdiff1d(start, pinned)
+        codes = np.concatenate([previous, np.full(free - previous.size, previous[-1] if previous.size else 0.0)])
+    for _ in range(30 if start is None else 5):
+        every = np.sort(np.concatenate([pinned, codes]))
+        index = np.searchsorted(midpoints(every[None])[0], sample, side="left")
+        sums = np.bincount(index, weights=sample, minlength=every.size)
+        counts = np.bincount(index, minlength=every.size)
+        moved = np.where(counts > 0, sums / np.maximum(counts, 1), every)
+        moved[[0, -1]] = pinned
+        if np.allclose(moved, every):
+            break
+        codes = np.delete(moved, [0, moved.size - 1])
+    codes = np.unique(np.concatenate([pinned, np.rint(codes)]))
+    return np.concatenate([codes, np.full(k - (keep is not None) - codes.size, codes[-1])])
+
+
+def fit_int8_grid(values: np.ndarray, keep: np.ndarray | None, k: int, init: str, seed: int):
+    """Cluster onto per-channel multiples of shared integer codes; return `(snapped values, centroids)`.
+
+    The centroids are `(channels, k')`: `scale_c * code`. An int8 file of the
+    result holds at most `k` distinct int8 values in the whole tensor (the
+    codes), not `k` per channel, which a compressor codes with one table.
+    """
+    codes = int8_codes(values, keep, k, init, seed)
+    centroids = (channel_scales(values)[:, None] * codes[None]).astype(np.float32)
+    return snap(values, centroids, True, keep), centroids

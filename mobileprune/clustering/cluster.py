@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from mobileprune import backend
-from mobileprune.clustering.centroids import fit_kmeans, snap, unique_per_group
+from mobileprune.clustering.centroids import fit_int8_grid, fit_kmeans, snap, unique_per_group
 from mobileprune.clustering.clusterable import check_settings, select_clusterable
 from mobileprune.clustering.snap_constraint import cluster_constraint_of, detach_cluster
 from mobileprune.pruning.strip import strip_pruning
@@ -43,6 +43,7 @@ def cluster_weights(
     exclude: Sequence[Selector] | Selector | None = None,
     preserve_sparsity: bool = True,
     size_weight: float = 0.0,
+    int8_grid: bool = False,
     seed: int = 0,
 ) -> keras.Model:
     """Replace each selected weight by the nearest of `k` k-means centroids, in place; return `model`.
@@ -57,6 +58,9 @@ def cluster_weights(
         preserve_sparsity: zeros (and weights masked by pruning) stay exactly 0.
         size_weight: trade squared error for a smaller download (see
             `ClusterCallback`); 0 is plain k-means.
+        int8_grid: per output channel, `scale_c * code` with `k` integer codes
+            shared by all channels (see `ClusterCallback`): the int8 file then
+            holds at most `k` values in the whole tensor.
         seed: seed of the kmeans++ draws.
 
     Raises:
@@ -70,12 +74,15 @@ def cluster_weights(
     mp.cluster_weights(model, k=8, per_channel=True)
     ```
     """
-    check_settings(k, init, size_weight)
-    targets = select_clusterable(model, k, per_channel, layers, exclude)
+    check_settings(k, init, size_weight, int8_grid)
+    targets = select_clusterable(model, k, per_channel or int8_grid, layers, exclude)
     for target in targets:
         values = backend.read_numpy(target.variable)
         keep = _kept(target.variable, values) if preserve_sparsity else None
-        clustered, _ = fit_kmeans(values, keep, k, init, per_channel, seed, size_weight)
+        if int8_grid:
+            clustered, _ = fit_int8_grid(values, keep, k, init, seed)
+        else:
+            clustered, _ = fit_kmeans(values, keep, k, init, per_channel, seed, size_weight)
         target.variable.assign(clustered)
     return model
 

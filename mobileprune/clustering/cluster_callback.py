@@ -42,7 +42,14 @@ import keras
 import numpy as np
 
 from mobileprune import backend
-from mobileprune.clustering.centroids import initial_centroids, midpoints, rate_bounds, reestimate
+from mobileprune.clustering.centroids import (
+    channel_scales,
+    initial_centroids,
+    int8_codes,
+    midpoints,
+    rate_bounds,
+    reestimate,
+)
 from mobileprune.clustering.clusterable import check_settings, select_clusterable
 from mobileprune.clustering.snap_constraint import ClusterConstraint, attach_cluster, cluster_constraint_of
 from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, mask_of, set_mask
@@ -73,6 +80,15 @@ class ClusterCallback(keras.callbacks.Callback):
             `bits(c) = -log2(share of the weights in c)`, what an entropy
             coder (gzip, xz) spends per member: borderline weights move into
             the more populated cluster (see `centroids.rate_bounds`).
+        int8_grid: cluster each output channel onto `scale_c * code`, where
+            `scale_c = max |w_c| / 127` is the int8 scale TFLite's converter
+            gives that channel and the `k` integer codes (-127 and +127
+            among them, so every channel keeps its scale) are shared by all
+            channels. Per-channel int8 quantization then writes the same `k`
+            integers in every channel: a compressor sees `k` symbols, where a
+            per-tensor codebook becomes up to `k` different integers in each
+            channel (measured on the digits CNN's dense1 at k=8: 8 distinct
+            int8 values instead of 20, gzip 108.8 KiB instead of 120.0).
         seed: seed of the kmeans++ draws.
         verbose: 1 prints the selection and each update.
 
@@ -97,17 +113,18 @@ class ClusterCallback(keras.callbacks.Callback):
         update_every: int = 50,
         preserve_sparsity: bool = True,
         size_weight: float = 0.0,
+        int8_grid: bool = False,
         seed: int = 0,
         verbose: int = 0,
     ):
         super().__init__()
-        check_settings(k, init, size_weight)
-        self.size_weight = float(size_weight)
+        check_settings(k, init, size_weight, int8_grid)
+        self.size_weight, self.int8_grid = float(size_weight), bool(int8_grid)
         if int(update_every) < 1:
             raise ValueError(f"update_every must be >= 1 step, got {update_every!r}.")
         if end_step is not None and end_step < begin_step:
             raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
-        self.k, self.init, self.per_channel = k, init, bool(per_channel)
+        self.k, self.init, self.per_channel = k, init, bool(per_channel) or bool(int8_grid)
         self.layers, self.exclude = layers, exclude
         self.begin_step, self.end_step, self.update_every = int(begin_step), end_step, int(update_every)
         self.preserve_sparsity, self.seed, self.verbose = bool(preserve_sparsity), int(seed), verbose
@@ -206,21 +223,24 @@ class ClusterCallback(keras.callbacks.Callback):
             keep = mask_of(variable)
             free = self._free.get(id(variable))
             k_free = self.k - 1 if keep is not None else self.k
-            if free is None or free.shape[1] != k_free:
-                free = initial_centroids(values, keep, self.k, self.init, self.per_channel, self.seed)
-            elif step <= self._end:  # an update that comes late (steps_per_execution) only snaps
-                free = reestimate(values, free, self.per_channel, keep)
-            if self.size_weight > 0:
-                free, bounds = rate_bounds(values, keep, free, self.per_channel, self.size_weight)
+            if self.int8_grid:
+                start = None if free is None or free.shape[1] != k_free else free[0]
+                if start is None or step <= self._end:  # a late update (steps_per_execution) only snaps
+                    free = int8_codes(values, keep, self.k, self.init, self.seed, start)[None]
+                centroids = (channel_scales(values)[:, None] * free).astype(np.float32)
+                bounds = midpoints(centroids)
             else:
-                bounds = midpoints(free)
+                if free is None or free.shape[1] != k_free:
+                    free = initial_centroids(values, keep, self.k, self.init, self.per_channel, self.seed)
+                elif step <= self._end:  # a late update (steps_per_execution) only snaps
+                    free = reestimate(values, free, self.per_channel, keep)
+                if self.size_weight > 0:
+                    free, bounds = rate_bounds(values, keep, free, self.per_channel, self.size_weight)
+                else:
+                    bounds = midpoints(free)
+                centroids = free
             self._free[id(variable)] = free
-            extra = self.k - k_free  # the zero centroid's slot: a copy of the last, never chosen
-            constraint.centroids.assign(np.concatenate([free, np.repeat(free[:, -1:], extra, axis=1)], axis=1))
-            top = np.full((free.shape[0], extra), np.finfo(np.float32).max, np.float32)
-            constraint.bounds.assign(np.concatenate([bounds, top], axis=1).astype(np.float32))
-            constraint.pull.assign(np.float32(min(1.0, max(0.0, pull))))
-            constraint.ready = True
+            _assign(constraint, centroids, bounds, self.k - k_free, pull)
         if self.verbose:
             print(f"ClusterCallback: step {step}, pull {min(1.0, pull):.2f}")
         self._done = step >= self._end
@@ -228,6 +248,15 @@ class ClusterCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += batch - self._batch_begin + 1
+
+
+def _assign(constraint: ClusterConstraint, centroids: np.ndarray, bounds: np.ndarray, extra: int, pull: float) -> None:
+    """Set the constraint's state; `extra` slots (the zero centroid's) repeat the last centroid, never chosen."""
+    constraint.centroids.assign(np.concatenate([centroids, np.repeat(centroids[:, -1:], extra, axis=1)], axis=1))
+    top = np.full((centroids.shape[0], extra), np.finfo(np.float32).max, np.float32)
+    constraint.bounds.assign(np.concatenate([bounds, top], axis=1).astype(np.float32))
+    constraint.pull.assign(np.float32(min(1.0, max(0.0, pull))))
+    constraint.ready = True
 
 
 def _constraint(variable) -> ClusterConstraint:

@@ -101,3 +101,19 @@ def test_rate_bounds_keep_pruned_zeros():
     keep = np.abs(values) > 0.05
     snapped, _ = fit_kmeans(values, keep, k=5, init="kmeans++", per_channel=False, seed=0, size_weight=1.0)
     assert np.all(snapped[~keep] == 0) and np.all(snapped[keep] != 0) and len(np.unique(snapped)) <= 5
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_int8_grid_shares_k_integer_codes_and_keeps_every_channel_scale(sparse):
+    from mobileprune.clustering.centroids import channel_scales, fit_int8_grid
+
+    values = np.random.default_rng(3).normal(size=(200, 5)).astype("float32") * np.array([0.1, 1, 2, 0.5, 3])
+    keep = np.abs(values) > 0.2 * np.abs(values).max(axis=0) if sparse else None
+    snapped, centroids = fit_int8_grid(values, keep, k=6, init="kmeans++", seed=0)
+    scales = channel_scales(values)
+    np.testing.assert_allclose(channel_scales(snapped), scales, rtol=1e-6)  # each channel's max |w| is kept
+    codes = snapped / scales[None].astype("float32")
+    np.testing.assert_allclose(codes, np.rint(codes), atol=1e-3)  # integer multiples of the channel's int8 scale
+    assert len(np.unique(np.rint(codes))) <= 6 and centroids.shape == (5, 5 if sparse else 6)
+    if sparse:
+        assert np.all(snapped[~keep] == 0) and np.all(snapped[keep] != 0)

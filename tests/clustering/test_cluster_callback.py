@@ -104,6 +104,7 @@ def test_cluster_weights_after_training(images):
         ({"k": 16, "per_channel": True}, "conv/kernel has 9 weights per output channel, fewer than k=16"),
         ({"k": 4, "layers": ["bn"]}, "layer 'bn' (BatchNormalization) has no clusterable weight"),
         ({"k": 4, "size_weight": -1.0}, "size_weight must be a number in [0, 10]"),
+        ({"k": 3, "int8_grid": True}, "int8_grid needs k >= 4"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(images, kwargs, message):

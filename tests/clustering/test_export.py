@@ -84,3 +84,23 @@ def test_depthwise_filter_values_are_counted_per_output_channel(tmp_path, quanti
     (filter_,) = [t for t in mp.inspect_tflite(path).tensors if t.is_constant and t.shape == (1, 3, 3, 4)]
     assert filter_.unique_values == 8  # 4 channels x 2 values
     assert filter_.channel_unique_values == 2  # counted along the last axis, TFLite's depthwise channel
+
+
+@pytest.mark.parametrize("oneshot", [False, True])
+def test_int8_grid_leaves_k_int8_values_in_the_whole_tensor(images, tmp_path, oneshot):
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    if oneshot:
+        mp.cluster_weights(model, k=5, int8_grid=True)
+    else:
+        model.fit(
+            x, y, batch_size=16, epochs=2, verbose=0, callbacks=[mp.ClusterCallback(k=5, int8_grid=True, end_step=4)]
+        )
+        mp.strip_clustering(model)
+    result = mp.export_tflite(model, tmp_path / "g.tflite", quantize="int8", representative_data=x, sparse=False)
+    kernels = [t for t in result.weight_tensors if t.elements in (72, 512)]
+    assert len(kernels) == 2 and all(len(t.scale) > 1 for t in kernels)  # per-channel int8 scales
+    for tensor in kernels:
+        assert tensor.unique_values <= 5  # the same 5 integers in every channel, not 5 per channel
