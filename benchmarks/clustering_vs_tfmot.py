@@ -300,6 +300,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
         reference = dict(tfmot_bytes.get((start, k or None), []))
         smaller = [r["int8_gzip_bytes"] <= reference[r["seed"]] for r in group if r["seed"] in reference]
+        ratios = [r["int8_gzip_bytes"] / reference[r["seed"]] for r in group if r["seed"] in reference]
+        ratios = ratios if method != "tfmot" else []
         rows.append(
             {
                 "sparsity": f"{mean('sparsity'):.2f}",
@@ -312,14 +314,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "int8 uniq/ch": max(r["int8_channel_unique_max"] for r in group),
                 "int8 best KiB": mean("int8_download_bytes") / 1024,
                 "limit KiB": mean("int8_limit_bytes") / 1024,
-                "best/limit": mean("int8_download_over_limit"),
-                "gzip/tfmot": (
-                    statistics.mean(
-                        r["int8_gzip_bytes"] / reference[r["seed"]] for r in group if r["seed"] in reference
-                    )
-                    if reference and method != "tfmot"
-                    else None
-                ),
+                "best/limit": f"{mean('int8_download_over_limit'):.3f}",
+                "gzip/tfmot": f"{statistics.mean(ratios):.3f}" if ratios else "-",
                 "<=tfmot": f"{sum(smaller)}/{len(smaller)}" if reference and method != "tfmot" else "",
                 "seeds": len(group),
             }
