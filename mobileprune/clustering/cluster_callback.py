@@ -87,8 +87,9 @@ class ClusterCallback(keras.callbacks.Callback):
             channels. Per-channel int8 quantization then writes the same `k`
             integers in every channel: a compressor sees `k` symbols, where a
             per-tensor codebook becomes up to `k` different integers in each
-            channel (measured on the digits CNN's dense1 at k=8: 8 distinct
-            int8 values instead of 20, gzip 108.8 KiB instead of 120.0).
+            channel (measured on the digits CNN's dense1 at k=8, one-shot
+            `cluster_weights`, seed 0: 8 distinct int8 values instead of 20 in
+            3 channel scales, that tensor's gzip 108.8 KiB instead of 120.0).
         seed: seed of the kmeans++ draws.
         verbose: 1 prints the selection and each update.
 
