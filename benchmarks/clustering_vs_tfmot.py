@@ -40,6 +40,7 @@ Run from the repository root:
 python -m benchmarks.clustering_vs_tfmot --seeds 0 1 2                      # results/clustering_vs_tfmot.json
 python -m benchmarks.clustering_vs_tfmot --model small_cifar --seeds 0 1 2  # ..._small_cifar.json
 python -m benchmarks.clustering_vs_tfmot --quick                            # smoke run, temp folder
+python -m benchmarks.clustering_vs_tfmot --merge A B --name C  # one file from runs of other seeds (same code)
 ```
 """
 
@@ -344,6 +345,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-tfmot", action="store_true")
     parser.add_argument("--name", default=None, help="JSON file stem under benchmarks/results (default per model)")
     parser.add_argument("--show", action="store_true", help="print the table of the committed result file and exit")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="NAME",
+        help="combine the runs of these committed result files (same code, other seeds) into --name and exit",
+    )
     args = parser.parse_args(argv)
     if args.name is None:
         args.name = "clustering_vs_tfmot" + ("" if args.model == "digits" else f"_{args.model}")
@@ -358,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.show:
         return show(args.name)
+    if args.merge:
+        return merge(args.merge, args.name)
     from mobileprune.demo.digits import load_digits_split
 
     MODEL, LAYERS = args.model, MODEL_LAYERS[args.model]
@@ -400,6 +409,38 @@ def show(name: str) -> int:
         results["rows"],
         float_digits=1,
     )
+    return 0
+
+
+def merge(names: list[str], name: str) -> int:
+    """Write ``<name>.json`` from the runs of several result files of one model (e.g. a run stopped after seed 0
+    and one of seeds 1 and 2); every source's commit is kept under ``sources``."""
+    import json
+
+    from benchmarks._common import RESULTS_DIR
+
+    documents = [json.loads((RESULTS_DIR / f"{source}.json").read_text()) for source in names]
+    models = {document["results"]["settings"].get("model", "digits") for document in documents}
+    if len(models) != 1:
+        raise SystemExit(f"--merge: the files are of different models {sorted(models)}")
+    runs = [run for document in documents for run in document["results"]["runs"]]
+    seeds = sorted({run["seed"] for run in runs})
+    if len(runs) != len({(r["seed"], r["start"], r["k"], r["method"]) for r in runs}):
+        raise SystemExit("--merge: the files share a seed; merge files of different seeds only")
+    settings = {**documents[0]["results"]["settings"], "seeds": seeds, "name": name}
+    payload = {
+        "settings": settings,
+        "seeds_done": seeds,
+        "rows": summarise(runs),
+        "runs": runs,
+        "load_average": [load for document in documents for load in document["results"]["load_average"]],
+        "seconds": sum(document["results"]["seconds"] for document in documents),
+        "sources": [
+            {"name": source, "git": document["machine"].get("git"), "command": document["machine"].get("command")}
+            for source, document in zip(names, documents)
+        ],
+    }
+    print(f"wrote {write_results(name, payload, results_dir(False, False))}")
     return 0
 
 
