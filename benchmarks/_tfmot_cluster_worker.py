@@ -3,8 +3,9 @@
 tfmot 0.8.1 clusters only tf-keras models (``TF_USE_LEGACY_KERAS=1`` before
 TensorFlow loads), so, as ``benchmarks._tfmot_worker`` does for pruning, this
 module runs in a fresh interpreter: :func:`run_tfmot_clustering` writes the
-data and the starting weights to an ``.npz``, the child rebuilds the digits CNN
-in tf-keras (``_tfmot_worker.digits_cnn``), and for each configuration applies
+data and the starting weights to an ``.npz``, the child rebuilds the model in
+tf-keras (``spec["model"]``: the digits CNN, ``_tfmot_worker.digits_cnn``, or
+:func:`small_cifar_cnn`), and for each configuration applies
 ``tfmot.clustering.keras.cluster_weights`` (k-means++ centroids,
 ``preserve_sparsity`` for a pruned start), fine-tunes, strips, and returns the
 plain weights, which the parent converts exactly as it converts its own.
@@ -30,13 +31,41 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def small_cifar_cnn(keras_module: Any, num_classes: int = 10):
+    """A small CIFAR-shaped CNN (32x32x3 -> 10 logits, 225,034 parameters, 41% of them in convolutions).
+
+    Three stride-2 3x3 convolutions (32, 64, 128 channels) and a 64-unit hidden
+    layer: cheap enough to train nine clustered copies per seed on a shared
+    2-core machine. Both sides build it with their own ``keras`` module (the
+    layer API is the same in Keras 3 and tf-keras).
+
+    Args:
+        keras_module: ``keras`` (Keras 3) or ``tf_keras`` (legacy).
+        num_classes: size of the logits layer.
+    """
+    layers = keras_module.layers
+    return keras_module.Sequential(
+        [
+            keras_module.Input((32, 32, 3)),
+            layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv2"),
+            layers.Conv2D(128, 3, strides=2, padding="same", activation="relu", name="conv3"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(64, activation="relu", name="dense1"),
+            layers.Dense(num_classes, name="logits"),
+        ],
+        name="small_cifar_cnn",
+    )
+
+
 def run_tfmot_clustering(spec: dict[str, Any], arrays: dict[str, Any], timeout: float = 7200.0) -> dict[str, Any]:
     """Run every configuration of ``spec["configs"]`` in one legacy child; return weights and accuracies.
 
     Args:
-        spec: ``configs`` (each ``name``, ``start`` (a key prefix of the starting
-            weights in ``arrays``), ``k``, ``preserve_sparsity``), ``epochs``,
-            ``batch_size``, ``learning_rate``, ``seed``, ``layers``.
+        spec: ``model`` (``"digits_cnn"`` or ``"small_cifar_cnn"``), ``configs`` (each
+            ``name``, ``start`` (a key prefix of the starting weights in ``arrays``),
+            ``k``, ``preserve_sparsity``), ``epochs``, ``batch_size``,
+            ``learning_rate``, ``seed``, ``layers``.
         arrays: ``x_train``, ``y_train``, ``x_test``, ``y_test`` and
             ``<start>_<i>`` starting weights in ``get_weights()`` order.
     """
@@ -100,7 +129,8 @@ def _cluster_one(spec: dict[str, Any], config: dict[str, Any], arrays: Any, clus
 
     tf_keras.backend.clear_session()
     tf_keras.utils.set_random_seed(spec["seed"])
-    model = digits_cnn(tf_keras)
+    build = small_cifar_cnn if spec.get("model") == "small_cifar_cnn" else digits_cnn
+    model = build(tf_keras)
     start = config["start"]
     model.set_weights([arrays[f"{start}_{i}"] for i in range(len(model.get_weights()))])
 

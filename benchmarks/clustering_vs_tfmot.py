@@ -1,19 +1,28 @@
-"""Weight clustering, mobileprune against tfmot: zipped .tflite size and accuracy on the digits CNN.
+"""Weight clustering, mobileprune against tfmot: zipped .tflite size and accuracy, two models.
 
-One run, the same starting weights for both libraries:
+Models (``--model``): the digits CNN (``mobileprune.demo.digits``, 315,146
+parameters, scikit-learn's 8x8 digits) and a small CIFAR-shaped CNN
+(``_tfmot_cluster_worker.small_cifar_cnn``, 32x32x3, 225,034 parameters) on
+generated images (:func:`generated_images`: ten smooth colour templates,
+shifted and buried in noise; no download). One run, the same starting weights
+for both libraries:
 
-1. the digits CNN (``mobileprune.demo.digits``, 315,146 parameters) is trained
-   dense (``--base-epochs``, Adam 1e-3); for 50% and 90% sparsity a copy is
-   pruned from it with ``PruneCallback`` (polynomial decay over 70% of
-   ``--prune-epochs``) and stripped: three starting models;
-2. from each start, for k in 8, 16, 32, the kernels of conv2, dense1 and
-   logits (99.9% of the weights; see ``LAYERS`` for conv1) are clustered and fine-tuned ``--epochs`` epochs (Adam ``--lr``, batch 32) by
+1. the model is trained dense (``--base-epochs``, Adam 1e-3); for 50% and 90%
+   sparsity a copy is pruned from it with ``PruneCallback`` (polynomial decay
+   over 70% of ``--prune-epochs``) and stripped: three starting models;
+2. from each start, for k in 8, 16, 32, the kernels of every layer but the
+   first convolution (``LAYERS``; 99.9% / 99.6% of the weights) are
+   clustered and fine-tuned ``--epochs`` epochs (Adam ``--lr``, batch 32) by
    - **tfmot** 0.8.1 ``cluster_weights`` (k-means++ centroids,
      ``preserve_sparsity=True`` for a pruned start; tf-keras, in a subprocess,
      ``benchmarks._tfmot_cluster_worker``), then ``strip_clustering``;
-   - **ours** ``ClusterCallback(k)`` (k-means++, sparsity kept) with the
-     pruning masks held in the same fit, then ``strip_clustering``;
-   - **ours one-shot** ``cluster_weights(k)`` with no fine-tuning;
+   - **ours** ``ClusterCallback(k, int8_grid=True)`` (k-means++ seeds,
+     sparsity kept; per output channel ``scale_c * code`` with ``k`` integer
+     codes shared by all channels, so the int8 file holds ``k`` values per
+     tensor; ``--no-int8-grid`` for one float codebook per tensor, as tfmot)
+     with the pruning masks held in the same fit, then ``strip_clustering``;
+   - **ours one-shot** ``cluster_weights(k, int8_grid=True)`` with no
+     fine-tuning;
 3. every result is loaded into the Keras 3 model and converted the same way
    (``export_tflite``: float32, and int8 PTQ with 128 calibration images), so
    the sizes differ only by the weights: gzip -9 of each file, test accuracy
@@ -28,8 +37,10 @@ One run, the same starting weights for both libraries:
 Run from the repository root:
 
 ```
-python -m benchmarks.clustering_vs_tfmot --seeds 0        # writes results/clustering_vs_tfmot.json
-python -m benchmarks.clustering_vs_tfmot --quick          # smoke run, temp folder
+python -m benchmarks.clustering_vs_tfmot --seeds 0 1 2                      # results/clustering_vs_tfmot.json
+python -m benchmarks.clustering_vs_tfmot --model small_cifar --seeds 0 1 2  # ..._small_cifar.json
+python -m benchmarks.clustering_vs_tfmot --quick                            # smoke run, temp folder
+python -m benchmarks.clustering_vs_tfmot --merge A B --name C  # one file from runs of other seeds (same code)
 ```
 """
 
@@ -53,18 +64,58 @@ import numpy as np
 from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 from benchmarks.size_limit import binary_entropy, compressed_sizes
 
-# conv1 (288 weights, 0.09% of the network) stays unclustered for both: at 90% sparsity its 29 kept weights are
-# too few for tfmot's sparsity-preserving k-means++ (InvalidArgumentError "num_to_sample <= points.rows()").
-LAYERS = ("conv2", "dense1", "logits")
+# conv1 (digits: 288 weights, 0.09% of the network; small_cifar: 864, 0.4%) stays unclustered for both: at 90%
+# sparsity its 29 kept digits weights are too few for tfmot's sparsity-preserving k-means++
+# (InvalidArgumentError "num_to_sample <= points.rows()").
+MODEL_LAYERS = {"digits": ("conv2", "dense1", "logits"), "small_cifar": ("conv2", "conv3", "dense1", "logits")}
+WORKER_MODEL = {"digits": "digits_cnn", "small_cifar": "small_cifar_cnn"}
 METHODS = ("tfmot", "ours", "ours_oneshot")
+LAYERS = MODEL_LAYERS["digits"]  # set by main() from --model
+
+
+def build(model_name: str):
+    """The Keras 3 model of ``--model``, uncompiled."""
+    import keras
+
+    from benchmarks._tfmot_cluster_worker import small_cifar_cnn
+    from mobileprune.demo.digits import build_digits_cnn
+
+    return small_cifar_cnn(keras) if model_name == "small_cifar" else build_digits_cnn(compile=False)
+
+
+def generated_images(n_train: int = 2000, n_test: int = 500, seed: int = 0):
+    """Ten classes of 32x32x3 images: a smooth colour template per class, shifted up to 4 pixels, in noise.
+
+    The same arrays for every seed of a run (``seed`` draws the data, not the
+    models). Returns an object with ``x_train``, ``y_train``, ``x_test``, ``y_test``.
+    """
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(10, 4, 4, 3))
+    templates = np.kron(coarse, np.ones((1, 8, 8, 1)))  # 8x8 colour blocks
+
+    def draw(count: int):
+        labels = rng.integers(0, 10, count)
+        shifts = rng.integers(-4, 5, size=(count, 2))
+        images = np.stack([np.roll(templates[c], tuple(shift), axis=(0, 1)) for c, shift in zip(labels, shifts)])
+        images = 0.5 + NOISE[1] * images + rng.normal(scale=NOISE[0], size=images.shape)
+        return images.astype("float32"), labels.astype("int32")
+
+    x_train, y_train = draw(n_train)
+    x_test, y_test = draw(n_test)
+    return SimpleNamespace(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+NOISE = (1.0, 0.1)  # (noise std, template amplitude)
+MODEL = "digits"  # set by main() from --model
+SIZE_WEIGHT = 0.0  # ours: the default of --size-weight
 
 
 def _compiled(weights: list, lr: float):
     import keras
 
-    from mobileprune.demo.digits import build_digits_cnn
-
-    model = build_digits_cnn(compile=False)
+    model = build(MODEL)
     model.set_weights(weights)
     model.compile(
         optimizer=keras.optimizers.Adam(lr), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -77,10 +128,9 @@ def starting_weights(data, seed: int, args) -> dict[str, list]:
     import keras
 
     import mobileprune as mp
-    from mobileprune.demo.digits import build_digits_cnn
 
     keras.utils.set_random_seed(seed)
-    base = _compiled(build_digits_cnn(seed=seed, compile=False).get_weights(), 1e-3)
+    base = _compiled(build(MODEL).get_weights(), 1e-3)
     base.fit(data.x_train, data.y_train, batch_size=32, epochs=args.base_epochs, verbose=0)
     starts = {"s0": base.get_weights()}
     steps = -(-len(data.x_train) // 32) * args.prune_epochs
@@ -101,10 +151,12 @@ def cluster_ours(start: list, data, k: int, args, seed: int) -> tuple[list, list
 
     model = _compiled(start, args.lr)
     # preserve_sparsity (the default) holds a pruned start's zeros exactly, as tfmot's preserve_sparsity does.
-    callbacks = [mp.ClusterCallback(k, layers=list(LAYERS), update_every=10, seed=seed)]
+    options = {"layers": list(LAYERS), "size_weight": args.size_weight, "int8_grid": args.int8_grid, "seed": seed}
+    callbacks = [mp.ClusterCallback(k, update_every=10, **options)]
     model.fit(data.x_train, data.y_train, batch_size=32, epochs=args.epochs, verbose=0, callbacks=callbacks)
     trained = mp.strip_clustering(model).get_weights()
-    oneshot = mp.cluster_weights(_compiled(start, args.lr), k, layers=list(LAYERS), seed=seed).get_weights()
+    start_model = _compiled(start, args.lr)
+    oneshot = mp.cluster_weights(start_model, k, **options).get_weights()
     return trained, oneshot
 
 
@@ -190,6 +242,7 @@ def run_seed(data, seed: int, args) -> list[dict[str, Any]]:
     pending = None
     if not args.skip_tfmot:  # the tfmot child trains while this process trains its own (no timing is measured)
         spec = {"configs": configs, "epochs": args.epochs, "batch_size": 32, "learning_rate": args.lr, "seed": seed}
+        spec["model"] = WORKER_MODEL[MODEL]
         pool = ThreadPoolExecutor(1)
         pending = pool.submit(run_tfmot_clustering, {**spec, "layers": list(LAYERS)}, arrays)
         pool.shutdown(wait=False)
@@ -232,6 +285,10 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {(r["start"], r["k"] or 0, r["method"]) for r in runs}, key=lambda key: (int(key[0][1:]), key[1], key[2])
     )
     rows = []
+    tfmot_bytes: dict[tuple, list] = {}  # per seed: a method's int8 gzip size is compared seed by seed
+    for r in runs:
+        if r["method"] == "tfmot" and "error" not in r:
+            tfmot_bytes.setdefault((r["start"], r["k"]), []).append((r["seed"], r["int8_gzip_bytes"]))
     for start, k, method in keys:
         group = [
             r for r in runs if r["start"] == start and (r["k"] or 0) == k and r["method"] == method and "error" not in r
@@ -242,6 +299,10 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         def mean(field: str, group: list = group) -> float:
             return statistics.mean(r[field] for r in group)
 
+        reference = dict(tfmot_bytes.get((start, k or None), []))
+        smaller = [r["int8_gzip_bytes"] <= reference[r["seed"]] for r in group if r["seed"] in reference]
+        ratios = [r["int8_gzip_bytes"] / reference[r["seed"]] for r in group if r["seed"] in reference]
+        ratios = ratios if method != "tfmot" else []
         rows.append(
             {
                 "sparsity": f"{mean('sparsity'):.2f}",
@@ -254,6 +315,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "int8 uniq/ch": max(r["int8_channel_unique_max"] for r in group),
                 "int8 best KiB": mean("int8_download_bytes") / 1024,
                 "limit KiB": mean("int8_limit_bytes") / 1024,
+                "best/limit": f"{mean('int8_download_over_limit'):.3f}",
+                "gzip/tfmot": f"{statistics.mean(ratios):.3f}" if ratios else "-",
+                "<=tfmot": f"{sum(smaller)}/{len(smaller)}" if reference and method != "tfmot" else "",
                 "seeds": len(group),
             }
         )
@@ -271,10 +335,25 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prune-epochs", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=5, help="clustering fine-tuning epochs")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate while clustering")
+    parser.add_argument("--model", choices=tuple(MODEL_LAYERS), default="digits")
+    parser.add_argument(
+        "--size-weight", type=float, default=SIZE_WEIGHT, help="ours: ClusterCallback/cluster_weights size_weight"
+    )
+    parser.add_argument(
+        "--int8-grid", action=argparse.BooleanOptionalAction, default=True, help="ours: int8_grid=True (the default)"
+    )
     parser.add_argument("--skip-tfmot", action="store_true")
-    parser.add_argument("--name", default="clustering_vs_tfmot", help="JSON file stem under benchmarks/results")
+    parser.add_argument("--name", default=None, help="JSON file stem under benchmarks/results (default per model)")
     parser.add_argument("--show", action="store_true", help="print the table of the committed result file and exit")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="NAME",
+        help="combine the runs of these committed result files (same code, other seeds) into --name and exit",
+    )
     args = parser.parse_args(argv)
+    if args.name is None:
+        args.name = "clustering_vs_tfmot" + ("" if args.model == "digits" else f"_{args.model}")
     if args.quick:
         args.seeds, args.clusters, args.sparsities = [0], [8], [0.0, 0.9]
         args.base_epochs, args.prune_epochs, args.epochs = 2, 2, 1
@@ -282,12 +361,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global MODEL, LAYERS
     args = _parse_args(argv)
     if args.show:
         return show(args.name)
+    if args.merge:
+        return merge(args.merge, args.name)
     from mobileprune.demo.digits import load_digits_split
 
-    data = load_digits_split()
+    MODEL, LAYERS = args.model, MODEL_LAYERS[args.model]
+    data = load_digits_split() if MODEL == "digits" else generated_images()
     started = time.perf_counter()
     load = [os.getloadavg()]
     runs = []
@@ -297,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = _write(args, runs, load, time.perf_counter() - started)  # after every seed: a long run keeps each
     rows = summarise(runs)
     print_table(
-        f"Digits CNN, kernels of {', '.join(LAYERS)} clustered, {args.epochs} fine-tuning epochs, mean of seeds {args.seeds} "
+        f"{MODEL}, kernels of {', '.join(LAYERS)} clustered, {args.epochs} fine-tuning epochs, "
+        f"int8_grid {args.int8_grid}, size_weight {args.size_weight}, mean of seeds {args.seeds} "
         f"(load {load[-1][0]:.2f})",
         rows,
         float_digits=1,
@@ -314,13 +398,49 @@ def show(name: str) -> int:
 
     document = json.loads((RESULTS_DIR / f"{name}.json").read_text())
     results = document["results"]
+    settings = results["settings"]
     load = results["load_average"][-1][0]
+    model = settings.get("model", "digits")
     print_table(
-        f"Digits CNN, kernels of {', '.join(LAYERS)} clustered, {results['settings']['epochs']} fine-tuning epochs, "
-        f"mean of seeds {results['seeds_done']} (commit {document['machine'].get('git')}, load {load:.2f})",
+        f"{model}, kernels of {', '.join(MODEL_LAYERS[model])} clustered, {settings['epochs']} fine-tuning epochs, "
+        f"int8_grid {settings.get('int8_grid', False)}, size_weight {settings.get('size_weight', 0.0)}, "
+        f"mean of seeds {results['seeds_done']} "
+        f"(commit {document['machine'].get('git')}, load {load:.2f})",
         results["rows"],
         float_digits=1,
     )
+    return 0
+
+
+def merge(names: list[str], name: str) -> int:
+    """Write ``<name>.json`` from the runs of several result files of one model (e.g. a run stopped after seed 0
+    and one of seeds 1 and 2); every source's commit is kept under ``sources``."""
+    import json
+
+    from benchmarks._common import RESULTS_DIR
+
+    documents = [json.loads((RESULTS_DIR / f"{source}.json").read_text()) for source in names]
+    models = {document["results"]["settings"].get("model", "digits") for document in documents}
+    if len(models) != 1:
+        raise SystemExit(f"--merge: the files are of different models {sorted(models)}")
+    runs = [run for document in documents for run in document["results"]["runs"]]
+    seeds = sorted({run["seed"] for run in runs})
+    if len(runs) != len({(r["seed"], r["start"], r["k"], r["method"]) for r in runs}):
+        raise SystemExit("--merge: the files share a seed; merge files of different seeds only")
+    settings = {**documents[0]["results"]["settings"], "seeds": seeds, "name": name}
+    payload = {
+        "settings": settings,
+        "seeds_done": seeds,
+        "rows": summarise(runs),
+        "runs": runs,
+        "load_average": [load for document in documents for load in document["results"]["load_average"]],
+        "seconds": sum(document["results"]["seconds"] for document in documents),
+        "sources": [
+            {"name": source, "git": document["machine"].get("git"), "command": document["machine"].get("command")}
+            for source, document in zip(names, documents)
+        ],
+    }
+    print(f"wrote {write_results(name, payload, results_dir(False, False))}")
     return 0
 
 

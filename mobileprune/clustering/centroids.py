@@ -86,16 +86,34 @@ def _init_one(members: np.ndarray, k_free: int, init: str, rng: np.random.Genera
     return centers.reshape(-1)
 
 
-def nearest(groups: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid of each entry of `(members, groups)` (centroids sorted)."""
-    midpoints = (centroids[:, 1:] + centroids[:, :-1]) / 2  # (groups, k - 1)
-    return np.sum(groups[..., None] > midpoints[None], axis=-1)
+def midpoints(centroids: np.ndarray) -> np.ndarray:
+    """The nearest-centroid boundaries `(groups, k - 1)` of sorted centroids `(groups, k)`."""
+    return (centroids[:, 1:] + centroids[:, :-1]) / 2
 
 
-def snap(values: np.ndarray, centroids: np.ndarray, per_channel: bool, keep: np.ndarray | None = None) -> np.ndarray:
-    """Return `values` with each weight replaced by its nearest centroid (and pruned ones by 0)."""
+def nearest(groups: np.ndarray, centroids: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray:
+    """Index of the centroid of each entry of `(members, groups)`: the count of boundaries below it.
+
+    `bounds` (`(groups, k - 1)`, non-decreasing) defaults to the midpoints
+    (nearest centroid); `rate_bounds` gives the entropy-weighted ones.
+    """
+    limits = midpoints(centroids) if bounds is None else bounds
+    return np.sum(groups[..., None] > limits[None], axis=-1)
+
+
+def snap(
+    values: np.ndarray,
+    centroids: np.ndarray,
+    per_channel: bool,
+    keep: np.ndarray | None = None,
+    bounds: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return `values` with each weight replaced by its centroid (and pruned ones by 0).
+
+    The centroid is the nearest one, or the one `bounds` (see `nearest`) assigns.
+    """
     groups = as_groups(values, per_channel)
-    index = nearest(groups, centroids)
+    index = nearest(groups, centroids, bounds)
     snapped = np.take_along_axis(centroids.T, index, axis=0).reshape(values.shape).astype(values.dtype)
     return snapped if keep is None else np.where(keep, snapped, np.zeros((), values.dtype))
 
@@ -118,11 +136,90 @@ def reestimate(values: np.ndarray, centroids: np.ndarray, per_channel: bool, kee
     return np.sort(means, axis=-1).astype(np.float32)
 
 
-def fit_kmeans(values: np.ndarray, keep: np.ndarray | None, k: int, init: str, per_channel: bool, seed: int):
+def rate_bounds(
+    values: np.ndarray, keep: np.ndarray | None, centroids: np.ndarray, per_channel: bool, size_weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Entropy-constrained Lloyd iterations from `centroids`; return `(centroids, bounds)`, both padded to `k`.
+
+    Each weight goes to the centroid `j` that minimises `(w - c_j)^2 + lam * L_j`,
+    where `L_j = -log2(p_j)` is the bits an entropy coder (gzip, xz) spends on a
+    member of cluster `j` and `lam = size_weight * D`, `D` the group's mean
+    squared error at the start: the download shrinks by moving borderline
+    weights into the more populated neighbour (Chou, Lookabaugh and Gray's
+    entropy-constrained vector quantization, here in one dimension).
+    `size_weight=0` is plain k-means. A cluster that loses every member is
+    dropped (its slot repeats the last centroid; its boundary is +inf).
+    """
+    groups = as_groups(values, per_channel).astype(np.float64)
+    kept = None if keep is None else as_groups(keep, per_channel)
+    n_groups, k = centroids.shape
+    out_centroids = centroids.astype(np.float64).copy()
+    out_bounds = midpoints(out_centroids)
+    for column in range(n_groups):
+        members = groups[:, column] if kept is None else groups[kept[:, column], column]
+        start = np.unique(centroids[column]).astype(np.float64)
+        if members.size == 0 or start.size < 2 or size_weight <= 0:
+            continue
+        fitted, bounds = _rate_fit(members, start, size_weight)
+        pad = k - fitted.size
+        out_centroids[column] = np.concatenate([fitted, np.full(pad, fitted[-1])])
+        out_bounds[column] = np.concatenate([bounds, np.full(pad, np.finfo(np.float32).max)])
+    return out_centroids.astype(np.float32), out_bounds.astype(np.float32)
+
+
+def _rate_fit(members: np.ndarray, centroids: np.ndarray, size_weight: float, iterations: int = 30):
+    index = np.searchsorted(midpoints(centroids[None])[0], members, side="left")
+    counts = np.bincount(index, minlength=centroids.size)
+    lam = size_weight * float(np.mean((members - centroids[index]) ** 2))
+    for _ in range(iterations):
+        alive = counts > 0
+        centroids = np.bincount(index, weights=members, minlength=centroids.size)[alive] / counts[alive]
+        bits = -np.log2(counts[alive] / members.size)
+        centroids, bits = _undominated(centroids, bits, lam)
+        bounds = _bounds(centroids, bits, lam)
+        new_index = np.searchsorted(bounds, members, side="left")
+        counts = np.bincount(new_index, minlength=centroids.size)
+        if new_index.size == index.size and np.array_equal(new_index, index):
+            break
+        index = new_index
+    alive = counts > 0
+    centroids = np.bincount(index, weights=members, minlength=centroids.size)[alive] / counts[alive]
+    bits = -np.log2(counts[alive] / members.size)
+    centroids, bits = _undominated(centroids, bits, lam)
+    return centroids, _bounds(centroids, bits, lam)
+
+
+def _bounds(centroids: np.ndarray, bits: np.ndarray, lam: float) -> np.ndarray:
+    # Where (w - c_j)^2 + lam L_j = (w - c_j+1)^2 + lam L_j+1.
+    return (centroids[:-1] + centroids[1:]) / 2 + lam * (bits[1:] - bits[:-1]) / (2 * (centroids[1:] - centroids[:-1]))
+
+
+def _undominated(centroids: np.ndarray, bits: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the clusters whose interval is empty (boundaries out of order) until they are ordered."""
+    while centroids.size > 1:
+        bounds = _bounds(centroids, bits, lam)
+        crossed = np.flatnonzero(bounds[1:] <= bounds[:-1])
+        if crossed.size == 0:
+            break
+        drop = crossed[0] + 1  # the cluster between two crossed boundaries
+        centroids, bits = np.delete(centroids, drop), np.delete(bits, drop)
+    return centroids, bits
+
+
+def fit_kmeans(
+    values: np.ndarray,
+    keep: np.ndarray | None,
+    k: int,
+    init: str,
+    per_channel: bool,
+    seed: int,
+    size_weight: float = 0.0,
+):
     """Cluster a trained weight with scikit-learn's `KMeans` and return `(snapped values, centroids)`.
 
     Seeds come from `initial_centroids`; `KMeans` runs Lloyd's iterations to
-    convergence on each group's kept weights. Pruned weights stay exactly zero.
+    convergence on each group's kept weights; `size_weight > 0` then trades
+    squared error for entropy (`rate_bounds`). Pruned weights stay exactly zero.
     """
     from sklearn.cluster import KMeans
 
@@ -140,10 +237,71 @@ def fit_kmeans(values: np.ndarray, keep: np.ndarray | None, k: int, init: str, p
         centers = model.cluster_centers_.reshape(-1)
         fitted[column] = np.concatenate([centers, np.full(seeds.shape[1] - distinct, centers[-1])])
     centroids = np.sort(fitted, axis=-1).astype(np.float32)
-    return snap(values, centroids, per_channel, keep), centroids
+    if size_weight <= 0:
+        return snap(values, centroids, per_channel, keep), centroids
+    centroids, bounds = rate_bounds(values, keep, centroids, per_channel, size_weight)
+    return snap(values, centroids, per_channel, keep, bounds), centroids
 
 
 def unique_per_group(values: np.ndarray, per_channel: bool) -> int:
     """The largest number of distinct values in one group (tensor or output channel)."""
     groups = as_groups(values, per_channel)
     return max(int(np.unique(groups[:, column]).size) for column in range(groups.shape[1]))
+
+
+INT8_MAX = 127  # TFLite int8 weights: symmetric, per output channel, codes in [-127, 127]
+
+
+def channel_scales(values: np.ndarray) -> np.ndarray:
+    """The int8 scale of each output channel, `max |w| / 127`, as TFLite's converters set it (1 for all-zero)."""
+    peak = np.abs(as_groups(values, True)).max(axis=0).astype(np.float64)
+    return np.where(peak > 0, peak / INT8_MAX, 1.0)
+
+
+def int8_codes(
+    values: np.ndarray, keep: np.ndarray | None, k: int, init: str, seed: int, start: np.ndarray | None = None
+) -> np.ndarray:
+    """`k` integer codes shared by every output channel (sorted), for weights `scale_c * code`.
+
+    -127 and +127 are always codes, so each channel keeps its largest weight
+    exactly and its int8 scale does not change; the other codes (`k - 2`, one
+    fewer when zero is kept for pruned weights) are fitted by Lloyd's
+    iterations to all channels' scaled weights together, from kmeans++ or
+    linear seeds (or from `start`), and rounded to integers.
+    """
+    scaled = as_groups(values, True) / channel_scales(values)[None]
+    members = scaled.reshape(-1) if keep is None else scaled[as_groups(keep, True)]
+    free = k - 2 - (keep is not None)
+    pinned = np.array([-INT8_MAX, INT8_MAX], np.float64)
+    rng = np.random.default_rng(seed)
+    sample = members if members.size <= 200_000 else rng.choice(members, 200_000, replace=False)
+    inner = sample[np.abs(sample) < INT8_MAX]
+    if start is None:
+        codes = _init_one(inner.astype(np.float64), free, init, rng) if inner.size else np.zeros(free)
+    else:  # the previous codes (ClusterCallback's updates): a few Lloyd steps from them
+        previous = np.setdiff1d(start, pinned)
+        codes = np.concatenate([previous, np.full(free - previous.size, previous[-1] if previous.size else 0.0)])
+    for _ in range(30 if start is None else 5):
+        every = np.sort(np.concatenate([pinned, codes]))
+        index = np.searchsorted(midpoints(every[None])[0], sample, side="left")
+        sums = np.bincount(index, weights=sample, minlength=every.size)
+        counts = np.bincount(index, minlength=every.size)
+        moved = np.where(counts > 0, sums / np.maximum(counts, 1), every)
+        moved[[0, -1]] = pinned
+        if np.allclose(moved, every):
+            break
+        codes = np.delete(moved, [0, moved.size - 1])
+    codes = np.unique(np.concatenate([pinned, np.rint(codes)]))
+    return np.concatenate([codes, np.full(k - (keep is not None) - codes.size, codes[-1])])
+
+
+def fit_int8_grid(values: np.ndarray, keep: np.ndarray | None, k: int, init: str, seed: int):
+    """Cluster onto per-channel multiples of shared integer codes; return `(snapped values, centroids)`.
+
+    The centroids are `(channels, k')`: `scale_c * code`. An int8 file of the
+    result holds at most `k` distinct int8 values in the whole tensor (the
+    codes), not `k` per channel, which a compressor codes with one table.
+    """
+    codes = int8_codes(values, keep, k, init, seed)
+    centroids = (channel_scales(values)[:, None] * codes[None]).astype(np.float32)
+    return snap(values, centroids, True, keep), centroids

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from mobileprune import backend
-from mobileprune.clustering.centroids import fit_kmeans, snap, unique_per_group
+from mobileprune.clustering.centroids import fit_int8_grid, fit_kmeans, snap, unique_per_group
 from mobileprune.clustering.clusterable import check_settings, select_clusterable
 from mobileprune.clustering.snap_constraint import cluster_constraint_of, detach_cluster
 from mobileprune.pruning.strip import strip_pruning
@@ -42,6 +42,8 @@ def cluster_weights(
     layers: Sequence[Selector] | Selector | None = None,
     exclude: Sequence[Selector] | Selector | None = None,
     preserve_sparsity: bool = True,
+    size_weight: float = 0.0,
+    int8_grid: bool = False,
     seed: int = 0,
 ) -> keras.Model:
     """Replace each selected weight by the nearest of `k` k-means centroids, in place; return `model`.
@@ -54,6 +56,11 @@ def cluster_weights(
         per_channel: `k` centroids per output channel (last kernel axis).
         layers, exclude: selectors (names, classes, predicates), as in `PruneCallback`.
         preserve_sparsity: zeros (and weights masked by pruning) stay exactly 0.
+        size_weight: trade squared error for a smaller download (see
+            `ClusterCallback`); 0 is plain k-means.
+        int8_grid: per output channel, `scale_c * code` with `k` integer codes
+            shared by all channels (see `ClusterCallback`): the int8 file then
+            holds at most `k` values in the whole tensor.
         seed: seed of the kmeans++ draws.
 
     Raises:
@@ -67,12 +74,15 @@ def cluster_weights(
     mp.cluster_weights(model, k=8, per_channel=True)
     ```
     """
-    check_settings(k, init)
-    targets = select_clusterable(model, k, per_channel, layers, exclude)
+    check_settings(k, init, size_weight, int8_grid)
+    targets = select_clusterable(model, k, per_channel or int8_grid, layers, exclude)
     for target in targets:
         values = backend.read_numpy(target.variable)
         keep = _kept(target.variable, values) if preserve_sparsity else None
-        clustered, _ = fit_kmeans(values, keep, k, init, per_channel, seed)
+        if int8_grid:
+            clustered, _ = fit_int8_grid(values, keep, k, init, seed)
+        else:
+            clustered, _ = fit_kmeans(values, keep, k, init, per_channel, seed, size_weight)
         target.variable.assign(clustered)
     return model
 
@@ -106,7 +116,8 @@ def strip_clustering(model: keras.Model) -> keras.Model:
         if constraint.ready:
             values = backend.read_numpy(variable)
             centroids = np.asarray(keras.ops.convert_to_numpy(constraint.centroids), np.float32)
-            variable.assign(snap(values, centroids, constraint.per_channel, mask_of(variable)))
+            bounds = np.asarray(keras.ops.convert_to_numpy(constraint.bounds), np.float32)
+            variable.assign(snap(values, centroids, constraint.per_channel, mask_of(variable), bounds))
         clustered |= detach_cluster(variable)
     if clustered:
         backend.unbind_masks(model)

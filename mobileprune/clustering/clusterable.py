@@ -22,12 +22,18 @@ from mobileprune.sparsity_core.selection import PruneTarget, Selector, all_targe
 _CLUSTERABLE = "Dense, Conv, Embedding, RNN and attention kernels"
 
 
-def check_settings(k: int, init: str) -> None:
-    """Raise a one-line error for a cluster count below 2 or an unknown initialisation."""
+def check_settings(k: int, init: str, size_weight: float = 0.0, int8_grid: bool = False) -> None:
+    """Raise a one-line error for a cluster count below 2, an unknown initialisation or a bad size weight."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ValueError(f"k must be an integer >= 2 (the number of clusters per weight), got {k!r}; e.g. k=16.")
     if init not in INITS:
         raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}.")
+    if isinstance(size_weight, bool) or not isinstance(size_weight, (int, float)) or not 0 <= size_weight <= 10:
+        raise ValueError(f"size_weight must be a number in [0, 10] (0: plain k-means), got {size_weight!r}.")
+    if int8_grid and k < 4:
+        raise ValueError(f"int8_grid needs k >= 4 (two codes are -127 and +127, one is zero), got k={k}.")
+    if int8_grid and size_weight:
+        raise ValueError("int8_grid and size_weight cannot be combined yet; pass one of them.")
 
 
 def select_clusterable(

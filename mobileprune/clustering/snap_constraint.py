@@ -3,8 +3,10 @@
 Keras 3 optimizers apply `variable.constraint` after every update, inside the
 compiled train step; pruning's `MaskConstraint` uses that to hold zeros, and
 clustering uses it the same way. `ClusterConstraint` moves every weight a
-fraction `pull` of the way to its nearest centroid (`pull = 1`: exactly onto
-it). Centroids and `pull` are non-trainable variables that the train step
+fraction `pull` of the way to its centroid (`pull = 1`: exactly onto it): the
+centroid whose interval between two `bounds` holds the weight (the midpoints
+for the nearest centroid; entropy-weighted bounds move borderline weights into
+the more populated cluster). Centroids, bounds and `pull` are non-trainable variables that the train step
 reads as model state (`backend.bind_masks`, so JAX sees their current values);
 `ClusterCallback` changes them between steps.
 
@@ -21,6 +23,7 @@ Example:
 from mobileprune.clustering.snap_constraint import attach_cluster, cluster_constraint_of
 constraint = attach_cluster(layer.kernel, centroids_shape=(1, 16))
 constraint.centroids.assign(sorted_centroids)   # (groups, k) sorted along the last axis
+constraint.bounds.assign(bounds)                 # (groups, k - 1) non-decreasing
 constraint.pull.assign(1.0)                     # snap exactly from the next step on
 ```
 """
@@ -44,6 +47,8 @@ class ClusterConstraint(keras.constraints.Constraint):
     Args:
         centroids: non-trainable float variable `(groups, k)`, sorted along
             the last axis; `groups` is 1 or the number of output channels.
+        bounds: non-trainable float variable `(groups, k - 1)`, non-decreasing:
+            a weight above `j` of them goes to centroid `j`.
         pull: non-trainable float scalar variable in `[0, 1]`.
         inner: the constraint the variable had before, or `None`.
         owns_mask: whether clustering attached the `MaskConstraint` around
@@ -51,9 +56,15 @@ class ClusterConstraint(keras.constraints.Constraint):
     """
 
     def __init__(
-        self, centroids: keras.Variable, pull: keras.Variable, inner: Callable | None = None, owns_mask: bool = False
+        self,
+        centroids: keras.Variable,
+        bounds: keras.Variable,
+        pull: keras.Variable,
+        inner: Callable | None = None,
+        owns_mask: bool = False,
     ):
         self.centroids = centroids
+        self.bounds = bounds
         self.pull = pull
         self.inner = inner
         self.owns_mask = owns_mask
@@ -68,8 +79,9 @@ class ClusterConstraint(keras.constraints.Constraint):
             weight = self.inner(weight)
         weight = ops.convert_to_tensor(weight)
         centroids = ops.cast(ops.convert_to_tensor(backend.mask_value(self.centroids)), weight.dtype)
+        bounds = ops.cast(ops.convert_to_tensor(backend.mask_value(self.bounds)), weight.dtype)
         pull = ops.cast(ops.convert_to_tensor(backend.mask_value(self.pull)), weight.dtype)
-        snapped = snap_tensor(weight, centroids)
+        snapped = snap_tensor(weight, centroids, bounds)
         # `pull == 1` returns the centroid itself: w + 1 * (c - w) is not always c in floating point.
         return ops.where(pull >= 1, snapped, weight + pull * (snapped - weight))
 
@@ -78,19 +90,21 @@ class ClusterConstraint(keras.constraints.Constraint):
         return {}
 
 
-def snap_tensor(weight: Any, centroids: Any) -> Any:
-    """Replace each entry of `weight` by its nearest centroid (backend ops, any Keras backend).
+def snap_tensor(weight: Any, centroids: Any, bounds: Any = None) -> Any:
+    """Replace each entry of `weight` by its centroid (backend ops, any Keras backend).
 
     `centroids` is `(groups, k)`, sorted; `groups == 1` for one set per
-    tensor, else one set per entry of the last axis.
+    tensor, else one set per entry of the last axis. `bounds` `(groups, k - 1)`
+    picks the centroid (see `ClusterConstraint`); `None`: the nearest one.
     """
     groups, k = int(centroids.shape[0]), int(centroids.shape[1])
-    midpoints = (centroids[:, 1:] + centroids[:, :-1]) / 2
-    # One comparison per midpoint: (..., groups, k - 1), summed to the index of the nearest centroid.
+    if bounds is None:
+        bounds = (centroids[:, 1:] + centroids[:, :-1]) / 2
+    # One comparison per boundary: (..., groups, k - 1), summed to the index of the centroid.
     if groups == 1:
-        index = ops.sum(ops.cast(ops.expand_dims(weight, -1) > midpoints[0], "int32"), axis=-1)
+        index = ops.sum(ops.cast(ops.expand_dims(weight, -1) > bounds[0], "int32"), axis=-1)
         return ops.take(centroids[0], index)
-    index = ops.sum(ops.cast(ops.expand_dims(weight, -1) > midpoints, "int32"), axis=-1)
+    index = ops.sum(ops.cast(ops.expand_dims(weight, -1) > bounds, "int32"), axis=-1)
     offsets = ops.arange(groups, dtype="int32") * k
     return ops.take(ops.reshape(centroids, (-1,)), index + offsets)
 
@@ -106,7 +120,7 @@ def cluster_constraint_of(variable: keras.Variable) -> ClusterConstraint | None:
 def attach_cluster(variable: keras.Variable, centroids_shape: tuple[int, int]) -> ClusterConstraint:
     """Give `variable` a cluster constraint (reusing one of the same shape) and return it.
 
-    The new centroids start at zero and `pull` at 0, so the constraint changes
+    The new centroids and bounds start at zero and `pull` at 0, so the constraint changes
     nothing until the caller sets them. The variables are created by the
     caller's strategy scope and are not tracked by any layer (never saved).
     """
@@ -117,8 +131,10 @@ def attach_cluster(variable: keras.Variable, centroids_shape: tuple[int, int]) -
     inner = mask.inner if mask is not None else variable.constraint
     if isinstance(inner, ClusterConstraint):
         inner = inner.inner
+    groups, k = centroids_shape
     constraint = ClusterConstraint(
         keras.Variable(np.zeros(centroids_shape, np.float32), trainable=False, name=f"{variable.name}_centroids"),
+        keras.Variable(np.zeros((groups, k - 1), np.float32), trainable=False, name=f"{variable.name}_bounds"),
         keras.Variable(np.float32(0.0), trainable=False, name=f"{variable.name}_pull"),
         inner=inner,
     )

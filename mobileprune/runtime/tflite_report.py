@@ -86,7 +86,8 @@ class TensorInfo:
         unique_values: distinct stored values of a constant (a clustered
             weight has at most ``k``), else ``None``.
         channel_unique_values: most distinct values in one output channel
-            (the quantized dimension if per-channel quantized, else axis 0:
+            (the quantized dimension if per-channel quantized, else the last
+            axis of a DEPTHWISE_CONV_2D filter and axis 0 of any other:
             FULLY_CONNECTED's and CONV_2D's output channel); ``None`` when
             not a dense constant of rank >= 2.
     """
@@ -292,14 +293,16 @@ def _parse(name: str, content: bytes) -> TfliteReport:
     outputs: list[TensorInfo] = []
     for subgraph_index in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(subgraph_index)
-        graph_tensors = [
-            _tensor_info(subgraph.Tensors(i), i, subgraph_index, buffers) for i in range(subgraph.TensorsLength())
-        ]
         graph_ops = [subgraph.Operators(i) for i in range(subgraph.OperatorsLength())]
         producers = {}
         for op in graph_ops:
             for output in _indices(op.OutputsAsNumpy()):
                 producers[output] = op
+        channel_last = _depthwise_filters(graph_ops, op_names, producers)
+        graph_tensors = [
+            _tensor_info(subgraph.Tensors(i), i, subgraph_index, buffers, i in channel_last)
+            for i in range(subgraph.TensorsLength())
+        ]
         for op_index, op in enumerate(graph_ops):
             ops.append(_op_info(op, op_index, subgraph_index, op_names, graph_tensors, producers))
         tensors.extend(graph_tensors)
@@ -349,7 +352,25 @@ def _op_name(code: Any) -> str:
     return BUILTIN_OPCODE2NAME.get(builtin, f"BUILTIN_{builtin}")
 
 
-def _tensor_info(tensor: Any, index: int, subgraph: int, buffers: list[np.ndarray]) -> TensorInfo:
+def _depthwise_filters(graph_ops: list, op_names: list[str], producers: dict[int, Any]) -> set[int]:
+    """Tensors whose output channel is the LAST axis: DEPTHWISE_CONV_2D filters `(1, kh, kw, C)`.
+
+    A filter stored in another type and DEQUANTIZEd at load (float16, weight-only int8) counts too.
+    """
+    filters = set()
+    for op in graph_ops:
+        inputs = _indices(op.InputsAsNumpy())
+        if op_names[int(op.OpcodeIndex())] == "DEPTHWISE_CONV_2D" and len(inputs) > 1 and inputs[1] >= 0:
+            filters.add(inputs[1])
+            producer = producers.get(inputs[1])
+            if producer is not None and op_names[int(producer.OpcodeIndex())] == "DEQUANTIZE":
+                filters.update(i for i in _indices(producer.InputsAsNumpy()) if i >= 0)
+    return filters
+
+
+def _tensor_info(
+    tensor: Any, index: int, subgraph: int, buffers: list[np.ndarray], channel_last: bool = False
+) -> TensorInfo:
     type_name, numpy_dtype, bits = _TENSOR_TYPES.get(int(tensor.Type()), (f"type{tensor.Type()}", None, 0))
     shape = tuple(_indices(tensor.ShapeAsNumpy()))
     elements = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -360,7 +381,7 @@ def _tensor_info(tensor: Any, index: int, subgraph: int, buffers: list[np.ndarra
     zeros = _count_zeros(data, type_name, numpy_dtype, elements, sparse) if is_constant else None
     scale, zero_point = _quantization(tensor.Quantization())
     unique, channel_unique = (
-        _count_unique(data, type_name, numpy_dtype, elements, shape, sparse, tensor.Quantization())
+        _count_unique(data, type_name, numpy_dtype, elements, shape, sparse, tensor.Quantization(), channel_last)
         if is_constant
         else (None, None)
     )
@@ -404,9 +425,20 @@ def _count_zeros(data: np.ndarray, type_name: str, numpy_dtype: str | None, elem
 
 
 def _count_unique(
-    data: np.ndarray, type_name: str, numpy_dtype: str | None, elements: int, shape: tuple, sparse: bool, params: Any
+    data: np.ndarray,
+    type_name: str,
+    numpy_dtype: str | None,
+    elements: int,
+    shape: tuple,
+    sparse: bool,
+    params: Any,
+    channel_last: bool = False,
 ) -> tuple[int | None, int | None]:
-    """Distinct values of a constant, and the most in one output channel (clustered weights)."""
+    """Distinct values of a constant, and the most in one output channel (clustered weights).
+
+    The output channel is the quantized dimension of a per-channel quantized
+    tensor, else the last axis of a depthwise filter (`channel_last`), else axis 0.
+    """
     if numpy_dtype is None or type_name in ("int4", "bfloat16"):
         return None, None
     itemsize = np.dtype(numpy_dtype).itemsize
@@ -415,7 +447,9 @@ def _count_unique(
         return int(np.unique(values).size + (values.size < elements and not np.any(values == 0))), None
     if values.size != elements or len(shape) < 2:
         return int(np.unique(values).size), None
-    axis = int(params.QuantizedDimension()) if params is not None and len(_quantization(params)[0]) > 1 else 0
+    axis = len(shape) - 1 if channel_last else 0
+    if params is not None and len(_quantization(params)[0]) > 1:
+        axis = int(params.QuantizedDimension())
     # Sorting each channel once: distinct values are the places where a sorted row changes.
     rows = np.sort(np.moveaxis(values.reshape(shape), axis, 0).reshape(shape[axis], -1), axis=1)
     per_row = 1 + np.count_nonzero(rows[:, 1:] != rows[:, :-1], axis=1) if rows.shape[1] else np.zeros(1, int)

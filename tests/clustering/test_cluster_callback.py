@@ -103,6 +103,8 @@ def test_cluster_weights_after_training(images):
         ({"k": 80}, "conv/kernel has 72 weights in all, fewer than k=80 clusters; use k <= 72"),
         ({"k": 16, "per_channel": True}, "conv/kernel has 9 weights per output channel, fewer than k=16"),
         ({"k": 4, "layers": ["bn"]}, "layer 'bn' (BatchNormalization) has no clusterable weight"),
+        ({"k": 4, "size_weight": -1.0}, "size_weight must be a number in [0, 10]"),
+        ({"k": 3, "int8_grid": True}, "int8_grid needs k >= 4"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(images, kwargs, message):
@@ -133,3 +135,75 @@ def test_a_second_fit_that_adds_clustering_to_a_pruned_model_retraces_the_step(i
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[prune, cluster])
     for name, kernel in kernels(model).items():  # snapped by the train step itself, before any strip
         assert _unique(kernel) <= 3 and np.count_nonzero(kernel == 0) == round(0.5 * kernel.size), name
+
+
+def _record_values(variable):
+    """A callback that keeps the distinct values of `variable` after every train step."""
+    import keras
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.model  # noqa: B018  (the JAX trainer puts its live state back into the variables)
+            self.seen.append(np.unique(keras.ops.convert_to_numpy(variable)))
+
+    return Record()
+
+
+def test_a_finished_callback_keeps_its_centroids_in_a_later_fit(images):
+    import keras
+
+    import mobileprune as mp
+    from mobileprune.clustering.snap_constraint import cluster_constraint_of
+
+    x, y = images
+    model = tiny_cnn()
+    kernel = model.get_layer("logits").kernel
+    cluster = mp.ClusterCallback(k=4, update_every=2)  # end_step: three quarters of the first fit (step 9)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[cluster])
+    final = np.array(keras.ops.convert_to_numpy(cluster_constraint_of(kernel).centroids))
+    record = _record_values(kernel)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[cluster, record])  # 6 more steps
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(cluster_constraint_of(kernel).centroids), final)
+    for values in record.seen:  # every step of the later fit keeps every weight on one of the final centroids
+        assert np.isin(values, final).all()
+
+
+def test_a_fit_that_starts_past_end_step_clusters_at_its_first_step(images):
+
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # 6 optimizer steps
+    kernel = model.get_layer("logits").kernel
+    record = _record_values(kernel)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[mp.ClusterCallback(k=4, end_step=3), record])
+    assert max(values.size for values in record.seen) <= 4
+
+
+def _bits(values: np.ndarray) -> float:
+    _, counts = np.unique(values, return_counts=True)
+    shares = counts / counts.sum()
+    return float(-(shares * np.log2(shares)).sum())
+
+
+def test_size_weight_in_fit_and_after_training_spends_fewer_bits(images):
+    import mobileprune as mp
+
+    x, y = images
+    bits = {}
+    for size_weight in (0.0, 2.0):
+        model = tiny_cnn()
+        callback = mp.ClusterCallback(k=6, update_every=2, end_step=6, size_weight=size_weight)
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])
+        mp.strip_clustering(model)
+        logits = kernels(model)["logits"]
+        assert len(np.unique(logits)) <= 6
+        oneshot = kernels(mp.cluster_weights(tiny_cnn(), k=6, size_weight=size_weight))["logits"]
+        bits[size_weight] = (_bits(logits), _bits(oneshot))
+    # The entropy-weighted assignment moves borderline weights into the fuller clusters: fewer bits per weight.
+    assert bits[2.0][0] < bits[0.0][0] and bits[2.0][1] < bits[0.0][1], bits

@@ -66,3 +66,42 @@ def test_inspect_command_lists_unique_values(clustered, tmp_path):
     kernels = [t for t in json.loads(completed.stdout)["tensors"] if t["elements"] in (72, 512)]
     assert len(kernels) == 2 and all(2 <= t["unique_values"] <= 4 for t in kernels)
     assert "unique" in run_mobileprune("inspect", path).stdout
+
+
+@pytest.mark.tensorflow_only  # the read-back is of the file: one backend is enough
+@pytest.mark.parametrize("quantize", [None, "float16"])
+def test_depthwise_filter_values_are_counted_per_output_channel(tmp_path, quantize):
+    import keras
+
+    import mobileprune as mp
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.DepthwiseConv2D(3, name="dw")])
+    kernel = model.get_layer("dw").kernel  # (3, 3, 4, 1): output channel c is kernel[..., c, 0]
+    signs = np.where(np.arange(9).reshape(3, 3, 1, 1) % 2 == 0, 1.0, -1.0)
+    kernel.assign((signs * (1 + np.arange(4)).reshape(1, 1, 4, 1) / 8).astype("float32"))  # 2 values a channel
+    path = mp.export_tflite(model, tmp_path / "dw.tflite", quantize=quantize).path
+    (filter_,) = [t for t in mp.inspect_tflite(path).tensors if t.is_constant and t.shape == (1, 3, 3, 4)]
+    assert filter_.unique_values == 8  # 4 channels x 2 values
+    assert filter_.channel_unique_values == 2  # counted along the last axis, TFLite's depthwise channel
+
+
+# The one-shot path is NumPy (one backend is enough); the callback's runs in the train step of each backend.
+@pytest.mark.parametrize("oneshot", [False, pytest.param(True, marks=pytest.mark.tensorflow_only)])
+def test_int8_grid_leaves_k_int8_values_in_the_whole_tensor(images, tmp_path, oneshot):
+    import mobileprune as mp
+
+    x, y = images
+    model = tiny_cnn()
+    if oneshot:
+        mp.cluster_weights(model, k=5, int8_grid=True)
+    else:
+        model.fit(
+            x, y, batch_size=16, epochs=2, verbose=0, callbacks=[mp.ClusterCallback(k=5, int8_grid=True, end_step=4)]
+        )
+        mp.strip_clustering(model)
+    result = mp.export_tflite(model, tmp_path / "g.tflite", quantize="int8", representative_data=x, sparse=False)
+    kernels = [t for t in result.weight_tensors if t.elements in (72, 512)]
+    assert len(kernels) == 2 and all(len(t.scale) > 1 for t in kernels)  # per-channel int8 scales
+    for tensor in kernels:
+        assert tensor.unique_values <= 5  # the same 5 integers in every channel, not 5 per channel
