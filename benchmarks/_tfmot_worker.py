@@ -305,28 +305,32 @@ def _check_same_start(dense, pruned) -> None:
                 raise RuntimeError(f"pruned model starts from different weights at {key}")
 
 
-class _StepTimer:
-    """Factory for a tf-keras callback timing one epoch and each of its steps (tf_keras is child-only)."""
+def step_timer(keras_module):
+    """A callback of ``keras_module`` (``keras`` or ``tf_keras``) timing the last epoch and each of its steps.
 
-    def __new__(cls, tf_keras):
-        class StepTimer(tf_keras.callbacks.Callback):
-            seconds = float("nan")
-            step_seconds: list[float] = []
+    ``seconds`` is the wall time of the last epoch, ``step_seconds`` the time of each of its steps,
+    from ``on_train_batch_begin`` to ``on_train_batch_end``. Built on call: tf_keras exists only in the
+    tfmot child, Keras 3 only in the parent.
+    """
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self.step_seconds = []
-                self._start = time.perf_counter()
+    class StepTimer(keras_module.callbacks.Callback):
+        seconds = float("nan")
+        step_seconds: list[float] = []
 
-            def on_train_batch_begin(self, batch, logs=None):
-                self._step_start = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self.step_seconds = []
+            self._start = time.perf_counter()
 
-            def on_train_batch_end(self, batch, logs=None):
-                self.step_seconds.append(time.perf_counter() - self._step_start)
+        def on_train_batch_begin(self, batch, logs=None):
+            self._step_start = time.perf_counter()
 
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds = time.perf_counter() - self._start
+        def on_train_batch_end(self, batch, logs=None):
+            self.step_seconds.append(time.perf_counter() - self._step_start)
 
-        return StepTimer()
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self._start
+
+    return StepTimer()
 
 
 class _EpochTimer:
@@ -469,7 +473,7 @@ def _qat(spec: dict[str, Any]) -> dict[str, Any]:
                 loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"],
             )
-        timer = _StepTimer(tf_keras)
+        timer = step_timer(tf_keras)
         times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
         steps: dict[str, list[float]] = {name: [] for name, _, _ in runs}
         tf.random.set_seed(spec["seed"])

@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
-from benchmarks._tfmot_worker import cifar_cnn, run_tfmot
+from benchmarks._tfmot_worker import cifar_cnn, run_tfmot, step_timer
 
 OVERHEAD_TARGET = 1.05
 PRUNED_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "dense1", "logits")
@@ -102,24 +101,7 @@ class EpochTimer:
     def __new__(cls):
         import keras
 
-        class _EpochTimer(keras.callbacks.Callback):
-            seconds = float("nan")
-            step_seconds: list[float] = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self.step_seconds = []
-                self._start = time.perf_counter()
-
-            def on_train_batch_begin(self, batch, logs=None):
-                self._step_start = time.perf_counter()
-
-            def on_train_batch_end(self, batch, logs=None):
-                self.step_seconds.append(time.perf_counter() - self._step_start)
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds = time.perf_counter() - self._start
-
-        return _EpochTimer()
+        return step_timer(keras)
 
 
 def compile_classifier(model, learning_rate: float = 1e-3):
