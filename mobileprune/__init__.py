@@ -71,6 +71,9 @@ _LAZY = {
     # latency budgets
     "build_latency_table": "mobileprune.latency.table",
     "LatencyTable": "mobileprune.latency.table",
+    "write_table_manifest": "mobileprune.latency.table_targets",
+    "table_from_result": "mobileprune.latency.table_targets",
+    "measure_emulated": "mobileprune.latency.table_targets",
     "prune_to_latency": "mobileprune.latency.allocate",
     "LatencyAllocation": "mobileprune.latency.allocate",
     "LatencyBudgetCallback": "mobileprune.latency.allocate",

@@ -18,6 +18,7 @@ _MODULES = [
     "mobileprune.runtime.inputs",
     "mobileprune.runtime.benchmark",
     "mobileprune.runtime.tflite_report",
+    "mobileprune.runtime.table_runner",
     "mobileprune.cli._output",
     "mobileprune.cli.bench",
     "mobileprune.cli.inspect_command",
