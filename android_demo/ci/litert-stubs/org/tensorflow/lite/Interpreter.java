@@ -1,6 +1,7 @@
 package org.tensorflow.lite;
 
 import java.nio.ByteBuffer;
+import java.util.Map;
 
 /**
  * Stand-in for LiteRT's {@code Interpreter}: runs a {@code .tflite} model held in a direct
@@ -28,6 +29,19 @@ public final class Interpreter implements AutoCloseable {
 
     /** Runs one inference; {@code input} and {@code output} are buffers or arrays. */
     public void run(Object input, Object output) {
+        throw new UnsupportedOperationException(STUB_MESSAGE);
+    }
+
+    public int getInputTensorCount() {
+        throw new UnsupportedOperationException(STUB_MESSAGE);
+    }
+
+    public int getOutputTensorCount() {
+        throw new UnsupportedOperationException(STUB_MESSAGE);
+    }
+
+    /** Runs one inference of a model with several inputs; outputs maps output index -> buffer. */
+    public void runForMultipleInputsOutputs(Object[] inputs, Map<Integer, Object> outputs) {
         throw new UnsupportedOperationException(STUB_MESSAGE);
     }
 

@@ -8,6 +8,9 @@ public interface Tensor {
     /** Dimensions of the tensor. */
     int[] shape();
 
+    /** Size of the tensor's data in bytes. */
+    int numBytes();
+
     /** Scale and zero point of a quantized tensor (both 0 when it is not quantized). */
     QuantizationParams quantizationParams();
 

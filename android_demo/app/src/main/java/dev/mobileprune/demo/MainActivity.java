@@ -16,8 +16,15 @@ import dev.mobileprune.demo.core.DemoAssets;
 import dev.mobileprune.demo.core.ModelManifest;
 import dev.mobileprune.demo.core.ModelResult;
 import dev.mobileprune.demo.core.ResultTable;
+import dev.mobileprune.demo.core.TableManifest;
+import dev.mobileprune.demo.core.TableResult;
+import dev.mobileprune.demo.core.TableTimer;
+import java.io.File;
+import java.io.FileInputStream;
+import java.io.FileOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.OutputStream;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -31,6 +38,11 @@ import org.tensorflow.lite.TensorFlowLite;
  *
  * <p>Measuring happens on one background thread; the table is also written to Logcat (tag
  * {@code mobileprune}) so results can be collected with {@code adb logcat -s mobileprune}.
+ *
+ * <p>Table mode (the "Table" button, or {@code adb shell am start -n
+ * dev.mobileprune.demo/.MainActivity --ez table true}) times the configurations of a latency-table
+ * manifest ({@code files/table/} when pushed there, else the {@code table/} assets folder) and writes
+ * {@code files/latency_result.json} for {@code mobileprune latency-table --from-device}.
  */
 public class MainActivity extends Activity {
     private static final String TAG = "mobileprune";
@@ -38,6 +50,7 @@ public class MainActivity extends Activity {
     private final ExecutorService worker = Executors.newSingleThreadExecutor();
     private RadioGroup threads;
     private Button run;
+    private Button tableMode;
     private TextView status;
     private TableLayout table;
 
@@ -50,6 +63,16 @@ public class MainActivity extends Activity {
         run = (Button) findViewById(R.id.run);
         status = (TextView) findViewById(R.id.status);
         table = (TableLayout) findViewById(R.id.results);
+        tableMode = (Button) findViewById(R.id.table_mode);
+        tableMode.setOnClickListener(new View.OnClickListener() {
+            @Override
+            public void onClick(View view) {
+                startTableMode();
+            }
+        });
+        if (getIntent().getBooleanExtra("table", false)) {
+            startTableMode();
+        }
         run.setOnClickListener(new View.OnClickListener() {
             @Override
             public void onClick(View view) {
@@ -111,6 +134,83 @@ public class MainActivity extends Activity {
             results.add(ModelBench.measure(assets, model, demo.samples, threadCount));
         }
         return results;
+    }
+
+    private void startTableMode() {
+        run.setEnabled(false);
+        tableMode.setEnabled(false);
+        status.setText(R.string.running);
+        worker.execute(new Runnable() {
+            @Override
+            public void run() {
+                String message;
+                try {
+                    message = measureTable();
+                    Log.i(TAG, message);
+                } catch (IOException | RuntimeException error) {
+                    Log.e(TAG, "table mode failed", error);
+                    message = "Error: " + error.getMessage();
+                }
+                final String text = message;
+                runOnUiThread(new Runnable() {
+                    @Override
+                    public void run() {
+                        status.setText(text);
+                        run.setEnabled(true);
+                        tableMode.setEnabled(true);
+                    }
+                });
+            }
+        });
+    }
+
+    /** Runs on the worker thread: time the manifest's models, write the result JSON. */
+    private String measureTable() throws IOException {
+        File files = getExternalFilesDir(null);
+        if (files == null) {
+            throw new IOException("no external files folder to write the result to");
+        }
+        final File pushed = new File(files, TableManifest.FOLDER);
+        final AssetManager assets = getAssets();
+        AssetSource source = new File(pushed, TableManifest.FILE_NAME).isFile() ? new AssetSource() {
+            @Override
+            public String[] list() {
+                String[] names = pushed.list();
+                return names == null ? new String[0] : names;
+            }
+
+            @Override
+            public InputStream open(String name) throws IOException {
+                return new FileInputStream(new File(pushed, name));
+            }
+        } : new AssetSource() {
+            @Override
+            public String[] list() throws IOException {
+                return assets.list(TableManifest.FOLDER);
+            }
+
+            @Override
+            public InputStream open(String name) throws IOException {
+                return assets.open(TableManifest.FOLDER + "/" + name);
+            }
+        };
+        String json = TableBench.measure(source, new TableTimer.Progress() {
+            @Override
+            public void step(int done, int total) {
+                postStatus(String.format(Locale.US, "Timing the table: %d/%d", done, total));
+            }
+        });
+        // Written to a temporary file first, so an interrupted write leaves the old result whole.
+        File result = new File(files, TableResult.FILE_NAME);
+        File partial = new File(files, TableResult.FILE_NAME + ".partial");
+        try (OutputStream out = new FileOutputStream(partial)) {
+            out.write(json.getBytes("UTF-8"));
+        }
+        if (!partial.renameTo(result)) {
+            throw new IOException("could not write " + result);
+        }
+        return "Wrote " + result + "; import it with mobileprune latency-table MODEL.keras "
+                + "--android-assets DIR --from-device latency_result.json --out table.json";
     }
 
     private void postStatus(final String text) {
