@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/arm64/setup.sh            # idempotent; ~60 MB under $MOBILEPRUNE_ARM64_HOME
 #   benchmarks/arm64/python -m mobileprune bench model.tflite
+#   mobileprune latency-table model.keras --target emulated-aarch64 --out emulated.json   # a latency table timed here
 #
 # What it does (each step is skipped when already done):
 #   1. installs qemu-user-static from Debian (host package; no binfmt registration needed),
