@@ -109,7 +109,7 @@ def check_manifest(document: Any, name: str = "<manifest>") -> None:
             raise ManifestError(f"{name}: models[{index}] needs non-empty string name, file and key; {fix}")
         if entry["role"] not in ROLES or not isinstance(entry["what"], str):
             raise ManifestError(f"{name}: models[{index}] has role {entry['role']!r}, expected one of {ROLES}; {fix}")
-        if "/" in entry["file"] or "\\" in entry["file"] or entry["file"].startswith("."):
+        if any(c in entry["file"] for c in "/\\\0") or entry["file"].startswith("."):
             raise ManifestError(f"{name}: models[{index}] file {entry['file']!r} must be a plain file name; {fix}")
         if entry["name"] in seen:
             raise ManifestError(f"{name}: model name {entry['name']!r} appears twice; {fix}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import shutil
 import types
 
@@ -178,3 +179,43 @@ def _bad_result_fields(manifest):
         [],
     ):
         yield "rounds", rounds
+
+
+def test_random_corruptions_of_the_files_raise_only_the_one_line_error(folder):
+    """Byte flips, deletions and truncations of a valid manifest and result: ManifestError or a valid file, never a crash."""
+    manifest_text = (folder / MANIFEST_NAME).read_text()
+    manifest = load_manifest(folder)
+    result = {
+        "format": table_runner.RESULT_FORMAT,
+        "version": 1,
+        "manifest": manifest["id"],
+        "target": "android",
+        "clock": "cpu",
+        "threads": 1,
+        "runtime": {},
+        "machine": {},
+        "rounds": {"a": [0.5], "b": [0.25], "empty": [0.0]},
+    }
+    result_text = json.dumps(result)
+    rng = random.Random(0)
+    for index in range(300):
+        target = folder / (MANIFEST_NAME if index % 2 == 0 else "result.json")
+        text = _corrupt(manifest_text if index % 2 == 0 else result_text, rng)
+        target.write_text(text)
+        try:
+            load_manifest(folder) if index % 2 == 0 else table_runner.load_result(target, manifest)
+        except ManifestError as error:
+            assert "\n" not in str(error)
+    (folder / MANIFEST_NAME).write_text(manifest_text)
+
+
+def _corrupt(text: str, rng: random.Random) -> str:
+    position = rng.randrange(len(text))
+    kind = rng.choice(("flip", "delete", "truncate", "insert"))
+    if kind == "flip":
+        return text[:position] + rng.choice('{}[]",:-0123456789.eE nulltrueNaN\x00\\') + text[position + 1 :]
+    if kind == "delete":
+        return text[:position] + text[position + rng.randint(1, 20) :]
+    if kind == "truncate":
+        return text[:position]
+    return text[:position] + rng.choice(("-1", "1e999", "null", '"x"', "[]", "{}", ",")) + text[position:]

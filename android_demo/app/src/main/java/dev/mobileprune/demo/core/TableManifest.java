@@ -129,7 +129,7 @@ public final class TableManifest {
             if (!(entry.get("what") instanceof String)) {
                 throw fail("models[" + out.size() + "] field \"what\" must be a string");
             }
-            if (file.contains("/") || file.contains("\\") || file.startsWith(".")) {
+            if (file.contains("/") || file.contains("\\") || file.indexOf(0) >= 0 || file.startsWith(".")) {
                 throw fail("models[" + out.size() + "] file " + file + " must be a plain file name");
             }
             if (!Arrays.asList("config", "overhead", "dense", "half").contains(role)) {
