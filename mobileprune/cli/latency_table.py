@@ -211,7 +211,7 @@ def _check_table_target(table, args: argparse.Namespace) -> None:
     from mobileprune.latency.table import TableError
     from mobileprune.latency.table_targets import EMULATED, HOST, table_target
 
-    wanted = {"host": HOST, "emulated-aarch64": EMULATED}.get(_target(args))
+    wanted = {"host": HOST, "emulated-aarch64": EMULATED, "android-assets": "android"}.get(_target(args))
     if wanted is not None and table_target(table) != wanted:
         raise TableError(
             f"{args.out} was measured on {table_target(table)!r}, not {wanted!r}; write this target's table "

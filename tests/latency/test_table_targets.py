@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import pytest
 
@@ -135,3 +136,15 @@ def test_a_bad_device_result_keeps_the_table(written, tmp_path, capsys):
     assert main([*command, "--from-device", str(tmp_path / "bad.json"), "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "rounds['latency_0000']" in error and not out.exists()
+
+
+def test_measure_emulated_runs_the_runner_in_the_given_python(written, tmp_path):
+    """A stand-in for benchmarks/arm64/python (this Python): the runner's result comes back labelled as emulated."""
+    root, _ = written
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    fake.chmod(0o755)
+    result = measure_emulated(root / "assets", python=fake)
+    assert result["target"] == "emulated-aarch64" and "emulator" in result["machine"]
+    table = table_from_result(root / "assets", result, tiny_cnn(8))
+    assert table_target(table) == "emulated-aarch64" and table.predict_model(tiny_cnn(8)) > 0
