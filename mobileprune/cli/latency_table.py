@@ -231,10 +231,15 @@ def _build_elsewhere(args: argparse.Namespace, model, *, table, progress, clock,
         manifest = write_table_manifest(
             model, args.android_assets, table=table, clock=clock, progress=progress, **options
         )
-        print(
-            f"{args.android_assets}: {len(manifest['models'])} models and latency_manifest.json for the app's table "
-            "mode; see the README's latency section for running it and importing latency_result.json"
-        )
+        if args.json:
+            _output.print_json(
+                {"android_assets": args.android_assets, "models": len(manifest["models"]), "manifest": manifest["id"]}
+            )
+        else:
+            print(
+                f"{args.android_assets}: {len(manifest['models'])} models and latency_manifest.json for the app's "
+                "table mode; see the README's latency section for running it and importing latency_result.json"
+            )
         return None
     with tempfile.TemporaryDirectory(prefix="latency-table-") as folder:
         write_table_manifest(model, folder, table=table, clock=clock, progress=progress, **options)

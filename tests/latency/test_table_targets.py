@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import sys
 
@@ -31,7 +33,11 @@ def written(tmp_path_factory):
     """The CLI's --android-assets folder for tiny_cnn(8), and a host run of it standing in for the phone's result."""
     root = tmp_path_factory.mktemp("table_targets")
     tiny_cnn(8).save(root / "tiny.keras")
-    assert main(["latency-table", str(root / "tiny.keras"), *GRID, "--android-assets", str(root / "assets")]) == 0
+    command = ["latency-table", str(root / "tiny.keras"), *GRID, "--android-assets", str(root / "assets"), "--json"]
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(command) == 0
+    summary = json.loads(printed.getvalue())
+    assert summary["manifest"] == json.loads((root / "assets" / MANIFEST_NAME).read_text())["id"]
     result = time_manifest(root / "assets", target="android")
     write_json(result, root / "result.json")
     return root, result

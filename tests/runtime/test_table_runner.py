@@ -166,6 +166,7 @@ def _bad_result_fields(manifest):
     yield "manifest", "0" * 16
     yield "target", " "
     yield "clock", "wall-ish"
+    yield "clock", "wall"  # valid, but not the manifest's clock
     yield "threads", 2
     yield "runtime", []
     for rounds in (
