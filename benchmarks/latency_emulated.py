@@ -24,6 +24,7 @@ Run from the repository root (after ``bash benchmarks/arm64/setup.sh``):
 ```
 python -m benchmarks.latency_emulated                  # digits CNN, float32 and int8: results/latency_emulated.json
 python -m benchmarks.latency_emulated --quick          # float32, 1 round, levels 2 (smoke run, temp dir)
+python -m benchmarks.latency_emulated --model mobilenetv2 --size 32 --dtypes float32   # ..._mobilenetv2_32.json
 ```
 """
 
@@ -189,7 +190,7 @@ def main(argv=None) -> int:
         rows,
         columns,
     )
-    name = "latency_emulated" if args.model == "digits" else f"latency_emulated_{args.model}{args.size}"
+    name = "latency_emulated" if args.model == "digits" else f"latency_emulated_{args.model}_{args.size}"
     write_results(
         name,
         {
