@@ -496,7 +496,10 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
         begin_step, end_step: the steps (batches) over which the budget falls.
         frequency: steps between re-allocations.
         importance: a criterion of ``mask_channels``.
-        data: ``(x, y)`` for ``importance="taylor"``.
+        data: ``(x, y)`` for ``importance="taylor"`` and ``objective="loss"``.
+        objective: ``"importance"`` or ``"loss"`` (see ``prune_to_latency``; the loss curves are measured
+            again at every re-allocation, on the current weights).
+        loss: loss for ``"taylor"`` and ``objective="loss"`` (default: the compiled loss).
 
     Example:
 
@@ -516,9 +519,16 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
         frequency: int = 100,
         importance="l2",
         data=None,
+        objective: str = "importance",
+        loss=None,
     ):
         super().__init__()
         self.table = _checked(budget_ms, table)
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if objective == "loss" and data is None:
+            raise ValueError("objective='loss' needs data=(x, y) arrays to measure the loss of each cut on")
+        self.objective, self.loss = objective, loss
         if not (0 <= begin_step < end_step) or frequency < 1:
             raise ValueError(
                 f"need 0 <= begin_step < end_step and frequency >= 1, got {begin_step}, {end_step}, {frequency}"
@@ -548,9 +558,12 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
         due = self.begin_step <= self.step <= self.end_step and (self.step - self.begin_step) % self.frequency == 0
         if due or (self.step >= self.end_step and self.report is None):
             backend.sync_training_state(self.model)
-            scores = unit_scores(self.model, self._graph, self.importance, self.data)
+            scores = unit_scores(self.model, self._graph, self.importance, self.data, self.loss)
+            curves = None
+            if self.objective == "loss":
+                curves = loss_curves(self.model, self._graph, scores, self.data, self.loss, self.table.step)
             try:
-                self.report = allocate(self._sites, self.table, scores, self.current_budget())
+                self.report = allocate(self._sites, self.table, scores, self.current_budget(), curves=curves)
             except ValueError as error:
                 raise TableError(str(error)) from None
             self._keeps = apply_widths(self._graph, scores, self.report.widths)

@@ -217,3 +217,18 @@ def test_prune_to_latency_with_the_loss_objective_needs_data_and_meets_the_budge
     small, report = mp.prune_to_latency(model, budget, table=table, data=_digits_like_data(), objective="loss")
     assert report.predicted_ms <= budget
     assert {g.name: g.size for g in mp.channel_groups(small)} == report.widths
+
+
+def test_callback_with_the_loss_objective_meets_the_budget_and_needs_data():
+    model = tiny_cnn(8)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    table = synthetic_table(model, step=4)
+    budget = 0.6 * table.predict_model(model)
+    with pytest.raises(ValueError, match=r"objective='loss' needs data=\(x, y\)"):
+        LatencyBudgetCallback(table, budget, objective="loss")
+    x, y = _digits_like_data()
+    callback = LatencyBudgetCallback(table, budget, end_step=4, frequency=2, data=(x, y), objective="loss")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])  # 8 steps: the last budget is reached
+    assert callback.report.budget_ms == pytest.approx(budget)
+    assert callback.report.predicted_ms <= budget
+    assert {g.name: g.size for g in mp.channel_groups(mp.shrink(model))} == callback.report.widths
