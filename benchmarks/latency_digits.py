@@ -1,13 +1,21 @@
 """Latency-allocated vs uniform channel pruning on digits, compared at measured latency, same fine-tuning.
 
-For each seed: train the digits CNN (``mobileprune.demo.digits``), build its
+Tasks (``--task``): *digits* (the digits CNN of ``mobileprune.demo.digits``)
+and *small_cifar* (``benchmarks.latency_harder``: generated 32x32x3 images of
+``benchmarks.clustering_vs_tfmot.generated_images``, the three-conv
+``small_cifar_cnn``; about 82% dense, where width matters).
+
+For each seed: train the task's CNN, build its
 float32 LiteRT latency table once (shared by the seeds: same architecture; 1
 thread, CPU clock), then
 
-- *latency*: ``mp.prune_to_latency(..., measure=True, method=...)`` (greedy
-  and knapsack, the same importance: per-group normalised L2) at each ``--shares``
-  of the table's prediction for the full model (the allocation is converted,
-  timed and corrected until the measured latency meets the budget);
+- *latency*: ``mp.prune_to_latency(..., measure=True, method=..., objective=...)``
+  for each ``--variants`` ``method:objective`` (greedy / knapsack;
+  ``importance``: per-group normalised L2, ``loss``: the measured loss
+  increase of each group's cut on 512 training examples, ``loss_curves``) at
+  each ``--shares`` of the table's prediction for the full model (the
+  allocation is converted, timed and corrected until the measured latency
+  meets the budget);
 - *uniform*: ``mask_channels`` with one fraction for every group (kept counts
   rounded up to the table's step) at each of ``--fractions``, a latency curve;
 
@@ -23,6 +31,7 @@ Run from the repository root:
 ```
 python -m benchmarks.latency_digits               # writes results/latency_digits.json
 python -m benchmarks.latency_digits --quick       # one seed, one epoch, temp dir
+python -m benchmarks.latency_harder               # small_cifar: writes results/latency_small_cifar.json
 ```
 """
 
@@ -39,11 +48,42 @@ import numpy as np
 
 from benchmarks._common import add_harness_arguments, print_table, results_dir, write_results
 
+TASK = "digits"  # set by main() from --task
 
-def _copy(model):
+
+def build_model(seed: int):
+    """The task's CNN with its initial weights for ``seed``, compiled (Adam 1e-3, cross-entropy on logits)."""
+    import keras
+
     from mobileprune.demo.digits import build_digits_cnn
 
-    copy = build_digits_cnn(seed=0)
+    if TASK == "digits":
+        return build_digits_cnn(seed=seed)
+    from benchmarks._tfmot_cluster_worker import small_cifar_cnn
+
+    keras.utils.set_random_seed(seed)
+    model = small_cifar_cnn(keras)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def load_task_data():
+    """The task's ``x_train, y_train, x_test, y_test`` (digits: scikit-learn's split; small_cifar: generated)."""
+    if TASK == "digits":
+        from mobileprune.demo.digits import load_digits_split
+
+        return load_digits_split()
+    from benchmarks.clustering_vs_tfmot import generated_images
+
+    return generated_images()
+
+
+def _copy(model):
+    copy = build_model(0)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -69,20 +109,27 @@ def _fine_tuned_accuracy(small, data, args) -> float:
 
 def run_seed(seed: int, data, table, args) -> tuple[dict, object]:
     import mobileprune as mp
-    from mobileprune.demo.digits import build_digits_cnn
     from mobileprune.latency.table import build_latency_table, convert_model, time_rounds
 
-    model = build_digits_cnn(seed=seed)
+    model = build_model(seed)
     model.fit(data.x_train, data.y_train, epochs=args.train_epochs, batch_size=32, verbose=0)
     if table is None:
         table = build_latency_table(model, dtype="float32", threads=1, step=args.step, levels=args.levels)
     full = table.predict_model(model)
     models, accs, reports = {}, {}, {}
-    for method in args.methods:
+    calibration = (data.x_train[:512], data.y_train[:512])
+    for variant in args.variants:
+        method, objective = variant.split(":")
         for share in args.shares:
-            name = f"{method} {share:.2f}"
+            name = f"{variant} {share:.2f}"
             small, reports[name] = mp.prune_to_latency(
-                _copy(model), share * full, table=table, measure=True, method=method
+                _copy(model),
+                share * full,
+                table=table,
+                data=calibration,
+                measure=True,
+                method=method,
+                objective=objective,
             )
             models[name] = small
     for fraction in args.fractions:
@@ -104,7 +151,8 @@ def run_seed(seed: int, data, table, args) -> tuple[dict, object]:
         as_accurate = [u[0] for u in uniform if u[1] >= acc]
         row["latency"].append(
             {
-                "method": name.split()[0],
+                "method": name.split()[0].split(":")[0],
+                "objective": name.split()[0].split(":")[1],
                 "share": float(name.split()[1]),
                 "budget_ms": report.budget_ms,
                 "acc": acc,
@@ -126,7 +174,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--shares", nargs="+", type=float, default=[0.5, 0.3], help="budgets: shares of the dense")
-    parser.add_argument("--methods", nargs="+", default=["greedy", "knapsack"], choices=("greedy", "knapsack"))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["greedy:importance", "knapsack:importance", "greedy:loss", "knapsack:loss"],
+        choices=[f"{m}:{o}" for m in ("greedy", "knapsack") for o in ("importance", "loss")],
+        help="allocation method:objective pairs",
+    )
+    parser.add_argument("--task", default="digits", choices=("digits", "small_cifar"))
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.3, 0.5, 0.65, 0.8], help="uniform")
     parser.add_argument("--train-epochs", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs after pruning")
@@ -139,9 +194,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.train_epochs, args.epochs, args.levels, args.timing_rounds = [0], 2, 1, 2, 3
-    from mobileprune.demo.digits import load_digits_split
-
-    data = load_digits_split()
+    global TASK
+    TASK = args.task
+    data = load_task_data()
     load_before = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
     rows, table = [], None
     for seed in args.seeds:
@@ -153,10 +208,11 @@ def main(argv=None) -> int:
     by_share = {}
     for row in rows:
         for found in row["latency"]:
-            by_share.setdefault((found["method"], found["share"]), []).append(found)
+            by_share.setdefault((f"{found['method']}:{found['objective']}", found["share"]), []).append(found)
     summary = {
         f"{method} {share:.2f}": {
             "mean_acc_gain_points": statistics.mean(f["acc_gain_points"] for f in found),
+            "acc_gain_points": [f["acc_gain_points"] for f in found],
             "speed_ratios_at_same_acc": [f["speed_ratio_at_same_acc"] for f in found],
             "budget_met": sum(f["budget_met"] for f in found),
             "seeds": len(found),
@@ -165,7 +221,8 @@ def main(argv=None) -> int:
     }
     payload = {
         "shares": args.shares,
-        "methods": args.methods,
+        "task": args.task,
+        "variants": args.variants,
         "uniform_fractions": args.fractions,
         "train_epochs": args.train_epochs,
         "finetune_epochs": args.epochs,
@@ -176,7 +233,8 @@ def main(argv=None) -> int:
         "summary": summary,
     }
     print(summary)
-    print(f"wrote {write_results('latency_digits', payload, results_dir(args.quick, args.allow_dirty))}")
+    name = "latency_digits" if args.task == "digits" else f"latency_{args.task}"
+    print(f"wrote {write_results(name, payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
 

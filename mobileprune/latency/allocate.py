@@ -10,6 +10,12 @@ the table predicts the budget is met. The kept units of a group are its most
 important ones. The model is masked in place (the pruned channels' weights
 zeroed, as ``mask_channels`` does) and ``shrink`` returns the smaller model.
 
+``objective="loss"`` (with ``data``) replaces the summed unit importance by a
+measured one that compares across layers: each group alone is masked to each
+of its candidate widths and the loss on ``data`` recorded (NetAdapt's
+short-term evaluation, per group instead of per step); the allocation keeps
+the widths whose summed loss increase is smallest (``loss_curves``).
+
 ``method="knapsack"`` replaces the greedy walk by exact dynamic programming
 over every group's candidate widths (models whose groups form a chain).
 ``measure=True`` converts and times each allocation and corrects the
@@ -143,6 +149,83 @@ def unit_scores(model: keras.Model, graph, importance="l2", data=None, loss=None
 
 
 METHODS = ("greedy", "knapsack")
+OBJECTIVES = ("importance", "loss")
+
+
+def _loss_function(model: keras.Model, loss):
+    loss = loss if loss is not None else getattr(model, "loss", None)
+    if loss is None:
+        raise ValueError("objective='loss' needs a loss: compile the model or pass loss=...")
+    return keras.losses.get(loss) if isinstance(loss, str) else loss
+
+
+def _mean_loss(model: keras.Model, x, y, function, batch_size: int = 256) -> float:
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        out = keras.ops.convert_to_numpy(model(x[start : start + batch_size], training=False))
+        found = keras.ops.convert_to_numpy(function(y[start : start + batch_size], out))
+        total += float(np.sum(found)) if np.ndim(found) else float(found) * len(out)
+    return total / len(x)
+
+
+def loss_curves(
+    model: keras.Model,
+    graph,
+    scores: dict[str, np.ndarray],
+    data,
+    loss=None,
+    step: int = 8,
+    samples: int = 512,
+) -> dict[str, dict[int, float]]:
+    """Group name -> {candidate width: minus the loss increase on ``data`` when only that group is cut to it}.
+
+    Each group is masked alone (its lowest-scored units zeroed, as the
+    allocation would) at each of its ``candidate_widths``, the mean loss over
+    the first ``samples`` of ``data`` measured and the weights restored. The
+    values are in loss units for every group, so a cut of a narrow early layer
+    and of a wide late one compare directly (per-group normalised importance
+    counts a unit of average importance as 1 in both). The allocation adds
+    them over groups (an approximation: cuts interact).
+
+    Args:
+        model: the model (weights left as they were).
+        graph: its ``ChannelGraph``.
+        scores: unit scores (``unit_scores``): which units go first within a group.
+        data: ``(x, y)`` arrays.
+        loss: ``loss(y_true, y_pred)``; default: the model's compiled loss.
+        step: width multiple (1 for inner groups, as ``allocate``).
+        samples: examples of ``data`` evaluated per width.
+    """
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError("objective='loss' needs data=(x, y) arrays to measure the loss of each cut on")
+    x, y = (np.asarray(a)[:samples] for a in data)
+    function = _loss_function(model, loss)
+    base = _mean_loss(model, x, y, function)
+    curves = {}
+    for group in graph.groups:
+        if group.name not in scores:
+            continue
+        weights = [w for w in group_weights(graph, group) if w.masked]
+        saved = [np.array(w.variable.numpy()) for w in weights]
+        curve = {}
+        for width in candidate_widths(group.size, 1 if "/" in group.name else step):
+            if width < group.size:
+                apply_widths(graph, {group.name: scores[group.name]}, {group.name: width})
+                curve[width] = base - _mean_loss(model, x, y, function)
+                for weight, value in zip(weights, saved):
+                    weight.variable.assign(value)
+            else:
+                curve[width] = 0.0
+        curves[group.name] = curve
+    return curves
+
+
+def _kept_values(scores: dict[str, np.ndarray], curves: dict | None):
+    """``value(group, width)``: what keeping ``width`` units of ``group`` is worth to the allocation."""
+    cumulative = {name: np.concatenate([[0.0], np.cumsum(np.sort(v)[::-1])]) for name, v in scores.items()}
+    if curves is None:
+        return lambda name, width: float(cumulative[name][width])
+    return lambda name, width: float(curves[name][width])
 
 
 def allocate(
@@ -152,6 +235,7 @@ def allocate(
     budget_ms: float,
     step: int | None = None,
     method: str = "greedy",
+    curves: dict[str, dict[int, float]] | None = None,
 ) -> LatencyAllocation:
     """Allocate widths over ``scores``' groups to fit ``budget_ms``: greedy (NetAdapt-like) or knapsack.
 
@@ -163,6 +247,8 @@ def allocate(
         step: width multiple (default: the table's step; 1 for inner groups).
         method: ``"greedy"``, or ``"knapsack"`` (``knapsack``: exact dynamic programming over the width grid;
             chain models only, where every site depends on at most two consecutive groups).
+        curves: group name -> {width: value kept} (``loss_curves``) to maximise instead of the summed unit
+            scores; ``report.importance_kept`` still counts the unit scores.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -172,12 +258,13 @@ def allocate(
                 "method='knapsack' needs a chain model (each layer reads one channel group and writes the next); "
                 "this one has residual or concatenated groups: use method='greedy'"
             )
-        found = knapsack(sites, table, scores, budget_ms, step)
+        found = knapsack(sites, table, scores, budget_ms, step, curves=curves)
         if found is not None:
             return found
     step = step or table.step
     sizes = {name: len(values) for name, values in scores.items()}
     ranked = {name: np.sort(values)[::-1] for name, values in scores.items()}
+    worth = _kept_values(scores, curves)
     widths = dict(sizes)
     touching: dict[str, list[int]] = {name: [] for name in scores}
     for index, site in enumerate(sites):
@@ -199,7 +286,7 @@ def allocate(
         trial = dict(widths, **{name: new_width})
         new_ms = {i: table.site_ms(sites[i], sites[i].values(trial)) for i in touching[name]}
         saved = sum(site_ms[i] - ms for i, ms in new_ms.items())
-        lost = float(ranked[name][new_width : widths[name]].sum())
+        lost = worth(name, widths[name]) - worth(name, new_width)
         return lost, saved, new_width, new_ms
 
     moves = {name: lowered(name) for name in scores}
@@ -245,13 +332,22 @@ def chain_order(sites, groups) -> list[str] | None:
     return order
 
 
-def knapsack(sites, table: LatencyTable, scores: dict[str, np.ndarray], budget_ms: float, step=None, bins: int = 400):
+def knapsack(
+    sites,
+    table: LatencyTable,
+    scores: dict[str, np.ndarray],
+    budget_ms: float,
+    step=None,
+    bins: int = 400,
+    curves: dict[str, dict[int, float]] | None = None,
+):
     """The most importance within the budget over every group's candidate widths, by dynamic programming.
 
     Exact on the width grid (up to latency rounded up to ``bins`` steps of the
     budget) for chain models (``chain_order``): each site's latency depends on
     at most two consecutive groups, so the state after deciding group ``i`` is
     its width and the latency spent. Returns ``None`` for other models.
+    ``curves`` (``loss_curves``) replaces the summed unit scores as the value kept.
     """
     step = step or table.step
     order = chain_order(sites, set(scores))
@@ -275,7 +371,8 @@ def knapsack(sites, table: LatencyTable, scores: dict[str, np.ndarray], budget_m
         return int(np.ceil(spent / unit - 1e-9))
 
     fixed = cost(-1, {})
-    gain = [[float(ranked[g][:w].sum()) for w in options[i]] for i, g in enumerate(order)]
+    worth = _kept_values(scores, curves)
+    gain = [[worth(g, w) for w in options[i]] for i, g in enumerate(order)]
     value = np.full((len(options[0]), bins + 1), -np.inf)
     for a, width in enumerate(options[0]):
         spent = fixed + cost(0, {order[0]: width})
@@ -326,6 +423,7 @@ def prune_to_latency(
     tolerance: float = 1.05,
     max_tries: int = 3,
     method: str = "greedy",
+    objective: str = "importance",
 ) -> tuple[keras.Model, LatencyAllocation]:
     """Mask ``model`` in place to the widths that fit ``budget_ms`` and return the shrunk model and the report.
 
@@ -333,9 +431,9 @@ def prune_to_latency(
         model: a functional or built Sequential model (masked in place).
         budget_ms: the latency budget in ms.
         table: a ``LatencyTable`` of this model (``build_latency_table``) or the path of one.
-        data: ``(x, y)`` for ``importance="taylor"``.
+        data: ``(x, y)`` for ``importance="taylor"`` and ``objective="loss"``.
         importance: ``"l2"``, ``"l1"``, ``"bn"``, ``"taylor"`` or a function (see ``mask_channels``).
-        loss: loss for ``"taylor"`` (default: the compiled loss).
+        loss: loss for ``"taylor"`` and ``objective="loss"`` (default: the compiled loss).
         step: width multiple (default: the table's step).
         shrink_model: return ``mp.shrink(model)``; ``False`` returns ``model`` itself, masked.
         measure: ``False``: trust the table's prediction (nothing is converted; ``report.budget_met`` is
@@ -346,15 +444,23 @@ def prune_to_latency(
         tolerance: with ``measure``, a measurement up to ``budget_ms * tolerance`` meets the budget.
         max_tries: with ``measure``, the most allocations converted and timed.
         method: ``"greedy"`` or ``"knapsack"`` (see ``allocate``).
+        objective: ``"importance"``: keep the most per-group normalised unit importance; ``"loss"``: the least
+            loss increase on ``data``, measured per group and width (``loss_curves``; one forward pass over
+            512 examples per candidate width of every group).
 
     Raises:
         ValueError: a non-positive budget, or one below what the table predicts at the smallest widths.
         TableError: a malformed table, or one that lacks this model's configurations.
     """
     table = _checked(budget_ms, table)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     graph = build_graph(model, warn=False)
     sites = model_sites(model, graph)
     scores = unit_scores(model, graph, importance, data, loss)
+    curves = None
+    if objective == "loss":
+        curves = loss_curves(model, graph, scores, data, loss, step or table.step)
     if measure is not False:
         report = measured_allocation(
             model,
@@ -363,13 +469,13 @@ def prune_to_latency(
             scores,
             table,
             float(budget_ms),
-            lambda budget: allocate(sites, table, scores, budget, step, method),
+            lambda budget: allocate(sites, table, scores, budget, step, method, curves),
             tolerance,
             max_tries,
             measure if callable(measure) else None,
         )
     else:
-        report = allocate(sites, table, scores, float(budget_ms), step, method)
+        report = allocate(sites, table, scores, float(budget_ms), step, method, curves)
     apply_widths(graph, scores, report.widths)
     return (shrink(model, warn=False) if shrink_model else model), report
 
@@ -390,7 +496,10 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
         begin_step, end_step: the steps (batches) over which the budget falls.
         frequency: steps between re-allocations.
         importance: a criterion of ``mask_channels``.
-        data: ``(x, y)`` for ``importance="taylor"``.
+        data: ``(x, y)`` for ``importance="taylor"`` and ``objective="loss"``.
+        objective: ``"importance"`` or ``"loss"`` (see ``prune_to_latency``; the loss curves are measured
+            again at every re-allocation, on the current weights).
+        loss: loss for ``"taylor"`` and ``objective="loss"`` (default: the compiled loss).
 
     Example:
 
@@ -410,9 +519,16 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
         frequency: int = 100,
         importance="l2",
         data=None,
+        objective: str = "importance",
+        loss=None,
     ):
         super().__init__()
         self.table = _checked(budget_ms, table)
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if objective == "loss" and data is None:
+            raise ValueError("objective='loss' needs data=(x, y) arrays to measure the loss of each cut on")
+        self.objective, self.loss = objective, loss
         if not (0 <= begin_step < end_step) or frequency < 1:
             raise ValueError(
                 f"need 0 <= begin_step < end_step and frequency >= 1, got {begin_step}, {end_step}, {frequency}"
@@ -442,9 +558,12 @@ class LatencyBudgetCallback(keras.callbacks.Callback):
         due = self.begin_step <= self.step <= self.end_step and (self.step - self.begin_step) % self.frequency == 0
         if due or (self.step >= self.end_step and self.report is None):
             backend.sync_training_state(self.model)
-            scores = unit_scores(self.model, self._graph, self.importance, self.data)
+            scores = unit_scores(self.model, self._graph, self.importance, self.data, self.loss)
+            curves = None
+            if self.objective == "loss":
+                curves = loss_curves(self.model, self._graph, scores, self.data, self.loss, self.table.step)
             try:
-                self.report = allocate(self._sites, self.table, scores, self.current_budget())
+                self.report = allocate(self._sites, self.table, scores, self.current_budget(), curves=curves)
             except ValueError as error:
                 raise TableError(str(error)) from None
             self._keeps = apply_widths(self._graph, scores, self.report.widths)
@@ -471,5 +590,6 @@ __all__ = [
     "candidate_widths",
     "chain_order",
     "knapsack",
+    "loss_curves",
     "prune_to_latency",
 ]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import mobileprune as mp
-from mobileprune.latency.allocate import LatencyBudgetCallback, allocate, candidate_widths, unit_scores
+from mobileprune.latency.allocate import LatencyBudgetCallback, allocate, candidate_widths, loss_curves, unit_scores
+from mobileprune.latency.budget_loop import apply_widths
 from mobileprune.latency.sites import model_sites
 from mobileprune.latency.table import TableError
 from mobileprune.structured.graph import build_graph
@@ -157,3 +158,77 @@ def test_unit_scores_ask_the_criterion_whether_it_needs_gradients():
     assert mine.keys() == taylor.keys() and mine
     for name in mine:
         np.testing.assert_allclose(mine[name], taylor[name], rtol=1e-5)
+
+
+def _digits_like_data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
+    return x, (x[:, :, :, 0].mean(axis=(1, 2)) > 0).astype("int32") + 2 * (x[:, 0, 0, 1] > 0).astype("int32")
+
+
+def test_loss_curves_measure_each_cut_alone_and_leave_the_weights():
+    """Each group's curve is 0 at full width and minus the loss increase of cutting only that group."""
+    model = tiny_cnn(8)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    graph = build_graph(model, warn=False)
+    scores = unit_scores(model, graph)
+    x, y = _digits_like_data()
+    before = [np.array(w) for w in model.get_weights()]
+    curves = loss_curves(model, graph, scores, (x, y), step=4)
+    assert set(curves) == {"a", "b"} and all(sorted(c) == [4, 8] for c in curves.values())
+    assert curves["a"][8] == 0.0
+    for after, saved in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(after, saved)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    base = float(keras.ops.convert_to_numpy(loss(y, model(x))))
+    apply_widths(graph, scores, {"b": 4})
+    cut = float(keras.ops.convert_to_numpy(loss(y, model(x))))
+    assert curves["b"][4] == pytest.approx(base - cut, abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["greedy", "knapsack"])
+def test_loss_objective_follows_the_curves(method):
+    """With loss curves, the allocation spares the group whose cut costs the most loss, whatever the norms say."""
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4)
+    graph = build_graph(model, warn=False)
+    sites = model_sites(model, graph)
+    scores = unit_scores(model, graph)
+    budget = 0.6 * table.predict(sites)
+    for spared, cut in (("a", "b"), ("b", "a")):
+        curves = {
+            spared: {w: -10.0 * (16 - w) for w in (4, 8, 12, 16)},
+            cut: {w: -0.01 * (16 - w) for w in (4, 8, 12, 16)},
+        }
+        report = allocate(sites, table, scores, budget, method=method, curves=curves)
+        assert report.predicted_ms <= budget
+        assert report.widths[spared] > report.widths[cut]
+
+
+def test_prune_to_latency_with_the_loss_objective_needs_data_and_meets_the_budget():
+    model = tiny_cnn(8)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    table = synthetic_table(model, step=4)
+    budget = 0.6 * table.predict_model(model)
+    with pytest.raises(ValueError, match=r"objective='loss' needs data=\(x, y\)"):
+        mp.prune_to_latency(model, budget, table=table, objective="loss")
+    with pytest.raises(ValueError, match="objective must be one of"):
+        mp.prune_to_latency(model, budget, table=table, objective="flops")
+    small, report = mp.prune_to_latency(model, budget, table=table, data=_digits_like_data(), objective="loss")
+    assert report.predicted_ms <= budget
+    assert {g.name: g.size for g in mp.channel_groups(small)} == report.widths
+
+
+def test_callback_with_the_loss_objective_meets_the_budget_and_needs_data():
+    model = tiny_cnn(8)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    table = synthetic_table(model, step=4)
+    budget = 0.6 * table.predict_model(model)
+    with pytest.raises(ValueError, match=r"objective='loss' needs data=\(x, y\)"):
+        LatencyBudgetCallback(table, budget, objective="loss")
+    x, y = _digits_like_data()
+    callback = LatencyBudgetCallback(table, budget, end_step=4, frequency=2, data=(x, y), objective="loss")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])  # 8 steps: the last budget is reached
+    assert callback.report.budget_ms == pytest.approx(budget)
+    assert callback.report.predicted_ms <= budget
+    assert {g.name: g.size for g in mp.channel_groups(mp.shrink(model))} == callback.report.widths
