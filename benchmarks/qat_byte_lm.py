@@ -210,6 +210,49 @@ def residual_stream_steps(qat, path: str, windows: np.ndarray) -> dict[str, floa
     return found
 
 
+def attention_op_steps(qat, path: str, window: np.ndarray) -> dict[str, Any]:
+    """Block 0's masked scores and softmax in the QAT file against the simulation, on one window, in int8 steps.
+
+    *chained*: the simulation fed the Keras model's own input to the block (so
+    every earlier difference is included); *softmax_alone*: the simulated
+    softmax fed the file's own int8 scores (that op's exactness alone).
+    """
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    attention = qat.get_layer("quant_block0_attention")
+    block_input = keras.Model(qat.input, qat.get_layer("block0_norm1_quant").output)(window[None], training=False)
+    simulated = attention.trace(block_input, block_input, use_causal_mask=True)
+    interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], window[None].astype(detail["dtype"]))
+    interpreter.invoke()
+    file_values = {}
+    for tensor in interpreter.get_tensor_details():
+        name = tensor["name"].split(";")[0]
+        kind = "scores" if name.endswith("SelectV2") else "probabilities" if name.endswith("/Softmax") else None
+        if tensor["dtype"] == np.int8 and "quant_block0_attention" in name and kind:
+            scale, zero_point = tensor["quantization"]
+            file_values[kind] = (
+                (interpreter.get_tensor(tensor["index"]).astype(np.float64) - zero_point) * scale,
+                scale,
+            )
+    result = {}
+    for kind, (value, scale) in file_values.items():
+        result[f"{kind}_chained_max_steps"] = float(
+            np.abs(value - keras.ops.convert_to_numpy(simulated[kind])).max() / scale
+        )
+    if len(file_values) == 2:
+        scores, _ = file_values["scores"]
+        alone = attention.probabilities_quantizer(keras.ops.softmax(keras.ops.convert_to_tensor(scores, "float32"), -1))
+        probabilities, step = file_values["probabilities"]
+        result["softmax_alone_max_steps"] = float(
+            np.abs(probabilities - keras.ops.convert_to_numpy(alone)).max() / step
+        )
+    return result
+
+
 def qat_row(name: str, qat, path: Path, windows: np.ndarray) -> dict[str, Any]:
     """Export ``qat`` to int8 and score the file (and the Keras QAT model) by perplexity."""
     import mobileprune as mp
@@ -297,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         tuning = fine_tune(qat, corpus, config, steps, rng)
         rows.append(qat_row(f"QAT, {steps} steps", qat, folder / "qat.tflite", windows))
         exact = exactness(qat, str(folder / "qat.tflite"), windows[:exact_count])
+        exact["block0_attention_steps_one_window"] = attention_op_steps(qat, str(folder / "qat.tflite"), window)
         exact["residual_stream_max_diff_steps"] = residual_stream_steps(
             qat, str(folder / "qat.tflite"), windows[:4, :-1]
         )

@@ -120,6 +120,18 @@ class QuantizedAttention(keras.layers.Layer):
         use_causal_mask: bool = False,
         training: bool | None = None,
     ) -> Any:
+        return self.trace(query, value, key, attention_mask, use_causal_mask, training)["output"]
+
+    def trace(
+        self,
+        query: Any,
+        value: Any,
+        key: Any = None,
+        attention_mask: Any = None,
+        use_causal_mask: bool = False,
+        training: bool | None = None,
+    ) -> dict[str, Any]:
+        """The simulated int8 tensors by name: ``scores`` (masked, ``[B, N, T, S]``), ``probabilities``, ``output``."""
         key = value if key is None else key
         layer = self.layer
         scale = 1.0 / math.sqrt(float(layer.key_dim))
@@ -131,10 +143,11 @@ class QuantizedAttention(keras.layers.Layer):
         mask = call_mask(query, value, attention_mask, use_causal_mask)
         scores = self.scores_quantizer(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), mask, training=training)
         probabilities = self.probabilities_quantizer(ops.softmax(scores, axis=-1))
-        probabilities = self.dropout(probabilities, training=training)
-        context = self.context_quantizer(ops.matmul(probabilities, v), training=training)
+        dropped = self.dropout(probabilities, training=training)
+        context = self.context_quantizer(ops.matmul(dropped, v), training=training)
         context = ops.transpose(context, (0, 2, 1, 3))  # [B, T, N, H]
-        return _project(layer.output_dense, context)
+        output = _project(layer.output_dense, context)
+        return {"scores": scores, "probabilities": probabilities, "output": output}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
