@@ -6,23 +6,27 @@ by perplexity on its validation windows (files never seen in training). Rows:
 
 - *float*: the Keras model;
 - *float, uniform attention*: the Keras model with every query projection
-  zeroed (all attention scores 0: uniform attention over the causal prefix), an
-  ablation of what the PTQ file's collapsed score tensors do;
+  zeroed (all attention scores 0: uniform attention over the causal prefix),
+  what an int8 file whose score tensors carry no information computes;
+- *PTQ int8, Keras's mask fill*: the converter run directly on the model
+  (``mobileprune.conversion.convert``), as ``export_tflite`` did before
+  ``mobileprune.conversion.masked_attention``: masked scores at -0.7 * float32
+  max, calibrated into the score tensors' int8 range;
 - *PTQ int8*: ``mp.export_tflite(quantize="int8")`` calibrated on training
-  windows (full integer, as in ``benchmarks/int4_export.py``), file perplexity;
+  windows (masked scores at a finite fill below the lowest calibrated score);
 - *QAT, ranges only*: ``mp.quantize_aware(model)`` with its activation ranges
   set by forward passes on training windows (no weight update), exported int8;
 - *QAT, N steps*: the same, fine-tuned N steps on the training stream (AdamW,
   the training run's final learning rate), exported int8.
 
-``recovered`` is ``(ppl_PTQ - ppl_QAT) / (ppl_PTQ - ppl_float)``. The
-diagnosis reads every tensor of the PTQ file (LiteRT interpreter with
-``experimental_preserve_all_tensors``) on one validation window and lists, per
-attention block, the int8 scale of the attention-score tensors and how many
-distinct int8 values they take. ``float_ops`` lists the ops left float in each
-file: ``quantize_aware`` does not simulate a causally masked attention, so that
-layer (and every LayerNormalization) stays float in the QAT file, and the
-result says so beside the perplexities.
+``recovered`` is ``(ppl_PTQ - ppl_QAT) / (ppl_PTQ - ppl_float)`` against the
+fixed PTQ file (meaningful only when PTQ loses; ``ptq_loss_percent`` says how
+much). The diagnosis reads the attention-score tensors of both PTQ files
+(LiteRT interpreter with ``experimental_preserve_all_tensors``) on one
+validation window: their int8 scale and how many distinct int8 values they
+take. ``float_ops`` lists the ops left float in each file. ``exactness``
+compares the QAT Keras model with its int8 file on validation windows: top-1
+next-byte agreement and the largest logit difference in output steps.
 
 Run from the repository root:
 
@@ -65,8 +69,8 @@ def ptq_attention_diagnosis(path: str, window: np.ndarray) -> list[dict[str, Any
     rows = []
     for tensor in interpreter.get_tensor_details():
         name, (scale, zero_point) = tensor["name"], tensor["quantization"]
-        # The scaled scores (MUL fused with the q.k einsum) and the causal mask's SELECT_V2 share one range.
-        if tensor["dtype"] != np.int8 or not re.search(r"_attention(_\d+)?/(Mul;|SelectV2)", name):
+        # The scores (Keras: MUL fused with the q.k einsum; rewritten: a MatMul) and the mask's SELECT_V2.
+        if tensor["dtype"] != np.int8 or not re.search(r"_attention(_\d+)?/(Mul;|MatMul|SelectV2|where)", name):
             continue
         values = interpreter.get_tensor(tensor["index"])
         rows.append(
@@ -98,19 +102,39 @@ def uniform_attention_perplexity(model, windows: np.ndarray) -> float:
     return perplexity(ablated, windows)
 
 
-def why_ptq_loses(diagnosis: list[dict[str, Any]]) -> str:
-    """One sentence from the measured score-tensor ranges of the PTQ file."""
+def score_summary(diagnosis: list[dict[str, Any]]) -> dict[str, Any]:
+    """The widest score range and the fewest / most distinct int8 values of a file's attention-score tensors."""
     if not diagnosis:
-        return "no masked attention-score tensor found in the PTQ file"
-    worst = min(diagnosis, key=lambda row: row["range_low"])
-    distinct = max(row["distinct_int8_values"] for row in diagnosis if "SelectV2" not in row["tensor"])
-    return (
-        "Keras's TensorFlow dot_product_attention fills causally masked scores with -0.7 * float32 max; the "
-        f"calibrated int8 range of the score tensors (shared with the mask's SELECT_V2) reaches {worst['range_low']:.3g}, "
-        f"scale {worst['scale']:.3g}, so every score rounds to the same int8 value (at most {distinct} distinct int8 "
-        "values per score tensor on a validation window): softmax gives uniform attention over the causal prefix in "
-        "every block."
-    )
+        return {}
+    distinct = [row["distinct_int8_values"] for row in diagnosis]
+    return {
+        "tensors": len(diagnosis),
+        "lowest_range_low": min(row["range_low"] for row in diagnosis),
+        "largest_scale": max(row["scale"] for row in diagnosis),
+        "distinct_int8_values_min": min(distinct),
+        "distinct_int8_values_max": max(distinct),
+    }
+
+
+def exactness(qat, path: str, windows: np.ndarray) -> dict[str, Any]:
+    """The QAT Keras model against its int8 file: top-1 next-byte agreement, logit difference in output steps."""
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+
+    inputs = windows[:, :-1]
+    keras_logits = np.asarray(qat.predict(inputs, batch_size=16, verbose=0), dtype=np.float64)
+    file_logits = np.asarray(run_tflite(path, inputs, batch_size=16), dtype=np.float64)
+    step = mp.activation_quantizers(qat)["lm_head_quant"][0]
+    steps = np.abs(file_logits - keras_logits) / step
+    return {
+        "windows": int(len(windows)),
+        "positions": int(inputs.size),
+        "top1_agreement": float(np.mean(keras_logits.argmax(-1) == file_logits.argmax(-1))),
+        "max_diff_output_steps": float(steps.max()),
+        "p99_diff_output_steps": float(np.quantile(steps, 0.99)),
+        "mean_diff_output_steps": float(steps.mean()),
+        "output_step": float(step),
+    }
 
 
 def float_ops(path: str) -> list[str]:
@@ -157,6 +181,78 @@ def fine_tune(qat, corpus, config, steps: int, rng: np.random.Generator, log_eve
     return {"steps": steps, "seconds": round(seconds, 1), "seconds_per_step": seconds / max(steps, 1), "loss": curve}
 
 
+def residual_stream_steps(qat, path: str, windows: np.ndarray) -> dict[str, float]:
+    """Largest |file - Keras| of each residual-stream tensor (``block*_residual*_quant``), in its int8 steps.
+
+    Where the int8 pieces (attention included) meet the float LayerNormalization
+    islands: a difference here is what those islands then amplify.
+    """
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    names = [layer.name for layer in qat.layers if re.fullmatch(r"block\d+_residual\d_quant", layer.name)]
+    keras_values = keras.Model(qat.input, [qat.get_layer(name).output for name in names])(windows, training=False)
+    interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], windows.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], windows.astype(detail["dtype"]))
+    interpreter.invoke()
+    found = {}
+    for tensor in interpreter.get_tensor_details():
+        for name, value in zip(names, keras_values, strict=True):
+            # The int8 ADD output carries the quantizer's range (the FakeQuant-named tensor is its float copy).
+            add = name.removesuffix("_quant")
+            if tensor["dtype"] == np.int8 and re.search(rf"/{add}(_\d+)?/Add$", tensor["name"].split(";")[0]):
+                scale, zero_point = tensor["quantization"]
+                file_value = (interpreter.get_tensor(tensor["index"]).astype(np.float64) - zero_point) * scale
+                found[name] = float(np.abs(file_value - keras.ops.convert_to_numpy(value)).max() / scale)
+    return found
+
+
+def attention_op_steps(qat, path: str, window: np.ndarray) -> dict[str, Any]:
+    """Block 0's masked scores and softmax in the QAT file against the simulation, on one window, in int8 steps.
+
+    *chained*: the simulation fed the Keras model's own input to the block (so
+    every earlier difference is included); *softmax_alone*: the simulated
+    softmax fed the file's own int8 scores (that op's exactness alone).
+    """
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    attention = qat.get_layer("quant_block0_attention")
+    block_input = keras.Model(qat.input, qat.get_layer("block0_norm1_quant").output)(window[None], training=False)
+    simulated = attention.trace(block_input, block_input, use_causal_mask=True)
+    interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], window[None].astype(detail["dtype"]))
+    interpreter.invoke()
+    file_values = {}
+    for tensor in interpreter.get_tensor_details():
+        name = tensor["name"].split(";")[0]
+        kind = "scores" if name.endswith("SelectV2") else "probabilities" if name.endswith("/Softmax") else None
+        if tensor["dtype"] == np.int8 and "quant_block0_attention" in name and kind:
+            scale, zero_point = tensor["quantization"]
+            file_values[kind] = (
+                (interpreter.get_tensor(tensor["index"]).astype(np.float64) - zero_point) * scale,
+                scale,
+            )
+    result = {}
+    for kind, (value, scale) in file_values.items():
+        result[f"{kind}_chained_max_steps"] = float(
+            np.abs(value - keras.ops.convert_to_numpy(simulated[kind])).max() / scale
+        )
+    if len(file_values) == 2:
+        scores, _ = file_values["scores"]
+        alone = attention.probabilities_quantizer(keras.ops.softmax(keras.ops.convert_to_tensor(scores, "float32"), -1))
+        probabilities, step = file_values["probabilities"]
+        result["softmax_alone_max_steps"] = float(
+            np.abs(probabilities - keras.ops.convert_to_numpy(alone)).max() / step
+        )
+    return result
+
+
 def qat_row(name: str, qat, path: Path, windows: np.ndarray) -> dict[str, Any]:
     """Export ``qat`` to int8 and score the file (and the Keras QAT model) by perplexity."""
     import mobileprune as mp
@@ -174,6 +270,23 @@ def qat_row(name: str, qat, path: Path, windows: np.ndarray) -> dict[str, Any]:
     }
 
 
+def ptq_row(name: str, path: Path, content: bytes | None, export, windows: np.ndarray) -> dict[str, Any]:
+    """Score a PTQ file: ``content`` written as is (the converter's bytes) or ``export()`` writing ``path``."""
+    from benchmarks.int4_export import tflite_perplexity
+
+    if content is not None:
+        path.write_bytes(content)
+    else:
+        export()
+    return {
+        "model": name,
+        "file_perplexity": tflite_perplexity(str(path), windows),
+        "file_bytes": path.stat().st_size,
+        "float_ops": float_ops(str(path)),
+        "float_op_count": len(float_ops(str(path))),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few windows and 3 QAT steps; writes to a temp folder")
@@ -181,12 +294,14 @@ def main(argv: list[str] | None = None) -> None:
     add_harness_arguments(parser)
     args = parser.parse_args(argv)
     steps, calibration_count, range_batches = (3, 8, 1) if args.quick else (args.steps, 128, 8)
+    exact_count = 4 if args.quick else 64
     out_dir = results_dir(args.quick, args.allow_dirty)
     load_before = os.getloadavg()
 
     import mobileprune as mp
     from benchmarks._byte_lm import LMConfig, calibration_sequences, load_corpus, perplexity, trained_lm
-    from benchmarks.int4_export import tflite_perplexity
+    from mobileprune.conversion.convert import convert
+    from mobileprune.conversion.sources import load_source
 
     config = LMConfig()
     corpus = load_corpus(config)
@@ -200,21 +315,22 @@ def main(argv: list[str] | None = None) -> None:
             "keras_perplexity": uniform_attention_perplexity(model, windows),
         },
     ]
+    window = corpus.validation_windows[0, :-1]
     with tempfile.TemporaryDirectory(prefix="qat-byte-lm-") as directory:
         folder = Path(directory)
-        ptq_path = folder / "ptq.tflite"
         calibration = calibration_sequences(corpus, config, count=calibration_count)
-        result = mp.export_tflite(model, ptq_path, quantize="int8", representative_data=calibration, sparse=False)
+        keras_fill = convert(load_source(model), "int8", calibration, calibration_samples=None)
         rows.append(
-            {
-                "model": "PTQ int8",
-                "file_perplexity": tflite_perplexity(str(ptq_path), windows),
-                "file_bytes": result.file_bytes,
-                "float_ops": float_ops(str(ptq_path)),
-                "float_op_count": len(float_ops(str(ptq_path))),
-            }
+            ptq_row("PTQ int8, Keras's mask fill (before)", folder / "ptq_keras_fill.tflite", keras_fill, None, windows)
         )
-        diagnosis = ptq_attention_diagnosis(str(ptq_path), corpus.validation_windows[0, :-1])
+        keras_fill_diagnosis = ptq_attention_diagnosis(str(folder / "ptq_keras_fill.tflite"), window)
+        ptq_path = folder / "ptq.tflite"
+
+        def export_ptq() -> None:
+            mp.export_tflite(model, ptq_path, quantize="int8", representative_data=calibration, sparse=False)
+
+        rows.append(ptq_row("PTQ int8", ptq_path, None, export_ptq, windows))
+        diagnosis = ptq_attention_diagnosis(str(ptq_path), window)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             qat = mp.quantize_aware(model)
@@ -223,8 +339,13 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(qat_row("QAT, ranges only (0 steps)", qat, folder / "qat0.tflite", windows))
         tuning = fine_tune(qat, corpus, config, steps, rng)
         rows.append(qat_row(f"QAT, {steps} steps", qat, folder / "qat.tflite", windows))
-    float_ppl, ptq_ppl = rows[0]["keras_perplexity"], rows[2]["file_perplexity"]
-    for row in rows[3:]:
+        exact = exactness(qat, str(folder / "qat.tflite"), windows[:exact_count])
+        exact["block0_attention_steps_one_window"] = attention_op_steps(qat, str(folder / "qat.tflite"), window)
+        exact["residual_stream_max_diff_steps"] = residual_stream_steps(
+            qat, str(folder / "qat.tflite"), windows[:4, :-1]
+        )
+    float_ppl, ptq_ppl = rows[0]["keras_perplexity"], rows[3]["file_perplexity"]
+    for row in rows[4:]:
         row["recovered"] = (ptq_ppl - row["file_perplexity"]) / (ptq_ppl - float_ppl)
     load_after = os.getloadavg()
     print_table(
@@ -232,19 +353,21 @@ def main(argv: list[str] | None = None) -> None:
         rows,
         ["model", "keras_perplexity", "file_perplexity", "recovered", "file_bytes", "float_op_count"],
     )
-    print_table("PTQ file: attention-score tensors on one window", diagnosis)
-    print(why_ptq_loses(diagnosis))
+    print_table("PTQ file (finite mask fill): attention-score tensors on one window", diagnosis)
+    print("QAT Keras model vs its int8 file:", exact)
     payload = {
         "rows": rows,
         "ptq_loss_percent": 100.0 * (ptq_ppl / float_ppl - 1.0),
-        "why_ptq_loses": why_ptq_loses(diagnosis),
-        # How much of the PTQ loss uniform attention alone (in float) reproduces.
-        "uniform_attention_share_of_ptq_loss": (rows[1]["keras_perplexity"] - float_ppl) / (ptq_ppl - float_ppl),
-        "why_qat_does_not": "quantize_aware does not simulate MultiHeadAttention with use_causal_mask (see "
-        "quantize_aware_warnings): the attention stays float in the QAT file (float_ops), so the score tensor "
-        "is never int8 there; the LayerNormalizations stay float too. The recovery comes from that float island "
-        "(compare the 0-step row), not from the fine-tuning, and costs file size (file_bytes).",
+        "ptq_keras_fill_loss_percent": 100.0 * (rows[2]["file_perplexity"] / float_ppl - 1.0),
+        "qat_file_vs_float_percent": 100.0 * (rows[-1]["file_perplexity"] / float_ppl - 1.0),
+        "score_tensors_keras_fill": score_summary(keras_fill_diagnosis),
+        "score_tensors_finite_fill": score_summary(diagnosis),
+        # How much of the Keras-fill PTQ loss uniform attention alone (in float) reproduces.
+        "uniform_attention_share_of_keras_fill_loss": (rows[1]["keras_perplexity"] - float_ppl)
+        / (rows[2]["file_perplexity"] - float_ppl),
+        "exactness": exact,
         "ptq_attention_diagnosis": diagnosis,
+        "ptq_keras_fill_attention_diagnosis": keras_fill_diagnosis,
         "quantize_aware_warnings": qat_warnings,
         "qat_fine_tune": {
             **tuning,

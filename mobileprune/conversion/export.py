@@ -240,10 +240,14 @@ def export_tflite(
     if source.recurrent:
         _check_recurrent_quantization(quantize if edge is None else edge.mode)
         batch_size = 1 if batch_size is None else batch_size
+    from mobileprune.conversion.masked_attention import finite_mask_source  # imports Keras: only when exporting
+
+    # Masked attention converts through a finite mask fill (the source stays the fidelity reference).
+    convert_source = finite_mask_source(source, quantize, representative_data, calibration_samples)
 
     def convert_with(encoding_sparse: bool) -> bytes:
         return convert(
-            source,
+            convert_source,
             quantize,
             representative_data,
             io_type,

@@ -9,7 +9,12 @@ fake quantizer on every tensor the int8 file keeps:
   symmetric per tensor, bias int32), output quantized; the 1/sqrt(key_dim)
   query scaling is folded into the query kernel and bias (no MUL op, and the
   same product: per-tensor symmetric rounding commutes with a positive scale);
-* the scores ``q @ k^T``: an int8 BATCH_MATMUL, output quantized;
+* the scores ``q @ k^T``: an int8 BATCH_MATMUL, output quantized; with a
+  causal mask or ``attention_mask``, masked scores are then set to the lowest
+  code of that range by an int8 SELECT_V2, the range being learned from the
+  real scores only and reaching ``FILL_MARGIN`` below them
+  (:class:`MaskedScoresQuantizer`; Keras's own fill, -0.7 * float32 max,
+  would stretch the int8 range over ~1e38 and collapse every score);
 * softmax: an int8 SOFTMAX whose output grid TFLite fixes (scale 1/256, zero
   point -128), rounded there;
 * the context ``p @ v``: an int8 BATCH_MATMUL, output quantized;
@@ -19,7 +24,7 @@ fake quantizer on every tensor the int8 file keeps:
 It wraps the original layer (its variables, config and ``.keras`` file
 layout), for the configuration a ViT or BERT-style encoder uses: rank-3
 query/value, attention over the sequence axis, no gate, no sliding window,
-no attention mask (see :func:`attention_is_simulated`).
+optionally ``use_causal_mask`` and/or ``attention_mask`` (see :func:`attention_is_simulated`).
 
 Example:
 
@@ -37,7 +42,9 @@ from typing import Any
 
 import keras
 from keras import ops
+from keras.quantizers import fake_quant_with_min_max_vars
 
+from mobileprune.conversion.masked_attention import FILL_MARGIN, call_mask, fill_masked, real_score_range
 from mobileprune.quantization.quantizer_layers import (
     ActivationQuantizer,
     FixedRangeQuantizer,
@@ -46,8 +53,8 @@ from mobileprune.quantization.quantizer_layers import (
     quantize_weight,
 )
 
-#: Call arguments of MultiHeadAttention this simulation does not cover (masks change the softmax input).
-_UNSUPPORTED_CALL_ARGUMENTS = ("attention_mask", "use_causal_mask", "return_attention_scores")
+#: Call arguments of MultiHeadAttention this simulation does not cover (it returns the output only).
+_UNSUPPORTED_CALL_ARGUMENTS = ("return_attention_scores",)
 
 
 def attention_is_simulated(layer: Any, call_kwargs: dict[str, Any], query_rank: int | None) -> bool:
@@ -83,7 +90,7 @@ class QuantizedAttention(keras.layers.Layer):
         self.query_quantizer = ActivationQuantizer(ema_decay, name="query")
         self.key_quantizer = ActivationQuantizer(ema_decay, name="key")
         self.value_quantizer = ActivationQuantizer(ema_decay, name="value")
-        self.scores_quantizer = ActivationQuantizer(ema_decay, name="scores")
+        self.scores_quantizer = MaskedScoresQuantizer(ema_decay, name="scores")
         self.probabilities_quantizer = FixedRangeQuantizer("softmax", name="probabilities")
         self.context_quantizer = ActivationQuantizer(ema_decay, name="context")
         self.dropout = keras.layers.Dropout(layer.dropout, seed=layer.get_config().get("seed"))
@@ -104,7 +111,27 @@ class QuantizedAttention(keras.layers.Layer):
             self.context_quantizer,
         ]
 
-    def call(self, query: Any, value: Any, key: Any = None, training: bool | None = None) -> Any:
+    def call(
+        self,
+        query: Any,
+        value: Any,
+        key: Any = None,
+        attention_mask: Any = None,
+        use_causal_mask: bool = False,
+        training: bool | None = None,
+    ) -> Any:
+        return self.trace(query, value, key, attention_mask, use_causal_mask, training)["output"]
+
+    def trace(
+        self,
+        query: Any,
+        value: Any,
+        key: Any = None,
+        attention_mask: Any = None,
+        use_causal_mask: bool = False,
+        training: bool | None = None,
+    ) -> dict[str, Any]:
+        """The simulated int8 tensors by name: ``scores`` (masked, ``[B, N, T, S]``), ``probabilities``, ``output``."""
         key = value if key is None else key
         layer = self.layer
         scale = 1.0 / math.sqrt(float(layer.key_dim))
@@ -113,12 +140,14 @@ class QuantizedAttention(keras.layers.Layer):
         v = self.value_quantizer(_project(layer.value_dense, value), training=training)
         # [B, T, N, H] -> [B, N, T, H]: the heads become BATCH_MATMUL's batch dimension.
         q, k, v = (ops.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
-        scores = self.scores_quantizer(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), training=training)
+        mask = call_mask(query, value, attention_mask, use_causal_mask)
+        scores = self.scores_quantizer(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), mask, training=training)
         probabilities = self.probabilities_quantizer(ops.softmax(scores, axis=-1))
-        probabilities = self.dropout(probabilities, training=training)
-        context = self.context_quantizer(ops.matmul(probabilities, v), training=training)
+        dropped = self.dropout(probabilities, training=training)
+        context = self.context_quantizer(ops.matmul(dropped, v), training=training)
         context = ops.transpose(context, (0, 2, 1, 3))  # [B, T, N, H]
-        return _project(layer.output_dense, context)
+        output = _project(layer.output_dense, context)
+        return {"scores": scores, "probabilities": probabilities, "output": output}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -131,6 +160,36 @@ class QuantizedAttention(keras.layers.Layer):
         config = dict(config)
         config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="mobileprune")
+class MaskedScoresQuantizer(ActivationQuantizer):
+    """The attention scores' int8 quantizer, with masked scores set to the range's lowest code.
+
+    The file computes ``SELECT_V2(mask, scores, fill)`` on the scores' int8 grid
+    (see :mod:`mobileprune.conversion.masked_attention`): the range is learned
+    from the real (unmasked) scores only, extended ``FILL_MARGIN`` below their
+    minimum when a mask is given, and masked scores get its lowest value.
+    Without a mask it is an :class:`ActivationQuantizer`.
+    """
+
+    def call(self, inputs: Any, attend: Any = None, training: bool | None = None) -> Any:
+        if attend is None:
+            return super().call(inputs, training=training)
+        if training:
+            low, high = real_score_range(inputs, attend)
+            decay = self.ema_decay * self.initialized
+            batch_min = ops.minimum(low, 0.0) - FILL_MARGIN
+            self.range_min.assign(decay * self.range_min + (1.0 - decay) * batch_min)
+            self.range_max.assign(decay * self.range_max + (1.0 - decay) * ops.maximum(high, 0.0))
+            self.initialized.assign(ops.ones(()))
+        quantized = self._fake_quant(inputs)
+        # The lowest code of the (nudged) range: what the converter stores for the fill constant.
+        fill = self._fake_quant(ops.convert_to_tensor(self.range_min))
+        return self._fake_quant(fill_masked(quantized, attend, fill))  # on the grid already: names SELECT_V2's range
+
+    def _fake_quant(self, inputs: Any) -> Any:
+        return fake_quant_with_min_max_vars(inputs, self.range_min, self.range_max, num_bits=8, narrow_range=False)
 
 
 def _project(dense: keras.layers.EinsumDense, inputs: Any, scale: float = 1.0) -> Any:

@@ -221,3 +221,63 @@ def test_a_keras_hub_encoder_block_is_named_and_kept_float_exactly(digits, tmp_p
     # The block runs float in the file (float weights, no dynamic-range int8): the logits follow the model.
     diff = np.abs(run_tflite(str(result.path), digits.x_test) - qat.predict(digits.x_test, verbose=0))
     assert diff.max() / mp.activation_quantizers(qat)["logits_quant"][0] <= 2.01
+
+
+def causal_padded_model(seed: int = 0) -> keras.Model:
+    """Tokens and a key-padding mask ``[B, 1, S]`` -> causal, padded attention -> logits per position."""
+    keras.utils.set_random_seed(seed)
+    tokens = keras.Input((8,), dtype="int32", name="tokens")
+    keep = keras.Input((1, 8), dtype="int32", name="keep")
+    x = keras.layers.Embedding(16, 16, name="embedding")(tokens)
+    y = keras.layers.MultiHeadAttention(2, 8, name="attention")(x, x, attention_mask=keep, use_causal_mask=True)
+    return keras.Model([tokens, keep], keras.layers.Dense(16, name="logits")(keras.layers.Add()([x, y])))
+
+
+def causal_padded_inputs(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    keep = (np.arange(8)[None, None, :] < rng.integers(4, 9, (count, 1, 1))).astype("int32")  # 4-8 real tokens
+    return [rng.integers(0, 16, (count, 8)).astype("int32"), keep]
+
+
+def test_masked_attention_is_simulated_and_ignores_masked_keys():
+    import mobileprune as mp
+    from mobileprune.quantization.attention_quantizer import QuantizedAttention
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        qat = mp.quantize_aware(causal_padded_model())
+    assert not [w for w in caught if "attention" in str(w.message)], [str(w.message) for w in caught]
+    assert any(isinstance(layer, QuantizedAttention) for layer in qat.layers)
+    tokens, keep = causal_padded_inputs(32)
+    qat([tokens, keep], training=True)  # sets the ranges
+    changed = tokens.copy()
+    changed[:, -1] = (changed[:, -1] + 1) % 16  # the last token: a future key for every earlier position
+    keep[:, :, -1] = 0  # and a padded key for the last position too
+    before = keras.ops.convert_to_numpy(qat([tokens, keep]))
+    after = keras.ops.convert_to_numpy(qat([changed, keep]))
+    np.testing.assert_array_equal(before[:, :-1], after[:, :-1])  # masked keys change nothing, exactly
+    assert not np.array_equal(before[:, -1], after[:, -1])  # the query's own token still counts
+
+
+@pytest.mark.tensorflow_only
+def test_int8_file_of_masked_attention_predicts_like_the_keras_model(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    import mobileprune as mp
+
+    qat = quantize_quietly(causal_padded_model())
+    for seed in range(2):  # ranges from two training-mode passes (training the weights adds nothing to test here)
+        qat(causal_padded_inputs(64, seed=seed), training=True)
+    result = mp.export_tflite(qat, tmp_path / "masked.tflite", quantize="int8", sparse=False)
+    report = mp.inspect_tflite(str(result.path))
+    ops = [op.op for op in report.ops]
+    assert ops.count("BATCH_MATMUL") == 2 and "SELECT_V2" in ops and "SOFTMAX" in ops, ops
+    dtypes = {tensor.index: tensor.dtype.lower() for tensor in report.tensors if tensor.subgraph == 0}
+    float_ops = [op.op for op in report.ops if "float" in dtypes[op.outputs[0]]]
+    assert float_ops == ["DEQUANTIZE"], float_ops  # no float island: only the logits are dequantized
+    tokens, keep = causal_padded_inputs(64, seed=1)
+    keras_logits = qat.predict([tokens, keep], verbose=0)
+    runner = Interpreter(model_path=str(result.path)).get_signature_runner()
+    file_logits = next(iter(runner(tokens=tokens, keep=keep).values()))
+    steps = np.abs(file_logits - keras_logits) / mp.activation_quantizers(qat)["logits_quant"][0]
+    assert steps.max() <= 2.01, steps.max()
