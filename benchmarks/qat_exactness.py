@@ -10,7 +10,13 @@ Architectures: the digits CNN, MobileNetV2(alpha=0.35, weights=None) on 32x32 di
 a residual net, a ViT-style encoder (Dense / MultiHeadAttention int8 throughout; each
 LayerNormalization one float island, see the README) and a 1-D keyword-spotting net on
 generated MFCC-like sequences. ``float_ops`` lists the ops whose output is float in the file
-(besides the final DEQUANTIZE): the float islands.
+(besides the final DEQUANTIZE): the float islands. ``fc_weight_scales`` gives, per
+FULLY_CONNECTED weight tensor of the QAT file, its number of scales (its output units when
+per channel, 1 when per tensor).
+
+Latency: the QAT int8 file against the PTQ int8 file of the same float model (calibrated
+on 256 training inputs), ``--rounds`` interleaved rounds in one child process
+(``compare_latency``, 1 thread); the load average is recorded beside it.
 
 Example:
 
@@ -147,7 +153,35 @@ def logits_step(qat) -> float:
     return mp.activation_quantizers(qat)[layer.name][0]
 
 
-def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
+def fc_weight_scales(report) -> list[tuple[int, int]]:
+    """``(output units, scales)`` of each FULLY_CONNECTED weight tensor in an inspected file."""
+    tensors = {(t.subgraph, t.index): t for t in report.tensors}
+    rows = []
+    for op in report.ops:
+        if op.op == "FULLY_CONNECTED" and len(op.inputs) > 1 and op.inputs[1] >= 0:
+            weight = tensors[(op.subgraph, op.inputs[1])]
+            rows.append((int(weight.shape[0]), len(weight.scale)))
+    return rows
+
+
+def latency(files: dict[str, str], rounds: int) -> dict:
+    """The QAT file against the PTQ file, ``rounds`` interleaved rounds, 1 thread."""
+    from mobileprune.runtime.benchmark import compare_latency
+
+    rows = compare_latency(files, baseline="ptq_int8", rounds=rounds, runs=rounds * 50, min_seconds=rounds * 0.25)
+    qat = next(row for row in rows if row.name == "qat_int8")
+    ptq = next(row for row in rows if row.name == "ptq_int8")
+    return {
+        "ptq_p50_ms": ptq.result.p50_ms,
+        "qat_p50_ms": qat.result.p50_ms,
+        "qat_over_ptq_latency": 1 / qat.speedup,
+        "qat_over_ptq_interval": None if qat.interval is None else [1 / qat.interval.high, 1 / qat.interval.low],
+        "within_noise": qat.within_noise,
+        "loadavg": os.getloadavg(),
+    }
+
+
+def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path, rounds: int = 0) -> dict:
     import keras
 
     import mobileprune as mp
@@ -161,6 +195,10 @@ def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
     model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     float_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
+    ptq = None
+    if rounds:
+        ptq = mp.export_tflite(model, workdir / f"{name}_ptq.tflite", quantize="int8", sparse=False,
+                               representative_data=x_train[:256])  # fmt: skip
     qat = mp.quantize_aware(model)
     qat.compile(keras.optimizers.Adam(5e-4), loss, metrics=["accuracy"])
     start = time.perf_counter()
@@ -178,6 +216,7 @@ def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
     keras_logits = qat.predict(x_test, verbose=0)
     file_logits = run_tflite(str(result.path), x_test)
     steps = np.abs(file_logits - keras_logits) / logits_step(qat)
+    timing = {} if ptq is None else latency({"ptq_int8": str(ptq.path), "qat_int8": str(result.path)}, rounds)
     return {
         "model": name,
         "float_acc": float(float_accuracy),
@@ -191,9 +230,12 @@ def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
         "dequantize_ops": ops.count("DEQUANTIZE"),
         "float_ops": sorted(set(float_ops)),
         "float_op_count": len(float_ops),
+        "fc_weight_scales": fc_weight_scales(report),
         "file_bytes": result.file_bytes,
         "qat_fit_seconds": qat_seconds,
         "held_out": len(x_test),
+        **({} if ptq is None else {"ptq_fc_weight_scales": fc_weight_scales(mp.inspect_tflite(str(ptq.path)))}),
+        **timing,
     }
 
 
@@ -206,6 +248,7 @@ _COLUMNS = [
     "p99_diff_steps",
     "quantize_ops",
     "float_op_count",
+    "qat_over_ptq_latency",
 ]
 
 
@@ -213,14 +256,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one epoch each, results to a temp folder")
     parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds (0: no latency)")
     add_harness_arguments(parser)
     args = parser.parse_args()
     epochs, qat_epochs = (1, 1) if args.quick else (5, 2)
+    rounds = 4 if args.quick else args.rounds
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models:
-            rows.append(run_case(name, epochs, qat_epochs, Path(workdir)))
+            rows.append(run_case(name, epochs, qat_epochs, Path(workdir), rounds))
             print_table("QAT int8 file vs quantization-aware Keras model", rows[-1:], _COLUMNS)
     print_table(
         "QAT int8 file vs quantization-aware Keras model",
@@ -230,7 +275,8 @@ def main() -> None:
     payload = {
         "epochs": epochs,
         "qat_epochs": qat_epochs,
-        "targets": {"top1_agreement": 0.995, "max_diff_steps": 2},
+        "latency_rounds": rounds,
+        "targets": {"top1_agreement": 0.995, "max_diff_steps": 2, "qat_over_ptq_latency": "within 5%"},
         "rows": rows,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
