@@ -14,6 +14,12 @@ generated MFCC-like sequences. ``float_ops`` lists the ops whose output is float
 FULLY_CONNECTED weight tensor of the QAT file, its number of scales (its output units when
 per channel, 1 when per tensor).
 
+Where the file departs from the simulation (``trace``, per model): every activation
+quantizer's tensor is found in the file (same int8 scale and shape) and compared on 200
+held-out inputs, in steps of its own scale; beside it, the largest int32 bias rounding of
+each Conv/Depthwise/FullyConnected op (0.5 * input scale * weight scale, in output steps),
+which the float simulation does not round.
+
 Latency: the QAT int8 file against the PTQ int8 file of the same float model (calibrated
 on 256 training inputs), ``--rounds`` interleaved rounds in one child process
 (``compare_latency``, 1 thread); the load average is recorded beside it.
@@ -164,6 +170,61 @@ def fc_weight_scales(report) -> list[tuple[int, int]]:
     return rows
 
 
+def trace(qat, path: Path, x: np.ndarray) -> dict:
+    """Per activation quantizer: the file's tensor against the Keras one, in steps of its scale (see above)."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobileprune.quantization.quantizer_layers import ActivationQuantizer
+
+    interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    details = interpreter.get_tensor_details()
+    quantizers = [layer for layer in qat.layers if isinstance(layer, ActivationQuantizer)]
+    found = {}
+    for layer in quantizers:
+        scale = layer.scale_and_zero_point()[0]
+        for item in details:
+            params = item["quantization_parameters"]
+            shape_ok = tuple(item["shape"][1:]) == tuple(layer.output.shape[1:])
+            if item["dtype"] == np.int8 and len(params["scales"]) == 1 and shape_ok:
+                if abs(params["scales"][0] - scale) <= 1e-6 * scale:
+                    found[layer.name] = item
+    probe = keras.Model(qat.inputs, [qat.get_layer(name).output for name in found])
+    keras_values = probe.predict(x, verbose=0)
+    keras_values = keras_values if isinstance(keras_values, list) else [keras_values]
+    file_values = {name: [] for name in found}
+    entry = interpreter.get_input_details()[0]["index"]
+    for i in range(len(x)):
+        interpreter.set_tensor(entry, x[i : i + 1])
+        interpreter.invoke()
+        for name, item in found.items():
+            params = item["quantization_parameters"]
+            raw = interpreter.get_tensor(item["index"]).astype(np.float32)
+            file_values[name].append((raw - params["zero_points"][0]) * params["scales"][0])
+    rows = []
+    for name, values in zip(found, keras_values):
+        steps = np.abs(np.concatenate(file_values[name]) - values) / found[name]["quantization_parameters"]["scales"][0]
+        rows.append({"tensor": name, "max_steps": float(steps.max()), "share_off": float(np.mean(steps > 0.5))})
+    return {"tensors": rows, "unmatched": [layer.name for layer in quantizers if layer.name not in found],
+            "max_bias_rounding_steps": _bias_rounding(path)}  # fmt: skip
+
+
+def _bias_rounding(path: Path) -> float:
+    """Largest int32 bias rounding, in output steps, over the file's Conv/Depthwise/FullyConnected ops."""
+    import mobileprune as mp
+
+    report = mp.inspect_tflite(str(path))
+    tensors = {(t.subgraph, t.index): t for t in report.tensors}
+    worst = 0.0
+    for op in report.ops:
+        if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            bias, out = tensors[(op.subgraph, op.inputs[2])], tensors[(op.subgraph, op.outputs[0])]
+            if bias.scale and out.scale:
+                worst = max(worst, 0.5 * max(bias.scale) / out.scale[0])
+    return worst
+
+
 def latency(files: dict[str, str], rounds: int) -> dict:
     """The QAT file against the PTQ file, ``rounds`` interleaved rounds, 1 thread."""
     from mobileprune.runtime.benchmark import compare_latency
@@ -216,6 +277,7 @@ def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path, rounds: int
     keras_logits = qat.predict(x_test, verbose=0)
     file_logits = run_tflite(str(result.path), x_test)
     steps = np.abs(file_logits - keras_logits) / logits_step(qat)
+    traced = trace(qat, result.path, x_test[:200])
     timing = {} if ptq is None else latency({"ptq_int8": str(ptq.path), "qat_int8": str(result.path)}, rounds)
     return {
         "model": name,
@@ -236,6 +298,7 @@ def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path, rounds: int
         "held_out": len(x_test),
         **({} if ptq is None else {"ptq_fc_weight_scales": fc_weight_scales(mp.inspect_tflite(str(ptq.path)))}),
         **timing,
+        "trace": traced,
     }
 
 
