@@ -10,7 +10,7 @@ about 7x slower to train on this machine: TensorFlow's CPU depthwise backprop). 
    more in float (the control: the same number of training epochs as QAT).
 2. **PTQ**: that fine-tuned float model, ``export_tflite(quantize="int8")``
    calibrated on 256 training images (min/max, per-channel convolution weights,
-   per-tensor Dense weights: the converter's defaults).
+   per-channel Dense weights: the converter's defaults).
 3. **QAT**: ``mp.quantize_aware`` of the model of step 1, fine-tuned
    ``--qat-epochs``; its int8 file (no calibration data).
 4. **pruned + PTQ** / **PQAT** at each ``--sparsities``: the model of step 1
@@ -38,6 +38,7 @@ Example:
 ```
 python -m benchmarks.qat_accuracy            # full run -> benchmarks/results/qat_accuracy.json
 python -m benchmarks.qat_accuracy --quick    # one seed, few epochs, to a temp folder
+python -m benchmarks.qat_accuracy --model depthwise_net --skip-tfmot  # -> qat_accuracy_depthwise_net.json
 ```
 """
 
@@ -540,7 +541,9 @@ def main(argv: list[str] | None = None) -> None:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
     }
-    print("wrote", write_results("qat_accuracy", payload, results_dir(args.quick, args.allow_dirty)))
+    # One result file per architecture: the default net's keeps its name.
+    name = "qat_accuracy" if args.model == "small_cnn" else f"qat_accuracy_{args.model}"
+    print("wrote", write_results(name, payload, results_dir(args.quick, args.allow_dirty)))
 
 
 if __name__ == "__main__":
