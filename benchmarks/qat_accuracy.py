@@ -4,13 +4,15 @@ The task: sklearn's digits (1,347 train / 450 test images, 8x8). The net (``--mo
 built by ``benchmarks/_tfmot_worker.py`` so that the tf-keras side is the same):
 ``small_cnn`` (default: two 3x3 convolutions, max pooling, two Dense layers) or
 ``depthwise_net`` (MobileNetV2-style inverted residual blocks with BatchNormalization;
-about 7x slower to train on this machine: TensorFlow's CPU depthwise backprop). Per seed:
+about 7x slower to train on this machine: TensorFlow's CPU depthwise backprop), or
+``mobilenet_v2`` (``keras.applications.MobileNetV2(alpha=0.35, weights=None)`` on the digits
+upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``). Per seed:
 
 1. **float**: trained ``--epochs`` from scratch, then fine-tuned ``--qat-epochs``
    more in float (the control: the same number of training epochs as QAT).
 2. **PTQ**: that fine-tuned float model, ``export_tflite(quantize="int8")``
    calibrated on 256 training images (min/max, per-channel convolution weights,
-   per-tensor Dense weights: the converter's defaults).
+   per-channel Dense weights: the converter's defaults).
 3. **QAT**: ``mp.quantize_aware`` of the model of step 1, fine-tuned
    ``--qat-epochs``; its int8 file (no calibration data).
 4. **pruned + PTQ** / **PQAT** at each ``--sparsities``: the model of step 1
@@ -38,6 +40,7 @@ Example:
 ```
 python -m benchmarks.qat_accuracy            # full run -> benchmarks/results/qat_accuracy.json
 python -m benchmarks.qat_accuracy --quick    # one seed, few epochs, to a temp folder
+python -m benchmarks.qat_accuracy --model depthwise_net --skip-tfmot  # -> qat_accuracy_depthwise_net.json
 ```
 """
 
@@ -60,11 +63,10 @@ CALIBRATION_IMAGES = 256
 
 
 def load_task() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Digits split (fixed, seed 0): train images, labels, test images, labels."""
-    from mobileprune.demo.digits import load_digits_split
+    """Digits split (fixed, seed 0): train images, labels, test images, labels (32x32x3 for MobileNetV2)."""
+    from benchmarks.qat_exactness import digits_data
 
-    split = load_digits_split()
-    return split.x_train, split.y_train, split.x_test, split.y_test
+    return digits_data(32, 3) if ARCHITECTURE["name"] == "mobilenet_v2" else digits_data()
 
 
 #: The architecture of the run (``--model``); the tf-keras side builds the same one by name.
@@ -75,6 +77,10 @@ def build(width: int, seed: int):
     import keras
 
     keras.utils.set_random_seed(seed)
+    if ARCHITECTURE["name"] == "mobilenet_v2":  # Keras 3 only (no tfmot side): the exactness benchmark's net
+        from benchmarks.qat_exactness import mobilenet_v2
+
+        return mobilenet_v2()
     return MODEL_BUILDERS[ARCHITECTURE["name"]](keras, width=width)
 
 
@@ -478,7 +484,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, few epochs, results to a temp folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--model", choices=["depthwise_net", "small_cnn"], default="small_cnn")
+    parser.add_argument("--model", choices=["depthwise_net", "mobilenet_v2", "small_cnn"], default="small_cnn")
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=15, help="float training from scratch")
     parser.add_argument("--prune-epochs", type=int, default=6)
@@ -493,6 +499,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs, args.prune_epochs, args.qat_epochs, args.rounds = [0], 3, 2, 2, 4
+    if args.model == "mobilenet_v2" and not args.skip_tfmot:
+        parser.error("--model mobilenet_v2 has no tf-keras twin: add --skip-tfmot")
     if args.qat_epochs < 2:
         parser.error("--qat-epochs must be >= 2 (the first epoch is tracing and is not timed)")
     return args
@@ -540,7 +548,9 @@ def main(argv: list[str] | None = None) -> None:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
     }
-    print("wrote", write_results("qat_accuracy", payload, results_dir(args.quick, args.allow_dirty)))
+    # One result file per architecture: the default net's keeps its name.
+    name = "qat_accuracy" if args.model == "small_cnn" else f"qat_accuracy_{args.model}"
+    print("wrote", write_results(name, payload, results_dir(args.quick, args.allow_dirty)))
 
 
 if __name__ == "__main__":

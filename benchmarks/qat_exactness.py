@@ -10,7 +10,19 @@ Architectures: the digits CNN, MobileNetV2(alpha=0.35, weights=None) on 32x32 di
 a residual net, a ViT-style encoder (Dense / MultiHeadAttention int8 throughout; each
 LayerNormalization one float island, see the README) and a 1-D keyword-spotting net on
 generated MFCC-like sequences. ``float_ops`` lists the ops whose output is float in the file
-(besides the final DEQUANTIZE): the float islands.
+(besides the final DEQUANTIZE): the float islands. ``fc_weight_scales`` gives, per
+FULLY_CONNECTED weight tensor of the QAT file, its number of scales (its output units when
+per channel, 1 when per tensor).
+
+Where the file departs from the simulation (``trace``, per model): every activation
+quantizer's tensor is found in the file (same int8 scale and shape) and compared on 200
+held-out inputs, in steps of its own scale; beside it, the largest int32 bias rounding of
+each Conv/Depthwise/FullyConnected op (0.5 * input scale * weight scale, in output steps),
+which the float simulation does not round.
+
+Latency: the QAT int8 file against the PTQ int8 file of the same float model (calibrated
+on 256 training inputs), ``--rounds`` interleaved rounds in one child process
+(``compare_latency``, 1 thread); the load average is recorded beside it.
 
 Example:
 
@@ -147,7 +159,90 @@ def logits_step(qat) -> float:
     return mp.activation_quantizers(qat)[layer.name][0]
 
 
-def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
+def fc_weight_scales(report) -> list[tuple[int, int]]:
+    """``(output units, scales)`` of each FULLY_CONNECTED weight tensor in an inspected file."""
+    tensors = {(t.subgraph, t.index): t for t in report.tensors}
+    rows = []
+    for op in report.ops:
+        if op.op == "FULLY_CONNECTED" and len(op.inputs) > 1 and op.inputs[1] >= 0:
+            weight = tensors[(op.subgraph, op.inputs[1])]
+            rows.append((int(weight.shape[0]), len(weight.scale)))
+    return rows
+
+
+def trace(qat, path: Path, x: np.ndarray) -> dict:
+    """Per activation quantizer: the file's tensor against the Keras one, in steps of its scale (see above)."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobileprune.quantization.quantizer_layers import ActivationQuantizer
+
+    interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    details = interpreter.get_tensor_details()
+    quantizers = [layer for layer in qat.layers if isinstance(layer, ActivationQuantizer)]
+    found = {}
+    for layer in quantizers:
+        scale = layer.scale_and_zero_point()[0]
+        for item in details:
+            params = item["quantization_parameters"]
+            shape_ok = tuple(item["shape"][1:]) == tuple(layer.output.shape[1:])
+            if item["dtype"] == np.int8 and len(params["scales"]) == 1 and shape_ok:
+                if abs(params["scales"][0] - scale) <= 1e-6 * scale:
+                    found[layer.name] = item
+    probe = keras.Model(qat.inputs, [qat.get_layer(name).output for name in found])
+    keras_values = probe.predict(x, verbose=0)
+    keras_values = keras_values if isinstance(keras_values, list) else [keras_values]
+    file_values = {name: [] for name in found}
+    entry = interpreter.get_input_details()[0]["index"]
+    for i in range(len(x)):
+        interpreter.set_tensor(entry, x[i : i + 1])
+        interpreter.invoke()
+        for name, item in found.items():
+            params = item["quantization_parameters"]
+            raw = interpreter.get_tensor(item["index"]).astype(np.float32)
+            file_values[name].append((raw - params["zero_points"][0]) * params["scales"][0])
+    rows = []
+    for name, values in zip(found, keras_values):
+        steps = np.abs(np.concatenate(file_values[name]) - values) / found[name]["quantization_parameters"]["scales"][0]
+        rows.append({"tensor": name, "max_steps": float(steps.max()), "share_off": float(np.mean(steps > 0.5))})
+    return {"tensors": rows, "unmatched": [layer.name for layer in quantizers if layer.name not in found],
+            "max_bias_rounding_steps": _bias_rounding(path)}  # fmt: skip
+
+
+def _bias_rounding(path: Path) -> float:
+    """Largest int32 bias rounding, in output steps, over the file's Conv/Depthwise/FullyConnected ops."""
+    import mobileprune as mp
+
+    report = mp.inspect_tflite(str(path))
+    tensors = {(t.subgraph, t.index): t for t in report.tensors}
+    worst = 0.0
+    for op in report.ops:
+        if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            bias, out = tensors[(op.subgraph, op.inputs[2])], tensors[(op.subgraph, op.outputs[0])]
+            if bias.scale and out.scale:
+                worst = max(worst, 0.5 * max(bias.scale) / out.scale[0])
+    return worst
+
+
+def latency(files: dict[str, str], rounds: int) -> dict:
+    """The QAT file against the PTQ file, ``rounds`` interleaved rounds, 1 thread."""
+    from mobileprune.runtime.benchmark import compare_latency
+
+    rows = compare_latency(files, baseline="ptq_int8", rounds=rounds, runs=rounds * 50, min_seconds=rounds * 0.25)
+    qat = next(row for row in rows if row.name == "qat_int8")
+    ptq = next(row for row in rows if row.name == "ptq_int8")
+    return {
+        "ptq_p50_ms": ptq.result.p50_ms,
+        "qat_p50_ms": qat.result.p50_ms,
+        "qat_over_ptq_latency": 1 / qat.speedup,
+        "qat_over_ptq_interval": None if qat.interval is None else [1 / qat.interval.high, 1 / qat.interval.low],
+        "within_noise": qat.within_noise,
+        "loadavg": os.getloadavg(),
+    }
+
+
+def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path, rounds: int = 0) -> dict:
     import keras
 
     import mobileprune as mp
@@ -161,6 +256,10 @@ def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
     model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     float_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
+    ptq = None
+    if rounds:
+        ptq = mp.export_tflite(model, workdir / f"{name}_ptq.tflite", quantize="int8", sparse=False,
+                               representative_data=x_train[:256])  # fmt: skip
     qat = mp.quantize_aware(model)
     qat.compile(keras.optimizers.Adam(5e-4), loss, metrics=["accuracy"])
     start = time.perf_counter()
@@ -178,6 +277,8 @@ def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
     keras_logits = qat.predict(x_test, verbose=0)
     file_logits = run_tflite(str(result.path), x_test)
     steps = np.abs(file_logits - keras_logits) / logits_step(qat)
+    traced = trace(qat, result.path, x_test[:200])
+    timing = {} if ptq is None else latency({"ptq_int8": str(ptq.path), "qat_int8": str(result.path)}, rounds)
     return {
         "model": name,
         "float_acc": float(float_accuracy),
@@ -191,9 +292,13 @@ def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
         "dequantize_ops": ops.count("DEQUANTIZE"),
         "float_ops": sorted(set(float_ops)),
         "float_op_count": len(float_ops),
+        "fc_weight_scales": fc_weight_scales(report),
         "file_bytes": result.file_bytes,
         "qat_fit_seconds": qat_seconds,
         "held_out": len(x_test),
+        **({} if ptq is None else {"ptq_fc_weight_scales": fc_weight_scales(mp.inspect_tflite(str(ptq.path)))}),
+        **timing,
+        "trace": traced,
     }
 
 
@@ -206,6 +311,7 @@ _COLUMNS = [
     "p99_diff_steps",
     "quantize_ops",
     "float_op_count",
+    "qat_over_ptq_latency",
 ]
 
 
@@ -213,14 +319,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one epoch each, results to a temp folder")
     parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds (0: no latency)")
     add_harness_arguments(parser)
     args = parser.parse_args()
     epochs, qat_epochs = (1, 1) if args.quick else (5, 2)
+    rounds = 4 if args.quick else args.rounds
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models:
-            rows.append(run_case(name, epochs, qat_epochs, Path(workdir)))
+            rows.append(run_case(name, epochs, qat_epochs, Path(workdir), rounds))
             print_table("QAT int8 file vs quantization-aware Keras model", rows[-1:], _COLUMNS)
     print_table(
         "QAT int8 file vs quantization-aware Keras model",
@@ -230,7 +338,8 @@ def main() -> None:
     payload = {
         "epochs": epochs,
         "qat_epochs": qat_epochs,
-        "targets": {"top1_agreement": 0.995, "max_diff_steps": 2},
+        "latency_rounds": rounds,
+        "targets": {"top1_agreement": 0.995, "max_diff_steps": 2, "qat_over_ptq_latency": "within 5%"},
         "rows": rows,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),

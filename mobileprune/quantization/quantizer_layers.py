@@ -21,10 +21,17 @@ op, which the TFLite converter turns into int8 tensors):
   SeparableConv1D/2D, Dense, EinsumDense or Embedding layer's own computation with its kernel fake-quantized symmetric
   narrow-range ([-127, 127], so 0 maps to exactly 0 and pruned weights stay
   zero) along the axis the TFLite op quantizes: the output channel for
-  convolutions, the ``in * multiplier`` channel for depthwise. Dense is per
-  tensor: measured with TF 2.21, a per-channel fake quant on a Dense kernel
-  fails conversion ("'tfl.transpose' op has mismatched quantized axes",
-  the converter transposes the kernel to [out, in]); so are 1-D convolutions (their kernel is reshaped for CONV_2D). A following
+  convolutions, the ``in * multiplier`` channel for depthwise, the output
+  unit for Dense and matrix-product EinsumDense (FULLY_CONNECTED stores
+  [out, in], quantized along axis 0). Measured with TF 2.21: any per-channel
+  fake-quant op on a Dense kernel fails conversion ("'tfl.transpose' op has
+  mismatched quantized axes": the op quantizes TensorFlow's last axis and the
+  converter transposes the kernel to [out, in], along ``axis=0`` too), so the
+  Dense kernel is rounded onto its per-column grid with plain ops
+  (straight-through gradient) and no fake-quant op: the converter then
+  quantizes it per channel itself, with the same scales (max |column| / 127),
+  so the file holds exactly the simulated weights. 1-D convolutions are per
+  tensor (their kernel is reshaped for CONV_2D, see :func:`quantize_weight`). A following
   BatchNormalization is folded into the kernel before quantizing, as the
   converter folds it, using its moving statistics (frozen during QAT).
 
@@ -181,9 +188,12 @@ class QuantizeWrapper(keras.layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         kernel, bias = self.folded_kernel_and_bias()
         if self.kind == "einsum":  # one FULLY_CONNECTED: the bias is added before the output reshape
-            outputs = einsum_as_matmul(self.layer.equation, inputs, quantize_weight(kernel, "dense"), bias)
+            contracted, _ = einsum_dims(self.layer.equation)
+            flat = ops.reshape(kernel, (np_prod(kernel.shape[:contracted]), -1))
+            kernel = ops.reshape(quantize_weight(flat, "fully_connected"), tuple(kernel.shape))
+            outputs = einsum_as_matmul(self.layer.equation, inputs, kernel, bias)
         elif self.kind == "dense":
-            outputs = fully_connected(inputs, quantize_weight(kernel, "dense"), bias)
+            outputs = fully_connected(inputs, quantize_weight(kernel, "fully_connected"), bias)
         else:
             if self.kind == "separable":
                 inputs = self.depthwise_quantizer(self._depthwise(inputs), training=training)
@@ -363,7 +373,13 @@ def activation_name(function: Any) -> str:
 
 
 def quantize_weight(kernel: Any, kind: str) -> Any:
-    """Symmetric narrow-range int8 fake quant of a kernel along the axis TFLite quantizes."""
+    """Symmetric narrow-range int8 fake quant of a kernel along the axis TFLite quantizes.
+
+    ``kind`` is a :func:`weight_kind`, or ``"fully_connected"`` for a 2-D ``[in, out]`` kernel
+    quantized per output column (``"dense"`` is per tensor).
+    """
+    if kind == "fully_connected":
+        return _round_per_column(kernel)
     if kind in ("dense", "einsum", "embedding") or len(kernel.shape) == 3:
         # GATHER takes a per-tensor table (the output keeps its scale); EinsumDense is a FULLY_CONNECTED.
         # 1-D convolutions run as CONV_2D on an expanded kernel; measured with TF 2.21, the converter
@@ -377,6 +393,19 @@ def quantize_weight(kernel: Any, kind: str) -> Any:
     limit = ops.maximum(ops.max(ops.abs(kernel), axis=axes), _MIN_WEIGHT_RANGE)
     quantized = fake_quant_with_min_max_vars(kernel, -limit, limit, num_bits=8, narrow_range=True, axis=-1)
     return ops.reshape(quantized, shape)
+
+
+def _round_per_column(kernel: Any) -> Any:
+    """Round a 2-D ``[in, out]`` kernel onto a symmetric narrow-range int8 grid per output column.
+
+    Plain ops, no fake-quant op (see the module docstring: the converter cannot take a
+    per-channel fake quant through the kernel's transpose), with a straight-through
+    gradient. Every weight lies within its column's range, so no clamping is needed; the
+    converter's own per-channel scale for a column is the same max |column| / 127.
+    """
+    scale = ops.divide(ops.maximum(ops.max(ops.abs(kernel), axis=0), _MIN_WEIGHT_RANGE), 127.0)
+    rounded = ops.multiply(ops.round(ops.divide(kernel, scale)), scale)
+    return ops.add(kernel, ops.stop_gradient(ops.subtract(rounded, kernel)))
 
 
 @keras.saving.register_keras_serializable(package="mobileprune")

@@ -92,8 +92,11 @@ def test_int8_attention_file_predicts_like_the_keras_model(trained_vit, digits, 
     step = mp.activation_quantizers(qat)["logits_quant"][0]
     steps = np.abs(file_logits - keras_logits) / step
     # Each int8 op alone matches its simulation to within one step (fixed-point requantization
-    # rounds some 0.1-0.4% of the values the other way); chained through attention, at most 2 steps.
-    assert steps.max() <= 2.01, steps.max()
+    # rounds some 0.1-0.4% of the values the other way); chained through attention and the float
+    # LayerNormalization, a few steps: measured 2 with per-tensor Dense kernels, 3 with per-channel ones
+    # (the rounding lands elsewhere; the digits CNN and the KWS net, per-channel Dense and no LayerNormalization,
+    # stay within 1 step in benchmarks/results/qat_exactness.json).
+    assert steps.max() <= 3.01, steps.max()
     assert np.quantile(steps, 0.99) <= 1.01, np.quantile(steps, 0.99)
     assert np.mean(keras_logits.argmax(1) == file_logits.argmax(1)) >= 0.98  # a one-epoch model has near ties
 

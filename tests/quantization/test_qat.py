@@ -66,7 +66,14 @@ def test_quantization_aware_model_trains_reloads_and_exports_fully_int8(float_mo
     result = mp.export_tflite(
         reloaded, tmp_path / "qat.tflite", quantize="int8", validation_data=(digits.x_test, digits.y_test)
     )
-    ops = [op.op for op in mp.inspect_tflite(str(result.path)).ops]
+    report = mp.inspect_tflite(str(result.path))
+    ops = [op.op for op in report.ops]
+    # Dense kernels are per channel in the file, as the simulation rounds them: one scale per output unit.
+    tensors = {t.index: t for t in report.tensors if t.subgraph == 0}
+    fc_weights = [tensors[op.inputs[1]] for op in report.ops if op.op == "FULLY_CONNECTED"]
+    assert [len(w.scale) for w in fc_weights] == [w.shape[0] for w in fc_weights] == [24, 10]
+    hidden = keras.ops.convert_to_numpy(qat.get_layer("quant_hidden").layer.kernel)
+    np.testing.assert_allclose(fc_weights[0].scale, np.abs(hidden).max(axis=0) / 127, rtol=1e-5)
     # Fully int8: one QUANTIZE at the input, one DEQUANTIZE at the output, nothing float between.
     assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE"
     assert ops.count("QUANTIZE") == 1 and ops.count("DEQUANTIZE") == 1, ops
