@@ -21,6 +21,8 @@ for both libraries:
      codes shared by all channels, so the int8 file holds ``k`` values per
      tensor; ``--no-int8-grid`` for one float codebook per tensor, as tfmot)
      with the pruning masks held in the same fit, then ``strip_clustering``;
+     after ``end_step`` each channel's int8 scale keeps learning
+     (``learn_scales``, on with ``int8_grid``; ``--no-learn-scales``: off);
    - **ours one-shot** ``cluster_weights(k, int8_grid=True)`` with no
      fine-tuning;
 3. every result is loaded into the Keras 3 model and converted the same way
@@ -152,7 +154,8 @@ def cluster_ours(start: list, data, k: int, args, seed: int) -> tuple[list, list
     model = _compiled(start, args.lr)
     # preserve_sparsity (the default) holds a pruned start's zeros exactly, as tfmot's preserve_sparsity does.
     options = {"layers": list(LAYERS), "size_weight": args.size_weight, "int8_grid": args.int8_grid, "seed": seed}
-    callbacks = [mp.ClusterCallback(k, update_every=10, **options)]
+    learn = {"learn_scales": args.learn_scales} if args.int8_grid else {}
+    callbacks = [mp.ClusterCallback(k, update_every=10, **options, **learn)]
     model.fit(data.x_train, data.y_train, batch_size=32, epochs=args.epochs, verbose=0, callbacks=callbacks)
     trained = mp.strip_clustering(model).get_weights()
     start_model = _compiled(start, args.lr)
@@ -341,6 +344,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--int8-grid", action=argparse.BooleanOptionalAction, default=True, help="ours: int8_grid=True (the default)"
+    )
+    parser.add_argument(
+        "--learn-scales",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ours: with int8_grid, train each channel's scale after end_step (the default)",
     )
     parser.add_argument("--skip-tfmot", action="store_true")
     parser.add_argument("--name", default=None, help="JSON file stem under benchmarks/results (default per model)")

@@ -16,7 +16,10 @@ the weights or any gradient plumbing (the train step is plain Keras, so JAX,
 PyTorch and TensorFlow all run it). After `end_step` the centroids are fixed,
 in this fit and in any later fit with the same callback (a fit that starts
 past `end_step` fits them once, at its first step); biases and unclustered
-layers keep training around them.
+layers keep training around them. With `int8_grid` (and `learn_scales`, its
+default) each output channel's scale keeps training after `end_step`: every
+step moves it by the least-squares factor of its members' update
+(`snap_constraint.learned_scale`), the integer codes stay.
 
 Sparsity: a weight with a pruning mask (from `PruneCallback` in the same fit,
 or attached here for a weight that already has zeros, `preserve_sparsity=True`)
