@@ -289,9 +289,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
     rows = []
     tfmot_bytes: dict[tuple, list] = {}  # per seed: a method's int8 gzip size is compared seed by seed
+    tfmot_accuracy: dict[tuple, list] = {}
     for r in runs:
         if r["method"] == "tfmot" and "error" not in r:
             tfmot_bytes.setdefault((r["start"], r["k"]), []).append((r["seed"], r["int8_gzip_bytes"]))
+            tfmot_accuracy.setdefault((r["start"], r["k"]), []).append(r["int8_accuracy"])
     for start, k, method in keys:
         group = [
             r for r in runs if r["start"] == start and (r["k"] or 0) == k and r["method"] == method and "error" not in r
@@ -306,6 +308,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         smaller = [r["int8_gzip_bytes"] <= reference[r["seed"]] for r in group if r["seed"] in reference]
         ratios = [r["int8_gzip_bytes"] / reference[r["seed"]] for r in group if r["seed"] in reference]
         ratios = ratios if method != "tfmot" else []
+        reference_accuracy = tfmot_accuracy.get((start, k or None))
+        gap = 100 * (mean("int8_accuracy") - statistics.mean(reference_accuracy)) if reference_accuracy else None
         rows.append(
             {
                 "sparsity": f"{mean('sparsity'):.2f}",
@@ -321,6 +325,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "best/limit": f"{mean('int8_download_over_limit'):.3f}",
                 "gzip/tfmot": f"{statistics.mean(ratios):.3f}" if ratios else "-",
                 "<=tfmot": f"{sum(smaller)}/{len(smaller)}" if reference and method != "tfmot" else "",
+                "acc-tfmot": f"{gap:+.1f}" if gap is not None and method != "tfmot" else "",
                 "seeds": len(group),
             }
         )
@@ -399,6 +404,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def parity(rows: list[dict[str, Any]], method: str = "ours") -> str:
+    """How many settings have ``method``'s int8 gzip size <= tfmot's and its int8 accuracy >= tfmot's (means)."""
+    compared = [row for row in rows if row["method"] == method and row.get("acc-tfmot") and row["gzip/tfmot"] != "-"]
+    both = [row for row in compared if float(row["gzip/tfmot"]) <= 1 and float(row["acc-tfmot"]) >= 0]
+    gaps = [float(row["acc-tfmot"]) for row in compared]
+    spread = f"{min(gaps):+.1f} to {max(gaps):+.1f}" if gaps else "-"
+    return (
+        f"{method}: int8 size <= tfmot's and accuracy >= tfmot's (means over seeds) in {len(both)} of "
+        f"{len(compared)} settings; accuracy minus tfmot's {spread} points"
+    )
+
+
 def show(name: str) -> int:
     """Print the table of ``benchmarks/results/<name>.json`` (what the README quotes)."""
     import json
@@ -418,6 +435,8 @@ def show(name: str) -> int:
         results["rows"],
         float_digits=1,
     )
+    if any("acc-tfmot" in row for row in results["rows"]):
+        print(parity(results["rows"]))
     return 0
 
 
