@@ -261,9 +261,10 @@ def export_tflite(
     if edge is None:
         candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)
     else:
-        reuse_key = (_source_key(model, source), io_type, allow_select_tf_ops, batch_size)
+        settings = (io_type, allow_select_tf_ops, batch_size)
+        reused = _reused(lambda: (_source_key(model, source), *settings), convert_with)
         candidates, converter_sparse_bytes = (
-            _edge_candidates(edge, _reused(reuse_key, convert_with), sparse, representative_data, calibration_samples),
+            _edge_candidates(edge, reused, sparse, representative_data, calibration_samples),
             None,
         )
     xnnpack = analyze_tflite(candidates.get("dense") or candidates["sparse"])
@@ -351,15 +352,16 @@ def _numpy(weight: Any) -> Any:
     return np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
 
 
-def _reused(key: tuple, convert_with):
-    """``convert_with`` whose float conversion is kept for ``key`` inside ``reusing_float_conversion``."""
+def _reused(make_key, convert_with):
+    """``convert_with`` whose float conversion is kept under ``make_key()`` inside ``reusing_float_conversion``."""
     files = _FLOAT_FILES.get()
-    if files is None:
+    if files is None:  # outside the block: no weight hashing, no memory held
         return convert_with
 
     def convert_once(encoding_sparse: bool) -> bytes:
         if encoding_sparse:
             return convert_with(True)
+        key = make_key()
         if key not in files:
             files[key] = convert_with(False)
         return files[key]
