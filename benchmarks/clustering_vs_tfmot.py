@@ -21,6 +21,8 @@ for both libraries:
      codes shared by all channels, so the int8 file holds ``k`` values per
      tensor; ``--no-int8-grid`` for one float codebook per tensor, as tfmot)
      with the pruning masks held in the same fit, then ``strip_clustering``;
+     after ``end_step`` each channel's int8 scale keeps learning
+     (``learn_scales``, on with ``int8_grid``; ``--no-learn-scales``: off);
    - **ours one-shot** ``cluster_weights(k, int8_grid=True)`` with no
      fine-tuning;
 3. every result is loaded into the Keras 3 model and converted the same way
@@ -152,7 +154,8 @@ def cluster_ours(start: list, data, k: int, args, seed: int) -> tuple[list, list
     model = _compiled(start, args.lr)
     # preserve_sparsity (the default) holds a pruned start's zeros exactly, as tfmot's preserve_sparsity does.
     options = {"layers": list(LAYERS), "size_weight": args.size_weight, "int8_grid": args.int8_grid, "seed": seed}
-    callbacks = [mp.ClusterCallback(k, update_every=10, **options)]
+    learn = {"learn_scales": args.learn_scales} if args.int8_grid else {}
+    callbacks = [mp.ClusterCallback(k, update_every=10, **options, **learn)]
     model.fit(data.x_train, data.y_train, batch_size=32, epochs=args.epochs, verbose=0, callbacks=callbacks)
     trained = mp.strip_clustering(model).get_weights()
     start_model = _compiled(start, args.lr)
@@ -286,9 +289,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
     rows = []
     tfmot_bytes: dict[tuple, list] = {}  # per seed: a method's int8 gzip size is compared seed by seed
+    tfmot_accuracy: dict[tuple, list] = {}
     for r in runs:
         if r["method"] == "tfmot" and "error" not in r:
             tfmot_bytes.setdefault((r["start"], r["k"]), []).append((r["seed"], r["int8_gzip_bytes"]))
+            tfmot_accuracy.setdefault((r["start"], r["k"]), []).append(r["int8_accuracy"])
     for start, k, method in keys:
         group = [
             r for r in runs if r["start"] == start and (r["k"] or 0) == k and r["method"] == method and "error" not in r
@@ -303,6 +308,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         smaller = [r["int8_gzip_bytes"] <= reference[r["seed"]] for r in group if r["seed"] in reference]
         ratios = [r["int8_gzip_bytes"] / reference[r["seed"]] for r in group if r["seed"] in reference]
         ratios = ratios if method != "tfmot" else []
+        reference_accuracy = tfmot_accuracy.get((start, k or None))
+        gap = 100 * (mean("int8_accuracy") - statistics.mean(reference_accuracy)) if reference_accuracy else None
         rows.append(
             {
                 "sparsity": f"{mean('sparsity'):.2f}",
@@ -318,6 +325,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "best/limit": f"{mean('int8_download_over_limit'):.3f}",
                 "gzip/tfmot": f"{statistics.mean(ratios):.3f}" if ratios else "-",
                 "<=tfmot": f"{sum(smaller)}/{len(smaller)}" if reference and method != "tfmot" else "",
+                "acc-tfmot": f"{gap:+.1f}" if gap is not None and method != "tfmot" else "",
                 "seeds": len(group),
             }
         )
@@ -341,6 +349,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--int8-grid", action=argparse.BooleanOptionalAction, default=True, help="ours: int8_grid=True (the default)"
+    )
+    parser.add_argument(
+        "--learn-scales",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ours: with int8_grid, train each channel's scale after end_step (the default)",
     )
     parser.add_argument("--skip-tfmot", action="store_true")
     parser.add_argument("--name", default=None, help="JSON file stem under benchmarks/results (default per model)")
@@ -390,6 +404,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def parity(rows: list[dict[str, Any]], method: str = "ours") -> str:
+    """How many settings have ``method``'s int8 gzip size <= tfmot's and its int8 accuracy >= tfmot's (means)."""
+    compared = [row for row in rows if row["method"] == method and row.get("acc-tfmot") and row["gzip/tfmot"] != "-"]
+    both = [row for row in compared if float(row["gzip/tfmot"]) <= 1 and float(row["acc-tfmot"]) >= 0]
+    gaps = [float(row["acc-tfmot"]) for row in compared]
+    spread = f"{min(gaps):+.1f} to {max(gaps):+.1f}" if gaps else "-"
+    return (
+        f"{method}: int8 size <= tfmot's and accuracy >= tfmot's (means over seeds) in {len(both)} of "
+        f"{len(compared)} settings; accuracy minus tfmot's {spread} points"
+    )
+
+
 def show(name: str) -> int:
     """Print the table of ``benchmarks/results/<name>.json`` (what the README quotes)."""
     import json
@@ -401,14 +427,16 @@ def show(name: str) -> int:
     settings = results["settings"]
     load = results["load_average"][-1][0]
     model = settings.get("model", "digits")
+    rows = summarise(results["runs"])  # recomputed, so older files get the acc-tfmot column too
     print_table(
         f"{model}, kernels of {', '.join(MODEL_LAYERS[model])} clustered, {settings['epochs']} fine-tuning epochs, "
         f"int8_grid {settings.get('int8_grid', False)}, size_weight {settings.get('size_weight', 0.0)}, "
         f"mean of seeds {results['seeds_done']} "
         f"(commit {document['machine'].get('git')}, load {load:.2f})",
-        results["rows"],
+        rows,
         float_digits=1,
     )
+    print(parity(rows))
     return 0
 
 

@@ -27,7 +27,11 @@ Run from the repository root:
 ```
 python -m benchmarks.int4_export           # full run, writes results/int4_export.json
 python -m benchmarks.int4_export --quick   # smoke run (fewer samples and runs, temp dir)
+python -m benchmarks.int4_export --models BERT-Tiny ViT-Tiny --rounds 9 --name int4_export_latency_rerun
 ```
+
+The ai-edge-quantizer modes of a model start from one float conversion
+(``reusing_float_conversion``), so their ``export_seconds`` leave it out.
 """
 
 from __future__ import annotations
@@ -128,32 +132,36 @@ def tflite_perplexity(path: str, windows: np.ndarray, batch: int = 16) -> float:
 
 def export_all(model, folder: Path, name: str, calibration, validation) -> list[dict[str, Any]]:
     """Every mode of MODES; a mode that fails is kept with its one-line error."""
+    from mobileprune.conversion.export import reusing_float_conversion
+
+    with reusing_float_conversion():  # the three ai-edge-quantizer modes share one float conversion
+        return [export_one(model, folder, name, mode, calibration, validation) for mode in MODES]
+
+
+def export_one(model, folder: Path, name: str, mode: str, calibration, validation) -> dict[str, Any]:
+    """One mode's file, size and fidelity (or its one-line error)."""
     import mobileprune as mp
 
-    rows = []
-    for mode, arguments in MODES.items():
-        path = folder / f"{name}_{mode.replace(' ', '_').replace('(', '').replace(')', '')}.tflite"
-        row: dict[str, Any] = {"model": name, "mode": mode, "path": str(path)}
-        start = time.perf_counter()
-        try:
-            result = mp.export_tflite(
-                model, path, representative_data=calibration, validation_data=validation, sparse=False, **arguments
-            )
-        except Exception as error:  # recorded, not hidden: some modes do not support some models
-            row["error"] = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
-            rows.append(row)
-            continue
-        row.update(
-            export_seconds=round(time.perf_counter() - start, 1),
-            file_bytes=result.file_bytes,
-            gzip_bytes=result.gzip_bytes,
-            agreement=result.fidelity.agreement,
-            max_abs_diff=result.fidelity.max_abs_diff,
-            mean_abs_diff=result.fidelity.mean_abs_diff,
-            weight_dtypes=sorted({tensor.dtype for tensor in result.weight_tensors}),
+    path = folder / f"{name}_{mode.replace(' ', '_').replace('(', '').replace(')', '')}.tflite"
+    row: dict[str, Any] = {"model": name, "mode": mode, "path": str(path)}
+    start = time.perf_counter()
+    try:
+        result = mp.export_tflite(
+            model, path, representative_data=calibration, validation_data=validation, sparse=False, **MODES[mode]
         )
-        rows.append(row)
-    return rows
+    except Exception as error:  # recorded, not hidden: some modes do not support some models
+        row["error"] = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        return row
+    row.update(
+        export_seconds=round(time.perf_counter() - start, 1),
+        file_bytes=result.file_bytes,
+        gzip_bytes=result.gzip_bytes,
+        agreement=result.fidelity.agreement,
+        max_abs_diff=result.fidelity.max_abs_diff,
+        mean_abs_diff=result.fidelity.mean_abs_diff,
+        weight_dtypes=sorted({tensor.dtype for tensor in result.weight_tensors}),
+    )
+    return row
 
 
 def time_rounds(rows: list[dict[str, Any]], rounds: int, runs: int, min_seconds: float) -> None:
@@ -162,7 +170,9 @@ def time_rounds(rows: list[dict[str, Any]], rounds: int, runs: int, min_seconds:
 
     timed = [row for row in rows if "error" not in row]
     p50s: dict[str, list[float]] = {row["path"]: [] for row in timed}
+    loads = []
     for _ in range(rounds):
+        loads.append(round(os.getloadavg()[0], 2))
         for row in timed:
             result = mp.benchmark(
                 row["path"], num_threads=1, warmup_runs=3, runs=runs, min_seconds=min_seconds, isolate=False
@@ -174,16 +184,40 @@ def time_rounds(rows: list[dict[str, Any]], rounds: int, runs: int, min_seconds:
         row["p50_rounds_ms"] = [round(value, 4) for value in values]
         row["p50_ms"] = statistics.median(values)
         row["round_spread"] = max(values) / min(values)
+        row["round_load_1min"] = loads
         if base is not None:
             row["speedup_vs_float32"] = base / row["p50_ms"]
+
+
+MODELS = ("BERT-Tiny", "ViT-Tiny", "byte LM")
+
+
+def _byte_lm_rows(folder: Path, samples: int, quick: bool, rounds: int, runs: int, min_seconds: float, extra: dict):
+    """The byte LM's six files, their perplexity and timing; fills ``extra`` with the Keras reference."""
+    from benchmarks._byte_lm import perplexity
+
+    model, calibration, windows, training = byte_lm(samples)
+    windows = windows[:32] if quick else windows
+    extra["byte_lm_training"] = {key: training.get(key) for key in ("steps", "final_train_loss", "cached")}
+    extra["byte_lm_keras_perplexity"] = perplexity(model, windows)
+    extra["windows"] = int(len(windows))
+    lm_rows = export_all(model, folder, "byte LM", calibration, windows[: min(samples, 64), :-1])
+    for row in lm_rows:
+        if "error" not in row:
+            row["perplexity"] = tflite_perplexity(row["path"], windows)
+    time_rounds(lm_rows, rounds, runs, min_seconds)
+    return lm_rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples and runs; writes to a temp folder")
     add_harness_arguments(parser)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which models (default all)")
+    parser.add_argument("--rounds", type=int, default=5, help="round-robin timing rounds per model")
+    parser.add_argument("--name", default="int4_export", help="JSON file stem under benchmarks/results")
     args = parser.parse_args(argv)
-    samples, rounds, runs, min_seconds = (16, 2, 10, 0.1) if args.quick else (128, 5, 50, 1.0)
+    samples, rounds, runs, min_seconds = (16, 2, 10, 0.1) if args.quick else (128, args.rounds, 50, 1.0)
     out_dir = results_dir(args.quick, args.allow_dirty)
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
@@ -191,22 +225,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="int4-export-") as directory:
         folder = Path(directory)
         for name, build in (("BERT-Tiny", bert_tiny), ("ViT-Tiny", vit_tiny)):
+            if name not in args.models:
+                continue
             model, calibration, validation = build(samples)
             model_rows = export_all(model, folder, name, calibration, validation)
             time_rounds(model_rows, rounds, runs, min_seconds)
             rows += model_rows
-        model, calibration, windows, training = byte_lm(samples)
-        windows = windows[:32] if args.quick else windows
-        from benchmarks._byte_lm import perplexity
-
-        extra["byte_lm_training"] = {key: training.get(key) for key in ("steps", "final_train_loss", "cached")}
-        extra["byte_lm_keras_perplexity"] = perplexity(model, windows)
-        lm_rows = export_all(model, folder, "byte LM", calibration, windows[: min(samples, 64), :-1])
-        for row in lm_rows:
-            if "error" not in row:
-                row["perplexity"] = tflite_perplexity(row["path"], windows)
-        time_rounds(lm_rows, rounds, runs, min_seconds)
-        rows += lm_rows
+        if "byte LM" in args.models:
+            rows += _byte_lm_rows(folder, samples, args.quick, rounds, runs, min_seconds, extra)
     load_after = os.getloadavg()
     for row in rows:
         row.pop("path")
@@ -214,13 +240,15 @@ def main(argv: list[str] | None = None) -> None:
     print_table("int4 export (LiteRT, 1 thread)", rows, columns + ["perplexity", "error"])
     payload = {
         "rows": rows,
-        "samples": {"calibration": samples, "validation": samples, "perplexity_windows": int(len(windows))},
+        "samples": {"calibration": samples, "validation": samples, "perplexity_windows": extra.pop("windows", None)},
         "timing": {"rounds": rounds, "min_runs": runs, "min_seconds": min_seconds, "threads": 1},
+        "models": args.models,
+        "float_conversion_reused": True,
         "load_average_before": list(load_before),
         "load_average_after": list(load_after),
         **extra,
     }
-    path = write_results("int4_export", payload, out_dir)
+    path = write_results(args.name, payload, out_dir)
     print(f"wrote {path}")
 
 

@@ -83,6 +83,7 @@ _LAZY = {
     "activation_quantizers": "mobileprune.quantization.aware_model",
     # conversion
     "export_tflite": "mobileprune.conversion.export",
+    "reusing_float_conversion": "mobileprune.conversion.export",
     "ExportResult": "mobileprune.conversion.export",
     "EdgeQuantize": "mobileprune.conversion.edge_quantizer",
     "verify": "mobileprune.conversion.verify",

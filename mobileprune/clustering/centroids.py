@@ -252,14 +252,26 @@ def unique_per_group(values: np.ndarray, per_channel: bool) -> int:
 INT8_MAX = 127  # TFLite int8 weights: symmetric, per output channel, codes in [-127, 127]
 
 
-def channel_scales(values: np.ndarray) -> np.ndarray:
-    """The int8 scale of each output channel, `max |w| / 127`, as TFLite's converters set it (1 for all-zero)."""
+def channel_scales(values: np.ndarray, per_tensor: bool = False) -> np.ndarray:
+    """The int8 scale of each output channel, `max |w| / 127`, as TFLite's converters set it (1 for all-zero).
+
+    `per_tensor`: one scale, the whole tensor's `max |w| / 127`, repeated for
+    every channel (a quantization-aware Dense kernel is quantized per tensor).
+    """
     peak = np.abs(as_groups(values, True)).max(axis=0).astype(np.float64)
+    if per_tensor:
+        peak = np.full_like(peak, peak.max(initial=0.0))
     return np.where(peak > 0, peak / INT8_MAX, 1.0)
 
 
 def int8_codes(
-    values: np.ndarray, keep: np.ndarray | None, k: int, init: str, seed: int, start: np.ndarray | None = None
+    values: np.ndarray,
+    keep: np.ndarray | None,
+    k: int,
+    init: str,
+    seed: int,
+    start: np.ndarray | None = None,
+    per_tensor: bool = False,
 ) -> np.ndarray:
     """`k` integer codes shared by every output channel (sorted), for weights `scale_c * code`.
 
@@ -267,9 +279,10 @@ def int8_codes(
     exactly and its int8 scale does not change; the other codes (`k - 2`, one
     fewer when zero is kept for pruned weights) are fitted by Lloyd's
     iterations to all channels' scaled weights together, from kmeans++ or
-    linear seeds (or from `start`), and rounded to integers.
+    linear seeds (or from `start`), and rounded to integers. `per_tensor`:
+    one scale for the whole tensor (see `channel_scales`).
     """
-    scaled = as_groups(values, True) / channel_scales(values)[None]
+    scaled = as_groups(values, True) / channel_scales(values, per_tensor)[None]
     members = scaled.reshape(-1) if keep is None else scaled[as_groups(keep, True)]
     free = k - 2 - (keep is not None)
     pinned = np.array([-INT8_MAX, INT8_MAX], np.float64)
@@ -295,13 +308,13 @@ def int8_codes(
     return np.concatenate([codes, np.full(k - (keep is not None) - codes.size, codes[-1])])
 
 
-def fit_int8_grid(values: np.ndarray, keep: np.ndarray | None, k: int, init: str, seed: int):
+def fit_int8_grid(values: np.ndarray, keep: np.ndarray | None, k: int, init: str, seed: int, per_tensor: bool = False):
     """Cluster onto per-channel multiples of shared integer codes; return `(snapped values, centroids)`.
 
     The centroids are `(channels, k')`: `scale_c * code`. An int8 file of the
     result holds at most `k` distinct int8 values in the whole tensor (the
     codes), not `k` per channel, which a compressor codes with one table.
     """
-    codes = int8_codes(values, keep, k, init, seed)
-    centroids = (channel_scales(values)[:, None] * codes[None]).astype(np.float32)
+    codes = int8_codes(values, keep, k, init, seed, per_tensor=per_tensor)
+    centroids = (channel_scales(values, per_tensor)[:, None] * codes[None]).astype(np.float32)
     return snap(values, centroids, True, keep), centroids

@@ -26,7 +26,7 @@ import numpy as np
 
 from mobileprune import backend
 from mobileprune.clustering.centroids import fit_int8_grid, fit_kmeans, snap, unique_per_group
-from mobileprune.clustering.clusterable import check_settings, select_clusterable
+from mobileprune.clustering.clusterable import check_settings, int8_per_tensor, select_clusterable
 from mobileprune.clustering.snap_constraint import cluster_constraint_of, detach_cluster
 from mobileprune.pruning.strip import strip_pruning
 from mobileprune.sparsity_core.constraint import mask_of
@@ -80,7 +80,7 @@ def cluster_weights(
         values = backend.read_numpy(target.variable)
         keep = _kept(target.variable, values) if preserve_sparsity else None
         if int8_grid:
-            clustered, _ = fit_int8_grid(values, keep, k, init, seed)
+            clustered, _ = fit_int8_grid(values, keep, k, init, seed, int8_per_tensor(target))
         else:
             clustered, _ = fit_kmeans(values, keep, k, init, per_channel, seed, size_weight)
         target.variable.assign(clustered)

@@ -16,7 +16,10 @@ the weights or any gradient plumbing (the train step is plain Keras, so JAX,
 PyTorch and TensorFlow all run it). After `end_step` the centroids are fixed,
 in this fit and in any later fit with the same callback (a fit that starts
 past `end_step` fits them once, at its first step); biases and unclustered
-layers keep training around them.
+layers keep training around them. With `int8_grid` (and `learn_scales`, its
+default) each output channel's scale keeps training after `end_step`: every
+step moves it by the least-squares factor of its members' update
+(`snap_constraint.learned_scale`), the integer codes stay.
 
 Sparsity: a weight with a pruning mask (from `PruneCallback` in the same fit,
 or attached here for a weight that already has zeros, `preserve_sparsity=True`)
@@ -50,7 +53,7 @@ from mobileprune.clustering.centroids import (
     rate_bounds,
     reestimate,
 )
-from mobileprune.clustering.clusterable import check_settings, select_clusterable
+from mobileprune.clustering.clusterable import check_settings, int8_per_tensor, select_clusterable
 from mobileprune.clustering.snap_constraint import ClusterConstraint, attach_cluster, cluster_constraint_of
 from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, mask_of, set_mask
 from mobileprune.sparsity_core.selection import PruneTarget, Selector
@@ -90,6 +93,11 @@ class ClusterCallback(keras.callbacks.Callback):
             channel (measured on the digits CNN's dense1 at k=8, one-shot
             `cluster_weights`, seed 0: 8 distinct int8 values instead of 20 in
             3 channel scales, that tensor's gzip 108.8 KiB instead of 120.0).
+        learn_scales: with `int8_grid`, keep training after `end_step`: each
+            step, every output channel's scale moves by the least-squares
+            factor of its members' updates (the codes stay, so the int8 file
+            does not change its `k` integers), as tfmot's centroids keep
+            learning by gradient. Default: on with `int8_grid`.
         seed: seed of the kmeans++ draws.
         verbose: 1 prints the selection and each update.
 
@@ -115,12 +123,16 @@ class ClusterCallback(keras.callbacks.Callback):
         preserve_sparsity: bool = True,
         size_weight: float = 0.0,
         int8_grid: bool = False,
+        learn_scales: bool | None = None,
         seed: int = 0,
         verbose: int = 0,
     ):
         super().__init__()
         check_settings(k, init, size_weight, int8_grid)
         self.size_weight, self.int8_grid = float(size_weight), bool(int8_grid)
+        self.learn_scales = self.int8_grid if learn_scales is None else bool(learn_scales)
+        if self.learn_scales and not self.int8_grid:
+            raise ValueError("learn_scales=True needs int8_grid=True (it scales each channel's integer codes).")
         if int(update_every) < 1:
             raise ValueError(f"update_every must be >= 1 step, got {update_every!r}.")
         if end_step is not None and end_step < begin_step:
@@ -159,7 +171,9 @@ class ClusterCallback(keras.callbacks.Callback):
             model.make_train_function(force=True)  # traced without the new constraints
         self._targets = targets
         # A fit that starts past end_step fits the centroids once, at its first step, and snaps.
-        self._next_update = None if self._done else max(self._step, min(self.begin_step, self._end))
+        self._next_update = max(self._step, min(self.begin_step, self._end))
+        if self._done:  # final centroids; learned scales only need their centroids refreshed
+            self._next_update = self._step if self.learn_scales else None
         if self.verbose:
             size = sum(int(np.prod(t.variable.shape)) for t in targets)
             print(f"ClusterCallback: {len(targets)} weights ({size:,} values), k={self.k}, steps {self._end}")
@@ -180,12 +194,14 @@ class ClusterCallback(keras.callbacks.Callback):
                 variable = target.variable
                 groups = int(variable.shape[-1]) if self.per_channel and len(variable.shape) >= 2 else 1
                 before, before_cluster = variable.constraint, cluster_constraint_of(variable)
-                constraint = attach_cluster(variable, (groups, self.k))
+                constraint = attach_cluster(variable, (groups, self.k), self.learn_scales)
+                constraint.per_tensor_scale = self.int8_grid and int8_per_tensor(target)
                 if self.preserve_sparsity:
                     self._hold_zeros(variable, constraint)
                 if isinstance(variable.constraint, MaskConstraint):
                     pairs.append((variable, variable.constraint.mask))
                 pairs += [(variable, constraint.centroids), (variable, constraint.bounds), (variable, constraint.pull)]
+                pairs += [(variable, constraint.scale)] if constraint.scale is not None else []
                 # Nested inside a pruning mask, the variable's constraint object stays the same: compare both.
                 newly |= variable.constraint is not before or constraint is not before_cluster
         for pair in pairs:  # one variable per call: bind_masks keys its pairs by weight
@@ -225,10 +241,11 @@ class ClusterCallback(keras.callbacks.Callback):
             free = self._free.get(id(variable))
             k_free = self.k - 1 if keep is not None else self.k
             if self.int8_grid:
+                per_tensor = constraint.per_tensor_scale
                 start = None if free is None or free.shape[1] != k_free else free[0]
                 if start is None or step <= self._end:  # a late update (steps_per_execution) only snaps
-                    free = int8_codes(values, keep, self.k, self.init, self.seed, start)[None]
-                centroids = (channel_scales(values)[:, None] * free).astype(np.float32)
+                    free = int8_codes(values, keep, self.k, self.init, self.seed, start, per_tensor)[None]
+                centroids = (channel_scales(values, per_tensor)[:, None] * free).astype(np.float32)
                 bounds = midpoints(centroids)
             else:
                 if free is None or free.shape[1] != k_free:
@@ -242,10 +259,19 @@ class ClusterCallback(keras.callbacks.Callback):
                 centroids = free
             self._free[id(variable)] = free
             _assign(constraint, centroids, bounds, self.k - k_free, pull)
+            if constraint.scale is not None:  # from end_step on, each channel's scale learns
+                constraint.scale.assign(np.float32(step >= self._end))
         if self.verbose:
             print(f"ClusterCallback: step {step}, pull {min(1.0, pull):.2f}")
         self._done = step >= self._end
         self._next_update = None if self._done else min(step + self.update_every, self._end)
+        if self._done and self.learn_scales:
+            self._next_update = step + self.update_every
+
+    def on_train_end(self, logs=None):
+        if self._done and self.learn_scales and self._targets:
+            self.model  # noqa: B018  (the JAX trainer puts its live state back into the variables)
+            self._update(self._step)  # the centroids at the learned scales, for strip_clustering
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += batch - self._batch_begin + 1

@@ -50,6 +50,11 @@ class ClusterConstraint(keras.constraints.Constraint):
         bounds: non-trainable float variable `(groups, k - 1)`, non-decreasing:
             a weight above `j` of them goes to centroid `j`.
         pull: non-trainable float scalar variable in `[0, 1]`.
+        scale: non-trainable float scalar variable, 0 or 1. At 1 (with
+            `pull` 1) each output channel's centroids are scaled by the
+            least-squares factor of its weights after the optimizer update
+            (`learned_scale`): the gradient steps of a channel's members move
+            its scale, the codes (centroid ratios) stay. `None`: never.
         inner: the constraint the variable had before, or `None`.
         owns_mask: whether clustering attached the `MaskConstraint` around
             it (sparsity kept without `PruneCallback`) and must remove it.
@@ -62,12 +67,17 @@ class ClusterConstraint(keras.constraints.Constraint):
         pull: keras.Variable,
         inner: Callable | None = None,
         owns_mask: bool = False,
+        scale: keras.Variable | None = None,
+        variable: keras.Variable | None = None,
     ):
         self.centroids = centroids
         self.bounds = bounds
         self.pull = pull
         self.inner = inner
         self.owns_mask = owns_mask
+        self.scale = scale
+        self.variable = variable  # the weight it constrains: its pruning mask, read when traced
+        self.per_tensor_scale = False  # learn one scale for the whole tensor (int8 per-tensor weights)
         self.ready = False  # set once the centroids hold fitted values
 
     @property
@@ -82,8 +92,19 @@ class ClusterConstraint(keras.constraints.Constraint):
         bounds = ops.cast(ops.convert_to_tensor(backend.mask_value(self.bounds)), weight.dtype)
         pull = ops.cast(ops.convert_to_tensor(backend.mask_value(self.pull)), weight.dtype)
         snapped = snap_tensor(weight, centroids, bounds)
+        if self.scale is not None:
+            learn = ops.cast(ops.convert_to_tensor(backend.mask_value(self.scale)), weight.dtype)
+            scaled = learned_scale(weight, snapped, self._keep(weight), self.per_tensor_scale)
+            snapped = ops.where(learn >= 1, scaled, snapped)
         # `pull == 1` returns the centroid itself: w + 1 * (c - w) is not always c in floating point.
         return ops.where(pull >= 1, snapped, weight + pull * (snapped - weight))
+
+    def _keep(self, weight: Any) -> Any:
+        """The weight's pruning mask (its pruned entries drift by one update and must not count), or `None`."""
+        outer = getattr(self.variable, "constraint", None)
+        if not isinstance(outer, MaskConstraint):
+            return None
+        return ops.convert_to_tensor(backend.mask_value(outer.mask))
 
     def get_config(self) -> dict[str, Any]:
         # Never serialized: the constraint lives on the variable, not in the layer config.
@@ -109,6 +130,22 @@ def snap_tensor(weight: Any, centroids: Any, bounds: Any = None) -> Any:
     return ops.take(ops.reshape(centroids, (-1,)), index + offsets)
 
 
+def learned_scale(weight: Any, snapped: Any, keep: Any = None, per_tensor: bool = False) -> Any:
+    """`snapped` times each output channel's `sum(c * w) / sum(c * c)` (least squares of `w ~ r * c`).
+
+    Every member of a cluster was at its centroid `c` before the update, so
+    the factor moves by the members' mean update along `c`: a gradient step on
+    the channel's scale. Entries where `keep` is False are left out.
+    `per_tensor`: one factor for the whole tensor.
+    """
+    axes = tuple(range(len(weight.shape) - (0 if per_tensor else 1)))
+    members = snapped if keep is None else ops.where(keep, snapped, ops.zeros((), snapped.dtype))
+    num = ops.sum(members * weight, axis=axes)
+    den = ops.sum(members * members, axis=axes)
+    ratio = ops.where(den > 0, num / ops.where(den > 0, den, ops.ones((), den.dtype)), ops.ones((), den.dtype))
+    return snapped * ratio
+
+
 def cluster_constraint_of(variable: keras.Variable) -> ClusterConstraint | None:
     """Return the variable's cluster constraint (directly or inside its pruning mask), or `None`."""
     existing = variable.constraint
@@ -117,15 +154,22 @@ def cluster_constraint_of(variable: keras.Variable) -> ClusterConstraint | None:
     return existing if isinstance(existing, ClusterConstraint) else None
 
 
-def attach_cluster(variable: keras.Variable, centroids_shape: tuple[int, int]) -> ClusterConstraint:
+def attach_cluster(
+    variable: keras.Variable, centroids_shape: tuple[int, int], learn_scale: bool = False
+) -> ClusterConstraint:
     """Give `variable` a cluster constraint (reusing one of the same shape) and return it.
 
     The new centroids and bounds start at zero and `pull` at 0, so the constraint changes
-    nothing until the caller sets them. The variables are created by the
+    nothing until the caller sets them; `learn_scale` adds the `scale` switch
+    (off). The variables are created by the
     caller's strategy scope and are not tracked by any layer (never saved).
     """
     existing = cluster_constraint_of(variable)
-    if existing is not None and tuple(existing.centroids.shape) == tuple(centroids_shape):
+    if (
+        existing is not None
+        and tuple(existing.centroids.shape) == tuple(centroids_shape)
+        and (existing.scale is not None) == learn_scale
+    ):
         return existing
     mask = variable.constraint if isinstance(variable.constraint, MaskConstraint) else None
     inner = mask.inner if mask is not None else variable.constraint
@@ -137,6 +181,8 @@ def attach_cluster(variable: keras.Variable, centroids_shape: tuple[int, int]) -
         keras.Variable(np.zeros((groups, k - 1), np.float32), trainable=False, name=f"{variable.name}_bounds"),
         keras.Variable(np.float32(0.0), trainable=False, name=f"{variable.name}_pull"),
         inner=inner,
+        scale=keras.Variable(np.float32(0.0), trainable=False, name=f"{variable.name}_scale") if learn_scale else None,
+        variable=variable,
     )
     if mask is not None:
         mask.inner = constraint

@@ -22,9 +22,13 @@ print(result.file_bytes, result.encoding, result.fidelity.agreement)
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
+import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,8 +265,10 @@ def export_tflite(
     if edge is None:
         candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)
     else:
+        settings = (io_type, allow_select_tf_ops, batch_size)
+        reused = _reused(lambda: (_source_key(model, source), *settings), convert_with)
         candidates, converter_sparse_bytes = (
-            _edge_candidates(edge, convert_with, sparse, representative_data, calibration_samples),
+            _edge_candidates(edge, reused, sparse, representative_data, calibration_samples),
             None,
         )
     xnnpack = analyze_tflite(candidates.get("dense") or candidates["sparse"])
@@ -304,6 +310,67 @@ def _edge_candidates(
         raise ValueError(f"sparse=True is not available with quantize={edge.name!r}; use sparse='auto' or False")
     check_calibration(edge, representative_data)
     return {"dense": quantize_float_tflite(convert_with(False), edge, representative_data, calibration_samples)}
+
+
+_FLOAT_FILES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mobileprune_float_files", default=None)
+
+
+@contextlib.contextmanager
+def reusing_float_conversion() -> Iterator[None]:
+    """Inside the block, ai-edge-quantizer modes of one unchanged model start from one float32 conversion.
+
+    Every ``quantize=`` that ai-edge-quantizer runs (``weight_int4``,
+    ``dynamic_int4``, ``static_int8``, ...) starts from the float file the TF
+    converter writes; exporting several modes of one model converted it once
+    per mode (~2-4 s each for the digits CNN). In the block, the float bytes
+    are kept per model object, its weights' bytes and the conversion settings,
+    and dropped when the block ends. Example:
+
+    ```python
+    with reusing_float_conversion():
+        for mode in ("weight_int4", "dynamic_int4"):
+            mp.export_tflite(model, f"{mode}.tflite", quantize=mode)
+    ```
+    """
+    token = _FLOAT_FILES.set({})
+    try:
+        yield
+    finally:
+        _FLOAT_FILES.reset(token)
+
+
+def _source_key(model: Any, source: Any) -> tuple:
+    """Identify a model and its current weights (or a model file and its modification time)."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        return (str(path.resolve()), path.stat().st_mtime_ns if path.exists() else None)
+    digest = hashlib.blake2b(digest_size=16)
+    for weight in getattr(source.model, "weights", []):
+        digest.update(_numpy(weight).tobytes())
+    return (id(source.model), digest.hexdigest())
+
+
+def _numpy(weight: Any) -> Any:
+    import numpy as np
+
+    return np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+
+
+def _reused(make_key, convert_with):
+    """``convert_with`` whose float conversion is kept under ``make_key()`` inside ``reusing_float_conversion``."""
+    files = _FLOAT_FILES.get()
+    if files is None:  # outside the block: no weight hashing, no memory held
+        return convert_with
+
+    def convert_once(encoding_sparse: bool) -> bytes:
+        if encoding_sparse:
+            return convert_with(True)
+        key = make_key()
+        if key not in files:
+            files[key] = convert_with(False)
+        return files[key]
+
+    return convert_once
 
 
 def _normalize_batch_size(batch_size: int | None) -> int | None:

@@ -207,3 +207,36 @@ def test_size_weight_in_fit_and_after_training_spends_fewer_bits(images):
         bits[size_weight] = (_bits(logits), _bits(oneshot))
     # The entropy-weighted assignment moves borderline weights into the fuller clusters: fewer bits per weight.
     assert bits[2.0][0] < bits[0.0][0] and bits[2.0][1] < bits[0.0][1], bits
+
+
+@pytest.mark.parametrize("learn_scales", [True, False])
+def test_int8_grid_learns_channel_scales_after_end_step_and_keeps_the_codes(images, learn_scales):
+    import keras
+
+    import mobileprune as mp
+    from mobileprune.clustering.centroids import channel_scales
+
+    x, y = images
+    model = tiny_cnn()
+    kernel = model.get_layer("logits").kernel
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model  # noqa: B018  (the JAX trainer puts its live state back into the variables)
+            seen.append(np.array(keras.ops.convert_to_numpy(kernel)))
+
+    cluster = mp.ClusterCallback(k=5, int8_grid=True, end_step=3, update_every=1, learn_scales=learn_scales)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[cluster, Record()])  # 12 steps, 9 after end
+    after_end = seen[3:]
+    codes = [values / channel_scales(values)[None].astype("float32") for values in after_end]
+    for code in codes:  # on each channel's int8 grid, the same integer codes at every step
+        np.testing.assert_allclose(code, np.rint(code), atol=1e-3)
+        np.testing.assert_array_equal(np.rint(code), np.rint(codes[0]))
+    moved = np.abs(channel_scales(after_end[-1]) / channel_scales(after_end[0]) - 1)
+    if learn_scales:
+        assert moved.max() > 1e-4  # the loss moved the scales
+    else:
+        assert moved.max() == 0
+    stripped = mp.strip_clustering(model).get_layer("logits").kernel
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stripped), after_end[-1], rtol=1e-6)

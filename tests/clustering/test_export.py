@@ -105,3 +105,25 @@ def test_int8_grid_leaves_k_int8_values_in_the_whole_tensor(images, tmp_path, on
     assert len(kernels) == 2 and all(len(t.scale) > 1 for t in kernels)  # per-channel int8 scales
     for tensor in kernels:
         assert tensor.unique_values <= 5  # the same 5 integers in every channel, not 5 per channel
+
+
+# 8-10 s on JAX and PyTorch (passed there when checked by hand): TensorFlow only, for the CI budget; the scale
+# learning it relies on runs in every backend's train step in test_cluster_callback.py.
+@pytest.mark.tensorflow_only
+def test_clustered_quantization_aware_int8_file_keeps_k_values_per_tensor(images, tmp_path):
+    import keras
+
+    import mobileprune as mp
+
+    x, y = images
+    qat = mp.quantize_aware(tiny_cnn())
+    qat.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cluster = mp.ClusterCallback(k=5, int8_grid=True, end_step=4, update_every=2)
+    qat.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[cluster])
+    assert len(cluster.targets) == 2  # the kernels inside the quantization wrappers
+    mp.strip_clustering(qat)
+    result = mp.export_tflite(qat, tmp_path / "qat.tflite", quantize="int8", sparse=False)
+    kernels = {t.elements: t for t in result.weight_tensors if t.elements in (72, 512)}
+    assert kernels[72].dtype == kernels[512].dtype == "int8" and len(kernels[512].scale) == 1  # Dense: per tensor
+    for tensor in kernels.values():  # the conv's per-channel scales and the Dense's one: 5 integers in all
+        assert tensor.unique_values <= 5

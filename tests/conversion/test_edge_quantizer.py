@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -13,6 +15,15 @@ pytestmark = pytest.mark.needs_tf
 # Measured on the 80%-pruned digits CNN (TensorFlow backend): int4 agreement 0.98-0.99, static 0.99-1.0.
 MIN_AGREEMENT = {"weight_int8": 0.99, "weight_int4": 0.95, "dynamic_int4": 0.95, "static_int8": 0.97}
 WEIGHT_DTYPE = {"weight_int8": "int8", "weight_int4": "int4", "dynamic_int4": "int4", "static_int8": "int8"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_float_conversion_per_model():
+    """Every mode below starts from one float conversion of each model (was one per export: the CI time)."""
+    from mobileprune.conversion.export import reusing_float_conversion
+
+    with reusing_float_conversion():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +64,25 @@ def test_mode_writes_its_weights_keeps_the_zeros_and_the_predictions(edge_export
     dense_bytes = edge_exports[("weight_int8", None)].file_bytes
     if WEIGHT_DTYPE[quantize] == "int4":
         assert result.file_bytes < dense_bytes
+
+
+def test_modes_of_one_model_share_one_float_conversion_until_a_weight_changes(pruned_model, tmp_path, monkeypatch):
+    import mobileprune as mp
+    from mobileprune.conversion import export
+    from mobileprune.conversion.convert import convert
+    from mobileprune.conversion.export import reusing_float_conversion
+
+    calls = []  # the quantize argument of every TF-converter run
+    monkeypatch.setattr(export, "convert", lambda *args, **kwargs: calls.append(args[1]) or convert(*args, **kwargs))
+    model = keras.models.clone_model(pruned_model)
+    model.set_weights(pruned_model.get_weights())
+    with reusing_float_conversion():
+        int8 = mp.export_tflite(model, tmp_path / "int8.tflite", quantize="weight_int8")
+        int4 = mp.export_tflite(model, tmp_path / "int4.tflite", quantize="weight_int4")
+        assert calls == [None] and int4.file_bytes < int8.file_bytes
+        model.layers[-1].bias.assign(model.layers[-1].bias + 1.0)
+        changed = mp.export_tflite(model, tmp_path / "changed.tflite", quantize="weight_int4")
+    assert calls == [None, None] and Path(changed.path).read_bytes() != Path(int4.path).read_bytes()
 
 
 def test_static_int8_has_integer_io_and_dynamic_int4_float_io(edge_exports):
