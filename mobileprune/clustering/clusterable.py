@@ -37,15 +37,16 @@ def check_settings(k: int, init: str, size_weight: float = 0.0, int8_grid: bool 
 
 
 def int8_per_tensor(target: PruneTarget) -> bool:
-    """Whether the int8 file scales this weight per tensor: a quantization-aware Dense, EinsumDense or
-    Embedding kernel, or a 1-D convolution's (the rule of `mobileprune.quantization`'s `quantize_weight`;
-    `tests/clustering/test_export.py` reads the file back). Every other weight: per output channel."""
+    """Whether the int8 file scales this weight per tensor: a quantization-aware Embedding kernel or a
+    1-D convolution's (the rule of `mobileprune.quantization`'s `quantize_weight`; Dense and EinsumDense
+    kernels are rounded per output column there; `tests/clustering/test_export.py` reads the file back).
+    Every other weight: per output channel."""
     from mobileprune.quantization.quantizer_layers import QuantizeWrapper
 
     wrappers = [layer for layer in (*target.parents, target.layer) if isinstance(layer, QuantizeWrapper)]
     if not wrappers:
         return False
-    return wrappers[-1].kind in ("dense", "einsum", "embedding") or len(target.variable.shape) == 3
+    return wrappers[-1].kind == "embedding" or len(target.variable.shape) == 3
 
 
 def select_clusterable(
