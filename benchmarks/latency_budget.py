@@ -25,6 +25,7 @@ Run from the repository root:
 python -m benchmarks.latency_budget --models mobilenetv2 --dtypes float32  # results/latency_budget_mobilenetv2_float32.json
 python -m benchmarks.latency_budget --models mobilenetv2 --quick # smoke run (48x48, 1 budget, temp dir)
 python -m benchmarks.latency_budget --models mobilenetv2 --diagnose  # results/latency_diagnosis_mobilenetv2.json
+python -m benchmarks.latency_budget --models mobilenetv2 --conversion-cost  # results/latency_conversion_mobilenetv2.json
 ```
 """
 
@@ -208,6 +209,55 @@ def diagnose(architecture: str, dtype: str, args) -> dict:
     return result
 
 
+def conversion_cost(architecture: str, dtype: str, args) -> dict:
+    """Seconds per table configuration: traced (frozen graph) vs ``from_keras_model`` conversion, interleaved.
+
+    Every ``--sample``-th configuration of the model's grid is converted both
+    ways in turn (so load changes hit both alike); the two files must hold the
+    same ops on the same shapes, or the row says not.
+    """
+    from mobileprune.latency.sites import model_sites
+    from mobileprune.latency.table import config_model, convert_model, site_configs
+    from mobileprune.runtime.tflite_report import inspect_tflite
+
+    def ops(content: bytes) -> list:
+        report = inspect_tflite(content)
+        return [(op.op, tuple(report.tensors[i].shape for i in op.inputs if i >= 0)) for op in report.ops]
+
+    model = build(architecture, args.size)
+    configs = [c for site in model_sites(model) for c in site_configs(site, dtype, 1, args.step, args.levels)]
+    configs = list({config_key_of(c): c for c in configs}.values())
+    sample = configs[:: max(1, len(configs) // args.sample)][: args.sample]
+    seconds = {"traced": [], "saved_model": []}
+    same = 0
+    for config in sample:
+        contents = {}
+        for name, fast in (("traced", True), ("saved_model", False)):
+            started = time.perf_counter()
+            contents[name] = convert_model(config_model(config), dtype, fast=fast)
+            seconds[name].append(time.perf_counter() - started)
+        same += ops(contents["traced"]) == ops(contents["saved_model"])
+    traced, usual = statistics.median(seconds["traced"]), statistics.median(seconds["saved_model"])
+    return {
+        "model": architecture,
+        "dtype": dtype,
+        "configurations": len(configs),
+        "sampled": len(sample),
+        "same_ops": same,
+        "traced_s_median": traced,
+        "saved_model_s_median": usual,
+        "speedup": usual / traced,
+        "traced_s_total": sum(seconds["traced"]),
+        "saved_model_s_total": sum(seconds["saved_model"]),
+    }
+
+
+def config_key_of(config: dict) -> str:
+    from mobileprune.latency.sites import config_key
+
+    return config_key(config)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=ARCHITECTURES, default=["mobilenetv2"])
@@ -226,6 +276,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--diagnose", action="store_true", help="only time every full-width site and the whole model, hot and cold"
     )
+    parser.add_argument(
+        "--conversion-cost", action="store_true", help="only compare the two conversion paths on sampled configurations"
+    )
+    parser.add_argument("--sample", type=int, default=24, help="configurations sampled by --conversion-cost")
     add_harness_arguments(parser)
     args = parser.parse_args(argv)
     args.shares = BUDGET_SHARES
@@ -235,6 +289,13 @@ def main(argv=None) -> int:
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     load_before = load_avg()
+    if args.conversion_cost:
+        found = [conversion_cost(a, d, args) for a in args.models for d in args.dtypes]
+        print_table("seconds per table configuration: traced vs from_keras_model (interleaved)", found)
+        payload = {"input_size": args.size, "load_avg_before": load_before, "load_avg_after": load_avg(), "rows": found}
+        name = "latency_conversion_" + "_".join(args.models)
+        print(f"wrote {write_results(name, payload, results_dir(args.quick, args.allow_dirty))}")
+        return 0
     if args.diagnose:
         diagnosis = [diagnose(a, d, args) for a in args.models for d in args.dtypes]
         print_table("sum of full-width sites vs whole model, hot and cold caches (CPU clock)", diagnosis)
