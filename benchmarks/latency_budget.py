@@ -49,12 +49,22 @@ from benchmarks._common import add_harness_arguments, print_table, results_dir, 
 BUDGET_SHARES = (0.85, 0.65, 0.5)
 ERROR_TARGET = 0.10
 BUDGET_SLACK = 1.05
-ARCHITECTURES = ("mobilenetv2", "resnet50", "efficientnetb0", "densenet121")
+ARCHITECTURES = ("mobilenetv2", "resnet50", "efficientnetb0", "densenet121", "vit", "bert")
 
 
 def build(architecture: str, size: int):
-    """A ``keras.applications`` model with random weights."""
+    """A ``keras.applications`` model with random weights (``size`` x ``size`` images), or a keras-hub one.
+
+    ``vit`` and ``bert`` are ``benchmarks.hub_heads``' ViT-Tiny-sized (4 layers,
+    3 heads, 192 wide, 32x32 images) and BERT-Tiny-sized (2 layers, 128
+    tokens) backbones under a pooling head; ``size`` does not apply to them.
+    """
     import keras
+
+    if architecture in ("vit", "bert"):
+        from benchmarks.hub_heads import bert, vit
+
+        return {"vit": vit, "bert": bert}[architecture](0)
 
     constructor = {
         "mobilenetv2": keras.applications.MobileNetV2,
