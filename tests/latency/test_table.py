@@ -202,3 +202,15 @@ def test_traced_conversion_gives_the_same_ops_and_outputs_as_the_usual_one(dtype
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).astype("float32"))
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5 if dtype == "float32" else 1.0)
+
+
+def test_only_list_input_models_on_tensorflow_take_the_traced_converter():
+    import keras
+
+    from mobileprune import backend
+
+    assert backend.traceable_for_tflite(tiny_cnn(16)) == (keras.backend.backend() == "tensorflow")
+    inputs = {"x": keras.Input((4,), name="x")}
+    assert not backend.traceable_for_tflite(keras.Model(inputs, keras.layers.Dense(2)(inputs["x"])))
+    wide = keras.Input((4,), batch_size=8)
+    assert not backend.traceable_for_tflite(keras.Model(wide, keras.layers.Dense(2)(wide)))
