@@ -9,7 +9,9 @@ sites). ``measured_allocation`` therefore does what a careful user would:
 2. shrink a copy to them, convert it the way tables are measured (batch 1,
    the table's dtype) and time it on the table's LiteRT settings (threads,
    clock; ``rounds`` interleaved rounds, min of round medians, the tables'
-   statistic);
+   statistic), interleaved with the unpruned model: the candidate's latency is
+   its ratio to the unpruned model times the table's prediction for that one
+   (``DriftCorrected``), so load that changed since the table was built cancels;
 3. store (sum of sites, measured) as a calibration point of this model in the
    table (``LatencyTable.add_calibration``), so the next prediction scales the
    sum by the ratio measured near it;
@@ -58,9 +60,12 @@ class MeasuredTry:
         widths: group name -> kept units.
         sites_ms: the table's plain sum over the sites at ``widths``.
         predicted_ms: the prediction the allocation used (fixed cost, sum, calibration so far).
-        measured_ms: min over rounds of the round medians of the converted model.
-        round_ms: each round's median.
+        measured_ms: min over rounds of the round medians of the converted model (drift-corrected when
+            measured against a reference: see ``DriftCorrected``).
+        round_ms: each round's median (likewise).
         importance_kept: share of the (per-group normalised) importance kept.
+        raw_ms: the uncorrected measurement (``None`` when the measure has no reference).
+        drift: the reference's measurement now over its table prediction (``None`` likewise).
     """
 
     widths: dict[str, int]
@@ -69,6 +74,8 @@ class MeasuredTry:
     measured_ms: float
     round_ms: tuple[float, ...]
     importance_kept: float
+    raw_ms: float | None = None
+    drift: float | None = None
 
 
 def measure_model(
@@ -78,6 +85,44 @@ def measure_model(
     contents = {"model": convert_model(model, table.dtype)}
     found = time_rounds(contents, table.threads, rounds, seconds, 5, None, table.clock)["model"]
     return min(found), found
+
+
+class DriftCorrected:
+    """``measure(small)`` that times ``small`` interleaved with a reference and rescales to the table's time.
+
+    A table is measured at one time, a candidate later; on a shared machine
+    the load in between changes every absolute time alike (MobileNetV2 float32
+    measured 0/3 budgets met in one run, 3/3 in a rerun of the same code: the
+    candidates ran slower than the table's ops had). Here each round times the
+    candidate and the reference (the unpruned model) one after the other, and
+    the candidate's latency is its ratio to the reference (min over rounds of
+    each) times the reference's table prediction, so drift common to both cancels.
+
+    Args:
+        reference: the unpruned model (converted once, on the first call).
+        table: the latency table (dtype, threads, clock).
+        reference_ms: the table's prediction for ``reference``.
+        rounds: interleaved rounds per candidate.
+        seconds: time per model per round.
+    """
+
+    def __init__(self, reference: keras.Model, table: LatencyTable, reference_ms: float, rounds: int = 5, seconds=0.1):
+        if not reference_ms > 0:
+            raise ValueError(f"reference_ms must be > 0, got {reference_ms!r}")
+        self.reference, self.table, self.reference_ms = reference, table, float(reference_ms)
+        self.rounds, self.seconds = rounds, seconds
+        self._content: bytes | None = None
+        self.last: dict[str, float] = {}
+
+    def __call__(self, small: keras.Model) -> tuple[float, list[float]]:
+        if self._content is None:
+            self._content = convert_model(self.reference, self.table.dtype)
+        contents = {"candidate": convert_model(small, self.table.dtype), "reference": self._content}
+        found = time_rounds(contents, self.table.threads, self.rounds, self.seconds, 5, None, self.table.clock)
+        scale = self.reference_ms / min(found["reference"])
+        self.last = {"raw_ms": min(found["candidate"]), "drift": 1.0 / scale}
+        corrected = [c * self.reference_ms / r for c, r in zip(found["candidate"], found["reference"])]
+        return min(found["candidate"]) * scale, corrected
 
 
 def apply_widths(graph, scores: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, np.ndarray]:
@@ -119,6 +164,7 @@ def measured_allocation(
     tolerance: float = 1.05,
     max_tries: int = 3,
     measure: Callable[[keras.Model], tuple[float, list[float]]] | None = None,
+    return_model: bool = False,
 ):
     """Allocate, measure, correct the table's calibration and re-allocate (see the module doc).
 
@@ -131,10 +177,14 @@ def measured_allocation(
             knapsack over ``sites`` and ``scores``).
         tolerance: a measurement up to ``budget_ms * tolerance`` meets the budget.
         max_tries: the most allocations converted and measured.
-        measure: ``measure(shrunk model) -> (ms, round medians)``; default ``measure_model`` on the table.
+        measure: ``measure(shrunk model) -> (ms, round medians)``; default ``DriftCorrected`` against
+            ``model`` itself (its ``last`` dict, when it has one, fills ``MeasuredTry.raw_ms`` and ``drift``).
+        return_model: also return the chosen try's shrunk model (already built and measured: shrinking
+            ``model`` again to the same widths gives the same model).
 
     Returns:
-        The ``LatencyAllocation`` of the chosen try, with ``measured_ms`` and every try in ``tries``.
+        The ``LatencyAllocation`` of the chosen try, with ``measured_ms`` and every try in ``tries``; with
+        ``return_model``, ``(allocation, shrunk model)``.
     """
     if not isinstance(max_tries, int) or isinstance(max_tries, bool) or max_tries < 1:
         raise ValueError(f"max_tries must be a positive int, got {max_tries!r}")
@@ -144,9 +194,10 @@ def measured_allocation(
         )
     if not callable(allocator):
         raise TypeError("allocator must be a function budget_ms -> LatencyAllocation (see prune_to_latency)")
-    measure = measure or (lambda small: measure_model(small, table))
     model_key = fingerprint(sites, table)
+    measure = measure or DriftCorrected(model, table, table.predict(sites))
     tries: list[tuple[MeasuredTry, object]] = []
+    models: list = []
     for _ in range(max_tries):
         try:
             report = allocator(budget_ms)
@@ -156,20 +207,36 @@ def measured_allocation(
             break  # the corrected prediction says the budget is out of reach: keep what was measured
         if any(t.widths == report.widths for t, _ in tries):
             break  # the correction moved nothing: measuring the same widths again tells nothing new
-        measured, rounds = measure(pruned_copy(model, graph, scores, report.widths))
+        small = pruned_copy(model, graph, scores, report.widths)
+        measured, rounds = measure(small)
         sums = table.sites_ms(sites, report.widths)
+        last = getattr(measure, "last", {})
         found = MeasuredTry(
-            dict(report.widths), sums, report.predicted_ms, float(measured), tuple(rounds), report.importance_kept
+            dict(report.widths),
+            sums,
+            report.predicted_ms,
+            float(measured),
+            tuple(rounds),
+            report.importance_kept,
+            last.get("raw_ms"),
+            last.get("drift"),
         )
         tries.append((found, report))
+        models.append(small)
         table.add_calibration(model_key, sums, float(measured), getattr(model, "name", ""))
         if UNDER_BUDGET * budget_ms <= measured <= tolerance * budget_ms:
             break
-    met = [(t, r) for t, r in tries if t.measured_ms <= tolerance * budget_ms]
-    chosen, report = (
-        max(met, key=lambda pair: pair[0].importance_kept) if met else min(tries, key=lambda p: p[0].measured_ms)
+    met = [i for i, (t, _) in enumerate(tries) if t.measured_ms <= tolerance * budget_ms]
+    index = (
+        max(met, key=lambda i: tries[i][0].importance_kept)
+        if met
+        else min(range(len(tries)), key=lambda i: tries[i][0].measured_ms)
     )
-    return replace(report, measured_ms=chosen.measured_ms, tolerance=float(tolerance), tries=tuple(t for t, _ in tries))
+    chosen, report = tries[index]
+    report = replace(
+        report, measured_ms=chosen.measured_ms, tolerance=float(tolerance), tries=tuple(t for t, _ in tries)
+    )
+    return (report, models[index]) if return_model else report
 
 
-__all__ = ["MeasuredTry", "apply_widths", "measure_model", "measured_allocation", "pruned_copy"]
+__all__ = ["DriftCorrected", "MeasuredTry", "apply_widths", "measure_model", "measured_allocation", "pruned_copy"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mobileprune as mp
-from mobileprune.latency.allocate import unit_scores
+from mobileprune.latency.allocate import allocate, unit_scores
 from mobileprune.latency.budget_loop import measured_allocation, pruned_copy
 from mobileprune.latency.sites import model_sites
 from mobileprune.latency.table import LatencyTable, TableError, build_latency_table, fingerprint, resolve_clock
@@ -113,3 +113,52 @@ def test_clock_is_cpu_for_one_thread_and_recorded_in_the_table(tmp_path):
         build_latency_table(
             tiny_cnn(16), dtype="float32", table=table, step=table.step, levels=table.levels, clock="wall"
         )
+
+
+def test_drift_between_table_and_measurement_cancels_against_the_reference(monkeypatch):
+    """The machine got 3x slower since the table was built: the raw time is 3x, the corrected one is not."""
+    from mobileprune.latency import budget_loop
+
+    model, table = "the unpruned model", LatencyTable("float32", 1)  # nothing is converted: no Keras model needed
+    truth = {"reference": 2.0, "candidate": 1.2}  # ms at table time; the table predicts the reference at 2.0
+    monkeypatch.setattr(budget_loop, "convert_model", lambda m, dtype: "reference" if m is model else "candidate")
+    drift = iter([3.0, 3.3, 3.1, 2.9, 3.2])
+
+    def slowed(contents, *args):
+        factors = [next(drift) for _ in range(5)]
+        return {name: [truth[content] * f for f in factors] for name, content in contents.items()}
+
+    monkeypatch.setattr(budget_loop, "time_rounds", slowed)
+    measure = budget_loop.DriftCorrected(model, table, reference_ms=2.0)
+    ms, rounds = measure("a pruned model")
+    assert ms == pytest.approx(1.2) and rounds == pytest.approx([1.2] * 5)
+    assert measure.last["raw_ms"] == pytest.approx(1.2 * 2.9) and measure.last["drift"] == pytest.approx(2.9)
+    with pytest.raises(ValueError, match="reference_ms must be > 0"):
+        budget_loop.DriftCorrected(model, table, reference_ms=0.0)
+
+
+def test_the_chosen_shrunk_model_is_the_one_measured_not_shrunk_again():
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4)
+    graph = build_graph(model, warn=False)
+    sites, scores = model_sites(model, graph), unit_scores(model, graph)
+    measured = []
+
+    def measure(small):
+        measured.append(small)
+        return 1.0, [1.0]
+
+    report, small = measured_allocation(
+        model,
+        graph,
+        sites,
+        scores,
+        table,
+        0.7 * table.predict(sites),
+        lambda budget: allocate(sites, table, scores, budget),
+        max_tries=1,
+        measure=measure,
+        return_model=True,
+    )
+    assert small is measured[0]
+    assert {g.name: g.size for g in mp.channel_groups(small)} == report.widths != {"a": 16, "b": 16}

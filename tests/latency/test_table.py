@@ -12,6 +12,7 @@ from mobileprune.latency.table import (
     LatencyTable,
     TableError,
     build_latency_table,
+    config_model,
     fingerprint,
     site_configs,
     site_grid,
@@ -172,3 +173,44 @@ def test_measuring_loop_converts_and_times_the_pruned_model_on_litert(measured):
     assert report.budget_met == (report.measured_ms <= 1.05 * budget)
     assert len(table.calibrations[key]["points"]) >= before  # each measurement is a point (a close one replaced)
     assert {g.name: g.size for g in mp.channel_groups(small)} == report.widths
+
+
+@pytest.mark.tensorflow_only  # the traced converter exists on TensorFlow only (other backends take the usual one)
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_traced_conversion_gives_the_same_ops_and_outputs_as_the_usual_one(dtype):
+    import numpy as np
+
+    from mobileprune.latency.table import convert_model
+    from mobileprune.runtime.inputs import random_inputs, set_inputs
+    from mobileprune.runtime.interpreter import load_interpreter
+    from mobileprune.runtime.tflite_report import inspect_tflite
+
+    site = next(s for s in model_sites(tiny_cnn(16)) if s.layers[0] == "a")  # Conv2D + ReLU
+    model = config_model(site.config({"out": 8}, dtype, 1))
+    fast, usual = convert_model(model, dtype), convert_model(model, dtype, fast=False)
+    assert fast != usual  # two conversions really ran
+
+    def ops(content):
+        report = inspect_tflite(content)
+        return [(op.op, tuple(report.tensors[i].shape for i in op.inputs if i >= 0)) for op in report.ops]
+
+    assert ops(fast) == ops(usual) and any(op == "CONV_2D" for op, _ in ops(fast))
+    outputs = []
+    for content in (fast, usual):
+        interpreter = load_interpreter(content, num_threads=1, isolate=False)
+        set_inputs(interpreter, random_inputs(interpreter.get_input_details(), 0))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).astype("float32"))
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5 if dtype == "float32" else 1.0)
+
+
+def test_only_list_input_models_on_tensorflow_take_the_traced_converter():
+    import keras
+
+    from mobileprune import backend
+
+    assert backend.traceable_for_tflite(tiny_cnn(16)) == (keras.backend.backend() == "tensorflow")
+    inputs = {"x": keras.Input((4,), name="x")}
+    assert not backend.traceable_for_tflite(keras.Model(inputs, keras.layers.Dense(2)(inputs["x"])))
+    wide = keras.Input((4,), batch_size=8)
+    assert not backend.traceable_for_tflite(keras.Model(wide, keras.layers.Dense(2)(wide)))
