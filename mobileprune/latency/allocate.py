@@ -461,8 +461,9 @@ def prune_to_latency(
     curves = None
     if objective == "loss":
         curves = loss_curves(model, graph, scores, data, loss, step or table.step)
+    small = None
     if measure is not False:
-        report = measured_allocation(
+        report, small = measured_allocation(
             model,
             graph,
             sites,
@@ -473,11 +474,15 @@ def prune_to_latency(
             tolerance,
             max_tries,
             measure if callable(measure) else None,
+            return_model=True,
         )
     else:
         report = allocate(sites, table, scores, float(budget_ms), step, method, curves)
     apply_widths(graph, scores, report.widths)
-    return (shrink(model, warn=False) if shrink_model else model), report
+    if not shrink_model:
+        return model, report
+    # The measured try's shrunk copy is the model that met the budget: shrinking again would redo that work.
+    return (small if small is not None else shrink(model, warn=False)), report
 
 
 class LatencyBudgetCallback(keras.callbacks.Callback):

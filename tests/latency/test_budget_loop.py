@@ -54,6 +54,21 @@ def test_the_table_alone_misses_a_budget_the_measuring_loop_meets():
     assert table.predict_model(tiny_cnn(16), report.widths) == pytest.approx(report.measured_ms, rel=1e-6)
 
 
+def test_the_returned_model_is_the_measured_copy_not_a_second_shrink():
+    model = tiny_cnn(16)
+    table = synthetic_table(model, step=4)
+    measured = []
+    truth, _ = _slow_device(model, 1.3)
+
+    def measure(small):
+        measured.append(small)
+        return truth(small)
+
+    small, report = mp.prune_to_latency(model, 0.6 * table.predict_model(model), table=table, measure=measure)
+    assert any(small is m for m in measured)  # the copy that met the budget, not a new one shrunk again
+    assert {g.name: g.size for g in mp.channel_groups(small)} == report.widths
+
+
 def _masked(widths):
     model = tiny_cnn(16)
     graph = build_graph(model, warn=False)
