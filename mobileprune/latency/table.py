@@ -44,7 +44,6 @@ import itertools
 import json
 import os
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -527,6 +526,7 @@ def time_rounds(
     """
     from mobileprune.runtime.inputs import random_inputs, set_inputs
     from mobileprune.runtime.interpreter import load_interpreter
+    from mobileprune.runtime.table_runner import interleaved_rounds
 
     clock = resolve_clock(clock, threads)
     invokes = {}
@@ -535,27 +535,15 @@ def time_rounds(
         set_inputs(interpreter, random_inputs(interpreter.get_input_details(), 0))
         interpreter.invoke()  # first run: lazy initialisation, delegate preparation
         invokes[name] = interpreter
-    found: dict[str, list[float]] = {name: [] for name in invokes}
-    total = rounds * len(invokes)
-    for round_index in range(rounds):
-        for index, (name, interpreter) in enumerate(invokes.items()):
-            found[name].append(_round_median(interpreter.invoke, min_seconds, min_runs, clock))
-            if progress:
-                progress(round_index * len(invokes) + index + 1, total)
-    return found
-
-
-def _round_median(invoke, min_seconds: float, min_runs: int, clock: str = "wall") -> float:
-    wall = time.perf_counter_ns
-    timer = time.thread_time_ns if clock == "cpu" else wall
-    invoke()  # warm the caches after the previous model ran
-    samples = []
-    started = wall()
-    while len(samples) < min_runs or wall() - started < min_seconds * 1e9:
-        begin = timer()
-        invoke()
-        samples.append(timer() - begin)
-    return float(np.median(samples)) / 1e6
+    # The same round policy as the TF-free runner that times tables elsewhere (emulated aarch64, a phone).
+    return interleaved_rounds(
+        {name: interpreter.invoke for name, interpreter in invokes.items()},
+        rounds,
+        min_seconds,
+        min_runs,
+        clock,
+        progress,
+    )
 
 
 def _runtime() -> dict:

@@ -4,7 +4,7 @@
 configuration of a model as a tiny ``.tflite`` plus ``latency_manifest.json``
 (names, files, dtype, threads, clock and the rounds policy). This module reads
 that folder, times every file with the LiteRT interpreter in the same way
-``mobileprune.latency.table.time_rounds`` does (all interpreters loaded, then
+``mobileprune.latency.table.time_rounds`` does: it calls this module (all interpreters loaded, then
 ``rounds`` interleaved rounds; per round one warm-up ``invoke()`` and the
 median of at least ``min_runs`` runs lasting at least ``min_seconds``; the
 ``cpu`` clock is the invoking thread's CPU time) and writes a result JSON that
