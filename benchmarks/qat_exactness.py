@@ -34,7 +34,7 @@ Example:
 ```
 python -m benchmarks.qat_exactness            # full run -> benchmarks/results/qat_exactness.json
 python -m benchmarks.qat_exactness --quick    # one epoch each, to a temp folder
-python -m benchmarks.qat_exactness --diagnose mobilenet_v2_0.35   # -> results/qat_exactness_diagnosis.json
+python -m benchmarks.qat_exactness --diagnose mobilenet_v2_0.35   # -> results/qat_exactness_diagnosis_<model>.json
 ```
 """
 
@@ -328,7 +328,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds (0: no latency)")
     parser.add_argument("--diagnose", metavar="MODEL", choices=list(CASES),
-                        help="only trace MODEL with float and with int32-rounded biases -> qat_exactness_diagnosis.json")  # fmt: skip
+                        help="only trace MODEL with float and with int32-rounded biases -> qat_exactness_diagnosis_MODEL.json")  # fmt: skip
     add_harness_arguments(parser)
     args = parser.parse_args()
     epochs, qat_epochs = (1, 1) if args.quick else (5, 2)
@@ -341,7 +341,12 @@ def main() -> None:
             print(variant, {key: row[variant][key] for key in ("top1_agreement", "max_diff_steps", "p99_diff_steps")})
         payload = {"epochs": epochs, "qat_epochs": qat_epochs, "row": row,
                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
-        print("wrote", write_results("qat_exactness_diagnosis", payload, results_dir(args.quick, args.allow_dirty)))
+        print(
+            "wrote",
+            write_results(
+                f"qat_exactness_diagnosis_{args.diagnose}", payload, results_dir(args.quick, args.allow_dirty)
+            ),
+        )
         return
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
