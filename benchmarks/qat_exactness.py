@@ -20,6 +20,11 @@ held-out inputs, in steps of its own scale; beside it, the largest int32 bias ro
 each Conv/Depthwise/FullyConnected op (0.5 * input scale * weight scale, in output steps),
 which the float simulation does not round.
 
+``--diagnose MODEL`` tests one candidate cause: it traces MODEL twice, with the float bias the
+simulation trains with and with every Conv/Depthwise/Dense bias rounded to int32 on input scale x
+weight scale (:func:`rounded_biases`, patched in for the run), and checks that the file's int8
+weights equal the simulated ones.
+
 Latency: the QAT int8 file against the PTQ int8 file of the same float model (calibrated
 on 256 training inputs), ``--rounds`` interleaved rounds in one child process
 (``compare_latency``, 1 thread); the load average is recorded beside it.
@@ -29,12 +34,14 @@ Example:
 ```
 python -m benchmarks.qat_exactness            # full run -> benchmarks/results/qat_exactness.json
 python -m benchmarks.qat_exactness --quick    # one epoch each, to a temp folder
+python -m benchmarks.qat_exactness --diagnose mobilenet_v2_0.35   # -> results/qat_exactness_diagnosis_<model>.json
 ```
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -320,11 +327,27 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one epoch each, results to a temp folder")
     parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds (0: no latency)")
+    parser.add_argument("--diagnose", metavar="MODEL", choices=list(CASES),
+                        help="only trace MODEL with float and with int32-rounded biases -> qat_exactness_diagnosis_MODEL.json")  # fmt: skip
     add_harness_arguments(parser)
     args = parser.parse_args()
     epochs, qat_epochs = (1, 1) if args.quick else (5, 2)
     rounds = 4 if args.quick else args.rounds
     load_before = os.getloadavg()
+    if args.diagnose:
+        with tempfile.TemporaryDirectory() as workdir:
+            row = diagnose(args.diagnose, epochs, qat_epochs, Path(workdir))
+        for variant in ("float_bias", "rounded_bias"):
+            print(variant, {key: row[variant][key] for key in ("top1_agreement", "max_diff_steps", "p99_diff_steps")})
+        payload = {"epochs": epochs, "qat_epochs": qat_epochs, "row": row,
+                   "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
+        print(
+            "wrote",
+            write_results(
+                f"qat_exactness_diagnosis_{args.diagnose}", payload, results_dir(args.quick, args.allow_dirty)
+            ),
+        )
+        return
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models:
@@ -345,6 +368,135 @@ def main() -> None:
         "loadavg_after": os.getloadavg(),
     }
     print("wrote", write_results("qat_exactness", payload, results_dir(args.quick, args.allow_dirty)))
+
+
+# --- diagnosis: is the int32 bias rounding the cause? -------------------------------------------
+
+
+def _input_quantizer(wrapper):
+    """The activation quantizer whose int8 tensor feeds ``wrapper`` (through pass-through layers)."""
+    from mobileprune import keras_private
+    from mobileprune.quantization.quantizer_layers import ActivationQuantizer
+
+    tensor = wrapper.input
+    while not isinstance(layer := keras_private.producing_operation(tensor), ActivationQuantizer):
+        tensor = layer.input
+    return layer
+
+
+def _weight_scales(kernel, kind: str):
+    """Per output channel scale of the int8 kernel as the file stores it (``max |w| / 127``)."""
+    from keras import ops
+
+    from mobileprune.quantization.quantizer_layers import _MIN_WEIGHT_RANGE
+
+    shape = tuple(kernel.shape)
+    if kind == "depthwise":
+        kernel = ops.reshape(kernel, shape[:-2] + (shape[-2] * shape[-1],))
+    axes = 0 if kind == "dense" else tuple(range(len(kernel.shape) - 1))
+    if len(shape) == 3 and kind != "dense":  # 1-D convolutions: per tensor
+        axes = None
+    return ops.divide(ops.maximum(ops.max(ops.abs(kernel), axis=axes), _MIN_WEIGHT_RANGE), 127.0)
+
+
+@contextlib.contextmanager
+def rounded_biases(qat):
+    """Within the block, each Conv/Depthwise/Dense wrapper rounds its bias to int32 on input scale x weight scale.
+
+    An experiment (patched in here, not in the library): the file's bias is that rounded value.
+    """
+    from keras import ops
+
+    from mobileprune.quantization.quantizer_layers import QuantizeWrapper
+
+    inputs = {id(layer): _input_quantizer(layer) for layer in qat.layers
+              if isinstance(layer, QuantizeWrapper) and layer.kind in ("conv", "depthwise", "dense")}  # fmt: skip
+    original = QuantizeWrapper.folded_kernel_and_bias
+
+    def patched(self):
+        kernel, bias = original(self)
+        quantizer = inputs.get(id(self))
+        if bias is None or quantizer is None:
+            return kernel, bias
+        step = ops.multiply(
+            ops.divide(quantizer.range_max - quantizer.range_min, 255.0), _weight_scales(kernel, self.kind)
+        )
+        return kernel, ops.add(bias, ops.stop_gradient(ops.round(bias / step) * step - bias))
+
+    QuantizeWrapper.folded_kernel_and_bias = patched
+    try:
+        yield
+    finally:
+        QuantizeWrapper.folded_kernel_and_bias = original
+
+
+def _weights_against_file(qat, path: Path) -> dict:
+    """Largest |file weight - simulated weight| (in weight steps) and |file bias - float bias| (in bias steps)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from keras import ops
+
+    from mobileprune.quantization.quantizer_layers import QuantizeWrapper, quantize_weight
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    details = {item["index"]: item for item in interpreter.get_tensor_details()}
+    file_ops = [op for op in interpreter._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    wrappers = [
+        layer for layer in qat.layers if isinstance(layer, QuantizeWrapper) and layer.kind in ("conv", "depthwise")
+    ]
+    worst_weight, worst_bias = 0.0, 0.0
+    for op, wrapper in zip(file_ops, wrappers, strict=True):
+        kernel, bias = wrapper.folded_kernel_and_bias()
+        simulated = ops.convert_to_numpy(quantize_weight(kernel, wrapper.kind))
+        weight = details[op["inputs"][1]]
+        scales = weight["quantization_parameters"]["scales"]
+        stored = interpreter.get_tensor(weight["index"]).astype(np.float64)
+        if op["op_name"] == "DEPTHWISE_CONV_2D":  # [1, h, w, channels]
+            simulated = simulated.reshape(stored.shape) / scales
+        else:  # [out, h, w, in]
+            simulated = np.moveaxis(simulated, -1, 0) / scales.reshape((-1,) + (1,) * (stored.ndim - 1))
+        worst_weight = max(worst_weight, float(np.abs(stored - simulated).max()))
+        if bias is not None and len(op["inputs"]) > 2:
+            item = details[op["inputs"][2]]
+            step = item["quantization_parameters"]["scales"]
+            gap = np.abs(interpreter.get_tensor(item["index"]) * step - ops.convert_to_numpy(bias)) / step
+            worst_bias = max(worst_bias, float(gap.max()))
+    return {"ops": len(file_ops), "max_weight_diff_steps": worst_weight, "max_bias_diff_bias_steps": worst_bias}
+
+
+def diagnose(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
+    """Trace ``name`` with the float bias (as trained) and with each bias rounded as the file rounds it."""
+    import keras
+
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+
+    build, data = CASES[name]
+    x_train, y_train, x_test, y_test = data()
+    keras.utils.set_random_seed(0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = build()
+    model.compile(keras.optimizers.Adam(3e-3), loss)
+    model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
+    qat = mp.quantize_aware(model)
+    qat.compile(keras.optimizers.Adam(5e-4), loss)
+    qat.fit(x_train, y_train, epochs=qat_epochs, batch_size=32, verbose=0)
+    variants = {}
+    for variant in ("float_bias", "rounded_bias"):
+        with rounded_biases(qat) if variant == "rounded_bias" else contextlib.nullcontext():
+            qat.predict_function = None  # traced again, with this variant's bias
+            path = mp.export_tflite(qat, workdir / f"{name}_{variant}.tflite", quantize="int8", sparse=False).path
+            keras_logits = qat.predict(x_test, verbose=0)
+            file_logits = run_tflite(str(path), x_test)
+            steps = np.abs(file_logits - keras_logits) / logits_step(qat)
+            variants[variant] = {
+                "top1_agreement": float(np.mean(keras_logits.argmax(1) == file_logits.argmax(1))),
+                "max_diff_steps": float(steps.max()),
+                "p99_diff_steps": float(np.quantile(steps, 0.99)),
+                "weights_against_file": _weights_against_file(qat, path),
+                "trace": trace(qat, path, x_test[:200])["tensors"],
+            }
+    return {"model": name, "held_out": len(x_test), **variants}
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ TensorFlow, JAX and PyTorch (the last two convert from a TensorFlow-backend copy
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import keras
@@ -215,3 +216,27 @@ def test_cli_export_of_a_quantization_aware_file_needs_no_calibration(float_mode
     assert main(["inspect", str(tmp_path / "qat.tflite"), "--tensors", "all"]) == 0
     printed = capsys.readouterr().out
     assert "quantization-aware:" in printed and "per-channel (12)" in printed  # the stem's 12 weight scales
+
+
+@pytest.mark.tensorflow_only
+def test_biases_rounded_to_int32_bring_the_simulation_closer_to_the_file(float_model, digits, tmp_path):
+    """The file stores each bias as int32 on input scale x weight scale; the simulation trains with the float bias.
+
+    With the bias rounded as the file rounds it (``benchmarks.qat_exactness.rounded_biases``, an
+    experiment not yet in the library), fewer logits differ from the file by a step.
+    """
+    import mobileprune as mp
+    from benchmarks.qat_exactness import logits_step, rounded_biases
+    from mobileprune.conversion.verify import run_tflite
+
+    qat = compile_qat(mp.quantize_aware(float_model))
+    qat.fit(digits.x_train[:128], digits.y_train[:128], epochs=1, batch_size=32, verbose=0)
+    off = {}
+    for variant in ("float", "rounded"):
+        with rounded_biases(qat) if variant == "rounded" else contextlib.nullcontext():
+            qat.predict_function = None
+            path = mp.export_tflite(qat, tmp_path / f"{variant}.tflite", quantize="int8", sparse=False).path
+            keras_logits = qat.predict(digits.x_test, verbose=0)
+        steps = np.abs(run_tflite(str(path), digits.x_test) - keras_logits) / logits_step(qat)
+        off[variant] = int(np.sum(steps > 0.5))
+    assert off["rounded"] < off["float"]
