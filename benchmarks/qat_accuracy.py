@@ -30,12 +30,12 @@ upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``)
 Why the float controls' BatchNormalization statistics are re-estimated: a float net
 trains with batch statistics and is evaluated (and PTQ-folded) with moving averages
 (momentum 0.99, about 100 steps of memory) that lag the abrupt weight changes of
-pruning. On ``depthwise_net`` at 90% sparsity (seed 0) the stale averages left the
-pruned float model at 17.1% in inference mode while the same weights scored 89.3% in
-training mode, and 89.8% recalibrated. The averages do get there, slowly: fit on at
-learning rate 0 (weights frozen, 43 steps an epoch) it scored 22-34% after 1-6 epochs and
-90% only after 15. QAT folds the moving statistics into the kernel and trains through them, so it
-never sees the mismatch: without the re-estimate, pruned+PTQ was a broken baseline.
+pruning. On ``depthwise_net`` at 90% sparsity (seed 0, ``benchmarks/qat_bn_diagnosis.py``)
+the stale averages left the pruned, fine-tuned float control at 17.3% in inference mode
+while the same weights scored 94.2% in training mode, and 94.7% re-estimated. The averages
+do get there, slowly: fit on at learning rate 0 (weights frozen, 43 steps an epoch) it
+scored 10-34% for 5 epochs and 94% only after 12. QAT folds the moving statistics into
+the kernel and trains through them, so it never sees the mismatch: without the re-estimate, pruned+PTQ was a broken baseline.
 One training-mode pass over the 1,347 training images with momentum 0 (weights
 untouched) sets them; the stale-statistics accuracy is kept as ``*_stale_bn``. PQAT starts
 from the pruned model's stale statistics unless ``--bn-start`` re-estimates them first.
