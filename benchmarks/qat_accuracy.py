@@ -9,7 +9,8 @@ about 7x slower to train on this machine: TensorFlow's CPU depthwise backprop), 
 upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``). Per seed:
 
 1. **float**: trained ``--epochs`` from scratch, then fine-tuned ``--qat-epochs``
-   more in float (the control: the same number of training epochs as QAT).
+   more in float (the control: the same number of training epochs as QAT), then its
+   BatchNormalization moving statistics re-estimated on the training images (see below).
 2. **PTQ**: that fine-tuned float model, ``export_tflite(quantize="int8")``
    calibrated on 256 training images (min/max, per-channel convolution weights,
    per-channel Dense weights: the converter's defaults).
@@ -19,11 +20,25 @@ upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``)
    pruned with ``PruneCallback`` (polynomial decay over ``--prune-epochs``),
    then ``--qat-epochs`` in float with the masks held and PTQ, or
    ``--qat-epochs`` of QAT with the masks held (PQAT). The zeros of every
-   kernel are read back from the int8 file.
+   kernel are read back from the int8 file. The float control's BatchNormalization
+   statistics are re-estimated before it is evaluated and quantized.
 5. **tfmot** (``--skip-tfmot`` to leave out): tfmot 0.8.1's ``quantize_model``
    from the same float weights as step 3 and its
    ``Default8BitPrunePreserveQuantizeScheme`` from the same pruned weights as
    step 4, in a legacy tf-keras subprocess, same epochs, batch and learning rate.
+
+Why the float controls' BatchNormalization statistics are re-estimated: a float net
+trains with batch statistics and is evaluated (and PTQ-folded) with moving averages
+(momentum 0.99, about 100 steps of memory) that lag the abrupt weight changes of
+pruning. On ``depthwise_net`` at 90% sparsity (seed 0, ``benchmarks/qat_bn_diagnosis.py``)
+the stale averages left the pruned, fine-tuned float control at 17.3% in inference mode
+while the same weights scored 94.2% in training mode, and 94.7% re-estimated. The averages
+do get there, slowly: fit on at learning rate 0 (weights frozen, 43 steps an epoch) it
+scored 10-34% for 5 epochs and 94% only after 12. QAT folds the moving statistics into
+the kernel and trains through them, so it never sees the mismatch: without the re-estimate, pruned+PTQ was a broken baseline.
+One training-mode pass over the 1,347 training images with momentum 0 (weights
+untouched) sets them; the stale-statistics accuracy is kept as ``*_stale_bn``. PQAT starts
+from the pruned model's stale statistics unless ``--bn-start`` re-estimates them first.
 
 Where PTQ could lose is printed per activation tensor: TFLite int8 quantizes each
 activation tensor with one scale set by its widest channel, so the table gives the
@@ -214,6 +229,28 @@ def zeros_kept(kernels: list[tuple[str, int, int]], path: Path) -> dict[str, Any
     }
 
 
+def recalibrate_batch_norm(model, x: np.ndarray) -> int:
+    """Set every BatchNormalization's moving statistics to those of ``x`` (one training-mode pass, momentum 0).
+
+    Weights are not touched; returns how many layers were re-estimated (0 for a net without BN).
+    """
+    import keras
+
+    from mobileprune.keras_private import all_layers
+
+    layers = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        if layers:
+            model(x, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    return len(layers)
+
+
 def export_ptq(model, path: Path, x_train: np.ndarray):
     import mobileprune as mp
 
@@ -262,12 +299,15 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
     qat = compile_model(mp.quantize_aware(model), args.finetune_learning_rate)
     times = fit_interleaved({"float": (control, []), "qat": (qat, [])}, x_train, y_train, args.batch_size,
                             args.qat_epochs)  # fmt: skip
+    float_acc_stale_bn = accuracy(keras_logits(control, x_test), y_test)
+    recalibrate_batch_norm(control, x_train)
     ptq = export_ptq(control, folder / "ptq.tflite", x_train)
     qat_file = export_qat(qat, folder / "qat.tflite")
     qat_keras = keras_logits(qat, x_test)
     qat_file_logits = file_logits(qat_file.path, x_test)
     row.update(
         float_acc=accuracy(keras_logits(control, x_test), y_test),
+        float_acc_stale_bn=float_acc_stale_bn,
         ptq_acc=accuracy(file_logits(ptq.path, x_test), y_test),
         qat_keras_acc=accuracy(qat_keras, y_test),
         qat_file_acc=accuracy(qat_file_logits, y_test),
@@ -287,18 +327,25 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
     row["pruned"] = {}
     for sparsity in args.sparsities:
         pruned = prune(model_from(trained_weights, args, seed), sparsity, args, x_train, y_train)
+        start_acc_stale_bn = accuracy(keras_logits(pruned, x_test), y_test)
+        if args.bn_start:  # PQAT folds the moving statistics: start it (and tfmot's) from re-estimated ones
+            recalibrate_batch_norm(pruned, x_train)
         pruned_starts[sparsity] = named_weights(pruned)
         held = compile_model(copy_of(pruned, args.width, seed), args.finetune_learning_rate)
         _hold_masks(pruned, held)
         pqat = compile_model(mp.quantize_aware(pruned), args.finetune_learning_rate)
         fit_interleaved({"float": (held, []), "pqat": (pqat, [])}, x_train, y_train, args.batch_size, args.qat_epochs)
         mp.strip_pruning(held)
+        pruned_float_acc_stale_bn = accuracy(keras_logits(held, x_test), y_test)
+        recalibrate_batch_norm(held, x_train)
         ptq_pruned = export_ptq(held, folder / f"pruned{sparsity}_ptq.tflite", x_train)
         pqat_file = export_qat(pqat, folder / f"pqat{sparsity}.tflite")
         pqat_keras = keras_logits(pqat, x_test)
         pqat_file_logits = file_logits(pqat_file.path, x_test)
         row["pruned"][str(sparsity)] = {
             "pruned_float_acc": accuracy(keras_logits(held, x_test), y_test),
+            "pruned_float_acc_stale_bn": pruned_float_acc_stale_bn,
+            "pqat_start_acc_stale_bn": start_acc_stale_bn,
             "pruned_ptq_acc": accuracy(file_logits(ptq_pruned.path, x_test), y_test),
             "pqat_keras_acc": accuracy(pqat_keras, y_test),
             "pqat_file_acc": accuracy(pqat_file_logits, y_test),
@@ -495,6 +542,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sparsities", type=float, nargs="*", default=[0.5, 0.9])
     parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds")
     parser.add_argument("--skip-tfmot", action="store_true")
+    parser.add_argument(
+        "--bn-start",
+        action="store_true",
+        help="re-estimate the pruned model's BatchNormalization statistics before PQAT starts from it",
+    )
+    parser.add_argument("--name", help="result file name (default: qat_accuracy, or qat_accuracy_<model>)")
     add_harness_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
@@ -549,7 +602,7 @@ def main(argv: list[str] | None = None) -> None:
         "loadavg_after": os.getloadavg(),
     }
     # One result file per architecture: the default net's keeps its name.
-    name = "qat_accuracy" if args.model == "small_cnn" else f"qat_accuracy_{args.model}"
+    name = args.name or ("qat_accuracy" if args.model == "small_cnn" else f"qat_accuracy_{args.model}")
     print("wrote", write_results(name, payload, results_dir(args.quick, args.allow_dirty)))
 
 
