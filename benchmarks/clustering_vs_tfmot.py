@@ -25,6 +25,13 @@ for both libraries:
      (``learn_scales``, on with ``int8_grid``; ``--no-learn-scales``: off);
    - **ours one-shot** ``cluster_weights(k, int8_grid=True)`` with no
      fine-tuning;
+   - with ``--reassign``, **ours_reassign**, an experiment on tfmot's scheme
+     (not a library feature): a float copy of each kernel takes the
+     optimizer's updates (straight through), and at every step every weight
+     is re-assigned to the nearest of its channel's ``scale_c * code``
+     (``int8_grid`` codes re-fitted every 10 steps, scales from the float
+     copy, zeros of a pruned start kept), where ``ClusterCallback`` fixes
+     each weight's cluster from ``end_step`` on;
 3. every result is loaded into the Keras 3 model and converted the same way
    (``export_tflite``: float32, and int8 PTQ with 128 calibration images), so
    the sizes differ only by the weights: gzip -9 of each file, test accuracy
@@ -42,6 +49,8 @@ Run from the repository root:
 python -m benchmarks.clustering_vs_tfmot --seeds 0 1 2                      # results/clustering_vs_tfmot.json
 python -m benchmarks.clustering_vs_tfmot --model small_cifar --seeds 0 1 2  # ..._small_cifar.json
 python -m benchmarks.clustering_vs_tfmot --quick                            # smoke run, temp folder
+python -m benchmarks.clustering_vs_tfmot --model small_cifar --seeds 0 --clusters 8 --sparsities 0 0.5 \
+    --reassign --name clustering_reassign_small_cifar_k8_seed0   # + ours_reassign (re-assignment every step)
 python -m benchmarks.clustering_vs_tfmot --merge A B --name C  # one file from runs of other seeds (same code)
 ```
 """
@@ -163,6 +172,41 @@ def cluster_ours(start: list, data, k: int, args, seed: int) -> tuple[list, list
     return trained, oneshot
 
 
+def cluster_reassign(start: list, data, k: int, args, seed: int, keep_zeros: bool) -> list:
+    """Fine-tune with a float copy of each kernel and every weight re-assigned at every step (``--reassign``)."""
+    import keras
+
+    from mobileprune.clustering.centroids import channel_scales, int8_codes, snap
+
+    def snapped(values: np.ndarray, codes: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+        return snap(values, (channel_scales(values)[:, None] * codes[None]).astype(np.float32), True, keep)
+
+    class Reassign(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.step = 0
+            self.kernels = [self.model.get_layer(name).kernel for name in LAYERS]
+            self.floats = [np.array(keras.ops.convert_to_numpy(v)) for v in self.kernels]
+            self.keeps = [(f != 0) if keep_zeros else None for f in self.floats]
+            self.codes = [int8_codes(f, m, k, "kmeans++", seed) for f, m in zip(self.floats, self.keeps)]
+            self.forward = [snapped(f, c, m) for f, c, m in zip(self.floats, self.codes, self.keeps)]
+            for variable, value in zip(self.kernels, self.forward):
+                variable.assign(value)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            for i, variable in enumerate(self.kernels):
+                # The optimizer moved the clustered value; the float copy takes the same step.
+                self.floats[i] += np.array(keras.ops.convert_to_numpy(variable)) - self.forward[i]
+                if self.step % 10 == 0:
+                    self.codes[i] = int8_codes(self.floats[i], self.keeps[i], k, "kmeans++", seed, self.codes[i])
+                self.forward[i] = snapped(self.floats[i], self.codes[i], self.keeps[i])
+                variable.assign(self.forward[i])
+
+    model = _compiled(start, args.lr)
+    model.fit(data.x_train, data.y_train, batch_size=32, epochs=args.epochs, verbose=0, callbacks=[Reassign()])
+    return model.get_weights()
+
+
 def measure(weights: list, data, workdir: Path) -> dict[str, Any]:
     """Convert float32 and int8 the same way for every method; sizes, accuracy, distinct values, limit."""
     import mobileprune as mp
@@ -256,10 +300,15 @@ def run_seed(data, seed: int, args) -> list[dict[str, Any]]:
             runs.append({**row, **measure(weights, data, Path(workdir))})
         for config in configs:
             ours_by_config[config["name"]] = cluster_ours(starts[config["start"]], data, config["k"], args, seed)
+            if args.reassign:
+                start, k, keep = starts[config["start"]], config["k"], config["preserve_sparsity"]
+                ours_by_config[config["name"]] += (cluster_reassign(start, data, k, args, seed, keep),)
         tfmot = pending.result() if pending is not None else None
         for config in configs:
-            ours, oneshot = ours_by_config[config["name"]]
+            ours, oneshot, *reassign = ours_by_config[config["name"]]
             candidates = {"ours": ours, "ours_oneshot": oneshot}
+            if reassign:
+                candidates["ours_reassign"] = reassign[0]
             if tfmot is not None:
                 outcome = tfmot["configs"][config["name"]]
                 if "error" in outcome:
@@ -357,6 +406,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="ours: with int8_grid, train each channel's scale after end_step (the default)",
     )
     parser.add_argument("--skip-tfmot", action="store_true")
+    parser.add_argument(
+        "--reassign",
+        action="store_true",
+        help="also ours_reassign: a float copy, every weight re-assigned at every step (tfmot's scheme, int8_grid)",
+    )
     parser.add_argument("--name", default=None, help="JSON file stem under benchmarks/results (default per model)")
     parser.add_argument("--show", action="store_true", help="print the table of the committed result file and exit")
     parser.add_argument(

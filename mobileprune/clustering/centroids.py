@@ -38,10 +38,23 @@ def as_groups(values: np.ndarray, per_channel: bool) -> np.ndarray:
     return values.reshape(-1, values.shape[-1]) if per_channel and values.ndim >= 2 else values.reshape(-1, 1)
 
 
-def group_size(shape: tuple[int, ...], per_channel: bool) -> int:
+def channel_view(values: np.ndarray, channel_axes: int = 1) -> np.ndarray:
+    """`values` with its last `channel_axes` axes folded into one: the output channel's axis last.
+
+    A depthwise kernel `(kh, kw, in, multiplier)` (`channel_axes=2`) becomes
+    `(kh, kw, in * multiplier)`, the channel order of TFLite's `[1, kh, kw, in * multiplier]`
+    filter (the converter's row-major reshape); `channel_axes=1` returns `values` itself.
+    """
+    if channel_axes < 2 or values.ndim < channel_axes:
+        return values
+    return values.reshape(values.shape[:-channel_axes] + (-1,))
+
+
+def group_size(shape: tuple[int, ...], per_channel: bool, channel_axes: int = 1) -> int:
     """Number of weights in one group (the whole tensor, or one output channel)."""
     size = int(np.prod(shape)) if shape else 1
-    return size // shape[-1] if per_channel and len(shape) >= 2 else size
+    channels = int(np.prod(shape[-channel_axes:])) if len(shape) > channel_axes else 1
+    return size // channels if per_channel and len(shape) >= 2 else size
 
 
 def initial_centroids(

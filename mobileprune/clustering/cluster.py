@@ -25,8 +25,8 @@ import keras
 import numpy as np
 
 from mobileprune import backend
-from mobileprune.clustering.centroids import fit_int8_grid, fit_kmeans, snap, unique_per_group
-from mobileprune.clustering.clusterable import check_settings, int8_per_tensor, select_clusterable
+from mobileprune.clustering.centroids import channel_view, fit_int8_grid, fit_kmeans, snap, unique_per_group
+from mobileprune.clustering.clusterable import channel_axes, check_settings, int8_per_tensor, select_clusterable
 from mobileprune.clustering.snap_constraint import cluster_constraint_of, detach_cluster
 from mobileprune.pruning.strip import strip_pruning
 from mobileprune.sparsity_core.constraint import mask_of
@@ -44,6 +44,7 @@ def cluster_weights(
     preserve_sparsity: bool = True,
     size_weight: float = 0.0,
     int8_grid: bool = False,
+    depthwise: bool = False,
     seed: int = 0,
 ) -> keras.Model:
     """Replace each selected weight by the nearest of `k` k-means centroids, in place; return `model`.
@@ -61,6 +62,8 @@ def cluster_weights(
         int8_grid: per output channel, `scale_c * code` with `k` integer codes
             shared by all channels (see `ClusterCallback`): the int8 file then
             holds at most `k` values in the whole tensor.
+        depthwise: also cluster the depthwise kernels (DepthwiseConv,
+            SeparableConv), per TFLite `in x multiplier` channel.
         seed: seed of the kmeans++ draws.
 
     Raises:
@@ -75,15 +78,17 @@ def cluster_weights(
     ```
     """
     check_settings(k, init, size_weight, int8_grid)
-    targets = select_clusterable(model, k, per_channel or int8_grid, layers, exclude)
+    targets = select_clusterable(model, k, per_channel or int8_grid, layers, exclude, depthwise)
     for target in targets:
-        values = backend.read_numpy(target.variable)
-        keep = _kept(target.variable, values) if preserve_sparsity else None
+        raw = backend.read_numpy(target.variable)
+        keep = _kept(target.variable, raw) if preserve_sparsity else None
+        axes = channel_axes(target)  # a depthwise kernel is clustered on its TFLite channels
+        values, keep = channel_view(raw, axes), None if keep is None else channel_view(keep, axes)
         if int8_grid:
             clustered, _ = fit_int8_grid(values, keep, k, init, seed, int8_per_tensor(target))
         else:
             clustered, _ = fit_kmeans(values, keep, k, init, per_channel, seed, size_weight)
-        target.variable.assign(clustered)
+        target.variable.assign(clustered.reshape(raw.shape))
     return model
 
 
@@ -114,10 +119,12 @@ def strip_clustering(model: keras.Model) -> keras.Model:
         if constraint is None:
             continue
         if constraint.ready:
-            values = backend.read_numpy(variable)
+            raw, keep, axes = backend.read_numpy(variable), mask_of(variable), constraint.channel_axes
             centroids = np.asarray(keras.ops.convert_to_numpy(constraint.centroids), np.float32)
             bounds = np.asarray(keras.ops.convert_to_numpy(constraint.bounds), np.float32)
-            variable.assign(snap(values, centroids, constraint.per_channel, mask_of(variable), bounds))
+            keep = None if keep is None else channel_view(keep, axes)
+            snapped = snap(channel_view(raw, axes), centroids, constraint.per_channel, keep, bounds)
+            variable.assign(snapped.reshape(raw.shape))
         clustered |= detach_cluster(variable)
     if clustered:
         backend.unbind_masks(model)
@@ -126,9 +133,14 @@ def strip_clustering(model: keras.Model) -> keras.Model:
 
 
 def unique_values(
-    model: keras.Model, per_channel: bool = False, layers: Sequence[Selector] | Selector | None = None
+    model: keras.Model,
+    per_channel: bool = False,
+    layers: Sequence[Selector] | Selector | None = None,
+    depthwise: bool = False,
 ) -> dict[str, int]:
     """Distinct values of each clusterable weight (largest per output channel if `per_channel`).
+
+    `depthwise`: the depthwise kernels too, counted per TFLite `in x multiplier` channel.
 
     Example:
 
@@ -136,5 +148,11 @@ def unique_values(
     mp.unique_values(model, per_channel=True)  # {'dense1/kernel': 8, ...}
     ```
     """
-    targets = all_targets(model) if layers is None else select_clusterable(model, 2, False, layers, None)
-    return {t.name: unique_per_group(backend.read_numpy(t.variable), per_channel) for t in targets}
+    if layers is None:
+        targets = all_targets(model, depthwise)
+    else:
+        targets = select_clusterable(model, 2, False, layers, None, depthwise)
+    return {
+        t.name: unique_per_group(channel_view(backend.read_numpy(t.variable), channel_axes(t)), per_channel)
+        for t in targets
+    }

@@ -47,13 +47,14 @@ import numpy as np
 from mobileprune import backend
 from mobileprune.clustering.centroids import (
     channel_scales,
+    channel_view,
     initial_centroids,
     int8_codes,
     midpoints,
     rate_bounds,
     reestimate,
 )
-from mobileprune.clustering.clusterable import check_settings, int8_per_tensor, select_clusterable
+from mobileprune.clustering.clusterable import channel_axes, check_settings, int8_per_tensor, select_clusterable
 from mobileprune.clustering.snap_constraint import ClusterConstraint, attach_cluster, cluster_constraint_of
 from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, mask_of, set_mask
 from mobileprune.sparsity_core.selection import PruneTarget, Selector
@@ -98,6 +99,11 @@ class ClusterCallback(keras.callbacks.Callback):
             factor of its members' updates (the codes stay, so the int8 file
             does not change its `k` integers), as tfmot's centroids keep
             learning by gradient. Default: on with `int8_grid`.
+        depthwise: also cluster the depthwise kernels (DepthwiseConv1D/2D,
+            and SeparableConv1D/2D's depthwise kernel; tfmot leaves them
+            out). Per channel (and with `int8_grid`) a channel is TFLite's
+            `in x multiplier` channel, the last axis of its `[1, h, w, in * mult]`
+            filter, so a 3x3 depthwise channel holds 9 weights: `k <= 9`.
         seed: seed of the kmeans++ draws.
         verbose: 1 prints the selection and each update.
 
@@ -124,6 +130,7 @@ class ClusterCallback(keras.callbacks.Callback):
         size_weight: float = 0.0,
         int8_grid: bool = False,
         learn_scales: bool | None = None,
+        depthwise: bool = False,
         seed: int = 0,
         verbose: int = 0,
     ):
@@ -138,7 +145,7 @@ class ClusterCallback(keras.callbacks.Callback):
         if end_step is not None and end_step < begin_step:
             raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
         self.k, self.init, self.per_channel = k, init, bool(per_channel) or bool(int8_grid)
-        self.layers, self.exclude = layers, exclude
+        self.layers, self.exclude, self.depthwise = layers, exclude, bool(depthwise)
         self.begin_step, self.end_step, self.update_every = int(begin_step), end_step, int(update_every)
         self.preserve_sparsity, self.seed, self.verbose = bool(preserve_sparsity), int(seed), verbose
         self._targets: list[PruneTarget] = []
@@ -160,7 +167,7 @@ class ClusterCallback(keras.callbacks.Callback):
         if getattr(model, "optimizer", None) is None:
             raise ValueError(f"Model {model.name!r} is not compiled; call model.compile(optimizer=...) before fit.")
         backend.check_optimizer(model)
-        targets = select_clusterable(model, self.k, self.per_channel, self.layers, self.exclude)
+        targets = select_clusterable(model, self.k, self.per_channel, self.layers, self.exclude, self.depthwise)
         self._step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         if not self._done:  # a later fit of a finished callback keeps its centroids: no new end, no update
             self._end = self._resolve_end()
@@ -191,10 +198,12 @@ class ClusterCallback(keras.callbacks.Callback):
         newly, pairs = False, []
         with backend.variable_scope(model):
             for target in targets:
-                variable = target.variable
-                groups = int(variable.shape[-1]) if self.per_channel and len(variable.shape) >= 2 else 1
+                variable, axes = target.variable, channel_axes(target)
+                shape = channel_view(np.zeros(tuple(variable.shape), np.bool_), axes).shape
+                groups = int(shape[-1]) if self.per_channel and len(shape) >= 2 else 1
                 before, before_cluster = variable.constraint, cluster_constraint_of(variable)
                 constraint = attach_cluster(variable, (groups, self.k), self.learn_scales)
+                constraint.channel_axes = axes
                 constraint.per_tensor_scale = self.int8_grid and int8_per_tensor(target)
                 if self.preserve_sparsity:
                     self._hold_zeros(variable, constraint)
@@ -236,8 +245,9 @@ class ClusterCallback(keras.callbacks.Callback):
         for target in self._targets:
             variable = target.variable
             constraint = _constraint(variable)
-            values = backend.read_numpy(variable)
-            keep = mask_of(variable)
+            axes = constraint.channel_axes  # a depthwise kernel: its TFLite channels last
+            values, keep = channel_view(backend.read_numpy(variable), axes), mask_of(variable)
+            keep = None if keep is None else channel_view(keep, axes)
             free = self._free.get(id(variable))
             k_free = self.k - 1 if keep is not None else self.k
             if self.int8_grid:

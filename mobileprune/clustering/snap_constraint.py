@@ -78,6 +78,7 @@ class ClusterConstraint(keras.constraints.Constraint):
         self.scale = scale
         self.variable = variable  # the weight it constrains: its pruning mask, read when traced
         self.per_tensor_scale = False  # learn one scale for the whole tensor (int8 per-tensor weights)
+        self.channel_axes = 1  # trailing axes that make one output channel: 2 for a depthwise kernel
         self.ready = False  # set once the centroids hold fitted values
 
     @property
@@ -88,23 +89,33 @@ class ClusterConstraint(keras.constraints.Constraint):
         if self.inner is not None:
             weight = self.inner(weight)
         weight = ops.convert_to_tensor(weight)
+        shape = tuple(weight.shape)
+        weight = self._channels_last(weight)  # a depthwise kernel: (kh, kw, in * multiplier)
         centroids = ops.cast(ops.convert_to_tensor(backend.mask_value(self.centroids)), weight.dtype)
         bounds = ops.cast(ops.convert_to_tensor(backend.mask_value(self.bounds)), weight.dtype)
         pull = ops.cast(ops.convert_to_tensor(backend.mask_value(self.pull)), weight.dtype)
         snapped = snap_tensor(weight, centroids, bounds)
         if self.scale is not None:
             learn = ops.cast(ops.convert_to_tensor(backend.mask_value(self.scale)), weight.dtype)
-            scaled = learned_scale(weight, snapped, self._keep(weight), self.per_tensor_scale)
+            scaled = learned_scale(weight, snapped, self._keep(), self.per_tensor_scale)
             snapped = ops.where(learn >= 1, scaled, snapped)
         # `pull == 1` returns the centroid itself: w + 1 * (c - w) is not always c in floating point.
-        return ops.where(pull >= 1, snapped, weight + pull * (snapped - weight))
+        moved = ops.where(pull >= 1, snapped, weight + pull * (snapped - weight))
+        return moved if self.channel_axes < 2 else ops.reshape(moved, shape)
 
-    def _keep(self, weight: Any) -> Any:
+    def _channels_last(self, tensor: Any) -> Any:
+        """Fold the last `channel_axes` axes into one (the TFLite channel order of a depthwise kernel)."""
+        shape = tuple(tensor.shape)
+        if self.channel_axes < 2 or len(shape) < self.channel_axes:
+            return tensor
+        return ops.reshape(tensor, shape[: -self.channel_axes] + (-1,))
+
+    def _keep(self) -> Any:
         """The weight's pruning mask (its pruned entries drift by one update and must not count), or `None`."""
         outer = getattr(self.variable, "constraint", None)
         if not isinstance(outer, MaskConstraint):
             return None
-        return ops.convert_to_tensor(backend.mask_value(outer.mask))
+        return self._channels_last(ops.convert_to_tensor(backend.mask_value(outer.mask)))
 
     def get_config(self) -> dict[str, Any]:
         # Never serialized: the constraint lives on the variable, not in the layer config.
