@@ -1,0 +1,77 @@
+"""recalibrate_batch_norm: stale moving statistics become the statistics of the layer's inputs on the data.
+
+Runs on every Keras backend (tiny model, eager calls only).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import mobileprune as mp
+
+
+def _model():
+    inputs = keras.Input((6, 6, 2))
+    features = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    normed = keras.layers.BatchNormalization(name="bn")(features)
+    inner = keras.Model(inputs, keras.layers.ReLU()(normed), name="inner")
+    outer_in = keras.Input((6, 6, 2))
+    hidden = keras.layers.Flatten()(inner(outer_in))
+    hidden = keras.layers.BatchNormalization(name="bn_dense")(keras.layers.Dense(3, name="dense")(hidden))
+    return keras.Model(outer_in, hidden), inner
+
+
+def _conv_outputs(inner, x):
+    conv = inner.get_layer("conv")
+    return np.asarray(keras.ops.convert_to_numpy(conv(x)))
+
+
+def test_one_batch_gives_the_exact_statistics_of_the_inputs_and_restores_the_layers():
+    model, inner = _model()
+    x = np.random.default_rng(0).normal(size=(40, 6, 6, 2)).astype("float32")
+    bn = inner.get_layer("bn")
+    bn.trainable = False  # frozen layers are re-estimated too, and stay frozen
+    assert mp.recalibrate_batch_norm(model, x, batch_size=40) == 2
+    outputs = _conv_outputs(inner, x).reshape(-1, 4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), outputs.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), outputs.var(0), rtol=1e-3, atol=1e-5)
+    assert bn.momentum == 0.99 and bn.trainable is False
+
+
+def test_several_batches_average_their_means():
+    model, inner = _model()
+    x = np.random.default_rng(1).normal(size=(30, 6, 6, 2)).astype("float32") + 3.0
+    weights = [w.copy() for w in model.get_weights() if w.ndim > 1]
+    mp.recalibrate_batch_norm(model, x, batch_size=10)
+    outputs = _conv_outputs(inner, x).reshape(-1, 4)
+    bn = inner.get_layer("bn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), outputs.mean(0), rtol=1e-4, atol=1e-5)
+    for before, after in zip(weights, [w for w in model.get_weights() if w.ndim > 1]):
+        np.testing.assert_array_equal(before, after)  # kernels untouched
+
+
+@pytest.mark.parametrize(
+    "x, kwargs, message",
+    [
+        ([1, 2, 3], {}, "NumPy array"),
+        (np.zeros((0, 6, 6, 2), "float32"), {}, "non-zero first dimension"),
+        ([np.zeros((4, 6, 6, 2), "float32"), np.zeros((5, 1), "float32")], {}, "share one"),
+        (np.zeros((4, 6, 6, 2), "float32"), {"batch_size": 0}, "batch_size"),
+        (np.zeros((4, 6, 6, 2), "float32"), {"max_batches": -1}, "max_batches"),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(x, kwargs, message):
+    model, inner = _model()
+    before = [np.array(w) for w in model.get_weights()]
+    with pytest.raises(ValueError, match=message) as error:
+        mp.recalibrate_batch_norm(model, x, **kwargs)
+    assert "\n" not in str(error.value)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_a_model_without_batch_normalization_is_left_alone():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert mp.recalibrate_batch_norm(model, np.ones((4, 3), "float32")) == 0
