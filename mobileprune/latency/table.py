@@ -334,28 +334,13 @@ def build_latency_table(
             rounds, and store the ratio of measured to summed latency (see ``LatencyTable.total_ms``).
         clock: ``"cpu"``, ``"wall"`` or ``"auto"`` (cpu with 1 thread, wall with more; see the module doc).
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    clock = resolve_clock(clock, threads)
-    for key, value in (("threads", threads), ("step", step), ("levels", levels), ("rounds", rounds)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{key} must be a positive int, got {value!r}")
+    clock = check_table_arguments(dtype, threads, step, levels, rounds, clock)
     if table is None:
         table = LatencyTable(
             dtype, threads, step=step, levels=levels, runtime=_runtime(), machine=machine(), clock=clock
         )
     else:
-        table.check_matches(dtype, threads)
-        if table.clock != clock:
-            raise TableError(
-                f"the table was timed with the {table.clock} clock, not {clock}; extend it with "
-                f"clock={table.clock!r} or start a new table"
-            )
-        if (table.step, table.levels) != (step, levels):
-            raise TableError(
-                f"the table's grid is step={table.step} levels={table.levels}, not step={step} levels={levels}; "
-                "extend it with the same grid or start a new table"
-            )
+        check_extends(table, dtype, threads, step, levels, clock)
     missing: dict[str, dict] = {}
     sites = model_sites(model)
     for site in sites:
@@ -393,6 +378,32 @@ def build_latency_table(
         ]
         table.calibrations[model_key] = {"points": points, "model": getattr(model, "name", "")}
     return table
+
+
+def check_table_arguments(dtype: str, threads: int, step: int, levels: int, rounds: int, clock: str) -> str:
+    """Check a table's settings (one line each); return the resolved clock."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    clock = resolve_clock(clock, threads)
+    for key, value in (("threads", threads), ("step", step), ("levels", levels), ("rounds", rounds)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+    return clock
+
+
+def check_extends(table: LatencyTable, dtype: str, threads: int, step: int, levels: int, clock: str) -> None:
+    """Raise ``TableError`` unless new timings on these settings may extend ``table``."""
+    table.check_matches(dtype, threads)
+    if table.clock != clock:
+        raise TableError(
+            f"the table was timed with the {table.clock} clock, not {clock}; extend it with "
+            f"clock={table.clock!r} or start a new table"
+        )
+    if (table.step, table.levels) != (step, levels):
+        raise TableError(
+            f"the table's grid is step={table.step} levels={table.levels}, not step={step} levels={levels}; "
+            "extend it with the same grid or start a new table"
+        )
 
 
 def resolve_clock(clock: str, threads: int) -> str:

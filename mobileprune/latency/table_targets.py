@@ -42,17 +42,17 @@ from pathlib import Path
 
 from mobileprune.latency.sites import config_key, describe, model_sites
 from mobileprune.latency.table import (
-    DTYPES,
     LatencyTable,
     TableError,
     TableProgress,
     _masked_copy,
+    check_extends,
+    check_table_arguments,
     convert_config,
     convert_model,
     empty_model,
     fingerprint,
     half_widths,
-    resolve_clock,
     site_configs,
 )
 from mobileprune.runtime import table_runner
@@ -92,12 +92,7 @@ def write_table_manifest(
     Returns:
         The manifest document written to ``folder/latency_manifest.json``.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    for key, value in (("threads", threads), ("step", step), ("levels", levels), ("rounds", rounds)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{key} must be a positive int, got {value!r}")
-    clock = resolve_clock(clock, threads)
+    clock = check_table_arguments(dtype, threads, step, levels, rounds, clock)
     folder = Path(folder)
     if (folder / MANIFEST_NAME).exists():
         raise TableError(f"{folder} already holds a {MANIFEST_NAME}; choose an empty folder or delete the old one")
@@ -219,14 +214,7 @@ def _calibrate(table: LatencyTable, manifest: dict, model, dense_ms: float, half
 def _check_extends(
     table: LatencyTable, dtype: str, threads: int, step: int, levels: int, clock: str, target: str | None = None
 ) -> None:
-    table.check_matches(dtype, threads)
-    if (table.step, table.levels) != (step, levels):
-        raise TableError(
-            f"the table's grid is step={table.step} levels={table.levels}, not step={step} levels={levels}; "
-            "use the same grid or start a new table"
-        )
-    if table.clock != clock:
-        raise TableError(f"the table was timed with the {table.clock} clock, not {clock}; start a new table")
+    check_extends(table, dtype, threads, step, levels, clock)
     if target is not None and table_target(table) != target:
         raise TableError(
             f"the table was measured on {table_target(table)!r}, the result on {target!r}; "
