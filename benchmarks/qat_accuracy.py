@@ -230,25 +230,13 @@ def zeros_kept(kernels: list[tuple[str, int, int]], path: Path) -> dict[str, Any
 
 
 def recalibrate_batch_norm(model, x: np.ndarray) -> int:
-    """Set every BatchNormalization's moving statistics to those of ``x`` (one training-mode pass, momentum 0).
+    """``mp.recalibrate_batch_norm`` in one batch: the moving statistics become those of ``x`` exactly.
 
     Weights are not touched; returns how many layers were re-estimated (0 for a net without BN).
     """
-    import keras
+    import mobileprune as mp
 
-    from mobileprune.keras_private import all_layers
-
-    layers = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    try:
-        if layers:
-            model(x, training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
-    return len(layers)
+    return mp.recalibrate_batch_norm(model, x, batch_size=len(x))
 
 
 def export_ptq(model, path: Path, x_train: np.ndarray):
