@@ -155,6 +155,19 @@ def producing_node(tensor: Any) -> Any:
     return history.operation._inbound_nodes[history.node_index]
 
 
+def keras_mask(tensor: Any) -> Any:
+    """The Keras mask a tensor carries (e.g. from ``Embedding(mask_zero=True)``), or ``None``."""
+    return None if tensor is None else getattr(tensor, "_keras_mask", None)
+
+
+def drop_keras_mask(tensor: Any) -> None:
+    """Detach the Keras mask from ``tensor``, as ``MultiHeadAttention`` does before projecting its inputs."""
+    from keras.src.backend import set_keras_mask
+
+    if tensor is not None:
+        set_keras_mask(tensor, None)
+
+
 def producing_operation(tensor: Any) -> Any:
     """The layer (or `InputLayer`) that produced the symbolic `tensor`, or `None`."""
     return getattr(getattr(tensor, "_keras_history", None), "operation", None)
