@@ -247,7 +247,10 @@ def export_tflite(
     from mobileprune.conversion.masked_attention import finite_mask_source  # imports Keras: only when exporting
 
     # Masked attention converts through a finite mask fill (the source stays the fidelity reference).
-    convert_source = finite_mask_source(source, quantize, representative_data, calibration_samples)
+    # ai-edge-quantizer's static modes calibrate the float file's activations: it gets the finite fill too.
+    full_integer = quantize in ("int8", "int16x8") if edge is None else edge.needs_calibration
+    label = quantize if edge is None else edge.name
+    convert_source = finite_mask_source(source, label, representative_data, calibration_samples, full_integer)
 
     def convert_with(encoding_sparse: bool) -> bytes:
         return convert(
@@ -266,7 +269,7 @@ def export_tflite(
         candidates, converter_sparse_bytes = _convert_candidates(convert_with, sparse)
     else:
         settings = (io_type, allow_select_tf_ops, batch_size)
-        reused = _reused(lambda: (_source_key(model, source), *settings), convert_with)
+        reused = _reused(lambda: (_source_key(model, source), convert_source is source, *settings), convert_with)
         candidates, converter_sparse_bytes = (
             _edge_candidates(edge, reused, sparse, representative_data, calibration_samples),
             None,

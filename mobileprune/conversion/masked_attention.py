@@ -244,12 +244,28 @@ def with_finite_masks(model: Any, representative_data: Any, input_count: int, sa
     return clone
 
 
-def finite_mask_source(source: Any, quantize: str | None, representative_data: Any, samples: int | None = 500) -> Any:
+def finite_mask_source(
+    source: Any,
+    quantize: str | None,
+    representative_data: Any,
+    samples: int | None = 500,
+    full_integer: bool | None = None,
+) -> Any:
     """``source`` converting through :func:`with_finite_masks` for full-integer modes; unchanged otherwise.
+
+    Args:
+        source: the loaded conversion source.
+        quantize: the export's mode (named in the warning).
+        representative_data: the calibration inputs; without them the source is unchanged.
+        samples: cap on the calibration samples read.
+        full_integer: whether the file's activations are calibrated to integers (default: ``quantize`` is
+            ``"int8"`` or ``"int16x8"``; ai-edge-quantizer's static modes pass ``True``).
 
     Masked attention that cannot be rewritten gets one warning naming it.
     """
-    if quantize not in ("int8", "int16x8") or representative_data is None or source.kind not in ("keras", "keras_file"):
+    if full_integer is None:
+        full_integer = quantize in ("int8", "int16x8")
+    if not full_integer or representative_data is None or source.kind not in ("keras", "keras_file"):
         return source
     calls = masked_calls(source.model)
     skipped = sorted({layer.name for layer, _, ok in calls if not ok})
