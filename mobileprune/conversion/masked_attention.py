@@ -3,8 +3,8 @@
 Keras masks attention scores by replacing the masked ones with about
 ``-2.4e38`` before the softmax, whether the mask comes from ``use_causal_mask``,
 ``attention_mask`` or the inputs' Keras masks (padding from
-``Embedding(mask_zero=True)``: 74.5% top-1 agreement and a score scale of 9.3e35
-in the int8 file of the padded test model before this rewrite). Full-integer post-training quantization
+``Embedding(mask_zero=True)``; ``benchmarks/masked_attention_int8.py`` measures
+each mask and mode with and without this rewrite). Full-integer post-training quantization
 calibrates one int8 range per tensor, so the score tensor's range then spans
 ~1e38 and every real score rounds to the same int8 value: the file attends
 uniformly (measured on the byte LM of ``benchmarks/qat_byte_lm.py``: perplexity
