@@ -10,7 +10,10 @@ groups (``mobileprune.structured.graph``) whose units its tensors carry:
 channels of its input (``"in"``), of its output when they differ (``"out"``)
 and the kept units of each inner group of a composite layer (attention heads,
 FFN neurons). ``Site.config(values)`` rebuilds the chain at any dims as a
-JSON-ready description, the key of a latency-table entry.
+JSON-ready description, the key of a latency-table entry. A functional
+model used as a layer (a keras-hub ``BertBackbone`` called on a dict of
+inputs) is split into its own sites at the shapes of its call, named
+``"<nested model>/<layer>"`` like its groups (``model_sites``).
 
 Example:
 
