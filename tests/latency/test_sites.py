@@ -66,6 +66,7 @@ def _tiny_bert():
     return keras.Model(tokens, keras.layers.Dense(2, name="head")(pooled))
 
 
+@pytest.mark.tensorflow_only  # builds a keras-hub backbone; the nested-model logic is covered on every backend above
 def test_bert_backbone_blocks_are_sites_with_head_and_ffn_dims_that_build():
     model = _tiny_bert()
     sites = model_sites(model)

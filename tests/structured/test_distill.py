@@ -54,6 +54,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(-1, keepdims=True)
 
 
+@pytest.mark.tensorflow_only  # the loss is backend-independent Keras code; the TF leg covers it
 def test_distillation_loss_is_the_kl_of_softened_probabilities_times_t_squared(data):
     # Keras's default "kl_divergence" string took the KL of raw logits (negative after one epoch).
     x, y = data
