@@ -10,8 +10,9 @@ under each width.
 For each seed: train the model, build (once, shared) its float32 LiteRT
 latency table (1 thread, CPU clock), then at each ``--shares`` of the
 table's prediction for the full model allocate with both methods
-(``measure=False``: the table's prediction; per-group normalised L2
-importance), shrink, fine-tune ``--epochs`` epochs (Adam 1e-3, batch 32),
+(``measure=False``: the table's prediction; ``--objective importance``:
+per-group normalised L2 importance, ``loss``: each group's measured loss
+curve on 512 training examples, ``loss_curves``), shrink, fine-tune ``--epochs`` epochs (Adam 1e-3, batch 32),
 convert, and time every model of the seed in the same interleaved rounds
 (min of round medians). Reported per method and budget: the objective (share
 of the normalised importance kept), the predicted and measured latency, and
@@ -21,6 +22,7 @@ Run from the repository root:
 
 ```
 python -m benchmarks.latency_knapsack_residual --seeds 0 1 2   # writes results/latency_knapsack_residual.json
+python -m benchmarks.latency_knapsack_residual --seeds 0 1 2 --objective loss  # ..._residual_loss.json
 python -m benchmarks.latency_knapsack_residual --quick         # one seed, one epoch, temp dir
 ```
 """
@@ -86,7 +88,14 @@ def run_seed(seed: int, data, table, args) -> tuple[list[dict], object]:
     for share in args.shares:
         for method in METHODS:
             name = f"{method} {share:.2f}"
-            smalls[name], reports[name] = mp.prune_to_latency(_copy(model), share * full, table=table, method=method)
+            smalls[name], reports[name] = mp.prune_to_latency(
+                _copy(model),
+                share * full,
+                table=table,
+                method=method,
+                objective=args.objective,
+                data=(data.x_train[:512], data.y_train[:512]),
+            )
     accuracy = {"dense": _accuracy(model, data)}
     for name, small in smalls.items():
         if name != "dense":
@@ -146,6 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--levels", type=int, default=4)
     parser.add_argument("--timing-rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.2)
+    parser.add_argument("--objective", choices=("importance", "loss"), default="importance")
     parser.add_argument("--quick", action="store_true")
     add_harness_arguments(parser)
     args = parser.parse_args(argv)
@@ -167,10 +177,12 @@ def main(argv=None) -> int:
         "loadavg_after": os.getloadavg(),
         "table_configurations": len(table.entries),
         "clock": table.clock,
+        "objective": args.objective,
         "rows": rows,
         "summary": summary,
     }
-    path = write_results("latency_knapsack_residual", payload, results_dir(args.quick, args.allow_dirty))
+    name = "latency_knapsack_residual" + ("" if args.objective == "importance" else f"_{args.objective}")
+    path = write_results(name, payload, results_dir(args.quick, args.allow_dirty))
     print(f"wrote {path}")
     return 0
 
