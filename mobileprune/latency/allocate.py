@@ -260,7 +260,8 @@ def allocate(
         if _cut_options(sites, scores, step or table.step) is None:
             raise ValueError(
                 "method='knapsack' needs a model whose groups form a chain once a few groups are fixed "
-                f"(at most {MAX_CUT_ASSIGNMENTS} width combinations of them); this one ties too many: use method='greedy'"
+                f"(at most {MAX_CUT_ASSIGNMENTS} width combinations of them, {MAX_WIDTH_PAIRS} width pairs to price); "
+                "this one ties too many: use method='greedy'"
             )
         found = knapsack(sites, table, scores, budget_ms, step, curves=curves)
         if found is not None:
@@ -338,6 +339,10 @@ def chain_order(sites, groups) -> list[str] | None:
 
 MAX_CUT_ASSIGNMENTS = 4096  # width combinations of the cut groups ``knapsack`` enumerates at most
 CUT_POINTS = 8  # candidate widths per cut group (evenly spread over its grid, both ends kept)
+# Width pairs the dynamic programme prices over all cut combinations (each a few table lookups), a bound on its
+# work: a ResNet50 at step 8 (4 residual streams cut, 4096 combinations, chains of groups with up to 64 widths)
+# would price over 10**8 and is refused.
+MAX_WIDTH_PAIRS = 2_000_000
 
 
 def cut_and_chain(sites, groups) -> tuple[list[str], list[str]] | None:
@@ -381,7 +386,10 @@ def _cut_options(sites, scores: dict[str, np.ndarray], step: int):
         return None
     cut, order = split
     widths = [_spread(candidate_widths(len(scores[g]), 1 if "/" in g else step), CUT_POINTS) for g in cut]
-    if int(np.prod([len(w) for w in widths])) > MAX_CUT_ASSIGNMENTS:
+    combinations = int(np.prod([len(w) for w in widths]))
+    chain = [len(candidate_widths(len(scores[g]), 1 if "/" in g else step)) for g in order]
+    pairs = sum(a * b for a, b in zip(chain, chain[1:])) + (chain[0] if chain else 1)
+    if combinations > MAX_CUT_ASSIGNMENTS or combinations * pairs > MAX_WIDTH_PAIRS:
         return None
     return cut, order, widths
 
@@ -407,7 +415,8 @@ def knapsack(
     the chain solved exactly under it, and the best kept. Exact over the chain
     groups' whole grid given the cut's coarse grid. Returns ``None`` when no
     cut leaves a chain, when the cut has more than ``MAX_CUT_ASSIGNMENTS``
-    combinations, or when nothing fits. ``curves`` (``loss_curves``) replaces
+    combinations (or more than ``MAX_WIDTH_PAIRS`` width pairs to price), or when
+    nothing fits. ``curves`` (``loss_curves``) replaces
     the summed unit scores as the value kept.
     """
     step = step or table.step
