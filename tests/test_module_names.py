@@ -86,7 +86,6 @@ NO_SIBLING_TEST = {
     "keras_hub_rules": "tests/structured/test_transformers.py (keras-hub backbones built from arguments)",
     "policy_registry": "tests/pruning/test_xnnpack_sparse.py (get by name, serialize round trip, user registration)",
     "xnnpack": "tests/pruning/test_xnnpack_sparse.py (the xnnpack-sparse policy through PruneCallback)",
-    "sites": "tests/latency/test_table.py, test_allocate.py (every table build and allocation cuts a model into sites)",
     "cluster": "tests/clustering/test_cluster_callback.py (cluster_weights, strip_clustering), test_export.py (unique_values)",
     "clusterable": "tests/clustering/test_cluster_callback.py (which weights, and the one-line refusals)",
     "snap_constraint": "tests/clustering/test_cluster_callback.py (the snap inside fit, nested in a pruning mask)",

@@ -16,8 +16,11 @@ of its candidate widths and the loss on ``data`` recorded (NetAdapt's
 short-term evaluation, per group instead of per step); the allocation keeps
 the widths whose summed loss increase is smallest (``loss_curves``).
 
-``method="knapsack"`` replaces the greedy walk by exact dynamic programming
-over every group's candidate widths (models whose groups form a chain).
+``method="knapsack"`` replaces the greedy walk by dynamic programming over
+every group's candidate widths: exact for models whose groups form a chain;
+for residual and concatenating models, exact over the chain left once a few
+*cut* groups (the residual streams) are fixed, each cut combination on a
+coarse grid tried in turn (``knapsack``).
 ``measure=True`` converts and times each allocation and corrects the
 prediction with the measurement until the budget is met as measured
 (``mobileprune.latency.budget_loop``).
@@ -43,6 +46,7 @@ print(report.widths, report.predicted_ms)
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import keras
@@ -245,18 +249,19 @@ def allocate(
         scores: group name -> per-unit importance (``unit_scores``).
         budget_ms: the latency budget.
         step: width multiple (default: the table's step; 1 for inner groups).
-        method: ``"greedy"``, or ``"knapsack"`` (``knapsack``: exact dynamic programming over the width grid;
-            chain models only, where every site depends on at most two consecutive groups).
+        method: ``"greedy"``, or ``"knapsack"`` (``knapsack``: dynamic programming over the width grid, exact
+            for chain models; residual and concatenating models fix a few cut groups on a coarse grid).
         curves: group name -> {width: value kept} (``loss_curves``) to maximise instead of the summed unit
             scores; ``report.importance_kept`` still counts the unit scores.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "knapsack":
-        if chain_order(sites, set(scores)) is None:
+        if _cut_options(sites, scores, step or table.step) is None:
             raise ValueError(
-                "method='knapsack' needs a chain model (each layer reads one channel group and writes the next); "
-                "this one has residual or concatenated groups: use method='greedy'"
+                "method='knapsack' needs a model whose groups form a chain once a few groups are fixed "
+                f"(at most {MAX_CUT_ASSIGNMENTS} width combinations of them, {MAX_WIDTH_PAIRS} width pairs to price); "
+                "this one ties too many: use method='greedy'"
             )
         found = knapsack(sites, table, scores, budget_ms, step, curves=curves)
         if found is not None:
@@ -332,6 +337,63 @@ def chain_order(sites, groups) -> list[str] | None:
     return order
 
 
+MAX_CUT_ASSIGNMENTS = 4096  # width combinations of the cut groups ``knapsack`` enumerates at most
+CUT_POINTS = 8  # candidate widths per cut group (evenly spread over its grid, both ends kept)
+# Width pairs the dynamic programme prices over all cut combinations (each a few table lookups), a bound on its
+# work: a ResNet50 at step 8 (4 residual streams cut, 4096 combinations, chains of groups with up to 64 widths)
+# would price over 10**8 and is refused.
+MAX_WIDTH_PAIRS = 2_000_000
+
+
+def cut_and_chain(sites, groups) -> tuple[list[str], list[str]] | None:
+    """``(cut, order)``: groups whose widths, once fixed, leave the rest a chain (``chain_order``) in ``order``.
+
+    A residual stream (one group read and written by every block) or a
+    concatenation ties groups that are not neighbours; fixing the group that
+    shares sites with the most others, then the next, until the rest is a
+    chain, finds the cut (for a ResNet-like model: the residual streams).
+    ``None`` when no cut leaves a chain.
+    """
+    groups = set(groups)
+    cut: list[str] = []
+    while True:
+        rest = groups - set(cut)
+        order = chain_order(sites, rest)
+        if order is not None:
+            return cut, order
+        neighbours: dict[str, set[str]] = {g: set() for g in rest}
+        for site in sites:
+            tied = site.groups & rest
+            for group in tied:
+                neighbours[group] |= tied - {group}
+        if not any(neighbours.values()):
+            return None
+        cut.append(max(sorted(neighbours), key=lambda g: len(neighbours[g])))
+
+
+def _spread(options: list[int], points: int) -> list[int]:
+    """At most ``points`` of ``options``, evenly spread, both ends kept."""
+    if len(options) <= points:
+        return options
+    picks = np.linspace(0, len(options) - 1, points).round().astype(int)
+    return sorted({options[i] for i in picks})
+
+
+def _cut_options(sites, scores: dict[str, np.ndarray], step: int):
+    """``(cut, order, each cut group's widths)`` for ``knapsack``, or ``None`` (no cut, or too many combinations)."""
+    split = cut_and_chain(sites, set(scores))
+    if split is None:
+        return None
+    cut, order = split
+    widths = [_spread(candidate_widths(len(scores[g]), 1 if "/" in g else step), CUT_POINTS) for g in cut]
+    combinations = int(np.prod([len(w) for w in widths]))
+    chain = [len(candidate_widths(len(scores[g]), 1 if "/" in g else step)) for g in order]
+    pairs = sum(a * b for a, b in zip(chain, chain[1:])) + (chain[0] if chain else 1)
+    if combinations > MAX_CUT_ASSIGNMENTS or combinations * pairs > MAX_WIDTH_PAIRS:
+        return None
+    return cut, order, widths
+
+
 def knapsack(
     sites,
     table: LatencyTable,
@@ -343,21 +405,28 @@ def knapsack(
 ):
     """The most importance within the budget over every group's candidate widths, by dynamic programming.
 
-    Exact on the width grid (up to latency rounded up to ``bins`` steps of the
-    budget) for chain models (``chain_order``): each site's latency depends on
-    at most two consecutive groups, so the state after deciding group ``i`` is
-    its width and the latency spent. Returns ``None`` for other models.
-    ``curves`` (``loss_curves``) replaces the summed unit scores as the value kept.
+    Chain models (``chain_order``: each site's latency depends on at most two
+    consecutive groups): exact on the width grid (up to latency rounded up to
+    ``bins`` steps of the budget), the state after deciding group ``i`` being
+    its width and the latency spent. Other models (residual adds,
+    concatenations): ``cut_and_chain`` finds the groups whose widths, once
+    fixed, leave the rest a chain; every combination of the cut groups' widths
+    (``CUT_POINTS`` per group, evenly spread over its grid) is fixed in turn and
+    the chain solved exactly under it, and the best kept. Exact over the chain
+    groups' whole grid given the cut's coarse grid. Returns ``None`` when no
+    cut leaves a chain, when the cut has more than ``MAX_CUT_ASSIGNMENTS``
+    combinations (or more than ``MAX_WIDTH_PAIRS`` width pairs to price), or when
+    nothing fits. ``curves`` (``loss_curves``) replaces
+    the summed unit scores as the value kept.
     """
     step = step or table.step
-    order = chain_order(sites, set(scores))
-    if order is None:
+    found = _cut_options(sites, scores, step)
+    if found is None:
         return None
+    cut, order, cut_options = found
     ranked = {name: np.sort(values)[::-1] for name, values in scores.items()}
     sizes = {name: len(values) for name, values in scores.items()}
-    options = [candidate_widths(sizes[g], 1 if "/" in g else step) for g in order]
-    position = {name: i for i, name in enumerate(order)}
-    owner = [max((position[g] for g in site.groups if g in position), default=-1) for site in sites]
+    options = {g: candidate_widths(sizes[g], 1 if "/" in g else step) for g in scores}
     model_key = fingerprint(sites, table)
     full_sum = table.sites_ms(sites)
     low, high = 0.0, full_sum  # the largest sum of sites whose calibrated total fits the budget
@@ -365,25 +434,52 @@ def knapsack(
         middle = (low + high) / 2
         low, high = (middle, high) if table.total_ms(model_key, middle) <= budget_ms else (low, middle)
     unit = max(low, 1e-12) / bins
+    worth = _kept_values(scores, curves)
+    best = None
+    for combination in itertools.product(*cut_options):
+        fixed = dict(zip(cut, combination))
+        found = _chain_dp(sites, table, order, options, worth, fixed, unit, bins)
+        if found is not None:
+            value = found[0] + sum(worth(g, w) for g, w in fixed.items())
+            if best is None or value > best[0]:
+                best = (value, {**fixed, **found[1]})
+    if best is None:
+        return None
+    widths = best[1]
+    total = table.total_ms(model_key, table.sites_ms(sites, widths))
+    kept = sum(float(ranked[n][: widths[n]].sum()) for n in scores)
+    whole = sum(float(ranked[n].sum()) for n in scores)
+    full = table.total_ms(model_key, full_sum)
+    return LatencyAllocation(float(budget_ms), total, full, widths, sizes, kept / whole if whole else 1.0)
+
+
+def _chain_dp(sites, table, order, options, worth, fixed, unit, bins):
+    """``(value, widths)`` of the best widths of the chain ``order`` with the ``fixed`` groups held, or ``None``."""
+    position = {name: i for i, name in enumerate(order)}
+    owned: dict[int, list] = {}
+    for site in sites:  # a site is costed with the last chain group it depends on (-1: none)
+        owned.setdefault(max((position[g] for g in site.groups if g in position), default=-1), []).append(site)
 
     def cost(i: int, widths: dict[str, int]) -> int:
-        spent = sum(table.site_ms(s, s.values(widths)) for s, o in zip(sites, owner) if o == i)
+        spent = sum(table.site_ms(s, s.values({**fixed, **widths})) for s in owned.get(i, ()))
         return int(np.ceil(spent / unit - 1e-9))
 
-    fixed = cost(-1, {})
-    worth = _kept_values(scores, curves)
-    gain = [[worth(g, w) for w in options[i]] for i, g in enumerate(order)]
-    value = np.full((len(options[0]), bins + 1), -np.inf)
-    for a, width in enumerate(options[0]):
-        spent = fixed + cost(0, {order[0]: width})
+    base = cost(-1, {})
+    if not order:
+        return (0.0, {}) if base <= bins else None
+    choices = [options[g] for g in order]
+    gain = [[worth(g, w) for w in choices[i]] for i, g in enumerate(order)]
+    value = np.full((len(choices[0]), bins + 1), -np.inf)
+    for a, width in enumerate(choices[0]):
+        spent = base + cost(0, {order[0]: width})
         if spent <= bins:
             value[a, spent] = gain[0][a]
     back = []
     for i in range(1, len(order)):
-        new = np.full((len(options[i]), bins + 1), -np.inf)
-        pointer = np.zeros((len(options[i]), bins + 1), dtype=int)
-        for b, width in enumerate(options[i]):
-            for a, previous in enumerate(options[i - 1]):
+        new = np.full((len(choices[i]), bins + 1), -np.inf)
+        pointer = np.zeros((len(choices[i]), bins + 1), dtype=int)
+        for b, width in enumerate(choices[i]):
+            for a, previous in enumerate(choices[i - 1]):
                 spent = cost(i, {order[i - 1]: previous, order[i]: width})
                 if spent > bins:
                     continue
@@ -396,18 +492,13 @@ def knapsack(
     if not np.isfinite(value).any():
         return None
     a, spent = np.unravel_index(int(np.argmax(value)), value.shape)
+    best = float(value[a, spent])
     chosen = [int(a)]
     for i in range(len(order) - 1, 0, -1):
         previous = int(back[i - 1][chosen[-1], spent])
-        width_cost = cost(i, {order[i - 1]: options[i - 1][previous], order[i]: options[i][chosen[-1]]})
-        spent -= width_cost
+        spent -= cost(i, {order[i - 1]: choices[i - 1][previous], order[i]: choices[i][chosen[-1]]})
         chosen.append(previous)
-    widths = {g: options[i][c] for i, (g, c) in enumerate(zip(order, reversed(chosen)))}
-    total = table.total_ms(model_key, table.sites_ms(sites, widths))
-    kept = sum(float(ranked[n][: widths[n]].sum()) for n in scores)
-    whole = sum(float(ranked[n].sum()) for n in scores)
-    full = table.total_ms(model_key, full_sum)
-    return LatencyAllocation(float(budget_ms), total, full, widths, sizes, kept / whole if whole else 1.0)
+    return best, {g: choices[i][c] for i, (g, c) in enumerate(zip(order, reversed(chosen)))}
 
 
 def prune_to_latency(

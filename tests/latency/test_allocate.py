@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 import mobileprune as mp
-from mobileprune.latency.allocate import LatencyBudgetCallback, allocate, candidate_widths, loss_curves, unit_scores
+from mobileprune.latency.allocate import (
+    LatencyBudgetCallback,
+    allocate,
+    candidate_widths,
+    chain_order,
+    cut_and_chain,
+    loss_curves,
+    unit_scores,
+)
 from mobileprune.latency.budget_loop import apply_widths
 from mobileprune.latency.sites import model_sites
 from mobileprune.latency.table import TableError
@@ -121,14 +129,54 @@ def test_knapsack_finds_the_best_assignment_on_the_grid_of_a_chain_model(share):
     assert found.importance_kept >= greedy.importance_kept - 1e-9
 
 
-def test_knapsack_refuses_a_model_whose_groups_are_not_a_chain():
+def _concatenating():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
     a = keras.layers.Conv2D(8, 1, name="a")(inputs)
     c = keras.layers.Conv2D(8, 1, name="c")(keras.layers.Conv2D(8, 1, name="b")(a))
-    model = keras.Model(inputs, keras.layers.Conv2D(8, 1, name="d")(keras.layers.Concatenate()([a, c])))
+    return keras.Model(inputs, keras.layers.Conv2D(8, 1, name="d")(keras.layers.Concatenate()([a, c])))
+
+
+def _two_residual_blocks():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 1, name="stem")(inputs)
+    for block in (1, 2):
+        inner = keras.layers.Conv2D(8, 1, activation="relu", name=f"b{block}")(x)
+        x = keras.layers.Add()([x, keras.layers.Conv2D(8, 1, name=f"c{block}")(inner)])
+    return keras.Model(inputs, keras.layers.Conv2D(4, 1, name="out")(x))
+
+
+@pytest.mark.parametrize("build", [_concatenating, _two_residual_blocks])
+def test_knapsack_beyond_chains_fixes_a_cut_and_finds_the_best_assignment_on_the_grid(build):
+    model = build()
     table = synthetic_table(model, step=4)
-    with pytest.raises(ValueError, match="needs a chain model.*method='greedy'"):
+    graph = build_graph(model, warn=False)
+    sites = model_sites(model, graph)
+    scores = unit_scores(model, graph)
+    assert chain_order(sites, set(scores)) is None
+    cut, order = cut_and_chain(sites, set(scores))
+    assert len(cut) == 1 and chain_order(sites, set(order)) is not None
+    budget = 0.6 * table.predict(sites)
+    found = allocate(sites, table, scores, budget, method="knapsack")
+    sorted_scores = {n: np.sort(s)[::-1] for n, s in scores.items()}
+    best = max(
+        sum(sorted_scores[n][:w].sum() for n, w in widths.items())
+        for widths in all_width_assignments({n: len(s) for n, s in scores.items()}, 4)
+        if table.predict(sites, widths) <= budget
+    )
+    assert found.predicted_ms <= budget
+    assert sum(sorted_scores[n][:w].sum() for n, w in found.widths.items()) >= 0.99 * best
+    assert found.importance_kept >= allocate(sites, table, scores, budget).importance_kept - 1e-9
+
+
+def test_knapsack_refuses_a_model_whose_cut_has_too_many_combinations(monkeypatch):
+    from mobileprune.latency import allocate as allocate_module
+
+    model = _concatenating()
+    table = synthetic_table(model, step=4)
+    monkeypatch.setattr(allocate_module, "MAX_CUT_ASSIGNMENTS", 1)
+    with pytest.raises(ValueError, match="chain once a few groups are fixed.*method='greedy'"):
         mp.prune_to_latency(model, 0.5 * table.predict_model(model), table=table, method="knapsack")
     with pytest.raises(ValueError, match="method must be one of"):
         mp.prune_to_latency(model, 1.0, table=table, method="best")

@@ -47,3 +47,43 @@ def test_distill_rejects_a_bad_loss_weight(data):
     teacher, student = build_digits_cnn(width=0.25), build_digits_cnn(width=0.125)
     with pytest.raises(ValueError, match=r"student_loss_weight must be in \[0, 1\]"):
         mp.distill(student, teacher, x, y, student_loss_weight=2.0)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+@pytest.mark.tensorflow_only  # the loss is backend-independent Keras code; the TF leg covers it
+def test_distillation_loss_is_the_kl_of_softened_probabilities_times_t_squared(data):
+    # Keras's default "kl_divergence" string took the KL of raw logits (negative after one epoch).
+    x, y = data
+    teacher, student = _teacher_and_student(x, y)
+    temperature = 2.0
+    expected_student, expected_teacher = (np.asarray(m.predict(x, verbose=0)) / temperature for m in (student, teacher))
+    p, q = _softmax(expected_teacher), _softmax(expected_student)
+    expected = temperature**2 * np.mean(np.sum(p * np.log(p / q), axis=-1))
+    history = mp.distill(
+        student,
+        teacher,
+        x,
+        y,
+        batch_size=len(x),
+        temperature=temperature,
+        student_loss_weight=0.0,
+        optimizer=keras.optimizers.SGD(0.0),
+        verbose=0,
+    )
+    assert history.history["distillation_loss"][0] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+
+
+def test_fresh_optimizer_copies_the_compiled_settings_without_state():
+    from mobileprune.structured.distill import fresh_optimizer
+
+    model = build_digits_cnn(width=0.125, compile=False)
+    assert isinstance(fresh_optimizer(model), keras.optimizers.Adam)  # uncompiled: Adam(1e-3)
+    compiled = keras.optimizers.SGD(0.05, momentum=0.5)
+    model.compile(optimizer=compiled, loss="sparse_categorical_crossentropy")
+    fresh = fresh_optimizer(model)
+    assert isinstance(fresh, keras.optimizers.SGD) and fresh is not compiled
+    assert float(fresh.learning_rate) == pytest.approx(0.05) and fresh.momentum == 0.5
