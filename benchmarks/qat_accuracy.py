@@ -21,7 +21,11 @@ upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``)
    then ``--qat-epochs`` in float with the masks held and PTQ, or
    ``--qat-epochs`` of QAT with the masks held (PQAT). The zeros of every
    kernel are read back from the int8 file. The float control's BatchNormalization
-   statistics are re-estimated before it is evaluated and quantized.
+   statistics are re-estimated before it is evaluated and quantized. With
+   ``--settle-epochs K`` PQAT starts instead from the float control after its first
+   K fine-tune epochs (masks held, BatchNormalization re-estimated) and runs the other
+   ``--qat-epochs`` minus K: the same epoch budget from the pruned model, but QAT, which
+   freezes and folds the moving statistics, starts from a net that is no longer moving fast.
 5. **tfmot** (``--skip-tfmot`` to leave out): tfmot 0.8.1's ``quantize_model``
    from the same float weights as step 3 and its
    ``Default8BitPrunePreserveQuantizeScheme`` from the same pruned weights as
@@ -321,8 +325,18 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
         pruned_starts[sparsity] = named_weights(pruned)
         held = compile_model(copy_of(pruned, args.width, seed), args.finetune_learning_rate)
         _hold_masks(pruned, held)
-        pqat = compile_model(mp.quantize_aware(pruned), args.finetune_learning_rate)
-        fit_interleaved({"float": (held, []), "pqat": (pqat, [])}, x_train, y_train, args.batch_size, args.qat_epochs)
+        pqat_start = pruned
+        if args.settle_epochs:  # PQAT starts from the float fine-tune after its first epochs, BN re-estimated
+            held.fit(x_train, y_train, epochs=args.settle_epochs, batch_size=args.batch_size, verbose=0)
+            pqat_start = copy_of(held, args.width, seed)
+            _hold_masks(pruned, pqat_start)
+            recalibrate_batch_norm(pqat_start, x_train)
+            start_acc_stale_bn = accuracy(keras_logits(pqat_start, x_test), y_test)
+        pqat = compile_model(mp.quantize_aware(pqat_start), args.finetune_learning_rate)
+        fit_interleaved(
+            {"float": (held, []), "pqat": (pqat, [])}, x_train, y_train, args.batch_size,
+            args.qat_epochs - args.settle_epochs,
+        )  # fmt: skip
         mp.strip_pruning(held)
         pruned_float_acc_stale_bn = accuracy(keras_logits(held, x_test), y_test)
         recalibrate_batch_norm(held, x_train)
@@ -535,6 +549,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="re-estimate the pruned model's BatchNormalization statistics before PQAT starts from it",
     )
+    parser.add_argument(
+        "--settle-epochs",
+        type=int,
+        default=0,
+        help="PQAT starts after this many of the float control's --qat-epochs (masks held, BN re-estimated) "
+        "and runs the rest: the same epoch budget from the pruned model",
+    )
     parser.add_argument("--name", help="result file name (default: qat_accuracy, or qat_accuracy_<model>)")
     add_harness_arguments(parser)
     args = parser.parse_args(argv)
@@ -542,6 +563,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seeds, args.epochs, args.prune_epochs, args.qat_epochs, args.rounds = [0], 3, 2, 2, 4
     if args.model == "mobilenet_v2" and not args.skip_tfmot:
         parser.error("--model mobilenet_v2 has no tf-keras twin: add --skip-tfmot")
+    if args.settle_epochs and not args.skip_tfmot:
+        parser.error("--settle-epochs changes only our PQAT's start: add --skip-tfmot")
+    if args.qat_epochs - args.settle_epochs < 2:
+        parser.error("--qat-epochs minus --settle-epochs must be >= 2 (PQAT's first epoch is tracing, not timed)")
     if args.qat_epochs < 2:
         parser.error("--qat-epochs must be >= 2 (the first epoch is tracing and is not timed)")
     return args
