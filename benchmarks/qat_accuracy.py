@@ -25,7 +25,8 @@ upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``)
    ``--settle-epochs K`` PQAT starts instead from the float control after its first
    K fine-tune epochs (masks held, BatchNormalization re-estimated) and runs the other
    ``--qat-epochs`` minus K: the same epoch budget from the pruned model, but QAT, which
-   freezes and folds the moving statistics, starts from a net that is no longer moving fast.
+   freezes and folds the moving statistics, starts from a net that is no longer moving fast
+   (``pqat_start_acc_stale_bn`` is then that start's accuracy, its statistics re-estimated).
    ``--zero-constant-channels`` applies ``mp.zero_constant_batch_norm_channels`` (gamma 0
    on the channels whose re-estimated variance is ~0) to the pruned float control before
    its PTQ (the PTQ accuracy without it is kept as ``pruned_ptq_acc_before``) and to PQAT's start.
