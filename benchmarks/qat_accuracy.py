@@ -21,7 +21,15 @@ upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``)
    then ``--qat-epochs`` in float with the masks held and PTQ, or
    ``--qat-epochs`` of QAT with the masks held (PQAT). The zeros of every
    kernel are read back from the int8 file. The float control's BatchNormalization
-   statistics are re-estimated before it is evaluated and quantized.
+   statistics are re-estimated before it is evaluated and quantized. With
+   ``--settle-epochs K`` PQAT starts instead from the float control after its first
+   K fine-tune epochs (masks held, BatchNormalization re-estimated) and runs the other
+   ``--qat-epochs`` minus K: the same epoch budget from the pruned model, but QAT, which
+   freezes and folds the moving statistics, starts from a net that is no longer moving fast
+   (``pqat_start_acc_stale_bn`` is then that start's accuracy, its statistics re-estimated).
+   ``--zero-constant-channels`` applies ``mp.zero_constant_batch_norm_channels`` (gamma 0
+   on the channels whose re-estimated variance is ~0) to the pruned float control before
+   its PTQ (the PTQ accuracy without it is kept as ``pruned_ptq_acc_before``) and to PQAT's start.
 5. **tfmot** (``--skip-tfmot`` to leave out): tfmot 0.8.1's ``quantize_model``
    from the same float weights as step 3 and its
    ``Default8BitPrunePreserveQuantizeScheme`` from the same pruned weights as
@@ -321,12 +329,31 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
         pruned_starts[sparsity] = named_weights(pruned)
         held = compile_model(copy_of(pruned, args.width, seed), args.finetune_learning_rate)
         _hold_masks(pruned, held)
-        pqat = compile_model(mp.quantize_aware(pruned), args.finetune_learning_rate)
-        fit_interleaved({"float": (held, []), "pqat": (pqat, [])}, x_train, y_train, args.batch_size, args.qat_epochs)
+        pqat_start = pruned
+        if args.settle_epochs:  # PQAT starts from the float fine-tune after its first epochs, BN re-estimated
+            held.fit(x_train, y_train, epochs=args.settle_epochs, batch_size=args.batch_size, verbose=0)
+            pqat_start = copy_of(held, args.width, seed)
+            _hold_masks(pruned, pqat_start)
+            recalibrate_batch_norm(pqat_start, x_train)
+            start_acc_stale_bn = accuracy(keras_logits(pqat_start, x_test), y_test)
+        if args.zero_constant_channels and (args.settle_epochs or args.bn_start):
+            mp.zero_constant_batch_norm_channels(pqat_start)  # the moving statistics are the data's here
+        pqat = compile_model(mp.quantize_aware(pqat_start), args.finetune_learning_rate)
+        fit_interleaved(
+            {"float": (held, []), "pqat": (pqat, [])}, x_train, y_train, args.batch_size,
+            args.qat_epochs - args.settle_epochs,
+        )  # fmt: skip
         mp.strip_pruning(held)
         pruned_float_acc_stale_bn = accuracy(keras_logits(held, x_test), y_test)
         recalibrate_batch_norm(held, x_train)
         ptq_pruned = export_ptq(held, folder / f"pruned{sparsity}_ptq.tflite", x_train)
+        zeroed = {}
+        if args.zero_constant_channels:  # PTQ again after gamma = 0 on the constant channels
+            plain_ptq_acc = accuracy(file_logits(ptq_pruned.path, x_test), y_test)
+            plain_float_acc = accuracy(keras_logits(held, x_test), y_test)
+            zeroed = {"channels": mp.zero_constant_batch_norm_channels(held)}
+            zeroed.update(pruned_ptq_acc_before=plain_ptq_acc, pruned_float_acc_before=plain_float_acc)
+            ptq_pruned = export_ptq(held, folder / f"pruned{sparsity}_ptq_zeroed.tflite", x_train)
         pqat_file = export_qat(pqat, folder / f"pqat{sparsity}.tflite")
         pqat_keras = keras_logits(pqat, x_test)
         pqat_file_logits = file_logits(pqat_file.path, x_test)
@@ -343,6 +370,8 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
             "pqat_bytes": pqat_file.file_bytes,
             "pqat_gzip_bytes": pqat_file.gzip_bytes,
         }
+        if zeroed:
+            row["pruned"][str(sparsity)]["zero_constant_channels"] = zeroed
     if not args.skip_tfmot:
         row["tfmot"] = run_tfmot_side(seed, args, data, trained_weights, pruned_starts, folder)
     return row
@@ -535,6 +564,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="re-estimate the pruned model's BatchNormalization statistics before PQAT starts from it",
     )
+    parser.add_argument(
+        "--settle-epochs",
+        type=int,
+        default=0,
+        help="PQAT starts after this many of the float control's --qat-epochs (masks held, BN re-estimated) "
+        "and runs the rest: the same epoch budget from the pruned model",
+    )
+    parser.add_argument(
+        "--zero-constant-channels",
+        action="store_true",
+        help="mp.zero_constant_batch_norm_channels on the pruned float control after its BN re-estimate (its PTQ "
+        "accuracy before is kept) and on PQAT's start with --settle-epochs/--bn-start",
+    )
     parser.add_argument("--name", help="result file name (default: qat_accuracy, or qat_accuracy_<model>)")
     add_harness_arguments(parser)
     args = parser.parse_args(argv)
@@ -542,6 +584,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seeds, args.epochs, args.prune_epochs, args.qat_epochs, args.rounds = [0], 3, 2, 2, 4
     if args.model == "mobilenet_v2" and not args.skip_tfmot:
         parser.error("--model mobilenet_v2 has no tf-keras twin: add --skip-tfmot")
+    if args.settle_epochs and not args.skip_tfmot:
+        parser.error("--settle-epochs changes only our PQAT's start: add --skip-tfmot")
+    if args.qat_epochs - args.settle_epochs < 2:
+        parser.error("--qat-epochs minus --settle-epochs must be >= 2 (PQAT's first epoch is tracing, not timed)")
     if args.qat_epochs < 2:
         parser.error("--qat-epochs must be >= 2 (the first epoch is tracing and is not timed)")
     return args

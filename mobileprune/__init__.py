@@ -38,6 +38,7 @@ _LAZY = {
     "PruneCallback": "mobileprune.pruning.callback",
     "strip_pruning": "mobileprune.pruning.strip",
     "recalibrate_batch_norm": "mobileprune.pruning.batch_norm_stats",
+    "zero_constant_batch_norm_channels": "mobileprune.pruning.batch_norm_stats",
     "sparsity": "mobileprune.pruning.report",
     "make_xnnpack_sparse_eligible": "mobileprune.pruning.xnnpack_sparse",
     "SparsityReport": "mobileprune.pruning.report",

@@ -75,3 +75,43 @@ def test_bad_input_is_one_line_and_changes_nothing(x, kwargs, message):
 def test_a_model_without_batch_normalization_is_left_alone():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     assert mp.recalibrate_batch_norm(model, np.ones((4, 3), "float32")) == 0
+
+
+def _constant_channel_model(scale: bool = True):
+    """Dense(3) whose unit 0 reads nothing (kernel column 0 all zero): a constant channel into the BN."""
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, name="dense"),
+            keras.layers.BatchNormalization(scale=scale, name="bn"),
+        ]
+    )
+    kernel, bias = model.get_layer("dense").get_weights()
+    kernel[:, 0] = 0.0
+    model.get_layer("dense").set_weights([kernel, np.array([0.7, 0.1, -0.2], "float32")])
+    return model
+
+
+def test_constant_channels_get_gamma_zero_and_the_float_output_stays():
+    model = _constant_channel_model()
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    mp.recalibrate_batch_norm(model, x, batch_size=64)
+    gamma_before = np.asarray(keras.ops.convert_to_numpy(model.get_layer("bn").gamma)).copy()
+    before = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+
+    assert mp.zero_constant_batch_norm_channels(model) == {"bn": 1}
+
+    gamma = np.asarray(keras.ops.convert_to_numpy(model.get_layer("bn").gamma))
+    assert gamma[0] == 0.0 and np.array_equal(gamma[1:], gamma_before[1:])
+    np.testing.assert_allclose(np.asarray(keras.ops.convert_to_numpy(model(x, training=False))), before, atol=1e-4)
+    assert mp.zero_constant_batch_norm_channels(model) == {"bn": 1}  # idempotent: same channel, gamma already 0
+
+
+def test_constant_channels_without_gamma_is_one_line_and_changes_nothing():
+    model = _constant_channel_model(scale=False)
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    mp.recalibrate_batch_norm(model, x, batch_size=64)
+    weights = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="'bn' has 1 constant channels but no gamma"):
+        mp.zero_constant_batch_norm_channels(model)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
