@@ -52,6 +52,7 @@ from mobileprune.quantization.attention_quantizer import QuantizedAttention, att
 from mobileprune.quantization.quantizer_layers import (
     FIXED_RANGE_ACTIVATIONS,
     FUSABLE_ACTIVATIONS,
+    RANGE_PASS_THROUGH,
     ActivationQuantizer,
     FixedRangeQuantizer,
     FloatLayerNormalization,
@@ -62,30 +63,6 @@ from mobileprune.quantization.quantizer_layers import (
 )
 from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, set_mask
 
-_PASS_THROUGH = (
-    keras.layers.Reshape,
-    keras.layers.Flatten,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.ActivityRegularization,
-    keras.layers.Identity,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D,
-    keras.layers.Cropping1D,
-    keras.layers.Cropping2D,
-    keras.layers.Permute,
-    keras.layers.UpSampling1D,
-    keras.layers.UpSampling2D,
-)
 # Each of these writes a new int8 tensor with its own range (the converter requantizes there).
 _REQUANTIZING = (
     *ELEMENTWISE_MERGES,
@@ -287,7 +264,7 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
                 "softmax" if isinstance(layer, keras.layers.Softmax) else activation_name(layer.activation)
             )
             continue
-        elif isinstance(layer, _PASS_THROUGH):
+        elif isinstance(layer, RANGE_PASS_THROUGH):
             continue
         else:
             plan.unsupported.append(f"{layer.name} ({type(layer).__name__})")
