@@ -39,6 +39,7 @@ mp.export_tflite(qat, "model_int8.tflite", quantize="int8", validation_data=(x_t
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,11 @@ import numpy as np
 
 from mobileprune import keras_private
 from mobileprune.layer_classes import ELEMENTWISE_MERGES
-from mobileprune.quantization.attention_quantizer import QuantizedAttention, attention_is_simulated
+from mobileprune.quantization.attention_quantizer import (
+    QuantizedAttention,
+    attention_is_simulated,
+    projection_kernel_and_bias,
+)
 from mobileprune.quantization.quantizer_layers import (
     FIXED_RANGE_ACTIVATIONS,
     FUSABLE_ACTIVATIONS,
@@ -138,6 +143,37 @@ def activation_quantizers(model: keras.Model) -> dict[str, tuple[float, int]]:
         for layer in _all_layers(model)
         if isinstance(layer, ActivationQuantizer) and layer.built
     }
+
+
+def int32_biases(model: keras.Model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The int32 bias codes and scales the simulation adds, as the int8 file should store them.
+
+    Keys: each :class:`QuantizeWrapper`'s name, and ``"<attention>/<projection>"`` for the
+    query, key, value and output projections of a :class:`QuantizedAttention`. Values:
+    ``(bias / step, step)``, flat, per output channel (a scalar step when per tensor); the
+    codes are whole numbers when the simulation is on the file's grid. Layers without a
+    bias or without a linked input quantizer are left out.
+    """
+    found = {}
+    for layer in _all_layers(model):
+        if isinstance(layer, QuantizeWrapper) and layer.built:
+            step = layer.bias_step()
+            if step is not None:
+                found[layer.name] = _codes(layer.quantized_kernel_and_bias()[1], step)
+        elif isinstance(layer, QuantizedAttention) and layer.built:
+            for name, quantizer in layer.input_quantizers().items():
+                dense = getattr(layer.layer, f"{name}_dense")
+                scale = 1.0 / math.sqrt(float(layer.layer.key_dim)) if name == "query" else 1.0
+                _, bias, step = projection_kernel_and_bias(dense, quantizer, scale)
+                if step is not None:
+                    found[f"{layer.name}/{name}"] = _codes(bias, step)
+    return found
+
+
+def _codes(bias: Any, step: Any) -> tuple[np.ndarray, np.ndarray]:
+    bias = keras.ops.convert_to_numpy(bias).astype(np.float64).reshape(-1)
+    step = keras.ops.convert_to_numpy(step).astype(np.float64).reshape(-1)
+    return bias / step, step
 
 
 def _as_functional(model: Any) -> keras.Model:

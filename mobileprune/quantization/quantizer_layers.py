@@ -281,7 +281,8 @@ class QuantizeWrapper(keras.layers.Layer):
         ``None`` without a bias or an input quantizer. ``kernel`` is the folded kernel (computed when omitted).
         """
         quantizer = self.input_quantizer
-        if self.kind == "embedding" or quantizer is None or getattr(self.layer, "bias", None) is None:
+        has_bias = getattr(self.layer, "bias", None) is not None or self.batch_norm is not None  # BN folds in a bias
+        if self.kind == "embedding" or quantizer is None or not has_bias:
             return None
         if kernel is None:
             kernel = self.folded_kernel_and_bias()[0]
