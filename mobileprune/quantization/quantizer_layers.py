@@ -39,9 +39,9 @@ op, which the TFLite converter turns into int8 tensors):
   activation quantizer upstream of the layer's input (found by
   :class:`QuantizerLink` in the symbolic graph) and ``s_w`` the weight scale
   per output channel, zero point 0, straight-through gradient. Measured on
-  MobileNetV2 (alpha 0.35, benchmarks/qat_exactness --diagnose): with the float
-  bias the file's logits were up to 7 output steps off the Keras model's, with
-  the rounded bias 4.
+  MobileNetV2 (alpha 0.35, benchmarks/results/qat_exactness.json): with the float
+  bias the file's logits were up to 7 output steps off the Keras model's (98.89%
+  top-1 agreement), with the int32 bias 2 (100%).
 
 Example:
 
