@@ -17,13 +17,14 @@ per channel, 1 when per tensor).
 Where the file departs from the simulation (``trace``, per model): every activation
 quantizer's tensor is found in the file (same int8 scale and shape) and compared on 200
 held-out inputs, in steps of its own scale; beside it, the largest int32 bias rounding of
-each Conv/Depthwise/FullyConnected op (0.5 * input scale * weight scale, in output steps),
-which the float simulation does not round.
+each Conv/Depthwise/FullyConnected op (0.5 * input scale * weight scale, in output steps;
+the simulation rounds the bias the same way, see ``QuantizeWrapper``).
 
-``--diagnose MODEL`` tests one candidate cause: it traces MODEL twice, with the float bias the
-simulation trains with and with every Conv/Depthwise/Dense bias rounded to int32 on input scale x
-weight scale (:func:`rounded_biases`, patched in for the run), and checks that the file's int8
-weights equal the simulated ones.
+``--diagnose MODEL`` checks that the file's constants are the simulated ones (each Conv/Depthwise
+int8 weight, and each int32 bias code the library simulates, ``int32_biases``), so that what is
+left is arithmetic (fixed-point requantization, float islands), and traces every tensor. (Until
+the library rounded biases to int32, it compared the float bias with a rounded one patched in;
+those results are in the git history of results/qat_exactness_diagnosis_*.json.)
 
 Latency: the QAT int8 file against the PTQ int8 file of the same float model (calibrated
 on 256 training inputs), ``--rounds`` interleaved rounds in one child process
@@ -35,13 +36,13 @@ Example:
 python -m benchmarks.qat_exactness            # full run -> benchmarks/results/qat_exactness.json
 python -m benchmarks.qat_exactness --quick    # one epoch each, to a temp folder
 python -m benchmarks.qat_exactness --diagnose mobilenet_v2_0.35   # -> results/qat_exactness_diagnosis_<model>.json
+python -m benchmarks.qat_exactness --models mobilenet_v2_0.35 --seed 1   # -> results/qat_exactness_seed1.json
 ```
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import tempfile
 import time
@@ -249,7 +250,7 @@ def latency(files: dict[str, str], rounds: int) -> dict:
     }
 
 
-def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path, rounds: int = 0) -> dict:
+def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path, rounds: int = 0, seed: int = 0) -> dict:
     import keras
 
     import mobileprune as mp
@@ -257,7 +258,7 @@ def run_case(name: str, epochs: int, qat_epochs: int, workdir: Path, rounds: int
 
     build, data = CASES[name]
     x_train, y_train, x_test, y_test = data()
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model = build()
     model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
@@ -328,7 +329,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds (0: no latency)")
     parser.add_argument("--diagnose", metavar="MODEL", choices=list(CASES),
-                        help="only trace MODEL with float and with int32-rounded biases -> qat_exactness_diagnosis_MODEL.json")  # fmt: skip
+                        help="only check MODEL's file constants and trace it -> qat_exactness_diagnosis_MODEL.json")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="training seed (not 0: results to qat_exactness_seed<N>)")
     add_harness_arguments(parser)
     args = parser.parse_args()
     epochs, qat_epochs = (1, 1) if args.quick else (5, 2)
@@ -336,9 +338,10 @@ def main() -> None:
     load_before = os.getloadavg()
     if args.diagnose:
         with tempfile.TemporaryDirectory() as workdir:
-            row = diagnose(args.diagnose, epochs, qat_epochs, Path(workdir))
-        for variant in ("float_bias", "rounded_bias"):
-            print(variant, {key: row[variant][key] for key in ("top1_agreement", "max_diff_steps", "p99_diff_steps")})
+            row = diagnose(args.diagnose, epochs, qat_epochs, Path(workdir), args.seed)
+        print(
+            {key: row[key] for key in ("top1_agreement", "max_diff_steps", "p99_diff_steps", "constants_against_file")}
+        )
         payload = {"epochs": epochs, "qat_epochs": qat_epochs, "row": row,
                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
         print(
@@ -351,7 +354,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models:
-            rows.append(run_case(name, epochs, qat_epochs, Path(workdir), rounds))
+            rows.append(run_case(name, epochs, qat_epochs, Path(workdir), rounds, args.seed))
             print_table("QAT int8 file vs quantization-aware Keras model", rows[-1:], _COLUMNS)
     print_table(
         "QAT int8 file vs quantization-aware Keras model",
@@ -362,79 +365,26 @@ def main() -> None:
         "epochs": epochs,
         "qat_epochs": qat_epochs,
         "latency_rounds": rounds,
+        "seed": args.seed,
         "targets": {"top1_agreement": 0.995, "max_diff_steps": 2, "qat_over_ptq_latency": "within 5%"},
         "rows": rows,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
     }
-    print("wrote", write_results("qat_exactness", payload, results_dir(args.quick, args.allow_dirty)))
+    stem = "qat_exactness" + (f"_seed{args.seed}" if args.seed else "")
+    print("wrote", write_results(stem, payload, results_dir(args.quick, args.allow_dirty)))
 
 
-# --- diagnosis: is the int32 bias rounding the cause? -------------------------------------------
-
-
-def _input_quantizer(wrapper):
-    """The activation quantizer whose int8 tensor feeds ``wrapper`` (through pass-through layers)."""
-    from mobileprune import keras_private
-    from mobileprune.quantization.quantizer_layers import ActivationQuantizer
-
-    tensor = wrapper.input
-    while not isinstance(layer := keras_private.producing_operation(tensor), ActivationQuantizer):
-        tensor = layer.input
-    return layer
-
-
-def _weight_scales(kernel, kind: str):
-    """Per output channel scale of the int8 kernel as the file stores it (``max |w| / 127``)."""
-    from keras import ops
-
-    from mobileprune.quantization.quantizer_layers import _MIN_WEIGHT_RANGE
-
-    shape = tuple(kernel.shape)
-    if kind == "depthwise":
-        kernel = ops.reshape(kernel, shape[:-2] + (shape[-2] * shape[-1],))
-    axes = 0 if kind == "dense" else tuple(range(len(kernel.shape) - 1))
-    if len(shape) == 3 and kind != "dense":  # 1-D convolutions: per tensor
-        axes = None
-    return ops.divide(ops.maximum(ops.max(ops.abs(kernel), axis=axes), _MIN_WEIGHT_RANGE), 127.0)
-
-
-@contextlib.contextmanager
-def rounded_biases(qat):
-    """Within the block, each Conv/Depthwise/Dense wrapper rounds its bias to int32 on input scale x weight scale.
-
-    An experiment (patched in here, not in the library): the file's bias is that rounded value.
-    """
-    from keras import ops
-
-    from mobileprune.quantization.quantizer_layers import QuantizeWrapper
-
-    inputs = {id(layer): _input_quantizer(layer) for layer in qat.layers
-              if isinstance(layer, QuantizeWrapper) and layer.kind in ("conv", "depthwise", "dense")}  # fmt: skip
-    original = QuantizeWrapper.folded_kernel_and_bias
-
-    def patched(self):
-        kernel, bias = original(self)
-        quantizer = inputs.get(id(self))
-        if bias is None or quantizer is None:
-            return kernel, bias
-        step = ops.multiply(
-            ops.divide(quantizer.range_max - quantizer.range_min, 255.0), _weight_scales(kernel, self.kind)
-        )
-        return kernel, ops.add(bias, ops.stop_gradient(ops.round(bias / step) * step - bias))
-
-    QuantizeWrapper.folded_kernel_and_bias = patched
-    try:
-        yield
-    finally:
-        QuantizeWrapper.folded_kernel_and_bias = original
+# --- diagnosis: do the file's constants equal the simulated ones? ------------------------------
 
 
 def _weights_against_file(qat, path: Path) -> dict:
-    """Largest |file weight - simulated weight| (in weight steps) and |file bias - float bias| (in bias steps)."""
+    """Largest |file weight - simulated weight| (in weight steps) of the Conv/Depthwise ops, and largest
+    |file bias code - simulated int32 code| over every bias the simulation rounds (``int32_biases``)."""
     from ai_edge_litert.interpreter import Interpreter
     from keras import ops
 
+    from mobileprune.quantization.aware_model import int32_biases
     from mobileprune.quantization.quantizer_layers import QuantizeWrapper, quantize_weight
 
     interpreter = Interpreter(model_path=str(path))
@@ -444,9 +394,9 @@ def _weights_against_file(qat, path: Path) -> dict:
     wrappers = [
         layer for layer in qat.layers if isinstance(layer, QuantizeWrapper) and layer.kind in ("conv", "depthwise")
     ]
-    worst_weight, worst_bias = 0.0, 0.0
+    worst_weight = 0.0
     for op, wrapper in zip(file_ops, wrappers, strict=True):
-        kernel, bias = wrapper.folded_kernel_and_bias()
+        kernel, _ = wrapper.folded_kernel_and_bias()
         simulated = ops.convert_to_numpy(quantize_weight(kernel, wrapper.kind))
         weight = details[op["inputs"][1]]
         scales = weight["quantization_parameters"]["scales"]
@@ -456,16 +406,28 @@ def _weights_against_file(qat, path: Path) -> dict:
         else:  # [out, h, w, in]
             simulated = np.moveaxis(simulated, -1, 0) / scales.reshape((-1,) + (1,) * (stored.ndim - 1))
         worst_weight = max(worst_weight, float(np.abs(stored - simulated).max()))
-        if bias is not None and len(op["inputs"]) > 2:
-            item = details[op["inputs"][2]]
-            step = item["quantization_parameters"]["scales"]
-            gap = np.abs(interpreter.get_tensor(item["index"]) * step - ops.convert_to_numpy(bias)) / step
-            worst_bias = max(worst_bias, float(gap.max()))
-    return {"ops": len(file_ops), "max_weight_diff_steps": worst_weight, "max_bias_diff_bias_steps": worst_bias}
+    stored_biases = [
+        (interpreter.get_tensor(item["index"]).astype(np.float64), item["quantization_parameters"]["scales"])
+        for item in details.values()
+        if item["dtype"] == np.int32 and len(item["shape"]) == 1 and len(item["quantization_parameters"]["scales"])
+    ]
+    worst_bias, unmatched = 0.0, []
+    for name, (codes, step) in int32_biases(qat).items():
+        gaps = [
+            float(np.abs(stored - codes).max())
+            for stored, scales in stored_biases
+            if stored.shape == codes.shape and np.allclose(np.broadcast_to(scales, codes.shape), step, rtol=1e-5)
+        ]
+        if gaps:
+            worst_bias = max(worst_bias, min(gaps))
+        else:
+            unmatched.append(name)
+    return {"ops": len(file_ops), "max_weight_diff_steps": worst_weight, "biases": len(int32_biases(qat)),
+            "max_bias_diff_codes": worst_bias, "biases_without_a_file_tensor": unmatched}  # fmt: skip
 
 
-def diagnose(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
-    """Trace ``name`` with the float bias (as trained) and with each bias rounded as the file rounds it."""
+def diagnose(name: str, epochs: int, qat_epochs: int, workdir: Path, seed: int = 0) -> dict:
+    """``name``'s file against its simulation: the constants (weights, int32 biases) and every traced tensor."""
     import keras
 
     import mobileprune as mp
@@ -473,7 +435,7 @@ def diagnose(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
 
     build, data = CASES[name]
     x_train, y_train, x_test, y_test = data()
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model = build()
     model.compile(keras.optimizers.Adam(3e-3), loss)
@@ -481,22 +443,20 @@ def diagnose(name: str, epochs: int, qat_epochs: int, workdir: Path) -> dict:
     qat = mp.quantize_aware(model)
     qat.compile(keras.optimizers.Adam(5e-4), loss)
     qat.fit(x_train, y_train, epochs=qat_epochs, batch_size=32, verbose=0)
-    variants = {}
-    for variant in ("float_bias", "rounded_bias"):
-        with rounded_biases(qat) if variant == "rounded_bias" else contextlib.nullcontext():
-            qat.predict_function = None  # traced again, with this variant's bias
-            path = mp.export_tflite(qat, workdir / f"{name}_{variant}.tflite", quantize="int8", sparse=False).path
-            keras_logits = qat.predict(x_test, verbose=0)
-            file_logits = run_tflite(str(path), x_test)
-            steps = np.abs(file_logits - keras_logits) / logits_step(qat)
-            variants[variant] = {
-                "top1_agreement": float(np.mean(keras_logits.argmax(1) == file_logits.argmax(1))),
-                "max_diff_steps": float(steps.max()),
-                "p99_diff_steps": float(np.quantile(steps, 0.99)),
-                "weights_against_file": _weights_against_file(qat, path),
-                "trace": trace(qat, path, x_test[:200])["tensors"],
-            }
-    return {"model": name, "held_out": len(x_test), **variants}
+    path = mp.export_tflite(qat, workdir / f"{name}.tflite", quantize="int8", sparse=False).path
+    keras_logits = qat.predict(x_test, verbose=0)
+    file_logits = run_tflite(str(path), x_test)
+    steps = np.abs(file_logits - keras_logits) / logits_step(qat)
+    return {
+        "model": name,
+        "seed": seed,
+        "held_out": len(x_test),
+        "top1_agreement": float(np.mean(keras_logits.argmax(1) == file_logits.argmax(1))),
+        "max_diff_steps": float(steps.max()),
+        "p99_diff_steps": float(np.quantile(steps, 0.99)),
+        "constants_against_file": _weights_against_file(qat, path),
+        "trace": trace(qat, path, x_test[:200])["tensors"],
+    }
 
 
 if __name__ == "__main__":

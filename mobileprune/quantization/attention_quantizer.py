@@ -6,7 +6,9 @@ it one. This layer computes MultiHeadAttention from those pieces, with a
 fake quantizer on every tensor the int8 file keeps:
 
 * the query, key and value projections: one FULLY_CONNECTED each (kernel
-  symmetric per tensor, bias int32), output quantized; the 1/sqrt(key_dim)
+  symmetric per tensor, bias rounded to its int32 grid, input scale x weight
+  scale, the input scale being the quantizer upstream of the query, key or
+  value input: see ``QuantizerLink``), output quantized; the 1/sqrt(key_dim)
   query scaling is folded into the query kernel and bias (no MUL op, and the
   same product: per-tensor symmetric rounding commutes with a positive scale);
 * the scores ``q @ k^T``: an int8 BATCH_MATMUL, output quantized; with a
@@ -48,9 +50,12 @@ from mobileprune.conversion.masked_attention import FILL_MARGIN, call_mask, fill
 from mobileprune.quantization.quantizer_layers import (
     ActivationQuantizer,
     FixedRangeQuantizer,
+    QuantizerLink,
     einsum_as_matmul,
     einsum_dims,
     quantize_weight,
+    round_to_grid,
+    weight_scales,
 )
 
 #: Call arguments of MultiHeadAttention this simulation does not cover (it returns the output only).
@@ -94,6 +99,21 @@ class QuantizedAttention(keras.layers.Layer):
         self.probabilities_quantizer = FixedRangeQuantizer("softmax", name="probabilities")
         self.context_quantizer = ActivationQuantizer(ema_decay, name="context")
         self.dropout = keras.layers.Dropout(layer.dropout, seed=layer.get_config().get("seed"))
+        # The quantizers upstream of the query, value and key inputs: the projections' bias input scales.
+        self._input_links = {name: QuantizerLink() for name in ("query", "value", "key")}
+
+    def input_quantizers(self) -> dict[str, ActivationQuantizer | None]:
+        """The activation quantizer each projection reads, by projection (``query``, ``key``, ``value``, ``output``)."""
+        links = {name: link.quantizer for name, link in self._input_links.items()}
+        key = links["key"] if links["key"] is not None else links["value"]
+        return {"query": links["query"], "key": key, "value": links["value"], "output": self.context_quantizer}
+
+    def compute_output_spec(self, *args: Any, **kwargs: Any) -> Any:
+        # Each symbolic call links the projections to the quantizers upstream of their inputs (QuantizerLink).
+        for position, name in enumerate(("query", "value", "key")):
+            tensor = args[position] if len(args) > position else kwargs.get(name)
+            self._input_links[name].follow(tensor)
+        return super().compute_output_spec(*args, **kwargs)
 
     def build(self, query_shape: Any, value_shape: Any, key_shape: Any = None) -> None:
         if not self.layer.built:
@@ -135,9 +155,10 @@ class QuantizedAttention(keras.layers.Layer):
         key = value if key is None else key
         layer = self.layer
         scale = 1.0 / math.sqrt(float(layer.key_dim))
-        q = self.query_quantizer(_project(layer.query_dense, query, scale), training=training)
-        k = self.key_quantizer(_project(layer.key_dense, key), training=training)
-        v = self.value_quantizer(_project(layer.value_dense, value), training=training)
+        inputs = self.input_quantizers()
+        q = self.query_quantizer(_project(layer.query_dense, query, inputs["query"], scale), training=training)
+        k = self.key_quantizer(_project(layer.key_dense, key, inputs["key"]), training=training)
+        v = self.value_quantizer(_project(layer.value_dense, value, inputs["value"]), training=training)
         # [B, T, N, H] -> [B, N, T, H]: the heads become BATCH_MATMUL's batch dimension.
         q, k, v = (ops.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
         mask = call_mask(query, value, attention_mask, use_causal_mask)
@@ -146,7 +167,7 @@ class QuantizedAttention(keras.layers.Layer):
         dropped = self.dropout(probabilities, training=training)
         context = self.context_quantizer(ops.matmul(dropped, v), training=training)
         context = ops.transpose(context, (0, 2, 1, 3))  # [B, T, N, H]
-        output = _project(layer.output_dense, context)
+        output = _project(layer.output_dense, context, inputs["output"])
         return {"scores": scores, "probabilities": probabilities, "output": output}
 
     def get_config(self) -> dict[str, Any]:
@@ -192,13 +213,31 @@ class MaskedScoresQuantizer(ActivationQuantizer):
         return fake_quant_with_min_max_vars(inputs, self.range_min, self.range_max, num_bits=8, narrow_range=False)
 
 
-def _project(dense: keras.layers.EinsumDense, inputs: Any, scale: float = 1.0) -> Any:
-    """One of the attention's EinsumDense projections as one int8 FULLY_CONNECTED (kernel scaled by ``scale``)."""
-    if einsum_dims(dense.equation, dense.bias_axes) is None:  # MultiHeadAttention builds only matmul equations
-        raise ValueError(f"{dense.name}: einsum {dense.equation!r} is not a matrix product")
+def projection_kernel_and_bias(
+    dense: keras.layers.EinsumDense, input_quantizer: ActivationQuantizer | None, scale: float = 1.0
+) -> tuple[Any, Any, Any]:
+    """``(kernel, bias, bias step)`` of a projection as the file stores them (int8 per tensor, int32 bias).
+
+    The kernel and bias are scaled by ``scale`` first; the bias is rounded to
+    ``input scale x weight scale`` when ``input_quantizer`` is known (else float, step ``None``).
+    """
     kernel = ops.convert_to_tensor(dense.kernel)
     bias = None if dense.bias is None else ops.convert_to_tensor(dense.bias)
     if scale != 1.0:
         kernel = ops.multiply(kernel, scale)
         bias = None if bias is None else ops.multiply(bias, scale)
-    return einsum_as_matmul(dense.equation, inputs, quantize_weight(kernel, "dense"), bias)
+    step = None
+    if bias is not None and input_quantizer is not None:
+        step = ops.multiply(input_quantizer.scale(), weight_scales(kernel, "dense"))
+        bias = round_to_grid(bias, step)
+    return quantize_weight(kernel, "dense"), bias, step
+
+
+def _project(
+    dense: keras.layers.EinsumDense, inputs: Any, input_quantizer: ActivationQuantizer | None, scale: float = 1.0
+) -> Any:
+    """One of the attention's EinsumDense projections as one int8 FULLY_CONNECTED (kernel scaled by ``scale``)."""
+    if einsum_dims(dense.equation, dense.bias_axes) is None:  # MultiHeadAttention builds only matmul equations
+        raise ValueError(f"{dense.name}: einsum {dense.equation!r} is not a matrix product")
+    kernel, bias, _ = projection_kernel_and_bias(dense, input_quantizer, scale)
+    return einsum_as_matmul(dense.equation, inputs, kernel, bias)

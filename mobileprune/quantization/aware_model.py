@@ -39,6 +39,7 @@ mp.export_tflite(qat, "model_int8.tflite", quantize="int8", validation_data=(x_t
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,10 +49,15 @@ import numpy as np
 
 from mobileprune import keras_private
 from mobileprune.layer_classes import ELEMENTWISE_MERGES
-from mobileprune.quantization.attention_quantizer import QuantizedAttention, attention_is_simulated
+from mobileprune.quantization.attention_quantizer import (
+    QuantizedAttention,
+    attention_is_simulated,
+    projection_kernel_and_bias,
+)
 from mobileprune.quantization.quantizer_layers import (
     FIXED_RANGE_ACTIVATIONS,
     FUSABLE_ACTIVATIONS,
+    RANGE_PASS_THROUGH,
     ActivationQuantizer,
     FixedRangeQuantizer,
     FloatLayerNormalization,
@@ -62,30 +68,6 @@ from mobileprune.quantization.quantizer_layers import (
 )
 from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, set_mask
 
-_PASS_THROUGH = (
-    keras.layers.Reshape,
-    keras.layers.Flatten,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.ActivityRegularization,
-    keras.layers.Identity,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D,
-    keras.layers.Cropping1D,
-    keras.layers.Cropping2D,
-    keras.layers.Permute,
-    keras.layers.UpSampling1D,
-    keras.layers.UpSampling2D,
-)
 # Each of these writes a new int8 tensor with its own range (the converter requantizes there).
 _REQUANTIZING = (
     *ELEMENTWISE_MERGES,
@@ -161,6 +143,37 @@ def activation_quantizers(model: keras.Model) -> dict[str, tuple[float, int]]:
         for layer in _all_layers(model)
         if isinstance(layer, ActivationQuantizer) and layer.built
     }
+
+
+def int32_biases(model: keras.Model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The int32 bias codes and scales the simulation adds, as the int8 file should store them.
+
+    Keys: each :class:`QuantizeWrapper`'s name, and ``"<attention>/<projection>"`` for the
+    query, key, value and output projections of a :class:`QuantizedAttention`. Values:
+    ``(bias / step, step)``, flat, per output channel (a scalar step when per tensor); the
+    codes are whole numbers when the simulation is on the file's grid. Layers without a
+    bias or without a linked input quantizer are left out.
+    """
+    found = {}
+    for layer in _all_layers(model):
+        if isinstance(layer, QuantizeWrapper) and layer.built:
+            step = layer.bias_step()
+            if step is not None:
+                found[layer.name] = _codes(layer.quantized_kernel_and_bias()[1], step)
+        elif isinstance(layer, QuantizedAttention) and layer.built:
+            for name, quantizer in layer.input_quantizers().items():
+                dense = getattr(layer.layer, f"{name}_dense")
+                scale = 1.0 / math.sqrt(float(layer.layer.key_dim)) if name == "query" else 1.0
+                _, bias, step = projection_kernel_and_bias(dense, quantizer, scale)
+                if step is not None:
+                    found[f"{layer.name}/{name}"] = _codes(bias, step)
+    return found
+
+
+def _codes(bias: Any, step: Any) -> tuple[np.ndarray, np.ndarray]:
+    bias = keras.ops.convert_to_numpy(bias).astype(np.float64).reshape(-1)
+    step = keras.ops.convert_to_numpy(step).astype(np.float64).reshape(-1)
+    return bias / step, step
 
 
 def _as_functional(model: Any) -> keras.Model:
@@ -287,7 +300,7 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
                 "softmax" if isinstance(layer, keras.layers.Softmax) else activation_name(layer.activation)
             )
             continue
-        elif isinstance(layer, _PASS_THROUGH):
+        elif isinstance(layer, RANGE_PASS_THROUGH):
             continue
         else:
             plan.unsupported.append(f"{layer.name} ({type(layer).__name__})")

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests.quantization.bias_checks import assert_biases_match_the_file
+
 pytestmark = pytest.mark.needs_tf
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -53,6 +55,7 @@ def trained_vit(digits):
 def test_attention_is_simulated_and_reloads_with_its_ranges(trained_vit, digits, tmp_path):
     import mobileprune as mp
     from mobileprune.quantization.attention_quantizer import QuantizedAttention
+    from mobileprune.quantization.aware_model import int32_biases
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -73,6 +76,15 @@ def test_attention_is_simulated_and_reloads_with_its_ranges(trained_vit, digits,
     reloaded = keras.models.load_model(path)
     x = digits.x_test[:64]
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-5)
+    # Each projection's bias is on its int32 grid: input scale (the quantizer upstream, linked again on load)
+    # times the kernel's per-tensor scale.
+    linked = [layer for layer in reloaded.layers if isinstance(layer, QuantizedAttention)][0].input_quantizers()
+    names = {projection: quantizer.name for projection, quantizer in linked.items()}
+    assert names == {"query": "norm_quant", "key": "norm_quant", "value": "norm_quant", "output": "context"}
+    codes = int32_biases(reloaded)
+    assert {f"{attention[0].name}/{p}" for p in names} | {"quant_embed", "quant_logits"} == set(codes)
+    for name, (values, _) in codes.items():
+        np.testing.assert_allclose(values, np.round(values), atol=1e-3, err_msg=name)
 
 
 @pytest.mark.tensorflow_only
@@ -99,6 +111,7 @@ def test_int8_attention_file_predicts_like_the_keras_model(trained_vit, digits, 
     assert steps.max() <= 3.01, steps.max()
     assert np.quantile(steps, 0.99) <= 1.01, np.quantile(steps, 0.99)
     assert np.mean(keras_logits.argmax(1) == file_logits.argmax(1)) >= 0.98  # a one-epoch model has near ties
+    assert_biases_match_the_file(qat, result.path, expected=6)  # embed, query, key, value, output, logits
 
 
 def tokens_model() -> tuple[keras.Model, callable]:

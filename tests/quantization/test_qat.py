@@ -6,12 +6,13 @@ TensorFlow, JAX and PyTorch (the last two convert from a TensorFlow-backend copy
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import keras
 import numpy as np
 import pytest
+
+from tests.quantization.bias_checks import assert_biases_match_the_file
 
 pytestmark = pytest.mark.needs_tf
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -20,16 +21,16 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 def small_cnn(seed: int = 0) -> keras.Model:
     """Conv+BN+ReLU6, a depthwise+BN residual, max pooling, global pooling and a logits head."""
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((8, 8, 1))
+    inputs = keras.Input((8, 8, 1), name="image")
     x = keras.layers.Conv2D(12, 3, padding="same", use_bias=False, name="stem")(inputs)
     x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU(6.0)(x)
-    branch = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = keras.layers.ReLU(6.0, name="relu6")(x)
+    branch = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="depthwise")(x)
     branch = keras.layers.BatchNormalization()(branch)  # folded, then quantized before the Add
-    x = keras.layers.Add()([x, branch])
+    x = keras.layers.Add(name="residual")([x, branch])
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_b")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(24, activation="relu", name="hidden")(x)
     outputs = keras.layers.Dense(10, name="logits")(x)
     model = keras.Model(inputs, outputs)
@@ -62,6 +63,7 @@ def test_quantization_aware_model_trains_reloads_and_exports_fully_int8(float_mo
     qat.save(path)
     reloaded = keras.models.load_model(path)
     assert mp.activation_quantizers(reloaded) == mp.activation_quantizers(qat)
+    assert input_quantizer_names(reloaded) == input_quantizer_names(qat) == EXPECTED_INPUT_QUANTIZERS
     np.testing.assert_allclose(reloaded.predict(digits.x_test, verbose=0), qat.predict(digits.x_test, verbose=0))
 
     result = mp.export_tflite(
@@ -84,6 +86,27 @@ def test_quantization_aware_model_trains_reloads_and_exports_fully_int8(float_mo
     assert result.fidelity.keras_accuracy == pytest.approx(accuracy, abs=1e-6)
     assert result.fidelity.agreement >= 0.98
     assert_within_output_steps(qat, result.path, digits.x_test)
+    assert_biases_match_the_file(reloaded, result.path, expected=5)
+
+
+#: Each wrapper's bias input scale: the quantizer upstream of its input (through MaxPooling for conv_b).
+EXPECTED_INPUT_QUANTIZERS = {
+    "quant_stem": "image_quant",
+    "quant_depthwise": "relu6_quant",
+    "quant_conv_b": "residual_quant",
+    "quant_hidden": "pool_quant",
+    "quant_logits": "hidden_quant",
+}
+
+
+def input_quantizer_names(qat) -> dict[str, str]:
+    from mobileprune.quantization.quantizer_layers import QuantizeWrapper
+
+    return {
+        layer.name: layer.input_quantizer.name
+        for layer in qat.layers
+        if isinstance(layer, QuantizeWrapper) and layer.input_quantizer is not None
+    }
 
 
 def assert_within_output_steps(qat, tflite_path, x) -> None:
@@ -216,27 +239,3 @@ def test_cli_export_of_a_quantization_aware_file_needs_no_calibration(float_mode
     assert main(["inspect", str(tmp_path / "qat.tflite"), "--tensors", "all"]) == 0
     printed = capsys.readouterr().out
     assert "quantization-aware:" in printed and "per-channel (12)" in printed  # the stem's 12 weight scales
-
-
-@pytest.mark.tensorflow_only
-def test_biases_rounded_to_int32_bring_the_simulation_closer_to_the_file(float_model, digits, tmp_path):
-    """The file stores each bias as int32 on input scale x weight scale; the simulation trains with the float bias.
-
-    With the bias rounded as the file rounds it (``benchmarks.qat_exactness.rounded_biases``, an
-    experiment not yet in the library), fewer logits differ from the file by a step.
-    """
-    import mobileprune as mp
-    from benchmarks.qat_exactness import logits_step, rounded_biases
-    from mobileprune.conversion.verify import run_tflite
-
-    qat = compile_qat(mp.quantize_aware(float_model))
-    qat.fit(digits.x_train[:128], digits.y_train[:128], epochs=1, batch_size=32, verbose=0)
-    off = {}
-    for variant in ("float", "rounded"):
-        with rounded_biases(qat) if variant == "rounded" else contextlib.nullcontext():
-            qat.predict_function = None
-            path = mp.export_tflite(qat, tmp_path / f"{variant}.tflite", quantize="int8", sparse=False).path
-            keras_logits = qat.predict(digits.x_test, verbose=0)
-        steps = np.abs(run_tflite(str(path), digits.x_test) - keras_logits) / logits_step(qat)
-        off[variant] = int(np.sum(steps > 0.5))
-    assert off["rounded"] < off["float"]
