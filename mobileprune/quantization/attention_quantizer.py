@@ -26,7 +26,8 @@ fake quantizer on every tensor the int8 file keeps:
 It wraps the original layer (its variables, config and ``.keras`` file
 layout), for the configuration a ViT or BERT-style encoder uses: rank-3
 query/value, attention over the sequence axis, no gate, no sliding window,
-optionally ``use_causal_mask`` and/or ``attention_mask`` (see :func:`attention_is_simulated`).
+optionally ``use_causal_mask``, ``attention_mask`` and/or the inputs' Keras masks (padding from
+``Embedding(mask_zero=True)``) (see :func:`attention_is_simulated`).
 
 Example:
 
@@ -46,6 +47,7 @@ import keras
 from keras import ops
 from keras.quantizers import fake_quant_with_min_max_vars
 
+from mobileprune import keras_private
 from mobileprune.conversion.masked_attention import FILL_MARGIN, call_mask, fill_masked, real_score_range
 from mobileprune.quantization.quantizer_layers import (
     ActivationQuantizer,
@@ -92,6 +94,7 @@ class QuantizedAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.layer = layer
         self.ema_decay = float(ema_decay)
+        self.supports_masking = True  # the output keeps the query's Keras mask, as MultiHeadAttention's does
         self.query_quantizer = ActivationQuantizer(ema_decay, name="query")
         self.key_quantizer = ActivationQuantizer(ema_decay, name="key")
         self.value_quantizer = ActivationQuantizer(ema_decay, name="value")
@@ -139,8 +142,13 @@ class QuantizedAttention(keras.layers.Layer):
         attention_mask: Any = None,
         use_causal_mask: bool = False,
         training: bool | None = None,
+        query_mask: Any = None,
+        value_mask: Any = None,
+        key_mask: Any = None,
     ) -> Any:
-        return self.trace(query, value, key, attention_mask, use_causal_mask, training)["output"]
+        # Keras fills the *_mask arguments from the inputs' Keras masks (padding from Embedding(mask_zero=True)).
+        masks = {"query_mask": query_mask, "value_mask": value_mask, "key_mask": key_mask}
+        return self.trace(query, value, key, attention_mask, use_causal_mask, training, **masks)["output"]
 
     def trace(
         self,
@@ -150,9 +158,17 @@ class QuantizedAttention(keras.layers.Layer):
         attention_mask: Any = None,
         use_causal_mask: bool = False,
         training: bool | None = None,
+        query_mask: Any = None,
+        value_mask: Any = None,
+        key_mask: Any = None,
     ) -> dict[str, Any]:
-        """The simulated int8 tensors by name: ``scores`` (masked, ``[B, N, T, S]``), ``probabilities``, ``output``."""
+        """The simulated int8 tensors by name: ``scores`` (masked, ``[B, N, T, S]``), ``probabilities``, ``output``.
+
+        The masks combine as in :func:`~mobileprune.conversion.masked_attention.call_mask` (Keras's rule).
+        """
         key = value if key is None else key
+        for tensor in (query, value, key):  # detached as MultiHeadAttention does: the projections drop masks
+            keras_private.drop_keras_mask(tensor)
         layer = self.layer
         scale = 1.0 / math.sqrt(float(layer.key_dim))
         inputs = self.input_quantizers()
@@ -161,7 +177,7 @@ class QuantizedAttention(keras.layers.Layer):
         v = self.value_quantizer(_project(layer.value_dense, value, inputs["value"]), training=training)
         # [B, T, N, H] -> [B, N, T, H]: the heads become BATCH_MATMUL's batch dimension.
         q, k, v = (ops.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
-        mask = call_mask(query, value, attention_mask, use_causal_mask)
+        mask = call_mask(query, value, attention_mask, use_causal_mask, query_mask, value_mask, key_mask)
         scores = self.scores_quantizer(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), mask, training=training)
         probabilities = self.probabilities_quantizer(ops.softmax(scores, axis=-1))
         dropped = self.dropout(probabilities, training=training)

@@ -229,6 +229,10 @@ class QuantizeWrapper(keras.layers.Layer):
         self._input_link.follow(inputs)
         return super().compute_output_spec(inputs, *args, **kwargs)
 
+    def compute_mask(self, inputs: Any, previous_mask: Any = None) -> Any:
+        # The wrapped layer's Keras mask (Embedding(mask_zero=True) makes one); None where it drops masks, as in float.
+        return self.layer.compute_mask(inputs, previous_mask) if self.layer.supports_masking else None
+
     def build(self, input_shape: Any) -> None:
         if not self.layer.built:
             self.layer.build(input_shape)
@@ -378,7 +382,7 @@ def weight_kind(layer: keras.layers.Layer) -> str | None:
     if type(layer) in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
         return "separable" if layer.data_format == "channels_last" else None
     if type(layer) is keras.layers.Embedding:
-        return None if layer.mask_zero else "embedding"
+        return "embedding"
     if type(layer) is keras.layers.EinsumDense and einsum_dims(layer.equation, layer.bias_axes) is not None:
         return "einsum"
     return None
