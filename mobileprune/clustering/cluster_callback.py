@@ -19,7 +19,10 @@ past `end_step` fits them once, at its first step); biases and unclustered
 layers keep training around them. With `int8_grid` (and `learn_scales`, its
 default) each output channel's scale keeps training after `end_step`: every
 step moves it by the least-squares factor of its members' update
-(`snap_constraint.learned_scale`), the integer codes stay.
+(`snap_constraint.learned_scale`), the integer codes stay. With
+`train_centroids=True` the centroids (on the int8 grid: the shared codes)
+train by gradient after `end_step` instead, as tfmot's do
+(`centroid_training`).
 
 Sparsity: a weight with a pruning mask (from `PruneCallback` in the same fit,
 or attached here for a weight that already has zeros, `preserve_sparsity=True`)
