@@ -23,6 +23,13 @@ for both libraries:
      with the pruning masks held in the same fit, then ``strip_clustering``;
      after ``end_step`` each channel's int8 scale keeps learning
      (``learn_scales``, on with ``int8_grid``; ``--no-learn-scales``: off);
+   - with ``--train-centroids``, **ours_trained**: ``ClusterCallback(k,
+     int8_grid=True, train_centroids=True)``, the ``int8_grid`` codes
+     trained by gradient from ``end_step`` on as tfmot trains its centroids
+     (each code's gradient the sum of its members' updates, Adam at the
+     fine-tuning learning rate; clusters fixed; codes rounded to integers at
+     the end), channel scales fixed; ``end_step`` at ``--trained-end`` (0.2)
+     of the fine-tuning steps, so the codes train for the last 80%;
    - **ours one-shot** ``cluster_weights(k, int8_grid=True)`` with no
      fine-tuning;
    - with ``--reassign``, **ours_reassign**, an experiment on tfmot's scheme
@@ -51,6 +58,8 @@ python -m benchmarks.clustering_vs_tfmot --model small_cifar --seeds 0 1 2  # ..
 python -m benchmarks.clustering_vs_tfmot --quick                            # smoke run, temp folder
 python -m benchmarks.clustering_vs_tfmot --model small_cifar --seeds 0 --clusters 8 --sparsities 0 0.5 \
     --reassign --name clustering_reassign_small_cifar_k8_seed0   # + ours_reassign (re-assignment every step)
+python -m benchmarks.clustering_vs_tfmot --model small_cifar --seeds 0 1 2 --clusters 8 16 --sparsities 0.5 \
+    --train-centroids --name clustering_trained_small_cifar   # + ours_trained (centroids trained by gradient)
 python -m benchmarks.clustering_vs_tfmot --merge A B --name C  # one file from runs of other seeds (same code)
 ```
 """
@@ -158,18 +167,36 @@ def starting_weights(data, seed: int, args) -> dict[str, list]:
 
 def cluster_ours(start: list, data, k: int, args, seed: int) -> tuple[list, list]:
     """Fine-tune with ClusterCallback (masks held), and the one-shot cluster_weights; return both weights."""
+    return _fine_tune(start, data, k, args, seed), _oneshot(start, k, args, seed)
+
+
+def _options(args, seed: int) -> dict[str, Any]:
+    return {"layers": list(LAYERS), "size_weight": args.size_weight, "int8_grid": args.int8_grid, "seed": seed}
+
+
+def _oneshot(start: list, k: int, args, seed: int) -> list:
+    import mobileprune as mp
+
+    return mp.cluster_weights(_compiled(start, args.lr), k, **_options(args, seed)).get_weights()
+
+
+def _fine_tune(start: list, data, k: int, args, seed: int, train_centroids: bool = False) -> list:
+    """``ClusterCallback`` fine-tuning from ``start``; ``train_centroids``: the codes trained by gradient."""
     import mobileprune as mp
 
     model = _compiled(start, args.lr)
     # preserve_sparsity (the default) holds a pruned start's zeros exactly, as tfmot's preserve_sparsity does.
-    options = {"layers": list(LAYERS), "size_weight": args.size_weight, "int8_grid": args.int8_grid, "seed": seed}
-    learn = {"learn_scales": args.learn_scales} if args.int8_grid else {}
-    callbacks = [mp.ClusterCallback(k, update_every=10, **options, **learn)]
+    options = _options(args, seed)
+    if train_centroids:
+        # end_step early (--trained-end): Adam moves a centroid about one learning rate (1e-4) per step, so the
+        # ~79 steps after the default end_step (3/4 of 315) could move it ~0.008, an eighth of a k=8 code gap here.
+        steps = -(-len(data.x_train) // 32) * args.epochs
+        options.update(train_centroids=True, learn_scales=False, end_step=int(args.trained_end * steps))
+    elif args.int8_grid:
+        options["learn_scales"] = args.learn_scales
+    callbacks = [mp.ClusterCallback(k, update_every=10, **options)]
     model.fit(data.x_train, data.y_train, batch_size=32, epochs=args.epochs, verbose=0, callbacks=callbacks)
-    trained = mp.strip_clustering(model).get_weights()
-    start_model = _compiled(start, args.lr)
-    oneshot = mp.cluster_weights(start_model, k, **options).get_weights()
-    return trained, oneshot
+    return mp.strip_clustering(model).get_weights()
 
 
 def cluster_reassign(start: list, data, k: int, args, seed: int, keep_zeros: bool) -> list:
@@ -243,10 +270,10 @@ def measure(weights: list, data, workdir: Path) -> dict[str, Any]:
 
 def clustered_limit_bytes(content: bytes) -> float:
     """Information limit of a clustered, sparse int8 file (see the module docstring)."""
-    from mobileprune.runtime.inspect import inspect_tflite
     from tensorflow.lite.tools import flatbuffer_utils
 
     from mobileprune.conversion.sparse import weight_tensors
+    from mobileprune.runtime.tflite_report import inspect_tflite
 
     report = inspect_tflite(content)
     weight_indices = {t.index for t in weight_tensors(report) if t.dtype == "int8" and len(t.shape) >= 2}
@@ -299,16 +326,17 @@ def run_seed(data, seed: int, args) -> list[dict[str, Any]]:
             row = {"seed": seed, "start": start, "k": None, "method": "unclustered"}
             runs.append({**row, **measure(weights, data, Path(workdir))})
         for config in configs:
-            ours_by_config[config["name"]] = cluster_ours(starts[config["start"]], data, config["k"], args, seed)
+            start, k, keep = starts[config["start"]], config["k"], config["preserve_sparsity"]
+            ours, oneshot = cluster_ours(start, data, k, args, seed)
+            candidates = {"ours": ours, "ours_oneshot": oneshot}
+            if args.train_centroids:
+                candidates["ours_trained"] = _fine_tune(start, data, k, args, seed, train_centroids=True)
             if args.reassign:
-                start, k, keep = starts[config["start"]], config["k"], config["preserve_sparsity"]
-                ours_by_config[config["name"]] += (cluster_reassign(start, data, k, args, seed, keep),)
+                candidates["ours_reassign"] = cluster_reassign(start, data, k, args, seed, keep)
+            ours_by_config[config["name"]] = candidates
         tfmot = pending.result() if pending is not None else None
         for config in configs:
-            ours, oneshot, *reassign = ours_by_config[config["name"]]
-            candidates = {"ours": ours, "ours_oneshot": oneshot}
-            if reassign:
-                candidates["ours_reassign"] = reassign[0]
+            candidates = ours_by_config[config["name"]]
             if tfmot is not None:
                 outcome = tfmot["configs"][config["name"]]
                 if "error" in outcome:
@@ -407,6 +435,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-tfmot", action="store_true")
     parser.add_argument(
+        "--train-centroids",
+        action="store_true",
+        help="also ours_trained: ClusterCallback(train_centroids=True), the codes trained by gradient as tfmot's",
+    )
+    parser.add_argument(
+        "--trained-end",
+        type=float,
+        default=0.2,
+        help="ours_trained: end_step as a fraction of the fine-tuning steps (the centroids train after it)",
+    )
+    parser.add_argument(
         "--reassign",
         action="store_true",
         help="also ours_reassign: a float copy, every weight re-assigned at every step (tfmot's scheme, int8_grid)",
@@ -454,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows,
         float_digits=1,
     )
+    for method in sorted({row["method"] for row in rows} - {"tfmot", "unclustered"}):
+        print(parity(rows, method))
     print(f"wrote {path}")
     return 0
 
@@ -490,7 +531,8 @@ def show(name: str) -> int:
         rows,
         float_digits=1,
     )
-    print(parity(rows))
+    for method in sorted({row["method"] for row in rows} - {"tfmot", "unclustered"}):
+        print(parity(rows, method))
     return 0
 
 

@@ -19,7 +19,10 @@ past `end_step` fits them once, at its first step); biases and unclustered
 layers keep training around them. With `int8_grid` (and `learn_scales`, its
 default) each output channel's scale keeps training after `end_step`: every
 step moves it by the least-squares factor of its members' update
-(`snap_constraint.learned_scale`), the integer codes stay.
+(`snap_constraint.learned_scale`), the integer codes stay. With
+`train_centroids=True` the centroids (on the int8 grid: the shared codes)
+train by gradient after `end_step` instead, as tfmot's do
+(`centroid_training`).
 
 Sparsity: a weight with a pruning mask (from `PruneCallback` in the same fit,
 or attached here for a weight that already has zeros, `preserve_sparsity=True`)
@@ -45,7 +48,10 @@ import keras
 import numpy as np
 
 from mobileprune import backend
+from mobileprune.clustering.centroid_training import CentroidTrainer
 from mobileprune.clustering.centroids import (
+    INT8_MAX,
+    as_groups,
     channel_scales,
     channel_view,
     initial_centroids,
@@ -99,6 +105,14 @@ class ClusterCallback(keras.callbacks.Callback):
             factor of its members' updates (the codes stay, so the int8 file
             does not change its `k` integers), as tfmot's centroids keep
             learning by gradient. Default: on with `int8_grid`.
+        train_centroids: from `end_step` on, train the centroids by gradient
+            as tfmot does (`centroid_training`): each weight's cluster is
+            fixed, each centroid takes Adam steps on the sum of its members'
+            updates, at the optimizer's learning rate. With `int8_grid` the
+            trained values are the shared integer codes (rounded at the end
+            of each fit, so the int8 file still holds `k` integers per
+            tensor), the channel scales stay at `max |w_c| / 127`, and
+            `learn_scales` is off.
         depthwise: also cluster the depthwise kernels (DepthwiseConv1D/2D,
             and SeparableConv1D/2D's depthwise kernel; tfmot leaves them
             out). Per channel (and with `int8_grid`) a channel is TFLite's
@@ -131,13 +145,20 @@ class ClusterCallback(keras.callbacks.Callback):
         int8_grid: bool = False,
         learn_scales: bool | None = None,
         depthwise: bool = False,
+        train_centroids: bool = False,
         seed: int = 0,
         verbose: int = 0,
     ):
         super().__init__()
         check_settings(k, init, size_weight, int8_grid)
         self.size_weight, self.int8_grid = float(size_weight), bool(int8_grid)
-        self.learn_scales = self.int8_grid if learn_scales is None else bool(learn_scales)
+        self.train_centroids = bool(train_centroids)
+        if self.train_centroids and (learn_scales or self.size_weight > 0):
+            raise ValueError(
+                "train_centroids=True trains the centroids themselves; pass learn_scales=False and size_weight=0 "
+                "(or train_centroids=False)."
+            )
+        self.learn_scales = self.int8_grid and not self.train_centroids if learn_scales is None else bool(learn_scales)
         if self.learn_scales and not self.int8_grid:
             raise ValueError("learn_scales=True needs int8_grid=True (it scales each channel's integer codes).")
         if int(update_every) < 1:
@@ -156,6 +177,7 @@ class ClusterCallback(keras.callbacks.Callback):
         self._steps_per_execution = 1
         self._batch_begin = 0
         self._done = False  # the centroids are final (end_step reached)
+        self._trainers: dict[int, CentroidTrainer] = {}  # train_centroids: one per clustered weight, from end_step
 
     @property
     def targets(self) -> list[PruneTarget]:
@@ -234,6 +256,10 @@ class ClusterCallback(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch_begin = batch
+        if self._trainers:
+            self.model  # noqa: B018  (the JAX trainer puts its live state back into the variables)
+            self._train_step(finish=False)
+            return
         if self._next_update is None:
             return
         if self._step + self._steps_per_execution - 1 >= self._next_update:
@@ -269,6 +295,8 @@ class ClusterCallback(keras.callbacks.Callback):
                 centroids = free
             self._free[id(variable)] = free
             _assign(constraint, centroids, bounds, self.k - k_free, pull)
+            if self.train_centroids and step >= self._end and id(variable) not in self._trainers:
+                self._start_training(target, constraint, values, keep, free)
             if constraint.scale is not None:  # from end_step on, each channel's scale learns
                 constraint.scale.assign(np.float32(step >= self._end))
         if self.verbose:
@@ -278,7 +306,38 @@ class ClusterCallback(keras.callbacks.Callback):
         if self._done and self.learn_scales:
             self._next_update = step + self.update_every
 
+    def _start_training(self, target: PruneTarget, constraint: ClusterConstraint, values, keep, free) -> None:
+        """From end_step: fix each weight's cluster, snap it, let the optimizer's updates through the constraint."""
+        columns = as_groups(values, self.per_channel).shape[1]
+        if self.int8_grid:
+            scales, pinned = channel_scales(values, constraint.per_tensor_scale), (-INT8_MAX, INT8_MAX)
+        else:
+            scales, pinned = np.ones(columns), ()
+        trainer = CentroidTrainer(values, free, scales, keep, pinned, self.per_channel)
+        self._trainers[id(target.variable)] = trainer
+        target.variable.assign(trainer.snapped().reshape(tuple(target.variable.shape)))
+        constraint.pull.assign(np.float32(0.0))  # the train step keeps the optimizer's update; _train_step snaps
+
+    def _train_step(self, finish: bool) -> None:
+        """One centroid step of every trained weight from its members' updates (`finish`: round and publish)."""
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        for target in self._targets:
+            trainer = self._trainers.get(id(target.variable))
+            if trainer is None:
+                continue
+            constraint = _constraint(target.variable)
+            snapped = trainer.step(channel_view(backend.read_numpy(target.variable), constraint.channel_axes), rate)
+            if finish:
+                snapped = trainer.finish(integer_codes=self.int8_grid)
+                centroids = trainer.centroids()
+                _assign(constraint, centroids, midpoints(centroids), self.k - trainer.k_free, 0.0)
+            target.variable.assign(snapped.reshape(tuple(target.variable.shape)))
+
     def on_train_end(self, logs=None):
+        if self._trainers and self._targets:
+            self.model  # noqa: B018  (the JAX trainer puts its live state back into the variables)
+            self._train_step(finish=True)  # the last update, codes rounded on the int8 grid, for strip_clustering
+            return
         if self._done and self.learn_scales and self._targets:
             self.model  # noqa: B018  (the JAX trainer puts its live state back into the variables)
             self._update(self._step)  # the centroids at the learned scales, for strip_clustering

@@ -240,3 +240,43 @@ def test_int8_grid_learns_channel_scales_after_end_step_and_keeps_the_codes(imag
         assert moved.max() == 0
     stripped = mp.strip_clustering(model).get_layer("logits").kernel
     np.testing.assert_allclose(keras.ops.convert_to_numpy(stripped), after_end[-1], rtol=1e-6)
+
+
+def test_train_centroids_moves_the_int8_codes_by_gradient_with_fixed_clusters(images):
+    import keras
+
+    import mobileprune as mp
+    from mobileprune.clustering.centroids import channel_scales
+
+    x, y = images
+    model = tiny_cnn()
+    kernel = model.get_layer("logits").kernel
+    kernel.assign(np.where(np.arange(kernel.shape[0])[:, None] % 3 == 0, 0.0, keras.ops.convert_to_numpy(kernel)))
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):  # after ClusterCallback has snapped this step's weights
+            self.model  # noqa: B018  (the JAX trainer puts its live state back into the variables)
+            seen.append(np.array(keras.ops.convert_to_numpy(kernel)))
+
+    cluster = mp.ClusterCallback(k=5, int8_grid=True, end_step=3, update_every=1, train_centroids=True)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[cluster, Record()])  # 12 steps, 9 from end
+    after_end = seen[3:]
+    scales = channel_scales(after_end[0])[None].astype("float32")
+    _, clusters = np.unique(np.round(after_end[0] / scales, 3), return_inverse=True)  # codes, float error gone
+    for values in after_end:
+        _, now = np.unique(np.round(values / scales, 3), return_inverse=True)
+        assert now.max() < 5  # k codes per tensor (zero among them)
+        # The same partition: each code's members at end_step still share one code (labels may reorder).
+        assert len(np.unique(np.stack([clusters.ravel(), now.ravel()]), axis=1)[0]) == clusters.max() + 1
+        assert np.all(values[::3] == 0)  # the zeros it had are kept (preserve_sparsity)
+    assert not np.allclose(after_end[-1], after_end[0])  # the loss moved the centroids
+    stripped = keras.ops.convert_to_numpy(mp.strip_clustering(model).get_layer("logits").kernel)
+    np.testing.assert_allclose(stripped, np.array(keras.ops.convert_to_numpy(kernel)), rtol=1e-6)
+    # Rounded at the end of fit: k integer codes shared by every channel, each channel's int8 scale unchanged.
+    codes = stripped / scales
+    np.testing.assert_allclose(codes, np.rint(codes), atol=1e-3)
+    assert len(np.unique(np.rint(codes))) <= 5
+    np.testing.assert_allclose(channel_scales(stripped), channel_scales(after_end[0]), rtol=1e-6)
+    with pytest.raises(ValueError, match="pass learn_scales=False"):
+        mp.ClusterCallback(k=5, int8_grid=True, learn_scales=True, train_centroids=True)
