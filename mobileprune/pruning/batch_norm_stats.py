@@ -114,7 +114,7 @@ def zero_constant_batch_norm_channels(model: keras.Model) -> dict[str, int]:
     Raises:
         ValueError: a BatchNormalization with constant channels but no gamma (``scale=False``).
     """
-    changed = {}
+    found = []
     for layer in keras_private.all_layers(model):
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
@@ -123,16 +123,17 @@ def zero_constant_batch_norm_channels(model: keras.Model) -> dict[str, int]:
         constant = variance <= CONSTANT_VARIANCE * (layer.epsilon + np.square(mean))
         if not constant.any():
             continue
-        if layer.gamma is None:
+        if layer.gamma is None:  # checked for every layer before any gamma changes
             raise ValueError(
                 f"BatchNormalization {layer.name!r} has {int(constant.sum())} constant channels but no gamma "
                 "(scale=False); build it with scale=True to zero them"
             )
+        found.append((layer, constant))
+    for layer, constant in found:
         gamma = np.asarray(keras.ops.convert_to_numpy(layer.gamma)).copy()
         gamma[constant] = 0.0
         layer.gamma.assign(gamma)
-        changed[layer.name] = int(constant.sum())
-    return changed
+    return {layer.name: int(constant.sum()) for layer, constant in found}
 
 
 def _check_arguments(x: Any, batch_size: int, max_batches: int | None) -> int:
