@@ -43,8 +43,11 @@ def test_build_measures_every_grid_configuration_once(measured):
     assert table.overhead_ms > 0
     assert table.runtime["name"] and table.runtime["version"]
     assert table.machine["cores"] >= 1 and table.machine["architecture"]
-    ((dense, half),) = [c["points"] for c in table.calibrations.values()]
-    assert dense[0] > half[0] > 0 and dense[1] > 0 and half[1] > 0  # (sum of sites, measured) of each
+    # (sum of sites, measured) of the dense model and of each distinct uniform width (here 8 of 16), by sum.
+    ((points),) = [c["points"] for c in table.calibrations.values()]
+    assert len(points) == 2 and points == sorted(points) and all(s > 0 and m > 0 for s, m in points)
+    assert points[-1][0] == pytest.approx(table.sites_ms(model_sites(tiny_cnn(16))))
+    assert points[0][0] == pytest.approx(table.sites_ms(model_sites(tiny_cnn(16)), {"a": 8, "b": 8}))
     converted = [s for s in stages if s[0] == "convert"]
     assert converted[-1][1:] == (len(keys), len(keys))
     # A bigger conv costs more than a smaller one at the same place (8 vs 16 channels in and out).
