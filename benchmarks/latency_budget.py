@@ -123,7 +123,9 @@ def table_for(model, dtype: str, cache: Path, args) -> tuple:
 def run_model(architecture: str, dtype: str, cache: Path, args) -> tuple[list[dict], dict]:
     """Table, three pruned copies through the measuring loop, then one interleaved timing of all; rows and cost."""
     import mobileprune as mp
-    from mobileprune.latency.table import convert_model, time_rounds
+    from mobileprune.latency.budget_loop import DriftCorrected
+    from mobileprune.latency.sites import model_sites
+    from mobileprune.latency.table import convert_model, fingerprint, time_rounds
 
     model = build(architecture, args.size)
     table, cost = table_for(model, dtype, cache, args)
@@ -131,11 +133,16 @@ def run_model(architecture: str, dtype: str, cache: Path, args) -> tuple[list[di
     contents = {"dense": convert_model(model, dtype)}
     reports = {"dense": None}
     cost["unreachable"] = []
+    cost["build_calibration"] = table.calibrations.get(fingerprint(model_sites(model), table), {}).get("points")
+    # The loop times each try with the rounds and seconds of the final timing below (DriftCorrected's doc).
+    measure = DriftCorrected(model, table, full_ms, args.timing_rounds, args.seconds, content=contents["dense"])
     for share in args.shares:
         copy = build(architecture, args.size)  # same seed: the same weights as ``model``
         name = f"budget {share:.2f}"
         try:
-            small, report = mp.prune_to_latency(copy, share * full_ms, table=table, measure=True, max_tries=args.tries)
+            small, report = mp.prune_to_latency(
+                copy, share * full_ms, table=table, measure=measure, max_tries=args.tries
+            )
         except ValueError as error:  # below the smallest width the table predicts: recorded, not measured
             cost["unreachable"].append({"case": name, "budget_ms": share * full_ms, "why": str(error)})
             print(f"{architecture} {dtype} {name}: {error}")
@@ -171,6 +178,7 @@ def _row(architecture, dtype, name, report, rounds, wall_rounds, full_ms, dense_
             tries_raw_ms=[t.raw_ms for t in report.tries],
             tries_drift=[t.drift for t in report.tries],
             loop_measured_ms=report.measured_ms,
+            loop_over_final=None,  # filled in below, once measured_ms is known
             predicted_ms=report.predicted_ms,  # after the loop's corrections
             importance_kept=report.importance_kept,
         )
@@ -184,6 +192,8 @@ def _row(architecture, dtype, name, report, rounds, wall_rounds, full_ms, dense_
         wall_ms=min(wall_rounds),
         wall_round_median_ms=statistics.median(wall_rounds),
     )
+    if report is not None:
+        row["loop_over_final"] = report.measured_ms / measured  # the same model, timed in the loop and here
     row["within_10pct"] = abs(row["error"]) <= ERROR_TARGET
     row["budget_met"] = None if report is None else measured <= report.budget_ms * BUDGET_SLACK
     row["raw_within_10pct"] = abs(row["raw_error"]) <= ERROR_TARGET

@@ -22,7 +22,9 @@ whose quiet runs take 2 ms, at load 15 on 2 cores), far more often than the
 wall clock of a 20 us site, which biased every sum of sites low.
 ``LatencyTable.predict(sites, widths)`` is that fixed cost plus the sum over
 sites of a multilinear interpolation between the grid points around each
-site's channel counts.
+site's channel counts, mapped through the model's calibration: whole models
+(dense and at uniform widths) timed at the table's build, so that the sum of
+ops timed alone becomes the latency of the whole model (``total_ms``).
 
 Example:
 
@@ -56,6 +58,9 @@ FORMAT = "mobileprune-latency-table"
 VERSION = 1
 DTYPES = ("float32", "int8")
 CLOCKS = ("cpu", "wall")
+#: Uniform width fractions whose whole models a table's build times besides the dense one: budgets of
+#: 50-85% of the dense latency fall between them (latency goes about as the square of the width).
+CALIBRATION_FRACTIONS = (0.875, 0.75, 0.625, 0.5)
 #: ``progress(stage, done, total)``; stage is ``"convert"`` or ``"measure"``.
 TableProgress = Callable[[str, int, int], None]
 
@@ -91,6 +96,7 @@ class LatencyTable:
     levels: int = 4
     calibrations: dict[str, dict] = field(default_factory=dict)
     clock: str = "wall"
+    _curves: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """The JSON document ``save`` writes."""
@@ -221,21 +227,36 @@ class LatencyTable:
         return self.total_ms(fingerprint(sites, self), sum(self.site_ms(site, site.values(widths)) for site in sites))
 
     def total_ms(self, model_fingerprint: str, sites_ms: float) -> float:
-        """Fixed cost plus the sum of the sites, scaled by the model's calibration when it has one.
+        """Fixed cost plus the sum of the sites, mapped through the model's calibration when it has one.
 
         Ops timed alone run with their weights hot in cache; in the whole model
-        they are not: on MobileNetV2 96x96 float32 the whole model measured
-        1.3-1.5x the sum of its ops (load 13 on 2 cores). A calibration stores
-        (sum, measured) for the dense model and a half-width one; the ratio is
-        interpolated linearly in the sum between them (held constant outside).
+        they are not, and how much that costs depends on the widths:
+        EfficientNetB0 96x96 float32 measured 1.47x its sum of sites dense but
+        0.96x at half width (int8: 1.07x and 0.84x; ResNet50 64x64 int8 1.22x
+        and 1.01x), so the ratio is no constant and a straight line in the ratio
+        between the dense and the half point predicted the 85/65/50% budgets
+        8-17% low. A calibration stores (sum of sites, measured) points: the
+        dense model and uniform widths (``CALIBRATION_FRACTIONS``) from the
+        table's build, and every model the measuring loop timed. The prediction
+        interpolates the measured time linearly in the sum between the points
+        made non-decreasing (``calibration_curve``), and beyond the ends scales
+        the sum by the end point's ratio.
         """
         calibration = self.calibrations.get(model_fingerprint)
         if not calibration or not sites_ms:
             return self.overhead_ms + sites_ms
-        points = sorted(calibration["points"])
-        sums = [p[0] for p in points]
-        ratios = [max(p[1] - self.overhead_ms, 1e-9) / p[0] for p in points]
-        return self.overhead_ms + float(np.interp(sites_ms, sums, ratios)) * sites_ms
+        sums, times = self._curve(calibration["points"])
+        if sites_ms <= sums[0]:
+            return self.overhead_ms + sites_ms * times[0] / sums[0]
+        if sites_ms >= sums[-1]:
+            return self.overhead_ms + sites_ms * times[-1] / sums[-1]
+        return self.overhead_ms + float(np.interp(sites_ms, sums, times))
+
+    def _curve(self, points: list) -> tuple[np.ndarray, np.ndarray]:
+        key = (self.overhead_ms, tuple(map(tuple, points)))
+        if key not in self._curves:
+            self._curves[key] = calibration_curve(points, self.overhead_ms)
+        return self._curves[key]
 
     def add_calibration(self, model_fingerprint: str, sites_ms: float, measured_ms: float, model: str = "") -> None:
         """Record that a model whose sites sum to ``sites_ms`` measured ``measured_ms`` (replaces a point within 1%)."""
@@ -260,6 +281,25 @@ class LatencyTable:
                 f"the latency table is for dtype {self.dtype} with {self.threads} thread(s), not {dtype} with "
                 f"{threads}; build a matching one with mobileprune latency-table --dtype {dtype} --threads {threads}"
             )
+
+
+def calibration_curve(points: list, overhead_ms: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(sums, model ms without the fixed cost): ``points`` sorted by sum, their times made non-decreasing.
+
+    More sites never run faster as a whole, but two measurements a few percent
+    apart in sum can come out in the other order (round medians of one model
+    spread 5-25% on the shared 2-core machine); an isotonic fit (least squares
+    under the order constraint) pools such points, so the prediction is
+    monotone in the sum and the allocator's budget search stays well defined.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    ordered = sorted((float(s), max(float(m) - overhead_ms, 1e-9)) for s, m in points)
+    sums = np.array([s for s, _ in ordered])
+    times = np.array([m for _, m in ordered])
+    if len(ordered) > 1:
+        times = IsotonicRegression(increasing=True).fit_transform(sums, times)
+    return sums, np.maximum(times, 1e-9)
 
 
 def fingerprint(sites: list[Site], table: LatencyTable) -> str:
@@ -330,8 +370,9 @@ def build_latency_table(
         min_seconds: time each configuration at least this long per round.
         min_runs: and at least this many runs per round.
         progress: ``progress(stage, done, total)``.
-        calibrate: also convert and time the whole model, dense and at half width, in the same
-            rounds, and store the ratio of measured to summed latency (see ``LatencyTable.total_ms``).
+        calibrate: also convert and time the whole model, dense and at the uniform width fractions
+            ``CALIBRATION_FRACTIONS``, in the same rounds, and store each (sum of sites, measured) point
+            (see ``LatencyTable.total_ms``).
         clock: ``"cpu"``, ``"wall"`` or ``"auto"`` (cpu with 1 thread, wall with more; see the module doc).
     """
     clock = check_table_arguments(dtype, threads, step, levels, rounds, clock)
@@ -357,9 +398,9 @@ def build_latency_table(
     model_key = fingerprint(sites, table)
     widths = {}
     if calibrate and model_key not in table.calibrations:
-        widths = half_widths(sites, step)
-        contents["__dense__"] = convert_model(model, dtype)
-        contents["__half__"] = convert_model(_masked_copy(model, widths), dtype)
+        widths = calibration_widths(sites, step)
+        for name, kept in widths.items():
+            contents[name] = convert_model(_masked_copy(model, kept) if kept else model, dtype)
     if not missing and not widths:
         return table
     contents["__overhead__"] = empty_model(dtype)
@@ -372,11 +413,13 @@ def build_latency_table(
     for key, config in missing.items():
         table.entries[key] = {"ms": max(0.0, timings[key] - table.overhead_ms), "what": describe(config)}
     if widths:
-        points = [
-            [sum(table.site_ms(site, site.values(w)) for site in sites), timings[name]]
-            for name, w in (("__dense__", {}), ("__half__", widths))
-        ]
-        table.calibrations[model_key] = {"points": points, "model": getattr(model, "name", "")}
+        points = {}
+        for name, kept in widths.items():
+            points.setdefault(round(table.sites_ms(sites, kept), 9), timings[name])  # equal sums: one point
+        table.calibrations[model_key] = {
+            "points": sorted([s, m] for s, m in points.items()),
+            "model": getattr(model, "name", ""),
+        }
     return table
 
 
@@ -419,12 +462,30 @@ def resolve_clock(clock: str, threads: int) -> str:
     return clock
 
 
-def half_widths(sites: list[Site], step: int) -> dict[str, int]:
-    """Every channel group at half its size, rounded to ``step`` (at least ``step``, at most the size)."""
+def uniform_widths(sites: list[Site], fraction: float, step: int) -> dict[str, int]:
+    """Every channel group at ``fraction`` of its size, rounded to ``step`` (at least ``step``, at most the size)."""
     sizes = {}
     for site in sites:
         sizes.update(site.sizes)
-    return {g: min(size, max(step, int(round(size / 2 / step)) * step)) for g, size in sizes.items() if "/" not in g}
+    return {
+        g: min(size, max(step, int(round(size * fraction / step)) * step)) for g, size in sizes.items() if "/" not in g
+    }
+
+
+def half_widths(sites: list[Site], step: int) -> dict[str, int]:
+    """Every channel group at half its size (``uniform_widths`` at 0.5)."""
+    return uniform_widths(sites, 0.5, step)
+
+
+def calibration_widths(sites: list[Site], step: int) -> dict[str, dict[str, int]]:
+    """Name -> widths of the whole models a table's build times: dense (``{}``) and ``CALIBRATION_FRACTIONS``."""
+    found = {"__dense__": {}}
+    full = uniform_widths(sites, 1.0, 1)
+    for fraction in CALIBRATION_FRACTIONS:
+        widths = uniform_widths(sites, fraction, step)
+        if widths and widths != full and widths not in found.values():
+            found[f"__uniform_{fraction:g}__"] = widths
+    return found
 
 
 def _masked_copy(model, widths: dict[str, int]):
@@ -586,10 +647,12 @@ def machine() -> dict:
 
 
 __all__ = [
+    "CALIBRATION_FRACTIONS",
     "CLOCKS",
     "LatencyTable",
     "TableError",
     "build_latency_table",
+    "calibration_curve",
     "resolve_clock",
     "site_grid",
     "time_models",

@@ -152,6 +152,24 @@ def test_drift_between_table_and_measurement_cancels_against_the_reference(monke
         budget_loop.DriftCorrected(model, table, reference_ms=0.0)
 
 
+def test_drift_corrected_times_with_the_given_rounds_and_the_reference_already_converted(monkeypatch):
+    from mobileprune.latency import budget_loop
+
+    converted, timed = [], []
+    monkeypatch.setattr(budget_loop, "convert_model", lambda m, dtype: converted.append(m) or "candidate bytes")
+
+    def rounds(contents, threads, count, seconds, *args):
+        timed.append((dict(contents), count, seconds))
+        return {"candidate": [1.0] * count, "reference": [2.0] * count}
+
+    monkeypatch.setattr(budget_loop, "time_rounds", rounds)
+    table = LatencyTable("float32", 1)
+    measure = budget_loop.DriftCorrected("dense", table, 4.0, rounds=7, seconds=0.2, content=b"dense bytes")
+    assert measure("pruned")[0] == pytest.approx(2.0)
+    assert converted == ["pruned"]  # the reference was not converted again
+    assert timed == [({"candidate": "candidate bytes", "reference": b"dense bytes"}, 7, 0.2)]
+
+
 def test_the_chosen_shrunk_model_is_the_one_measured_not_shrunk_again():
     model = tiny_cnn(16)
     table = synthetic_table(model, step=4)

@@ -12,6 +12,8 @@ from mobileprune.latency.table import (
     LatencyTable,
     TableError,
     build_latency_table,
+    calibration_curve,
+    calibration_widths,
     config_model,
     fingerprint,
     site_configs,
@@ -43,8 +45,11 @@ def test_build_measures_every_grid_configuration_once(measured):
     assert table.overhead_ms > 0
     assert table.runtime["name"] and table.runtime["version"]
     assert table.machine["cores"] >= 1 and table.machine["architecture"]
-    ((dense, half),) = [c["points"] for c in table.calibrations.values()]
-    assert dense[0] > half[0] > 0 and dense[1] > 0 and half[1] > 0  # (sum of sites, measured) of each
+    # (sum of sites, measured) of the dense model and of each distinct uniform width (here 8 of 16), by sum.
+    ((points),) = [c["points"] for c in table.calibrations.values()]
+    assert len(points) == 2 and points == sorted(points) and all(s > 0 and m > 0 for s, m in points)
+    assert points[-1][0] == pytest.approx(table.sites_ms(model_sites(tiny_cnn(16))))
+    assert points[0][0] == pytest.approx(table.sites_ms(model_sites(tiny_cnn(16)), {"a": 8, "b": 8}))
     converted = [s for s in stages if s[0] == "convert"]
     assert converted[-1][1:] == (len(keys), len(keys))
     # A bigger conv costs more than a smaller one at the same place (8 vs 16 channels in and out).
@@ -143,15 +148,21 @@ def test_malformed_table_files_give_one_line_errors(tmp_path):
         LatencyTable.load(tmp_path / "missing.json")
 
 
-def test_calibration_scales_the_sum_by_the_measured_ratio_interpolated_in_the_sum():
+def test_calibration_interpolates_the_measured_time_in_the_sum_and_scales_beyond_the_ends():
     model = tiny_cnn(16)
     table = synthetic_table(model, step=4)
     sites = model_sites(model)
-    full, half = (table.predict(sites, w) - table.overhead_ms for w in ({}, {"a": 8, "b": 8}))
+    full, half, quarter = (table.sites_ms(sites, w) for w in ({}, {"a": 8, "b": 8}, {"a": 4, "b": 4}))
     key = fingerprint(sites, table)
     table.calibrations[key] = {"points": [[full, table.overhead_ms + 2 * full], [half, table.overhead_ms + half]]}
     assert table.predict(sites) == pytest.approx(table.overhead_ms + 2 * full)
     assert table.predict(sites, {"a": 8, "b": 8}) == pytest.approx(table.overhead_ms + half)
+    middle = {"a": 12, "b": 12}
+    between = table.sites_ms(sites, middle)
+    assert half < between < full
+    share = (between - half) / (full - half)  # the measured time, not the ratio, is linear in the sum
+    assert table.predict(sites, middle) == pytest.approx(table.overhead_ms + half + share * (2 * full - half))
+    assert table.predict(sites, {"a": 4, "b": 4}) == pytest.approx(table.overhead_ms + quarter)  # ratio 1 below
     again = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))
     assert again.predict(sites) == pytest.approx(table.predict(sites))
     assert synthetic_table(tiny_cnn(24)).calibrations == {}  # another architecture has its own
@@ -214,3 +225,24 @@ def test_only_list_input_models_on_tensorflow_take_the_traced_converter():
     assert not backend.traceable_for_tflite(keras.Model(inputs, keras.layers.Dense(2)(inputs["x"])))
     wide = keras.Input((4,), batch_size=8)
     assert not backend.traceable_for_tflite(keras.Model(wide, keras.layers.Dense(2)(wide)))
+
+
+def test_calibration_curve_pools_points_measured_out_of_order_so_more_sites_never_predict_faster():
+    # 3.0 ms of sites measured 2.5 ms, 3.2 ms measured 2.3 ms (noise): pooled to their mean, 2.4 ms.
+    sums, times = calibration_curve([[4.0, 5.0], [3.2, 2.3], [1.0, 1.0], [3.0, 2.5]], overhead_ms=0.0)
+    assert list(sums) == [1.0, 3.0, 3.2, 4.0]
+    assert list(times) == pytest.approx([1.0, 2.4, 2.4, 5.0])
+    sums, times = calibration_curve([[2.0, 3.5]], overhead_ms=0.5)  # one point: the fixed cost comes off
+    assert list(times) == pytest.approx([3.0])
+
+
+def test_build_calibrates_on_the_dense_model_and_each_distinct_uniform_width():
+    model = tiny_cnn(32)
+    found = calibration_widths(model_sites(model), 8)
+    # At step 8, 7/8 of 32 rounds to 32 (the dense model again), 3/4 to 24, 5/8 and 1/2 both to 16 (one model).
+    assert found == {
+        "__dense__": {},
+        "__uniform_0.75__": {"a": 24, "b": 24},
+        "__uniform_0.625__": {"a": 16, "b": 16},
+    }
+    assert set(calibration_widths(model_sites(tiny_cnn(8)), 8)) == {"__dense__"}  # nothing narrower than step
