@@ -525,8 +525,10 @@ def convert_model(model, dtype: str, seed: int = 0, fast: bool = True) -> bytes:
     if dtype == "float32":
         return convert(source, batch_size=batch_size)
     rng = np.random.default_rng(seed)
-    shapes = [tuple(t.shape[1:]) for t in model.inputs]
-    samples = [[rng.uniform(-1, 1, (1, *s)).astype("float32") for s in shapes] for _ in range(4)]
+    shapes = [(tuple(t.shape[1:]), str(t.dtype)) for t in model.inputs]
+    # Integer inputs (token ids, padding masks) get 0/1: valid ids and masks for any vocabulary; the int32 input
+    # refuses float calibration data ("expected type INT32"). Only the ranges matter to a latency table.
+    samples = [[_calibration_sample(rng, shape, dtype) for shape, dtype in shapes] for _ in range(4)]
     data = [np.concatenate([s[i] for s in samples]) for i in range(len(shapes))]
     return convert(
         source,
@@ -535,6 +537,12 @@ def convert_model(model, dtype: str, seed: int = 0, fast: bool = True) -> bytes:
         int8_io="int8",
         batch_size=batch_size,
     )
+
+
+def _calibration_sample(rng: np.random.Generator, shape: tuple, dtype: str) -> np.ndarray:
+    if np.issubdtype(np.dtype(dtype), np.integer) or dtype == "bool":
+        return rng.integers(0, 2, (1, *shape)).astype(dtype)
+    return rng.uniform(-1, 1, (1, *shape)).astype("float32")
 
 
 def model_source(model, fast: bool = True):

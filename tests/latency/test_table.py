@@ -246,3 +246,17 @@ def test_build_calibrates_on_the_dense_model_and_each_distinct_uniform_width():
         "__uniform_0.625__": {"a": 16, "b": 16},
     }
     assert set(calibration_widths(model_sites(tiny_cnn(8)), 8)) == {"__dense__"}  # nothing narrower than step
+
+
+@pytest.mark.tensorflow_only  # converts; the TF leg covers it
+def test_int8_table_conversion_calibrates_integer_inputs_with_integers():
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobileprune.latency.table import convert_model
+
+    tokens = keras.Input((6,), dtype="int32", name="token_ids")
+    x = keras.layers.Dense(4)(keras.layers.Embedding(10, 8)(tokens))
+    data = convert_model(keras.Model(tokens, x), "int8")  # float samples: "expected type INT32"
+    details = Interpreter(model_content=data).get_input_details()
+    assert [d["dtype"].__name__ for d in details] == ["int32"]
