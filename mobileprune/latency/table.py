@@ -463,13 +463,18 @@ def resolve_clock(clock: str, threads: int) -> str:
 
 
 def uniform_widths(sites: list[Site], fraction: float, step: int) -> dict[str, int]:
-    """Every channel group at ``fraction`` of its size, rounded to ``step`` (at least ``step``, at most the size)."""
+    """Every channel group at ``fraction`` of its size, rounded to ``step`` (at least ``step``, at most the size).
+
+    Groups of a keras-hub block (heads, FFN units: names with a ``/``) round to 1, as the allocation's widths do.
+    """
     sizes = {}
     for site in sites:
         sizes.update(site.sizes)
-    return {
-        g: min(size, max(step, int(round(size * fraction / step)) * step)) for g, size in sizes.items() if "/" not in g
-    }
+    widths = {}
+    for group, size in sizes.items():
+        unit = 1 if "/" in group else step
+        widths[group] = min(size, max(unit, int(round(size * fraction / unit)) * unit))
+    return widths
 
 
 def half_widths(sites: list[Site], step: int) -> dict[str, int]:

@@ -248,6 +248,16 @@ def test_build_calibrates_on_the_dense_model_and_each_distinct_uniform_width():
     assert set(calibration_widths(model_sites(tiny_cnn(8)), 8)) == {"__dense__"}  # nothing narrower than step
 
 
+def test_uniform_widths_round_keras_hub_block_groups_to_one():
+    from types import SimpleNamespace
+
+    from mobileprune.latency.table import uniform_widths
+
+    sites = [SimpleNamespace(sizes={"conv": 32, "encoder_0/heads": 3, "encoder_0/ffn": 100})]
+    # Heads and FFN units are cut one at a time (as the allocation cuts them), channels by the step.
+    assert uniform_widths(sites, 0.5, 8) == {"conv": 16, "encoder_0/heads": 2, "encoder_0/ffn": 50}
+
+
 @pytest.mark.tensorflow_only  # converts; the TF leg covers it
 def test_int8_table_conversion_calibrates_integer_inputs_with_integers():
     import keras
