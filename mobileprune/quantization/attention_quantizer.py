@@ -147,8 +147,8 @@ class QuantizedAttention(keras.layers.Layer):
         key_mask: Any = None,
     ) -> Any:
         # Keras fills the *_mask arguments from the inputs' Keras masks (padding from Embedding(mask_zero=True)).
-        masks = {"query_mask": query_mask, "value_mask": value_mask, "key_mask": key_mask}
-        return self.trace(query, value, key, attention_mask, use_causal_mask, training, **masks)["output"]
+        masks = (query_mask, value_mask, key_mask)
+        return self.trace(query, value, key, attention_mask, use_causal_mask, training, *masks)["output"]
 
     def trace(
         self,
