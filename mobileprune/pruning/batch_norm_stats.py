@@ -61,7 +61,7 @@ def recalibrate_batch_norm(model: keras.Model, x: Any, batch_size: int = 256, ma
     Raises:
         ValueError: bad ``x``, ``batch_size`` or ``max_batches``, or a BatchNormalization with ``renorm=True``.
     """
-    count = _check_arguments(x, batch_size, max_batches)
+    count = check_recalibration_inputs(x, batch_size, max_batches)
     layers = [layer for layer in keras_private.all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     renorm = [layer.name for layer in layers if layer.renorm]
     if renorm:
@@ -136,7 +136,7 @@ def zero_constant_batch_norm_channels(model: keras.Model) -> dict[str, int]:
     return {layer.name: int(constant.sum()) for layer, constant in found}
 
 
-def _check_arguments(x: Any, batch_size: int, max_batches: int | None) -> int:
+def check_recalibration_inputs(x: Any, batch_size: int, max_batches: int | None) -> int:
     """The number of examples in ``x``, after checking every argument (one line each)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -117,3 +117,69 @@ def test_constant_channels_without_gamma_is_one_line_and_changes_nothing():
     with pytest.raises(ValueError, match="'bn' has 1 constant channels but no gamma"):
         mp.zero_constant_batch_norm_channels(model)
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+
+
+def _pruned_bn_net():
+    inputs = keras.Input((6, 6, 2))
+    features = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    normed = keras.layers.BatchNormalization(name="bn")(features)
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.ReLU()(normed)))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    return model
+
+
+def test_prune_callback_re_estimates_the_statistics_of_the_pruned_weights_at_train_end():
+    keras.utils.set_random_seed(0)
+    model = _pruned_bn_net()
+    x = np.random.default_rng(2).normal(size=(48, 6, 6, 2)).astype("float32") + 1.0
+    y = np.random.default_rng(3).normal(size=(48, 3)).astype("float32")
+    callback = mp.PruneCallback(
+        mp.ConstantSparsity(0.8, frequency=1), recalibrate_batch_norm=x, recalibrate_batch_size=48
+    )
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])
+
+    assert callback.recalibrated == 1
+    kernel = np.asarray(keras.ops.convert_to_numpy(model.get_layer("conv").kernel))
+    assert np.mean(kernel == 0) >= 0.79  # pruned, and the statistics below are those of the pruned kernel
+    outputs = np.asarray(keras.ops.convert_to_numpy(model.get_layer("conv")(x))).reshape(-1, 8)
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), outputs.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), outputs.var(0), rtol=1e-3, atol=1e-5)
+    assert bn.momentum == 0.99
+
+
+def test_prune_callback_without_recalibration_leaves_the_moving_averages_trailing():
+    # The control of the test above: the same fit leaves statistics that differ from the data's.
+    keras.utils.set_random_seed(0)
+    model = _pruned_bn_net()
+    x = np.random.default_rng(2).normal(size=(48, 6, 6, 2)).astype("float32") + 1.0
+    y = np.random.default_rng(3).normal(size=(48, 3)).astype("float32")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[mp.PruneCallback(mp.ConstantSparsity(0.8))])
+    outputs = np.asarray(keras.ops.convert_to_numpy(model.get_layer("conv")(x))).reshape(-1, 8)
+    moving = np.asarray(keras.ops.convert_to_numpy(model.get_layer("bn").moving_mean))
+    assert np.max(np.abs(moving - outputs.mean(0))) > 1e-2
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([1, 2, 3], "NumPy array"),
+        (np.zeros((0, 6, 6, 2), "float32"), "non-zero first dimension"),
+    ],
+)
+def test_prune_callback_refuses_bad_recalibration_inputs_when_built(data, message):
+    with pytest.raises(ValueError, match=message) as error:
+        mp.PruneCallback(mp.ConstantSparsity(0.5), recalibrate_batch_norm=data)
+    assert "\n" not in str(error.value)
+
+
+def test_prune_callback_refuses_inputs_of_the_wrong_shape_before_training():
+    model = _pruned_bn_net()
+    x = np.random.default_rng(2).normal(size=(16, 6, 6, 2)).astype("float32")
+    weights = [w.copy() for w in model.get_weights()]
+    callback = mp.PruneCallback(mp.ConstantSparsity(0.5), recalibrate_batch_norm=np.zeros((4, 5, 5, 2), "float32"))
+    with pytest.raises(ValueError, match="cannot run on these inputs") as error:
+        model.fit(x, np.zeros((16, 3), "float32"), epochs=1, verbose=0, callbacks=[callback])
+    assert "\n" not in str(error.value)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
