@@ -6,9 +6,11 @@ Here the two halves are apart, so another runner can do the timing:
 1. ``write_table_manifest(model, folder, dtype, threads)`` writes every op
    configuration the model's sites can take (the same grid as
    ``build_latency_table``: ``site_configs``), the empty model of the fixed
-   cost and, for the calibration, the whole model dense and at half width,
-   each as a ``.tflite``, plus ``latency_manifest.json`` (names, files,
-   configuration keys, dtype, threads, clock and the rounds policy).
+   cost and, for the calibration, the whole model dense and at the uniform
+   widths ``build_latency_table`` times (``calibration_widths``: 7/8, 3/4, 5/8
+   and 1/2 of every group), each as a ``.tflite``, plus ``latency_manifest.json``
+   (names, files, configuration keys, dtype, threads, clock, the rounds policy
+   and each calibration model's widths).
 2. A runner times them and writes a result JSON: the emulated aarch64
    Python of ``benchmarks/arm64`` (``mobileprune.runtime.table_runner``,
    its emulated CPU time; ``measure_emulated`` runs it) or the Android app's
@@ -46,13 +48,13 @@ from mobileprune.latency.table import (
     TableError,
     TableProgress,
     _masked_copy,
+    calibration_widths,
     check_extends,
     check_table_arguments,
     convert_config,
     convert_model,
     empty_model,
     fingerprint,
-    half_widths,
     site_configs,
 )
 from mobileprune.runtime import table_runner
@@ -114,13 +116,22 @@ def write_table_manifest(
     report("convert", len(configs), len(configs))
     models.append(_write(folder, "latency_overhead", empty_model(dtype), "overhead", "__overhead__", "RELU of 8"))
     model_key = fingerprint(sites, LatencyTable(dtype, threads, step=step, levels=levels))
-    widths: dict[str, int] = {}
+    widths: dict[str, dict[str, int]] = {}
     if calibrate and (table is None or model_key not in table.calibrations):
-        widths = half_widths(sites, step)
+        # The same whole models build_latency_table times: with the dense point alone (or dense and half, as
+        # manifests did before), EfficientNetB0's prediction was 1.47x off at full width and 0.96x at half.
         name = getattr(model, "name", "model")
-        models.append(_write(folder, "latency_dense", convert_model(model, dtype), "dense", "__dense__", name))
-        half = convert_model(_masked_copy(model, widths), dtype)
-        models.append(_write(folder, "latency_half", half, "half", "__half__", f"{name} at half width"))
+        for key, kept in calibration_widths(sites, step).items():
+            if not kept:
+                models.append(_write(folder, "latency_dense", convert_model(model, dtype), "dense", key, name))
+                continue
+            fraction = key.removeprefix("__uniform_").removesuffix("__")
+            content = convert_model(_masked_copy(model, kept), dtype)
+            entry = _write(
+                folder, f"latency_uniform_{fraction}", content, "uniform", key, f"{name} at {fraction} width"
+            )
+            models.append(entry)
+            widths[entry["name"]] = kept
     document = {
         "format": table_runner.MANIFEST_FORMAT,
         "version": table_runner.VERSION,
@@ -134,7 +145,7 @@ def write_table_manifest(
         "levels": levels,
         "model": getattr(model, "name", ""),
         "fingerprint": model_key,
-        "half_widths": widths,
+        "calibration_widths": widths,
         "models": models,
     }
     document["id"] = table_runner.manifest_id(document)
@@ -190,12 +201,32 @@ def table_from_result(
                 "ms": max(0.0, measured[entry["name"]] - table.overhead_ms),
                 "what": entry["what"],
             }
-    if model is not None and "dense" in roles and "half" in roles:
-        _calibrate(table, manifest, model, measured[roles["dense"]], measured[roles["half"]])
+    if model is not None and "dense" in roles:
+        _calibrate(table, manifest, model, measured)
     return table
 
 
-def _calibrate(table: LatencyTable, manifest: dict, model, dense_ms: float, half_ms: float) -> None:
+def _calibration_models(manifest: dict) -> list[tuple[str, dict[str, int]]]:
+    """(model name, widths) of every calibration model: dense, then the uniform widths (or, in a manifest
+    written before those, the one at half width)."""
+    found = [(entry["name"], {}) for entry in manifest["models"] if entry["role"] == "dense"]
+    widths = dict(manifest.get("calibration_widths") or {})
+    widths.update(
+        {entry["name"]: manifest.get("half_widths") or {} for entry in manifest["models"] if entry["role"] == "half"}
+    )
+    for entry in manifest["models"]:
+        if entry["role"] in ("uniform", "half"):
+            kept = widths.get(entry["name"])
+            if not isinstance(kept, dict) or not kept:
+                raise TableError(
+                    f"the manifest has no widths for its calibration model {entry['name']!r}; "
+                    "write it again with mobileprune latency-table MODEL.keras --android-assets DIR"
+                )
+            found.append((entry["name"], kept))
+    return found
+
+
+def _calibrate(table: LatencyTable, manifest: dict, model, measured: dict[str, float]) -> None:
     sites = model_sites(model)
     model_key = fingerprint(sites, table)
     if model_key != manifest.get("fingerprint"):
@@ -203,12 +234,16 @@ def _calibrate(table: LatencyTable, manifest: dict, model, dense_ms: float, half
             f"the manifest was written for model {manifest.get('model')!r}, not {getattr(model, 'name', '')!r} "
             "(other layers or shapes); import it with the model it was written for"
         )
-    points = [
-        [table.sites_ms(sites, widths), measured]
-        for widths, measured in (({}, dense_ms), (manifest["half_widths"], half_ms))
-    ]
-    if all(total > 0 and measured > 0 for total, measured in points):
-        table.calibrations[model_key] = {"points": sorted(points), "model": getattr(model, "name", "")}
+    points: dict[float, float] = {}
+    for name, widths in _calibration_models(manifest):
+        total = table.sites_ms(sites, widths)
+        if total > 0 and measured[name] > 0:
+            points.setdefault(round(total, 9), measured[name])  # equal sums: one point, as build_latency_table
+    if points:
+        table.calibrations[model_key] = {
+            "points": sorted([s, m] for s, m in points.items()),
+            "model": getattr(model, "name", ""),
+        }
 
 
 def _check_extends(

@@ -50,10 +50,11 @@ MANIFEST_NAME = "latency_manifest.json"
 MANIFEST_FORMAT = "mobileprune-latency-manifest"
 RESULT_FORMAT = "mobileprune-latency-result"
 VERSION = 1
-ROLES = ("config", "overhead", "dense", "half")
+#: "half": manifests written before the uniform calibration widths (one model at half width).
+ROLES = ("config", "overhead", "dense", "uniform", "half")
 CLOCKS = ("cpu", "wall")
 _MANIFEST_KEYS = {"format", "version", "id", "dtype", "threads", "clock", "rounds", "min_seconds", "min_runs", "models"}
-_MANIFEST_OPTIONAL = {"step", "levels", "model", "fingerprint", "half_widths"}
+_MANIFEST_OPTIONAL = {"step", "levels", "model", "fingerprint", "calibration_widths", "half_widths"}
 _MODEL_KEYS = {"name", "file", "role", "key", "what"}
 _RESULT_KEYS = {"format", "version", "manifest", "target", "clock", "threads", "runtime", "machine", "rounds"}
 

@@ -19,6 +19,11 @@ def _manifest(folder, clock: str = "cpu", threads: int = 1) -> dict:
         for i in range(3)
     ]
     models.append({"name": "latency_overhead", "file": "o.tflite", "role": "overhead", "key": "o", "what": "RELU"})
+    # the whole model dense and at a uniform width, as write_table_manifest adds them for the calibration
+    models.append({"name": "latency_dense", "file": "d.tflite", "role": "dense", "key": "__dense__", "what": "tiny"})
+    models.append(
+        {"name": "latency_uniform_0.5", "file": "u.tflite", "role": "uniform", "key": "__uniform_0.5__", "what": "t"}
+    )
     document = {
         "format": table_runner.MANIFEST_FORMAT,
         "version": table_runner.VERSION,
@@ -32,7 +37,7 @@ def _manifest(folder, clock: str = "cpu", threads: int = 1) -> dict:
         "levels": 4,
         "model": "tiny",
         "fingerprint": "f",
-        "half_widths": {"a": 8},
+        "calibration_widths": {"latency_uniform_0.5": {"a": 8}},
         "models": models,
     }
     document["id"] = table_runner.manifest_id(document)

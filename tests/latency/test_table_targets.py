@@ -6,20 +6,22 @@ import contextlib
 import copy
 import io
 import json
+import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from mobileprune.cli.main import main
 from mobileprune.latency.sites import config_key, model_sites
-from mobileprune.latency.table import LatencyTable, TableError, site_configs
+from mobileprune.latency.table import LatencyTable, TableError, calibration_widths, site_configs
 from mobileprune.latency.table_targets import (
     measure_emulated,
     table_from_result,
     table_target,
     write_table_manifest,
 )
-from mobileprune.runtime.table_runner import MANIFEST_NAME, time_manifest, write_json
+from mobileprune.runtime.table_runner import MANIFEST_NAME, manifest_id, time_manifest, write_json
 from tests.latency.helpers import synthetic_table, tiny_cnn
 
 # Converting configurations is backend-neutral (the converter runs on TensorFlow); the TF leg covers it.
@@ -30,9 +32,9 @@ GRID = ["--dtype", "float32", "--levels", "2", "--rounds", "1"]
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    """The CLI's --android-assets folder for tiny_cnn(8), and a host run of it standing in for the phone's result."""
+    """The CLI's --android-assets folder for tiny_cnn(32), and a host run of it standing in for the phone's result."""
     root = tmp_path_factory.mktemp("table_targets")
-    tiny_cnn(8).save(root / "tiny.keras")
+    tiny_cnn(32).save(root / "tiny.keras")
     command = ["latency-table", str(root / "tiny.keras"), *GRID, "--android-assets", str(root / "assets"), "--json"]
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         assert main(command) == 0
@@ -47,16 +49,23 @@ def test_the_manifest_lists_the_same_configurations_build_latency_table_measures
     root, _ = written
     manifest = json.loads((root / "assets" / MANIFEST_NAME).read_text())
     expected = {
-        config_key(config) for site in model_sites(tiny_cnn(8)) for config in site_configs(site, "float32", 1, 8, 2)
+        config_key(config) for site in model_sites(tiny_cnn(32)) for config in site_configs(site, "float32", 1, 8, 2)
     }
     assert {m["key"] for m in manifest["models"] if m["role"] == "config"} == expected
-    assert sorted(m["role"] for m in manifest["models"] if m["role"] != "config") == ["dense", "half", "overhead"]
+    calibration = {m["key"]: m["name"] for m in manifest["models"] if m["role"] in ("dense", "uniform")}
+    assert [m["role"] for m in manifest["models"] if m["role"] not in ("config", "dense", "uniform")] == ["overhead"]
+    # the same whole models build_latency_table times, with the same widths
+    expected_widths = calibration_widths(model_sites(tiny_cnn(32)), 8)
+    assert set(calibration) == set(expected_widths) and len(calibration) >= 3
+    assert manifest["calibration_widths"] == {
+        calibration[key]: widths for key, widths in expected_widths.items() if widths
+    }
     assert all((root / "assets" / m["file"]).stat().st_size > 0 for m in manifest["models"])
 
 
 def test_a_result_becomes_a_table_in_the_usual_format(written, tmp_path):
     root, result = written
-    model = tiny_cnn(8)
+    model = tiny_cnn(32)
     table = table_from_result(root / "assets", root / "result.json", model)
     minimum = {name: min(medians) for name, medians in result["rounds"].items()}
     assert table.overhead_ms == minimum["latency_overhead"]
@@ -65,7 +74,14 @@ def test_a_result_becomes_a_table_in_the_usual_format(written, tmp_path):
         expected = max(0.0, minimum[entry["name"]] - table.overhead_ms)
         assert table.entries[entry["key"]]["ms"] == pytest.approx(expected)
     assert table_target(table) == "android" and table.runtime == result["runtime"] and table.clock == "cpu"
-    assert len(table.calibrations) == 1
+    (calibration,) = table.calibrations.values()
+    sites = model_sites(model)
+    expected_points = sorted(
+        [table.sites_ms(sites, widths), minimum[name]]
+        for name, widths in [("latency_dense", {})] + list(manifest["calibration_widths"].items())
+    )
+    assert len(calibration["points"]) == len(expected_points) >= 3
+    np.testing.assert_allclose(calibration["points"], expected_points)
     table.save(tmp_path / "phone.json")
     loaded = LatencyTable.load(tmp_path / "phone.json")
     assert loaded.predict_model(model) == pytest.approx(table.predict_model(model))
@@ -152,5 +168,34 @@ def test_measure_emulated_runs_the_runner_in_the_given_python(written, tmp_path)
     fake.chmod(0o755)
     result = measure_emulated(root / "assets", python=fake)
     assert result["target"] == "emulated-aarch64" and "emulator" in result["machine"]
-    table = table_from_result(root / "assets", result, tiny_cnn(8))
-    assert table_target(table) == "emulated-aarch64" and table.predict_model(tiny_cnn(8)) > 0
+    table = table_from_result(root / "assets", result, tiny_cnn(32))
+    assert table_target(table) == "emulated-aarch64" and table.predict_model(tiny_cnn(32)) > 0
+
+
+def test_a_manifest_of_the_earlier_format_with_one_half_width_model_still_imports(written, tmp_path):
+    # Manifests written before the uniform calibration widths had roles dense + half and "half_widths".
+    root, result = written
+    folder = tmp_path / "old"
+    shutil.copytree(root / "assets", folder)
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    half = next(m for m in manifest["models"] if m["role"] == "uniform")  # stands in for the half-width model
+    uniform = manifest.pop("calibration_widths")
+    half_widths = uniform[half["name"]]
+    manifest["models"] = [m for m in manifest["models"] if m["role"] != "uniform" or m is half]
+    half.update(role="half", key="__half__")
+    manifest["half_widths"] = half_widths
+    manifest["id"] = manifest_id(manifest)
+    write_json(manifest, folder / MANIFEST_NAME)
+    old_result = copy.deepcopy(result)
+    old_result["manifest"] = manifest["id"]
+    old_result["rounds"] = {m["name"]: result["rounds"][m["name"]] for m in manifest["models"]}
+
+    model = tiny_cnn(32)
+    table = table_from_result(folder, old_result, model)
+    (calibration,) = table.calibrations.values()
+    sites = model_sites(model)
+    expected = sorted(
+        [table.sites_ms(sites, widths), min(result["rounds"][name])]
+        for name, widths in (("latency_dense", {}), (half["name"], half_widths))
+    )
+    np.testing.assert_allclose(calibration["points"], expected)

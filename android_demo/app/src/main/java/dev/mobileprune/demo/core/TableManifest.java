@@ -32,7 +32,7 @@ public final class TableManifest {
     private static final Set<String> REQUIRED = new HashSet<String>(Arrays.asList("format", "version",
             "id", "dtype", "threads", "clock", "rounds", "min_seconds", "min_runs", "models"));
     private static final Set<String> OPTIONAL = new HashSet<String>(Arrays.asList("step", "levels",
-            "model", "fingerprint", "half_widths"));
+            "model", "fingerprint", "calibration_widths", "half_widths"));
     private static final Set<String> ENTRY_KEYS = new HashSet<String>(Arrays.asList("name", "file",
             "role", "key", "what"));
     private static final String FIX = "; write it again with mobileprune latency-table MODEL.keras "
@@ -132,7 +132,7 @@ public final class TableManifest {
             if (file.contains("/") || file.contains("\\") || file.indexOf(0) >= 0 || file.startsWith(".")) {
                 throw fail("models[" + out.size() + "] file " + file + " must be a plain file name");
             }
-            if (!Arrays.asList("config", "overhead", "dense", "half").contains(role)) {
+            if (!Arrays.asList("config", "overhead", "dense", "uniform", "half").contains(role)) {
                 throw fail("models[" + out.size() + "] has role " + role);
             }
             if (!names.add(name)) {
