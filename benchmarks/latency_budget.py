@@ -28,6 +28,8 @@ Run from the repository root:
 
 ```
 python -m benchmarks.latency_budget --models mobilenetv2 --dtypes float32  # results/latency_budget_mobilenetv2_float32.json
+python -m benchmarks.latency_budget --models bert vit --dtypes int8 --shares 0.85 0.65 0.55
+#   -> results/latency_budget_bert_vit_int8_shares_0.85_0.65_0.55.json (other budgets than 85/65/50%)
 python -m benchmarks.latency_budget --models mobilenetv2 --quick # smoke run (48x48, 1 budget, temp dir)
 python -m benchmarks.latency_budget --models mobilenetv2 --diagnose  # results/latency_diagnosis_mobilenetv2.json
 python -m benchmarks.latency_budget --models mobilenetv2 --conversion-cost  # results/latency_conversion_mobilenetv2.json
@@ -323,6 +325,13 @@ def main(argv=None) -> int:
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto", help="table and model clock")
     parser.add_argument("--tries", type=int, default=3, help="most allocations the measuring loop converts")
     parser.add_argument("--cache-dir", default="/tmp/mobileprune-latency-tables")
+    parser.add_argument(
+        "--shares",
+        type=float,
+        nargs="+",
+        default=list(BUDGET_SHARES),
+        help="budgets as shares of the full model's prediction (a non-default set is named in the result file)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--diagnose", action="store_true", help="only time every full-width site and the whole model, hot and cold"
@@ -333,7 +342,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sample", type=int, default=24, help="configurations sampled by --conversion-cost")
     add_harness_arguments(parser)
     args = parser.parse_args(argv)
-    args.shares = BUDGET_SHARES
+    if not all(0.0 < share <= 1.0 for share in args.shares):
+        parser.error(f"--shares must be in (0, 1], got {args.shares}")
+    default_shares = tuple(args.shares) == BUDGET_SHARES
     if args.quick:
         args.size, args.shares, args.timing_rounds, args.seconds, args.levels = 48, (0.7,), 3, 0.05, 2
         args.tries = 2
@@ -396,7 +407,9 @@ def main(argv=None) -> int:
             "max_abs_first_error": max(abs(r.get("first_error", r["error"])) for r in rows),
         },
     }
-    name = "_".join(["latency_budget", *args.models, *args.dtypes] + ([] if args.clock == "auto" else [args.clock]))
+    shares = [] if default_shares else ["shares", *(f"{share:g}" for share in args.shares)]
+    clock = [] if args.clock == "auto" else [args.clock]
+    name = "_".join(["latency_budget", *args.models, *args.dtypes, *shares, *clock])
     print(f"wrote {write_results(name, payload, results_dir(args.quick, args.allow_dirty))}")
     return 0
 
