@@ -5,11 +5,14 @@ Runs on every Keras backend (tiny model, eager calls only).
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
 
 import mobileprune as mp
+from mobileprune.pruning import callback as callback_module
 
 
 def _model():
@@ -183,3 +186,32 @@ def test_prune_callback_refuses_inputs_of_the_wrong_shape_before_training():
         model.fit(x, np.zeros((16, 3), "float32"), epochs=1, verbose=0, callbacks=[callback])
     assert "\n" not in str(error.value)
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+
+
+def _fit_with(callback, model=None, steps: int = 6):
+    model = model or _pruned_bn_net()
+    x = np.random.default_rng(2).normal(size=(2 * steps, 6, 6, 2)).astype("float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, np.zeros((2 * steps, 3), "float32"), batch_size=2, epochs=1, verbose=0, callbacks=[callback])
+    return [w for w in caught if "BatchNormalization" in str(w.message)]
+
+
+def test_a_fit_that_ends_right_after_the_sparsity_rose_warns_once_that_batch_norm_statistics_trail():
+    (found,) = _fit_with(mp.PruneCallback(mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4, frequency=2)))
+    message = str(found.message)
+    assert "1 BatchNormalization layers" in message and "recalibrate_batch_norm=x_train" in message
+    assert "\n" not in message
+
+
+def test_no_warning_with_recalibration_without_batch_norm_or_long_after_the_last_rise(monkeypatch):
+    x = np.zeros((12, 6, 6, 2), "float32")
+    schedule = mp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4, frequency=2)
+    assert _fit_with(mp.PruneCallback(schedule, recalibrate_batch_norm=x)) == []
+    dense = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    dense.compile(optimizer="sgd", loss="mse")
+    assert _fit_with(mp.PruneCallback(schedule), model=dense) == []
+    # ConstantSparsity re-applies its sparsity every `frequency` steps: the zeros stay, nothing trails.
+    monkeypatch.setattr(callback_module, "STALE_BATCH_NORM_STEPS", 3)
+    assert _fit_with(mp.PruneCallback(mp.ConstantSparsity(0.5, frequency=1))) == []
+    assert len(_fit_with(mp.PruneCallback(mp.ConstantSparsity(0.5, begin_step=3, frequency=1)))) == 1
