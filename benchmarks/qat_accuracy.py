@@ -6,7 +6,10 @@ built by ``benchmarks/_tfmot_worker.py`` so that the tf-keras side is the same):
 ``depthwise_net`` (MobileNetV2-style inverted residual blocks with BatchNormalization;
 about 7x slower to train on this machine: TensorFlow's CPU depthwise backprop), or
 ``mobilenet_v2`` (``keras.applications.MobileNetV2(alpha=0.35, weights=None)`` on the digits
-upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``). Per seed:
+upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``), or
+``efficientnet_b0`` / ``mobilenet_v3_small`` (``keras.applications``, random weights, the same
+32x32x3 digits, ``--skip-tfmot``: swish or hard swish and squeeze-and-excitation, the activations
+per-tensor int8 is reported to handle badly; see :func:`keras_application`). Per seed:
 
 1. **float**: trained ``--epochs`` from scratch, then fine-tuned ``--qat-epochs``
    more in float (the control: the same number of training epochs as QAT), then its
@@ -89,11 +92,33 @@ def load_task() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Digits split (fixed, seed 0): train images, labels, test images, labels (32x32x3 for MobileNetV2)."""
     from benchmarks.qat_exactness import digits_data
 
-    return digits_data(32, 3) if ARCHITECTURE["name"] == "mobilenet_v2" else digits_data()
+    return digits_data(32, 3) if ARCHITECTURE["name"] in KERAS_APPLICATIONS else digits_data()
 
 
 #: The architecture of the run (``--model``); the tf-keras side builds the same one by name.
 ARCHITECTURE = {"name": "small_cnn"}
+#: Keras 3 applications on the digits upscaled to 32x32x3 (no tf-keras twin: ``--skip-tfmot``).
+KERAS_APPLICATIONS = ("mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small")
+
+
+def keras_application(name: str):
+    """EfficientNetB0 (swish, squeeze-and-excitation, Rescaling + Normalization at the input) or
+    MobileNetV3Small (hard swish, squeeze-and-excitation with a hard sigmoid), random weights, 32x32x3 input.
+
+    Their BatchNormalization momentum is set to 0.9, as for MobileNetV2 (see ``qat_exactness.mobilenet_v2``):
+    QAT folds the moving statistics, which a few epochs from scratch would leave near their start at 0.99/0.999.
+    """
+    import keras
+
+    common = {"input_shape": (32, 32, 3), "weights": None, "classes": 10, "classifier_activation": None}
+    if name == "efficientnet_b0":
+        model = keras.applications.EfficientNetB0(**common)
+    else:
+        model = keras.applications.MobileNetV3Small(**common, include_preprocessing=False, minimalistic=False)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
 
 
 def build(width: int, seed: int):
@@ -104,6 +129,8 @@ def build(width: int, seed: int):
         from benchmarks.qat_exactness import mobilenet_v2
 
         return mobilenet_v2()
+    if ARCHITECTURE["name"] in KERAS_APPLICATIONS:
+        return keras_application(ARCHITECTURE["name"])
     return MODEL_BUILDERS[ARCHITECTURE["name"]](keras, width=width)
 
 
@@ -163,8 +190,9 @@ def epoch_ratio(times: dict[str, list[float]], name: str, reference: str) -> flo
 def range_spread(model, x: np.ndarray) -> list[dict[str, Any]]:
     """Per activation tensor PTQ quantizes: int8 levels the median channel's range gets.
 
-    The tensors are the outputs of the ReLUs, the linear bottlenecks (BatchNormalization
-    not followed by a ReLU) and the Adds: where the converter puts an int8 tensor after
+    The tensors are the outputs of the ReLUs, the other activations (swish, hard swish),
+    the linear bottlenecks (BatchNormalization not followed by a ReLU), the Adds and the
+    Multiplies (squeeze-and-excitation): where the converter puts an int8 tensor after
     fusing convolution + BatchNormalization + ReLU. The range is min/max over ``x``, as
     TFLite's calibration takes it.
     """
@@ -174,8 +202,8 @@ def range_spread(model, x: np.ndarray) -> list[dict[str, Any]]:
     names = [
         layer.name
         for layer in model.layers
-        if isinstance(layer, keras.layers.ReLU | keras.layers.Add)
-        or getattr(getattr(layer, "activation", None), "__name__", "") == "relu"
+        if isinstance(layer, keras.layers.ReLU | keras.layers.Add | keras.layers.Multiply | keras.layers.Activation)
+        or getattr(getattr(layer, "activation", None), "__name__", "") in ("relu", "silu")
         or (layer.name.endswith("project_bn") and layer.name.split("_")[0] + "_add" not in layer_names)
     ]
     probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
@@ -308,6 +336,9 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
         qat_keras_acc=accuracy(qat_keras, y_test),
         qat_file_acc=accuracy(qat_file_logits, y_test),
         qat_file_agreement=float(np.mean(qat_keras.argmax(1) == qat_file_logits.argmax(1))),
+        # Fully int8: 1 and 1 (input and output only); more would be float islands in the file.
+        qat_file_quantize_ops=_op_count(qat_file.path, "QUANTIZE"),
+        qat_file_dequantize_ops=_op_count(qat_file.path, "DEQUANTIZE"),
         ptq_bytes=ptq.file_bytes,
         qat_bytes=qat_file.file_bytes,
         float_epoch_s=times["float"],
@@ -548,7 +579,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, few epochs, results to a temp folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--model", choices=["depthwise_net", "mobilenet_v2", "small_cnn"], default="small_cnn")
+    parser.add_argument("--model", choices=["depthwise_net", *KERAS_APPLICATIONS, "small_cnn"], default="small_cnn")
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=15, help="float training from scratch")
     parser.add_argument("--prune-epochs", type=int, default=6)
@@ -582,8 +613,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs, args.prune_epochs, args.qat_epochs, args.rounds = [0], 3, 2, 2, 4
-    if args.model == "mobilenet_v2" and not args.skip_tfmot:
-        parser.error("--model mobilenet_v2 has no tf-keras twin: add --skip-tfmot")
+    if args.model in KERAS_APPLICATIONS and not args.skip_tfmot:
+        parser.error(f"--model {args.model} has no tf-keras twin: add --skip-tfmot")
     if args.settle_epochs and not args.skip_tfmot:
         parser.error("--settle-epochs changes only our PQAT's start: add --skip-tfmot")
     if args.qat_epochs - args.settle_epochs < 2:
