@@ -307,7 +307,7 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
                 "softmax" if isinstance(layer, keras.layers.Softmax) else activation_name(layer.activation)
             )
             continue
-        elif isinstance(layer, RANGE_PASS_THROUGH):
+        elif isinstance(layer, RANGE_PASS_THROUGH) or _is_identity_activation(layer):
             continue
         else:
             plan.unsupported.append(f"{layer.name} ({type(layer).__name__})")
@@ -337,6 +337,11 @@ def _on_last_axis(batch_norm: keras.layers.BatchNormalization) -> bool:
         else batch_norm.axis
     )
     return isinstance(axis, int) and axis in (-1, len(batch_norm.input.shape) - 1)
+
+
+def _is_identity_activation(layer: Any) -> bool:
+    """``Activation("linear")``, as Keras applications end with ``classifier_activation=None``: no op in the file."""
+    return isinstance(layer, keras.layers.Activation) and activation_name(layer.activation) == "linear"
 
 
 def _is_requantizing_op(layer: Any) -> bool:
