@@ -9,7 +9,9 @@ about 7x slower to train on this machine: TensorFlow's CPU depthwise backprop), 
 upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``), or
 ``efficientnet_b0`` / ``mobilenet_v3_small`` (``keras.applications``, random weights, the same
 32x32x3 digits, ``--skip-tfmot``: swish or hard swish and squeeze-and-excitation, the activations
-per-tensor int8 is reported to handle badly; see :func:`keras_application`). Per seed:
+per-tensor int8 is reported to handle badly; see :func:`keras_application`). With these,
+``--task generated_images`` replaces the digits by ``clustering_vs_tfmot``'s harder generated task
+(2,000 / 500 noisy 32x32x3 images; result file ``..._generated_images.json``). Per seed:
 
 1. **float**: trained ``--epochs`` from scratch, then fine-tuned ``--qat-epochs``
    more in float (the control: the same number of training epochs as QAT), then its
@@ -88,10 +90,16 @@ from benchmarks.training_overhead import EpochTimer
 CALIBRATION_IMAGES = 256
 
 
-def load_task() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Digits split (fixed, seed 0): train images, labels, test images, labels (32x32x3 for MobileNetV2)."""
+def load_task(task: str = "digits") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train images, labels, test images, labels: the digits split (fixed, seed 0; 32x32x3 for the Keras
+    applications) or ``generated_images`` (``clustering_vs_tfmot``'s: 2,000 / 500 noisy 32x32x3 images, seed 0)."""
     from benchmarks.qat_exactness import digits_data
 
+    if task == "generated_images":
+        from benchmarks.clustering_vs_tfmot import generated_images
+
+        data = generated_images()
+        return data.x_train, data.y_train, data.x_test, data.y_test
     return digits_data(32, 3) if ARCHITECTURE["name"] in KERAS_APPLICATIONS else digits_data()
 
 
@@ -557,7 +565,7 @@ def print_tables(rows: list[dict[str, Any]], summary: dict[str, Any], args) -> N
             line["tfmot agree %"] = 100 * r["tfmot"]["qat"]["file_agreement"]
             line["tfmot QAT/float epoch"] = r["tfmot"]["qat"]["qat_over_float_epoch"]
         table.append(line)
-    print_table(f"PTQ vs QAT ({args.qat_epochs} fine-tune epochs each), int8 files on 450 test images", table)
+    print_table(f"PTQ vs QAT ({args.qat_epochs} fine-tune epochs each), int8 files on the test images", table)
     pruned = []
     for r in rows:
         for sparsity, p in r["pruned"].items():
@@ -580,6 +588,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one seed, few epochs, results to a temp folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", choices=["depthwise_net", *KERAS_APPLICATIONS, "small_cnn"], default="small_cnn")
+    parser.add_argument(
+        "--task",
+        choices=["digits", "generated_images"],
+        default="digits",
+        help="generated_images: clustering_vs_tfmot's harder 32x32x3 task (Keras application models only)",
+    )
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=15, help="float training from scratch")
     parser.add_argument("--prune-epochs", type=int, default=6)
@@ -615,6 +629,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seeds, args.epochs, args.prune_epochs, args.qat_epochs, args.rounds = [0], 3, 2, 2, 4
     if args.model in KERAS_APPLICATIONS and not args.skip_tfmot:
         parser.error(f"--model {args.model} has no tf-keras twin: add --skip-tfmot")
+    if args.task != "digits" and args.model not in KERAS_APPLICATIONS:
+        parser.error(f"--task {args.task} is 32x32x3: use --model {' or '.join(KERAS_APPLICATIONS)}")
     if args.settle_epochs and not args.skip_tfmot:
         parser.error("--settle-epochs changes only our PQAT's start: add --skip-tfmot")
     if args.qat_epochs - args.settle_epochs < 2:
@@ -629,7 +645,7 @@ def main(argv: list[str] | None = None) -> None:
     ARCHITECTURE["name"] = args.model
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     load_before = os.getloadavg()
-    data = load_task()
+    data = load_task(args.task)
     with tempfile.TemporaryDirectory(prefix="mobileprune-qat-accuracy-") as workdir:
         rows = []
         for seed in args.seeds:
@@ -668,6 +684,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     # One result file per architecture: the default net's keeps its name.
     name = args.name or ("qat_accuracy" if args.model == "small_cnn" else f"qat_accuracy_{args.model}")
+    name += "" if args.name or args.task == "digits" else f"_{args.task}"
     print("wrote", write_results(name, payload, results_dir(args.quick, args.allow_dirty)))
 
 
