@@ -12,6 +12,12 @@ Multiply, Concatenate, global average pooling and other activations get a
 quantizer on their output; Reshape, Flatten, Dropout, max/average pooling,
 padding and cropping pass their input's range through; softmax, sigmoid and
 tanh are rounded to TFLite's fixed output grids. Every float model input gets one.
+The pieces of EfficientNet and MobileNetV3: swish (silu) is LOGISTIC, on its fixed
+1/256 grid, times its input, then quantized; hard swish is one HARD_SWISH, quantized
+after; ``keras.ops`` arithmetic on symbolic tensors (MobileNetV3's ``relu6(x + 3) / 6``)
+is one int8 ADD/SUB/MUL each; Rescaling and Normalization are their two int8 ops
+(:class:`~mobileprune.quantization.quantizer_layers.QuantizedAffine`); a BatchNormalization
+given ``axis=3`` on a 4-D tensor folds like ``axis=-1``; ``Activation("linear")`` is nothing.
 Producers that feed only a Concatenate take the Concatenate's range (one
 scale for all its inputs, as TFLite's int8 concatenation wants).
 SeparableConv1D/2D are two int8 ops (depthwise, then 1x1) with a quantizer

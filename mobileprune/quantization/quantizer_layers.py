@@ -15,6 +15,10 @@ op, which the TFLite converter turns into int8 tensors):
   needs no tuning of a second learning rate.
 * :class:`FixedRangeQuantizer`: the fixed int8 output grid of softmax,
   logistic (scale 1/256, zero point -128) and tanh (1/128, 0).
+* :class:`SimulatedActivation`: swish with its sigmoid on LOGISTIC's fixed grid
+  (:func:`simulated_activation`, also used inside :class:`QuantizeWrapper`).
+* :class:`QuantizedAffine`: Rescaling / Normalization as the file's two int8 ops
+  (MUL+ADD, SUB+MUL), the tensor between quantized and the constants on their int8 grid.
 * :class:`FloatLayerNormalization`: a LayerNormalization the file runs in
   float (written so that the converter leaves all of it float).
 * :class:`QuantizeWrapper`: runs a Conv1D/Conv2D, DepthwiseConv1D/2D,
