@@ -58,6 +58,25 @@ activation tensor with one scale set by its widest channel, so the table gives t
 int8 levels the median channel's range covers (255 would be a channel as wide as the
 tensor). A recovered fraction is only reported when PTQ loses accuracy.
 
+EfficientNetB0 and MobileNetV3Small (measured, 3 seeds, digits 32x32x3, ``--epochs 10
+--qat-epochs 3 --sparsities``, results ``qat_accuracy_efficientnet_b0.json`` and
+``qat_accuracy_mobilenet_v3_small.json``): PTQ did NOT lose the issue's 1 point on either, so
+neither is the task the issue asks for. EfficientNetB0: float 94.67 / 96.89 / 96.67%, PTQ
+94.22 / 96.44 / 96.67% (mean loss 0.30 points), QAT file 95.78 / 96.44 / 96.89%.
+MobileNetV3Small: float 96.00 / 98.67 / 95.56%, PTQ 95.78 / 98.44 / 95.33% (0.22 points),
+QAT file 93.33 / 98.22 / 95.11% (below PTQ; its file agreed with the Keras QAT model on 98.2 /
+100 / 99.3% of the test images: HARD_SWISH's fixed-point kernel is not float hard swish rounded
+once, see ``tests/quantization/test_qat_mobile_activations.py``). The per-tensor spread that is
+said to make these nets lose is there: in MobileNetV3Small (seed 0) the squeeze-and-excitation
+tensors of blocks 9-10 give their median channel 2.4-7.9 of the 255 levels (widest channel 32-108x
+the median's), in EfficientNetB0 the SE tensors 20-31 levels (8-13x); yet the predictions moved
+on at most 2 of 450 test images. The digits at 32x32 are an easy task (float 95-99%): the
+margins are wide enough that per-tensor rounding of those channels rarely flips a prediction.
+Both nets were tried on ``--task generated_images`` too (one seed, 10 epochs, a probe outside
+this script): from scratch neither learned it (10.5% and 16% train accuracy at epoch 8-10), so
+no PTQ loss could be measured there. Both QAT files are fully int8 (``qat_file_quantize_ops``
+and ``qat_file_dequantize_ops`` are 1 and 1 on every seed).
+
 Timing (interleaved, load average recorded): the QAT fine-tune's epochs against
 the float control's, fit one epoch each in turn (first epoch is tracing, left
 out); the QAT int8 file against the PTQ int8 file of the same model with
