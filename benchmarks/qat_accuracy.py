@@ -69,12 +69,12 @@ QAT file 93.33 / 98.22 / 95.11% (below PTQ; its file agreed with the Keras QAT m
 once, see ``tests/quantization/test_qat_mobile_activations.py``). The per-tensor spread that is
 said to make these nets lose is there: in MobileNetV3Small (seed 0) the squeeze-and-excitation
 tensors of blocks 9-10 give their median channel 2.4-7.9 of the 255 levels (widest channel 32-108x
-the median's), in EfficientNetB0 the SE tensors 20-31 levels (8-13x); yet the predictions moved
-on at most 2 of 450 test images. The digits at 32x32 are an easy task (float 95-99%): the
+the median's), in EfficientNetB0 the SE tensors 20-31 levels (8-13x); yet PTQ's accuracy was
+at most 2 of the 450 test images below float's on any seed. The digits at 32x32 are an easy task (float 95-99%): the
 margins are wide enough that per-tensor rounding of those channels rarely flips a prediction.
-Both nets were tried on ``--task generated_images`` too (one seed, 10 epochs, a probe outside
-this script): from scratch neither learned it (10.5% and 16% train accuracy at epoch 8-10), so
-no PTQ loss could be measured there. Both QAT files are fully int8 (``qat_file_quantize_ops``
+Both nets were probed on the harder ``generated_images`` task too (one seed, outside this
+script, no result file): from scratch neither learned it in 10 epochs (train accuracy near
+chance), so it gives no PTQ loss to recover; ``--task generated_images`` is here to run it. Both QAT files are fully int8 (``qat_file_quantize_ops``
 and ``qat_file_dequantize_ops`` are 1 and 1 on every seed).
 
 Timing (interleaved, load average recorded): the QAT fine-tune's epochs against
