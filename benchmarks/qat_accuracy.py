@@ -6,7 +6,12 @@ built by ``benchmarks/_tfmot_worker.py`` so that the tf-keras side is the same):
 ``depthwise_net`` (MobileNetV2-style inverted residual blocks with BatchNormalization;
 about 7x slower to train on this machine: TensorFlow's CPU depthwise backprop), or
 ``mobilenet_v2`` (``keras.applications.MobileNetV2(alpha=0.35, weights=None)`` on the digits
-upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``). Per seed:
+upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``), or
+``efficientnet_b0`` / ``mobilenet_v3_small`` (``keras.applications``, random weights, the same
+32x32x3 digits, ``--skip-tfmot``: swish or hard swish and squeeze-and-excitation, the activations
+per-tensor int8 is reported to handle badly; see :func:`keras_application`). With these,
+``--task generated_images`` replaces the digits by ``clustering_vs_tfmot``'s harder generated task
+(2,000 / 500 noisy 32x32x3 images; result file ``..._generated_images.json``). Per seed:
 
 1. **float**: trained ``--epochs`` from scratch, then fine-tuned ``--qat-epochs``
    more in float (the control: the same number of training epochs as QAT), then its
@@ -53,6 +58,25 @@ activation tensor with one scale set by its widest channel, so the table gives t
 int8 levels the median channel's range covers (255 would be a channel as wide as the
 tensor). A recovered fraction is only reported when PTQ loses accuracy.
 
+EfficientNetB0 and MobileNetV3Small (measured, 3 seeds, digits 32x32x3, ``--epochs 10
+--qat-epochs 3 --sparsities``, results ``qat_accuracy_efficientnet_b0.json`` and
+``qat_accuracy_mobilenet_v3_small.json``): PTQ did NOT lose the issue's 1 point on either, so
+neither is the task the issue asks for. EfficientNetB0: float 94.67 / 96.89 / 96.67%, PTQ
+94.22 / 96.44 / 96.67% (mean loss 0.30 points), QAT file 95.78 / 96.44 / 96.89%.
+MobileNetV3Small: float 96.00 / 98.67 / 95.56%, PTQ 95.78 / 98.44 / 95.33% (0.22 points),
+QAT file 93.33 / 98.22 / 95.11% (below PTQ; its file agreed with the Keras QAT model on 98.2 /
+100 / 99.3% of the test images: HARD_SWISH's fixed-point kernel is not float hard swish rounded
+once, see ``tests/quantization/test_qat_mobile_activations.py``). The per-tensor spread that is
+said to make these nets lose is there: in MobileNetV3Small (seed 0) the squeeze-and-excitation
+tensors of blocks 9-10 give their median channel 2.4-7.9 of the 255 levels (widest channel 32-108x
+the median's), in EfficientNetB0 the SE tensors 20-31 levels (8-13x); yet PTQ's accuracy was
+at most 2 of the 450 test images below float's on any seed. The digits at 32x32 are an easy task (float 95-99%): the
+margins are wide enough that per-tensor rounding of those channels rarely flips a prediction.
+Both nets were probed on the harder ``generated_images`` task too (one seed, outside this
+script, no result file): from scratch neither learned it in 10 epochs (train accuracy near
+chance), so it gives no PTQ loss to recover; ``--task generated_images`` is here to run it. Both QAT files are fully int8 (``qat_file_quantize_ops``
+and ``qat_file_dequantize_ops`` are 1 and 1 on every seed).
+
 Timing (interleaved, load average recorded): the QAT fine-tune's epochs against
 the float control's, fit one epoch each in turn (first epoch is tracing, left
 out); the QAT int8 file against the PTQ int8 file of the same model with
@@ -85,15 +109,43 @@ from benchmarks.training_overhead import EpochTimer
 CALIBRATION_IMAGES = 256
 
 
-def load_task() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Digits split (fixed, seed 0): train images, labels, test images, labels (32x32x3 for MobileNetV2)."""
+def load_task(task: str = "digits") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train images, labels, test images, labels: the digits split (fixed, seed 0; 32x32x3 for the Keras
+    applications) or ``generated_images`` (``clustering_vs_tfmot``'s: 2,000 / 500 noisy 32x32x3 images, seed 0)."""
     from benchmarks.qat_exactness import digits_data
 
-    return digits_data(32, 3) if ARCHITECTURE["name"] == "mobilenet_v2" else digits_data()
+    if task == "generated_images":
+        from benchmarks.clustering_vs_tfmot import generated_images
+
+        data = generated_images()
+        return data.x_train, data.y_train, data.x_test, data.y_test
+    return digits_data(32, 3) if ARCHITECTURE["name"] in KERAS_APPLICATIONS else digits_data()
 
 
 #: The architecture of the run (``--model``); the tf-keras side builds the same one by name.
 ARCHITECTURE = {"name": "small_cnn"}
+#: Keras 3 applications on the digits upscaled to 32x32x3 (no tf-keras twin: ``--skip-tfmot``).
+KERAS_APPLICATIONS = ("mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small")
+
+
+def keras_application(name: str):
+    """EfficientNetB0 (swish, squeeze-and-excitation, Rescaling + Normalization at the input) or
+    MobileNetV3Small (hard swish, squeeze-and-excitation with a hard sigmoid), random weights, 32x32x3 input.
+
+    Their BatchNormalization momentum is set to 0.9, as for MobileNetV2 (see ``qat_exactness.mobilenet_v2``):
+    QAT folds the moving statistics, which a few epochs from scratch would leave near their start at 0.99/0.999.
+    """
+    import keras
+
+    common = {"input_shape": (32, 32, 3), "weights": None, "classes": 10, "classifier_activation": None}
+    if name == "efficientnet_b0":
+        model = keras.applications.EfficientNetB0(**common)
+    else:
+        model = keras.applications.MobileNetV3Small(**common, include_preprocessing=False, minimalistic=False)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
 
 
 def build(width: int, seed: int):
@@ -104,6 +156,8 @@ def build(width: int, seed: int):
         from benchmarks.qat_exactness import mobilenet_v2
 
         return mobilenet_v2()
+    if ARCHITECTURE["name"] in KERAS_APPLICATIONS:
+        return keras_application(ARCHITECTURE["name"])
     return MODEL_BUILDERS[ARCHITECTURE["name"]](keras, width=width)
 
 
@@ -163,8 +217,9 @@ def epoch_ratio(times: dict[str, list[float]], name: str, reference: str) -> flo
 def range_spread(model, x: np.ndarray) -> list[dict[str, Any]]:
     """Per activation tensor PTQ quantizes: int8 levels the median channel's range gets.
 
-    The tensors are the outputs of the ReLUs, the linear bottlenecks (BatchNormalization
-    not followed by a ReLU) and the Adds: where the converter puts an int8 tensor after
+    The tensors are the outputs of the ReLUs, the other activations (swish, hard swish),
+    the linear bottlenecks (BatchNormalization not followed by a ReLU), the Adds and the
+    Multiplies (squeeze-and-excitation): where the converter puts an int8 tensor after
     fusing convolution + BatchNormalization + ReLU. The range is min/max over ``x``, as
     TFLite's calibration takes it.
     """
@@ -174,8 +229,8 @@ def range_spread(model, x: np.ndarray) -> list[dict[str, Any]]:
     names = [
         layer.name
         for layer in model.layers
-        if isinstance(layer, keras.layers.ReLU | keras.layers.Add)
-        or getattr(getattr(layer, "activation", None), "__name__", "") == "relu"
+        if isinstance(layer, keras.layers.ReLU | keras.layers.Add | keras.layers.Multiply | keras.layers.Activation)
+        or getattr(getattr(layer, "activation", None), "__name__", "") in ("relu", "silu")
         or (layer.name.endswith("project_bn") and layer.name.split("_")[0] + "_add" not in layer_names)
     ]
     probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
@@ -308,6 +363,9 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
         qat_keras_acc=accuracy(qat_keras, y_test),
         qat_file_acc=accuracy(qat_file_logits, y_test),
         qat_file_agreement=float(np.mean(qat_keras.argmax(1) == qat_file_logits.argmax(1))),
+        # Fully int8: 1 and 1 (input and output only); more would be float islands in the file.
+        qat_file_quantize_ops=_op_count(qat_file.path, "QUANTIZE"),
+        qat_file_dequantize_ops=_op_count(qat_file.path, "DEQUANTIZE"),
         ptq_bytes=ptq.file_bytes,
         qat_bytes=qat_file.file_bytes,
         float_epoch_s=times["float"],
@@ -526,7 +584,7 @@ def print_tables(rows: list[dict[str, Any]], summary: dict[str, Any], args) -> N
             line["tfmot agree %"] = 100 * r["tfmot"]["qat"]["file_agreement"]
             line["tfmot QAT/float epoch"] = r["tfmot"]["qat"]["qat_over_float_epoch"]
         table.append(line)
-    print_table(f"PTQ vs QAT ({args.qat_epochs} fine-tune epochs each), int8 files on 450 test images", table)
+    print_table(f"PTQ vs QAT ({args.qat_epochs} fine-tune epochs each), int8 files on the test images", table)
     pruned = []
     for r in rows:
         for sparsity, p in r["pruned"].items():
@@ -548,7 +606,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, few epochs, results to a temp folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--model", choices=["depthwise_net", "mobilenet_v2", "small_cnn"], default="small_cnn")
+    parser.add_argument("--model", choices=["depthwise_net", *KERAS_APPLICATIONS, "small_cnn"], default="small_cnn")
+    parser.add_argument(
+        "--task",
+        choices=["digits", "generated_images"],
+        default="digits",
+        help="generated_images: clustering_vs_tfmot's harder 32x32x3 task (Keras application models only)",
+    )
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=15, help="float training from scratch")
     parser.add_argument("--prune-epochs", type=int, default=6)
@@ -582,8 +646,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs, args.prune_epochs, args.qat_epochs, args.rounds = [0], 3, 2, 2, 4
-    if args.model == "mobilenet_v2" and not args.skip_tfmot:
-        parser.error("--model mobilenet_v2 has no tf-keras twin: add --skip-tfmot")
+    if args.model in KERAS_APPLICATIONS and not args.skip_tfmot:
+        parser.error(f"--model {args.model} has no tf-keras twin: add --skip-tfmot")
+    if args.task != "digits" and args.model not in KERAS_APPLICATIONS:
+        parser.error(f"--task {args.task} is 32x32x3: use --model {' or '.join(KERAS_APPLICATIONS)}")
     if args.settle_epochs and not args.skip_tfmot:
         parser.error("--settle-epochs changes only our PQAT's start: add --skip-tfmot")
     if args.qat_epochs - args.settle_epochs < 2:
@@ -598,7 +664,7 @@ def main(argv: list[str] | None = None) -> None:
     ARCHITECTURE["name"] = args.model
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     load_before = os.getloadavg()
-    data = load_task()
+    data = load_task(args.task)
     with tempfile.TemporaryDirectory(prefix="mobileprune-qat-accuracy-") as workdir:
         rows = []
         for seed in args.seeds:
@@ -637,6 +703,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     # One result file per architecture: the default net's keeps its name.
     name = args.name or ("qat_accuracy" if args.model == "small_cnn" else f"qat_accuracy_{args.model}")
+    name += "" if args.name or args.task == "digits" else f"_{args.task}"
     print("wrote", write_results(name, payload, results_dir(args.quick, args.allow_dirty)))
 
 

@@ -173,6 +173,20 @@ def producing_operation(tensor: Any) -> Any:
     return getattr(getattr(tensor, "_keras_history", None), "operation", None)
 
 
+def elementwise_arithmetic(operation: Any) -> str | None:
+    """``"add"``, ``"subtract"``, ``"multiply"`` or ``"divide"`` for a ``keras.ops`` arithmetic node, else ``None``.
+
+    Those are the operations a functional graph records for ``x + 3.0`` or ``x * y`` written
+    on symbolic tensors (Keras's MobileNetV3 builds its hard sigmoid so): not layers, and with
+    no public class.
+    """
+    from keras.src.ops import numpy as knp
+
+    kinds = {knp.Add: "add", knp.Subtract: "subtract", knp.Multiply: "multiply"}
+    kinds.update({knp.Divide: "divide", knp.TrueDivide: "divide"})
+    return kinds.get(type(operation))
+
+
 # ---------------------------------------------------------------- serializer
 
 

@@ -12,6 +12,12 @@ Multiply, Concatenate, global average pooling and other activations get a
 quantizer on their output; Reshape, Flatten, Dropout, max/average pooling,
 padding and cropping pass their input's range through; softmax, sigmoid and
 tanh are rounded to TFLite's fixed output grids. Every float model input gets one.
+The pieces of EfficientNet and MobileNetV3: swish (silu) is LOGISTIC, on its fixed
+1/256 grid, times its input, then quantized; hard swish is one HARD_SWISH, quantized
+after; ``keras.ops`` arithmetic on symbolic tensors (MobileNetV3's ``relu6(x + 3) / 6``)
+is one int8 ADD/SUB/MUL each; Rescaling and Normalization are their two int8 ops
+(:class:`~mobileprune.quantization.quantizer_layers.QuantizedAffine`); a BatchNormalization
+given ``axis=3`` on a 4-D tensor folds like ``axis=-1``; ``Activation("linear")`` is nothing.
 Producers that feed only a Concatenate take the Concatenate's range (one
 scale for all its inputs, as TFLite's int8 concatenation wants).
 SeparableConv1D/2D are two int8 ops (depthwise, then 1x1) with a quantizer
@@ -58,12 +64,16 @@ from mobileprune.quantization.quantizer_layers import (
     FIXED_RANGE_ACTIVATIONS,
     FUSABLE_ACTIVATIONS,
     RANGE_PASS_THROUGH,
+    REQUANTIZING_ACTIVATIONS,
     ActivationQuantizer,
     FixedRangeQuantizer,
     FloatLayerNormalization,
+    QuantizedAffine,
     QuantizeWrapper,
+    SimulatedActivation,
     activation_name,
     float_layer_normalization_fits,
+    quantized_affine_fits,
     weight_kind,
 )
 from mobileprune.sparsity_core.constraint import MaskConstraint, attach_mask, set_mask
@@ -77,7 +87,7 @@ _REQUANTIZING = (
     keras.layers.LeakyReLU,
 )
 _RECURRENT = (keras.layers.RNN, keras.layers.Bidirectional)
-_SIMULATING = (ActivationQuantizer, QuantizeWrapper, QuantizedAttention)
+_SIMULATING = (ActivationQuantizer, QuantizeWrapper, QuantizedAttention, QuantizedAffine)
 
 
 @dataclass
@@ -92,6 +102,7 @@ class _Plan:
     attention: set[int] = field(default_factory=set)  # MultiHeadAttention layers run as QuantizedAttention
     float_norms: list[str] = field(default_factory=list)  # LayerNormalizations run as FloatLayerNormalization
     float_norm_ids: set[int] = field(default_factory=set)
+    affine: set[int] = field(default_factory=set)  # Rescaling/Normalization run as QuantizedAffine (two int8 ops)
     unsupported: list[str] = field(default_factory=list)
 
 
@@ -275,7 +286,7 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
         if weight_kind(layer) is not None and calls[id(layer)] == 1:
             follower = only_consumer(node)
             bn = follower.operation if follower is not None else None
-            fold = isinstance(bn, keras.layers.BatchNormalization) and calls[id(bn)] == 1 and bn.axis in (-1, [-1])
+            fold = isinstance(bn, keras.layers.BatchNormalization) and calls[id(bn)] == 1 and _on_last_axis(bn)
             fold = fold and weight_kind(layer) in ("conv", "depthwise", "dense")
             fold = fold and activation_name(layer.activation) == "linear"
             plan.wrap[id(layer)] = bn if fold else None
@@ -288,8 +299,10 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
                 if name in FIXED_RANGE_ACTIVATIONS:
                     plan.fixed_output[id(layer)] = name
                     continue
-        elif _is_fusable_activation(layer) or isinstance(layer, _REQUANTIZING):
+        elif _is_fusable_activation(layer) or isinstance(layer, _REQUANTIZING) or _is_requantizing_op(layer):
             pass
+        elif quantized_affine_fits(layer) and calls[id(layer)] == 1:
+            plan.affine.add(id(layer))
         elif _is_simulated_attention(layer, node, calls):
             plan.attention.add(id(layer))
         elif float_layer_normalization_fits(layer):
@@ -300,7 +313,7 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
                 "softmax" if isinstance(layer, keras.layers.Softmax) else activation_name(layer.activation)
             )
             continue
-        elif isinstance(layer, RANGE_PASS_THROUGH):
+        elif isinstance(layer, RANGE_PASS_THROUGH) or _is_identity_activation(layer):
             continue
         else:
             plan.unsupported.append(f"{layer.name} ({type(layer).__name__})")
@@ -320,6 +333,28 @@ def _is_fusable_activation(layer: Any) -> bool:
     if isinstance(layer, keras.layers.ReLU):
         return layer.negative_slope == 0 and layer.threshold == 0 and layer.max_value in (None, 6, 6.0)
     return isinstance(layer, keras.layers.Activation) and activation_name(layer.activation) in ("relu", "relu6")
+
+
+def _on_last_axis(batch_norm: keras.layers.BatchNormalization) -> bool:
+    """Whether a BatchNormalization normalizes its input's last axis (-1, or its rank - 1: Keras's EfficientNet says 3)."""
+    axis = (
+        batch_norm.axis[0]
+        if isinstance(batch_norm.axis, list | tuple) and len(batch_norm.axis) == 1
+        else batch_norm.axis
+    )
+    return isinstance(axis, int) and axis in (-1, len(batch_norm.input.shape) - 1)
+
+
+def _is_identity_activation(layer: Any) -> bool:
+    """``Activation("linear")``, as Keras applications end with ``classifier_activation=None``: no op in the file."""
+    return isinstance(layer, keras.layers.Activation) and activation_name(layer.activation) == "linear"
+
+
+def _is_requantizing_op(layer: Any) -> bool:
+    """An op the converter writes as one int8 op with its own output range: silu/hard_silu, ``x + 3.0``..."""
+    if isinstance(layer, keras.layers.Activation):
+        return activation_name(layer.activation) in REQUANTIZING_ACTIVATIONS
+    return keras_private.elementwise_arithmetic(layer) is not None
 
 
 def _is_simulated_attention(layer: Any, node: Any, calls: dict[int, int]) -> bool:
@@ -345,12 +380,17 @@ def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
     pairs: list[tuple[Any, Any]] = []  # (original layer, its copy) whose weights to copy
 
     def clone_function(layer):
-        if id(layer) in plan.attention or id(layer) in plan.float_norm_ids:
+        if id(layer) in plan.attention or id(layer) in plan.float_norm_ids or id(layer) in plan.affine:
             inner = _copy_layer(layer)
             pairs.append((layer, inner))
-            new = (
-                QuantizedAttention(inner, ema_decay) if id(layer) in plan.attention else FloatLayerNormalization(inner)
-            )
+            if id(layer) in plan.attention:
+                new = QuantizedAttention(inner, ema_decay)
+            elif id(layer) in plan.affine:
+                new = QuantizedAffine(inner, ema_decay)
+            else:
+                new = FloatLayerNormalization(inner)
+        elif isinstance(layer, keras.layers.Activation) and activation_name(layer.activation) == "silu":
+            new = SimulatedActivation("silu", name=layer.name)  # its sigmoid on LOGISTIC's int8 grid
         elif id(layer) in plan.wrap:
             bn = plan.wrap[id(layer)]
             inner, inner_bn = _copy_layer(layer), None if bn is None else _copy_layer(bn)
@@ -398,13 +438,16 @@ def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
 
 
 def _copy_weights(original: keras.layers.Layer, copy: keras.layers.Layer) -> None:
-    if isinstance(original, keras.Model) or not original.weights:
+    # keras.ops nodes (``x + 3.0`` on a symbolic tensor) are operations without weights.
+    if isinstance(original, keras.Model) or not getattr(original, "weights", None):
         return
     for source, target in zip(original.weights, copy.weights, strict=True):
         target.assign(np.array(keras.ops.convert_to_numpy(source)))  # a copy: JAX may donate the buffer
         if isinstance(source.constraint, MaskConstraint):
             attach_mask(target)
             set_mask(target, source.constraint.mask.numpy())
+    if isinstance(copy, keras.layers.Normalization):
+        copy.finalize_state()  # an adapted Normalization's mean is a tensor made from its variables
 
 
 def _is_float(dtype: Any) -> bool:

@@ -15,6 +15,10 @@ op, which the TFLite converter turns into int8 tensors):
   needs no tuning of a second learning rate.
 * :class:`FixedRangeQuantizer`: the fixed int8 output grid of softmax,
   logistic (scale 1/256, zero point -128) and tanh (1/128, 0).
+* :class:`SimulatedActivation`: swish with its sigmoid on LOGISTIC's fixed grid
+  (:func:`simulated_activation`, also used inside :class:`QuantizeWrapper`).
+* :class:`QuantizedAffine`: Rescaling / Normalization as the file's two int8 ops
+  (MUL+ADD, SUB+MUL), the tensor between quantized and the constants on their int8 grid.
 * :class:`FloatLayerNormalization`: a LayerNormalization the file runs in
   float (written so that the converter leaves all of it float).
 * :class:`QuantizeWrapper`: runs a Conv1D/Conv2D, DepthwiseConv1D/2D,
@@ -73,6 +77,9 @@ FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
 #: zero point -128 for softmax and logistic; scale 1/128, zero point 0 for tanh).
 FIXED_RANGES = {"softmax": (0.0, 255.0 / 256.0), "sigmoid": (0.0, 255.0 / 256.0), "tanh": (-1.0, 127.0 / 128.0)}
 FIXED_RANGE_ACTIVATIONS = tuple(FIXED_RANGES)
+#: Activations the converter writes as int8 ops with a calibrated output range of their own:
+#: silu (swish) as LOGISTIC (fixed output grid) then MUL by its input, hard_silu (hard swish) as HARD_SWISH.
+REQUANTIZING_ACTIVATIONS = ("silu", "hard_silu")
 #: Layers whose int8 output keeps their input's scale and zero point (no quantizer of their own).
 RANGE_PASS_THROUGH = (
     keras.layers.Reshape,
@@ -257,7 +264,7 @@ class QuantizeWrapper(keras.layers.Layer):
                 outputs = ops.add(outputs, bias)
         if self.pre_activation_quantizer is not None:
             outputs = self.pre_activation_quantizer(outputs, training=training)
-        return self.activation(outputs)
+        return simulated_activation(self.activation, outputs)
 
     def quantized_kernel_and_bias(self) -> tuple[Any, Any]:
         """The kernel on its int8 grid and the bias on its int32 grid, as the file stores them.
@@ -613,3 +620,123 @@ class FloatLayerNormalization(keras.layers.Layer):
 def float_layer_normalization_fits(layer: Any) -> bool:
     """Whether :class:`FloatLayerNormalization` computes this layer (no RMS scaling)."""
     return type(layer) is keras.layers.LayerNormalization and not layer.rms_scaling
+
+
+def simulated_activation(function: Any, inputs: Any) -> Any:
+    """``function(inputs)`` as the int8 file computes it: silu's sigmoid on LOGISTIC's fixed int8 grid.
+
+    The converter writes silu as LOGISTIC, whose int8 output is always on the 1/256 grid
+    (zero point -128), then MUL of the input by it; the product is quantized by the caller.
+    Other activations are applied as they are.
+    """
+    if activation_name(function) != "silu":
+        return function(inputs)
+    low, high = FIXED_RANGES["sigmoid"]
+    gate = fake_quant_with_min_max_vars(ops.sigmoid(inputs), low, high, num_bits=8, narrow_range=False)
+    return ops.multiply(inputs, gate)
+
+
+@keras.saving.register_keras_serializable(package="mobileprune")
+class SimulatedActivation(keras.layers.Layer):
+    """An ``Activation`` layer computed with :func:`simulated_activation` (silu's sigmoid on its int8 grid).
+
+    Args:
+        activation: the activation's name (``"silu"``).
+        **kwargs: ``keras.layers.Layer`` arguments.
+    """
+
+    def __init__(self, activation: str = "silu", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.activation = activation
+        self.supports_masking = True
+
+    def call(self, inputs: Any) -> Any:
+        return simulated_activation(keras.activations.get(self.activation), inputs)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="mobileprune")
+class QuantizedAffine(keras.layers.Layer):
+    """A ``Rescaling`` or ``Normalization`` layer computed as its two int8 ops with the tensor between them quantized.
+
+    The converter writes ``Rescaling`` as MUL by the scale then ADD of the offset, and
+    ``Normalization`` as SUB of the mean then MUL by 1 / std, each op writing an int8
+    tensor with its own range: the first op's output gets an :class:`ActivationQuantizer`
+    here, the second's is quantized by the caller.
+
+    Args:
+        layer: the ``Rescaling`` or ``Normalization`` layer (not inverted).
+        ema_decay: the intermediate quantizer's moving-average decay.
+        **kwargs: ``keras.layers.Layer`` arguments.
+    """
+
+    simulates_int8 = True
+
+    def __init__(self, layer: keras.layers.Layer, ema_decay: float = 0.99, **kwargs: Any):
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.ema_decay = float(ema_decay)
+        self.between = ActivationQuantizer(ema_decay, name="between")
+
+    def build(self, input_shape: Any) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.between.build(input_shape)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        layer = self.layer
+        if isinstance(layer, keras.layers.Rescaling):
+            first = ops.multiply(ops.cast(inputs, self.compute_dtype), _constant_on_grid(layer.scale))
+            return ops.add(self.between(first, training=training), _constant_on_grid(layer.offset))
+        first = ops.subtract(inputs, _constant_on_grid(layer.mean))
+        # The converter folds the division by the constant std into a MUL by its reciprocal.
+        inverse_std = ops.divide(1.0, ops.maximum(ops.sqrt(layer.variance), keras.config.epsilon()))
+        return ops.multiply(self.between(first, training=training), _constant_on_grid(inverse_std))
+
+    def finalize_state(self) -> None:
+        # An adapted Normalization keeps its mean as a tensor made from its variables: remade after they load.
+        if isinstance(self.layer, keras.layers.Normalization):
+            self.layer.finalize_state()
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = {**super().get_config(), "ema_decay": self.ema_decay}
+        return {**config, "layer": keras.saving.serialize_keras_object(self.layer)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> QuantizedAffine:
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
+def _constant_on_grid(values: Any) -> Any:
+    """A constant operand of an int8 MUL/ADD/SUB as the file stores it: per tensor, asymmetric, 0 exact.
+
+    Measured (Normalization with mean [0.1, 0.2, 0.3]): with the constants unrounded the file's
+    logits were up to 3 output steps off the Keras model's, with them rounded 0. A fake-quant on a
+    scalar constant made TF 2.21's converter leave float islands (and a file that crashed LiteRT).
+    """
+    values = ops.cast(ops.convert_to_tensor(values), "float32")
+    if (
+        int(np_prod(values.shape)) == 1
+    ):  # a single value ends its own range: exact (and a fake-quant there breaks conversion)
+        return values
+    low = ops.minimum(ops.min(values), 0.0)
+    high = ops.maximum(ops.max(values), low + 1e-12)  # an all-zero constant stays 0
+    return fake_quant_with_min_max_vars(values, low, high, num_bits=8, narrow_range=False)
+
+
+def quantized_affine_fits(layer: Any) -> bool:
+    """Whether :class:`QuantizedAffine` computes this layer (a Rescaling, or a Normalization not inverted)."""
+    if type(layer) is keras.layers.Rescaling:
+        return True
+    return type(layer) is keras.layers.Normalization and not layer.invert
