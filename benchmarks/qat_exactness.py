@@ -52,7 +52,7 @@ Example:
 python -m benchmarks.qat_exactness            # full run -> benchmarks/results/qat_exactness.json
 python -m benchmarks.qat_exactness --quick    # one epoch each, to a temp folder
 python -m benchmarks.qat_exactness --diagnose mobilenet_v2_0.35   # -> results/qat_exactness_diagnosis_<model>.json
-python -m benchmarks.qat_exactness --models mobilenet_v2_0.35 --seed 1   # -> results/qat_exactness_seed1.json
+python -m benchmarks.qat_exactness --models vit_encoder --seed 1   # -> results/qat_exactness_vit_encoder_seed1.json
 ```
 """
 
@@ -562,7 +562,9 @@ def main() -> None:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
     }
-    stem = "qat_exactness" + (f"_seed{args.seed}" if args.seed else "")
+    # All five models: qat_exactness[_seed<N>].json; a selection names its models and seed (no file overwrites another's).
+    chosen = "" if list(args.models) == list(CASES) else "_" + "_".join(args.models).replace(".", "")
+    stem = "qat_exactness" + (f"{chosen}_seed{args.seed}" if chosen else (f"_seed{args.seed}" if args.seed else ""))
     print("wrote", write_results(stem, payload, results_dir(args.quick, args.allow_dirty)))
 
 
