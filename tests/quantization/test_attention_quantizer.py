@@ -166,11 +166,10 @@ def test_int8_attention_file_predicts_like_the_keras_model(trained_vit, digits, 
     file_logits = run_tflite(str(result.path), digits.x_test)
     step = mp.activation_quantizers(qat)["logits_quant"][0]
     steps = np.abs(file_logits - keras_logits) / step
-    # Each int8 op alone matches its simulation to within one step (fixed-point requantization
-    # rounds some 0.1-0.4% of the values the other way); chained through attention and the float
-    # LayerNormalization, a few steps: measured 2 with per-tensor Dense kernels, 3 with per-channel ones
-    # (the rounding lands elsewhere; the digits CNN and the KWS net, per-channel Dense and no LayerNormalization,
-    # stay within 1 step in benchmarks/results/qat_exactness.json).
+    # Each int8 op alone matches its simulation (BATCH_MATMUL's double rounding included, tested above)
+    # but for float32 near-ties in Keras's own matmuls, which the float LayerNormalization and the attention
+    # can widen to a few steps downstream; the bound is the one measured before BATCH_MATMUL was simulated
+    # (after it, the benchmark ViT stays within 1 step: benchmarks/results/qat_exactness_vit_encoder_seed0.json).
     assert steps.max() <= 3.01, steps.max()
     assert np.quantile(steps, 0.99) <= 1.01, np.quantile(steps, 0.99)
     assert np.mean(keras_logits.argmax(1) == file_logits.argmax(1)) >= 0.98  # a one-epoch model has near ties
