@@ -1,6 +1,7 @@
-"""The int8 file's BATCH_MATMUL ops against the quantization-aware simulation of them, on every backend.
+"""The int8 file's BATCH_MATMUL and QUANTIZE ops against the quantization-aware simulation of them, on every backend.
 
-``QuantizedAttention`` rounds its scores and contexts as LiteRT's int8 BATCH_MATMUL does (fixed-point
+``ActivationQuantizer`` rounds as the file's QUANTIZE does (``round_like_quantize``) and
+``QuantizedAttention`` its scores and contexts as LiteRT's int8 BATCH_MATMUL does (fixed-point
 requantization, rounded twice: ``attention_quantizer.batch_matmul``) with ops the converter must not
 see: the export traces the plain product (``backend.tracing_for_tflite``), on TensorFlow in process and
 on JAX and PyTorch in the TensorFlow child that writes the SavedModel.
@@ -67,3 +68,39 @@ def test_exported_batch_matmuls_round_like_the_simulation(tmp_path):
             off[position] += int(np.count_nonzero(codes != interpreter.get_tensor(op["outputs"][0])))
     # The same inputs give the same codes: before the simulation rounded twice, 0.2-0.4% of them were one step off.
     assert off == [0, 0], off
+
+
+def test_input_quantizer_codes_equal_the_files_quantize_near_half_steps(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    import mobileprune as mp
+    from mobileprune.quantization.quantizer_layers import ActivationQuantizer
+
+    low, high = -2.715085506439209, 2.4030494689941406
+    inputs = keras.Input((256,))
+    qat = mp.quantize_aware(keras.Model(inputs, keras.layers.Dense(4, name="logits")(inputs)))
+    quantizer = next(layer for layer in qat.layers if isinstance(layer, ActivationQuantizer))
+    quantizer.range_min.assign(low)
+    quantizer.range_max.assign(high)
+    qat(np.random.default_rng(0).normal(size=(8, 256)).astype("float32"), training=True)  # the logits range
+    quantizer.range_min.assign(low)
+    quantizer.range_max.assign(high)
+    path = mp.export_tflite(qat, tmp_path / "quantize.tflite", quantize="int8", sparse=False).path
+    scale = (np.float32(high) - np.float32(low)) / np.float32(255)
+    zero_point = np.floor(-np.float32(low) / scale + np.float32(0.5))
+    rows = [(np.arange(256, dtype=np.float32) - zero_point + np.float32(0.5)) * scale]  # every half step
+    for direction in (np.inf, -np.inf):
+        rows += [np.nextafter(rows[0], np.float32(direction)), np.nextafter(rows[-1], np.float32(direction))]
+    x = np.stack(rows).astype(np.float32)
+    interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    quantize = next(op for op in interpreter._get_ops_details() if op["op_name"] == "QUANTIZE")
+    entry = interpreter.get_input_details()[0]["index"]
+    file_codes = []
+    for row in x:
+        interpreter.set_tensor(entry, row[None])
+        interpreter.invoke()
+        file_codes.append(interpreter.get_tensor(quantize["outputs"][0])[0].astype(np.float64))
+    file_scale, file_zero_point = interpreter.get_tensor_details()[quantize["outputs"][0]]["quantization"]
+    keras_codes = np.round(keras.ops.convert_to_numpy(quantizer(x)) / file_scale) + file_zero_point
+    np.testing.assert_array_equal(keras_codes, np.stack(file_codes))
