@@ -577,6 +577,31 @@ def _has_seed_state(model: keras.Model) -> bool:
     return any(str(variable.dtype) == "uint32" for variable in model.variables)
 
 
+_TRACING_FOR_TFLITE = contextvars.ContextVar("mobileprune_tracing_for_tflite", default=False)
+
+
+@contextlib.contextmanager
+def tracing_for_tflite():
+    """Context in which Keras models are traced for the TFLite converter (``is_tracing_for_tflite()`` is true).
+
+    A quantization-aware layer that simulates a kernel's integer arithmetic with extra ops
+    (``QuantizedAttention``'s fixed-point BATCH_MATMUL rounding) writes the plain float op
+    here instead: the converter must see ``FakeQuant(op(FakeQuant, FakeQuant))`` to emit one
+    int8 op, and the extra ops would stay in the file. Set around every conversion and
+    SavedModel export of this package (``convert``, ``write_inference_saved_model``).
+    """
+    token = _TRACING_FOR_TFLITE.set(True)
+    try:
+        yield
+    finally:
+        _TRACING_FOR_TFLITE.reset(token)
+
+
+def is_tracing_for_tflite() -> bool:
+    """Whether the current trace is for the TFLite converter (see :func:`tracing_for_tflite`)."""
+    return _TRACING_FOR_TFLITE.get()
+
+
 def write_inference_saved_model(model: keras.Model, directory: str, batch_size: int | None = None) -> None:
     """Write `model`'s inference function as a SavedModel, the batch dimension fixed when asked.
 
@@ -605,8 +630,9 @@ def write_inference_saved_model(model: keras.Model, directory: str, batch_size: 
     else:
         specs = [tf.TensorSpec((batch_size, *x.shape[1:]), x.dtype, name=x.name) for x in model.inputs]
         signature = specs if len(specs) == 1 else [specs]
-    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
-    archive.write_out(directory, verbose=False)
+    with tracing_for_tflite():
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+        archive.write_out(directory, verbose=False)
 
 
 def tflite_converter(model: keras.Model, workdir: str, batch_size: int | None = None, tf_ops_needed: bool = False):

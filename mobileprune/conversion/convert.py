@@ -77,7 +77,9 @@ def convert(
             ``allow_select_tf_ops`` is false.
         ConversionError: any other converter failure.
     """
-    with source.stripped():
+    from mobileprune import backend  # imports Keras: only when converting
+
+    with source.stripped(), backend.tracing_for_tflite():
         converter = source.converter(batch_size)
         if is_quantization_aware(source.model):  # int8 ranges come from training
             configure_quantization_aware(converter, quantize, int8_io, sparse)

@@ -16,7 +16,8 @@ def assert_biases_match_the_file(qat, tflite_path, expected: int) -> None:
     """Each simulated bias is on its int32 grid, and the file stores exactly those codes and scales.
 
     TFLite's Conv/Depthwise/FullyConnected bias is int32 on input scale x weight scale (per output
-    channel), zero point 0; read here from the file's tensors.
+    channel), zero point 0; read here from the file's tensors. A channel whose unrounded code is
+    within 1e-3 of a half may be one code off (see ``_near_half_codes``); every other one is exact.
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -39,4 +40,29 @@ def assert_biases_match_the_file(qat, tflite_path, expected: int) -> None:
             for stored, scales in in_file
             if stored.shape == codes.shape and np.allclose(np.broadcast_to(scales, codes.shape), step, rtol=1e-5)
         ]
-        assert any(np.array_equal(stored, np.round(codes)) for stored in matches), (name, codes[:4], matches[:1])
+        near_half = _near_half_codes(qat, name, codes.shape)
+        assert any(
+            np.array_equal(np.where(near_half, 0, stored), np.where(near_half, 0, np.round(codes)))
+            and np.all(np.abs(stored - np.round(codes)) <= 1)
+            for stored in matches
+        ), (name, codes[:4], matches[:1])
+
+
+def _near_half_codes(qat, name: str, shape: tuple) -> np.ndarray:
+    """Channels of a ``QuantizeWrapper`` whose unrounded bias code lies within 1e-3 of a half code.
+
+    The simulation divides in float32, the converter in float64: there either rounding is right.
+    Measured on PyTorch (the digits test model): a depthwise bias at 8981.49995 codes, simulated 8982,
+    stored 8981. Projections inside an attention layer are compared exactly.
+    """
+    import keras
+
+    from mobileprune.quantization.quantizer_layers import QuantizeWrapper
+
+    layer = next((layer for layer in qat.layers if layer.name == name), None)
+    if not isinstance(layer, QuantizeWrapper) or layer.kind == "einsum":
+        return np.zeros(shape, bool)
+    kernel, bias = layer.folded_kernel_and_bias()
+    step = keras.ops.convert_to_numpy(layer.bias_step(kernel)).astype(np.float64)
+    raw = keras.ops.convert_to_numpy(bias).astype(np.float64).reshape(-1) / step.reshape(-1)
+    return np.abs(np.abs(raw - np.floor(raw)) - 0.5).reshape(shape) < 1e-3

@@ -87,6 +87,69 @@ def test_attention_is_simulated_and_reloads_with_its_ranges(trained_vit, digits,
         np.testing.assert_allclose(values, np.round(values), atol=1e-3, err_msg=name)
 
 
+def batch_matmul_codes(a_codes: np.ndarray, b_codes: np.ndarray, multiplier: float, double: bool = True) -> np.ndarray:
+    """int8 BATCH_MATMUL's output codes (before the zero point) from the input codes (less their zero points).
+
+    An int64 reference of TFLite's requantization (gemmlowp's MultiplyByQuantizedMultiplier):
+    ``double`` rounds as the kernel does, a doubling high multiply by the 31-bit mantissa and then a
+    rounding shift right; otherwise once, ``round(acc * multiplier)`` (what a float fake quant computes).
+    """
+    accumulator = a_codes.astype(np.int64) @ b_codes.astype(np.int64)
+    if not double:
+        return np.sign(accumulator) * np.floor(np.abs(accumulator * multiplier) + 0.5)
+    mantissa, exponent = np.frexp(multiplier)
+    fixed = int(round(mantissa * (1 << 31)))
+    product = accumulator * fixed
+    nudged = product + np.where(product >= 0, 1 << 30, 1 - (1 << 30))
+    high = np.where(nudged >= 0, nudged // (1 << 31), -((-nudged) // (1 << 31)))  # truncated toward zero
+    shift = -exponent
+    remainder, threshold = high & ((1 << shift) - 1), ((1 << shift) - 1) // 2 + (high < 0)
+    return (high >> shift) + (remainder > threshold)
+
+
+def test_attention_scores_and_contexts_round_like_int8_batch_matmul(trained_vit, digits):
+    from mobileprune.quantization.attention_quantizer import QuantizedAttention
+
+    qat = quantize_quietly(trained_vit)
+    qat.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, batch_size=64, verbose=0)  # trained ranges
+    attention = next(layer for layer in qat.layers if isinstance(layer, QuantizedAttention))
+    block_input = keras.Model(qat.inputs, qat.get_layer("norm_quant").output).predict(digits.x_test[:64], verbose=0)
+    traced = {
+        name: keras.ops.convert_to_numpy(value) for name, value in attention.trace(block_input, block_input).items()
+    }
+
+    def codes(values, quantizer):  # the int8 codes less the zero point, and the quantizer's float32 scale
+        scale = float(np.float32(keras.ops.convert_to_numpy(quantizer.scale())))
+        return np.round(values / scale).astype(np.int64), scale
+
+    heads_first = (0, 2, 1, 3)  # [B, T, N, H] -> [B, N, T, H]
+    products = [
+        (
+            "query",
+            "key",
+            "scores",
+            attention.scores_quantizer,
+            lambda q, k: (q.transpose(heads_first), k.transpose(0, 2, 3, 1)),
+        ),
+        ("probabilities", "value", "context", attention.context_quantizer, lambda p, v: (p, v.transpose(heads_first))),
+    ]
+    quantizers = {"query": attention.query_quantizer, "key": attention.key_quantizer, "value": attention.value_quantizer,
+                  "probabilities": attention.probabilities_quantizer}  # fmt: skip
+    for left, right, name, out_quantizer, arrange in products:
+        (a, a_scale), (b, b_scale) = codes(traced[left], quantizers[left]), codes(traced[right], quantizers[right])
+        a, b = arrange(a, b)
+        out, out_scale = codes(traced[name], out_quantizer)
+        if name == "context":
+            out = out.transpose(heads_first)
+        zero_point = out_quantizer.scale_and_zero_point()[1]
+        multiplier = a_scale * b_scale / out_scale
+        expected = np.clip(batch_matmul_codes(a, b, multiplier) + zero_point, -128, 127) - zero_point
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+        # One rounding (the float fake quant alone) lands some of these products on the other side of a half step.
+        single = np.clip(batch_matmul_codes(a, b, multiplier, double=False) + zero_point, -128, 127) - zero_point
+        assert np.count_nonzero(single != expected) > 0, name
+
+
 @pytest.mark.tensorflow_only
 def test_int8_attention_file_predicts_like_the_keras_model(trained_vit, digits, tmp_path):
     import mobileprune as mp
@@ -103,11 +166,10 @@ def test_int8_attention_file_predicts_like_the_keras_model(trained_vit, digits, 
     file_logits = run_tflite(str(result.path), digits.x_test)
     step = mp.activation_quantizers(qat)["logits_quant"][0]
     steps = np.abs(file_logits - keras_logits) / step
-    # Each int8 op alone matches its simulation to within one step (fixed-point requantization
-    # rounds some 0.1-0.4% of the values the other way); chained through attention and the float
-    # LayerNormalization, a few steps: measured 2 with per-tensor Dense kernels, 3 with per-channel ones
-    # (the rounding lands elsewhere; the digits CNN and the KWS net, per-channel Dense and no LayerNormalization,
-    # stay within 1 step in benchmarks/results/qat_exactness.json).
+    # Each int8 op alone matches its simulation (BATCH_MATMUL's double rounding included, tested above)
+    # but for float32 near-ties in Keras's own matmuls, which the float LayerNormalization and the attention
+    # can widen to a few steps downstream; the bound is the one measured before BATCH_MATMUL was simulated
+    # (after it, the benchmark ViT stays within 1 step: benchmarks/results/qat_exactness_vit_encoder_seed0.json).
     assert steps.max() <= 3.01, steps.max()
     assert np.quantile(steps, 0.99) <= 1.01, np.quantile(steps, 0.99)
     assert np.mean(keras_logits.argmax(1) == file_logits.argmax(1)) >= 0.98  # a one-epoch model has near ties

@@ -124,6 +124,35 @@ def assert_within_output_steps(qat, tflite_path, x) -> None:
     assert steps.max() <= 4.01, steps.max()
 
 
+def test_activation_quantizer_rounds_like_the_files_quantize_near_half_steps():
+    from mobileprune.quantization.quantizer_layers import ActivationQuantizer
+
+    low, high = -2.715085506439209, 2.4030494689941406  # a LayerNormalization's range (the ViT, seed 2)
+    quantizer = ActivationQuantizer()
+    quantizer.build(())
+    quantizer.range_min.assign(low)
+    quantizer.range_max.assign(high)
+    scale = (np.float32(high) - np.float32(low)) / np.float32(255)
+    zero_point = np.floor(-np.float32(low) / scale + np.float32(0.5))  # TensorFlow's nudged zero point, 0..255
+    # Every half step, and its float32 neighbours up to 3 ulps away, plus the value that showed it.
+    halves = ((np.arange(256, dtype=np.float32) - zero_point + np.float32(0.5)) * scale).astype(np.float32)
+    x = [halves]
+    for direction in (np.inf, -np.inf):
+        step = halves
+        for _ in range(3):
+            step = np.nextafter(step, np.float32(direction))
+            x.append(step)
+    x = np.concatenate(x + [np.array([1.7762936], np.float32)])
+    # XNNPACK's f32 -> int8 conversion: round(x * (1 / scale)) in float32, ties to even, plus the zero point.
+    expected = np.clip(np.round(x * (np.float32(1) / scale)) + zero_point, 0, 255) - zero_point
+    got = np.round(keras.ops.convert_to_numpy(quantizer(x)) / scale)
+    np.testing.assert_array_equal(got, expected)
+    # The fake-quant op alone shifts by its nudged minimum first and rounds some of these the other way.
+    fake = keras.quantizers.fake_quant_with_min_max_vars(x, low, high, num_bits=8, narrow_range=False)
+    assert np.count_nonzero(np.round(keras.ops.convert_to_numpy(fake) / scale) != expected) > 0
+    assert got[-1] == 95 - (zero_point - 128)  # the file's code 95 (zero point 7), where the fake quant gave 96
+
+
 def test_resumed_training_continues_from_the_saved_ranges(float_model, digits, tmp_path):
     import mobileprune as mp
 
