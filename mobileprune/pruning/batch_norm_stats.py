@@ -79,7 +79,7 @@ def recalibrate_batch_norm(model: keras.Model, x: Any, batch_size: int = 256, ma
         for index, start in enumerate(starts):
             for layer in layers:
                 layer.momentum = index / (index + 1)
-            model(_rows(x, start, start + batch_size), training=True)
+            model(input_rows(x, start, start + batch_size), training=True)
     finally:
         for layer, momentum, trainable in saved:
             layer.momentum = momentum
@@ -156,7 +156,8 @@ def check_recalibration_inputs(x: Any, batch_size: int, max_batches: int | None)
     return lengths.pop()
 
 
-def _rows(x: Any, start: int, stop: int) -> Any:
+def input_rows(x: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of inputs given as an array or a list/tuple/dict of arrays."""
     if isinstance(x, dict):
         return {key: value[start:stop] for key, value in x.items()}
     if isinstance(x, (list, tuple)):

@@ -25,7 +25,7 @@ import numpy as np
 
 from mobileprune import backend, keras_private
 from mobileprune.pruning import policies
-from mobileprune.pruning.batch_norm_stats import check_recalibration_inputs, recalibrate_batch_norm
+from mobileprune.pruning.batch_norm_stats import check_recalibration_inputs, input_rows, recalibrate_batch_norm
 from mobileprune.pruning.engine import MaskUpdater, Update
 from mobileprune.pruning.report import sparsity_logs
 from mobileprune.pruning.resolve import resolve_pattern
@@ -300,16 +300,8 @@ class PruneCallback(keras.callbacks.Callback):
 
     def _check_recalibration_inputs_run(self, model: keras.Model) -> None:
         """Run the model on one recalibration input now: a mismatch must not wait for the end of training."""
-        data = self.recalibrate_batch_norm
-        one = (
-            {key: value[:1] for key, value in data.items()}
-            if isinstance(data, dict)
-            else [value[:1] for value in data]
-            if isinstance(data, (list, tuple))
-            else data[:1]
-        )
         try:
-            model(one, training=False)
+            model(input_rows(self.recalibrate_batch_norm, 0, 1), training=False)
         except Exception as error:  # noqa: BLE001 - any failure means these inputs cannot recalibrate the model
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(
