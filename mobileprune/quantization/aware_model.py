@@ -73,6 +73,7 @@ from mobileprune.quantization.quantizer_layers import (
     SimulatedActivation,
     activation_name,
     float_layer_normalization_fits,
+    identity_affine,
     quantized_affine_fits,
     weight_kind,
 )
@@ -301,6 +302,8 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
                     continue
         elif _is_fusable_activation(layer) or isinstance(layer, _REQUANTIZING) or _is_requantizing_op(layer):
             pass
+        elif quantized_affine_fits(layer) and identity_affine(layer):
+            continue  # x * 1 + 0: the converter drops it, the range passes through
         elif quantized_affine_fits(layer) and calls[id(layer)] == 1:
             plan.affine.add(id(layer))
         elif _is_simulated_attention(layer, node, calls):
