@@ -441,9 +441,15 @@ def named_weights(model) -> dict[str, list[np.ndarray]]:
 
 
 def model_from(weights: dict[str, list[np.ndarray]], args, seed: int):
+    """A fresh model with ``weights`` (from :func:`named_weights`), layer by layer in order.
+
+    In order, not by name: a Keras application's auto-named layers (``rescaling``, ``normalization``)
+    get a new suffix in each model built in the process.
+    """
     model = build(args.width, seed)
-    for name, values in weights.items():
-        model.get_layer(name).set_weights(values)
+    layers = [layer for layer in model.layers if layer.weights]
+    for layer, values in zip(layers, weights.values(), strict=True):
+        layer.set_weights(values)
     return model
 
 
