@@ -288,6 +288,14 @@ def _print_result(result, quantization_aware: bool = False) -> None:
     fidelity = result.fidelity
     if fidelity is not None:
         summary.append(["agreement (top-1)", "-" if fidelity.agreement is None else f"{100 * fidelity.agreement:.2f}%"])
+        if fidelity.top1_ties:
+            summary.append(
+                [
+                    "top-1 ties (file)",
+                    f"{100 * fidelity.top1_ties:.2f}% of inputs: int8 rounding made the two largest outputs equal"
+                    " (argmax takes the first class)",
+                ]
+            )
         summary.append(["max / mean |diff|", f"{fidelity.max_abs_diff:.4g} / {fidelity.mean_abs_diff:.4g}"])
         if fidelity.keras_accuracy is not None:
             summary.append(

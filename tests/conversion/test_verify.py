@@ -21,6 +21,19 @@ def test_compare_outputs_exact_values():
     assert one_hot.tflite_accuracy == 0.5
 
 
+def test_top1_ties_count_inputs_whose_file_output_ties_where_the_model_did_not():
+    reference = np.array([[1.0, 0.9, 0.0], [2.0, 2.0, 0.0], [0.0, 0.5, 0.4], [3.0, 0.0, 1.0]])
+    converted = np.array([[1.0, 1.0, 0.0], [2.0, 2.0, 0.0], [0.0, 0.5, 0.5], [3.0, 0.0, 3.0]])
+    # Rows 0, 2 and 3 tie in the file only; row 1 ties in the model already.
+    assert compare_outputs(reference, converted).top1_ties == 0.75
+    assert compare_outputs(reference, reference).top1_ties == 0.0
+    sequences = np.zeros((2, 4, 3)) + np.arange(3) * 0.01  # (batch, positions, classes): an input counts once
+    tied = sequences.copy()
+    tied[0, 1:3] = [1.0, 1.0, 0.0]
+    assert compare_outputs(sequences, tied).top1_ties == 0.5
+    assert compare_outputs(np.array([[0.5], [1.0]]), np.array([[0.5], [1.0]])).top1_ties is None
+
+
 def test_single_unit_output_has_no_agreement():
     report = compare_outputs(np.array([[0.5], [1.0]]), np.array([[0.25], [1.0]]))
     assert report.agreement is None and report.max_abs_diff == 0.25 and report.keras_accuracy is None
