@@ -95,7 +95,7 @@ def digits_cnn(keras_module: Any):
     )
 
 
-def depthwise_net(keras_module: Any, width: int = 8, input_shape: tuple = (8, 8, 1)):
+def depthwise_net(keras_module: Any, width: int = 8, input_shape: tuple = (8, 8, 1), classes: int = 10):
     """Build a MobileNetV2-style depthwise-heavy CNN with ``keras_module`` (the QAT accuracy task's net).
 
     A stem conv, then four inverted residual blocks (1x1 expand + BN + ReLU,
@@ -107,6 +107,7 @@ def depthwise_net(keras_module: Any, width: int = 8, input_shape: tuple = (8, 8,
         keras_module: ``keras`` (Keras 3) or ``tf_keras`` (legacy).
         width: channels of the stem and of the bottlenecks (expansions are 4x).
         input_shape: image shape.
+        classes: logits.
     """
     layers = keras_module.layers
     inputs = keras_module.Input(input_shape)
@@ -122,17 +123,18 @@ def depthwise_net(keras_module: Any, width: int = 8, input_shape: tuple = (8, 8,
         y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
         x = layers.Add(name=f"{name}_add")([x, y]) if stride == 1 and out == x.shape[-1] else y
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(10, name="logits")(x)
+    outputs = layers.Dense(classes, name="logits")(x)
     return keras_module.Model(inputs, outputs, name="depthwise_net")
 
 
-def small_cnn(keras_module: Any, width: int = 8, input_shape: tuple = (8, 8, 1)):
+def small_cnn(keras_module: Any, width: int = 8, input_shape: tuple = (8, 8, 1), classes: int = 10):
     """Build a small digits CNN with ``keras_module``: two 3x3 convolutions, max pooling, two Dense layers.
 
     Args:
         keras_module: ``keras`` (Keras 3) or ``tf_keras`` (legacy).
         width: channels of the first convolution (the second has twice as many).
         input_shape: image shape.
+        classes: logits.
     """
     layers = keras_module.layers
     inputs = keras_module.Input(input_shape)
@@ -140,7 +142,7 @@ def small_cnn(keras_module: Any, width: int = 8, input_shape: tuple = (8, 8, 1))
     x = layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2")(x)
     x = layers.Flatten(name="flatten")(layers.MaxPooling2D(name="pool")(x))
     x = layers.Dense(4 * width, activation="relu", name="dense1")(x)
-    return keras_module.Model(inputs, layers.Dense(10, name="logits")(x), name="small_cnn")
+    return keras_module.Model(inputs, layers.Dense(classes, name="logits")(x), name="small_cnn")
 
 
 MODEL_BUILDERS = {

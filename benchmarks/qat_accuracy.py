@@ -119,11 +119,40 @@ def load_task(task: str = "digits") -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
         data = generated_images()
         return data.x_train, data.y_train, data.x_test, data.y_test
+    if task == "angles":
+        x_train, y_train = angle_bins(4000, seed=100)
+        x_test, y_test = angle_bins(2000, seed=200)
+        return x_train, y_train, x_test, y_test
     return digits_data(32, 3) if ARCHITECTURE["name"] in KERAS_APPLICATIONS else digits_data()
 
 
 #: The architecture of the run (``--model``); the tf-keras side builds the same one by name.
-ARCHITECTURE = {"name": "small_cnn"}
+ARCHITECTURE: dict[str, Any] = {"name": "small_cnn", "input_shape": (8, 8, 1), "classes": 10}
+#: ``--task angles``: image size and classes (bins of the angle).
+ANGLE_IMAGE_SIZE, ANGLE_CLASSES = 16, 30
+
+
+def angle_bins(count: int, seed: int, size: int = ANGLE_IMAGE_SIZE, classes: int = ANGLE_CLASSES):
+    """``count`` noisy ``size`` x ``size`` images of one bar at a random angle; the label is the angle's bin.
+
+    The angle is uniform in [0, 180) degrees and each class is a ``180 / classes`` degree bin, so
+    examples lie arbitrarily close to a class boundary (unlike digits, whose classes are far
+    apart): a small output error flips them. Bar centre, length and pixel noise vary too.
+    """
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(0, np.pi, count)
+    centre_x, centre_y = rng.uniform(size * 0.35, size * 0.65, (2, count))
+    half_length = rng.uniform(size * 0.3, size * 0.45, count)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    dx, dy = cols[None] - centre_x[:, None, None], rows[None] - centre_y[:, None, None]
+    cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+    along, across = dx * cos + dy * sin, dy * cos - dx * sin
+    images = np.exp(-0.5 * (across / 0.7) ** 2) * (np.abs(along) < half_length[:, None, None])
+    images = images + 0.15 * rng.standard_normal(images.shape)
+    labels = np.floor(theta / np.pi * classes).astype("int32") % classes
+    return images[..., None].astype("float32"), labels
+
+
 #: Keras 3 applications on the digits upscaled to 32x32x3 (no tf-keras twin: ``--skip-tfmot``).
 KERAS_APPLICATIONS = ("mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small")
 
@@ -158,7 +187,9 @@ def build(width: int, seed: int):
         return mobilenet_v2()
     if ARCHITECTURE["name"] in KERAS_APPLICATIONS:
         return keras_application(ARCHITECTURE["name"])
-    return MODEL_BUILDERS[ARCHITECTURE["name"]](keras, width=width)
+    return MODEL_BUILDERS[ARCHITECTURE["name"]](
+        keras, width=width, input_shape=ARCHITECTURE["input_shape"], classes=ARCHITECTURE["classes"]
+    )
 
 
 def compile_model(model, learning_rate: float):
@@ -177,6 +208,13 @@ def copy_of(model, width: int, seed: int):
     clone = build(width, seed)
     clone.set_weights(model.get_weights())
     return clone
+
+
+def _errors_on_ties(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the test inputs a file gets wrong where its two largest logits are equal."""
+    two_largest = np.sort(logits, axis=-1)[:, -2:]
+    tied = two_largest[:, 0] == two_largest[:, 1]
+    return float(np.mean(tied & (np.argmax(logits, axis=-1) != labels)))
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -356,10 +394,17 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
     qat_file = export_qat(qat, folder / "qat.tflite")
     qat_keras = keras_logits(qat, x_test)
     qat_file_logits = file_logits(qat_file.path, x_test)
+    from mobileprune.conversion.verify import compare_outputs
+
+    control_logits, ptq_logits = keras_logits(control, x_test), file_logits(ptq.path, x_test)
     row.update(
-        float_acc=accuracy(keras_logits(control, x_test), y_test),
+        float_acc=accuracy(control_logits, y_test),
         float_acc_stale_bn=float_acc_stale_bn,
-        ptq_acc=accuracy(file_logits(ptq.path, x_test), y_test),
+        ptq_acc=accuracy(ptq_logits, y_test),
+        # Inputs whose two largest int8 logits are equal in the file (argmax takes the first class).
+        ptq_top1_ties=compare_outputs(control_logits, ptq_logits).top1_ties,
+        qat_top1_ties=compare_outputs(qat_keras, qat_file_logits).top1_ties,
+        ptq_errors_on_ties=_errors_on_ties(ptq_logits, y_test),
         qat_keras_acc=accuracy(qat_keras, y_test),
         qat_file_acc=accuracy(qat_file_logits, y_test),
         qat_file_agreement=float(np.mean(qat_keras.argmax(1) == qat_file_logits.argmax(1))),
@@ -615,9 +660,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", choices=["depthwise_net", *KERAS_APPLICATIONS, "small_cnn"], default="small_cnn")
     parser.add_argument(
         "--task",
-        choices=["digits", "generated_images"],
+        choices=["digits", "generated_images", "angles"],
         default="digits",
-        help="generated_images: clustering_vs_tfmot's harder 32x32x3 task (Keras application models only)",
+        help="generated_images: clustering_vs_tfmot's harder 32x32x3 task (Keras application models only); "
+        "angles: a bar's angle in 30 bins, 16x16 (small_cnn, depthwise_net; --skip-tfmot)",
     )
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=15, help="float training from scratch")
@@ -654,8 +700,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seeds, args.epochs, args.prune_epochs, args.qat_epochs, args.rounds = [0], 3, 2, 2, 4
     if args.model in KERAS_APPLICATIONS and not args.skip_tfmot:
         parser.error(f"--model {args.model} has no tf-keras twin: add --skip-tfmot")
-    if args.task != "digits" and args.model not in KERAS_APPLICATIONS:
+    if args.task == "generated_images" and args.model not in KERAS_APPLICATIONS:
         parser.error(f"--task {args.task} is 32x32x3: use --model {' or '.join(KERAS_APPLICATIONS)}")
+    if args.task == "angles" and (args.model in KERAS_APPLICATIONS or not args.skip_tfmot):
+        parser.error("--task angles is 16x16x1 with 30 classes: use --model small_cnn or depthwise_net, --skip-tfmot")
     if args.settle_epochs and not args.skip_tfmot:
         parser.error("--settle-epochs changes only our PQAT's start: add --skip-tfmot")
     if args.qat_epochs - args.settle_epochs < 2:
@@ -668,6 +716,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     ARCHITECTURE["name"] = args.model
+    if args.task == "angles":
+        ARCHITECTURE.update(input_shape=(ANGLE_IMAGE_SIZE, ANGLE_IMAGE_SIZE, 1), classes=ANGLE_CLASSES)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     load_before = os.getloadavg()
     data = load_task(args.task)
