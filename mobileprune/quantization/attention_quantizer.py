@@ -53,6 +53,7 @@ from mobileprune.conversion.masked_attention import FILL_MARGIN, call_mask, fill
 from mobileprune.quantization.quantizer_layers import (
     ActivationQuantizer,
     FixedRangeQuantizer,
+    InnerLayerWrapper,
     QuantizerLink,
     einsum_as_matmul,
     einsum_dims,
@@ -79,7 +80,7 @@ def attention_is_simulated(layer: Any, call_kwargs: dict[str, Any], query_rank: 
 
 
 @keras.saving.register_keras_serializable(package="mobileprune")
-class QuantizedAttention(keras.layers.Layer):
+class QuantizedAttention(InnerLayerWrapper):
     """MultiHeadAttention with int8 simulated at every tensor the int8 file keeps.
 
     Args:
@@ -89,11 +90,10 @@ class QuantizedAttention(keras.layers.Layer):
     """
 
     simulates_int8 = True
+    name_prefix = "quant_"
 
     def __init__(self, layer: keras.layers.MultiHeadAttention, ema_decay: float = 0.99, **kwargs: Any):
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(**kwargs)
-        self.layer = layer
+        super().__init__(layer, **kwargs)
         self.ema_decay = float(ema_decay)
         self.supports_masking = True  # the output keeps the query's Keras mask, as MultiHeadAttention's does
         self.query_quantizer = ActivationQuantizer(ema_decay, name="query")
@@ -194,16 +194,7 @@ class QuantizedAttention(keras.layers.Layer):
         return {**projections, "scores": scores, "probabilities": probabilities, "context": context, "output": output}
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config["layer"] = keras.saving.serialize_keras_object(self.layer)
-        config["ema_decay"] = self.ema_decay
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> QuantizedAttention:
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        return cls(**config)
+        return {**super().get_config(), "ema_decay": self.ema_decay}
 
 
 @keras.saving.register_keras_serializable(package="mobileprune")

@@ -210,8 +210,42 @@ class FixedRangeQuantizer(ActivationQuantizer):
         return {**super().get_config(), "activation": self.activation}
 
 
+class InnerLayerWrapper(keras.layers.Layer):
+    """Base of the layers here that compute one Keras layer in the file's way: ``self.layer``, saved in the config.
+
+    Subclasses set ``name_prefix`` (the default name is the prefix and the inner layer's name)
+    and write ``call``; the inner layer is built on the wrapper's input shape, and ``.keras``
+    files save and restore the inner layer with its weights.
+
+    Example:
+        >>> wrapper = FloatLayerNormalization(keras.layers.LayerNormalization(name="norm"))
+        >>> wrapper.name
+        'float_norm'
+    """
+
+    name_prefix = "wrapped_"
+
+    def __init__(self, layer: keras.layers.Layer, **kwargs: Any):
+        kwargs.setdefault("name", f"{self.name_prefix}{layer.name}")
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def build(self, input_shape: Any) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "layer": keras.saving.serialize_keras_object(self.layer)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> InnerLayerWrapper:
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="mobileprune")
-class QuantizeWrapper(keras.layers.Layer):
+class QuantizeWrapper(InnerLayerWrapper):
     """Run ``layer`` with its kernel fake-quantized the way TFLite's int8 op stores it.
 
     Args:
@@ -224,6 +258,7 @@ class QuantizeWrapper(keras.layers.Layer):
     """
 
     simulates_int8 = True
+    name_prefix = "quant_"
 
     def __init__(
         self,
@@ -232,9 +267,7 @@ class QuantizeWrapper(keras.layers.Layer):
         pre_activation_quantizer: bool = False,
         **kwargs: Any,
     ):
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(**kwargs)
-        self.layer = layer
+        super().__init__(layer, **kwargs)
         self.batch_norm = batch_norm
         self.kind = weight_kind(layer)
         self.activation = getattr(layer, "activation", None) or keras.activations.linear
@@ -262,8 +295,7 @@ class QuantizeWrapper(keras.layers.Layer):
         return self.layer.compute_mask(inputs, previous_mask) if self.layer.supports_masking else None
 
     def build(self, input_shape: Any) -> None:
-        if not self.layer.built:
-            self.layer.build(input_shape)
+        super().build(input_shape)
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(self.layer.compute_output_shape(input_shape))
         if self.pre_activation_quantizer is not None:
@@ -384,7 +416,6 @@ class QuantizeWrapper(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config["layer"] = keras.saving.serialize_keras_object(self.layer)
         config["batch_norm"] = None if self.batch_norm is None else keras.saving.serialize_keras_object(self.batch_norm)
         config["pre_activation_quantizer"] = self.pre_activation_quantizer is not None
         return config
@@ -392,10 +423,9 @@ class QuantizeWrapper(keras.layers.Layer):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> QuantizeWrapper:
         config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         if config.get("batch_norm") is not None:
             config["batch_norm"] = keras.saving.deserialize_keras_object(config["batch_norm"])
-        return cls(**config)
+        return super().from_config(config)
 
 
 def weight_kind(layer: keras.layers.Layer) -> str | None:
@@ -586,7 +616,7 @@ def upstream_quantizer(tensor: Any) -> ActivationQuantizer | None:
 
 
 @keras.saving.register_keras_serializable(package="mobileprune")
-class FloatLayerNormalization(keras.layers.Layer):
+class FloatLayerNormalization(InnerLayerWrapper):
     """A LayerNormalization the int8 file runs in float, between a DEQUANTIZE and a QUANTIZE.
 
     Measured with TF 2.21: given Keras's LayerNormalization on an int8 tensor, the converter
@@ -601,14 +631,7 @@ class FloatLayerNormalization(keras.layers.Layer):
         **kwargs: ``keras.layers.Layer`` arguments.
     """
 
-    def __init__(self, layer: keras.layers.LayerNormalization, **kwargs: Any):
-        kwargs.setdefault("name", f"float_{layer.name}")
-        super().__init__(**kwargs)
-        self.layer = layer
-
-    def build(self, input_shape: Any) -> None:
-        if not self.layer.built:
-            self.layer.build(input_shape)
+    name_prefix = "float_"
 
     def call(self, inputs: Any) -> Any:
         layer = self.layer
@@ -627,15 +650,6 @@ class FloatLayerNormalization(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "layer": keras.saving.serialize_keras_object(self.layer)}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> FloatLayerNormalization:
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        return cls(**config)
 
 
 def float_layer_normalization_fits(layer: Any) -> bool:
@@ -682,7 +696,7 @@ class SimulatedActivation(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mobileprune")
-class QuantizedAffine(keras.layers.Layer):
+class QuantizedAffine(InnerLayerWrapper):
     """A ``Rescaling`` or ``Normalization`` layer computed as its int8 ops with the tensor between them quantized.
 
     The converter writes ``Rescaling`` as MUL by the scale then ADD of the offset, and
@@ -697,17 +711,15 @@ class QuantizedAffine(keras.layers.Layer):
     """
 
     simulates_int8 = True
+    name_prefix = "quant_"
 
     def __init__(self, layer: keras.layers.Layer, ema_decay: float = 0.99, **kwargs: Any):
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(**kwargs)
-        self.layer = layer
+        super().__init__(layer, **kwargs)
         self.ema_decay = float(ema_decay)
         self.between = ActivationQuantizer(ema_decay, name="between")
 
     def build(self, input_shape: Any) -> None:
-        if not self.layer.built:
-            self.layer.build(input_shape)
+        super().build(input_shape)
         self.between.build(input_shape)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
@@ -727,14 +739,7 @@ class QuantizedAffine(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        config = {**super().get_config(), "ema_decay": self.ema_decay}
-        return {**config, "layer": keras.saving.serialize_keras_object(self.layer)}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> QuantizedAffine:
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        return cls(**config)
+        return {**super().get_config(), "ema_decay": self.ema_decay}
 
 
 def affine_ops(layer: keras.layers.Layer) -> list[tuple[Any, Any]]:
