@@ -210,11 +210,14 @@ def copy_of(model, width: int, seed: int):
     return clone
 
 
+def _top1_tied(logits: np.ndarray) -> np.ndarray:
+    two_largest = np.sort(logits, axis=-1)[:, -2:]
+    return two_largest[:, 0] == two_largest[:, 1]
+
+
 def _errors_on_ties(logits: np.ndarray, labels: np.ndarray) -> float:
     """Share of the test inputs a file gets wrong where its two largest logits are equal."""
-    two_largest = np.sort(logits, axis=-1)[:, -2:]
-    tied = two_largest[:, 0] == two_largest[:, 1]
-    return float(np.mean(tied & (np.argmax(logits, axis=-1) != labels)))
+    return float(np.mean(_top1_tied(logits) & (np.argmax(logits, axis=-1) != labels)))
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -401,10 +404,12 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
         float_acc=accuracy(control_logits, y_test),
         float_acc_stale_bn=float_acc_stale_bn,
         ptq_acc=accuracy(ptq_logits, y_test),
-        # Inputs whose two largest int8 logits are equal in the file (argmax takes the first class).
+        # Inputs whose two largest int8 logits are equal in the file (argmax takes the first class); the
+        # float control's never are, the quantization-aware Keras model's are where its file's are.
         ptq_top1_ties=compare_outputs(control_logits, ptq_logits).top1_ties,
-        qat_top1_ties=compare_outputs(qat_keras, qat_file_logits).top1_ties,
+        qat_file_top1_ties=float(np.mean(_top1_tied(qat_file_logits))),
         ptq_errors_on_ties=_errors_on_ties(ptq_logits, y_test),
+        qat_file_errors_on_ties=_errors_on_ties(qat_file_logits, y_test),
         qat_keras_acc=accuracy(qat_keras, y_test),
         qat_file_acc=accuracy(qat_file_logits, y_test),
         qat_file_agreement=float(np.mean(qat_keras.argmax(1) == qat_file_logits.argmax(1))),
