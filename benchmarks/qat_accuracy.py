@@ -11,7 +11,12 @@ upscaled to 32x32x3, as in ``qat_exactness``; Keras 3 only, so ``--skip-tfmot``)
 32x32x3 digits, ``--skip-tfmot``: swish or hard swish and squeeze-and-excitation, the activations
 per-tensor int8 is reported to handle badly; see :func:`keras_application`). With these,
 ``--task generated_images`` replaces the digits by ``clustering_vs_tfmot``'s harder generated task
-(2,000 / 500 noisy 32x32x3 images; result file ``..._generated_images.json``). Per seed:
+(2,000 / 500 noisy 32x32x3 images; result file ``..._generated_images.json``). ``--task angles``
+(``small_cnn`` or ``depthwise_net``, ``--skip-tfmot``) is a task built for PTQ to lose on: 4,000 / 2,000
+noisy 16x16 images of one bar, the label its angle in 30 bins of 6 degrees (:func:`angle_bins`), so
+test images lie arbitrarily close to a class boundary. Each row also counts the test images whose
+two largest int8 logits are equal in the file (``*_top1_ties``; argmax then takes the first class).
+Per seed:
 
 1. **float**: trained ``--epochs`` from scratch, then fine-tuned ``--qat-epochs``
    more in float (the control: the same number of training epochs as QAT), then its
