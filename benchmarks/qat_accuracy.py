@@ -215,14 +215,11 @@ def copy_of(model, width: int, seed: int):
     return clone
 
 
-def _top1_tied(logits: np.ndarray) -> np.ndarray:
-    two_largest = np.sort(logits, axis=-1)[:, -2:]
-    return two_largest[:, 0] == two_largest[:, 1]
-
-
 def _errors_on_ties(logits: np.ndarray, labels: np.ndarray) -> float:
     """Share of the test inputs a file gets wrong where its two largest logits are equal."""
-    return float(np.mean(_top1_tied(logits) & (np.argmax(logits, axis=-1) != labels)))
+    from mobileprune.conversion.verify import top1_tied
+
+    return float(np.mean(top1_tied(logits) & (np.argmax(logits, axis=-1) != labels)))
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -402,7 +399,7 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
     qat_file = export_qat(qat, folder / "qat.tflite")
     qat_keras = keras_logits(qat, x_test)
     qat_file_logits = file_logits(qat_file.path, x_test)
-    from mobileprune.conversion.verify import compare_outputs
+    from mobileprune.conversion.verify import compare_outputs, top1_tied
 
     control_logits, ptq_logits = keras_logits(control, x_test), file_logits(ptq.path, x_test)
     row.update(
@@ -412,7 +409,7 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
         # Inputs whose two largest int8 logits are equal in the file (argmax takes the first class); the
         # float control's never are, the quantization-aware Keras model's are where its file's are.
         ptq_top1_ties=compare_outputs(control_logits, ptq_logits).top1_ties,
-        qat_file_top1_ties=float(np.mean(_top1_tied(qat_file_logits))),
+        qat_file_top1_ties=float(np.mean(top1_tied(qat_file_logits))),
         ptq_errors_on_ties=_errors_on_ties(ptq_logits, y_test),
         qat_file_errors_on_ties=_errors_on_ties(qat_file_logits, y_test),
         qat_keras_acc=accuracy(qat_keras, y_test),

@@ -155,7 +155,7 @@ def compare_outputs(reference: np.ndarray, converted: np.ndarray, labels: np.nda
         reference_top1 = reference.argmax(axis=-1)
         converted_top1 = converted.argmax(axis=-1)
         agreement = float(np.mean(reference_top1 == converted_top1))
-        top1_ties = float(np.mean(_top1_tied(converted) & ~_top1_tied(reference)))
+        top1_ties = float(np.mean(top1_tied(converted) & ~top1_tied(reference)))
         if labels is not None:
             truth = _label_indices(labels, classes)
             keras_accuracy = float(np.mean(reference_top1 == truth))
@@ -171,8 +171,13 @@ def compare_outputs(reference: np.ndarray, converted: np.ndarray, labels: np.nda
     )
 
 
-def _top1_tied(outputs: np.ndarray) -> np.ndarray:
-    """Per input: whether its largest output value is held by more than one class."""
+def top1_tied(outputs: np.ndarray) -> np.ndarray:
+    """Per input (axis 0): whether its largest output value is held by more than one class (last axis).
+
+    Example:
+        >>> top1_tied(np.array([[1.0, 1.0, 0.0], [2.0, 1.0, 0.0]])).tolist()
+        [True, False]
+    """
     two_largest = np.sort(outputs, axis=-1)[..., -2:]
     tied = two_largest[..., 0] == two_largest[..., 1]
     return tied.reshape(tied.shape[0], -1).any(axis=1)
