@@ -25,7 +25,9 @@ Per seed:
    calibrated on 256 training images (min/max, per-channel convolution weights,
    per-channel Dense weights: the converter's defaults).
 3. **QAT**: ``mp.quantize_aware`` of the model of step 1, fine-tuned
-   ``--qat-epochs``; its int8 file (no calibration data).
+   ``--qat-epochs``; its int8 file (no calibration data). ``--output-logits``: QAT and
+   PQAT with ``quantize_aware(output_logits=True)`` (the logits' int8 range spends its
+   steps near each example's largest logit, not min/max).
 4. **pruned + PTQ** / **PQAT** at each ``--sparsities``: the model of step 1
    pruned with ``PruneCallback`` (polynomial decay over ``--prune-epochs``),
    then ``--qat-epochs`` in float with the masks held and PTQ, or
@@ -390,7 +392,7 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
     # QAT and the float control, from the same trained weights, epochs interleaved.
     keras.utils.set_random_seed(seed)
     control = compile_model(copy_of(model, args.width, seed), args.finetune_learning_rate)
-    qat = compile_model(mp.quantize_aware(model), args.finetune_learning_rate)
+    qat = compile_model(mp.quantize_aware(model, output_logits=args.output_logits), args.finetune_learning_rate)
     times = fit_interleaved({"float": (control, []), "qat": (qat, [])}, x_train, y_train, args.batch_size,
                             args.qat_epochs)  # fmt: skip
     float_acc_stale_bn = accuracy(keras_logits(control, x_test), y_test)
@@ -448,7 +450,9 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
             start_acc_stale_bn = accuracy(keras_logits(pqat_start, x_test), y_test)
         if args.zero_constant_channels and (args.settle_epochs or args.bn_start):
             mp.zero_constant_batch_norm_channels(pqat_start)  # the moving statistics are the data's here
-        pqat = compile_model(mp.quantize_aware(pqat_start), args.finetune_learning_rate)
+        pqat = compile_model(
+            mp.quantize_aware(pqat_start, output_logits=args.output_logits), args.finetune_learning_rate
+        )
         fit_interleaved(
             {"float": (held, []), "pqat": (pqat, [])}, x_train, y_train, args.batch_size,
             args.qat_epochs - args.settle_epochs,
@@ -699,6 +703,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="mp.zero_constant_batch_norm_channels on the pruned float control after its BN re-estimate (its PTQ "
         "accuracy before is kept) and on PQAT's start with --settle-epochs/--bn-start",
+    )
+    parser.add_argument(
+        "--output-logits",
+        action="store_true",
+        help="QAT and PQAT with quantize_aware(output_logits=True): the logits' int8 range keeps the top of each example",
     )
     parser.add_argument("--name", help="result file name (default: qat_accuracy, or qat_accuracy_<model>)")
     add_harness_arguments(parser)

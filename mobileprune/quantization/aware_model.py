@@ -63,11 +63,13 @@ from mobileprune.quantization.attention_quantizer import (
 from mobileprune.quantization.quantizer_layers import (
     FIXED_RANGE_ACTIVATIONS,
     FUSABLE_ACTIVATIONS,
+    LOGITS_MARGIN,
     RANGE_PASS_THROUGH,
     REQUANTIZING_ACTIVATIONS,
     ActivationQuantizer,
     FixedRangeQuantizer,
     FloatLayerNormalization,
+    LogitsQuantizer,
     QuantizedAffine,
     QuantizeWrapper,
     SimulatedActivation,
@@ -104,31 +106,48 @@ class _Plan:
     float_norms: list[str] = field(default_factory=list)  # LayerNormalizations run as FloatLayerNormalization
     float_norm_ids: set[int] = field(default_factory=set)
     affine: set[int] = field(default_factory=set)  # Rescaling/Normalization run as QuantizedAffine (two int8 ops)
+    logits: set[int] = field(default_factory=set)  # layers whose quantized output (or pre-softmax tensor) is logits
     unsupported: list[str] = field(default_factory=list)
 
 
-def quantize_aware(model: keras.Model, ema_decay: float = 0.99) -> keras.Model:
+def quantize_aware(
+    model: keras.Model,
+    ema_decay: float = 0.99,
+    output_logits: bool = False,
+    logits_margin: float = LOGITS_MARGIN,
+) -> keras.Model:
     """Return a copy of ``model`` that simulates LiteRT int8 in training and inference.
 
     Args:
         model: a built Sequential or functional Keras 3 model (float32),
             pruning masks attached or not. It is not changed.
         ema_decay: moving-average decay of the activation ranges.
+        output_logits: the model's outputs are class logits, or a softmax of
+            them: their int8 range (the softmax's input's) is a
+            :class:`~mobileprune.quantization.quantizer_layers.LogitsQuantizer`'s,
+            which spends its steps on the logits near each example's largest
+            instead of min/max. Off by default: a regression output needs all of its range.
+        logits_margin: with ``output_logits``, how far below each example's
+            largest logit the range reaches (default ln 256).
 
     Raises:
         ValueError: the model is already quantization-aware, quantized by
             Keras (``model.quantize``), has recurrent layers, or is a
-            subclassed model without a functional graph.
+            subclassed model without a functional graph; with
+            ``output_logits``, an output that is not a quantized tensor or a softmax of one.
 
     Warns:
         UserWarning: once, naming the layers int8 cannot be simulated for;
             they stay float in the ``.tflite`` file (DEQUANTIZE/QUANTIZE around them).
     """
+    logits_margin = _checked_margin(logits_margin)
     functional = _as_functional(model)
     _check_quantizable(functional)
     _warn_optimizer_state(model)
     plan = _Plan()
     _plan_graph(functional, plan)
+    if output_logits:
+        _plan_logits(functional, plan)
     notes = []
     if plan.unsupported:
         notes.append(f"no int8 simulation for {', '.join(sorted(set(plan.unsupported)))}")
@@ -140,7 +159,7 @@ def quantize_aware(model: keras.Model, ema_decay: float = 0.99) -> keras.Model:
             "(dequantized before, quantized after them)",
             stacklevel=2,
         )
-    return _rebuild(functional, plan, ema_decay)
+    return _rebuild(functional, plan, ema_decay, logits_margin)
 
 
 def is_quantization_aware(model: Any) -> bool:
@@ -332,6 +351,41 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
             plan.quantize_output.add(id(end.operation))
 
 
+def _checked_margin(margin: Any) -> float:
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"quantize_aware: logits_margin must be a finite number >= 0 (logits), got {margin!r}")
+    return value
+
+
+def _plan_logits(model: keras.Model, plan: _Plan) -> None:
+    """Mark the quantizer of each output's logits: the output's own, or that of a final softmax's input."""
+    for tensor in model.outputs:
+        node = keras_private.producing_node(tensor)
+        while True:
+            layer = node.operation
+            if id(layer) in plan.quantize_output or (id(layer) in plan.fixed_output and id(layer) in plan.wrap):
+                if plan.fixed_output.get(id(layer), "softmax") != "softmax":
+                    break
+                plan.logits.add(id(layer))
+                break
+            softmax = plan.fixed_output.get(id(layer)) == "softmax"
+            passes = isinstance(layer, RANGE_PASS_THROUGH) or _is_identity_activation(layer)
+            passes = passes or (quantized_affine_fits(layer) and identity_affine(layer))
+            if not (softmax or passes) or len(node.parent_nodes) != 1:
+                break
+            node = node.parent_nodes[0]
+        if id(node.operation) not in plan.logits:
+            raise ValueError(
+                f"quantize_aware(output_logits=True): output {tensor.name!r} ({type(node.operation).__name__} "
+                f"{node.operation.name!r}) is not class logits on an int8 range of their own, or a softmax of them; "
+                "leave output_logits off for this model"
+            )
+
+
 def _is_fusable_activation(layer: Any) -> bool:
     if isinstance(layer, keras.layers.ReLU):
         return layer.negative_slope == 0 and layer.threshold == 0 and layer.max_value in (None, 6, 6.0)
@@ -378,7 +432,7 @@ def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     return layer.__class__.from_config(layer.get_config())
 
 
-def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
+def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float, logits_margin: float) -> keras.Model:
     originals: dict[int, Any] = {}
     pairs: list[tuple[Any, Any]] = []  # (original layer, its copy) whose weights to copy
 
@@ -400,7 +454,12 @@ def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
             pairs.append((layer, inner))
             if bn is not None:
                 pairs.append((bn, inner_bn))
-            new = QuantizeWrapper(inner, inner_bn, pre_activation_quantizer=id(layer) in plan.pre_activation)
+            new = QuantizeWrapper(
+                inner,
+                inner_bn,
+                pre_activation_quantizer=id(layer) in plan.pre_activation,
+                logits_margin=logits_margin if id(layer) in plan.logits else None,
+            )
         else:
             new = _copy_layer(layer)
             if id(layer) not in plan.absorbed:  # a folded BatchNormalization's copy is never called
@@ -427,7 +486,12 @@ def _rebuild(model: keras.Model, plan: _Plan, ema_decay: float) -> keras.Model:
         # A folded BatchNormalization is its convolution's output (the wrapper applied it).
         outputs = args[0] if id(original) in plan.absorbed else layer(*args, **kwargs)
         if id(original) in plan.quantize_output and isinstance(outputs, keras.KerasTensor):
-            outputs = ActivationQuantizer(ema_decay, name=f"{original.name}_quant")(outputs)
+            name = f"{original.name}_quant"
+            outputs = (
+                LogitsQuantizer(logits_margin, ema_decay, name=name)
+                if id(original) in plan.logits
+                else ActivationQuantizer(ema_decay, name=name)
+            )(outputs)
         elif id(original) in plan.fixed_output and isinstance(outputs, keras.KerasTensor):
             outputs = FixedRangeQuantizer(plan.fixed_output[id(original)], name=f"{original.name}_quant")(outputs)
         return outputs
