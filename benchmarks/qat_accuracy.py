@@ -426,6 +426,8 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
         qat_epoch_s=times["qat"],
         qat_over_float_epoch=epoch_ratio(times, "qat", "float"),
         range_spread=range_spread(control, x_train[:CALIBRATION_IMAGES]),
+        # The QAT model's float weights back in the float net: does QAT train as well as the float fine-tune?
+        qat_float_weights_acc=float_weights_acc(qat, model, args, seed, x_test, y_test),
     )
     row["ptq_loss_points"] = 100 * (row["float_acc"] - row["ptq_acc"])
     row["qat_gain_points"] = 100 * (row["qat_file_acc"] - row["ptq_acc"])
@@ -489,6 +491,28 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
     if not args.skip_tfmot:
         row["tfmot"] = run_tfmot_side(seed, args, data, trained_weights, pruned_starts, folder)
     return row
+
+
+def float_weights_acc(qat, model, args, seed: int, x_test, y_test) -> float | None:
+    """Test accuracy of a float copy of ``model`` holding the quantization-aware model's float weights.
+
+    Weights are found by layer name among the layers inside the wrappers (a folded BatchNormalization
+    included); ``None`` for the Keras applications, whose auto-named layers get new names in each copy.
+    """
+    from mobileprune import keras_private
+
+    if ARCHITECTURE["name"] in KERAS_APPLICATIONS:
+        return None
+    inner = {
+        layer.name: layer
+        for layer in keras_private.all_layers(qat, include_self=False)
+        if layer.weights and not getattr(layer, "simulates_int8", False)
+    }
+    floats = copy_of(model, args.width, seed)
+    for layer in floats.layers:
+        if layer.weights:
+            layer.set_weights(inner[layer.name].get_weights())
+    return accuracy(keras_logits(floats, x_test), y_test)
 
 
 def named_weights(model) -> dict[str, list[np.ndarray]]:
