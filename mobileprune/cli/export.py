@@ -293,7 +293,8 @@ def _print_result(result, quantization_aware: bool = False) -> None:
                 [
                     "top-1 ties (file)",
                     f"{100 * fidelity.top1_ties:.2f}% of inputs: int8 rounding made the two largest outputs equal"
-                    " (argmax takes the first class)",
+                    " (argmax takes the first class); finer logits: --quantize int16x8, or QAT with"
+                    " quantize_aware(model, output_logits=True)",
                 ]
             )
         summary.append(["max / mean |diff|", f"{fidelity.max_abs_diff:.4g} / {fidelity.mean_abs_diff:.4g}"])

@@ -193,6 +193,28 @@ def test_table_output_is_quiet_and_verbose_shows_the_native_log(tmp_path):
     assert json.loads(verbose.stdout)["quantize"] == "int8"
 
 
+def test_int8_ties_in_the_logits_are_reported_with_what_gives_finer_steps(tmp_path):
+    import keras
+
+    # Logits 0 and 1 differ by at most 0.5 (1 wins whenever x1 > 0); logit 2 stretches the range to ~1100,
+    # so one int8 step is ~4.3 and the file rounds 0 and 1 to the same code.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="logits")])
+    model.layers[0].set_weights(
+        [np.array([[100.0, 100.0, 0.0], [0.0, 0.5, -1000.0]], "float32"), np.zeros(3, "float32")]
+    )
+    model.save(tmp_path / "close.keras")
+    x = np.random.default_rng(0).uniform(0.05, 1.0, (64, 2)).astype("float32")
+    np.savez(tmp_path / "data.npz", x=x)
+    result = _run(
+        str(tmp_path / "close.keras"), "-o", str(tmp_path / "close.tflite"), "--quantize", "int8",
+        "--calibration", str(tmp_path / "data.npz"), "--validation", str(tmp_path / "data.npz"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "top-1 ties (file)" in result.stdout
+    cells = "".join(character for character in result.stdout if not character.isspace() and character not in "│┃")
+    assert "--quantizeint16x8" in cells and "quantize_aware(model,output_logits=True)" in cells  # the table wraps it
+
+
 @pytest.mark.needs_tf
 def test_blockwise_int4_export_prints_json_and_a_bad_block_size_keeps_the_old_file(tmp_path):
     import keras
