@@ -12,6 +12,8 @@ Multiply, Concatenate, global average pooling and other activations get a
 quantizer on their output; Reshape, Flatten, Dropout, max/average pooling,
 padding and cropping pass their input's range through; softmax, sigmoid and
 tanh are rounded to TFLite's fixed output grids. Every float model input gets one.
+With ``output_logits=True`` the outputs' range (a softmax output's input's) is a
+:class:`~mobileprune.quantization.quantizer_layers.LogitsQuantizer`'s.
 The pieces of EfficientNet and MobileNetV3: swish (silu) is LOGISTIC, on its fixed
 1/256 grid, times its input, then quantized; hard swish is one HARD_SWISH, quantized
 after; ``keras.ops`` arithmetic on symbolic tensors (MobileNetV3's ``relu6(x + 3) / 6``)

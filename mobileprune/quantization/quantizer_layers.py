@@ -13,6 +13,8 @@ op, which the TFLite converter turns into int8 tensors):
   would need a gradient through the range, which the moving average does
   not: chosen because it is what tfmot's default 8-bit scheme does and it
   needs no tuning of a second learning rate.
+* :class:`LogitsQuantizer`: class logits, the range reaching only a margin below each
+  example's largest logit (``quantize_aware(output_logits=True)``).
 * :class:`FixedRangeQuantizer`: the fixed int8 output grid of softmax,
   logistic (scale 1/256, zero point -128) and tanh (1/128, 0).
 * :class:`SimulatedActivation`: swish with its sigmoid on LOGISTIC's fixed grid
