@@ -76,6 +76,7 @@ from mobileprune.quantization.quantizer_layers import (
     QuantizeWrapper,
     SimulatedActivation,
     activation_name,
+    checked_margin,
     float_layer_normalization_fits,
     identity_affine,
     quantized_affine_fits,
@@ -142,7 +143,7 @@ def quantize_aware(
         UserWarning: once, naming the layers int8 cannot be simulated for;
             they stay float in the ``.tflite`` file (DEQUANTIZE/QUANTIZE around them).
     """
-    logits_margin = _checked_margin(logits_margin)
+    logits_margin = checked_margin(logits_margin, "quantize_aware: logits_margin")
     functional = _as_functional(model)
     _check_quantizable(functional)
     _warn_optimizer_state(model)
@@ -353,28 +354,16 @@ def _plan_graph(model: keras.Model, plan: _Plan) -> None:
             plan.quantize_output.add(id(end.operation))
 
 
-def _checked_margin(margin: Any) -> float:
-    try:
-        value = float(margin)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"quantize_aware: logits_margin must be a finite number >= 0 (logits), got {margin!r}")
-    return value
-
-
 def _plan_logits(model: keras.Model, plan: _Plan) -> None:
     """Mark the quantizer of each output's logits: the output's own, or that of a final softmax's input."""
     for tensor in model.outputs:
         node = keras_private.producing_node(tensor)
         while True:
             layer = node.operation
-            if id(layer) in plan.quantize_output or (id(layer) in plan.fixed_output and id(layer) in plan.wrap):
-                if plan.fixed_output.get(id(layer), "softmax") != "softmax":
-                    break
+            softmax = plan.fixed_output.get(id(layer)) == "softmax"
+            if id(layer) in plan.quantize_output or (softmax and id(layer) in plan.wrap):  # quantized here
                 plan.logits.add(id(layer))
                 break
-            softmax = plan.fixed_output.get(id(layer)) == "softmax"
             passes = isinstance(layer, RANGE_PASS_THROUGH) or _is_identity_activation(layer)
             passes = passes or (quantized_affine_fits(layer) and identity_affine(layer))
             if not (softmax or passes) or len(node.parent_nodes) != 1:

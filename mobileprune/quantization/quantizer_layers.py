@@ -189,6 +189,17 @@ class ActivationQuantizer(keras.layers.Layer):
 LOGITS_MARGIN = float(np.log(256.0))
 
 
+def checked_margin(margin: Any, caller: str) -> float:
+    """``margin`` as a float, or a one-line ``ValueError`` (naming ``caller``) unless it is finite and >= 0."""
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{caller} must be a finite number >= 0 (logits), got {margin!r}")
+    return value
+
+
 @keras.saving.register_keras_serializable(package="mobileprune")
 class LogitsQuantizer(ActivationQuantizer):
     """Fake-quantize class logits to int8 with a range that keeps only what decides the top classes.
@@ -208,16 +219,14 @@ class LogitsQuantizer(ActivationQuantizer):
     """
 
     def __init__(self, margin: float = LOGITS_MARGIN, ema_decay: float = 0.99, **kwargs: Any):
-        margin = float(margin)
-        if not np.isfinite(margin) or margin < 0:
-            raise ValueError(f"LogitsQuantizer: margin must be a finite number >= 0, got {margin}")
+        margin = checked_margin(margin, "LogitsQuantizer: margin")
         super().__init__(ema_decay, **kwargs)
         self.margin = margin
 
     def batch_range(self, inputs: Any) -> tuple[Any, Any]:
+        batch_min, batch_max = super().batch_range(inputs)
         lowest_top = ops.min(ops.max(inputs, axis=-1))
-        low = ops.maximum(ops.minimum(lowest_top - self.margin, 0.0), ops.min(inputs))
-        return ops.minimum(low, 0.0), ops.maximum(ops.max(inputs), 0.0)
+        return ops.maximum(ops.minimum(lowest_top - self.margin, 0.0), batch_min), batch_max
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "margin": self.margin}
