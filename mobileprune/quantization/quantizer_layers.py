@@ -208,9 +208,9 @@ class LogitsQuantizer(ActivationQuantizer):
     they change neither the argmax nor a softmax probability. The lower end of this range follows
     the smallest *largest logit* of the batch minus ``margin`` (moving average, as
     :class:`ActivationQuantizer`'s); logits below it are clipped there. Measured on
-    ``benchmarks/qat_accuracy.py --task angles`` (30 angle bins, logits spanning
-    about [-600, 100] after 60 epochs): the min/max step is 2.9 logits, and the two largest
-    int8 logits were equal on 9-23% of test images; see BENCHMARKS.md for this range's effect.
+    ``benchmarks/qat_accuracy.py --task angles`` (30 angle bins): with min/max ranges the two
+    largest int8 logits were equal on 9-24% of the test images (PTQ) and 9-23% (QAT), with this
+    range on 2.4-3.8%; see BENCHMARKS.md.
 
     Args:
         margin: how far below an example's largest logit the range must reach (≥ 0).
