@@ -41,7 +41,7 @@ class FidelityReport:
         top1_ties: share of inputs whose largest file output is held by two or more
             classes where the source model's is not (``None`` for a single unit): int8
             rounding made them equal, and argmax takes the first. Measured on a 30-class
-            task (``benchmarks/qat_accuracy.py --task angles``): 9-26% of the test inputs.
+            task (``benchmarks/qat_accuracy.py --task angles``): 9-24% of the test inputs.
     """
 
     samples: int
