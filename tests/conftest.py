@@ -20,7 +20,9 @@ BACKEND = os.environ["KERAS_BACKEND"]
 def pytest_collection_modifyitems(config, items):
     """Skip ``needs_tf`` tests without TensorFlow, ``<backend>_only`` ones under other Keras backends."""
     no_tf = pytest.mark.skip(reason="TensorFlow is not installed (runtime-only environment)")
-    other_backend = pytest.mark.skip(reason=f"written for another Keras backend; KERAS_BACKEND={BACKEND}")
+    other_backend = pytest.mark.skip(
+        reason=f"runs on another Keras backend's leg only (its marker says why); KERAS_BACKEND={BACKEND}"
+    )
     for item in items:
         if "needs_tf" in item.keywords and not HAS_TF:
             item.add_marker(no_tf)

@@ -13,6 +13,12 @@ import pytest
 
 from tests.conversion.conftest import assert_kernel_zeros_read_back
 
+# The tests marked REPORT_ONLY check the command's report of a converted file, not the backend that converted it: the
+# TensorFlow leg runs it. Under JAX and PyTorch each export is a ~25 s subprocess that converts in a second
+# (TensorFlow) process; export from those backends is checked by test_int8_export_with_validation_prints_json
+# here and tests/conversion/test_backends.py (float, int8 and blockwise int4).
+REPORT_ONLY = pytest.mark.tensorflow_only
+
 
 def _run(*arguments: str) -> subprocess.CompletedProcess:
     # As after a fresh install: nothing quiets TensorFlow but the command itself.
@@ -142,6 +148,7 @@ def test_android_assets_refuse_one_hot_labels_before_converting(tmp_path):
 
 
 @pytest.mark.needs_tf
+@REPORT_ONLY
 def test_android_assets_failure_after_export_exits_2_with_one_line(digits, tmp_path):
     from mobileprune.demo.digits import build_digits_cnn
 
@@ -166,6 +173,7 @@ def test_android_assets_failure_after_export_exits_2_with_one_line(digits, tmp_p
 
 
 @pytest.mark.needs_tf
+@REPORT_ONLY
 def test_table_output_is_quiet_and_verbose_shows_the_native_log(tmp_path):
     import keras
 
@@ -193,6 +201,7 @@ def test_table_output_is_quiet_and_verbose_shows_the_native_log(tmp_path):
     assert json.loads(verbose.stdout)["quantize"] == "int8"
 
 
+@REPORT_ONLY
 def test_int8_ties_in_the_logits_are_reported_with_what_gives_finer_steps(tmp_path):
     import keras
 
@@ -216,6 +225,7 @@ def test_int8_ties_in_the_logits_are_reported_with_what_gives_finer_steps(tmp_pa
 
 
 @pytest.mark.needs_tf
+@REPORT_ONLY
 def test_blockwise_int4_export_prints_json_and_a_bad_block_size_keeps_the_old_file(tmp_path):
     import keras
 
@@ -240,6 +250,7 @@ def test_blockwise_int4_export_prints_json_and_a_bad_block_size_keeps_the_old_fi
     assert output.read_bytes() == written
 
 
+@REPORT_ONLY
 def test_a_sparse_encoded_export_says_it_saves_download_size_not_runtime_memory(tmp_path):
     import keras
 
