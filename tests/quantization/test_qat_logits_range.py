@@ -2,7 +2,7 @@
 
 The range rule is checked on constructed batches; then a classifier (plain logits, a Dense with a softmax,
 a separate Softmax layer) trains, saves and loads with its :class:`LogitsQuantizer`, and its int8 file must
-compute what the quantization-aware model computes. Bad arguments get one line each. Runs on every backend
+compute what the quantization-aware model computes; so must a language-model head's (logits at every position). Bad arguments get one line each. Runs on every backend
 (export converts from a TensorFlow-backend copy).
 """
 
@@ -43,6 +43,8 @@ def classifier(head: str) -> keras.Model:
         ([[10.0, 9.0], [8.0, 7.0]], 1.0, (0.0, 10.0)),  # widened to contain 0, as every range is
         ([[1.0, 0.0], [1.0, -1.0]], 100.0, (-1.0, 1.0)),  # never wider than the batch's min/max
         ([[-3.0, -9.0], [-20.0, -40.0]], 2.0, (-22.0, 0.0)),  # all negative: the top of each example is kept
+        # A sequence (batch, position, class): the lowest top logit over every position (4) minus the margin.
+        ([[[10.0, 2.0, -300.0], [4.0, 3.0, -50.0]], [[6.0, 0.0, -1.0], [5.0, 4.0, -2.0]]], 5.5, (-1.5, 10.0)),
     ],
 )
 def test_logits_range_reaches_margin_below_the_lowest_top_logit(batch, margin, expected):
@@ -58,7 +60,7 @@ def test_logits_range_reaches_margin_below_the_lowest_top_logit(batch, margin, e
     np.testing.assert_allclose((low, high), expected, atol=1e-5)
     step = (high - low) / 255.0
     # The top of every example is within half a step; what lies below the range is clipped to its end.
-    np.testing.assert_allclose(out.max(axis=1), values.max(axis=1), atol=step / 2 + 1e-5)
+    np.testing.assert_allclose(out.max(axis=-1), values.max(axis=-1), atol=step / 2 + 1e-5)
     assert out.min() >= low - step / 2 - 1e-5
 
 
@@ -92,6 +94,39 @@ def test_output_logits_train_save_and_export_as_simulated(tmp_path, head):
     step = 1 / 256 if head in ("dense_softmax", "softmax_layer") else logits_quantizers[0].scale_and_zero_point()[0]
     assert steps.max() / step <= 1.0 + 1e-3
     assert result.fidelity.agreement >= 0.99 and result.fidelity.max_abs_diff <= step * (1.0 + 1e-3)
+
+
+def test_sequence_logits_export_as_simulated(tmp_path):
+    """A byte-LM-shaped model (tokens -> logits at every position): the range keeps each position's top logit."""
+    import mobileprune as mp
+    from mobileprune.conversion.verify import run_tflite
+    from mobileprune.quantization.quantizer_layers import LogitsQuantizer
+
+    keras.utils.set_random_seed(0)
+    tokens = np.random.default_rng(0).integers(0, 16, (512, 8)).astype("int32")
+    targets = (tokens + 1) % 16  # the next token is the current one plus 1
+    inputs = keras.Input((8,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(16, 12, name="embed")(inputs)
+    h = keras.layers.Dense(24, activation="relu", name="hidden")(h)
+    model = keras.Model(inputs, keras.layers.Dense(16, name="logits")(h))
+    model.compile(keras.optimizers.Adam(1e-2), LOSS)
+    model.fit(tokens, targets, epochs=3, batch_size=16, verbose=0)
+    head = model.get_layer("logits")
+    head.kernel.assign(head.kernel * 20.0)  # logits span hundreds, as a trained LM's do
+    float_logits = keras.ops.convert_to_numpy(model(tokens))
+    qat = mp.quantize_aware(model, output_logits=True)
+    qat.compile(keras.optimizers.SGD(0.0), LOSS)  # the weights stay; the moving ranges settle
+    qat.fit(tokens, targets, epochs=5, batch_size=16, verbose=0)
+    (quantizer,) = [layer for layer in qat.layers if isinstance(layer, LogitsQuantizer)]
+    low = float(keras.ops.convert_to_numpy(quantizer.range_min))
+    # Min/max would start at the lowest logit; this range starts at most a margin below every position's top.
+    assert float_logits.min() < -100.0 and low >= min(0.0, float_logits.max(axis=-1).min() - quantizer.margin) - 1.0
+    predicted = qat.predict(tokens, verbose=0)
+    assert (predicted.argmax(axis=-1) == float_logits.argmax(axis=-1)).mean() >= 0.99
+
+    result = mp.export_tflite(qat, tmp_path / "lm.tflite", quantize="int8", sparse=False)
+    step = quantizer.scale_and_zero_point()[0]
+    assert np.abs(run_tflite(str(result.path), tokens) - predicted).max() / step <= 1.0 + 1e-3
 
 
 @pytest.mark.parametrize(
