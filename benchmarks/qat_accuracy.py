@@ -25,7 +25,9 @@ Per seed:
    BatchNormalization moving statistics re-estimated on the training images (see below).
 2. **PTQ**: that fine-tuned float model, ``export_tflite(quantize="int8")``
    calibrated on 256 training images (min/max, per-channel convolution weights,
-   per-channel Dense weights: the converter's defaults).
+   per-channel Dense weights: the converter's defaults); and the same with
+   ``output_logits=True`` (``ptq_output_logits_*``: the logits' int8 range from the same images,
+   ln 256 below their smallest largest logit, the rule QAT's ``output_logits`` trains with).
 3. **QAT**: ``mp.quantize_aware`` of the model of step 1, fine-tuned
    ``--qat-epochs``; its int8 file (no calibration data). ``--output-logits``: QAT and
    PQAT with ``quantize_aware(output_logits=True)`` (the logits' int8 range spends its
@@ -349,12 +351,13 @@ def recalibrate_batch_norm(model, x: np.ndarray) -> int:
     return mp.recalibrate_batch_norm(model, x, batch_size=len(x))
 
 
-def export_ptq(model, path: Path, x_train: np.ndarray):
+def export_ptq(model, path: Path, x_train: np.ndarray, output_logits: bool = False):
     import mobileprune as mp
 
     return mp.export_tflite(
-        model, path, quantize="int8", representative_data=x_train[:CALIBRATION_IMAGES], sparse=False
-    )
+        model, path, quantize="int8", representative_data=x_train[:CALIBRATION_IMAGES], sparse=False,
+        output_logits=output_logits,
+    )  # fmt: skip
 
 
 def export_qat(model, path: Path):
@@ -406,10 +409,15 @@ def run_seed(seed: int, args, data, workdir: Path) -> dict[str, Any]:
     from mobileprune.conversion.verify import compare_outputs, top1_tied
 
     control_logits, ptq_logits = keras_logits(control, x_test), file_logits(ptq.path, x_test)
+    # PTQ of the same model with export_tflite(output_logits=True): the logits' range from the same calibration
+    # images, a margin below their smallest largest logit (the rule QAT's output_logits trains with).
+    ptq_output_logits = file_logits(export_ptq(control, folder / "ptq_logits.tflite", x_train, True).path, x_test)
     row.update(
         float_acc=accuracy(control_logits, y_test),
         float_acc_stale_bn=float_acc_stale_bn,
         ptq_acc=accuracy(ptq_logits, y_test),
+        ptq_output_logits_acc=accuracy(ptq_output_logits, y_test),
+        ptq_output_logits_top1_ties=float(np.mean(top1_tied(ptq_output_logits))),
         # Inputs whose two largest int8 logits are equal in the file (argmax takes the first class); the
         # float control's never are, the quantization-aware Keras model's are where its file's are.
         ptq_top1_ties=compare_outputs(control_logits, ptq_logits).top1_ties,
@@ -620,9 +628,11 @@ def latency(files: dict[str, str], rounds: int) -> dict[str, Any]:
     }
 
 
-def recovered_interval(rows: list[dict[str, Any]], draws: int = 10_000) -> list[float] | None:
-    """The 5th and 95th percentiles of the recovered fraction (mean QAT gain over mean PTQ loss) over seeds
-    drawn with replacement, each seed's float, PTQ and QAT accuracies kept together; None with under 3 seeds.
+def recovered_interval(
+    rows: list[dict[str, Any]], column: str = "qat_file_acc", draws: int = 10_000
+) -> list[float] | None:
+    """The 5th and 95th percentiles of the recovered fraction (mean gain of ``column`` over PTQ, divided by the mean
+    PTQ loss) over seeds drawn with replacement, each seed's accuracies kept together; None with under 3 seeds.
 
     Training from another seed moves each accuracy by about as much as the PTQ loss being recovered, so the
     mean's fraction alone cannot say whether 75% is met; this interval says how far the seeds spread it.
@@ -631,7 +641,7 @@ def recovered_interval(rows: list[dict[str, Any]], draws: int = 10_000) -> list[
     if len(rows) < 3:
         return None
     loss = np.array([r["float_acc"] - r["ptq_acc"] for r in rows])
-    gain = np.array([r["qat_file_acc"] - r["ptq_acc"] for r in rows])
+    gain = np.array([r[column] - r["ptq_acc"] for r in rows])
     picks = np.random.default_rng(0).integers(0, len(rows), (draws, len(rows)))
     draw_loss, draw_gain = loss[picks].mean(axis=1), gain[picks].mean(axis=1)
     fractions = draw_gain[draw_loss > 0] / draw_loss[draw_loss > 0]
@@ -649,6 +659,11 @@ def summarise(rows: list[dict[str, Any]], sparsities: list[float], with_tfmot: b
         "ptq_loss_points": 100 * loss,
         "qat_recovered_fraction": gain / loss if loss > 0 else None,
         "qat_recovered_fraction_interval": recovered_interval(rows),
+        "ptq_output_logits_acc": mean(r["ptq_output_logits_acc"] for r in rows),
+        "ptq_output_logits_recovered_fraction": (
+            mean(r["ptq_output_logits_acc"] - r["ptq_acc"] for r in rows) / loss if loss > 0 else None
+        ),
+        "ptq_output_logits_recovered_fraction_interval": recovered_interval(rows, "ptq_output_logits_acc"),
         "qat_over_float_epoch_median": statistics.median(r["qat_over_float_epoch"] for r in rows),
         "pruned": {},
     }
@@ -683,6 +698,7 @@ def print_tables(rows: list[dict[str, Any]], summary: dict[str, Any], args) -> N
     for r in rows:
         line = {
             "seed": r["seed"], "float %": 100 * r["float_acc"], "PTQ int8 %": 100 * r["ptq_acc"],
+            "PTQ output_logits %": 100 * r["ptq_output_logits_acc"],
             "QAT int8 %": 100 * r["qat_file_acc"], "QAT agree %": 100 * r["qat_file_agreement"],
             "QAT/float epoch": r["qat_over_float_epoch"],
         }  # fmt: skip
@@ -707,8 +723,9 @@ def print_tables(rows: list[dict[str, Any]], summary: dict[str, Any], args) -> N
             pruned.append(line)
     print_table("Pruned then PTQ vs PQAT (int8 files)", pruned)
     flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
-    if flat.get("qat_recovered_fraction_interval"):
-        flat["qat_recovered_fraction_interval"] = "{:.2f} to {:.2f}".format(*flat["qat_recovered_fraction_interval"])
+    for key in ("qat_recovered_fraction_interval", "ptq_output_logits_recovered_fraction_interval"):
+        if flat.get(key):
+            flat[key] = "{:.2f} to {:.2f}".format(*flat[key])
     print_table("Summary (means over seeds)", [flat])
 
 

@@ -32,6 +32,7 @@ _SPARSE_CHOICES = {"auto": "auto", "on": True, "off": False}
 _EPILOG = """examples:
   mobileprune export model.keras -o model.tflite
   mobileprune export model.keras -o model_int8.tflite --quantize int8 --calibration calib.npz
+  mobileprune export classifier.keras -o c.tflite --quantize int8 --output-logits --calibration calib.npz
   mobileprune export model.keras -o m.tflite --quantize int8 --int8-io uint8 \\
       --calibration calib.npz --validation test.npz --json
   mobileprune export saved_model_dir/ -o m.tflite --quantize float16 --sparse off
@@ -78,6 +79,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--int8-io", choices=("int8", "uint8"), default=None, help="integer model input/output (needs --quantize int8)"
+    )
+    parser.add_argument(
+        "--output-logits",
+        action="store_true",
+        help="with --quantize int8: the logits' int8 range keeps each input's largest logit "
+        "(finer steps where the argmax is decided) instead of the calibration min/max",
     )
     parser.add_argument(
         "--calibration",
@@ -174,6 +181,7 @@ def _export(
                 calibration_samples=args.calibration_samples,
                 progress=lambda fraction: step("calibrating", fraction),
                 batch_size=args.batch_size,
+                output_logits=args.output_logits,
             )
     except (ValueError, TypeError) as error:
         return None, (EXIT_BAD_INPUT, str(error))
@@ -212,6 +220,8 @@ def _check_inputs(args: argparse.Namespace) -> tuple[dict | None, tuple | None]:
         raise ValueError(f"pass either --recipe or --quantize {args.quantize}, not both")
     if args.recipe is not None and not Path(args.recipe).is_file():
         raise ValueError(f"--recipe file {args.recipe} does not exist; pass an ai-edge-quantizer recipe .json")
+    if args.output_logits and args.quantize != "int8":
+        raise ValueError(f"--output-logits needs --quantize int8 (got {args.quantize})")
     if args.block_size is not None and args.quantize != "dynamic_int4":
         raise ValueError(f"--block-size {args.block_size} needs --quantize dynamic_int4")
     args.quantization_aware = _is_quantization_aware_file(model)
@@ -276,6 +286,11 @@ def _print_result(result, quantization_aware: bool = False) -> None:
         ["file", result.path],
         *([["quantization-aware", "yes: int8 ranges from training, no calibration"]] if quantization_aware else []),
         ["quantize", quantize + (f" ({result.int8_io} input/output)" if result.int8_io else "")],
+        *(
+            [["logits int8 range", "[{:.4g}, {:.4g}] (--output-logits)".format(*result.logits_range)]]
+            if result.logits_range
+            else []
+        ),
         ["size", f"{result.file_bytes:,} bytes"],
         ["gzip -9", f"{result.gzip_bytes:,} bytes"],
         ["encoding", f"{result.encoding}: {result.encoding_reason}"],
@@ -293,8 +308,8 @@ def _print_result(result, quantization_aware: bool = False) -> None:
                 [
                     "top-1 ties (file)",
                     f"{100 * fidelity.top1_ties:.2f}% of inputs: int8 rounding made the two largest outputs equal"
-                    " (argmax takes the first class); finer logits: --quantize int16x8, or QAT with"
-                    " quantize_aware(model, output_logits=True)",
+                    " (argmax takes the first class); finer logits: --output-logits, --quantize int16x8, or QAT"
+                    " with quantize_aware(model, output_logits=True)",
                 ]
             )
         summary.append(["max / mean |diff|", f"{fidelity.max_abs_diff:.4g} / {fidelity.mean_abs_diff:.4g}"])

@@ -33,11 +33,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mobileprune.conversion.atomic import atomic_write_bytes, atomic_write_text
 from mobileprune.conversion.convert import convert
 from mobileprune.conversion.edge_quantizer import check_calibration, edge_quantize_spec, quantize_float_tflite
+from mobileprune.conversion.logits_range import (
+    LOGITS_MARGIN,
+    check_logits_output,
+    checked_margin,
+    logits_range,
+    rewrite_output_ranges,
+)
 from mobileprune.conversion.quantization_aware import check_quantization_aware_mode, is_quantization_aware
-from mobileprune.conversion.quantize import CalibrationProgress, normalize_integer_io, normalize_quantize
+from mobileprune.conversion.quantize import (
+    CalibrationProgress,
+    normalize_integer_io,
+    normalize_quantize,
+    representative_dataset,
+)
 from mobileprune.conversion.sources import load_source
 from mobileprune.conversion.sparse import (
     choose_encoding,
@@ -84,6 +98,7 @@ class ExportResult:
         weight_unique_values: distinct values of each weight tensor, read from
             the file (a clustered weight has at most ``k``; per output channel:
             ``channel_unique_values`` in ``weight_tensors``).
+        logits_range: with ``output_logits=True``, the int8 range written for the logits.
     """
 
     path: str
@@ -105,6 +120,7 @@ class ExportResult:
     batch_size: int | None = None
     sparse_note: str | None = None
     weight_unique_values: dict[str, int | None] = field(default_factory=dict)
+    logits_range: tuple[float, float] | None = None
 
     @property
     def overall_sparsity(self) -> float:
@@ -173,6 +189,8 @@ def export_tflite(
     progress: CalibrationProgress | None = None,
     batch_size: int | None = None,
     block_size: int | None = None,
+    output_logits: bool = False,
+    logits_margin: float = LOGITS_MARGIN,
 ) -> ExportResult:
     """Convert a model to ``.tflite``, write it atomically and report what is in the file.
 
@@ -222,6 +240,14 @@ def export_tflite(
             their loops).
         block_size: for ``quantize="dynamic_int4"``: 32, 64, 128 or 256 weights
             share one scale (blockwise); ``None`` (default) is per channel.
+        output_logits: for ``quantize="int8"`` of a model whose one output is class
+            logits: the logits' int8 range reaches only ``logits_margin`` below the
+            smallest largest logit of the calibration inputs, not down to their
+            minimum (:mod:`mobileprune.conversion.logits_range`): finer steps where
+            the argmax is decided, fewer ties. A quantization-aware model gets it in
+            training instead (``quantize_aware(model, output_logits=True)``).
+        logits_margin: with ``output_logits``, how far below an input's largest
+            logit its range must reach (default ln 256).
 
     Raises:
         ValueError: bad arguments or model path; ``SelectTfOpsRequiredError``
@@ -238,9 +264,25 @@ def export_tflite(
     if target.is_dir():
         raise ValueError(f"output path {target} is a directory; pass a file path such as {target / 'model.tflite'}")
     batch_size = _normalize_batch_size(batch_size)
+    if output_logits:
+        logits_margin = checked_margin(logits_margin, "logits_margin")
+        if edge is not None or quantize != "int8":
+            raise ValueError(
+                f"output_logits=True sets the int8 range of the logits: it needs quantize='int8', got {label_of(quantize, edge)!r}"
+            )
     source = load_source(model)
     if is_quantization_aware(source.model):  # int8 from its trained ranges, no calibration
         check_quantization_aware_mode(quantize)
+        if output_logits:
+            raise ValueError(
+                "output_logits=True is for post-training int8; a quantization-aware model's logits range comes "
+                "from training: quantize_aware(model, output_logits=True)"
+            )
+    written_range = (
+        _calibration_logits_range(source, representative_data, calibration_samples, logits_margin)
+        if output_logits
+        else None
+    )
     if source.recurrent:
         _check_recurrent_quantization(quantize if edge is None else edge.mode)
         batch_size = 1 if batch_size is None else batch_size
@@ -249,7 +291,7 @@ def export_tflite(
     # Masked attention converts through a finite mask fill (the source stays the fidelity reference).
     # ai-edge-quantizer's static modes calibrate the float file's activations: it gets the finite fill too.
     full_integer = quantize in ("int8", "int16x8") if edge is None else edge.needs_calibration
-    label = quantize if edge is None else edge.name
+    label = label_of(quantize, edge)
     convert_source = finite_mask_source(source, label, representative_data, calibration_samples, full_integer)
 
     def convert_with(encoding_sparse: bool) -> bytes:
@@ -274,6 +316,8 @@ def export_tflite(
             _edge_candidates(edge, reused, sparse, representative_data, calibration_samples),
             None,
         )
+    if written_range is not None:
+        candidates = {name: rewrite_output_ranges(data, [written_range]) for name, data in candidates.items()}
     xnnpack = analyze_tflite(candidates.get("dense") or candidates["sparse"])
     needs_sparse = xnnpack is not None and xnnpack.structure_eligible
     chosen, reason = choose_encoding(
@@ -282,17 +326,42 @@ def export_tflite(
     atomic_write_bytes(target, candidates[chosen])
     result = ExportResult.read(
         target,
-        quantize=quantize if edge is None else edge.name,
+        quantize=label_of(quantize, edge),
         int8_io=io_type,
         encoding_reason=reason,
         candidate_bytes={name: len(data) for name, data in candidates.items()},
         converter_sparse_bytes=converter_sparse_bytes,
         source=source.description,
+        logits_range=written_range,
     )
     if validation_data is not None:
         x, y = _split_validation(validation_data)
         result.fidelity = verify(source, str(target), x, y)
     return result
+
+
+def label_of(quantize: str | None, edge: Any) -> str | None:
+    """The mode's name as the caller wrote it: the converter's mode, or ai-edge-quantizer's."""
+    return quantize if edge is None else edge.name
+
+
+def _calibration_logits_range(
+    source: Any, representative_data: Any, calibration_samples: int | None, margin: float
+) -> tuple[float, float]:
+    """:func:`logits_range` of the source model's logits on the calibration inputs (single-output models)."""
+    outputs = getattr(source.model, "outputs", None)
+    if outputs is not None and len(outputs) != 1:
+        raise ValueError(f"output_logits=True needs a model with one output (class logits); it has {len(outputs)}")
+    check_logits_output(source.model)
+    if representative_data is None:
+        raise ValueError("output_logits=True needs representative_data (calibration inputs) to set the logits range")
+    samples = list(representative_dataset(representative_data, source.input_count, calibration_samples)())
+    if isinstance(samples[0], dict):
+        inputs: Any = {name: np.concatenate([sample[name] for sample in samples]) for name in samples[0]}
+    else:
+        parts = [np.concatenate([sample[i] for sample in samples]) for i in range(len(samples[0]))]
+        inputs = parts[0] if len(parts) == 1 else parts
+    return logits_range(source.predict(inputs), margin)
 
 
 def _convert_candidates(convert_with, sparse: bool | str) -> tuple[dict[str, bytes], int | None]:

@@ -56,6 +56,7 @@ import keras
 import numpy as np
 
 from mobileprune import keras_private
+from mobileprune.conversion.logits_range import LOGITS_MARGIN, checked_margin
 from mobileprune.layer_classes import ELEMENTWISE_MERGES
 from mobileprune.quantization.attention_quantizer import (
     QuantizedAttention,
@@ -65,7 +66,6 @@ from mobileprune.quantization.attention_quantizer import (
 from mobileprune.quantization.quantizer_layers import (
     FIXED_RANGE_ACTIVATIONS,
     FUSABLE_ACTIVATIONS,
-    LOGITS_MARGIN,
     RANGE_PASS_THROUGH,
     REQUANTIZING_ACTIVATIONS,
     ActivationQuantizer,
@@ -76,7 +76,6 @@ from mobileprune.quantization.quantizer_layers import (
     QuantizeWrapper,
     SimulatedActivation,
     activation_name,
-    checked_margin,
     float_layer_normalization_fits,
     identity_affine,
     quantized_affine_fits,

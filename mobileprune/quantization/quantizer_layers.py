@@ -69,6 +69,7 @@ from keras import ops
 from keras.quantizers import fake_quant_with_min_max_vars
 
 from mobileprune import backend, keras_private
+from mobileprune.conversion.logits_range import LOGITS_MARGIN, checked_margin
 
 #: Smallest per-channel weight range: an all-zero (pruned) channel still gets a finite
 #: scale, large enough that its int32 bias (scale = input scale * weight scale) cannot overflow.
@@ -182,22 +183,6 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "ema_decay": self.ema_decay}
-
-
-#: :class:`LogitsQuantizer`'s default margin, ln 256: a logit this far below its example's largest has
-#: under 1/256 of the largest's softmax weight (one step of TFLite's int8 softmax output).
-LOGITS_MARGIN = float(np.log(256.0))
-
-
-def checked_margin(margin: Any, caller: str) -> float:
-    """``margin`` as a float, or a one-line ``ValueError`` (naming ``caller``) unless it is finite and >= 0."""
-    try:
-        value = float(margin)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{caller} must be a finite number >= 0 (logits), got {margin!r}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="mobileprune")

@@ -102,6 +102,7 @@ def test_int8_export_with_validation_prints_json(digits, tmp_path):
             "--quantize static_int16 needs --calibration",
         ),
         (["model.keras", "-o", "out.tflite", "--block-size", "32"], "--block-size 32 needs --quantize dynamic_int4"),
+        (["model.keras", "-o", "out.tflite", "--output-logits"], "--output-logits needs --quantize int8 (got none)"),
         (["model.keras", "-o", "out.tflite", "--recipe", "r.json"], "--recipe file r.json does not exist"),
     ],
 )
@@ -205,14 +206,12 @@ def test_table_output_is_quiet_and_verbose_shows_the_native_log(tmp_path):
 def test_int8_ties_in_the_logits_are_reported_with_what_gives_finer_steps(tmp_path):
     import keras
 
-    # Logits 0 and 1 differ by at most 0.5 (1 wins whenever x1 > 0); logit 2 stretches the range to ~1100,
-    # so one int8 step is ~4.3 and the file rounds 0 and 1 to the same code.
+    # Logits 0 and 1 differ by 0.1-0.5 (1 wins); logit 2 stretches the range to ~1010, so one int8 step is ~4
+    # and the file rounds 0 and 1 to the same code. Above logit 1 - ln 256 the range is 10.5 wide: steps of 0.06.
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="logits")])
-    model.layers[0].set_weights(
-        [np.array([[100.0, 100.0, 0.0], [0.0, 0.5, -1000.0]], "float32"), np.zeros(3, "float32")]
-    )
+    model.layers[0].set_weights([np.array([[10.0, 10.0, 0.0], [0.0, 0.5, -1000.0]], "float32"), np.zeros(3, "float32")])
     model.save(tmp_path / "close.keras")
-    x = np.random.default_rng(0).uniform(0.05, 1.0, (64, 2)).astype("float32")
+    x = np.random.default_rng(0).uniform(0.2, 1.0, (64, 2)).astype("float32")
     np.savez(tmp_path / "data.npz", x=x)
     result = _run(
         str(tmp_path / "close.keras"), "-o", str(tmp_path / "close.tflite"), "--quantize", "int8",
@@ -222,6 +221,15 @@ def test_int8_ties_in_the_logits_are_reported_with_what_gives_finer_steps(tmp_pa
     assert "top-1 ties (file)" in result.stdout
     cells = "".join(character for character in result.stdout if not character.isspace() and character not in "│┃")
     assert "--quantizeint16x8" in cells and "quantize_aware(model,output_logits=True)" in cells  # the table wraps it
+    assert "--output-logits" in cells and "logitsint8range" not in cells
+    # The first remedy: the same export with the logits range kept near each input's largest logit.
+    fixed = _run(
+        str(tmp_path / "close.keras"), "-o", str(tmp_path / "close.tflite"), "--quantize", "int8", "--output-logits",
+        "--calibration", str(tmp_path / "data.npz"), "--validation", str(tmp_path / "data.npz"), "--json",
+    )  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    report = json.loads(fixed.stdout)
+    assert report["logits_range"][0] > -1000.0 and report["fidelity"]["top1_ties"] < 0.01
 
 
 @pytest.mark.needs_tf

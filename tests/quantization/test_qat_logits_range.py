@@ -2,8 +2,9 @@
 
 The range rule is checked on constructed batches; then a classifier (plain logits, a Dense with a softmax,
 a separate Softmax layer) trains, saves and loads with its :class:`LogitsQuantizer`, and its int8 file must
-compute what the quantization-aware model computes; so must a language-model head's (logits at every position). Bad arguments get one line each. Runs on every backend
-(export converts from a TensorFlow-backend copy).
+compute what the quantization-aware model computes; so must a language-model head's (logits at every
+position). Bad arguments get one line each. Runs on every backend (export converts from a TensorFlow-backend
+copy).
 """
 
 from __future__ import annotations
