@@ -45,7 +45,15 @@ def inputs(count: int = 256) -> np.ndarray:
     return np.random.default_rng(0).uniform(0.2, 1.0, (count, 2)).astype("float32")
 
 
-@pytest.mark.parametrize("int8_io", [False, "int8", "uint8"])
+# The file rewrite is the same whatever backend converted the model: integer input/output on the TensorFlow leg only.
+@pytest.mark.parametrize(
+    "int8_io",
+    [
+        False,
+        pytest.param("int8", marks=pytest.mark.tensorflow_only),
+        pytest.param("uint8", marks=pytest.mark.tensorflow_only),
+    ],
+)
 def test_output_logits_ends_the_ties_of_a_min_max_range(tmp_path, int8_io):
     import mobileprune as mp
     from mobileprune.conversion.logits_range import int8_parameters, logits_range

@@ -36,7 +36,9 @@ def dense_accuracy(digits):
     return train(digits)[1]
 
 
-@pytest.mark.parametrize("target", [0.8, 0.9])
+# Each pruned run trains 516 steps: ~100 s on the PyTorch leg, ~50 s on JAX. The harder 90% runs on every backend;
+# 80% adds nothing backend-specific, so only the TensorFlow leg runs it.
+@pytest.mark.parametrize("target", [pytest.param(0.8, marks=pytest.mark.tensorflow_only), 0.9])
 def test_pruned_digits_cnn_stays_within_1_5_points_of_dense(digits, dense_accuracy, target):
     schedule = mp.PolynomialDecay(0.0, target, begin_step=0, end_step=RAMP_END_STEP, frequency=10)
     model, accuracy = train(digits, [mp.PruneCallback(schedule, scope="global")])
