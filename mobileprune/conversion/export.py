@@ -245,7 +245,10 @@ def export_tflite(
             smallest largest logit of the calibration inputs, not down to their
             minimum (:mod:`mobileprune.conversion.logits_range`): finer steps where
             the argmax is decided, fewer ties. A quantization-aware model gets it in
-            training instead (``quantize_aware(model, output_logits=True)``).
+            training instead (``quantize_aware(model, output_logits=True)``). The
+            fidelity report's ``max_abs_diff`` then includes the clipped logits (those
+            far below each input's largest); ``agreement`` and ``top1_ties`` are the
+            numbers to read.
         logits_margin: with ``output_logits``, how far below an input's largest
             logit its range must reach (default ln 256).
 
