@@ -271,7 +271,7 @@ def export_tflite(
         logits_margin = checked_margin(logits_margin, "logits_margin")
         if edge is not None or quantize != "int8":
             raise ValueError(
-                f"output_logits=True sets the int8 range of the logits: it needs quantize='int8', got {label_of(quantize, edge)!r}"
+                f"output_logits=True sets the int8 range of the logits: it needs quantize='int8', got {_mode_label(quantize, edge)!r}"
             )
     source = load_source(model)
     if is_quantization_aware(source.model):  # int8 from its trained ranges, no calibration
@@ -294,7 +294,7 @@ def export_tflite(
     # Masked attention converts through a finite mask fill (the source stays the fidelity reference).
     # ai-edge-quantizer's static modes calibrate the float file's activations: it gets the finite fill too.
     full_integer = quantize in ("int8", "int16x8") if edge is None else edge.needs_calibration
-    label = label_of(quantize, edge)
+    label = _mode_label(quantize, edge)
     convert_source = finite_mask_source(source, label, representative_data, calibration_samples, full_integer)
 
     def convert_with(encoding_sparse: bool) -> bytes:
@@ -329,7 +329,7 @@ def export_tflite(
     atomic_write_bytes(target, candidates[chosen])
     result = ExportResult.read(
         target,
-        quantize=label_of(quantize, edge),
+        quantize=_mode_label(quantize, edge),
         int8_io=io_type,
         encoding_reason=reason,
         candidate_bytes={name: len(data) for name, data in candidates.items()},
@@ -343,7 +343,7 @@ def export_tflite(
     return result
 
 
-def label_of(quantize: str | None, edge: Any) -> str | None:
+def _mode_label(quantize: str | None, edge: Any) -> str | None:
     """The mode's name as the caller wrote it: the converter's mode, or ai-edge-quantizer's."""
     return quantize if edge is None else edge.name
 

@@ -69,7 +69,7 @@ from keras import ops
 from keras.quantizers import fake_quant_with_min_max_vars
 
 from mobileprune import backend, keras_private
-from mobileprune.conversion.logits_range import LOGITS_MARGIN, checked_margin
+from mobileprune.conversion.logits_range import LOGITS_MARGIN, checked_margin, int8_parameters
 
 #: Smallest per-channel weight range: an all-zero (pruned) channel still gets a finite
 #: scale, large enough that its int32 bias (scale = input scale * weight scale) cannot overflow.
@@ -177,9 +177,7 @@ class ActivationQuantizer(keras.layers.Layer):
     def scale_and_zero_point(self) -> tuple[float, int]:
         """The int8 scale and zero point this range becomes in the file (TensorFlow's nudging)."""
         low, high = float(self.range_min.numpy()), float(self.range_max.numpy())
-        scale = (high - low) / 255.0
-        zero_point = int(round(-128 - low / scale)) if scale > 0 else 0
-        return scale, max(-128, min(127, zero_point))
+        return int8_parameters(low, high) if high > low else (0.0, 0)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "ema_decay": self.ema_decay}
